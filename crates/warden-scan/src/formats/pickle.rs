@@ -368,6 +368,10 @@ pub fn scan_stream(r: &mut dyn Read, base: u64, cx: &mut Context) -> Result<(), 
             "legacy PyTorch serialization (pre-1.6, not a zip): five pickles followed by raw storages",
         );
     }
+    if legacy {
+        // Storages are persistent ids in the legacy format.
+        m.torch_zip = true;
+    }
     let result = m.run_stream(&mut src, legacy, 0);
     m.finish();
     if let Some(e) = src.err.take() {
