@@ -7,7 +7,10 @@
 //! area named after an allowlist profile (`sklearn`) are scanned with that profile on,
 //! as a user would scan them.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failure should stop the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failure should stop the test"
+)]
 
 use std::path::{Path, PathBuf};
 use warden_scan::{ScanOptions, Severity, allowlist};
