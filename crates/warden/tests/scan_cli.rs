@@ -1,5 +1,7 @@
 //! `warden scan` end to end: exit codes, the three report formats, and failing closed.
 
+#![allow(clippy::unwrap_used, reason = "test code: a failure should stop the test")]
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
