@@ -1,6 +1,9 @@
 //! `warden scan` end to end: exit codes, the three report formats, and failing closed.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failure should stop the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failure should stop the test"
+)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

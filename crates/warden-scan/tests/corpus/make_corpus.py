@@ -39,6 +39,13 @@ import zipfile
 import zlib
 
 HERE = pathlib.Path(__file__).resolve().parent
+
+# Reproducible output: archive timestamps come from a fixed clock.
+import time as _time
+
+_FIXED = types.SimpleNamespace(time=lambda: 1704067200.0, localtime=_time.gmtime, gmtime=_time.gmtime)
+zipfile.time = _FIXED
+gzip.time = _FIXED
 GENERATORS = []
 
 
@@ -773,7 +780,7 @@ def _():
         "saved_at": datetime.datetime(2024, 1, 2, 3, 4, 5),
         "dtype": torch.float16,
         "shape": torch.Size((2, 4)),
-        "tags": {"a", "b"},
+        "tags": {1, 2, 3},
     }
     return torch_zip(ck)
 
@@ -942,6 +949,14 @@ def main():
         target.write_bytes(data)
     if not a.list:
         (HERE / "INDEX.md").write_text("\n".join(lines) + "\n")
+        # The README's first command scans samples/: one clean and one malicious checkpoint.
+        samples = HERE.parents[3] / "samples"
+        samples.mkdir(exist_ok=True)
+        for src, dst in [
+            ("benign/torch/checkpoint_full.pt", "clean_checkpoint.pt"),
+            ("malicious/torch/reduce_in_data_pkl.pt", "suspicious_checkpoint.pt"),
+        ]:
+            (samples / dst).write_bytes((HERE / src).read_bytes())
         print(f"wrote {len(GENERATORS)} corpus entries under {HERE}")
 
 

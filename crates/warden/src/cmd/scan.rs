@@ -192,15 +192,26 @@ fn print_text(
         .map(|(s, n)| format!("{n} {s}"))
         .collect();
     let member_note = if members > 0 {
-        format!(" ({members} archive members)")
+        format!(
+            " ({})",
+            plural(members, "archive member", "archive members")
+        )
     } else {
         String::new()
     };
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("{n} {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
     writeln!(
         out,
-        "scanned {files} files{member_note}, {}; {} findings{}",
+        "scanned {}{member_note}, {}; {}{}",
+        plural(files, "file", "files"),
         human_bytes(total),
-        r.findings.len(),
+        plural(r.findings.len(), "finding", "findings"),
         if breakdown.is_empty() {
             String::new()
         } else {
