@@ -135,6 +135,14 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 fn print_text(
     out: &mut impl Write,
     r: &Report,
@@ -198,13 +206,6 @@ fn print_text(
         )
     } else {
         String::new()
-    };
-    let plural = |n: usize, one: &str, many: &str| {
-        if n == 1 {
-            format!("{n} {one}")
-        } else {
-            format!("{n} {many}")
-        }
     };
     writeln!(
         out,
