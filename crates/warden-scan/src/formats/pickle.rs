@@ -1761,6 +1761,116 @@ mod tests {
     }
 
     #[test]
+    fn protocol0_memo_put_get_and_inst() {
+        // PUT/GET with decimal indices feed INST's class through the text opcodes.
+        let f = scan(b"(S'a'\np0\ng0\nlp1\n0(ios\nsystem\n.");
+        assert_eq!(rules(&f), vec![("WS102", Severity::Critical)]);
+        assert!(f[0].message.contains("INST"));
+    }
+
+    #[test]
+    fn memoize_uses_the_memo_length() {
+        // MEMOIZE stores at len(memo): "os" at 0, "system" at 1.
+        let p = b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93.";
+        let f = scan(p);
+        assert_eq!(rules(&f), vec![("WS101", Severity::Critical)]);
+        assert!(f[0].message.contains("os.system"));
+    }
+
+    #[test]
+    fn long_binput_and_binget_roundtrip() {
+        let p =
+            b"\x80\x02\x8c\x08builtins\x8c\x04exec\x93r\xff\xff\x00\x000j\xff\xff\x00\x00N\x85R.";
+        let f = scan(p);
+        assert_eq!(rules(&f), vec![("WS102", Severity::Critical)]);
+    }
+
+    #[test]
+    fn newobj_and_obj_are_calls() {
+        let f = scan(b"\x80\x02csubprocess\nPopen\n)\x81.");
+        assert_eq!(rules(&f), vec![("WS102", Severity::Critical)]);
+        assert!(f[0].message.contains("NEWOBJ"));
+        let f = scan(b"(cpty\nspawn\nS'id'\no.");
+        assert!(
+            f[0].message.contains("OBJ at offset 18"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn frame_is_transparent() {
+        let mut p = vec![0x80, 4, 0x95];
+        p.extend_from_slice(&2u64.to_le_bytes());
+        p.extend_from_slice(b"\x8c\x02os\x8c\x06system\x93.");
+        assert_eq!(rules(&scan(&p)), vec![("WS101", Severity::Critical)]);
+    }
+
+    #[test]
+    fn persistent_ids_outside_torch_are_low() {
+        let f = scan(b"\x80\x02X\x01\x00\x00\x000Q.");
+        assert_eq!(rules(&f), vec![("WS114", Severity::Low)]);
+    }
+
+    #[test]
+    fn trailing_garbage_is_low_and_protocol_6_is_reported() {
+        let f = scan(b"\x80\x02N.\x00\x01\x02garbage");
+        assert_eq!(rules(&f), vec![("WS111", Severity::Low)]);
+        let f = scan(b"\x80\x06N.");
+        assert_eq!(rules(&f), vec![("WS112", Severity::Medium)]);
+    }
+
+    #[test]
+    fn joblib_wrapper_skips_raw_array_bytes() {
+        // NumpyArrayWrapper state {'shape': (2,), 'dtype': numpy.dtype('f8', False, True),
+        // 'numpy_array_alignment_bytes': 16}, then a padding byte, padding, 16 raw bytes
+        // that would be garbage opcodes, then STOP.
+        let mut p =
+            b"\x80\x04\x8c\x13joblib.numpy_pickle\x8c\x11NumpyArrayWrapper\x93)\x81}(".to_vec();
+        p.extend_from_slice(b"\x8c\x05shapeK\x02\x85");
+        p.extend_from_slice(b"\x8c\x05dtype\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02f8\x89\x88\x87R");
+        p.extend_from_slice(b"\x8c\x1bnumpy_array_alignment_bytesK\x10ub");
+        p.push(3);
+        p.extend_from_slice(&[0xff; 3]);
+        p.extend_from_slice(&[0xfe; 16]);
+        p.push(b'.');
+        let f = scan_with(&p, &["sklearn"]);
+        assert!(f.is_empty(), "{f:?}");
+        // Without the profile the wrapper is outside the allowlist, but parsing still works.
+        let f = scan(&p);
+        assert!(f.iter().all(|f| f.rule == "WS102"), "{f:?}");
+    }
+
+    #[test]
+    fn findings_are_capped() {
+        let mut p = vec![0x80, 2];
+        for _ in 0..500 {
+            p.extend_from_slice(b"cos\nsystem\nN\x85R0");
+        }
+        p.push(b'N');
+        p.push(b'.');
+        let f = scan(&p);
+        assert_eq!(f.len(), MAX_FINDINGS + 1);
+        assert_eq!(f.last().unwrap().rule, "WS191");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let mut with_proto = vec![0x80, 4];
+            with_proto.extend_from_slice(&data);
+            for input in [&data[..], &with_proto[..]] {
+                let options = ScanOptions { max_pickle_ops: 100_000, ..ScanOptions::default() };
+                let mut findings = Vec::new();
+                let mut cx = Context { location: Location::file("p"), options: &options, findings: &mut findings, depth: 0 };
+                let mut r = input;
+                let _ = scan_stream(&mut r, 0, &mut cx);
+            }
+        }
+    }
+
+    #[test]
     fn sniff_rejects_text() {
         assert!(sniff(b"\x80\x02}q\x00."));
         assert!(sniff(b"cos\nsystem\n"));
