@@ -140,6 +140,10 @@ impl<'o> Walker<'o> {
                     Err(e) => self.error(&ploc, format!("dangling symbolic link: {e}")),
                 }
             } else if meta.is_dir() {
+                if p.file_name().is_some_and(|n| n == ".git") {
+                    // Version-control metadata: no loader reads it.
+                    continue;
+                }
                 self.walk_dir(&p, root, level + 1);
             } else if meta.is_file() {
                 self.scan_file(&p);

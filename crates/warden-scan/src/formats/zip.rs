@@ -127,7 +127,20 @@ pub fn find_eocd(input: &mut dyn Input, len: u64) -> std::io::Result<Option<Eocd
                         e.at = z64_at;
                     }
                 }
-                return Ok(Some(e));
+                // A real directory starts with a central header right where the
+                // record says it ends (or is empty): random bytes that happen to
+                // contain the signature do not make a file a zip.
+                let plausible = if e.entries == 0 && e.cd_size == 0 {
+                    true
+                } else if e.cd_size <= e.at {
+                    let mut sig = [0u8; 4];
+                    read_at(input, e.at - e.cd_size, &mut sig).is_ok() && &sig == b"PK\x01\x02"
+                } else {
+                    false
+                };
+                if plausible {
+                    return Ok(Some(e));
+                }
             }
         }
         if i == 0 {
