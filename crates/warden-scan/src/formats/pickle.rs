@@ -1082,7 +1082,7 @@ impl<'c, 'a> Machine<'c, 'a> {
                             let mut pairs = Vec::with_capacity(items.len() / 2);
                             let mut it = items.into_iter();
                             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                                pairs.push((k, v));
+                                pairs.push((shallow(k), shallow(v)));
                             }
                             V::Dict(Rc::new(RefCell::new(pairs)))
                         }
@@ -1200,7 +1200,12 @@ impl<'c, 'a> Machine<'c, 'a> {
                                     || c.module == "sklearn.externals.joblib.numpy_pickle")
                                     && c.name == "NumpyArrayWrapper"
                             });
-                            *o.state.borrow_mut() = Some(state.clone());
+                            let kept = if frozen(&state) {
+                                state.clone()
+                            } else {
+                                V::Other
+                            };
+                            *o.state.borrow_mut() = Some(kept);
                             if wrapper {
                                 match self.joblib_array(src, &state, off, depth)? {
                                     Stop::Done => {}
@@ -1350,7 +1355,7 @@ impl<'c, 'a> Machine<'c, 'a> {
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                 if d.len() < MAX_DICT {
-                    d.push((k, v));
+                    d.push((shallow(k), shallow(v)));
                 }
             }
         }
@@ -1456,6 +1461,34 @@ impl<'c, 'a> Machine<'c, 'a> {
             }
         }
     }
+}
+
+/// True when `v` reaches no mutable placeholder at all (no dict, no call result).
+fn frozen(v: &V) -> bool {
+    match v {
+        V::Tuple(t) => t.iter().all(frozen),
+        V::Obj(_) | V::Dict(_) => false,
+        _ => true,
+    }
+}
+
+/// True when `v` may be stored in a dict: it reaches no dict, and any call result in it
+/// has frozen arguments and state. Placeholders are reference counted, and the only
+/// mutable edges are dict items and `BUILD` state; with values restricted like this
+/// (and `BUILD` state restricted to [`frozen`] values) no reference cycle can form, so
+/// nothing leaks.
+fn acyclic(v: &V) -> bool {
+    match v {
+        V::Tuple(t) => t.iter().all(acyclic),
+        V::Obj(o) => frozen(&o.args) && o.state.borrow().as_ref().is_none_or(frozen),
+        V::Dict(_) => false,
+        _ => true,
+    }
+}
+
+/// `v` if it may be stored in a dict, else an opaque placeholder.
+fn shallow(v: V) -> V {
+    if acyclic(&v) { v } else { V::Other }
 }
 
 fn need_u8(src: &mut Src) -> Option<u8> {
@@ -1852,6 +1885,70 @@ mod tests {
         let f = scan(&p);
         assert_eq!(f.len(), MAX_FINDINGS + 1);
         assert_eq!(f.last().unwrap().rule, "WS191");
+    }
+
+    /// Regression (fuzz: leak-5f518ff4…, leak-e0ea4230…): self-referencing dicts and
+    /// BUILD state that contains the object itself used to form reference cycles.
+    fn dropped_after_scan(bytes: &[u8], memo_idx: u64) -> bool {
+        let options = ScanOptions::default();
+        let mut findings = Vec::new();
+        let mut cx = Context {
+            location: Location::file("t.pkl"),
+            options: &options,
+            findings: &mut findings,
+            depth: 0,
+        };
+        let weak_dict;
+        let weak_obj;
+        {
+            let mut m = Machine::new(&mut cx);
+            let mut r = bytes;
+            let mut src = Src::new(&mut r, 0);
+            let _ = m.run_one(&mut src, 0);
+            weak_dict = match m.memo.get(&memo_idx) {
+                Some(V::Dict(d)) => Some(Rc::downgrade(d)),
+                _ => None,
+            };
+            weak_obj = match m.memo.get(&memo_idx) {
+                Some(V::Obj(o)) => Some(Rc::downgrade(o)),
+                _ => None,
+            };
+            assert!(
+                weak_dict.is_some() || weak_obj.is_some(),
+                "memo {memo_idx} not tracked"
+            );
+        }
+        weak_dict.is_none_or(|w| w.upgrade().is_none())
+            && weak_obj.is_none_or(|w| w.upgrade().is_none())
+    }
+
+    #[test]
+    fn self_referencing_dict_does_not_leak() {
+        // d = {}; d['k'] = d
+        assert!(dropped_after_scan(
+            b"\x80\x02}q\x00X\x01\x00\x00\x00kh\x00s.",
+            0
+        ));
+        // d = {}; d['k'] = (d,)
+        assert!(dropped_after_scan(
+            b"\x80\x02}q\x00X\x01\x00\x00\x00kh\x00\x85s.",
+            0
+        ));
+    }
+
+    #[test]
+    fn build_state_holding_the_object_does_not_leak() {
+        // o = collections.OrderedDict(); o.__setstate__((o,)) ; and via a dict value
+        assert!(dropped_after_scan(
+            b"\x80\x02ccollections\nOrderedDict\n)Rq\x00h\x00\x85b.",
+            0
+        ));
+        assert!(dropped_after_scan(
+            b"\x80\x02ccollections\nOrderedDict\n)Rq\x00}X\x01\x00\x00\x00kh\x00sb.",
+            0
+        ));
+        // o = X(d); d['o'] = o
+        assert!(dropped_after_scan(b"\x80\x02}q\x00ccollections\nOrderedDict\nh\x00\x85Rq\x01h\x00X\x01\x00\x00\x00oh\x01s0.", 0));
     }
 
     proptest::proptest! {
