@@ -17,10 +17,12 @@ VENV=$OUT/venv
 TIMEOUT=${BENCH_TIMEOUT:-300}
 CORPUS=$ROOT/crates/warden-scan/tests/corpus
 mkdir -p "$DATA"
+rm -f "$OUT/missed.txt"
 
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
-if ! "$VENV/bin/python" -c "import picklescan, modelscan, fickling, numpy" 2>/dev/null; then
-  "$VENV/bin/pip" install -q picklescan modelscan fickling numpy
+# fickling 0.1.12 imports typing_extensions without declaring it.
+if ! "$VENV/bin/python" -c "import picklescan, modelscan, fickling.analysis, numpy" 2>/dev/null; then
+  "$VENV/bin/pip" install -q picklescan modelscan fickling numpy typing_extensions
 fi
 VERSIONS=$("$VENV/bin/pip" list 2>/dev/null | grep -iE '^(picklescan|modelscan|fickling) ' | awk '{printf "%s %s; ", $1, $2}')
 
@@ -57,7 +59,8 @@ if not os.path.exists(p):
         f.truncate(8 + len(h) + n)
 PY
 
-# run TOOL FILE -> prints "wall_s rss_kib exit"
+# run TOOL FILE -> prints "wall_s rss_kib exit"; a Python traceback counts as exit 99
+# (a crash is not a verdict).
 run() {
   local tool=$1 file=$2 t=$OUT/time.$$ rc
   local cmd
@@ -69,10 +72,11 @@ run() {
     fickling) cmd=("$VENV/bin/fickling" --check-safety "$file") ;;
   esac
   set +e
-  timeout "$TIMEOUT" /usr/bin/time -v -o "$t" "${cmd[@]}" >/dev/null 2>&1
+  timeout "$TIMEOUT" /usr/bin/time -v -o "$t" "${cmd[@]}" >/dev/null 2>"$t.err"
   rc=$?
   set -e
   if [ "$rc" = 124 ]; then echo "timeout - 124"; return; fi
+  if [ "$rc" != 0 ] && grep -q '^Traceback' "$t.err"; then rc=99; fi
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$t")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$t")
@@ -103,12 +107,13 @@ done
 
 echo
 echo "Corpus ($CORPUS): a file counts as flagged when the tool exits non-zero (for Warden:"
-echo "1 = findings at or above medium, 2 = could not vouch; peers: 1 = unsafe, other = error)."
+echo "1 = findings at or above medium, 2 = could not vouch; peers: 1 = unsafe, other = error;"
+echo "99 = the tool crashed with a Python traceback)."
 echo
-echo "| tool | malicious flagged | missed | benign flagged (false positives) | errors (exit >= 2) | corpus wall s |"
+echo "| tool | malicious flagged | malicious missed (exit 0) | malicious errored/crashed | benign flagged (false positives) | corpus wall s |"
 echo "|---|---:|---:|---:|---:|---:|"
 for tool in warden picklescan modelscan fickling; do
-  hit=0; miss=0; fp=0; err=0; total=0; missed_list=""
+  hit=0; miss=0; fp=0; err=0; missed_list=""; fp_list=""
   start=$(date +%s.%N)
   while IFS= read -r -d '' file; do
     rel=${file#"$CORPUS"/}
@@ -116,16 +121,18 @@ for tool in warden picklescan modelscan fickling; do
     t=$tool
     if [ "$tool" = warden ] && [ "$area" = sklearn ]; then t=warden-sklearn; fi
     read -r _ _ c < <(run "$t" "$file")
-    [ "$c" -ge 2 ] 2>/dev/null && err=$((err + 1))
     if [ "$class" = malicious ]; then
-      if [ "$c" != 0 ]; then hit=$((hit + 1)); else miss=$((miss + 1)); missed_list="$missed_list $rel"; fi
+      if [ "$c" = 0 ]; then miss=$((miss + 1)); missed_list="$missed_list $rel"
+      elif [ "$c" = 1 ] || [ "$tool" = warden ]; then hit=$((hit + 1))
+      else err=$((err + 1)); fi
     else
-      [ "$c" != 0 ] && fp=$((fp + 1))
+      if [ "$c" != 0 ]; then fp=$((fp + 1)); fp_list="$fp_list $rel"; fi
     fi
   done < <(find "$CORPUS" -type f ! -name '*.py' ! -name '*.md' -print0 | sort -z)
   wall=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e-s}')
-  echo "| $tool | $hit | $miss | $fp | $err | $wall |"
+  echo "| $tool | $hit | $miss | $err | $fp | $wall |"
   if [ -n "$missed_list" ]; then echo "$tool missed:$missed_list" >> "$OUT/missed.txt"; fi
+  if [ -n "$fp_list" ]; then echo "$tool false positives:$fp_list" >> "$OUT/missed.txt"; fi
 done
 echo
-echo "(files each peer missed: bench/out/missed.txt)"
+echo "(files each tool missed or wrongly flagged: bench/out/missed.txt)"

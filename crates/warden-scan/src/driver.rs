@@ -238,7 +238,7 @@ impl<'o> Walker<'o> {
             Format::Pickle => {
                 let r = {
                     let mut cx = self.context(loc.clone(), depth);
-                    pickle::scan_stream(input, 0, &mut cx)
+                    pickle::scan_seekable(input, 0, &mut cx)
                 };
                 self.check_polyglot(input, len, loc, depth, Format::Pickle)?;
                 r

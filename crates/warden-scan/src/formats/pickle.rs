@@ -145,8 +145,25 @@ fn is_opcode(b: u8) -> bool {
 }
 
 /// Buffered reader over the input with absolute offsets and no allocation per read.
+/// The reader behind [`Src`]: seekable inputs let large payloads be skipped without
+/// reading them.
+enum Inner<'r> {
+    Plain(&'r mut dyn Read),
+    /// A seekable input and its total length.
+    Seekable(&'r mut dyn crate::Input, u64),
+}
+
+impl Inner<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Inner::Plain(r) => r.read(buf),
+            Inner::Seekable(r, _) => r.read(buf),
+        }
+    }
+}
+
 struct Src<'r> {
-    r: &'r mut dyn Read,
+    r: Inner<'r>,
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -158,6 +175,10 @@ struct Src<'r> {
 
 impl<'r> Src<'r> {
     fn new(r: &'r mut dyn Read, base: u64) -> Self {
+        Self::with(Inner::Plain(r), base)
+    }
+
+    fn with(r: Inner<'r>, base: u64) -> Self {
         Src {
             r,
             buf: vec![0; BUF],
@@ -235,9 +256,46 @@ impl<'r> Src<'r> {
         Some(a)
     }
 
-    /// Skip `n` bytes; false if the input ends first.
+    /// Skip `n` bytes; false if the input ends first. Seekable inputs seek over large
+    /// payloads instead of reading them.
     fn skip(&mut self, mut n: u64) -> bool {
+        let avail = (self.end - self.pos) as u64;
+        if avail >= n {
+            self.pos += n as usize;
+            return true;
+        }
+        n -= avail;
+        self.base += self.end as u64;
+        self.pos = 0;
+        self.end = 0;
+        if !self.eof
+            && n > BUF as u64
+            && let Inner::Seekable(r, len) = &mut self.r
+        {
+            let Ok(delta) = i64::try_from(n) else {
+                self.eof = true;
+                return false;
+            };
+            match r.seek(std::io::SeekFrom::Current(delta)) {
+                Ok(p) if p <= *len => {
+                    self.base += n;
+                    return true;
+                }
+                Ok(_) => {
+                    self.eof = true;
+                    return false;
+                }
+                Err(e) => {
+                    self.err = Some(e);
+                    self.eof = true;
+                    return false;
+                }
+            }
+        }
         loop {
+            if self.eof || !self.fill(1) {
+                return false;
+            }
             let avail = (self.end - self.pos) as u64;
             if avail >= n {
                 self.pos += n as usize;
@@ -247,9 +305,6 @@ impl<'r> Src<'r> {
             self.base += self.end as u64;
             self.pos = 0;
             self.end = 0;
-            if self.eof || !self.fill(1) {
-                return false;
-            }
         }
     }
 
@@ -354,7 +409,24 @@ enum Stop {
 /// Scan a byte stream holding one or more concatenated pickles. `base` is the offset of
 /// the first byte within the current member (for finding offsets).
 pub fn scan_stream(r: &mut dyn Read, base: u64, cx: &mut Context) -> Result<(), Error> {
-    let mut src = Src::new(r, base);
+    scan_src(Src::new(r, base), cx)
+}
+
+/// [`scan_stream`] over a seekable input, read from its current position: large
+/// payloads are skipped with a seek instead of being read.
+pub fn scan_seekable(r: &mut dyn crate::Input, base: u64, cx: &mut Context) -> Result<(), Error> {
+    use std::io::SeekFrom;
+    let io = |source| Error::Io {
+        path: cx.location.to_string(),
+        source,
+    };
+    let here = r.stream_position().map_err(io)?;
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    r.seek(SeekFrom::Start(here)).map_err(io)?;
+    scan_src(Src::with(Inner::Seekable(r, len), base), cx)
+}
+
+fn scan_src(mut src: Src, cx: &mut Context) -> Result<(), Error> {
     let mut m = Machine::new(cx);
     let legacy = {
         src.fill(2 + TORCH_LEGACY_MAGIC.len());
@@ -1949,6 +2021,36 @@ mod tests {
         ));
         // o = X(d); d['o'] = o
         assert!(dropped_after_scan(b"\x80\x02}q\x00ccollections\nOrderedDict\nh\x00\x85Rq\x01h\x00X\x01\x00\x00\x00oh\x01s0.", 0));
+    }
+
+    fn scan_seek(bytes: &[u8]) -> Vec<Finding> {
+        let options = ScanOptions::default();
+        let mut findings = Vec::new();
+        let mut cx = Context {
+            location: Location::file("t.pkl"),
+            options: &options,
+            findings: &mut findings,
+            depth: 0,
+        };
+        let mut c = std::io::Cursor::new(bytes);
+        scan_seekable(&mut c, 0, &mut cx).unwrap();
+        findings
+    }
+
+    #[test]
+    fn seekable_inputs_skip_payloads_and_detect_truncation() {
+        let mut p = vec![0x80, 4, 0x8e];
+        p.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(0u8, 1 << 20));
+        p.extend_from_slice(b"0cos\nsystem\n.");
+        let f = scan_seek(&p);
+        assert_eq!(rules(&f), vec![("WS101", Severity::Critical)]);
+        assert_eq!(f[0].location.offset, Some(11 + (1 << 20) + 1));
+        assert_eq!(scan(&p), f, "streamed and seekable scans agree");
+        let mut q = vec![0x80, 4, 0x8e];
+        q.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        q.extend(std::iter::repeat_n(0u8, 300_000));
+        assert_eq!(rules(&scan_seek(&q)), vec![("WS110", Severity::Medium)]);
     }
 
     proptest::proptest! {
