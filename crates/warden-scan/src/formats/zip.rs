@@ -310,7 +310,16 @@ pub fn scan(
                 }
             }
         }
-        scan_member(w, input, e, &mloc, depth).map_err(io)?;
+        if let Err(err) = scan_member(w, input, e, &mloc, depth) {
+            w.finding(
+                &mloc,
+                "WS212",
+                Severity::High,
+                None,
+                format!("member data cannot be read: {err}"),
+            );
+            w.error(&mloc, format!("cannot read member data: {err}"));
+        }
     }
     Ok(())
 }
@@ -642,7 +651,9 @@ fn scan_member(
                 );
             }
             // Keras member check and CRC for small members; seekable window for the scan.
-            if e.usize <= KERAS_MEMBER_MAX {
+            // Both sizes are attacker-controlled: read into memory only when the bytes
+            // that will actually be read (csize) are small.
+            if e.usize <= KERAS_MEMBER_MAX && e.csize <= KERAS_MEMBER_MAX {
                 let mut data = vec![0u8; e.csize as usize];
                 read_at(input, e.data, &mut data)?;
                 let crc = crc32fast::hash(&data);
