@@ -236,10 +236,11 @@ fn run(f: &mut File) -> R<()> {
     let attrs = read_object_header(f, root)?;
     let mut found = false;
     let mut dense = false;
+    let mut seen: Vec<String> = Vec::new();
     for a in attrs {
         match a {
             Msg::Attr(at, body) => {
-                if let Some((name, json)) = keras_attr(f, at, &body)? {
+                if let Some((name, json)) = keras_attr(f, at, &body, &mut seen)? {
                     found = true;
                     keras::check_config(&name, &json.1, Some(json.0), f.cx);
                 }
@@ -456,7 +457,7 @@ type NamedText = (String, (u64, Vec<u8>));
 
 /// If this attribute is `model_config` or `training_config`, its JSON text (with the
 /// absolute offset of the value).
-fn keras_attr(f: &mut File, at: u64, body: &[u8]) -> R<Option<NamedText>> {
+fn keras_attr(f: &mut File, at: u64, body: &[u8], seen: &mut Vec<String>) -> R<Option<NamedText>> {
     let mut c = Cur::new(body, at);
     let version = c.u8()?;
     let flags = c.u8()?;
@@ -477,6 +478,15 @@ fn keras_attr(f: &mut File, at: u64, body: &[u8]) -> R<Option<NamedText>> {
         return Ok(None);
     }
     let name = String::from_utf8_lossy(name).into_owned();
+    // HDF5 forbids two attributes with one name; a second one is a loader-confusion
+    // trick (and reading each would multiply the work).
+    if seen.contains(&name) {
+        return bad(
+            at,
+            format!("attribute {name} occurs twice on the root group"),
+        );
+    }
+    seen.push(name.clone());
     if flags & 0x03 != 0 {
         return f.unsupported(format!(
             "attribute {name} uses a shared datatype or dataspace"

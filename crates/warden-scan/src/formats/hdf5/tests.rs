@@ -79,6 +79,26 @@ fn corrupt_addresses_are_findings() {
 }
 
 #[test]
+fn duplicate_config_attribute_is_a_finding() {
+    // Turn the `training_config` attribute's name into a second `model_config`.
+    let mut b = SEQ.to_vec();
+    let at = b
+        .windows(16)
+        .position(|w| w == b"training_config\0")
+        .unwrap();
+    b[at..at + 16].copy_from_slice(b"model_config\0\0\0\0");
+    // name size field (2 bytes, 4 bytes before the padded name in a v1 attribute) = 13
+    b[at - 6..at - 4].copy_from_slice(&13u16.to_le_bytes());
+    let (r, f) = run(&b);
+    r.unwrap();
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "WS710" && f.message.contains("twice")),
+        "{f:?}"
+    );
+}
+
+#[test]
 fn every_truncation_and_byte_flip_is_safe() {
     for src in [SEQ, VLEN] {
         for n in (0..src.len()).step_by(7) {
