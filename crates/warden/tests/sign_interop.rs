@@ -1041,3 +1041,69 @@ fn expired_leaf_and_wrong_eku_rejected() {
         text(&o)
     );
 }
+
+#[test]
+fn other_hashes_interoperate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = make_model(d);
+    let k = keys(d, &rcgen::PKCS_ECDSA_P256_SHA256, "k");
+    // The reference signs BLAKE2b (its option is named "blake2", the predicate says
+    // "blake2b"): Warden verifies.
+    let py = python(
+        &format!(
+            "import model_signing\n\
+             model_signing.signing.Config().use_elliptic_key_signer(private_key={:?})\
+             .set_hashing_config(model_signing.hashing.Config().use_file_serialization(hashing_algorithm='blake2'))\
+             .sign({:?}, 'b2.sig')",
+            s(&k.private),
+            s(&m)
+        ),
+        d,
+    );
+    assert!(py.status.success(), "{}", text(&py));
+    assert_eq!(
+        statement_of(&std::fs::read(d.join("b2.sig")).unwrap())["predicate"]["serialization"]["hash_type"],
+        "blake2b"
+    );
+    ok(warden(
+        &[
+            "verify",
+            s(&m),
+            "--signature",
+            "b2.sig",
+            "--public-key",
+            s(&k.public),
+        ],
+        d,
+    ));
+    // Warden signs BLAKE3: the reference verifies.
+    ok(warden(
+        &[
+            "sign",
+            s(&m),
+            "--key",
+            s(&k.private),
+            "--signature",
+            "b3.sig",
+            "--hash",
+            "blake3",
+        ],
+        d,
+    ));
+    let py = python(
+        &format!(
+            "import model_signing\n\
+             model_signing.verifying.Config().use_elliptic_key_verifier(public_key={:?})\
+             .verify({:?}, 'b3.sig')\nprint('blake3 ok')",
+            s(&k.public),
+            s(&m)
+        ),
+        d,
+    );
+    assert!(
+        String::from_utf8_lossy(&py.stdout).contains("blake3 ok"),
+        "{}",
+        text(&py)
+    );
+}
