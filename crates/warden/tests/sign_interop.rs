@@ -792,6 +792,10 @@ enum Leaf {
     Good,
     Expired,
     ServerAuthOnly,
+    /// Key usage without digitalSignature.
+    KeyEnciphermentOnly,
+    /// Neither key usage nor extended key usage.
+    Bare,
 }
 
 fn pki(dir: &Path, alg: &'static SignatureAlgorithm, kind: Leaf, tag: &str) -> Pki {
@@ -816,9 +820,14 @@ fn pki(dir: &Path, alg: &'static SignatureAlgorithm, kind: Leaf, tag: &str) -> P
     p.distinguished_name
         .push(DnType::CommonName, format!("{tag} model signer"));
     p.is_ca = IsCa::NoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.key_usages = match kind {
+        Leaf::KeyEnciphermentOnly => vec![KeyUsagePurpose::KeyEncipherment],
+        Leaf::Bare => vec![],
+        _ => vec![KeyUsagePurpose::DigitalSignature],
+    };
     p.extended_key_usages = match kind {
         Leaf::ServerAuthOnly => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Leaf::Bare => vec![],
         _ => vec![ExtendedKeyUsagePurpose::CodeSigning],
     };
     if let Leaf::Expired = kind {
@@ -1018,6 +1027,53 @@ fn expired_leaf_and_wrong_eku_rejected() {
         ),
         "does not allow code signing",
     );
+
+    // Key usage without digitalSignature, or no usage at all: refused (the reference
+    // refuses these too).
+    for (kind, tag, needle) in [
+        (
+            Leaf::KeyEnciphermentOnly,
+            "kenc",
+            "key usage does not allow digital signatures",
+        ),
+        (
+            Leaf::Bare,
+            "bare",
+            "neither key usage nor extended key usage",
+        ),
+    ] {
+        let p = pki(d, &rcgen::PKCS_ECDSA_P256_SHA256, kind, tag);
+        let sig = format!("{tag}.sig");
+        ok(warden(
+            &[
+                "sign",
+                s(&m),
+                "--key",
+                s(&p.leaf_key),
+                "--certificate",
+                s(&p.leaf),
+                "--certificate-chain",
+                s(&p.intermediate),
+                "--signature",
+                &sig,
+            ],
+            d,
+        ));
+        fails_with(
+            warden(
+                &[
+                    "verify",
+                    s(&m),
+                    "--signature",
+                    &sig,
+                    "--certificate-chain",
+                    s(&p.root),
+                ],
+                d,
+            ),
+            needle,
+        );
+    }
 
     // A certificate that does not match the key is refused at signing time (exit 2).
     let good = pki(d, &rcgen::PKCS_ECDSA_P256_SHA256, Leaf::Good, "good");
