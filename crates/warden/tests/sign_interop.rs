@@ -1163,3 +1163,66 @@ fn other_hashes_interoperate() {
         text(&py)
     );
 }
+
+#[test]
+fn json_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = make_model(d);
+    let k = keys(d, &rcgen::PKCS_ECDSA_P384_SHA384, "k");
+    let o = ok(warden(
+        &[
+            "sign",
+            s(&m),
+            "--key",
+            s(&k.private),
+            "--signature",
+            "w.sig",
+            "--format",
+            "json",
+        ],
+        d,
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "signed");
+    assert_eq!(v["curve"], "P-384");
+    assert_eq!(v["resources"], 5);
+    let signed_digest = v["digest"]["sha256"].clone();
+    let o = ok(warden(
+        &[
+            "verify",
+            s(&m),
+            "--signature",
+            "w.sig",
+            "--public-key",
+            s(&k.public),
+            "--format",
+            "json",
+        ],
+        d,
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "verified");
+    assert_eq!(v["digest"]["sha256"], signed_digest);
+    std::fs::remove_file(m.join("empty")).unwrap();
+    let o = warden(
+        &[
+            "verify",
+            s(&m),
+            "--signature",
+            "w.sig",
+            "--public-key",
+            s(&k.public),
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(
+        v["differences"],
+        serde_json::json!(["empty: file removed (signed but missing)"])
+    );
+}
