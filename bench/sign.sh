@@ -51,15 +51,17 @@ KEYS="$OUT/keys"; mkdir -p "$KEYS"
 # best_of CMD...: prints "wall cpu" (seconds, best wall time of $RUNS runs; cpu is
 # user+sys of that run).
 best_of() {
-  local best="" bestcpu="" t
+  local best="" bestcpu="" tf
+  tf=$(mktemp)
   for _ in $(seq 1 "$RUNS"); do
-    t=$( { /usr/bin/time -f "%e %U %S" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-    read -r wall user sys <<<"$t"
+    /usr/bin/time -o "$tf" -f "%e %U %S" "$@" >/dev/null 2>&1
+    read -r wall user sys < <(tail -1 "$tf")
     local cpu; cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN{printf "%.2f", u+s}')
     if [ -z "$best" ] || awk -v a="$wall" -v b="$best" 'BEGIN{exit !(a<b)}'; then
       best=$wall; bestcpu=$cpu
     fi
   done
+  rm -f "$tf"
   echo "$best $bestcpu"
 }
 
@@ -83,16 +85,18 @@ row() { # name path extra-warden-args...
     "$WARDEN" verify "$path" --signature "$sig_m" --public-key "$KEYS/k.pub" >/dev/null
   fi
   local mode="files"; [ $# -gt 0 ] && mode="shards"
-  printf '| %s (%s) | %s / %s | %s / %s | %s | **%sx** / **%sx** | %s |\n' \
+  printf '| %s (%s) | %s / %s | %s / %s | %s | **%sx** / **%sx** | %s / %s / %s | %s |\n' \
     "$name" "$mode" "$ws" "$wv" "$ms" "$mv" "$os" \
     "$(ratio "$ms" "$ws")" "$(ratio "$mv" "$wv")" \
-    "$(ratio "$wvc" "$osc")"
+    "$wvc" "$mvc" "$osc" "$(ratio "$wvc" "$osc")"
 }
 
 echo "cores: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); best of $RUNS; page cache warm"
 echo
-echo "| data | warden sign / verify (s) | model_signing sign / verify (s) | openssl dgst (s) | speed-up sign / verify | warden verify CPU ÷ openssl CPU |"
-echo "|---|---|---|---|---|---|"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| data | warden sign / verify, wall s | model_signing sign / verify, wall s | openssl dgst, wall s | warden speed-up sign / verify | CPU s (user+sys) for verify: warden / model_signing / openssl | warden CPU ÷ openssl CPU |"
+echo "|---|---|---|---|---|---|---|"
 row dir1g "$OUT/dir1g"
 row small5k "$OUT/small5k"
 row file2g "$OUT/file2g.bin"

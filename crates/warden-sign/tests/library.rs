@@ -357,3 +357,58 @@ fn hint_is_sha256_of_canonical_pem() {
         hex::encode(HashAlgorithm::Sha256.digest(pem.as_bytes()))
     );
 }
+
+/// model_signing v0.2 wrote one subject per file under the `Digests/v0.1` predicate
+/// and signed `DSSEV1 … b'<python repr>'` instead of the DSSE PAE. Such bundles verify
+/// (the encoding was checked against the v0.2.0 bundle published in the reference
+/// repository); a v0.2 statement signed over the wrong bytes does not.
+#[test]
+fn v0_2_predicate_and_signing_bug_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    std::fs::remove_file(m.join("empty")).unwrap();
+    let (sk, vk) = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let digest =
+        |p: &str| hex::encode(HashAlgorithm::Sha256.digest(&std::fs::read(m.join(p)).unwrap()));
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [
+            {"name": "big", "digest": {"sha256": digest("big")}, "annotations": {"actual_hash_algorithm": "file-sha256"}},
+            {"name": "d/small", "digest": {"sha256": digest("d/small")}, "annotations": {"actual_hash_algorithm": "file-sha256"}},
+        ],
+        "predicateType": "https://model_signing/Digests/v0.1",
+        "predicate": {"unused": "Unused, just passed due to API requirements"},
+    });
+    let payload = serde_json::to_vec_pretty(&statement).unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let bundle = |signed: &[u8]| {
+        let sig = sk.sign(signed).unwrap();
+        serde_json::to_vec(&serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": vk.hint()}},
+            "dsseEnvelope": {"payload": b64(&payload), "payloadType": "application/vnd.in-toto+json",
+                             "signatures": [{"sig": b64(&sig), "keyid": null}]},
+        }))
+        .unwrap()
+    };
+    let buggy = warden_sign::bundle::pae_v0_2("application/vnd.in-toto+json", &payload);
+    assert!(buggy.starts_with(b"DSSEV1 28 application/vnd.in-toto+json "));
+    assert!(buggy.ends_with(b"}'"));
+    let v = warden_sign::verify(
+        &m,
+        &bundle(&buggy),
+        Trust::Key(&vk),
+        &VerifyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(v.entries().len(), 2);
+    assert_eq!(v.manifest().model_name(), "compat-undefined-not-present");
+    let err = warden_sign::verify(
+        &m,
+        &bundle(b"something else"),
+        Trust::Key(&vk),
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::BadSignature(_)), "{err}");
+}
