@@ -3,6 +3,8 @@
 //! verification fail. Also checks proofs generated from an on-disk log (tiles) equal the
 //! ones from the in-memory tree.
 
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
+
 use proptest::prelude::*;
 use std::sync::Arc;
 use warden_tlog::merkle::{self, MemoryTree};
