@@ -3,7 +3,12 @@
 //! that must fail. Also checks that our proof *generation* reproduces every happy-path
 //! proof from the same tree.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

@@ -3,7 +3,12 @@
 //! verification fail. Also checks proofs generated from an on-disk log (tiles) equal the
 //! ones from the in-memory tree.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 
 use proptest::prelude::*;
 use std::sync::Arc;

@@ -6,7 +6,6 @@
 
 use crate::Global;
 use anyhow::{Context, bail};
-use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,9 +93,13 @@ pub enum Command {
         /// Signer key file (default: <home>/keys/audit.key).
         #[arg(long, value_name = "FILE")]
         signer: Option<PathBuf>,
-        /// Entries in flight at once (they are committed together).
-        #[arg(long, default_value_t = 1024)]
-        window: usize,
+        /// Concurrent writers, each appending one entry at a time and printing its
+        /// index once durable (concurrent entries share a commit).
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Print throughput and time-to-acknowledge percentiles to standard error.
+        #[arg(long)]
+        stats: bool,
     },
     /// Create a log signing key: writes the signer key (mode 0600) and prints the
     /// verifier key.
@@ -195,8 +198,9 @@ pub fn run(c: Command, g: &Global) -> anyhow::Result<ExitCode> {
         Command::Append {
             log,
             signer,
-            window,
-        } => append(log_dir(log, g)?, signer_path(signer, g)?, window),
+            writers,
+            stats,
+        } => append(log_dir(log, g)?, signer_path(signer, g)?, writers, stats),
         Command::Keygen { name, output } => keygen(&name, signer_path(output, g)?),
     }
 }
@@ -395,7 +399,7 @@ fn verify_receipt(path: &Path, key: Verifier, entry: Option<PathBuf>) -> anyhow:
     }
 }
 
-fn append(dir: PathBuf, signer: PathBuf, window: usize) -> anyhow::Result<ExitCode> {
+fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow::Result<ExitCode> {
     let signer_key = Signer::from_file(&signer)?;
     let origin = signer_key.name().to_owned();
     let log = Log::open(
@@ -405,55 +409,84 @@ fn append(dir: PathBuf, signer: PathBuf, window: usize) -> anyhow::Result<ExitCo
         LogOptions::default(),
     )
     .with_context(|| dir.display().to_string())?;
-    let stdin = std::io::stdin().lock();
-    // Entries are submitted at once (append_async queues eagerly) and acknowledged in
-    // order; up to `window` are in flight, so they share batches.
-    let mut inflight: VecDeque<warden_tlog::AppendFuture> = VecDeque::new();
-    let mut out = std::io::stdout().lock();
-    let window = window.max(1);
-    let wait =
-        |f: warden_tlog::AppendFuture, out: &mut std::io::StdoutLock<'_>| -> anyhow::Result<()> {
-            let idx = block_on(f).with_context(|| dir.display().to_string())?;
-            writeln!(out, "{idx}")?;
-            Ok(())
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(writers.max(1) * 4);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..writers.max(1))
+        .map(|_| {
+            let (log, rx) = (log.clone(), Arc::clone(&rx));
+            std::thread::spawn(move || -> warden_tlog::Result<Vec<std::time::Duration>> {
+                let mut lat = Vec::new();
+                loop {
+                    let next = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok(entry) = next else { break };
+                    let t0 = std::time::Instant::now();
+                    let idx = log.append(entry)?;
+                    lat.push(t0.elapsed());
+                    // Printed only after the entry is durable: a line on stdout is an
+                    // acknowledgement.
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{idx}");
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut read_err = None;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                read_err = Some(anyhow::Error::new(e).context("standard input"));
+                break;
+            }
         };
-    for (n, line) in stdin.lines().enumerate() {
-        let line = line.context("standard input")?;
         if line.trim().is_empty() {
             continue;
         }
-        serde_json::from_str::<serde_json::Value>(&line)
-            .with_context(|| format!("standard input: line {}: not JSON", n + 1))?;
-        inflight.push_back(log.append_async(line.into_bytes()));
-        if inflight.len() >= window
-            && let Some(h) = inflight.pop_front()
-        {
-            wait(h, &mut out)?;
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&line) {
+            read_err = Some(anyhow::anyhow!(
+                "standard input: line {}: not JSON: {e}",
+                n + 1
+            ));
+            break;
+        }
+        if tx.send(line.into_bytes()).is_err() {
+            break;
         }
     }
-    while let Some(h) = inflight.pop_front() {
-        wait(h, &mut out)?;
+    drop(tx);
+    let mut lat = Vec::new();
+    for h in handles {
+        let l = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("append thread panicked"))?
+            .with_context(|| dir.display().to_string())?;
+        lat.extend(l);
+    }
+    if let Some(e) = read_err {
+        return Err(e);
+    }
+    if stats && !lat.is_empty() {
+        let secs = started.elapsed().as_secs_f64();
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        eprintln!(
+            "appends={} writers={} seconds={secs:.3} appends_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+            lat.len(),
+            writers.max(1),
+            lat.len() as f64 / secs,
+            pct(0.50),
+            pct(0.99)
+        );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context as TaskContext, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = TaskContext::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }
 
 fn keygen(name: &str, path: PathBuf) -> anyhow::Result<ExitCode> {
