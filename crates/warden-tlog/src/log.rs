@@ -173,6 +173,7 @@ struct Writer {
     origin: String,
     edge: Edge,
     published: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -263,15 +264,15 @@ impl Writer {
                 ));
             }
         }
-        self.storage.write_durable(&files)?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size,
             root: self.edge.root(),
             extensions: Vec::new(),
         };
-        self.storage.publish_checkpoint(&cp.sign(&self.signer))?;
+        self.storage.commit(&files, &cp.sign(&self.signer))?;
         self.published.store(size, Ordering::Release);
+        self.commits.fetch_add(1, Ordering::Relaxed);
         // Partial tiles of tiles that are now full are no longer needed (C2SP allows
         // removing them once the full tile exists). Failure here loses nothing.
         for dir in completed {
@@ -383,6 +384,7 @@ struct Shared {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     published: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
     verifier: Verifier,
     origin: String,
     storage: Arc<dyn Storage>,
@@ -459,12 +461,14 @@ impl Log {
             }
         };
         let published = Arc::new(AtomicU64::new(edge.size));
+        let commits = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             storage: Arc::clone(&storage),
             signer,
             origin: origin.to_owned(),
             edge,
             published: Arc::clone(&published),
+            commits: Arc::clone(&commits),
         };
         let (tx, rx) = mpsc::channel::<Request>();
         let max_batch = options.max_batch.max(1);
@@ -478,6 +482,7 @@ impl Log {
                 tx: Mutex::new(Some(tx)),
                 worker: Mutex::new(Some(handle)),
                 published,
+                commits,
                 verifier,
                 origin: origin.to_owned(),
                 storage,
@@ -545,6 +550,11 @@ impl Log {
     /// Size of the last published checkpoint.
     pub fn size(&self) -> u64 {
         self.shared.published.load(Ordering::Acquire)
+    }
+
+    /// Checkpoints published by this handle's writer (each one a group commit).
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// The log's origin.

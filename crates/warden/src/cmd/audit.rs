@@ -214,6 +214,9 @@ fn verify(
     if !dir.is_dir() {
         bail!("{}: no such log directory", dir.display());
     }
+    if !dir.join("checkpoint").is_file() {
+        bail!("{}: no checkpoint: not an audit log", dir.display());
+    }
     let prev = match &previous {
         Some(p) => Some(std::fs::read(p).with_context(|| p.display().to_string())?),
         None => None,
@@ -478,9 +481,10 @@ fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow:
             lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
         eprintln!(
-            "appends={} writers={} seconds={secs:.3} appends_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+            "appends={} writers={} commits={} seconds={secs:.3} appends_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
             lat.len(),
             writers.max(1),
+            log.commits(),
             lat.len() as f64 / secs,
             pct(0.50),
             pct(0.99)
