@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Most entries committed together (default 4096).
+    /// Most entries committed together (default 4096, at most [`MAX_BATCH`]).
     pub max_batch: usize,
     /// How long the writer waits for more entries after the first of a batch
     /// (default zero: batches form while the previous one is being made durable).
@@ -131,14 +131,21 @@ impl Edge {
     }
 }
 
+/// Largest batch the writer commits; bounds how far beyond the published tree an
+/// interrupted batch can have written.
+pub const MAX_BATCH: usize = 16_384;
+
 /// Remove objects a crashed batch wrote beyond the published tree of `size` entries.
+/// Renames of one batch may persist in any subset after a crash, so every tile index a
+/// batch could have reached is checked, not only a contiguous run.
 fn discard_unpublished(storage: &dyn Storage, size: u64) -> Result<()> {
     // Tile levels -1 (entry bundles) and 0..=8 cover every tree a u64 can size.
     for level in -1i32..=8 {
         let lv = u32::try_from(level.max(0)).unwrap_or(0);
         let hashes = tiles::hashes_at_level(size, lv);
-        let mut n = hashes / TILE_WIDTH;
+        let first = hashes / TILE_WIDTH;
         let width = hashes % TILE_WIDTH;
+        let reach = (MAX_BATCH as u64 >> (8 * lv.min(7))) / TILE_WIDTH + 2;
         let path = |n: u64, w: u64| {
             if level < 0 {
                 bundle_path(n, w)
@@ -146,22 +153,17 @@ fn discard_unpublished(storage: &dyn Storage, size: u64) -> Result<()> {
                 tile_path(lv, n, w)
             }
         };
-        loop {
+        for n in first..first.saturating_add(reach) {
             let full = path(n, 0);
-            let had_full = storage.read(&full)?.is_some();
             storage.remove(&full)?;
             let partial_dir = format!("{full}.p");
-            let keep = if n == hashes / TILE_WIDTH { width } else { 0 };
+            let keep = if n == first { width } else { 0 };
             for w in storage.list(&partial_dir)? {
                 match w.parse::<u64>() {
                     Ok(w) if w <= keep => {}
                     _ => storage.remove(&format!("{partial_dir}/{w}"))?,
                 }
             }
-            if !had_full {
-                break;
-            }
-            n += 1;
         }
     }
     Ok(())
@@ -471,7 +473,7 @@ impl Log {
             commits: Arc::clone(&commits),
         };
         let (tx, rx) = mpsc::channel::<Request>();
-        let max_batch = options.max_batch.max(1);
+        let max_batch = options.max_batch.clamp(1, MAX_BATCH);
         let max_delay = options.max_delay;
         let handle = std::thread::Builder::new()
             .name("warden-tlog-writer".into())
@@ -697,6 +699,49 @@ mod tests {
             Err(Error::EntryTooLarge(70_000))
         ));
         assert_eq!(log.size(), 0);
+    }
+
+    #[test]
+    fn open_discards_objects_beyond_the_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open(d.path(), &signer);
+        for i in 0..300u32 {
+            log.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        drop(log);
+        // What a batch killed before its checkpoint could leave behind.
+        let s = PosixStorage::new(d.path());
+        let junk = [
+            "tile/entries/001.p/100",
+            "tile/entries/002",
+            "tile/0/001.p/45",
+            "tile/0/001",
+            "tile/0/002.p/3",
+            "tile/1/000.p/2",
+            "tile/2/000.p/1",
+        ];
+        s.write_durable(
+            &junk
+                .iter()
+                .map(|j| (j.to_string(), vec![9u8; 64]))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        drop(s);
+        let log = open(d.path(), &signer);
+        let s = PosixStorage::new(d.path());
+        for j in junk {
+            assert_eq!(s.read(j).unwrap(), None, "{j} survived recovery");
+        }
+        // The published partials are intact and the log grows correctly.
+        assert!(s.read("tile/entries/001.p/44").unwrap().is_some());
+        assert!(s.read("tile/1/000.p/1").unwrap().is_some());
+        for i in 300..600u32 {
+            log.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        drop(log);
+        crate::verify::verify_log(&s, &signer.verifier(), None).unwrap();
     }
 
     #[test]
