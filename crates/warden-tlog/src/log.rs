@@ -549,6 +549,17 @@ impl Log {
         self.append(event.to_entry()?)
     }
 
+    /// Append a typed audit event without blocking; resolves to its index once durable.
+    pub fn append_event_async(&self, event: &crate::event::AuditEvent) -> AppendFuture {
+        match event.to_entry() {
+            Ok(e) => self.append_async(e),
+            Err(e) => AppendFuture {
+                slot: None,
+                early: Some(e),
+            },
+        }
+    }
+
     /// Size of the last published checkpoint.
     pub fn size(&self) -> u64 {
         self.shared.published.load(Ordering::Acquire)
@@ -687,6 +698,14 @@ mod tests {
         let mut idx: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
         idx.sort_unstable();
         assert_eq!(idx, (0..800).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn log_and_its_future_can_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<Log>();
+        send::<AppendFuture>();
     }
 
     #[test]
