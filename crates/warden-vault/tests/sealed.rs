@@ -1,5 +1,11 @@
 //! Tamper cases and random access for the sealed format.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers may panic"
+)]
+
 use proptest::prelude::*;
 use std::io::Cursor;
 use std::sync::OnceLock;

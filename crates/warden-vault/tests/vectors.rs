@@ -4,6 +4,12 @@
 //!
 //! Regenerate after an intentional format change with `WARDEN_REGEN_VECTORS=1`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers may panic"
+)]
+
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{digest, hkdf};
 use std::collections::BTreeMap;
