@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod key;
+pub mod pkcs11;
 pub mod sealed;
 
 pub use error::{Error, Result};
