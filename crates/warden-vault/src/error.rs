@@ -155,6 +155,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn refused(subject: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Refused {
+            subject: subject.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn invalid(subject: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Invalid {
             subject: subject.into(),

@@ -7,7 +7,12 @@
 //! and reports whether the child passed; in the child it returns the token to use.
 
 #![allow(dead_code, reason = "each test binary uses a subset")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support"
+)]
 
 use std::path::PathBuf;
 use std::process::Command;
