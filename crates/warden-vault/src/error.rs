@@ -134,6 +134,15 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// The input itself was judged unacceptable (scan findings, bad signature); the CLI
+    /// exits 1 for these. Nothing was changed.
+    #[error("{subject}: refused: {reason}")]
+    Verdict {
+        /// Release or file concerned.
+        subject: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The model directory or request is invalid.
     #[error("{subject}: {detail}")]
     Invalid {

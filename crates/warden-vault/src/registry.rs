@@ -428,14 +428,14 @@ impl Vault {
                 .take(3)
                 .map(|f| format!("{}: {} [{} {}]", f.location, f.message, f.severity, f.rule))
                 .collect();
-            return Err(Error::refused(
-                &id,
-                format!(
+            return Err(Error::Verdict {
+                subject: id.clone(),
+                reason: format!(
                     "scan found {} finding(s) at or above {threshold}: {}",
                     blocked.len(),
                     why.join("; ")
                 ),
-            ));
+            });
         }
         if let Some(v) = req.verified {
             let signer = match v.signer() {
