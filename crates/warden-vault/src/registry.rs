@@ -1119,10 +1119,9 @@ impl Vault {
             if d.id >= current.id || d.version == current.version {
                 continue;
             }
-            if !matches!(
-                d.status,
-                DeploymentStatus::Superseded | DeploymentStatus::RolledBack
-            ) {
+            // Only releases that were replaced by a newer deployment count as known good;
+            // one that was rolled back from, quarantined or removed does not.
+            if d.status != DeploymentStatus::Superseded {
                 continue;
             }
             if let Some(r) = self.p.store.release(&d.name, &d.version)? {
