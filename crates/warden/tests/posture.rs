@@ -68,3 +68,48 @@ fn world_readable_home_fails_posture() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL WP002"), "{text}");
 }
+
+#[test]
+fn weakened_vault_policy_is_reported() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[vault]\nkey_provider = \"file\"\nrequire_signature = false\napprovals_required = 1\nscan_fail_on = \"critical\"\n",
+    )
+    .unwrap();
+    let out = warden()
+        .args(["posture", "--format", "json", "--home"])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |id: &str| {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("WP201"), "warn");
+    assert_eq!(status("WP202"), "warn");
+    assert_eq!(status("WP203"), "warn");
+    assert_eq!(status("WP204"), "fail");
+
+    std::fs::write(home.path().join("warden.toml"), "[vault]\nbogus = 1\n").unwrap();
+    let bad = warden()
+        .args(["posture", "--home"])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("warden.toml"));
+}

@@ -60,6 +60,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let home = crate::cmd::home_dir(g)?;
     let mut checks = Vec::new();
     home_checks(&home, &mut checks);
+    config_checks(&home, &mut checks)?;
     host_checks(&mut checks);
     render(&checks, a.format)?;
     let failed = checks.iter().any(|c| c.status == Status::Fail);
@@ -164,6 +165,114 @@ fn home_checks(home: &Path, out: &mut Vec<Check>) {
             ),
         }
     });
+}
+
+const VALIDATE: &str =
+    "Continuously protect the AI system: validate the AI system before and during use";
+const ACCESS: &str =
+    "Secure the deployment environment: ensure a robust deployment environment architecture";
+
+/// Checks of `<home>/warden.toml`: every weaker-than-default choice shows here.
+fn config_checks(home: &Path, out: &mut Vec<Check>) -> anyhow::Result<()> {
+    let path = home.join("warden.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    let vault: warden_vault::policy::Policy = match table.get("vault") {
+        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("{}: [vault]: {}", path.display(), e.message())
+        })?,
+        None => warden_vault::policy::Policy::default(),
+    };
+    let mut push = |id, status, section, cpg, detail: String| {
+        out.push(Check {
+            id,
+            status,
+            section,
+            cpg,
+            detail,
+        });
+    };
+    if vault.key_provider == "file" {
+        push(
+            "WP201",
+            Status::Warn,
+            PROTECT_WEIGHTS,
+            "CPG 2.L",
+            "vault key_provider = \"file\": the key-encryption key is a file on this host \
+             (development only); production keeps it in an HSM (key_provider = \"pkcs11\")"
+                .to_owned(),
+        );
+    } else {
+        push(
+            "WP201",
+            Status::Pass,
+            PROTECT_WEIGHTS,
+            "CPG 2.L",
+            format!(
+                "vault key_provider = {:?}: KEKs are held by a token",
+                vault.key_provider
+            ),
+        );
+    }
+    push(
+        "WP202",
+        if vault.require_signature {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        VALIDATE,
+        "CPG 1.E, 2.Q",
+        if vault.require_signature {
+            "vault require_signature = true: unsigned models are refused".to_owned()
+        } else {
+            "vault require_signature = false: models without a verified signature can be imported"
+                .to_owned()
+        },
+    );
+    let lax_scan = !matches!(vault.scan_fail_on.as_str(), "info" | "low" | "medium");
+    push(
+        "WP203",
+        if lax_scan { Status::Warn } else { Status::Pass },
+        VALIDATE,
+        "CPG 1.E",
+        format!(
+            "vault scan_fail_on = {:?} (default \"medium\")",
+            vault.scan_fail_on
+        ),
+    );
+    push(
+        "WP204",
+        if vault.approvals_required >= 2 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        ACCESS,
+        "CPG 2.E",
+        format!(
+            "vault approvals_required = {} (two-person control needs at least 2)",
+            vault.approvals_required
+        ),
+    );
+    push(
+        "WP205",
+        if vault.require_evaluation {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        VALIDATE,
+        "CPG 1.E",
+        format!("vault require_evaluation = {}", vault.require_evaluation),
+    );
+    Ok(())
 }
 
 fn read_trim(path: &str) -> Option<String> {
