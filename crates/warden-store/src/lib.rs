@@ -357,6 +357,8 @@ pub enum DeploymentStatus {
     RolledBack,
     /// Tampering detected and the directory quarantined.
     Quarantined,
+    /// The deployed copy was deleted (the release was shredded).
+    Removed,
 }
 
 impl DeploymentStatus {
@@ -367,6 +369,7 @@ impl DeploymentStatus {
             DeploymentStatus::Superseded => "superseded",
             DeploymentStatus::RolledBack => "rolled-back",
             DeploymentStatus::Quarantined => "quarantined",
+            DeploymentStatus::Removed => "removed",
         }
     }
 
@@ -377,6 +380,7 @@ impl DeploymentStatus {
             "superseded" => DeploymentStatus::Superseded,
             "rolled-back" => DeploymentStatus::RolledBack,
             "quarantined" => DeploymentStatus::Quarantined,
+            "removed" => DeploymentStatus::Removed,
             _ => return None,
         })
     }
@@ -405,6 +409,8 @@ pub struct Deployment {
     pub by: String,
     /// When.
     pub at: Timestamp,
+    /// Hex SHA-256 of the configuration in force when it was deployed (empty if none).
+    pub config_digest: String,
 }
 
 /// An alert raised by the monitor or the gateway.

@@ -117,6 +117,8 @@ CREATE TABLE alerts (
     message     TEXT NOT NULL
 );
 "#,
+    // 2: the digest of the configuration a deployment was made under (integrity monitor).
+    "ALTER TABLE deployments ADD COLUMN config_digest TEXT NOT NULL DEFAULT '';",
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: SQLite serialises writers
@@ -374,6 +376,7 @@ fn deployment_from(r: &Row<'_>) -> rusqlite::Result<(Deployment, String)> {
             status: DeploymentStatus::Active,
             by: r.get(5)?,
             at: r.get(6)?,
+            config_digest: r.get(7)?,
         },
         r.get(4)?,
     ))
@@ -916,9 +919,17 @@ impl Store for SqliteStore {
             )));
         }
         tx.execute(
-            "INSERT INTO deployments (name, version, dir, status, by_whom, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![d.name, d.version, d.dir, d.status.as_str(), d.by, d.at],
+            "INSERT INTO deployments (name, version, dir, status, by_whom, at, config_digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                d.name,
+                d.version,
+                d.dir,
+                d.status.as_str(),
+                d.by,
+                d.at,
+                d.config_digest
+            ],
         )
         .map_err(q("record deployment"))?;
         let id = tx.last_insert_rowid();
@@ -930,7 +941,7 @@ impl Store for SqliteStore {
         let conn = self.conn()?;
         let mut st = conn
             .prepare(
-                "SELECT id, name, version, dir, status, by_whom, at FROM deployments
+                "SELECT id, name, version, dir, status, by_whom, at, config_digest FROM deployments
                  WHERE ?1 IS NULL OR dir = ?1 ORDER BY id",
             )
             .map_err(q("list deployments"))?;

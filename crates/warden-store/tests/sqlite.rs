@@ -54,6 +54,7 @@ fn deployment(dir: &str, version: &str) -> Deployment {
         status: DeploymentStatus::Active,
         by: "alice".into(),
         at: 20,
+        config_digest: "cd".repeat(32),
     }
 }
 
@@ -63,7 +64,7 @@ fn schema_wal_and_persistence() {
     let path = dir.path().join("state.db");
     {
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         s.insert_admin(&admin("bob")).unwrap();
     }
     #[cfg(unix)]

