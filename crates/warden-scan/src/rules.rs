@@ -206,6 +206,223 @@ pub const RULES: &[(&str, &str, &str)] = &[
         "PythonSource",
         "Python source shipped with a model (runs with trust_remote_code).",
     ),
+    // Safe formats (formats/safetensors, gguf, onnx, keras, hdf5).
+    (
+        "WS401",
+        "SafetensorsHeaderLength",
+        "The safetensors header length is impossible: beyond the format's 100 MB limit, past the end of the file, or the file is too short.",
+    ),
+    (
+        "WS402",
+        "SafetensorsHeaderNotJson",
+        "The safetensors header is not UTF-8 JSON object text.",
+    ),
+    (
+        "WS403",
+        "SafetensorsDuplicateKey",
+        "A key occurs twice in the safetensors header; loaders disagree on which one wins.",
+    ),
+    (
+        "WS404",
+        "SafetensorsMetadataNotStrings",
+        "__metadata__ must map strings to strings; anything else is smuggled structure.",
+    ),
+    (
+        "WS405",
+        "SafetensorsBadTensorEntry",
+        "A tensor entry lacks dtype, shape or data_offsets, has an unknown dtype or unknown fields.",
+    ),
+    (
+        "WS406",
+        "SafetensorsSizeMismatch",
+        "dtype x shape does not equal the tensor's byte span (or overflows).",
+    ),
+    (
+        "WS407",
+        "SafetensorsOffsetsOutOfRange",
+        "A tensor's data_offsets fall outside the data region.",
+    ),
+    ("WS408", "SafetensorsOverlap", "Two tensors share bytes."),
+    (
+        "WS409",
+        "SafetensorsGap",
+        "Bytes between tensors belong to no tensor: room for a hidden payload.",
+    ),
+    (
+        "WS410",
+        "SafetensorsTrailingBytes",
+        "Bytes after the last tensor belong to no tensor (polyglot files hide pickles there).",
+    ),
+    (
+        "WS501",
+        "GgufTruncated",
+        "A GGUF structure runs past the end of the file.",
+    ),
+    (
+        "WS502",
+        "GgufVersion",
+        "GGUF version 1 (obsolete) or an unknown version.",
+    ),
+    (
+        "WS503",
+        "GgufImpossibleCount",
+        "A GGUF tensor, metadata or array count that the file cannot hold (allocation bomb).",
+    ),
+    (
+        "WS504",
+        "GgufBadString",
+        "A GGUF key or name that is over-long or not UTF-8.",
+    ),
+    (
+        "WS505",
+        "GgufBadValueType",
+        "An unknown GGUF metadata value type, or arrays nested too deep.",
+    ),
+    (
+        "WS506",
+        "GgufDuplicate",
+        "A GGUF metadata key or tensor name occurs twice.",
+    ),
+    (
+        "WS507",
+        "GgufBadAlignment",
+        "general.alignment is not a non-zero power of two stored as uint32.",
+    ),
+    (
+        "WS508",
+        "GgufBadTensorInfo",
+        "A GGUF tensor with too many dimensions, an unknown type, a partial block or an overflowing size.",
+    ),
+    (
+        "WS509",
+        "GgufBadTensorLayout",
+        "A GGUF tensor offset that is misaligned, out of range or overlaps another tensor.",
+    ),
+    (
+        "WS510",
+        "GgufUnownedBytes",
+        "Bytes in the GGUF data section that belong to no tensor.",
+    ),
+    (
+        "WS520",
+        "ChatTemplateNotText",
+        "A chat template that is not a UTF-8 string.",
+    ),
+    (
+        "WS521",
+        "ChatTemplateDunderAccess",
+        "A chat template reaches an interpreter-internal name (__class__, __globals__...): a sandbox escape.",
+    ),
+    (
+        "WS522",
+        "ChatTemplateBuiltName",
+        "A chat template builds an internal name from strings (concatenation, escapes, join, reverse, format).",
+    ),
+    (
+        "WS523",
+        "ChatTemplateDynamicAttribute",
+        "A chat template looks up attributes by computed names or pulls characters out of object text.",
+    ),
+    (
+        "WS524",
+        "ChatTemplateGadgetGlobal",
+        "A chat template uses a global (cycler, joiner, lipsum, self, config, request) known to lead to module globals.",
+    ),
+    (
+        "WS525",
+        "ChatTemplateDangerousName",
+        "A chat template names os, popen, mro, eval and similar process or interpreter internals.",
+    ),
+    (
+        "WS526",
+        "ChatTemplateLoadsTemplates",
+        "A chat template imports, includes or extends another template.",
+    ),
+    (
+        "WS527",
+        "ChatTemplateUnparseable",
+        "A chat template that cannot be tokenized; the rest of it was not checked.",
+    ),
+    (
+        "WS601",
+        "OnnxExternalDataEscape",
+        "An ONNX tensor reads external data from an absolute path, a URL, a drive letter or a path with '..': files outside the model directory.",
+    ),
+    (
+        "WS602",
+        "OnnxCustomDomain",
+        "An ONNX operator domain outside the standard set and ONNX Runtime's own (needs a custom operator library).",
+    ),
+    (
+        "WS603",
+        "OnnxMalformed",
+        "Malformed ONNX protobuf (truncated, lengths beyond their message, invalid wire types, no graph).",
+    ),
+    (
+        "WS604",
+        "OnnxExternalData",
+        "An ONNX tensor keeps its data in a file next to the model (scan that file too).",
+    ),
+    (
+        "WS605",
+        "OnnxNestingDepth",
+        "ONNX messages nested deeper than the scanner's bound.",
+    ),
+    (
+        "WS606",
+        "OnnxExternalDataIncomplete",
+        "An ONNX tensor marked external without a location, or with external_data but not marked external.",
+    ),
+    (
+        "WS701",
+        "KerasLambdaLayer",
+        "A Keras Lambda layer: arbitrary Python runs when the model is loaded or called.",
+    ),
+    (
+        "WS702",
+        "KerasBytecode",
+        "A Python function serialized as marshalled bytecode in a Keras config.",
+    ),
+    (
+        "WS703",
+        "KerasModuleOutsideKeras",
+        "A Keras config imports an object from a module that is not Keras.",
+    ),
+    (
+        "WS704",
+        "KerasFunctionReference",
+        "A Keras config names a plain function that is not an activation, loss or metric (get_file-style safe-mode bypasses).",
+    ),
+    (
+        "WS705",
+        "KerasTfOpLambda",
+        "A TFOpLambda layer calls a TensorFlow function named in the config.",
+    ),
+    (
+        "WS706",
+        "KerasCustomObject",
+        "A custom registered Keras object: custom code must be imported to load the model.",
+    ),
+    (
+        "WS707",
+        "KerasUnknownClass",
+        "A class name in a legacy Keras config that is not a known built-in.",
+    ),
+    (
+        "WS708",
+        "KerasConfigMalformed",
+        "A Keras config that is not valid JSON or repeats a key.",
+    ),
+    (
+        "WS710",
+        "Hdf5Malformed",
+        "Malformed HDF5 structure (addresses outside the file, bad signatures, duplicate config attributes).",
+    ),
+    (
+        "WS711",
+        "Hdf5TrailingBytes",
+        "Bytes after the end-of-file address an HDF5 superblock declares.",
+    ),
 ];
 
 /// Name and description of a rule id; ids owned by the format modules get a generic

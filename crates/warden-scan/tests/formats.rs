@@ -254,3 +254,34 @@ fn real_smollm2_gguf_from_pypi_scans_clean() {
     gguf::scan(&mut Cursor::new(&bytes[..]), len, &mut cx).unwrap();
     assert!(findings.iter().any(|f| f.rule == "WS521"), "{findings:#?}");
 }
+
+#[test]
+fn every_safe_format_rule_is_in_the_catalogue() {
+    // SARIF names and describes rules from `rules::RULES`; a rule id emitted by a format
+    // module but missing there would show up with only the generic range description.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/formats");
+    let mut ids = std::collections::BTreeSet::new();
+    for f in [
+        "safetensors.rs",
+        "gguf.rs",
+        "gguf/jinja.rs",
+        "onnx.rs",
+        "keras.rs",
+        "hdf5.rs",
+    ] {
+        let text = std::fs::read_to_string(src.join(f)).unwrap();
+        for (i, _) in text.match_indices("\"WS") {
+            let id = &text[i + 1..i + 6];
+            if id[2..].bytes().all(|b| b.is_ascii_digit()) {
+                ids.insert(id.to_owned());
+            }
+        }
+    }
+    assert!(ids.len() >= 40, "{ids:?}");
+    for id in ids {
+        assert!(
+            warden_scan::rules::RULES.iter().any(|(r, _, _)| *r == id),
+            "{id} is emitted but not listed in rules::RULES"
+        );
+    }
+}

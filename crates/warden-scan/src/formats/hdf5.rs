@@ -295,12 +295,17 @@ enum Msg {
 }
 
 fn read_object_header(f: &mut File, addr: u64) -> R<Vec<Msg>> {
-    let (abs, pre) = f.read(
-        addr,
-        16.min(f.len.saturating_sub(f.base + addr)),
-        16,
-        "object header",
-    )?;
+    let start = f.base.saturating_add(addr);
+    if start >= f.len {
+        return bad(
+            start,
+            format!(
+                "object header address {start} lies outside the {}-byte file",
+                f.len
+            ),
+        );
+    }
+    let (abs, pre) = f.read(addr, 16.min(f.len - start), 16, "object header")?;
     let mut out = Vec::new();
     // (relative address, length, v2 object header flags or None for v1) of blocks to read
     let mut queue: Vec<(u64, u64, Option<u8>)> = Vec::new();

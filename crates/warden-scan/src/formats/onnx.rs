@@ -41,14 +41,14 @@ const ORT_DOMAINS: &[&str] = &[
 ];
 
 /// True when `prefix` looks like a serialized ModelProto: `ir_version` (field 1,
-/// varint, 1..=15) first, then another ModelProto field with its proper wire type.
+/// varint, 1..=64) first, then another ModelProto field with its proper wire type.
 pub fn sniff(prefix: &[u8]) -> bool {
     let (Some(&0x08), Some(&v), Some(&tag)) = (prefix.first(), prefix.get(1), prefix.get(2)) else {
         return false;
     };
     let field = tag >> 3;
     let wt = tag & 7;
-    (1..=15).contains(&v)
+    (1..=64).contains(&v)
         && match field {
             2 | 3 | 4 | 6 | 7 | 8 | 14 => wt == 2,
             5 => wt == 0,

@@ -79,6 +79,18 @@ fn corrupt_addresses_are_findings() {
 }
 
 #[test]
+fn addresses_near_u64_max_do_not_overflow() {
+    // Regression: with a user block the base address is 512, and base + root address
+    // overflowed (a panic with overflow checks) before the bound check.
+    let mut b = USERBLOCK.to_vec();
+    assert_eq!(&b[512..520], SIGNATURE);
+    b[512 + 64..512 + 72].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    let (r, f) = run(&b);
+    r.unwrap();
+    assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["WS710"]);
+}
+
+#[test]
 fn duplicate_config_attribute_is_a_finding() {
     // Turn the `training_config` attribute's name into a second `model_config`.
     let mut b = SEQ.to_vec();
