@@ -299,7 +299,6 @@ const CRITICAL_MODULES: &[&str] = &[
     "pickletools",
     "dill",
     "cloudpickle",
-    "joblib",
     "shelve",
     "marshal",
     "types",
@@ -386,11 +385,32 @@ const CRITICAL_MODULES: &[&str] = &[
     "keras.src.utils",
     "tensorflow.io",
     "tensorflow.python.ops",
+    "torch.utils.collect_env",
+    "torch.utils._import_utils",
+    "torch.testing",
+    "_interpreters",
+    "_xxsubinterpreters",
+    "interpreters",
+    "concurrent.interpreters",
+    "aiohttp",
+    "mlflow.projects",
+    "_io",
+    "resource",
+    "atexit",
+    "readline",
+    "rlcompleter",
+    "configparser",
+    "logging.config",
+    "pydoc",
+    "antigravity",
+    "this",
 ];
 
 /// Individual (module, name) pairs that are critical though their module is not.
 const CRITICAL_PAIRS: &[(&str, &str)] = &[
     ("torch", "load"),
+    ("joblib", "load"),
+    ("joblib.numpy_pickle", "load"),
     ("torch", "save"),
     ("torch", "_load_global_deps"),
     ("torch", "compile"),
@@ -463,8 +483,17 @@ pub fn severity(module: &str, name: &str) -> Severity {
     if CRITICAL_MODULES.iter().any(|root| in_module(module, root)) {
         return Severity::Critical;
     }
-    // Dunder attributes reach interpreter internals (`__globals__`, `__subclasses__`).
+    // Dunder attributes reach interpreter internals (`__builtins__`, `__globals__`,
+    // `__subclasses__`): a global that names one is an escape, not a model type.
+    if name.len() > 4 && name.starts_with("__") && name.ends_with("__") {
+        return Severity::Critical;
+    }
     if name.contains("__") && name != "__randomstate_ctor" {
+        return Severity::High;
+    }
+    // Private top-level stdlib modules (`_posixsubprocess`, `_interpreters` …) are
+    // interpreter plumbing; `_codecs.encode` is the only one on the allowlist.
+    if module.starts_with('_') && !module.starts_with("__main__") {
         return Severity::High;
     }
     // A module outside the allowlist that is part of a framework the checkpoint

@@ -140,6 +140,10 @@ impl<'o> Walker<'o> {
                     Err(e) => self.error(&ploc, format!("dangling symbolic link: {e}")),
                 }
             } else if meta.is_dir() {
+                if p.file_name().is_some_and(|n| n == ".git") {
+                    // Version-control metadata: no loader reads it.
+                    continue;
+                }
                 self.walk_dir(&p, root, level + 1);
             } else if meta.is_file() {
                 self.scan_file(&p);
@@ -234,7 +238,7 @@ impl<'o> Walker<'o> {
             Format::Pickle => {
                 let r = {
                     let mut cx = self.context(loc.clone(), depth);
-                    pickle::scan_stream(input, 0, &mut cx)
+                    pickle::scan_seekable(input, 0, &mut cx)
                 };
                 self.check_polyglot(input, len, loc, depth, Format::Pickle)?;
                 r

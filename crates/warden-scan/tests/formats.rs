@@ -102,7 +102,7 @@ fn scan_file(fmt: &str, path: &Path, opts: &ScanOptions) -> (Result<(), Error>, 
 }
 
 fn sniffs(fmt: &str, bytes: &[u8]) -> bool {
-    let prefix = &bytes[..bytes.len().min(64)];
+    let prefix = &bytes[..bytes.len().min(4096)];
     match fmt {
         "safetensors" => safetensors::sniff(prefix),
         "gguf" => gguf::sniff(prefix),

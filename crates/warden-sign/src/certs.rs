@@ -1,7 +1,10 @@
 //! X.509 certificate mode: read PEM certificates, and verify a signing certificate
 //! against trusted roots with rustls-webpki (aws-lc-rs signature algorithms, P-521
 //! included): path building, validity at the current time, CA constraints, and the
-//! code-signing extended key usage whenever the leaf carries an EKU extension.
+//! code-signing extended key usage whenever the leaf carries an EKU extension; a key
+//! usage extension, when present, must allow digital signatures.
+
+#![deny(clippy::indexing_slicing)]
 
 use crate::Error;
 use crate::keys::VerificationKey;
@@ -149,11 +152,90 @@ pub fn verify_chain(
         None,
     )
     .map_err(|e| Error::Chain(webpki_reason(&e)))?;
+    check_signing_usage(leaf)?;
     VerificationKey::from_spki_der(
         ee.subject_public_key_info().as_ref(),
         &PathBuf::from("signing certificate"),
     )
     .map_err(|e| Error::Chain(e.to_string()))
+}
+
+/// The leaf must be usable for signing: a key usage extension, when present, must
+/// allow digitalSignature; and at least one of key usage / extended key usage must be
+/// present (the reference tool's rule). The EKU content is checked by webpki.
+fn check_signing_usage(leaf: &[u8]) -> Result<(), Error> {
+    let usage = leaf_usage(leaf)
+        .ok_or_else(|| Error::Chain("cannot read the signing certificate's extensions".into()))?;
+    match usage {
+        (Some(false), _) => Err(Error::Chain(
+            "the signing certificate's key usage does not allow digital signatures".into(),
+        )),
+        (None, false) => Err(Error::Chain(
+            "the signing certificate has neither key usage nor extended key usage for signing"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// One DER element: (tag, contents, rest). Lengths up to 4 bytes; never indexes.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at_checked(n)?;
+        (
+            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+            rest,
+        )
+    };
+    let (content, rest) = rest.split_at_checked(len)?;
+    Some((tag, content, rest))
+}
+
+/// (key usage allows digitalSignature — `None` when absent, EKU present).
+fn leaf_usage(cert: &[u8]) -> Option<(Option<bool>, bool)> {
+    const KU: &[u8] = &[0x55, 0x1d, 0x0f];
+    const EKU: &[u8] = &[0x55, 0x1d, 0x25];
+    let (_, cert, _) = der(cert)?;
+    let (_, mut tbs, _) = der(cert)?;
+    let mut ku = None;
+    let mut eku = false;
+    while !tbs.is_empty() {
+        let (tag, content, rest) = der(tbs)?;
+        tbs = rest;
+        if tag != 0xa3 {
+            continue;
+        }
+        let (_, mut exts, _) = der(content)?;
+        while !exts.is_empty() {
+            let (_, ext, rest) = der(exts)?;
+            exts = rest;
+            let (_, oid, mut fields) = der(ext)?;
+            let mut value = None;
+            while !fields.is_empty() {
+                let (t, c, r) = der(fields)?;
+                fields = r;
+                if t == 0x04 {
+                    value = Some(c);
+                }
+            }
+            if oid == KU {
+                let (_, bits, _) = der(value?)?;
+                // BIT STRING: unused-bits byte, then bits; digitalSignature is bit 0.
+                ku = Some(bits.get(1).is_some_and(|b| b & 0x80 != 0));
+            } else if oid == EKU {
+                eku = true;
+            }
+        }
+    }
+    Some((ku, eku))
 }
 
 /// A sentence for a webpki error (lower-case, no type names).
@@ -218,6 +300,20 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn usage_reader_survives_garbage() {
+        for data in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x84\xff\xff\xff\xff",
+            b"\x30\x03\x30\x01\xa3",
+            b"\x30\x02\x30\x00",
+        ] {
+            let _ = super::leaf_usage(data);
+        }
+        assert_eq!(super::leaf_usage(b"\x30\x02\x30\x00"), Some((None, false)));
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

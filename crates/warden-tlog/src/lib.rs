@@ -36,4 +36,4 @@ pub use merkle::Hash;
 pub use note::{Note, Signer, Verifier};
 pub use receipt::Receipt;
 pub use storage::{PosixStorage, Storage};
-pub use verify::{VerifyReport, verify_log};
+pub use verify::{VerifyReport, verify_log, verify_log_with_progress};

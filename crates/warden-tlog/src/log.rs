@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Most entries committed together (default 4096).
+    /// Most entries committed together (default 4096, at most [`MAX_BATCH`]).
     pub max_batch: usize,
     /// How long the writer waits for more entries after the first of a batch
     /// (default zero: batches form while the previous one is being made durable).
@@ -131,14 +131,21 @@ impl Edge {
     }
 }
 
+/// Largest batch the writer commits; bounds how far beyond the published tree an
+/// interrupted batch can have written.
+pub const MAX_BATCH: usize = 16_384;
+
 /// Remove objects a crashed batch wrote beyond the published tree of `size` entries.
+/// Renames of one batch may persist in any subset after a crash, so every tile index a
+/// batch could have reached is checked, not only a contiguous run.
 fn discard_unpublished(storage: &dyn Storage, size: u64) -> Result<()> {
     // Tile levels -1 (entry bundles) and 0..=8 cover every tree a u64 can size.
     for level in -1i32..=8 {
         let lv = u32::try_from(level.max(0)).unwrap_or(0);
         let hashes = tiles::hashes_at_level(size, lv);
-        let mut n = hashes / TILE_WIDTH;
+        let first = hashes / TILE_WIDTH;
         let width = hashes % TILE_WIDTH;
+        let reach = (MAX_BATCH as u64 >> (8 * lv.min(7))) / TILE_WIDTH + 2;
         let path = |n: u64, w: u64| {
             if level < 0 {
                 bundle_path(n, w)
@@ -146,22 +153,17 @@ fn discard_unpublished(storage: &dyn Storage, size: u64) -> Result<()> {
                 tile_path(lv, n, w)
             }
         };
-        loop {
+        for n in first..first.saturating_add(reach) {
             let full = path(n, 0);
-            let had_full = storage.read(&full)?.is_some();
             storage.remove(&full)?;
             let partial_dir = format!("{full}.p");
-            let keep = if n == hashes / TILE_WIDTH { width } else { 0 };
+            let keep = if n == first { width } else { 0 };
             for w in storage.list(&partial_dir)? {
                 match w.parse::<u64>() {
                     Ok(w) if w <= keep => {}
                     _ => storage.remove(&format!("{partial_dir}/{w}"))?,
                 }
             }
-            if !had_full {
-                break;
-            }
-            n += 1;
         }
     }
     Ok(())
@@ -173,6 +175,7 @@ struct Writer {
     origin: String,
     edge: Edge,
     published: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -263,15 +266,15 @@ impl Writer {
                 ));
             }
         }
-        self.storage.write_durable(&files)?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size,
             root: self.edge.root(),
             extensions: Vec::new(),
         };
-        self.storage.publish_checkpoint(&cp.sign(&self.signer))?;
+        self.storage.commit(&files, &cp.sign(&self.signer))?;
         self.published.store(size, Ordering::Release);
+        self.commits.fetch_add(1, Ordering::Relaxed);
         // Partial tiles of tiles that are now full are no longer needed (C2SP allows
         // removing them once the full tile exists). Failure here loses nothing.
         for dir in completed {
@@ -383,6 +386,7 @@ struct Shared {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     published: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
     verifier: Verifier,
     origin: String,
     storage: Arc<dyn Storage>,
@@ -459,15 +463,17 @@ impl Log {
             }
         };
         let published = Arc::new(AtomicU64::new(edge.size));
+        let commits = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             storage: Arc::clone(&storage),
             signer,
             origin: origin.to_owned(),
             edge,
             published: Arc::clone(&published),
+            commits: Arc::clone(&commits),
         };
         let (tx, rx) = mpsc::channel::<Request>();
-        let max_batch = options.max_batch.max(1);
+        let max_batch = options.max_batch.clamp(1, MAX_BATCH);
         let max_delay = options.max_delay;
         let handle = std::thread::Builder::new()
             .name("warden-tlog-writer".into())
@@ -478,6 +484,7 @@ impl Log {
                 tx: Mutex::new(Some(tx)),
                 worker: Mutex::new(Some(handle)),
                 published,
+                commits,
                 verifier,
                 origin: origin.to_owned(),
                 storage,
@@ -542,9 +549,25 @@ impl Log {
         self.append(event.to_entry()?)
     }
 
+    /// Append a typed audit event without blocking; resolves to its index once durable.
+    pub fn append_event_async(&self, event: &crate::event::AuditEvent) -> AppendFuture {
+        match event.to_entry() {
+            Ok(e) => self.append_async(e),
+            Err(e) => AppendFuture {
+                slot: None,
+                early: Some(e),
+            },
+        }
+    }
+
     /// Size of the last published checkpoint.
     pub fn size(&self) -> u64 {
         self.shared.published.load(Ordering::Acquire)
+    }
+
+    /// Checkpoints published by this handle's writer (each one a group commit).
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// The log's origin.
@@ -678,6 +701,14 @@ mod tests {
     }
 
     #[test]
+    fn log_and_its_future_can_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<Log>();
+        send::<AppendFuture>();
+    }
+
+    #[test]
     fn oversized_entry_is_refused_without_touching_the_log() {
         let d = tempfile::tempdir().unwrap();
         let signer = Signer::generate("warden.test/log").unwrap();
@@ -687,6 +718,49 @@ mod tests {
             Err(Error::EntryTooLarge(70_000))
         ));
         assert_eq!(log.size(), 0);
+    }
+
+    #[test]
+    fn open_discards_objects_beyond_the_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open(d.path(), &signer);
+        for i in 0..300u32 {
+            log.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        drop(log);
+        // What a batch killed before its checkpoint could leave behind.
+        let s = PosixStorage::new(d.path());
+        let junk = [
+            "tile/entries/001.p/100",
+            "tile/entries/002",
+            "tile/0/001.p/45",
+            "tile/0/001",
+            "tile/0/002.p/3",
+            "tile/1/000.p/2",
+            "tile/2/000.p/1",
+        ];
+        s.write_durable(
+            &junk
+                .iter()
+                .map(|j| (j.to_string(), vec![9u8; 64]))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        drop(s);
+        let log = open(d.path(), &signer);
+        let s = PosixStorage::new(d.path());
+        for j in junk {
+            assert_eq!(s.read(j).unwrap(), None, "{j} survived recovery");
+        }
+        // The published partials are intact and the log grows correctly.
+        assert!(s.read("tile/entries/001.p/44").unwrap().is_some());
+        assert!(s.read("tile/1/000.p/1").unwrap().is_some());
+        for i in 300..600u32 {
+            log.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        drop(log);
+        crate::verify::verify_log(&s, &signer.verifier(), None).unwrap();
     }
 
     #[test]

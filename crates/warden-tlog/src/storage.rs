@@ -25,6 +25,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> Result<()>;
     /// Atomically and durably replace the checkpoint: the publication point.
     fn publish_checkpoint(&self, data: &[u8]) -> Result<()>;
+    /// Make `objects` durable, then publish `checkpoint`: the checkpoint must never be
+    /// visible (after a crash either) without every object. The default does the two
+    /// steps in turn; a storage may overlap work that does not break that order.
+    fn commit(&self, objects: &[(String, Vec<u8>)], checkpoint: &[u8]) -> Result<()> {
+        self.write_durable(objects)?;
+        self.publish_checkpoint(checkpoint)
+    }
     /// Remove an object, or a directory-like prefix and everything below it, if present.
     fn remove(&self, name: &str) -> Result<()>;
     /// Names directly below a directory-like prefix (empty when absent).
@@ -124,6 +131,69 @@ impl PosixStorage {
     }
 }
 
+impl PosixStorage {
+    /// Three rounds of waiting on the disk instead of four: (1) every temporary file,
+    /// the checkpoint's included, is written and `fdatasync`ed in parallel; (2) objects
+    /// are renamed into place and their directories `fsync`ed in parallel; (3) the
+    /// checkpoint is renamed and the log directory `fsync`ed. The checkpoint's name
+    /// only changes after everything it commits to is durable.
+    fn commit_inner(&self, objects: &[(String, Vec<u8>)], checkpoint: Option<&[u8]>) -> Result<()> {
+        let mut touched = BTreeSet::new();
+        let mut dests = Vec::with_capacity(objects.len());
+        for (name, _) in objects {
+            let dest = self.path(name)?;
+            if let Some(parent) = dest.parent() {
+                self.mkdirs(parent, &mut touched)?;
+                touched.insert(parent.to_path_buf());
+            }
+            dests.push(dest);
+        }
+        self.mkdirs(&self.root.join(TMP), &mut touched)?;
+        let mut payloads: Vec<&[u8]> = objects.iter().map(|(_, d)| d.as_slice()).collect();
+        if let Some(c) = checkpoint {
+            payloads.push(c);
+        }
+        let tmps = self.parallel(&payloads, |d| {
+            let mut t = BTreeSet::new();
+            self.tmp_file(d, &mut t)
+        })?;
+        for (tmp, dest) in tmps.iter().zip(&dests) {
+            fs::rename(tmp, dest).map_err(|e| Error::io(self.disp(dest), e))?;
+        }
+        let dirs: Vec<PathBuf> = touched.into_iter().collect();
+        self.parallel(&dirs, |d| self.sync_dir(d))?;
+        if checkpoint.is_some()
+            && let Some(tmp) = tmps.get(objects.len())
+        {
+            let dest = self.root.join(CHECKPOINT);
+            fs::rename(tmp, &dest).map_err(|e| Error::io(self.disp(&dest), e))?;
+        }
+        self.sync_dir(&self.root)
+    }
+
+    /// Run `f` over `items` on scoped threads (the first on this one); first error wins.
+    fn parallel<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        let Some((first, rest)) = items.split_first() else {
+            return Ok(Vec::new());
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = rest.iter().map(|it| s.spawn(|| f(it))).collect();
+            let mut out = vec![f(first)?];
+            for h in handles {
+                out.push(
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Commit("an I/O thread panicked".into())))?,
+                );
+            }
+            Ok(out)
+        })
+    }
+}
+
 impl Storage for PosixStorage {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let p = self.path(name)?;
@@ -135,62 +205,11 @@ impl Storage for PosixStorage {
     }
 
     fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> Result<()> {
-        if objects.is_empty() {
-            return Ok(());
-        }
-        let mut touched = BTreeSet::new();
-        let mut dests = Vec::with_capacity(objects.len());
-        for (name, _) in objects {
-            let dest = self.path(name)?;
-            if let Some(parent) = dest.parent() {
-                self.mkdirs(parent, &mut touched)?;
-                touched.insert(parent.to_path_buf());
-            }
-            dests.push(dest);
-        }
-        // Write and fdatasync the temporary files in parallel: one slow fsync does not
-        // serialise the others, and the file system can merge journal commits.
-        let tmps: Vec<Result<PathBuf>> = std::thread::scope(|s| {
-            let handles: Vec<_> = objects
-                .iter()
-                .map(|(_, data)| {
-                    s.spawn(|| {
-                        let mut t = BTreeSet::new();
-                        self.tmp_file(data, &mut t).map(|p| (p, t))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| match h.join() {
-                    Ok(Ok((p, t))) => {
-                        touched.extend(t);
-                        Ok(p)
-                    }
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(Error::Commit("a write thread panicked".into())),
-                })
-                .collect()
-        });
-        let mut ok = Vec::with_capacity(tmps.len());
-        for t in tmps {
-            ok.push(t?);
-        }
-        for (tmp, dest) in ok.iter().zip(&dests) {
-            fs::rename(tmp, dest).map_err(|e| Error::io(self.disp(dest), e))?;
-        }
-        let dirs: Vec<PathBuf> = touched.into_iter().collect();
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| self.sync_dir(d))).collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Commit("a sync thread panicked".into())))
-                })
-                .collect()
-        });
-        results.into_iter().collect()
+        self.commit_inner(objects, None)
+    }
+
+    fn commit(&self, objects: &[(String, Vec<u8>)], checkpoint: &[u8]) -> Result<()> {
+        self.commit_inner(objects, Some(checkpoint))
     }
 
     fn publish_checkpoint(&self, data: &[u8]) -> Result<()> {

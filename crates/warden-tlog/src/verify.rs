@@ -41,6 +41,17 @@ pub fn verify_log(
     key: &Verifier,
     previous: Option<&[u8]>,
 ) -> Result<VerifyReport> {
+    verify_log_with_progress(storage, key, previous, &|_, _| {})
+}
+
+/// [`verify_log`], calling `progress(entries_hashed, total_entries)` as it goes (from
+/// several threads, so calls may arrive slightly out of order).
+pub fn verify_log_with_progress(
+    storage: &dyn Storage,
+    key: &Verifier,
+    previous: Option<&[u8]>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<VerifyReport> {
     let bytes = storage.read(CHECKPOINT)?.ok_or_else(|| {
         Error::malformed(
             format!("{}/{CHECKPOINT}", storage.location()),
@@ -52,12 +63,15 @@ pub fn verify_log(
 
     // Level "-1" → 0: entry bundles against level-0 tiles, in parallel.
     let bundles = size.div_ceil(TILE_WIDTH);
+    let done = std::sync::atomic::AtomicU64::new(0);
     let leaf_rows: Vec<Result<Vec<Hash>>> = (0..bundles)
         .into_par_iter()
         .map(|n| {
             let mut r = LogReader::new(storage, size);
             let (bname, entries) = r.bundle(n)?;
             let hashes: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+            let d = done.fetch_add(hashes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            progress(d + hashes.len() as u64, size);
             Ok(hashes).and_then(|h| check_tile(storage, &cp, 0, n, &h, Some(&bname)).map(|()| h))
         })
         .collect();

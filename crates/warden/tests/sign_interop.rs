@@ -792,6 +792,10 @@ enum Leaf {
     Good,
     Expired,
     ServerAuthOnly,
+    /// Key usage without digitalSignature.
+    KeyEnciphermentOnly,
+    /// Neither key usage nor extended key usage.
+    Bare,
 }
 
 fn pki(dir: &Path, alg: &'static SignatureAlgorithm, kind: Leaf, tag: &str) -> Pki {
@@ -816,9 +820,14 @@ fn pki(dir: &Path, alg: &'static SignatureAlgorithm, kind: Leaf, tag: &str) -> P
     p.distinguished_name
         .push(DnType::CommonName, format!("{tag} model signer"));
     p.is_ca = IsCa::NoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.key_usages = match kind {
+        Leaf::KeyEnciphermentOnly => vec![KeyUsagePurpose::KeyEncipherment],
+        Leaf::Bare => vec![],
+        _ => vec![KeyUsagePurpose::DigitalSignature],
+    };
     p.extended_key_usages = match kind {
         Leaf::ServerAuthOnly => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Leaf::Bare => vec![],
         _ => vec![ExtendedKeyUsagePurpose::CodeSigning],
     };
     if let Leaf::Expired = kind {
@@ -1019,6 +1028,53 @@ fn expired_leaf_and_wrong_eku_rejected() {
         "does not allow code signing",
     );
 
+    // Key usage without digitalSignature, or no usage at all: refused (the reference
+    // refuses these too).
+    for (kind, tag, needle) in [
+        (
+            Leaf::KeyEnciphermentOnly,
+            "kenc",
+            "key usage does not allow digital signatures",
+        ),
+        (
+            Leaf::Bare,
+            "bare",
+            "neither key usage nor extended key usage",
+        ),
+    ] {
+        let p = pki(d, &rcgen::PKCS_ECDSA_P256_SHA256, kind, tag);
+        let sig = format!("{tag}.sig");
+        ok(warden(
+            &[
+                "sign",
+                s(&m),
+                "--key",
+                s(&p.leaf_key),
+                "--certificate",
+                s(&p.leaf),
+                "--certificate-chain",
+                s(&p.intermediate),
+                "--signature",
+                &sig,
+            ],
+            d,
+        ));
+        fails_with(
+            warden(
+                &[
+                    "verify",
+                    s(&m),
+                    "--signature",
+                    &sig,
+                    "--certificate-chain",
+                    s(&p.root),
+                ],
+                d,
+            ),
+            needle,
+        );
+    }
+
     // A certificate that does not match the key is refused at signing time (exit 2).
     let good = pki(d, &rcgen::PKCS_ECDSA_P256_SHA256, Leaf::Good, "good");
     let o = warden(
@@ -1039,5 +1095,134 @@ fn expired_leaf_and_wrong_eku_rejected() {
         String::from_utf8_lossy(&o.stderr).contains("does not match the private key"),
         "{}",
         text(&o)
+    );
+}
+
+#[test]
+fn other_hashes_interoperate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = make_model(d);
+    let k = keys(d, &rcgen::PKCS_ECDSA_P256_SHA256, "k");
+    // The reference signs BLAKE2b (its option is named "blake2", the predicate says
+    // "blake2b"): Warden verifies.
+    let py = python(
+        &format!(
+            "import model_signing\n\
+             model_signing.signing.Config().use_elliptic_key_signer(private_key={:?})\
+             .set_hashing_config(model_signing.hashing.Config().use_file_serialization(hashing_algorithm='blake2'))\
+             .sign({:?}, 'b2.sig')",
+            s(&k.private),
+            s(&m)
+        ),
+        d,
+    );
+    assert!(py.status.success(), "{}", text(&py));
+    assert_eq!(
+        statement_of(&std::fs::read(d.join("b2.sig")).unwrap())["predicate"]["serialization"]["hash_type"],
+        "blake2b"
+    );
+    ok(warden(
+        &[
+            "verify",
+            s(&m),
+            "--signature",
+            "b2.sig",
+            "--public-key",
+            s(&k.public),
+        ],
+        d,
+    ));
+    // Warden signs BLAKE3: the reference verifies.
+    ok(warden(
+        &[
+            "sign",
+            s(&m),
+            "--key",
+            s(&k.private),
+            "--signature",
+            "b3.sig",
+            "--hash",
+            "blake3",
+        ],
+        d,
+    ));
+    let py = python(
+        &format!(
+            "import model_signing\n\
+             model_signing.verifying.Config().use_elliptic_key_verifier(public_key={:?})\
+             .verify({:?}, 'b3.sig')\nprint('blake3 ok')",
+            s(&k.public),
+            s(&m)
+        ),
+        d,
+    );
+    assert!(
+        String::from_utf8_lossy(&py.stdout).contains("blake3 ok"),
+        "{}",
+        text(&py)
+    );
+}
+
+#[test]
+fn json_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = make_model(d);
+    let k = keys(d, &rcgen::PKCS_ECDSA_P384_SHA384, "k");
+    let o = ok(warden(
+        &[
+            "sign",
+            s(&m),
+            "--key",
+            s(&k.private),
+            "--signature",
+            "w.sig",
+            "--format",
+            "json",
+        ],
+        d,
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "signed");
+    assert_eq!(v["curve"], "P-384");
+    assert_eq!(v["resources"], 5);
+    let signed_digest = v["digest"]["sha256"].clone();
+    let o = ok(warden(
+        &[
+            "verify",
+            s(&m),
+            "--signature",
+            "w.sig",
+            "--public-key",
+            s(&k.public),
+            "--format",
+            "json",
+        ],
+        d,
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "verified");
+    assert_eq!(v["digest"]["sha256"], signed_digest);
+    std::fs::remove_file(m.join("empty")).unwrap();
+    let o = warden(
+        &[
+            "verify",
+            s(&m),
+            "--signature",
+            "w.sig",
+            "--public-key",
+            s(&k.public),
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(
+        v["differences"],
+        serde_json::json!(["empty: file removed (signed but missing)"])
     );
 }

@@ -31,22 +31,30 @@ pub fn sniff(prefix: &[u8]) -> bool {
     prefix.starts_with(b"GGUF")
 }
 
-/// Why parsing stopped.
-enum Stop {
+/// Check a Jinja2 chat template for template-injection constructs, reporting findings
+/// with offsets relative to `base` (the template's first byte in the input). Used for
+/// GGUF `tokenizer.chat_template*` values; usable for any chat template.
+pub fn check_chat_template(key: &str, template: &str, base: u64, cx: &mut Context) {
+    jinja::check_template(key, template, base, cx);
+}
+
+/// Why parsing stopped (shared with the ONNX walker).
+pub(crate) enum Stop {
     /// A structural problem, reported as a finding.
     Bad(&'static str, Severity, u64, String),
     /// The scan could not be done.
     Err(Error),
 }
 
-type R<T> = Result<T, Stop>;
+pub(crate) type R<T> = Result<T, Stop>;
 
-fn bad<T>(rule: &'static str, sev: Severity, off: u64, msg: impl Into<String>) -> R<T> {
+pub(crate) fn bad<T>(rule: &'static str, sev: Severity, off: u64, msg: impl Into<String>) -> R<T> {
     Err(Stop::Bad(rule, sev, off, msg.into()))
 }
 
-/// A buffered, position-tracking reader that never reads past `len`.
-struct Rd<'a> {
+/// A buffered, position-tracking reader that never reads past `len` (shared with the
+/// ONNX walker). Running out of bytes is finding `trunc_rule`.
+pub(crate) struct Rd<'a> {
     input: &'a mut dyn Input,
     len: u64,
     buf: Vec<u8>,
@@ -57,11 +65,18 @@ struct Rd<'a> {
     /// Valid bytes in `buf`.
     filled: usize,
     path: String,
+    trunc_rule: &'static str,
 }
 
 impl<'a> Rd<'a> {
-    fn new(input: &'a mut dyn Input, len: u64, path: String) -> Self {
+    pub(crate) fn new(
+        input: &'a mut dyn Input,
+        len: u64,
+        path: String,
+        trunc_rule: &'static str,
+    ) -> Self {
         Rd {
+            trunc_rule,
             input,
             len,
             buf: vec![0; 1 << 16],
@@ -72,11 +87,11 @@ impl<'a> Rd<'a> {
         }
     }
 
-    fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.start + self.pos as u64
     }
 
-    fn left(&self) -> u64 {
+    pub(crate) fn left(&self) -> u64 {
         self.len.saturating_sub(self.offset())
     }
 
@@ -87,10 +102,10 @@ impl<'a> Rd<'a> {
         })
     }
 
-    fn need(&self, n: u64, what: &str) -> R<()> {
+    pub(crate) fn need(&self, n: u64, what: &str) -> R<()> {
         if n > self.left() {
             return bad(
-                "WS501",
+                self.trunc_rule,
                 Severity::High,
                 self.offset(),
                 format!(
@@ -123,7 +138,7 @@ impl<'a> Rd<'a> {
         }
         if self.filled == 0 {
             return bad(
-                "WS501",
+                self.trunc_rule,
                 Severity::High,
                 off,
                 "file ended early while reading the header",
@@ -132,7 +147,7 @@ impl<'a> Rd<'a> {
         Ok(())
     }
 
-    fn read_into(&mut self, out: &mut [u8], what: &str) -> R<()> {
+    pub(crate) fn read_into(&mut self, out: &mut [u8], what: &str) -> R<()> {
         self.need(out.len() as u64, what)?;
         let mut done = 0;
         while done < out.len() {
@@ -150,7 +165,7 @@ impl<'a> Rd<'a> {
         Ok(())
     }
 
-    fn skip(&mut self, n: u64, what: &str) -> R<()> {
+    pub(crate) fn skip(&mut self, n: u64, what: &str) -> R<()> {
         self.need(n, what)?;
         let in_buf = (self.filled - self.pos) as u64;
         if n <= in_buf {
@@ -163,12 +178,12 @@ impl<'a> Rd<'a> {
         Ok(())
     }
 
-    fn u32(&mut self, what: &str) -> R<u32> {
+    pub(crate) fn u32(&mut self, what: &str) -> R<u32> {
         let mut b = [0u8; 4];
         self.read_into(&mut b, what)?;
         Ok(u32::from_le_bytes(b))
     }
-    fn u64(&mut self, what: &str) -> R<u64> {
+    pub(crate) fn u64(&mut self, what: &str) -> R<u64> {
         let mut b = [0u8; 8];
         self.read_into(&mut b, what)?;
         Ok(u64::from_le_bytes(b))
@@ -274,7 +289,7 @@ struct TensorInfo {
 /// Validate one GGUF input of `len` bytes.
 pub fn scan(input: &mut dyn Input, len: u64, cx: &mut Context) -> Result<(), Error> {
     let path = cx.location.to_string();
-    let mut rd = Rd::new(input, len, path);
+    let mut rd = Rd::new(input, len, path, "WS501");
     match parse(&mut rd, cx) {
         Ok(()) => Ok(()),
         Err(Stop::Bad(rule, sev, off, msg)) => {

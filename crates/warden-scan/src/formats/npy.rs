@@ -251,7 +251,7 @@ pub fn scan(
             let mut win = Window::new(input, data_at, data_len);
             let mut r = BufReader::with_capacity(256 * 1024, &mut win);
             let mut cx = w.context(loc.clone(), depth);
-            pickle::scan_stream(&mut r, data_at, &mut cx)?;
+            pickle::scan_seekable(&mut r, data_at, &mut cx)?;
         }
         Some(item) => {
             let count = match &shape {

@@ -145,8 +145,25 @@ fn is_opcode(b: u8) -> bool {
 }
 
 /// Buffered reader over the input with absolute offsets and no allocation per read.
+/// The reader behind [`Src`]: seekable inputs let large payloads be skipped without
+/// reading them.
+enum Inner<'r> {
+    Plain(&'r mut dyn Read),
+    /// A seekable input and its total length.
+    Seekable(&'r mut dyn crate::Input, u64),
+}
+
+impl Inner<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Inner::Plain(r) => r.read(buf),
+            Inner::Seekable(r, _) => r.read(buf),
+        }
+    }
+}
+
 struct Src<'r> {
-    r: &'r mut dyn Read,
+    r: Inner<'r>,
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -158,6 +175,10 @@ struct Src<'r> {
 
 impl<'r> Src<'r> {
     fn new(r: &'r mut dyn Read, base: u64) -> Self {
+        Self::with(Inner::Plain(r), base)
+    }
+
+    fn with(r: Inner<'r>, base: u64) -> Self {
         Src {
             r,
             buf: vec![0; BUF],
@@ -235,9 +256,46 @@ impl<'r> Src<'r> {
         Some(a)
     }
 
-    /// Skip `n` bytes; false if the input ends first.
+    /// Skip `n` bytes; false if the input ends first. Seekable inputs seek over large
+    /// payloads instead of reading them.
     fn skip(&mut self, mut n: u64) -> bool {
+        let avail = (self.end - self.pos) as u64;
+        if avail >= n {
+            self.pos += n as usize;
+            return true;
+        }
+        n -= avail;
+        self.base += self.end as u64;
+        self.pos = 0;
+        self.end = 0;
+        if !self.eof
+            && n > BUF as u64
+            && let Inner::Seekable(r, len) = &mut self.r
+        {
+            let Ok(delta) = i64::try_from(n) else {
+                self.eof = true;
+                return false;
+            };
+            match r.seek(std::io::SeekFrom::Current(delta)) {
+                Ok(p) if p <= *len => {
+                    self.base += n;
+                    return true;
+                }
+                Ok(_) => {
+                    self.eof = true;
+                    return false;
+                }
+                Err(e) => {
+                    self.err = Some(e);
+                    self.eof = true;
+                    return false;
+                }
+            }
+        }
         loop {
+            if self.eof || !self.fill(1) {
+                return false;
+            }
             let avail = (self.end - self.pos) as u64;
             if avail >= n {
                 self.pos += n as usize;
@@ -247,9 +305,6 @@ impl<'r> Src<'r> {
             self.base += self.end as u64;
             self.pos = 0;
             self.end = 0;
-            if self.eof || !self.fill(1) {
-                return false;
-            }
         }
     }
 
@@ -354,7 +409,24 @@ enum Stop {
 /// Scan a byte stream holding one or more concatenated pickles. `base` is the offset of
 /// the first byte within the current member (for finding offsets).
 pub fn scan_stream(r: &mut dyn Read, base: u64, cx: &mut Context) -> Result<(), Error> {
-    let mut src = Src::new(r, base);
+    scan_src(Src::new(r, base), cx)
+}
+
+/// [`scan_stream`] over a seekable input, read from its current position: large
+/// payloads are skipped with a seek instead of being read.
+pub fn scan_seekable(r: &mut dyn crate::Input, base: u64, cx: &mut Context) -> Result<(), Error> {
+    use std::io::SeekFrom;
+    let io = |source| Error::Io {
+        path: cx.location.to_string(),
+        source,
+    };
+    let here = r.stream_position().map_err(io)?;
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    r.seek(SeekFrom::Start(here)).map_err(io)?;
+    scan_src(Src::with(Inner::Seekable(r, len), base), cx)
+}
+
+fn scan_src(mut src: Src, cx: &mut Context) -> Result<(), Error> {
     let mut m = Machine::new(cx);
     let legacy = {
         src.fill(2 + TORCH_LEGACY_MAGIC.len());
@@ -367,6 +439,10 @@ pub fn scan_stream(r: &mut dyn Read, base: u64, cx: &mut Context) -> Result<(), 
             None,
             "legacy PyTorch serialization (pre-1.6, not a zip): five pickles followed by raw storages",
         );
+    }
+    if legacy {
+        // Storages are persistent ids in the legacy format.
+        m.torch_zip = true;
     }
     let result = m.run_stream(&mut src, legacy, 0);
     m.finish();
@@ -1078,7 +1154,7 @@ impl<'c, 'a> Machine<'c, 'a> {
                             let mut pairs = Vec::with_capacity(items.len() / 2);
                             let mut it = items.into_iter();
                             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                                pairs.push((k, v));
+                                pairs.push((shallow(k), shallow(v)));
                             }
                             V::Dict(Rc::new(RefCell::new(pairs)))
                         }
@@ -1196,7 +1272,12 @@ impl<'c, 'a> Machine<'c, 'a> {
                                     || c.module == "sklearn.externals.joblib.numpy_pickle")
                                     && c.name == "NumpyArrayWrapper"
                             });
-                            *o.state.borrow_mut() = Some(state.clone());
+                            let kept = if frozen(&state) {
+                                state.clone()
+                            } else {
+                                V::Other
+                            };
+                            *o.state.borrow_mut() = Some(kept);
                             if wrapper {
                                 match self.joblib_array(src, &state, off, depth)? {
                                     Stop::Done => {}
@@ -1346,7 +1427,7 @@ impl<'c, 'a> Machine<'c, 'a> {
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                 if d.len() < MAX_DICT {
-                    d.push((k, v));
+                    d.push((shallow(k), shallow(v)));
                 }
             }
         }
@@ -1452,6 +1533,34 @@ impl<'c, 'a> Machine<'c, 'a> {
             }
         }
     }
+}
+
+/// True when `v` reaches no mutable placeholder at all (no dict, no call result).
+fn frozen(v: &V) -> bool {
+    match v {
+        V::Tuple(t) => t.iter().all(frozen),
+        V::Obj(_) | V::Dict(_) => false,
+        _ => true,
+    }
+}
+
+/// True when `v` may be stored in a dict: it reaches no dict, and any call result in it
+/// has frozen arguments and state. Placeholders are reference counted, and the only
+/// mutable edges are dict items and `BUILD` state; with values restricted like this
+/// (and `BUILD` state restricted to [`frozen`] values) no reference cycle can form, so
+/// nothing leaks.
+fn acyclic(v: &V) -> bool {
+    match v {
+        V::Tuple(t) => t.iter().all(acyclic),
+        V::Obj(o) => frozen(&o.args) && o.state.borrow().as_ref().is_none_or(frozen),
+        V::Dict(_) => false,
+        _ => true,
+    }
+}
+
+/// `v` if it may be stored in a dict, else an opaque placeholder.
+fn shallow(v: V) -> V {
+    if acyclic(&v) { v } else { V::Other }
 }
 
 fn need_u8(src: &mut Src) -> Option<u8> {
@@ -1754,6 +1863,210 @@ mod tests {
         assert!(f.is_empty(), "{f:?}");
         let f = scan(b"\x80\x02(0t.");
         assert!(rules(&f).contains(&("WS110", Severity::Medium)));
+    }
+
+    #[test]
+    fn protocol0_memo_put_get_and_inst() {
+        // PUT/GET with decimal indices feed INST's class through the text opcodes.
+        let f = scan(b"(S'a'\np0\ng0\nlp1\n0(ios\nsystem\n.");
+        assert_eq!(rules(&f), vec![("WS102", Severity::Critical)]);
+        assert!(f[0].message.contains("INST"));
+    }
+
+    #[test]
+    fn memoize_uses_the_memo_length() {
+        // MEMOIZE stores at len(memo): "os" at 0, "system" at 1.
+        let p = b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93.";
+        let f = scan(p);
+        assert_eq!(rules(&f), vec![("WS101", Severity::Critical)]);
+        assert!(f[0].message.contains("os.system"));
+    }
+
+    #[test]
+    fn long_binput_and_binget_roundtrip() {
+        let p =
+            b"\x80\x02\x8c\x08builtins\x8c\x04exec\x93r\xff\xff\x00\x000j\xff\xff\x00\x00N\x85R.";
+        let f = scan(p);
+        assert_eq!(rules(&f), vec![("WS102", Severity::Critical)]);
+    }
+
+    #[test]
+    fn newobj_and_obj_are_calls() {
+        let f = scan(b"\x80\x02csubprocess\nPopen\n)\x81.");
+        assert_eq!(rules(&f), vec![("WS102", Severity::Critical)]);
+        assert!(f[0].message.contains("NEWOBJ"));
+        let f = scan(b"(cpty\nspawn\nS'id'\no.");
+        assert!(
+            f[0].message.contains("OBJ at offset 18"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn frame_is_transparent() {
+        let mut p = vec![0x80, 4, 0x95];
+        p.extend_from_slice(&2u64.to_le_bytes());
+        p.extend_from_slice(b"\x8c\x02os\x8c\x06system\x93.");
+        assert_eq!(rules(&scan(&p)), vec![("WS101", Severity::Critical)]);
+    }
+
+    #[test]
+    fn persistent_ids_outside_torch_are_low() {
+        let f = scan(b"\x80\x02X\x01\x00\x00\x000Q.");
+        assert_eq!(rules(&f), vec![("WS114", Severity::Low)]);
+    }
+
+    #[test]
+    fn trailing_garbage_is_low_and_protocol_6_is_reported() {
+        let f = scan(b"\x80\x02N.\x00\x01\x02garbage");
+        assert_eq!(rules(&f), vec![("WS111", Severity::Low)]);
+        let f = scan(b"\x80\x06N.");
+        assert_eq!(rules(&f), vec![("WS112", Severity::Medium)]);
+    }
+
+    #[test]
+    fn joblib_wrapper_skips_raw_array_bytes() {
+        // NumpyArrayWrapper state {'shape': (2,), 'dtype': numpy.dtype('f8', False, True),
+        // 'numpy_array_alignment_bytes': 16}, then a padding byte, padding, 16 raw bytes
+        // that would be garbage opcodes, then STOP.
+        let mut p =
+            b"\x80\x04\x8c\x13joblib.numpy_pickle\x8c\x11NumpyArrayWrapper\x93)\x81}(".to_vec();
+        p.extend_from_slice(b"\x8c\x05shapeK\x02\x85");
+        p.extend_from_slice(b"\x8c\x05dtype\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02f8\x89\x88\x87R");
+        p.extend_from_slice(b"\x8c\x1bnumpy_array_alignment_bytesK\x10ub");
+        p.push(3);
+        p.extend_from_slice(&[0xff; 3]);
+        p.extend_from_slice(&[0xfe; 16]);
+        p.push(b'.');
+        let f = scan_with(&p, &["sklearn"]);
+        assert!(f.is_empty(), "{f:?}");
+        // Without the profile the wrapper is outside the allowlist, but parsing still works.
+        let f = scan(&p);
+        assert!(f.iter().all(|f| f.rule == "WS102"), "{f:?}");
+    }
+
+    #[test]
+    fn findings_are_capped() {
+        let mut p = vec![0x80, 2];
+        for _ in 0..500 {
+            p.extend_from_slice(b"cos\nsystem\nN\x85R0");
+        }
+        p.push(b'N');
+        p.push(b'.');
+        let f = scan(&p);
+        assert_eq!(f.len(), MAX_FINDINGS + 1);
+        assert_eq!(f.last().unwrap().rule, "WS191");
+    }
+
+    /// Regression (fuzz: leak-5f518ff4…, leak-e0ea4230…): self-referencing dicts and
+    /// BUILD state that contains the object itself used to form reference cycles.
+    fn dropped_after_scan(bytes: &[u8], memo_idx: u64) -> bool {
+        let options = ScanOptions::default();
+        let mut findings = Vec::new();
+        let mut cx = Context {
+            location: Location::file("t.pkl"),
+            options: &options,
+            findings: &mut findings,
+            depth: 0,
+        };
+        let weak_dict;
+        let weak_obj;
+        {
+            let mut m = Machine::new(&mut cx);
+            let mut r = bytes;
+            let mut src = Src::new(&mut r, 0);
+            let _ = m.run_one(&mut src, 0);
+            weak_dict = match m.memo.get(&memo_idx) {
+                Some(V::Dict(d)) => Some(Rc::downgrade(d)),
+                _ => None,
+            };
+            weak_obj = match m.memo.get(&memo_idx) {
+                Some(V::Obj(o)) => Some(Rc::downgrade(o)),
+                _ => None,
+            };
+            assert!(
+                weak_dict.is_some() || weak_obj.is_some(),
+                "memo {memo_idx} not tracked"
+            );
+        }
+        weak_dict.is_none_or(|w| w.upgrade().is_none())
+            && weak_obj.is_none_or(|w| w.upgrade().is_none())
+    }
+
+    #[test]
+    fn self_referencing_dict_does_not_leak() {
+        // d = {}; d['k'] = d
+        assert!(dropped_after_scan(
+            b"\x80\x02}q\x00X\x01\x00\x00\x00kh\x00s.",
+            0
+        ));
+        // d = {}; d['k'] = (d,)
+        assert!(dropped_after_scan(
+            b"\x80\x02}q\x00X\x01\x00\x00\x00kh\x00\x85s.",
+            0
+        ));
+    }
+
+    #[test]
+    fn build_state_holding_the_object_does_not_leak() {
+        // o = collections.OrderedDict(); o.__setstate__((o,)) ; and via a dict value
+        assert!(dropped_after_scan(
+            b"\x80\x02ccollections\nOrderedDict\n)Rq\x00h\x00\x85b.",
+            0
+        ));
+        assert!(dropped_after_scan(
+            b"\x80\x02ccollections\nOrderedDict\n)Rq\x00}X\x01\x00\x00\x00kh\x00sb.",
+            0
+        ));
+        // o = X(d); d['o'] = o
+        assert!(dropped_after_scan(b"\x80\x02}q\x00ccollections\nOrderedDict\nh\x00\x85Rq\x01h\x00X\x01\x00\x00\x00oh\x01s0.", 0));
+    }
+
+    fn scan_seek(bytes: &[u8]) -> Vec<Finding> {
+        let options = ScanOptions::default();
+        let mut findings = Vec::new();
+        let mut cx = Context {
+            location: Location::file("t.pkl"),
+            options: &options,
+            findings: &mut findings,
+            depth: 0,
+        };
+        let mut c = std::io::Cursor::new(bytes);
+        scan_seekable(&mut c, 0, &mut cx).unwrap();
+        findings
+    }
+
+    #[test]
+    fn seekable_inputs_skip_payloads_and_detect_truncation() {
+        let mut p = vec![0x80, 4, 0x8e];
+        p.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(0u8, 1 << 20));
+        p.extend_from_slice(b"0cos\nsystem\n.");
+        let f = scan_seek(&p);
+        assert_eq!(rules(&f), vec![("WS101", Severity::Critical)]);
+        assert_eq!(f[0].location.offset, Some(11 + (1 << 20) + 1));
+        assert_eq!(scan(&p), f, "streamed and seekable scans agree");
+        let mut q = vec![0x80, 4, 0x8e];
+        q.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        q.extend(std::iter::repeat_n(0u8, 300_000));
+        assert_eq!(rules(&scan_seek(&q)), vec![("WS110", Severity::Medium)]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let mut with_proto = vec![0x80, 4];
+            with_proto.extend_from_slice(&data);
+            for input in [&data[..], &with_proto[..]] {
+                let options = ScanOptions { max_pickle_ops: 100_000, ..ScanOptions::default() };
+                let mut findings = Vec::new();
+                let mut cx = Context { location: Location::file("p"), options: &options, findings: &mut findings, depth: 0 };
+                let mut r = input;
+                let _ = scan_stream(&mut r, 0, &mut cx);
+            }
+        }
     }
 
     #[test]

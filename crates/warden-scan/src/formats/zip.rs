@@ -127,7 +127,20 @@ pub fn find_eocd(input: &mut dyn Input, len: u64) -> std::io::Result<Option<Eocd
                         e.at = z64_at;
                     }
                 }
-                return Ok(Some(e));
+                // A real directory starts with a central header right where the
+                // record says it ends (or is empty): random bytes that happen to
+                // contain the signature do not make a file a zip.
+                let plausible = if e.entries == 0 && e.cd_size == 0 {
+                    true
+                } else if e.cd_size <= e.at {
+                    let mut sig = [0u8; 4];
+                    read_at(input, e.at - e.cd_size, &mut sig).is_ok() && &sig == b"PK\x01\x02"
+                } else {
+                    false
+                };
+                if plausible {
+                    return Ok(Some(e));
+                }
             }
         }
         if i == 0 {
@@ -297,7 +310,16 @@ pub fn scan(
                 }
             }
         }
-        scan_member(w, input, e, &mloc, depth).map_err(io)?;
+        if let Err(err) = scan_member(w, input, e, &mloc, depth) {
+            w.finding(
+                &mloc,
+                "WS212",
+                Severity::High,
+                None,
+                format!("member data cannot be read: {err}"),
+            );
+            w.error(&mloc, format!("cannot read member data: {err}"));
+        }
     }
     Ok(())
 }
@@ -629,7 +651,9 @@ fn scan_member(
                 );
             }
             // Keras member check and CRC for small members; seekable window for the scan.
-            if e.usize <= KERAS_MEMBER_MAX {
+            // Both sizes are attacker-controlled: read into memory only when the bytes
+            // that will actually be read (csize) are small.
+            if e.usize <= KERAS_MEMBER_MAX && e.csize <= KERAS_MEMBER_MAX {
                 let mut data = vec![0u8; e.csize as usize];
                 read_at(input, e.data, &mut data)?;
                 let crc = crc32fast::hash(&data);

@@ -249,6 +249,255 @@ def gguf_files():
 
 SECTIONS = {"safetensors": safetensors_files, "gguf": gguf_files}
 
+# --------------------------------------------------------------------------------------
+# ONNX (real writer: onnx.helper; hostile fields set on real protos)
+# --------------------------------------------------------------------------------------
+
+
+def onnx_model(nodes, inits=(), domains=(("", 17),), name="g"):
+    import onnx
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    g = helper.make_graph(nodes, name, [x], [y], initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in domains])
+    return m
+
+
+def external(name, location):
+    """An initializer whose data lives in another file (data_location = EXTERNAL)."""
+    from onnx import TensorProto, helper
+    t = helper.make_tensor(name, TensorProto.FLOAT, [4], [0.0] * 4)
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    return t
+
+
+def onnx_files():
+    import onnx
+    from onnx import TensorProto, helper
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.eye(4, dtype=np.float32).flatten().tolist())
+    mlp = onnx_model([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], [w])
+    onnx.checker.check_model(mlp)
+    out("benign", "onnx", "mlp.onnx", mlp.SerializeToString())
+    # ONNX Runtime contrib operator (allowlisted domain) and raw_data initializer.
+    raw = helper.make_tensor("b", TensorProto.FLOAT, [4], np.ones(4, np.float32).tobytes(), raw=True)
+    ort = onnx_model([helper.make_node("FusedMatMul", ["x", "w"], ["h"], domain="com.microsoft", alpha=1.0),
+                      helper.make_node("Add", ["h", "b"], ["y"])], [w, raw],
+                     domains=(("", 17), ("com.microsoft", 1)))
+    out("benign", "onnx", "ort-contrib.onnx", ort.SerializeToString())
+    # A custom operator domain: informational only.
+    cust = onnx_model([helper.make_node("MyOp", ["x"], ["y"], domain="org.example.ops")],
+                      domains=(("", 17), ("org.example.ops", 1)))
+    out("benign", "onnx", "custom-domain-info.onnx", cust.SerializeToString())
+    # Control flow: If with then/else subgraphs.
+    yb = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "then", [], [yb])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "else", [], [yb])
+    cond = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+    iff = onnx_model([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)], [cond])
+    out("benign", "onnx", "if-subgraphs.onnx", iff.SerializeToString())
+    # External data in a file next to the model: informational.
+    ok_ext = onnx_model([helper.make_node("Add", ["x", "e"], ["y"])], [external("e", "weights/e.bin")])
+    out("benign", "onnx", "external-relative-info.onnx", ok_ext.SerializeToString())
+
+    # External data pointing at an absolute path (reads any file the loader can read).
+    m = onnx_model([helper.make_node("Add", ["x", "e"], ["y"])], [external("e", "/etc/passwd")])
+    out("malicious", "onnx", "ws601-external-absolute.onnx", m.SerializeToString())
+    # External data escaping the model directory with '..' (CVE-2024-27318 / 5187 shape).
+    m = onnx_model([helper.make_node("Add", ["x", "e"], ["y"])], [external("e", "weights/../../../../root/.ssh/id_rsa")])
+    out("malicious", "onnx", "ws601-external-dotdot.onnx", m.SerializeToString())
+    # The same, hidden in the else-branch subgraph of an If node.
+    hidden = helper.make_graph([helper.make_node("Add", ["x", "e"], ["y"])], "else", [], [yb], initializer=[external("e", "C:\\Windows\\win.ini")])
+    m = onnx_model([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=hidden)], [cond])
+    out("malicious", "onnx", "ws601-external-in-subgraph.onnx", m.SerializeToString())
+    # EXTERNAL data_location without a location entry.
+    t = external("e", "x.bin")
+    del t.external_data[0]
+    m = onnx_model([helper.make_node("Add", ["x", "e"], ["y"])], [t])
+    out("malicious", "onnx", "ws606-external-no-location.onnx", m.SerializeToString())
+    # A truncated model (length prefix larger than what is left).
+    out("malicious", "onnx", "ws603-truncated.onnx", mlp.SerializeToString()[:-7])
+    # Subgraphs nested 25 If-levels deep (75 protobuf levels; parser stack exhaustion).
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "leaf", [], [yb])
+    for i in range(25):
+        g = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=g, else_branch=g if i < 1 else then_g)], "n%d" % i, [], [yb])
+    m = onnx_model([helper.make_node("If", ["c"], ["y"], then_branch=g, else_branch=then_g)], [cond])
+    out("malicious", "onnx", "ws605-deep-nesting.onnx", m.SerializeToString())
+
+
+# --------------------------------------------------------------------------------------
+# Keras (.keras zips built with zipfile + json; no TensorFlow) and legacy HDF5 (.h5, h5py)
+# --------------------------------------------------------------------------------------
+
+def dense(name, units, act="relu"):
+    return {"module": "keras.layers", "class_name": "Dense", "config": {
+        "name": name, "trainable": True,
+        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
+        "units": units, "activation": act, "use_bias": True,
+        "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": None}, "registered_name": None},
+        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None},
+        "kernel_regularizer": None, "bias_regularizer": None, "kernel_constraint": None, "bias_constraint": None},
+        "registered_name": None, "build_config": {"input_shape": [None, 8]}}
+
+
+def keras3_model(layers):
+    return {"module": "keras", "class_name": "Sequential", "config": {
+        "name": "sequential", "trainable": True,
+        "layers": [{"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 8], "dtype": "float32", "sparse": False, "name": "input_layer"}, "registered_name": None}] + layers,
+        "build_input_shape": [None, 8]},
+        "registered_name": None, "build_config": {"input_shape": [None, 8]},
+        "compile_config": {"optimizer": {"module": "keras.optimizers", "class_name": "Adam", "config": {"name": "adam", "learning_rate": 0.001}, "registered_name": None},
+                           "loss": "binary_crossentropy", "metrics": ["accuracy"], "loss_weights": None, "run_eagerly": False}}
+
+
+def bytecode_b64():
+    """What Keras writes for a lambda: base64(marshal.dumps(code)), with newlines. Never run."""
+    import base64
+    import marshal
+    code = compile("lambda x: __import__('os').system('id')", "<lambda>", "eval").co_consts[0]
+    return base64.encodebytes(marshal.dumps(code)).decode()
+
+
+def weights_h5():
+    import h5py
+    bio = io.BytesIO()
+    with h5py.File(bio, "w") as f:
+        g = f.create_group("layers/dense/vars")
+        g.create_dataset("0", data=np.zeros((8, 4), np.float32))
+        g.create_dataset("1", data=np.zeros(4, np.float32))
+    return bio.getvalue()
+
+
+def keras_zip(config, metadata=None):
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("metadata.json", json.dumps(metadata or {"keras_version": "3.8.0", "date_saved": "2025-01-01@00:00:00"}))
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("model.weights.h5", weights_h5())
+    return bio.getvalue()
+
+
+def lambda3():
+    return {"module": "keras.layers", "class_name": "Lambda", "config": {
+        "name": "lambda", "trainable": True, "dtype": "float32",
+        "function": {"class_name": "__lambda__", "config": {"code": bytecode_b64(), "defaults": None, "closure": None}},
+        "arguments": {}}, "registered_name": None}
+
+
+def keras_files():
+    out("benign", "keras", "sequential.keras", keras_zip(keras3_model([dense("dense", 4), dense("out", 1, "sigmoid")])))
+    fn_loss = keras3_model([dense("dense", 4)])
+    fn_loss["compile_config"]["loss"] = {"module": "keras.losses", "class_name": "function", "config": "mean_squared_error", "registered_name": "mean_squared_error"}
+    out("benign", "keras", "function-loss.keras", keras_zip(fn_loss))
+
+    # Keras 3 Lambda layer with marshalled bytecode (runs with safe_mode=False or via bypasses).
+    out("malicious", "keras", "ws701-lambda-bytecode.keras", keras_zip(keras3_model([dense("d", 4), lambda3()])))
+    # Bytecode hidden in metadata.json, outside any layer.
+    out("malicious", "keras", "ws702-bytecode-in-metadata.keras", keras_zip(keras3_model([dense("d", 4)]), {"keras_version": "3.8.0", "x": bytecode_b64()}))
+    # module pointing outside Keras (import of arbitrary code on load).
+    evil = {"module": "os", "class_name": "system", "config": {"command": "id"}, "registered_name": None}
+    out("malicious", "keras", "ws703-module-os.keras", keras_zip(keras3_model([dense("d", 4), evil])))
+    # CVE-2025-8747 shape: a Keras utility function (get_file) named as an object to build.
+    gf = {"module": "keras.utils", "class_name": "function", "config": "get_file", "registered_name": "get_file"}
+    bypass = keras3_model([dense("d", 4)])
+    bypass["config"]["layers"][1]["config"]["kernel_initializer"] = gf
+    out("malicious", "keras", "ws704-get-file.keras", keras_zip(bypass))
+    # TFOpLambda calling a TensorFlow function named in the config.
+    tfop = {"class_name": "TFOpLambda", "config": {"name": "tf.io.write_file", "function": "io.write_file"}}
+    out("malicious", "keras", "ws705-tfoplambda.keras", keras_zip(keras3_model([tfop])))
+    # A custom registered object (needs custom code imported at load time).
+    cust = {"module": "my_pkg.layers", "class_name": "Fancy", "config": {}, "registered_name": "MyPkg>Fancy"}
+    out("malicious", "keras", "ws706-custom-registered.keras", keras_zip(keras3_model([cust])))
+
+
+def legacy_config(layers):
+    return {"class_name": "Sequential", "config": {"name": "sequential", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 8], "dtype": "float32", "name": "input_1"}}] + layers}}
+
+
+def legacy_dense(name, units):
+    return {"class_name": "Dense", "config": {"name": name, "units": units, "activation": "relu", "use_bias": True,
+            "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+            "bias_initializer": {"class_name": "Zeros", "config": {}}}}
+
+
+def h5_file(config, vlen=False, libver=None, userblock=0, training=True, weights=True, fixed=False):
+    """What Keras 2's HDF5 saver writes: JSON bytes in root attributes plus weight groups.
+    h5py 3 stores bytes as variable-length strings (global heap); h5py 2 (older Keras
+    files) stored fixed-length strings, reproduced here with numpy.bytes_ (fixed=True)."""
+    import h5py
+    bio = io.BytesIO()
+    kw = {}
+    if libver:
+        kw["libver"] = libver
+    if userblock:
+        kw["userblock_size"] = userblock
+    with h5py.File(bio, "w", **kw) as f:
+        enc = (lambda s: s) if vlen else (lambda s: s.encode("utf8"))
+        if fixed:
+            enc = lambda s: np.bytes_(s.encode("utf8"))  # noqa: E731
+        f.attrs["keras_version"] = enc("2.15.0")
+        f.attrs["backend"] = enc("tensorflow")
+        if config is not None:
+            f.attrs["model_config"] = enc(json.dumps(config))
+        if training:
+            f.attrs["training_config"] = enc(json.dumps({"loss": "mse", "optimizer_config": {"class_name": "Adam", "config": {"learning_rate": 0.001}}}))
+        if weights:
+            g = f.create_group("model_weights/dense/dense")
+            g.create_dataset("kernel:0", data=np.zeros((8, 4), np.float32))
+    return bio.getvalue()
+
+
+def h5_files():
+    cfg = legacy_config([legacy_dense("dense", 4), legacy_dense("dense_1", 1)])
+    out("benign", "h5", "keras2-sequential.h5", h5_file(cfg))
+    out("benign", "h5", "keras2-vlen-latest.h5", h5_file(cfg, vlen=True, libver="latest"))
+    out("benign", "h5", "keras2-userblock.h5", h5_file(cfg, userblock=512))
+    out("benign", "h5", "weights-only.h5", h5_file(None, training=False))
+    out("benign", "h5", "keras2-fixed-string.h5", h5_file(cfg, fixed=True))
+    # A config big enough to need object header continuation blocks (v1 headers).
+    big = legacy_config([legacy_dense("dense_%d" % i, 4) for i in range(60)])
+    out("benign", "h5", "keras2-large-config.h5", h5_file(big))
+
+    lam = {"class_name": "Lambda", "config": {"name": "lambda", "function": [bytecode_b64(), None, None],
+           "function_type": "lambda", "module": "__main__", "output_shape": None, "arguments": {}}}
+    # Legacy Lambda with marshalled bytecode (CVE-2024-3660 shape), fixed-length string.
+    out("malicious", "h5", "ws701-lambda-bytecode.h5", h5_file(legacy_config([legacy_dense("d", 4), lam])))
+    out("malicious", "h5", "ws701-lambda-fixed-string.h5", h5_file(legacy_config([lam]), fixed=True))
+    # Same, variable-length string in a v2 object header (libver latest).
+    out("malicious", "h5", "ws701-lambda-vlen-latest.h5", h5_file(legacy_config([lam]), vlen=True, libver="latest"))
+    # Keras-3-style module key pointing at os, in an .h5.
+    evil = {"module": "os", "class_name": "system", "config": {}}
+    out("malicious", "h5", "ws703-module-os.h5", h5_file(legacy_config([evil])))
+    # A pickle appended after the end-of-file address the superblock declares.
+    out("malicious", "h5", "ws711-trailing-payload.h5", h5_file(cfg) + PICKLE_PAYLOAD)
+    # Root object header address pointing outside the file.
+    b = bytearray(h5_file(cfg))
+    assert b[8] == 0  # superblock v0: root object header address at byte 64
+    b[64:72] = struct.pack("<Q", 1 << 40)
+    out("malicious", "h5", "ws710-root-outside-file.h5", bytes(b))
+    # Not corpus: a valid file whose root attributes sit in dense storage (fractal heap),
+    # which the reader does not implement; the scan must fail closed (tests/data/).
+    import h5py
+    bio = io.BytesIO()
+    with h5py.File(bio, "w", libver="latest") as f:
+        for i in range(20):
+            f.attrs["a%02d" % i] = "x" * 100
+        f.attrs["model_config"] = json.dumps(cfg)
+    d = os.path.join(ROOT, "..", "data")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "h5-dense-attributes.h5"), "wb") as fh:
+        fh.write(bio.getvalue())
+    made.append("../data/h5-dense-attributes.h5")
+
+
+SECTIONS.update({"onnx": onnx_files, "keras": keras_files, "h5": h5_files})
+
+
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(SECTIONS)
     for name in wanted:

@@ -1,22 +1,545 @@
-//! `warden audit …`.
+//! `warden audit …`: verify, inspect, prove and append to the tamper-evident audit log
+//! (`warden-tlog`), and create its signing key.
 //!
-//! (Being built in its own issue; until then the commands say so and exit 2.)
+//! `--log` defaults to `<home>/audit`; the signer key to `<home>/keys/audit.key`; the
+//! verifier key to `<home>/keys/audit.pub` (or the one derived from the signer key).
 
 use crate::Global;
+use anyhow::{Context, bail};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use warden_tlog::tiles::LogReader;
+use warden_tlog::{AuditEvent, Log, LogOptions, PosixStorage, Receipt, Signer, Verifier};
 
-fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("{what}: not available in this build yet")
+/// Output format of `show` and `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
 }
 
 /// Subcommands of `warden audit`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Verify a log.
-    Verify,
+    /// Verify a log: recompute every level from the entry bundles, check every tile, the
+    /// checkpoint signature and (with --previous) consistency with an older checkpoint.
+    /// Exit 0 when it verifies, 1 when it does not, 2 when it cannot be checked.
+    Verify {
+        /// Log directory (default: <home>/audit).
+        #[arg(long, value_name = "DIR")]
+        log: Option<PathBuf>,
+        /// Verifier key (`name+id+base64`), or a file holding one or a signer key
+        /// (default: <home>/keys/audit.pub, else <home>/keys/audit.key).
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// An older checkpoint file the log must be consistent with.
+        #[arg(long, value_name = "CHECKPOINT")]
+        previous: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show entries (after verifying the checkpoint signature).
+    Show {
+        /// Log directory (default: <home>/audit).
+        #[arg(long, value_name = "DIR")]
+        log: Option<PathBuf>,
+        /// Verifier key (see `verify`).
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// First index to show.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Most entries to show.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print an offline receipt (C2SP tlog-proof) for one entry.
+    Prove {
+        /// Log directory (default: <home>/audit).
+        #[arg(long, value_name = "DIR")]
+        log: Option<PathBuf>,
+        /// Verifier key (see `verify`).
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// Entry index.
+        index: u64,
+    },
+    /// Verify a receipt made by `prove` (or any C2SP tlog-proof) offline.
+    VerifyReceipt {
+        /// Receipt file.
+        receipt: PathBuf,
+        /// Verifier key of the log (see `verify`).
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// The entry, when the receipt does not carry it.
+        #[arg(long, value_name = "FILE")]
+        entry: Option<PathBuf>,
+    },
+    /// Append entries from standard input, one JSON value per line; prints each index
+    /// once it is durable.
+    Append {
+        /// Log directory (default: <home>/audit).
+        #[arg(long, value_name = "DIR")]
+        log: Option<PathBuf>,
+        /// Signer key file (default: <home>/keys/audit.key).
+        #[arg(long, value_name = "FILE")]
+        signer: Option<PathBuf>,
+        /// Concurrent writers, each appending one entry at a time and printing its
+        /// index once durable (concurrent entries share a commit).
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Print throughput and time-to-acknowledge percentiles to standard error.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Create a log signing key: writes the signer key (mode 0600) and prints the
+    /// verifier key.
+    Keygen {
+        /// Key name; use the log's origin, e.g. `warden.example.com/audit`.
+        name: String,
+        /// Where to write the signer key (default: <home>/keys/audit.key); the verifier
+        /// key goes beside it with `.pub`.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+fn home(g: &Global) -> anyhow::Result<PathBuf> {
+    if let Some(h) = &g.home {
+        return Ok(h.clone());
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("warden"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/warden")),
+        None => bail!("no Warden home: pass --home or set WARDEN_HOME"),
+    }
+}
+
+fn log_dir(log: Option<PathBuf>, g: &Global) -> anyhow::Result<PathBuf> {
+    match log {
+        Some(l) => Ok(l),
+        None => Ok(home(g)?.join("audit")),
+    }
+}
+
+fn signer_path(p: Option<PathBuf>, g: &Global) -> anyhow::Result<PathBuf> {
+    match p {
+        Some(p) => Ok(p),
+        None => Ok(home(g)?.join("keys/audit.key")),
+    }
+}
+
+/// A verifier from a key string, a file holding a verifier or signer key, or the home.
+fn verifier(key: Option<String>, g: &Global) -> anyhow::Result<Verifier> {
+    let (text, what) = match key {
+        Some(k) if k.contains('+') && !Path::new(&k).exists() => (k, "--key".to_owned()),
+        Some(k) => (std::fs::read_to_string(&k).with_context(|| k.clone())?, k),
+        None => {
+            let h = home(g)?;
+            let pubf = h.join("keys/audit.pub");
+            let keyf = h.join("keys/audit.key");
+            let f = if pubf.exists() { pubf } else { keyf };
+            (
+                std::fs::read_to_string(&f)
+                    .with_context(|| format!("{}: no verifier key (pass --key)", f.display()))?,
+                f.display().to_string(),
+            )
+        }
+    };
+    let text = text.trim();
+    if text.starts_with("PRIVATE+KEY+") {
+        return Ok(Signer::parse(text)
+            .with_context(|| what.clone())?
+            .verifier());
+    }
+    Verifier::parse(text).with_context(|| what)
 }
 
 /// Run `warden audit`.
-pub fn run(_c: Command, _g: &Global) -> anyhow::Result<ExitCode> {
-    not_yet("audit")
+pub fn run(c: Command, g: &Global) -> anyhow::Result<ExitCode> {
+    match c {
+        Command::Verify {
+            log,
+            key,
+            previous,
+            format,
+        } => verify(log_dir(log, g)?, verifier(key, g)?, previous, format),
+        Command::Show {
+            log,
+            key,
+            since,
+            limit,
+            format,
+        } => show(log_dir(log, g)?, verifier(key, g)?, since, limit, format),
+        Command::Prove { log, key, index } => {
+            let dir = log_dir(log, g)?;
+            let storage = PosixStorage::new(&dir);
+            let r = Receipt::prove(&storage, &verifier(key, g)?, index)
+                .with_context(|| dir.display().to_string())?;
+            std::io::stdout().write_all(&r.to_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyReceipt {
+            receipt,
+            key,
+            entry,
+        } => verify_receipt(&receipt, verifier(key, g)?, entry),
+        Command::Append {
+            log,
+            signer,
+            writers,
+            stats,
+        } => append(log_dir(log, g)?, signer_path(signer, g)?, writers, stats),
+        Command::Keygen { name, output } => keygen(&name, signer_path(output, g)?),
+    }
+}
+
+fn verify(
+    dir: PathBuf,
+    key: Verifier,
+    previous: Option<PathBuf>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    if !dir.is_dir() {
+        bail!("{}: no such log directory", dir.display());
+    }
+    if !dir.join("checkpoint").is_file() {
+        bail!("{}: no checkpoint: not an audit log", dir.display());
+    }
+    let prev = match &previous {
+        Some(p) => Some(std::fs::read(p).with_context(|| p.display().to_string())?),
+        None => None,
+    };
+    let storage = PosixStorage::new(&dir);
+    let started = std::time::Instant::now();
+    let bar = entries_bar("verify");
+    let result = warden_tlog::verify_log_with_progress(&storage, &key, prev.as_deref(), &|d, t| {
+        bar.set_length(t);
+        bar.set_position(d);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            match format {
+                Format::Text => {
+                    println!(
+                        "ok: {}: {} entries, {} tiles, root {} signed by {}{} ({:.2}s)",
+                        dir.display(),
+                        r.entries,
+                        r.tiles,
+                        hex::encode(r.checkpoint.root),
+                        key.name(),
+                        r.consistent_with
+                            .map(|s| format!(", consistent with size {s}"))
+                            .unwrap_or_default(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": true,
+                        "log": dir.display().to_string(),
+                        "origin": r.checkpoint.origin,
+                        "size": r.entries,
+                        "tiles": r.tiles,
+                        "root": hex::encode(r.checkpoint.root),
+                        "consistent_with": r.consistent_with,
+                    })
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_verdict() => {
+            match format {
+                Format::Text => eprintln!("error: {}: {e}", dir.display()),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "log": dir.display().to_string(), "error": e.to_string()})
+                ),
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(dir.display().to_string())),
+    }
+}
+
+/// A progress bar counting entries, drawn only when standard error is a terminal.
+fn entries_bar(what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg:>12} [{bar:30}] {pos}/{len} entries {per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn show(
+    dir: PathBuf,
+    key: Verifier,
+    since: u64,
+    limit: Option<u64>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let storage = PosixStorage::new(&dir);
+    let (cp, _, mut reader) =
+        LogReader::open(&storage, &key).with_context(|| dir.display().to_string())?;
+    let end = match limit {
+        Some(l) => since.saturating_add(l).min(cp.size),
+        None => cp.size,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == Format::Text {
+        writeln!(
+            out,
+            "{} — {} entries, root {}",
+            cp.origin,
+            cp.size,
+            hex::encode(cp.root)
+        )?;
+    }
+    let mut i = since;
+    let mut json_items = Vec::new();
+    while i < end {
+        let (_, entries) = reader
+            .bundle(i / 256)
+            .with_context(|| dir.display().to_string())?;
+        for (k, e) in entries.iter().enumerate() {
+            let idx = (i / 256) * 256 + k as u64;
+            if idx < i || idx >= end {
+                continue;
+            }
+            match format {
+                Format::Text => writeln!(out, "{idx:>8}  {}", summary(e))?,
+                Format::Json => {
+                    let v = serde_json::from_slice::<serde_json::Value>(e)
+                        .unwrap_or_else(|_| serde_json::json!({ "bytes_hex": hex::encode(e) }));
+                    json_items.push(serde_json::json!({"index": idx, "entry": v}));
+                }
+            }
+        }
+        i = (i / 256 + 1) * 256;
+    }
+    if format == Format::Json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({
+                "origin": cp.origin,
+                "size": cp.size,
+                "root": hex::encode(cp.root),
+                "entries": json_items,
+            }),
+        )?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line for a person: typed events get time, actor and kind; other JSON as-is.
+fn summary(e: &[u8]) -> String {
+    if let Ok(ev) = AuditEvent::from_entry(e) {
+        let v = serde_json::to_value(&ev.kind).unwrap_or_default();
+        let kind = v
+            .get("event")
+            .and_then(|k| k.as_str())
+            .unwrap_or("?")
+            .to_owned();
+        let mut rest = Vec::new();
+        if let Some(o) = v.as_object() {
+            for (k, val) in o {
+                if k != "event" {
+                    rest.push(format!(
+                        "{k}={}",
+                        val.as_str().map_or(val.to_string(), str::to_owned)
+                    ));
+                }
+            }
+        }
+        return format!(
+            "{}  {:<12} {:<18} {}",
+            ev.time,
+            ev.actor,
+            kind,
+            rest.join(" ")
+        );
+    }
+    match std::str::from_utf8(e) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        _ => format!(
+            "<{} bytes: {}>",
+            e.len(),
+            hex::encode(e.get(..32).unwrap_or(e))
+        ),
+    }
+}
+
+fn verify_receipt(path: &Path, key: Verifier, entry: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let entry = match &entry {
+        Some(p) => Some(std::fs::read(p).with_context(|| p.display().to_string())?),
+        None => None,
+    };
+    let r = match Receipt::parse(&bytes, &path.display().to_string()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match r.verify(&key, entry.as_deref()) {
+        Ok(v) => {
+            println!(
+                "ok: {}: entry {} is in {} at size {} (root {})",
+                path.display(),
+                v.index,
+                v.checkpoint.origin,
+                v.checkpoint.size,
+                hex::encode(v.checkpoint.root)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_verdict() => {
+            eprintln!("error: {}: {e}", path.display());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(path.display().to_string())),
+    }
+}
+
+fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow::Result<ExitCode> {
+    let signer_key = Signer::from_file(&signer)?;
+    let origin = signer_key.name().to_owned();
+    let log = Log::open(
+        Arc::new(PosixStorage::new(&dir)),
+        signer_key,
+        &origin,
+        LogOptions::default(),
+    )
+    .with_context(|| dir.display().to_string())?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(writers.max(1) * 4);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..writers.max(1))
+        .map(|_| {
+            let (log, rx) = (log.clone(), Arc::clone(&rx));
+            std::thread::spawn(move || -> warden_tlog::Result<Vec<std::time::Duration>> {
+                let mut lat = Vec::new();
+                loop {
+                    let next = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok(entry) = next else { break };
+                    let t0 = std::time::Instant::now();
+                    let idx = log.append(entry)?;
+                    lat.push(t0.elapsed());
+                    // Printed only after the entry is durable: a line on stdout is an
+                    // acknowledgement.
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{idx}");
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut read_err = None;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                read_err = Some(anyhow::Error::new(e).context("standard input"));
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&line) {
+            read_err = Some(anyhow::anyhow!(
+                "standard input: line {}: not JSON: {e}",
+                n + 1
+            ));
+            break;
+        }
+        if tx.send(line.into_bytes()).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut lat = Vec::new();
+    for h in handles {
+        let l = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("append thread panicked"))?
+            .with_context(|| dir.display().to_string())?;
+        lat.extend(l);
+    }
+    if let Some(e) = read_err {
+        return Err(e);
+    }
+    if stats && !lat.is_empty() {
+        let secs = started.elapsed().as_secs_f64();
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        eprintln!(
+            "appends={} writers={} commits={} seconds={secs:.3} appends_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+            lat.len(),
+            writers.max(1),
+            log.commits(),
+            lat.len() as f64 / secs,
+            pct(0.50),
+            pct(0.99)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(name: &str, path: PathBuf) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let signer = Signer::generate(name)?;
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "{}: cannot create (refusing to overwrite a key)",
+                path.display()
+            )
+        })?;
+    writeln!(f, "{}", signer.to_key_string()).with_context(|| path.display().to_string())?;
+    f.sync_all().with_context(|| path.display().to_string())?;
+    let vkey = signer.verifier().to_string();
+    let pubf = path.with_extension("pub");
+    std::fs::write(&pubf, format!("{vkey}\n")).with_context(|| pubf.display().to_string())?;
+    println!("{vkey}");
+    Ok(ExitCode::SUCCESS)
 }

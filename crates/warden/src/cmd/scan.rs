@@ -135,6 +135,14 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 fn print_text(
     out: &mut impl Write,
     r: &Report,
@@ -192,15 +200,19 @@ fn print_text(
         .map(|(s, n)| format!("{n} {s}"))
         .collect();
     let member_note = if members > 0 {
-        format!(" ({members} archive members)")
+        format!(
+            " ({})",
+            plural(members, "archive member", "archive members")
+        )
     } else {
         String::new()
     };
     writeln!(
         out,
-        "scanned {files} files{member_note}, {}; {} findings{}",
+        "scanned {}{member_note}, {}; {}{}",
+        plural(files, "file", "files"),
         human_bytes(total),
-        r.findings.len(),
+        plural(r.findings.len(), "finding", "findings"),
         if breakdown.is_empty() {
             String::new()
         } else {

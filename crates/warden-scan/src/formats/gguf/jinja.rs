@@ -20,6 +20,9 @@ use crate::{Context, Severity};
 /// construct a million times).
 const MAX_FINDINGS: usize = 32;
 
+/// How many tokens a `|join` looks back for the list it joins.
+const MAX_JOIN_LOOKBACK: usize = 256;
+
 /// Names that reach interpreter internals when used as attributes or subscripts.
 const DANGEROUS_ATTRS: &[&str] = &[
     "mro",
@@ -646,7 +649,9 @@ fn check_filter(toks: &[Token], k: usize, ck: &mut Checker) {
             let mut depth = 0usize;
             let mut j = k;
             let mut parts: Vec<&str> = Vec::new();
-            while j > 0 {
+            // Bounded look-back: nested `[[..]|join]|join` must not go quadratic.
+            let stop = k.saturating_sub(MAX_JOIN_LOOKBACK);
+            while j > stop {
                 j -= 1;
                 match toks.get(j).map(|t| &t.tok) {
                     Some(Tok::Op("]" | ")")) => depth += 1,
@@ -781,6 +786,26 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_and_python_tag_constructs_are_clean() {
+        // Constructs seen in current reasoning / tool-calling templates (written here).
+        let src = r#"{%- set ns = namespace(multi=true, last=messages|length - 1) %}
+{%- for message in messages[::-1] %}{%- set index = (messages|length - 1) - loop.index0 %}
+{%- if message.content is string and not(message.content.startswith('<tool_response>')) %}{%- set ns.last = index %}{%- endif %}
+{%- endfor %}
+{%- if builtin_tools is defined %}{{- "Environment: ipython\nTools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") }}{%- endif %}
+{%- set date_string = strftime_now("%d %b %Y") %}
+{%- for message in messages %}
+  {%- set reasoning = message.content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+  {%- for arg_name, arg_val in message.tool_calls[0].function.arguments | items %}{{- arg_name + '=' + arg_val | tojson }}{%- endfor %}
+  {{- '<tool_call>\n{"name": "' ~ message.name ~ '", "arguments": ' ~ message.arguments | tojson ~ '}\n</tool_call>' }}
+  {{- '<|python_tag|>' + message.name + '.call(' }}{% generation %}{{ message.content | trim }}{% endgeneration %}
+  {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('roles must alternate') }}{% endif %}
+{%- endfor %}
+{%- set x %}block set{% endset %}{{ x | length }}{{ messages | selectattr('role', 'equalto', 'tool') | list | length }}"#;
+        assert_eq!(findings(src), Vec::<Finding>::new());
+    }
+
+    #[test]
     fn dunder_attribute_access() {
         let f = findings("{{ ''.__class__.__mro__[1].__subclasses__() }}");
         assert_eq!(f.len(), 3);
@@ -854,6 +879,14 @@ mod tests {
         assert_eq!(rules("{% if x "), vec!["WS527"]);
         assert_eq!(rules("{# x"), vec!["WS527"]);
         assert_eq!(rules("{{ x ` }}"), vec!["WS527"]);
+    }
+
+    #[test]
+    fn nested_joins_stay_linear() {
+        // Without the look-back bound this is ~n^2/2 = 10^9 token visits.
+        let n = 50_000;
+        let src = format!("{{{{ {}'a'{} }}}}", "[".repeat(n), "]|join".repeat(n));
+        assert_eq!(rules(&src), Vec::<&str>::new());
     }
 
     #[test]

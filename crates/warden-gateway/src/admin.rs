@@ -1,0 +1,464 @@
+//! The admin listener: TLS with client certificates (mTLS) always; health and readiness
+//! without a certificate; everything else needs an administrator's certificate, and
+//! mutating calls also a fresh TOTP code (`x-warden-totp`, RFC 6238, no reuse). Users'
+//! API keys and JWTs are not accepted here: administrators are a distinct role.
+//! Also the small HTTPS client the CLI uses to call it, and the JWKS fetcher.
+
+use crate::audit::{AuditRecord, now_ms};
+use crate::server::{Gateway, GwBody, full};
+use crate::{Error, totp};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Admin listener state.
+#[derive(Debug)]
+pub struct AdminState {
+    gw: Arc<Gateway>,
+    admins: HashMap<String, Vec<u8>>,
+    last_step: Mutex<HashMap<String, u64>>,
+}
+
+impl AdminState {
+    /// Load the administrators' TOTP secrets.
+    pub fn new(gw: Arc<Gateway>) -> Result<AdminState, Error> {
+        let mut admins = HashMap::new();
+        for a in &gw.config.admin.admins {
+            let text =
+                std::fs::read_to_string(&a.totp_secret_file).map_err(|cause| Error::Read {
+                    path: a.totp_secret_file.display().to_string(),
+                    cause,
+                })?;
+            let secret = totp::base32_decode(text.trim())
+                .filter(|s| s.len() >= 16)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: not a base32 TOTP secret of at least 128 bits",
+                        a.totp_secret_file.display()
+                    ))
+                })?;
+            admins.insert(a.name.clone(), secret);
+        }
+        Ok(AdminState {
+            gw,
+            admins,
+            last_step: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+fn reply(status: StatusCode, v: serde_json::Value) -> Response<GwBody> {
+    let mut r = Response::new(full(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn err(status: StatusCode, msg: &str) -> Response<GwBody> {
+    reply(status, serde_json::json!({"error": msg}))
+}
+
+/// Serve the admin listener until `shutdown`.
+pub async fn serve(
+    state: Arc<AdminState>,
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            () = shutdown.cancelled() => return,
+        };
+        let st = Arc::clone(&state);
+        let acc = tls.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await
+            else {
+                return;
+            };
+            let who = crate::tls::client_identity(s.get_ref().1.peer_certificates());
+            let svc = hyper::service::service_fn(move |req| {
+                let st = Arc::clone(&st);
+                let who = who.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(st, peer, who, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+    }
+}
+
+async fn route(
+    st: Arc<AdminState>,
+    peer: SocketAddr,
+    who: Option<String>,
+    req: Request<Incoming>,
+) -> Response<GwBody> {
+    let gw = &st.gw;
+    let path = req.uri().path().to_owned();
+    match (req.method().as_str(), path.as_str()) {
+        ("GET", "/healthz") => return reply(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        ("GET", "/readyz") => {
+            let ok = gw.audit.healthy();
+            return reply(
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                serde_json::json!({"ready": ok, "lockdown": gw.kill.locked_down(), "checks": gw.checks()}),
+            );
+        }
+        _ => {}
+    }
+    // Everything else: an administrator's certificate.
+    let Some(admin) = who.filter(|w| st.admins.contains_key(w)) else {
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "administrator client certificate required",
+        );
+    };
+    if req.method() == http::Method::GET {
+        return match path.as_str() {
+            "/metrics" => {
+                let mut r = Response::new(full(Bytes::from(gw.metrics.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            "/v1/state" => {
+                let blocked = gw
+                    .directory
+                    .blocked()
+                    .map(|b| b.into_iter().collect::<Vec<_>>());
+                match blocked {
+                    Ok(b) => reply(
+                        StatusCode::OK,
+                        serde_json::json!({"blocked": b, "lockdown": gw.kill.locked_down()}),
+                    ),
+                    Err(_) => err(StatusCode::SERVICE_UNAVAILABLE, "state unavailable"),
+                }
+            }
+            _ => err(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        };
+    }
+    if req.method() != http::Method::POST {
+        return err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    // Second factor for every mutating call.
+    let code = req
+        .headers()
+        .get("x-warden-totp")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Some(secret) = st.admins.get(&admin) else {
+        return err(StatusCode::UNAUTHORIZED, "unknown administrator");
+    };
+    let Some(step) = totp::verify(secret, &code, now_ms() / 1000) else {
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "a valid TOTP code (x-warden-totp) is required",
+        );
+    };
+    {
+        let Ok(mut last) = st.last_step.lock() else {
+            return err(StatusCode::SERVICE_UNAVAILABLE, "state unavailable");
+        };
+        if last.get(&admin).is_some_and(|l| *l >= step) {
+            return err(StatusCode::UNAUTHORIZED, "TOTP code already used");
+        }
+        last.insert(admin.clone(), step);
+    }
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return err(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    let j: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(j) => j,
+            Err(_) => return err(StatusCode::BAD_REQUEST, "body is not JSON"),
+        }
+    };
+    let rec = |kind: &str, identity: Option<String>, reason: String| AuditRecord {
+        ts_ms: now_ms(),
+        kind: kind.to_owned(),
+        identity,
+        auth: Some(format!("admin:{admin}")),
+        source_ip: peer.ip().to_string(),
+        endpoint: format!("POST {path}"),
+        decision: "allow".into(),
+        reason,
+        status: 200,
+        outcome: "complete".into(),
+        ..AuditRecord::default()
+    };
+    match path.as_str() {
+        "/v1/block" | "/v1/unblock" => {
+            let Some(id) = j
+                .get("identity")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty() && s.len() <= 256)
+            else {
+                return err(StatusCode::BAD_REQUEST, "identity: required string");
+            };
+            let block = path == "/v1/block";
+            // Effective at once in this process, then durable in the store and the log.
+            if block {
+                gw.kill.block(id);
+            }
+            if gw.directory.set_blocked(id, block).is_err() {
+                return err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state could not be written",
+                );
+            }
+            if !block {
+                gw.kill.unblock(id);
+            }
+            let kind = if block { "block" } else { "unblock" };
+            if let Err(e) = gw
+                .audit
+                .append_durable(rec(kind, Some(id.to_owned()), format!("{kind} by {admin}")))
+                .await
+            {
+                tracing::error!(error = %e, "audit append failed");
+                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
+            }
+            reply(StatusCode::OK, serde_json::json!({kind: id}))
+        }
+        "/v1/lockdown" => {
+            let lift = j.get("lift").and_then(|v| v.as_bool()).unwrap_or(false);
+            if !lift {
+                gw.kill.set_lockdown(true);
+            }
+            if gw.directory.set_lockdown(!lift).is_err() {
+                return err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state could not be written",
+                );
+            }
+            let kind = if lift { "lockdown-lift" } else { "lockdown" };
+            if let Err(e) = gw
+                .audit
+                .append_durable(rec(kind, None, format!("{kind} by {admin}")))
+                .await
+            {
+                tracing::error!(error = %e, "audit append failed");
+                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
+            }
+            if lift {
+                gw.kill.set_lockdown(false);
+            }
+            reply(StatusCode::OK, serde_json::json!({"lockdown": !lift}))
+        }
+        "/v1/policy/reload" => {
+            match crate::authz::Policies::load(&gw.config.policy, gw.config.schema.as_deref()) {
+                Ok(p) => {
+                    let n = p.len();
+                    if let Err(e) = gw
+                        .audit
+                        .append_durable(rec(
+                            "policy-reload",
+                            None,
+                            format!("{n} policies by {admin}"),
+                        ))
+                        .await
+                    {
+                        tracing::error!(error = %e, "audit append failed");
+                        return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
+                    }
+                    gw.set_policies(p);
+                    reply(StatusCode::OK, serde_json::json!({"policies": n}))
+                }
+                Err(e) => err(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        _ => err(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::tls::load_certs(ca)? {
+        roots.add(c).map_err(|e| Error::Tls {
+            path: ca.display().to_string(),
+            cause: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Client credentials for the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    /// `host:port`.
+    pub addr: String,
+    /// Name in the server certificate.
+    pub server_name: String,
+    /// CA that signed the admin server certificate.
+    pub ca: std::path::PathBuf,
+    /// Administrator certificate.
+    pub cert: std::path::PathBuf,
+    /// Administrator key.
+    pub key: std::path::PathBuf,
+}
+
+impl AdminClient {
+    /// POST `body` to `path` with a TOTP code; returns status and body.
+    pub async fn post(
+        &self,
+        path: &str,
+        totp_code: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, String), Error> {
+        let tls_err = |cause: String| Error::Tls {
+            path: self.addr.clone(),
+            cause,
+        };
+        let chain = crate::tls::load_certs(&self.cert)?;
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_file(&self.key).map_err(|e| Error::Tls {
+                path: self.key.display().to_string(),
+                cause: e.to_string(),
+            })?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls_err(e.to_string()))?
+            .with_root_certificates(roots(&self.ca)?)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls_err(e.to_string()))?;
+        let req = Request::builder()
+            .method(http::Method::POST)
+            .uri(path)
+            .header(header::HOST, self.server_name.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-warden-totp", totp_code)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| tls_err(e.to_string()))?;
+        send(&self.addr, &self.server_name, Some(Arc::new(cfg)), req).await
+    }
+}
+
+use rustls_pki_types::pem::PemObject as _;
+
+async fn send(
+    addr: &str,
+    server_name: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    req: Request<Full<Bytes>>,
+) -> Result<(u16, String), Error> {
+    let e = |cause: String| Error::Tls {
+        path: addr.to_owned(),
+        cause,
+    };
+    let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| e("connect timed out".into()))?
+        .map_err(|x| e(format!("cannot connect: {x}")))?;
+    let fut = async {
+        let resp = match tls {
+            Some(cfg) => {
+                let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+                    .map_err(|x| e(x.to_string()))?;
+                let s = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|x| e(format!("TLS: {x}")))?;
+                let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                    .await
+                    .map_err(|x| e(x.to_string()))?;
+                tokio::spawn(c);
+                s.send_request(req).await.map_err(|x| e(x.to_string()))?
+            }
+            None => {
+                let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|x| e(x.to_string()))?;
+                tokio::spawn(c);
+                s.send_request(req).await.map_err(|x| e(x.to_string()))?
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), 4 << 20)
+            .collect()
+            .await
+            .map_err(|x| e(x.to_string()))?
+            .to_bytes();
+        Ok::<_, Error>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(15), fut)
+        .await
+        .map_err(|_| e("timed out".into()))?
+}
+
+/// GET a document (the JWKS): `https://` verified against `ca` (required), or `http://`
+/// to a loopback address only.
+pub async fn http_get(url: &str, ca: Option<&Path>) -> Result<Vec<u8>, Error> {
+    let je = |cause: String| Error::Jwks {
+        url: url.to_owned(),
+        cause,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| je("not a URL".into()))?;
+    let host = uri.host().ok_or_else(|| je("no host".into()))?.to_owned();
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(je("scheme must be https".into())),
+    };
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addr = format!("{host}:{port}");
+    let tls = if https {
+        let ca = ca.ok_or_else(|| je("jwks_ca is required for https".into()))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Some(Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|x| je(x.to_string()))?
+                .with_root_certificates(roots(ca)?)
+                .with_no_client_auth(),
+        ))
+    } else {
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|i| i.is_loopback());
+        if !loopback {
+            return Err(je("plain http is allowed only for loopback".into()));
+        }
+        None
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let req = Request::builder()
+        .uri(path)
+        .header(header::HOST, host.as_str())
+        .body(Full::new(Bytes::new()))
+        .map_err(|x| je(x.to_string()))?;
+    let (status, body) = send(&addr, &host, tls, req)
+        .await
+        .map_err(|x| je(x.to_string()))?;
+    if status != 200 {
+        return Err(je(format!("HTTP {status}")));
+    }
+    Ok(body.into_bytes())
+}

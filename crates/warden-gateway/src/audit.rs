@@ -1,0 +1,223 @@
+//! Audit records: one per request (allowed or refused) and one per kill-switch or policy
+//! change. They go through the [`AuditSink`] trait; the CLI wires the tamper-evident log.
+//! Prompts and responses appear only as SHA-256 hashes; keys and tokens never appear.
+//!
+//! Request records are queued (bounded) to a writer so the hot path never waits on disk;
+//! once the sink reports an error or its queue is full, the gateway fails closed and
+//! refuses new requests with 503 until it recovers. State changes (block, lockdown) use
+//! [`AuditSink::append_durable`] and are acknowledged only after the record is durable.
+
+use crate::Error;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{mpsc, oneshot};
+
+/// One audit record.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AuditRecord {
+    /// Unix milliseconds.
+    pub ts_ms: u64,
+    /// Kind: `request`, `block`, `unblock`, `lockdown`, `lockdown-lift`, `policy-reload`,
+    /// `malformed` (refused by the HTTP parser).
+    pub kind: String,
+    /// Gateway-local request id.
+    pub request_id: u64,
+    /// Who (absent when authentication failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// How they authenticated (`key`, `jwt`, `mtls`, `admin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// Client address.
+    pub source_ip: String,
+    /// Method and path as received (path clipped, query never recorded).
+    pub endpoint: String,
+    /// Model asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `allow` or `deny` or `error`.
+    pub decision: String,
+    /// The check and reason (e.g. `authz: default deny`, `limits: requests per minute`).
+    pub reason: String,
+    /// HTTP status returned.
+    pub status: u16,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+    /// SHA-256 of the request body (the prompt), hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_sha256: Option<String>,
+    /// SHA-256 of the response body as sent, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_sha256: Option<String>,
+    /// Time spent in the gateway before forwarding, microseconds.
+    pub gateway_us: u64,
+    /// Time to the upstream's response headers, microseconds.
+    pub upstream_us: u64,
+    /// Total, microseconds.
+    pub total_us: u64,
+    /// How the response ended: `complete`, `cut` (kill switch), `client-gone`,
+    /// `upstream-error`, `refused`.
+    pub outcome: String,
+}
+
+/// Where audit records go.
+pub trait AuditSink: Send + Sync + std::fmt::Debug {
+    /// Queue a request record without waiting. An error means the record could not be
+    /// queued (the gateway then fails closed).
+    fn submit(&self, rec: AuditRecord) -> Result<(), Error>;
+    /// Append a state-change record and resolve once it is durable.
+    fn append_durable(&self, rec: AuditRecord) -> BoxFuture<'_, Result<(), Error>>;
+    /// Whether the sink is accepting records.
+    fn healthy(&self) -> bool;
+}
+
+type Job = (AuditRecord, Option<oneshot::Sender<Result<(), Error>>>);
+
+/// JSON lines appended to a file, `fsync`ed per batch: the fallback when no
+/// tamper-evident log is configured (and what tests read).
+#[derive(Debug)]
+pub struct JsonlSink {
+    tx: mpsc::Sender<Job>,
+    healthy: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl JsonlSink {
+    /// Open (append) `path` and start the writer task. Must be called inside a runtime.
+    pub fn open(path: &Path) -> Result<JsonlSink, Error> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|cause| Error::Read {
+                path: path.display().to_string(),
+                cause,
+            })?;
+        let (tx, mut rx) = mpsc::channel::<Job>(65_536);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let h = Arc::clone(&healthy);
+        let p = path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut w = std::io::BufWriter::new(file);
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let mut result: Result<(), String> = Ok(());
+                for (rec, _) in &batch {
+                    if let Err(e) = serde_json::to_writer(&mut w, rec)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string()))
+                    {
+                        result = Err(e);
+                    }
+                }
+                if result.is_ok() {
+                    result = w
+                        .flush()
+                        .and_then(|()| w.get_ref().sync_data())
+                        .map_err(|e| e.to_string());
+                }
+                if result.is_err() {
+                    h.store(false, Ordering::SeqCst);
+                }
+                for (_, ack) in batch {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(
+                            result
+                                .clone()
+                                .map_err(|e| Error::Audit(format!("{p}: {e}"))),
+                        );
+                    }
+                }
+            }
+        });
+        Ok(JsonlSink {
+            tx,
+            healthy,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AuditSink for JsonlSink {
+    fn submit(&self, rec: AuditRecord) -> Result<(), Error> {
+        if !self.healthy() {
+            return Err(Error::Audit(format!(
+                "{}: writer failed",
+                self.path.display()
+            )));
+        }
+        self.tx
+            .try_send((rec, None))
+            .map_err(|_| Error::Audit("queue full".into()))
+    }
+
+    fn append_durable(&self, rec: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.tx
+                .send((rec, Some(tx)))
+                .await
+                .map_err(|_| Error::Audit("writer stopped".into()))?;
+            rx.await
+                .map_err(|_| Error::Audit("writer stopped".into()))?
+        })
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst) && !self.tx.is_closed()
+    }
+}
+
+/// Records kept in memory (unit tests).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// Everything submitted.
+    pub records: std::sync::Mutex<Vec<AuditRecord>>,
+    /// Set to make the sink fail.
+    pub broken: AtomicBool,
+}
+
+impl AuditSink for MemorySink {
+    fn submit(&self, rec: AuditRecord) -> Result<(), Error> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(Error::Audit("broken".into()));
+        }
+        self.records
+            .lock()
+            .map_err(|_| Error::Audit("poisoned".into()))?
+            .push(rec);
+        Ok(())
+    }
+    fn append_durable(&self, rec: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {
+        let r = self.submit(rec);
+        Box::pin(async move { r })
+    }
+    fn healthy(&self) -> bool {
+        !self.broken.load(Ordering::SeqCst)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

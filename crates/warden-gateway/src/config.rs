@@ -1,0 +1,442 @@
+//! The `[gateway]` table of `warden.toml`, as typed values. The CLI reads the file; this
+//! crate only receives the parsed table (library crates read no configuration files
+//! themselves, except the certificates and policies the configuration names).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Public listener address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// TLS for the public listener (required unless `insecure_plaintext`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve the public listener over plain HTTP. Allowed only on a loopback address.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// Models and the upstream that serves each one. Nothing else is reachable.
+    pub models: Vec<ModelConfig>,
+    /// OIDC provider whose JWTs are accepted.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Cedar policy file; default deny.
+    pub policy: PathBuf,
+    /// Cedar schema file; the built-in schema when absent.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// Default per-identity limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Request validation limits.
+    #[serde(default)]
+    pub validation: ValidationConfig,
+    /// Per-role overrides (parameter policy, `max_tokens` cap, limits).
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleConfig>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Audit settings.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+/// Certificate, key and client authentication of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; reloaded when the file changes.
+    pub cert: PathBuf,
+    /// PEM private key; reloaded when the file changes.
+    pub key: PathBuf,
+    /// PEM CA certificates for client certificates (mTLS). Client certificates are
+    /// optional on the public listener unless `require_client_cert`.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a valid client certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Also offer TLS 1.2 (TLS 1.3 only by default).
+    #[serde(default)]
+    pub allow_tls12: bool,
+}
+
+/// The admin listener: always TLS with client certificates; mutating calls need TOTP too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin listener address.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// TLS; `client_ca` is required.
+    pub tls: TlsConfig,
+    /// Administrators: the DNS name in their client certificate and their TOTP secret.
+    pub admins: Vec<AdminUser>,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9443))
+}
+
+/// One administrator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    /// Name, as the DNS subject alternative name of the admin's client certificate.
+    pub name: String,
+    /// File holding the base32 TOTP secret.
+    pub totp_secret_file: PathBuf,
+}
+
+/// A model and its upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model name clients use.
+    pub name: String,
+    /// Upstream base URL, `http://host:port` (the path is appended; nothing else).
+    pub upstream: String,
+    /// Classification level (Cedar `resource.classification`).
+    #[serde(default)]
+    pub classification: i64,
+    /// Release identifier (Cedar `resource.release`).
+    #[serde(default)]
+    pub release: String,
+    /// Environment variable holding the upstream's own API key, sent as a bearer token.
+    #[serde(default)]
+    pub upstream_api_key_env: Option<String>,
+}
+
+/// OIDC JWT acceptance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (string or member of the array).
+    pub audience: String,
+    /// JWKS address (`https://…`, or `http://` on loopback only).
+    pub jwks_url: String,
+    /// PEM CA certificates to verify the JWKS server with.
+    #[serde(default)]
+    pub jwks_ca: Option<PathBuf>,
+    /// Accepted algorithms (asymmetric only).
+    #[serde(default = "default_algs")]
+    pub algorithms: Vec<String>,
+    /// Claim holding the roles (array of strings).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim holding the team.
+    #[serde(default = "default_team_claim")]
+    pub team_claim: String,
+    /// Claim holding the clearance (integer).
+    #[serde(default = "default_clearance_claim")]
+    pub clearance_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// How often the key set is refreshed, seconds.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+}
+
+fn default_algs() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_team_claim() -> String {
+    "team".into()
+}
+fn default_clearance_claim() -> String {
+    "clearance".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+/// Per-identity limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per minute.
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    /// Tokens (prompt estimate + `max_tokens`) per minute.
+    #[serde(default = "default_tpm")]
+    pub tokens_per_minute: u64,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_minute: default_rpm(),
+            tokens_per_minute: default_tpm(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+fn default_rpm() -> u32 {
+    600
+}
+fn default_tpm() -> u64 {
+    200_000
+}
+fn default_concurrency() -> u32 {
+    16
+}
+
+/// Request validation limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Largest request body, bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest single message or prompt, bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Most messages in one chat request.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Highest `max_tokens` accepted (roles may lower it).
+    #[serde(default = "default_max_tokens_cap")]
+    pub max_tokens_cap: u64,
+    /// `max_tokens` set when the client sends none.
+    #[serde(default = "default_default_max_tokens")]
+    pub default_max_tokens: u64,
+    /// Largest non-streamed upstream response, bytes.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            max_body_bytes: default_max_body(),
+            max_message_bytes: default_max_message(),
+            max_messages: default_max_messages(),
+            max_tokens_cap: default_max_tokens_cap(),
+            default_max_tokens: default_default_max_tokens(),
+            max_response_bytes: default_max_response(),
+        }
+    }
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_max_message() -> usize {
+    256 << 10
+}
+fn default_max_messages() -> usize {
+    256
+}
+fn default_max_tokens_cap() -> u64 {
+    4096
+}
+fn default_default_max_tokens() -> u64 {
+    512
+}
+fn default_max_response() -> usize {
+    16 << 20
+}
+
+/// What to do with a request parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamAction {
+    /// Pass it (and, for logprobs, return the data).
+    Allow,
+    /// Remove it silently before forwarding.
+    Strip,
+    /// Refuse the request with 400.
+    Deny,
+}
+
+/// Per-role settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Lower `max_tokens` cap for this role.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Parameter policy overrides: `logprobs`, `top_logprobs`, `logit_bias`, `echo`,
+    /// `n`, `seed`, `unknown`.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamAction>,
+    /// Limits for identities with this role.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect, milliseconds.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// Until the upstream's response headers, seconds.
+    #[serde(default = "default_header_secs")]
+    pub response_header_secs: u64,
+    /// Longest silence between two body chunks, seconds.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: default_connect_ms(),
+            response_header_secs: default_header_secs(),
+            idle_secs: default_idle_secs(),
+        }
+    }
+}
+fn default_connect_ms() -> u64 {
+    2000
+}
+fn default_header_secs() -> u64 {
+    120
+}
+fn default_idle_secs() -> u64 {
+    60
+}
+
+/// Audit settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record SHA-256 of prompts and responses (on by default).
+    #[serde(default = "yes")]
+    pub hash_content: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { hash_content: true }
+    }
+}
+fn yes() -> bool {
+    true
+}
+
+impl GatewayConfig {
+    /// Make every relative path relative to `base` (the configuration file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let fix_tls = |t: &mut TlsConfig| {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+            if let Some(c) = t.client_ca.as_mut() {
+                fix(c);
+            }
+        };
+        if let Some(t) = self.tls.as_mut() {
+            fix_tls(t);
+        }
+        fix_tls(&mut self.admin.tls);
+        for a in &mut self.admin.admins {
+            fix(&mut a.totp_secret_file);
+        }
+        fix(&mut self.policy);
+        if let Some(s) = self.schema.as_mut() {
+            fix(s);
+        }
+        if let Some(o) = self.oidc.as_mut()
+            && let Some(c) = o.jwks_ca.as_mut()
+        {
+            fix(c);
+        }
+    }
+
+    /// Check what types cannot: TLS or loopback plaintext, known upstream schemes,
+    /// unique model names, admin CA present.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.insecure_plaintext {
+            if !self.listen.ip().is_loopback() {
+                return Err(crate::Error::Config(format!(
+                    "insecure_plaintext is allowed only on a loopback address, not {}",
+                    self.listen
+                )));
+            }
+        } else if self.tls.is_none() {
+            return Err(crate::Error::Config(
+                "[gateway.tls] is required (plain HTTP only with --insecure-plaintext on loopback)"
+                    .into(),
+            ));
+        }
+        if self.admin.tls.client_ca.is_none() {
+            return Err(crate::Error::Config(
+                "[gateway.admin.tls] needs client_ca: the admin API requires client certificates"
+                    .into(),
+            ));
+        }
+        if self.models.is_empty() {
+            return Err(crate::Error::Config(
+                "no [[gateway.models]]: nothing to serve".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.models {
+            if !seen.insert(m.name.as_str()) {
+                return Err(crate::Error::Config(format!(
+                    "model {} is listed twice",
+                    m.name
+                )));
+            }
+            let uri: http::Uri = m.upstream.parse().map_err(|_| {
+                crate::Error::Config(format!("model {}: bad upstream URL {}", m.name, m.upstream))
+            })?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(crate::Error::Config(format!(
+                    "model {}: upstream must be http://host:port (got {})",
+                    m.name, m.upstream
+                )));
+            }
+            if uri.path() != "/" && !uri.path().is_empty() {
+                return Err(crate::Error::Config(format!(
+                    "model {}: upstream must have no path (got {})",
+                    m.name, m.upstream
+                )));
+            }
+        }
+        if let Some(o) = &self.oidc {
+            for a in &o.algorithms {
+                if !crate::jwt::SUPPORTED_ALGS.contains(&a.as_str()) {
+                    return Err(crate::Error::Config(format!(
+                        "oidc algorithm {a} is not accepted (asymmetric algorithms only: {})",
+                        crate::jwt::SUPPORTED_ALGS.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}

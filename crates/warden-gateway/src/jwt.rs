@@ -1,0 +1,480 @@
+//! JWT verification for OIDC access tokens, with aws-lc-rs: asymmetric algorithms from an
+//! allowlist only (`none` and every HMAC algorithm are refused before any key is looked
+//! at, so an RSA public key can never be used as an HMAC secret), keys only from the
+//! configured JWKS (never from `jku`/`x5u`/`jwk` headers), the key's type must match the
+//! algorithm, and `iss`, `aud`, `exp` and `nbf` are checked.
+
+use crate::directory::Identity;
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+/// Algorithms this verifier implements (all asymmetric).
+pub const SUPPORTED_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// Longest token accepted, bytes.
+const MAX_TOKEN: usize = 16 * 1024;
+
+/// Why a token was refused. Messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// Not three base64url JSON parts.
+    #[error("malformed token")]
+    Malformed,
+    /// `none`, an HMAC algorithm, or one not on the allowlist.
+    #[error("algorithm {0} is not accepted")]
+    Algorithm(String),
+    /// No key in the JWKS for this `kid`/algorithm.
+    #[error("no matching signing key")]
+    UnknownKey,
+    /// Signature does not verify.
+    #[error("bad signature")]
+    Signature,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Wrong `iss`.
+    #[error("wrong issuer")]
+    Issuer,
+    /// Wrong `aud`.
+    #[error("wrong audience")]
+    Audience,
+    /// A required claim is missing or has the wrong type.
+    #[error("claim {0} missing or invalid")]
+    Claim(&'static str),
+}
+
+#[derive(Debug, Clone)]
+enum KeyMaterial {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    EcP256(Vec<u8>),
+    EcP384(Vec<u8>),
+    Ed25519(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+struct Jwk {
+    kid: Option<String>,
+    alg: Option<String>,
+    key: KeyMaterial,
+}
+
+/// A parsed JSON Web Key Set (unsupported or symmetric keys are dropped).
+#[derive(Debug, Clone, Default)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+fn b64(v: &Value, field: &'static str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(v.get(field)?.as_str()?).ok()
+}
+
+impl Jwks {
+    /// Parse a JWKS document. Keys with `use` other than `sig` and symmetric keys are ignored.
+    pub fn parse(doc: &[u8]) -> Result<Jwks, String> {
+        let v: Value = serde_json::from_slice(doc).map_err(|e| format!("not JSON: {e}"))?;
+        let arr = v
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("no \"keys\" array")?;
+        let mut keys = Vec::new();
+        for k in arr {
+            if k.get("use")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u != "sig")
+            {
+                continue;
+            }
+            let key = match k.get("kty").and_then(Value::as_str) {
+                Some("RSA") => match (b64(k, "n"), b64(k, "e")) {
+                    (Some(n), Some(e)) => KeyMaterial::Rsa { n, e },
+                    _ => continue,
+                },
+                Some("EC") => {
+                    let (Some(x), Some(y)) = (b64(k, "x"), b64(k, "y")) else {
+                        continue;
+                    };
+                    let mut point = vec![4u8];
+                    point.extend_from_slice(&x);
+                    point.extend_from_slice(&y);
+                    match k.get("crv").and_then(Value::as_str) {
+                        Some("P-256") if x.len() == 32 && y.len() == 32 => {
+                            KeyMaterial::EcP256(point)
+                        }
+                        Some("P-384") if x.len() == 48 && y.len() == 48 => {
+                            KeyMaterial::EcP384(point)
+                        }
+                        _ => continue,
+                    }
+                }
+                Some("OKP") if k.get("crv").and_then(Value::as_str) == Some("Ed25519") => {
+                    match b64(k, "x") {
+                        Some(x) if x.len() == 32 => KeyMaterial::Ed25519(x),
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            keys.push(Jwk {
+                kid: k.get("kid").and_then(Value::as_str).map(str::to_owned),
+                alg: k.get("alg").and_then(Value::as_str).map(str::to_owned),
+                key,
+            });
+        }
+        Ok(Jwks { keys })
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// What the verifier needs from the OIDC configuration.
+#[derive(Debug, Clone)]
+pub struct JwtPolicy {
+    /// Required issuer.
+    pub issuer: String,
+    /// Required audience.
+    pub audience: String,
+    /// Accepted algorithms.
+    pub algorithms: Vec<String>,
+    /// Claim names.
+    pub roles_claim: String,
+    /// Claim names.
+    pub team_claim: String,
+    /// Claim names.
+    pub clearance_claim: String,
+    /// Allowed clock skew.
+    pub leeway_secs: u64,
+}
+
+/// A verified token's identity and whether the provider asserted MFA (`amr` contains `mfa`).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The identity (name = `sub`).
+    pub identity: Identity,
+    /// MFA asserted by the provider.
+    pub mfa: bool,
+}
+
+fn verify_sig(alg: &str, key: &KeyMaterial, msg: &[u8], sig: &[u8]) -> Result<(), JwtError> {
+    let ok = match (alg, key) {
+        ("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512", KeyMaterial::Rsa { n, e }) => {
+            let params: &signature::RsaParameters = match alg {
+                "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
+                "RS384" => &signature::RSA_PKCS1_2048_8192_SHA384,
+                "RS512" => &signature::RSA_PKCS1_2048_8192_SHA512,
+                "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
+                "PS384" => &signature::RSA_PSS_2048_8192_SHA384,
+                _ => &signature::RSA_PSS_2048_8192_SHA512,
+            };
+            signature::RsaPublicKeyComponents { n, e }
+                .verify(params, msg, sig)
+                .is_ok()
+        }
+        ("ES256", KeyMaterial::EcP256(p)) => {
+            UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, p)
+                .verify(msg, sig)
+                .is_ok()
+        }
+        ("ES384", KeyMaterial::EcP384(p)) => {
+            UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, p)
+                .verify(msg, sig)
+                .is_ok()
+        }
+        ("EdDSA", KeyMaterial::Ed25519(p)) => UnparsedPublicKey::new(&signature::ED25519, p)
+            .verify(msg, sig)
+            .is_ok(),
+        _ => return Err(JwtError::UnknownKey),
+    };
+    if ok { Ok(()) } else { Err(JwtError::Signature) }
+}
+
+fn decode_part(s: &str) -> Result<Value, JwtError> {
+    let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+/// Verify `token` against `jwks` and `policy` at `now` (Unix seconds).
+pub fn verify(
+    token: &str,
+    jwks: &Jwks,
+    policy: &JwtPolicy,
+    now: u64,
+) -> Result<Verified, JwtError> {
+    if token.len() > MAX_TOKEN {
+        return Err(JwtError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header = decode_part(h)?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::Malformed)?;
+    // Refuse `none` and every symmetric algorithm outright, whatever the configuration says.
+    if alg.eq_ignore_ascii_case("none")
+        || alg.to_ascii_uppercase().starts_with("HS")
+        || !SUPPORTED_ALGS.contains(&alg)
+        || !policy.algorithms.iter().any(|a| a == alg)
+    {
+        return Err(JwtError::Algorithm(alg.chars().take(16).collect()));
+    }
+    if header.get("crit").is_some() {
+        return Err(JwtError::Malformed);
+    }
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
+    let kid = header.get("kid").and_then(Value::as_str);
+    let signed = token
+        .get(..h.len() + 1 + p.len())
+        .ok_or(JwtError::Malformed)?;
+    let candidates = jwks.keys.iter().filter(|k| {
+        kid.is_none_or(|kid| k.kid.as_deref() == Some(kid))
+            && k.alg.as_deref().is_none_or(|a| a == alg)
+    });
+    let mut result = Err(JwtError::UnknownKey);
+    for k in candidates {
+        match verify_sig(alg, &k.key, signed.as_bytes(), &sig) {
+            Ok(()) => {
+                result = Ok(());
+                break;
+            }
+            Err(JwtError::UnknownKey) => {}
+            Err(e) => result = Err(e),
+        }
+    }
+    result?;
+    let claims = decode_part(p)?;
+    if claims.get("iss").and_then(Value::as_str) != Some(policy.issuer.as_str()) {
+        return Err(JwtError::Issuer);
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == &policy.audience,
+        Some(Value::Array(a)) => a
+            .iter()
+            .any(|x| x.as_str() == Some(policy.audience.as_str())),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(JwtError::Audience);
+    }
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("exp"))?;
+    if now >= exp.saturating_add(policy.leeway_secs) {
+        return Err(JwtError::Expired);
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        let nbf = nbf.as_u64().ok_or(JwtError::Claim("nbf"))?;
+        if nbf > now.saturating_add(policy.leeway_secs) {
+            return Err(JwtError::NotYetValid);
+        }
+    }
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or(JwtError::Claim("sub"))?;
+    let roles = match claims.get(&policy.roles_claim) {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(_) => return Err(JwtError::Claim("roles")),
+    };
+    let team = claims
+        .get(&policy.team_claim)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let clearance = claims
+        .get(&policy.clearance_claim)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let mfa = claims
+        .get("amr")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|m| m.as_str() == Some("mfa")));
+    Ok(Verified {
+        identity: Identity {
+            name: sub.to_owned(),
+            roles,
+            team,
+            clearance,
+        },
+        mfa,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+
+    fn policy() -> JwtPolicy {
+        JwtPolicy {
+            issuer: "https://idp.test".into(),
+            audience: "warden".into(),
+            algorithms: vec!["ES256".into()],
+            roles_claim: "roles".into(),
+            team_claim: "team".into(),
+            clearance_claim: "clearance".into(),
+            leeway_secs: 0,
+        }
+    }
+
+    fn keypair() -> (EcdsaKeyPair, Jwks) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let kp =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pk = kp.public_key().as_ref().to_vec();
+        let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]});
+        (kp, Jwks::parse(jwks.to_string().as_bytes()).unwrap())
+    }
+
+    fn sign(kp: &EcdsaKeyPair, header: Value, claims: Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let msg = format!("{h}.{p}");
+        let sig = kp.sign(&SystemRandom::new(), msg.as_bytes()).unwrap();
+        format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    fn claims(now: u64) -> Value {
+        serde_json::json!({"iss": "https://idp.test", "aud": ["warden"], "sub": "alice",
+            "exp": now + 60, "nbf": now - 1, "roles": ["analyst"], "team": "red", "clearance": 2,
+            "amr": ["pwd", "mfa"]})
+    }
+
+    #[test]
+    fn good_token_verifies_and_yields_identity() {
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let t = sign(
+            &kp,
+            serde_json::json!({"alg": "ES256", "kid": "k1"}),
+            claims(now),
+        );
+        let v = verify(&t, &jwks, &policy(), now).unwrap();
+        assert_eq!(v.identity.name, "alice");
+        assert_eq!(v.identity.roles, vec!["analyst".to_owned()]);
+        assert_eq!(v.identity.clearance, 2);
+        assert!(v.mfa);
+    }
+
+    #[test]
+    fn refusals() {
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let p = policy();
+        let h = serde_json::json!({"alg": "ES256", "kid": "k1"});
+        // expired, not yet valid, wrong iss, wrong aud
+        let mut c = claims(now);
+        c["exp"] = (now - 10).into();
+        assert_eq!(
+            verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+            JwtError::Expired
+        );
+        let mut c = claims(now);
+        c["nbf"] = (now + 100).into();
+        assert_eq!(
+            verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+            JwtError::NotYetValid
+        );
+        let mut c = claims(now);
+        c["iss"] = "https://evil".into();
+        assert_eq!(
+            verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+            JwtError::Issuer
+        );
+        let mut c = claims(now);
+        c["aud"] = "other".into();
+        assert_eq!(
+            verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+            JwtError::Audience
+        );
+        // alg=none with an empty signature
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(claims(now).to_string())
+        );
+        assert!(matches!(
+            verify(&none, &jwks, &p, now),
+            Err(JwtError::Algorithm(_))
+        ));
+        // HS256 signed with the public key as secret (key confusion)
+        let hs = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k1"}"#),
+            URL_SAFE_NO_PAD.encode(claims(now).to_string())
+        );
+        let tag = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, kp.public_key().as_ref()),
+            hs.as_bytes(),
+        );
+        let hs = format!("{hs}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        assert!(matches!(
+            verify(&hs, &jwks, &p, now),
+            Err(JwtError::Algorithm(_))
+        ));
+        // tampered payload
+        let good = sign(&kp, h.clone(), claims(now));
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let mut c = claims(now);
+        c["sub"] = "mallory".into();
+        let forged = URL_SAFE_NO_PAD.encode(c.to_string());
+        parts[1] = &forged;
+        assert_eq!(
+            verify(&parts.join("."), &jwks, &p, now).unwrap_err(),
+            JwtError::Signature
+        );
+        // unknown kid, garbage
+        let t = sign(
+            &kp,
+            serde_json::json!({"alg": "ES256", "kid": "other"}),
+            claims(now),
+        );
+        assert_eq!(
+            verify(&t, &jwks, &p, now).unwrap_err(),
+            JwtError::UnknownKey
+        );
+        assert_eq!(
+            verify("a.b", &jwks, &p, now).unwrap_err(),
+            JwtError::Malformed
+        );
+        // algorithm not on the allowlist even though implemented
+        let t = sign(
+            &kp,
+            serde_json::json!({"alg": "ES384", "kid": "k1"}),
+            claims(now),
+        );
+        assert!(matches!(
+            verify(&t, &jwks, &p, now),
+            Err(JwtError::Algorithm(_))
+        ));
+    }
+}

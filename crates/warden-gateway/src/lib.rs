@@ -1,0 +1,31 @@
+//! `warden-gateway`: the secure inference gateway in front of OpenAI-compatible model
+//! servers.
+//!
+//! Code map: [`server`] (listeners, request flow, upstream pool, streaming, lockdown),
+//! [`pipeline`] (the [`pipeline::Check`] trait and the built-in checks), [`validate`]
+//! (strict per-endpoint bodies and the parameter policy), [`minimize`] (response
+//! minimisation, JSON and SSE), [`authz`] (Cedar), [`jwt`] (OIDC tokens), [`keys`] (API
+//! keys), [`limits`], [`killswitch`], [`audit`] (the [`audit::AuditSink`] seam), [`admin`]
+//! (the mTLS + TOTP admin listener and its client), [`tls`], [`totp`], [`metrics`],
+//! [`directory`] (the narrow state trait), [`config`].
+
+pub mod admin;
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod directory;
+mod error;
+pub mod jwt;
+pub mod keys;
+pub mod killswitch;
+pub mod limits;
+pub mod metrics;
+pub mod minimize;
+pub mod pipeline;
+pub mod server;
+pub mod tls;
+pub mod totp;
+pub mod validate;
+
+pub use error::Error;
+pub use pipeline::Refusal;

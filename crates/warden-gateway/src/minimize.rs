@@ -1,0 +1,333 @@
+//! Response minimisation: only the fields a client needs leave the gateway. Logprob data
+//! (unless the identity's role allows it), `system_fingerprint`, engine timings and any
+//! field not on the per-endpoint allowlist are removed, from whole JSON bodies and from
+//! every `data:` event of an SSE stream.
+
+use crate::validate::Endpoint;
+use bytes::{Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+/// Token usage reported by the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// `usage.total_tokens` (or prompt + completion).
+    pub total_tokens: u64,
+}
+
+/// What may be returned.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponsePolicy {
+    /// Endpoint (chooses the allowlist).
+    pub endpoint: Endpoint,
+    /// Keep logprob data.
+    pub keep_logprobs: bool,
+}
+
+fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
+    o.retain(|k, _| allowed.contains(&k.as_str()));
+}
+
+fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
+    match v {
+        Value::Object(o) => {
+            o.remove("system_fingerprint");
+            o.remove("timings");
+            if !keep_logprobs {
+                o.remove("logprobs");
+                o.remove("top_logprobs");
+            }
+            for (_, x) in o.iter_mut() {
+                strip_recursive(x, keep_logprobs);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                strip_recursive(x, keep_logprobs);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
+    let u = o.get("usage")?.as_object()?;
+    let total = u.get("total_tokens").and_then(Value::as_u64).or_else(|| {
+        Some(
+            u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0)
+                + u.get("completion_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+        )
+    })?;
+    Some(Usage {
+        total_tokens: total,
+    })
+}
+
+/// Minimise one response object in place; returns the usage it reported.
+pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
+    let Value::Object(o) = v else { return None };
+    let usage = usage_of(o);
+    let choice_fields: &[&str] = if p.keep_logprobs {
+        &[
+            "index",
+            "message",
+            "delta",
+            "text",
+            "finish_reason",
+            "logprobs",
+        ]
+    } else {
+        &["index", "message", "delta", "text", "finish_reason"]
+    };
+    match p.endpoint {
+        Endpoint::Chat | Endpoint::Completions => {
+            retain(
+                o,
+                &[
+                    "id", "object", "created", "model", "choices", "usage", "error",
+                ],
+            );
+            if let Some(Value::Array(cs)) = o.get_mut("choices") {
+                for c in cs.iter_mut() {
+                    if let Value::Object(c) = c {
+                        retain(c, choice_fields);
+                        for k in ["message", "delta"] {
+                            if let Some(Value::Object(m)) = c.get_mut(k) {
+                                retain(m, &["role", "content", "tool_calls", "refusal"]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Endpoint::Embeddings => {
+            retain(o, &["object", "data", "model", "usage", "error"]);
+            if let Some(Value::Array(ds)) = o.get_mut("data") {
+                for d in ds.iter_mut() {
+                    if let Value::Object(d) = d {
+                        retain(d, &["object", "index", "embedding"]);
+                    }
+                }
+            }
+        }
+        Endpoint::Models | Endpoint::Responses => {}
+    }
+    if let Some(Value::Object(u)) = o.get_mut("usage") {
+        retain(
+            u,
+            &[
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "input_tokens",
+                "output_tokens",
+            ],
+        );
+    }
+    strip_recursive(v, p.keep_logprobs);
+    usage
+}
+
+/// Why a stream had to be cut.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// One event grew past the limit without a blank line.
+    #[error("upstream event exceeds {0} bytes")]
+    EventTooLarge(usize),
+}
+
+/// Incremental SSE minimiser: feed upstream chunks, get minimised bytes out. Events are
+/// re-emitted whole as soon as their terminating blank line arrives.
+#[derive(Debug)]
+pub struct SseMinimizer {
+    policy: ResponsePolicy,
+    buf: BytesMut,
+    max_event: usize,
+    drop_usage_only: bool,
+    /// Latest usage reported in the stream.
+    pub usage: Option<Usage>,
+    /// Content events seen (a fallback estimate of tokens).
+    pub events: u64,
+}
+
+impl SseMinimizer {
+    /// A minimiser; `drop_usage_only` removes the usage-only chunk the gateway asked for.
+    pub fn new(policy: ResponsePolicy, drop_usage_only: bool, max_event: usize) -> Self {
+        SseMinimizer {
+            policy,
+            buf: BytesMut::new(),
+            max_event,
+            drop_usage_only,
+            usage: None,
+            events: 0,
+        }
+    }
+
+    /// Feed a chunk; returns what to send on.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, SseError> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = BytesMut::new();
+        loop {
+            let Some((end, sep)) = find_event_end(&self.buf) else {
+                break;
+            };
+            let event = self.buf.split_to(end + sep);
+            let text = event.get(..end).unwrap_or_default();
+            self.emit(text, &mut out);
+        }
+        if self.buf.len() > self.max_event {
+            return Err(SseError::EventTooLarge(self.max_event));
+        }
+        Ok(out.freeze())
+    }
+
+    /// The stream ended: flush an unterminated last event.
+    pub fn finish(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        if !self.buf.is_empty() {
+            let rest = self.buf.split();
+            self.emit(&rest, &mut out);
+        }
+        out.freeze()
+    }
+
+    fn emit(&mut self, event: &[u8], out: &mut BytesMut) {
+        let mut lines_out: Vec<Vec<u8>> = Vec::new();
+        let mut drop_event = false;
+        for line in event.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(data) = line.strip_prefix(b"data:") {
+                let data = data.strip_prefix(b" ").unwrap_or(data);
+                if data == b"[DONE]" {
+                    lines_out.push(b"data: [DONE]".to_vec());
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(data) {
+                    Ok(mut v) => {
+                        let usage = minimize(&mut v, self.policy);
+                        if usage.is_some() {
+                            self.usage = usage;
+                        }
+                        let no_choices = v
+                            .get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(|c| c.is_empty());
+                        if self.drop_usage_only && usage.is_some() && no_choices {
+                            drop_event = true;
+                            continue;
+                        }
+                        if self.drop_usage_only
+                            && let Value::Object(o) = &mut v
+                        {
+                            o.remove("usage");
+                        }
+                        self.events += 1;
+                        let mut l = b"data: ".to_vec();
+                        l.extend_from_slice(v.to_string().as_bytes());
+                        lines_out.push(l);
+                    }
+                    // Not JSON: nothing we can vouch for; drop the line.
+                    Err(_) => {}
+                }
+            } else if line.starts_with(b"event:")
+                || line.starts_with(b"id:")
+                || line.starts_with(b"retry:")
+            {
+                lines_out.push(line.to_vec());
+            }
+            // Comments and unknown lines are dropped.
+        }
+        if drop_event || lines_out.is_empty() {
+            return;
+        }
+        for l in lines_out {
+            out.extend_from_slice(&l);
+            out.extend_from_slice(b"\n");
+        }
+        out.extend_from_slice(b"\n");
+    }
+}
+
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf.get(i) == Some(&b'\n') {
+            if buf.get(i + 1) == Some(&b'\n') {
+                return Some((i, 2));
+            }
+            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                return Some((i, 3));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CHAT: ResponsePolicy = ResponsePolicy {
+        endpoint: Endpoint::Chat,
+        keep_logprobs: false,
+    };
+
+    #[test]
+    fn json_minimisation() {
+        let mut v = json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "system_fingerprint": "b1234", "timings": {"a": 1},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "reasoning_content": "secret"},
+                         "logprobs": {"content": [{"token": "hi", "logprob": -0.1}]}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4, "prompt_tokens_details": {}}});
+        let u = minimize(&mut v, CHAT).unwrap();
+        assert_eq!(u.total_tokens, 4);
+        assert_eq!(
+            v,
+            json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+        );
+        let mut v = json!({"choices": [{"index": 0, "logprobs": {"content": []}}]});
+        minimize(
+            &mut v,
+            ResponsePolicy {
+                endpoint: Endpoint::Chat,
+                keep_logprobs: true,
+            },
+        );
+        assert!(v["choices"][0].get("logprobs").is_some());
+    }
+
+    #[test]
+    fn sse_split_across_chunks() {
+        let mut m = SseMinimizer::new(CHAT, true, 1 << 20);
+        let ev1 = r#"data: {"id":"1","choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[]}}],"system_fingerprint":"b1"}"#;
+        let ev2 = r#"data: {"id":"1","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}"#;
+        let all = format!("{ev1}\n\n: keepalive\n\n{ev2}\n\ndata: [DONE]\n\n");
+        let mut out = Vec::new();
+        for ch in all.as_bytes().chunks(7) {
+            out.extend_from_slice(&m.feed(ch).unwrap());
+        }
+        out.extend_from_slice(&m.finish());
+        let out = String::from_utf8(out).unwrap();
+        let events: Vec<&str> = out.split("\n\n").collect();
+        assert_eq!(events.len(), 3, "{out}");
+        let first: Value = serde_json::from_str(events[0].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(
+            first,
+            json!({"id": "1", "choices": [{"index": 0, "delta": {"content": "a"}}]})
+        );
+        assert_eq!(events[1], "data: [DONE]");
+        assert_eq!(events[2], "");
+        assert_eq!(m.usage, Some(Usage { total_tokens: 5 }));
+    }
+
+    #[test]
+    fn sse_event_limit() {
+        let mut m = SseMinimizer::new(CHAT, false, 16);
+        assert!(m.feed(b"data: 0123456789012345678").is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! The request pipeline: an ordered list of [`Check`]s over one [`Exchange`]. Head checks
+//! run on the request line and headers (authentication, kill switch, audit health), body
+//! checks after the body is read (validation, authorization, limits; screening plugs in
+//! here). The first refusal ends the request; nothing is forwarded.
+
+use crate::audit::AuditSink;
+use crate::authz::{ModelAttrs, Policies, RequestContext};
+use crate::config::{GatewayConfig, LimitsConfig};
+use crate::directory::{Directory, Identity};
+use crate::jwt::{self, Jwks, JwtPolicy};
+use crate::keys::{self, KeyHash};
+use crate::killswitch::KillSwitch;
+use crate::limits::{Admission, Limiter};
+use crate::validate::{self, Endpoint, ParamPolicy, Validated};
+use bytes::Bytes;
+use http::StatusCode;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// When a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the body is read.
+    Head,
+    /// After the body is read.
+    Body,
+}
+
+/// A refused request: status, the check that refused, the reason (for the client and the
+/// audit record: never contains secrets) and, for 429, when to retry.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Which check.
+    pub check: &'static str,
+    /// Why.
+    pub reason: String,
+    /// Seconds, for 429.
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    /// A refusal.
+    pub fn new(status: StatusCode, check: &'static str, reason: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            check,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Everything known about one request as it moves through the pipeline.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Gateway-local id.
+    pub request_id: u64,
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// Request headers.
+    pub headers: http::HeaderMap,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// DNS name from a verified client certificate.
+    pub client_cert: Option<String>,
+    /// Authenticated identity.
+    pub identity: Option<Identity>,
+    /// How (`key`, `jwt`, `mtls`).
+    pub auth: Option<&'static str>,
+    /// MFA asserted.
+    pub mfa: bool,
+    /// Request body as received.
+    pub body: Bytes,
+    /// Validated body.
+    pub validated: Option<Validated>,
+    /// Parameter policy of the identity.
+    pub params: Option<ParamPolicy>,
+    /// Limits admission (held until the response ends).
+    pub admission: Option<Admission>,
+    /// Unix seconds at arrival.
+    pub now: u64,
+}
+
+/// One step of the pipeline.
+pub trait Check: Send + Sync + std::fmt::Debug {
+    /// Short name (appears in audit reasons).
+    fn name(&self) -> &'static str;
+    /// When it runs.
+    fn phase(&self) -> Phase;
+    /// Inspect (and possibly enrich) the exchange; refuse to stop the request.
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal>;
+}
+
+/// The ordered checks.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    checks: Vec<Arc<dyn Check>>,
+}
+
+impl Pipeline {
+    /// Append a check.
+    pub fn push(&mut self, c: Arc<dyn Check>) {
+        self.checks.push(c);
+    }
+
+    /// Run every check of `phase` in order.
+    pub fn run(&self, phase: Phase, ex: &mut Exchange) -> Result<(), Refusal> {
+        for c in self.checks.iter().filter(|c| c.phase() == phase) {
+            c.check(ex)?;
+        }
+        Ok(())
+    }
+
+    /// Names, in order (for `/readyz` and logs).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.checks.iter().map(|c| c.name()).collect()
+    }
+}
+
+/// Refuses new requests while the audit sink is failing (fail closed).
+#[derive(Debug)]
+pub struct AuditHealth(pub Arc<dyn AuditSink>);
+
+impl Check for AuditHealth {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Head
+    }
+    fn check(&self, _ex: &mut Exchange) -> Result<(), Refusal> {
+        if self.0.healthy() {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit",
+                "audit log unavailable",
+            ))
+        }
+    }
+}
+
+/// API keys, OIDC JWTs and mTLS identities.
+#[derive(Debug)]
+pub struct Authenticate {
+    /// State.
+    pub directory: Arc<dyn Directory>,
+    /// Current JWKS.
+    pub jwks: Arc<RwLock<Arc<Jwks>>>,
+    /// JWT policy (None: JWTs are not accepted).
+    pub jwt: Option<JwtPolicy>,
+    /// Asked for a JWKS refresh (unknown `kid`).
+    pub refresh: Arc<tokio::sync::Notify>,
+    cache: Mutex<HashMap<KeyHash, (Option<Identity>, Instant)>>,
+}
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+impl Authenticate {
+    /// A new authenticator.
+    pub fn new(
+        directory: Arc<dyn Directory>,
+        jwks: Arc<RwLock<Arc<Jwks>>>,
+        jwt: Option<JwtPolicy>,
+        refresh: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Authenticate {
+            directory,
+            jwks,
+            jwt,
+            refresh,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn by_key(&self, token: &str) -> Result<Option<Identity>, Refusal> {
+        let h = KeyHash::of(token);
+        let now = Instant::now();
+        if let Ok(c) = self.cache.lock()
+            && let Some((id, at)) = c.get(&h)
+            && now.duration_since(*at) < KEY_CACHE_TTL
+        {
+            return Ok(id.clone());
+        }
+        let id = self.directory.identity_for_key(&h).map_err(|_| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authn",
+                "identity store unavailable",
+            )
+        })?;
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() > 100_000 {
+                c.clear();
+            }
+            c.insert(h, (id.clone(), now));
+        }
+        Ok(id)
+    }
+}
+
+fn unauthorized(reason: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::UNAUTHORIZED, "authn", reason)
+}
+
+impl Check for Authenticate {
+    fn name(&self) -> &'static str {
+        "authn"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Head
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let mut auths = ex.headers.get_all(http::header::AUTHORIZATION).iter();
+        let first = auths.next();
+        if auths.next().is_some() {
+            return Err(unauthorized("more than one authorization header"));
+        }
+        if let Some(v) = first {
+            let v = v
+                .to_str()
+                .map_err(|_| unauthorized("malformed authorization header"))?;
+            let token = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .map(str::trim)
+                .ok_or_else(|| unauthorized("authorization must be a bearer token"))?;
+            if keys::looks_like_key(token) {
+                let id = self
+                    .by_key(token)?
+                    .ok_or_else(|| unauthorized("unknown API key"))?;
+                ex.identity = Some(id);
+                ex.auth = Some("key");
+                return Ok(());
+            }
+            if token.matches('.').count() == 2 {
+                let Some(policy) = &self.jwt else {
+                    return Err(unauthorized("JWTs are not accepted here"));
+                };
+                let jwks = self
+                    .jwks
+                    .read()
+                    .map(|j| Arc::clone(&j))
+                    .map_err(|_| unauthorized("key set unavailable"))?;
+                match jwt::verify(token, &jwks, policy, ex.now) {
+                    Ok(v) => {
+                        ex.identity = Some(v.identity);
+                        ex.auth = Some("jwt");
+                        ex.mfa = v.mfa;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        if e == jwt::JwtError::UnknownKey {
+                            self.refresh.notify_one();
+                        }
+                        return Err(unauthorized(format!("invalid token: {e}")));
+                    }
+                }
+            }
+            return Err(unauthorized("unrecognised credential"));
+        }
+        if let Some(name) = &ex.client_cert {
+            let id = self
+                .directory
+                .identity(name)
+                .map_err(|_| {
+                    Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "authn",
+                        "identity store unavailable",
+                    )
+                })?
+                .ok_or_else(|| unauthorized("client certificate identity is not registered"))?;
+            ex.identity = Some(id);
+            ex.auth = Some("mtls");
+            return Ok(());
+        }
+        Err(unauthorized("missing credentials"))
+    }
+}
+
+/// Refuses blocked identities.
+#[derive(Debug)]
+pub struct Blocked(pub Arc<KillSwitch>);
+
+impl Check for Blocked {
+    fn name(&self) -> &'static str {
+        "killswitch"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Head
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        match &ex.identity {
+            Some(id) if self.0.is_blocked(&id.name) => Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "killswitch",
+                "identity is blocked",
+            )),
+            Some(_) => Ok(()),
+            None => Err(unauthorized("missing credentials")),
+        }
+    }
+}
+
+/// Strict body validation and the parameter policy.
+#[derive(Debug)]
+pub struct Validate(pub Arc<GatewayConfig>);
+
+impl Check for Validate {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Body
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let roles = ex
+            .identity
+            .as_ref()
+            .map(|i| i.roles.as_slice())
+            .unwrap_or(&[]);
+        let params = ParamPolicy::for_roles(roles, &self.0.roles, &self.0.validation);
+        if ex.endpoint != Endpoint::Models {
+            let v = validate::validate(ex.endpoint, &ex.body, &params, &self.0.validation)
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "validate", e.0))?;
+            if !self.0.models.iter().any(|m| m.name == v.model) {
+                return Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    "validate",
+                    "model not available",
+                ));
+            }
+            ex.validated = Some(v);
+        } else if !ex.body.is_empty() {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "validate",
+                "GET /v1/models takes no body",
+            ));
+        }
+        ex.params = Some(params);
+        Ok(())
+    }
+}
+
+/// Cedar authorization (the models list is filtered per model by the server).
+#[derive(Debug)]
+pub struct Authorize {
+    /// Current policies.
+    pub policies: Arc<RwLock<Arc<Policies>>>,
+    /// Model attributes by name.
+    pub models: Arc<HashMap<String, ModelAttrs>>,
+}
+
+impl Authorize {
+    /// Decide for one model.
+    pub fn allows(&self, ex: &Exchange, model: &ModelAttrs) -> Result<bool, Refusal> {
+        let Some(id) = &ex.identity else {
+            return Err(unauthorized("missing credentials"));
+        };
+        let p = self.policies.read().map(|p| Arc::clone(&p)).map_err(|_| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authz",
+                "policy engine unavailable",
+            )
+        })?;
+        let ctx = RequestContext::at(ex.now, ex.peer.ip(), ex.mfa, ex.auth.unwrap_or("none"));
+        let d = p.decide(id, ex.endpoint.action(), model, &ctx);
+        if !d.errors.is_empty() {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authz",
+                "policy evaluation error",
+            ));
+        }
+        Ok(d.allow)
+    }
+}
+
+impl Check for Authorize {
+    fn name(&self) -> &'static str {
+        "authz"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Body
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        if ex.endpoint == Endpoint::Models {
+            return Ok(());
+        }
+        let name = ex
+            .validated
+            .as_ref()
+            .map(|v| v.model.clone())
+            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "authz", "no model"))?;
+        let m = self
+            .models
+            .get(&name)
+            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "authz", "model not available"))?;
+        if self.allows(ex, m)? {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "authz",
+                format!("{} on {} denied by policy", ex.endpoint.action(), m.name),
+            ))
+        }
+    }
+}
+
+/// Per-identity limits (requests/min, tokens/min, concurrency).
+#[derive(Debug)]
+pub struct Limits {
+    /// The limiter.
+    pub limiter: Arc<Limiter>,
+    /// Configuration (defaults and per-role).
+    pub config: Arc<GatewayConfig>,
+}
+
+impl Limits {
+    fn for_roles(&self, roles: &[String]) -> LimitsConfig {
+        roles
+            .iter()
+            .filter_map(|r| self.config.roles.get(r).and_then(|c| c.limits))
+            .max_by_key(|l| l.requests_per_minute)
+            .unwrap_or(self.config.limits)
+    }
+}
+
+impl Check for Limits {
+    fn name(&self) -> &'static str {
+        "limits"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Body
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let Some(id) = &ex.identity else {
+            return Err(unauthorized("missing credentials"));
+        };
+        let limits = self.for_roles(&id.roles);
+        let tokens = ex
+            .validated
+            .as_ref()
+            .map_or(0, |v| (v.prompt_bytes as u64).div_ceil(3) + v.max_tokens);
+        match self.limiter.admit(&id.name, limits, tokens) {
+            Ok(a) => {
+                ex.admission = Some(a);
+                Ok(())
+            }
+            Err(l) => Err(Refusal {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                check: "limits",
+                reason: format!("{} limit reached", l.which),
+                retry_after: Some(l.retry_after),
+            }),
+        }
+    }
+}

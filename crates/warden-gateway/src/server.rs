@@ -1,0 +1,1153 @@
+//! The gateway: listeners, the per-request flow (route → head checks → bounded body →
+//! body checks → forward → minimise → audit), the upstream connection pool, streaming
+//! with the kill switch, and lockdown of the public listener.
+
+use crate::audit::{AuditRecord, AuditSink, now_ms};
+use crate::authz::{ModelAttrs, Policies};
+use crate::config::GatewayConfig;
+use crate::directory::Directory;
+use crate::jwt::{Jwks, JwtPolicy};
+use crate::killswitch::KillSwitch;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
+use crate::minimize::{self, ResponsePolicy, SseMinimizer};
+use crate::pipeline::{
+    AuditHealth, Authenticate, Authorize, Blocked, Exchange, Limits, Phase, Pipeline, Refusal,
+    Validate,
+};
+use crate::tls::{self, ReloadingCert};
+use crate::validate::Endpoint;
+use crate::{Error, admin};
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Error type of response bodies.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+/// Response body.
+pub type GwBody = BoxBody<Bytes, BodyError>;
+
+/// A model's upstream.
+#[derive(Debug, Clone)]
+struct Upstream {
+    base: String,
+    auth: Option<HeaderValue>,
+}
+
+/// Everything the running gateway shares.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Configuration.
+    pub config: Arc<GatewayConfig>,
+    /// State.
+    pub directory: Arc<dyn Directory>,
+    /// Audit sink.
+    pub audit: Arc<dyn AuditSink>,
+    /// Current policies (reloadable).
+    pub policies: Arc<RwLock<Arc<Policies>>>,
+    /// Current JWKS.
+    pub jwks: Arc<RwLock<Arc<Jwks>>>,
+    /// Kill switch.
+    pub kill: Arc<KillSwitch>,
+    /// Metrics.
+    pub metrics: Metrics,
+    pipeline: Pipeline,
+    authorize: Arc<Authorize>,
+    models: Arc<HashMap<String, ModelAttrs>>,
+    upstreams: HashMap<String, Upstream>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    next_id: AtomicU64,
+    jwks_refresh: Arc<tokio::sync::Notify>,
+}
+
+fn unix_now() -> u64 {
+    now_ms() / 1000
+}
+
+impl Gateway {
+    /// Assemble a gateway. `extra` checks (e.g. screening) run after the built-in body
+    /// checks and before limits are charged.
+    pub fn new(
+        config: GatewayConfig,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditSink>,
+        policies: Policies,
+        extra: Vec<Arc<dyn crate::pipeline::Check>>,
+    ) -> Result<Arc<Gateway>, Error> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let kill = Arc::new(KillSwitch::default());
+        kill.sync_blocked(&directory.blocked()?);
+        kill.set_lockdown(directory.lockdown()?);
+        let policies = Arc::new(RwLock::new(Arc::new(policies)));
+        let jwks = Arc::new(RwLock::new(Arc::new(Jwks::default())));
+        let jwks_refresh = Arc::new(tokio::sync::Notify::new());
+        let models: Arc<HashMap<String, ModelAttrs>> = Arc::new(
+            config
+                .models
+                .iter()
+                .map(|m| {
+                    (
+                        m.name.clone(),
+                        ModelAttrs {
+                            name: m.name.clone(),
+                            classification: m.classification,
+                            release: m.release.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        );
+        let mut upstreams = HashMap::new();
+        for m in &config.models {
+            let auth = match &m.upstream_api_key_env {
+                Some(var) => {
+                    let k = std::env::var(var).map_err(|_| {
+                        Error::Config(format!(
+                            "model {}: environment variable {var} is not set",
+                            m.name
+                        ))
+                    })?;
+                    let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+                        Error::Config(format!(
+                            "model {}: {var} is not a valid header value",
+                            m.name
+                        ))
+                    })?;
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                None => None,
+            };
+            upstreams.insert(
+                m.name.clone(),
+                Upstream {
+                    base: m.upstream.trim_end_matches('/').to_owned(),
+                    auth,
+                },
+            );
+        }
+        let jwt = config.oidc.as_ref().map(|o| JwtPolicy {
+            issuer: o.issuer.clone(),
+            audience: o.audience.clone(),
+            algorithms: o.algorithms.clone(),
+            roles_claim: o.roles_claim.clone(),
+            team_claim: o.team_claim.clone(),
+            clearance_claim: o.clearance_claim.clone(),
+            leeway_secs: o.leeway_secs,
+        });
+        let authorize = Arc::new(Authorize {
+            policies: Arc::clone(&policies),
+            models: Arc::clone(&models),
+        });
+        let mut pipeline = Pipeline::default();
+        pipeline.push(Arc::new(AuditHealth(Arc::clone(&audit))));
+        pipeline.push(Arc::new(Authenticate::new(
+            Arc::clone(&directory),
+            Arc::clone(&jwks),
+            jwt,
+            Arc::clone(&jwks_refresh),
+        )));
+        pipeline.push(Arc::new(Blocked(Arc::clone(&kill))));
+        pipeline.push(Arc::new(Validate(Arc::clone(&config))));
+        pipeline.push(authorize.clone());
+        for c in extra {
+            pipeline.push(c);
+        }
+        pipeline.push(Arc::new(Limits {
+            limiter: Arc::new(Limiter::default()),
+            config: Arc::clone(&config),
+        }));
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(Duration::from_millis(config.timeouts.connect_ms)));
+        conn.set_nodelay(true);
+        conn.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .timer(TokioTimer::new())
+            .build(conn);
+        Ok(Arc::new(Gateway {
+            config,
+            directory,
+            audit,
+            policies,
+            jwks,
+            kill,
+            metrics: Metrics::default(),
+            pipeline,
+            authorize,
+            models,
+            upstreams,
+            client,
+            next_id: AtomicU64::new(1),
+            jwks_refresh,
+        }))
+    }
+
+    /// The check names in order.
+    pub fn checks(&self) -> Vec<&'static str> {
+        self.pipeline.names()
+    }
+
+    /// Replace the policies (admin reload).
+    pub fn set_policies(&self, p: Policies) {
+        if let Ok(mut g) = self.policies.write() {
+            *g = Arc::new(p);
+        }
+    }
+
+    /// Fetch the JWKS now (start-up and refresh).
+    pub async fn refresh_jwks(&self) -> Result<usize, Error> {
+        let Some(o) = &self.config.oidc else {
+            return Ok(0);
+        };
+        let doc = admin::http_get(&o.jwks_url, o.jwks_ca.as_deref()).await?;
+        let jwks = Jwks::parse(&doc).map_err(|cause| Error::Jwks {
+            url: o.jwks_url.clone(),
+            cause,
+        })?;
+        let n = jwks.len();
+        if let Ok(mut g) = self.jwks.write() {
+            *g = Arc::new(jwks);
+        }
+        Ok(n)
+    }
+
+    fn audit_refusal(&self, ex: &Exchange, path: &str, r: &Refusal, started: Instant) {
+        let rec = AuditRecord {
+            ts_ms: now_ms(),
+            kind: "request".into(),
+            request_id: ex.request_id,
+            identity: ex.identity.as_ref().map(|i| i.name.clone()),
+            auth: ex.auth.map(str::to_owned),
+            source_ip: ex.peer.ip().to_string(),
+            endpoint: path.to_owned(),
+            model: ex.validated.as_ref().map(|v| v.model.clone()),
+            decision: if r.status.is_server_error() {
+                "error"
+            } else {
+                "deny"
+            }
+            .into(),
+            reason: format!("{}: {}", r.check, r.reason),
+            status: r.status.as_u16(),
+            request_bytes: ex.body.len() as u64,
+            prompt_sha256: (!ex.body.is_empty() && self.config.audit.hash_content)
+                .then(|| sha256_hex(&ex.body)),
+            total_us: started.elapsed().as_micros() as u64,
+            outcome: "refused".into(),
+            ..AuditRecord::default()
+        };
+        self.metrics.request(path_label(path), r.status.as_u16());
+        tracing::info!(
+            request_id = ex.request_id,
+            identity = rec.identity.as_deref().unwrap_or("-"),
+            status = rec.status,
+            reason = %rec.reason,
+            "refused"
+        );
+        if let Err(e) = self.audit.submit(rec) {
+            tracing::error!(error = %e, "audit record could not be queued; failing closed");
+        }
+    }
+}
+
+fn path_label(path: &str) -> &'static str {
+    Endpoint::from_path(path).map_or("other", |e| e.action())
+}
+
+/// SHA-256, hex.
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
+}
+
+fn json_error(r: &Refusal, request_id: u64) -> Response<GwBody> {
+    let kind = match r.status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        s if s >= 500 => "gateway_error",
+        _ => "invalid_request_error",
+    };
+    let body = serde_json::json!({"error": {"message": r.reason, "type": kind, "code": r.status.as_u16()}});
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
+        h.insert("x-request-id", v);
+    }
+    if r.status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(s) = r.retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// A complete body.
+pub fn full(b: Bytes) -> GwBody {
+    Full::new(b)
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+const CREDENTIAL_PARAMS: [&str; 9] = [
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "token",
+    "auth",
+    "authorization",
+    "jwt",
+];
+
+/// Request-line checks that need no identity: method, exact path, no query, no smuggling.
+fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
+    let bad = |s: StatusCode, why: &str| Refusal::new(s, "route", why);
+    let path = req.uri().path();
+    let lower = path.to_ascii_lowercase();
+    if path.contains("..")
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains("//")
+        || path.contains('\\')
+    {
+        return Err(bad(StatusCode::BAD_REQUEST, "path traversal refused"));
+    }
+    if let Some(q) = req.uri().query() {
+        let cred = q.split('&').any(|kv| {
+            let k = kv
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            CREDENTIAL_PARAMS.contains(&k.as_str())
+        });
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            if cred {
+                "credentials are not accepted in the query string"
+            } else {
+                "query parameters are not accepted"
+            },
+        ));
+    }
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "conflicting content-length and transfer-encoding",
+        ));
+    }
+    if h.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Err(bad(StatusCode::BAD_REQUEST, "more than one content-length"));
+    }
+    if let Some(te) = h.get(header::TRANSFER_ENCODING)
+        && !te.as_bytes().eq_ignore_ascii_case(b"chunked")
+    {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "unsupported transfer-encoding",
+        ));
+    }
+    let ep =
+        Endpoint::from_path(path).ok_or_else(|| bad(StatusCode::NOT_FOUND, "no such endpoint"))?;
+    if req.method() != ep.method() {
+        return Err(bad(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
+    }
+    Ok(ep)
+}
+
+/// Serve one request, isolating panics.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    client_cert: Option<String>,
+    req: Request<Incoming>,
+) -> Result<Response<GwBody>, Infallible> {
+    let id = gw.next_id.fetch_add(1, Ordering::Relaxed);
+    let gw2 = Arc::clone(&gw);
+    let path: String = req.uri().path().chars().take(128).collect();
+    let r = AssertUnwindSafe(handle_inner(gw, id, peer, client_cert, req))
+        .catch_unwind()
+        .await;
+    Ok(match r {
+        Ok(resp) => resp,
+        Err(_) => {
+            let refusal = Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            );
+            let ex = empty_exchange(id, peer, None);
+            gw2.audit_refusal(&ex, &path, &refusal, Instant::now());
+            tracing::error!(request_id = id, "request handler panicked; isolated");
+            json_error(&refusal, id)
+        }
+    })
+}
+
+fn empty_exchange(id: u64, peer: SocketAddr, client_cert: Option<String>) -> Exchange {
+    Exchange {
+        request_id: id,
+        endpoint: Endpoint::Models,
+        headers: http::HeaderMap::new(),
+        peer,
+        client_cert,
+        identity: None,
+        auth: None,
+        mfa: false,
+        body: Bytes::new(),
+        validated: None,
+        params: None,
+        admission: None,
+        now: unix_now(),
+    }
+}
+
+async fn handle_inner(
+    gw: Arc<Gateway>,
+    id: u64,
+    peer: SocketAddr,
+    client_cert: Option<String>,
+    req: Request<Incoming>,
+) -> Response<GwBody> {
+    let started = Instant::now();
+    let path: String = req.uri().path().chars().take(128).collect();
+    let mut ex = empty_exchange(id, peer, client_cert);
+    let refuse = |gw: &Gateway, ex: &Exchange, r: Refusal| {
+        gw.audit_refusal(ex, &path, &r, started);
+        json_error(&r, ex.request_id)
+    };
+    if gw.kill.locked_down() {
+        let r = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "killswitch",
+            "gateway in lockdown",
+        );
+        return refuse(&gw, &ex, r);
+    }
+    let ep = match route(&req) {
+        Ok(ep) => ep,
+        Err(r) => return refuse(&gw, &ex, r),
+    };
+    ex.endpoint = ep;
+    let (parts, body) = req.into_parts();
+    ex.headers = parts.headers;
+    if let Err(r) = gw.pipeline.run(Phase::Head, &mut ex) {
+        return refuse(&gw, &ex, r);
+    }
+    // Bounded body.
+    let max = gw.config.validation.max_body_bytes;
+    let declared = ex
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let r = Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "validate",
+            format!("body exceeds {max} bytes"),
+        );
+        return refuse(&gw, &ex, r);
+    }
+    let collected =
+        tokio::time::timeout(Duration::from_secs(30), Limited::new(body, max).collect()).await;
+    ex.body = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            let r = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "validate",
+                    format!("body exceeds {max} bytes"),
+                )
+            } else {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "validate",
+                    "unreadable request body",
+                )
+            };
+            return refuse(&gw, &ex, r);
+        }
+        Err(_) => {
+            let r = Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "validate",
+                "request body too slow",
+            );
+            return refuse(&gw, &ex, r);
+        }
+    };
+    if let Err(r) = gw.pipeline.run(Phase::Body, &mut ex) {
+        return refuse(&gw, &ex, r);
+    }
+    if ep == Endpoint::Models {
+        return list_models(&gw, ex, &path, started);
+    }
+    forward(gw, ex, path, started).await
+}
+
+fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {
+    let mut data = Vec::new();
+    let mut names: Vec<&String> = gw.models.keys().collect();
+    names.sort();
+    for n in names {
+        let Some(m) = gw.models.get(n) else { continue };
+        match gw.authorize.allows(&ex, m) {
+            Ok(true) => data
+                .push(serde_json::json!({"id": m.name, "object": "model", "owned_by": "warden"})),
+            Ok(false) => {}
+            Err(r) => {
+                gw.audit_refusal(&ex, path, &r, started);
+                return json_error(&r, ex.request_id);
+            }
+        }
+    }
+    let body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+    let rec = AuditRecord {
+        ts_ms: now_ms(),
+        kind: "request".into(),
+        request_id: ex.request_id,
+        identity: ex.identity.as_ref().map(|i| i.name.clone()),
+        auth: ex.auth.map(str::to_owned),
+        source_ip: ex.peer.ip().to_string(),
+        endpoint: path.to_owned(),
+        decision: "allow".into(),
+        reason: format!("{} models visible", data.len()),
+        status: 200,
+        response_bytes: body.len() as u64,
+        response_sha256: Some(sha256_hex(&body)),
+        total_us: started.elapsed().as_micros() as u64,
+        outcome: "complete".into(),
+        ..AuditRecord::default()
+    };
+    gw.metrics.request("models", 200);
+    let _ = gw.audit.submit(rec);
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Finishes the audit record when the response ends, however it ends.
+struct Finisher {
+    gw: Arc<Gateway>,
+    rec: AuditRecord,
+    started: Instant,
+    hasher: Option<aws_lc_rs::digest::Context>,
+    admission: Option<crate::limits::Admission>,
+    usage: Option<u64>,
+}
+
+impl Finisher {
+    fn sent(&mut self, b: &[u8]) {
+        self.rec.response_bytes += b.len() as u64;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(b);
+        }
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        self.gw.metrics.inflight.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(a), Some(u)) = (self.admission.as_mut(), self.usage) {
+            a.set_actual(u);
+        }
+        self.admission.take();
+        self.rec.total_us = self.started.elapsed().as_micros() as u64;
+        if let Some(h) = self.hasher.take() {
+            self.rec.response_sha256 = Some(hex::encode(h.finish()));
+        }
+        if self.rec.outcome.is_empty() {
+            self.rec.outcome = "client-gone".into();
+        }
+        if self.rec.outcome == "cut" {
+            self.gw.metrics.streams_cut.fetch_add(1, Ordering::Relaxed);
+        }
+        self.gw
+            .metrics
+            .request(path_label(&self.rec.endpoint), self.rec.status);
+        tracing::info!(
+            request_id = self.rec.request_id,
+            identity = self.rec.identity.as_deref().unwrap_or("-"),
+            model = self.rec.model.as_deref().unwrap_or("-"),
+            status = self.rec.status,
+            outcome = %self.rec.outcome,
+            total_us = self.rec.total_us,
+            "request"
+        );
+        let rec = std::mem::take(&mut self.rec);
+        if let Err(e) = self.gw.audit.submit(rec) {
+            tracing::error!(error = %e, "audit record could not be queued; failing closed");
+        }
+    }
+}
+
+async fn forward(
+    gw: Arc<Gateway>,
+    mut ex: Exchange,
+    path: String,
+    started: Instant,
+) -> Response<GwBody> {
+    let Some(v) = ex.validated.take() else {
+        let r = Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "request not validated",
+        );
+        gw.audit_refusal(&ex, &path, &r, started);
+        return json_error(&r, ex.request_id);
+    };
+    let Some(up) = gw.upstreams.get(&v.model).cloned() else {
+        let r = Refusal::new(StatusCode::NOT_FOUND, "route", "model not available");
+        gw.audit_refusal(&ex, &path, &r, started);
+        return json_error(&r, ex.request_id);
+    };
+    let identity = ex
+        .identity
+        .as_ref()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
+    let cancel = gw.kill.stream_token(&identity);
+    let keep_logprobs = ex.params.as_ref().is_some_and(|p| p.logprobs_allowed());
+    let policy = ResponsePolicy {
+        endpoint: ex.endpoint,
+        keep_logprobs,
+    };
+    gw.metrics.inflight.fetch_add(1, Ordering::Relaxed);
+    let hash = gw.config.audit.hash_content;
+    let mut fin = Finisher {
+        gw: Arc::clone(&gw),
+        rec: AuditRecord {
+            ts_ms: now_ms(),
+            kind: "request".into(),
+            request_id: ex.request_id,
+            identity: Some(identity.clone()),
+            auth: ex.auth.map(str::to_owned),
+            source_ip: ex.peer.ip().to_string(),
+            endpoint: path,
+            model: Some(v.model.clone()),
+            decision: "allow".into(),
+            reason: if v.stripped.is_empty() {
+                "allowed".into()
+            } else {
+                format!("allowed; stripped {}", v.stripped.join(", "))
+            },
+            request_bytes: ex.body.len() as u64,
+            prompt_sha256: hash.then(|| sha256_hex(&ex.body)),
+            ..AuditRecord::default()
+        },
+        started,
+        hasher: hash.then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
+        admission: ex.admission.take(),
+        usage: None,
+    };
+    let gw_us = started.elapsed().as_micros() as u64;
+    fin.rec.gateway_us = gw_us;
+    gw.metrics.gateway_time(gw_us);
+    let mut builder = Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("{}{}", up.base, ex.endpoint.path()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::ACCEPT,
+            if v.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        );
+    if let Some(a) = &up.auth {
+        builder = builder.header(header::AUTHORIZATION, a.clone());
+    }
+    let Ok(upreq) = builder.body(Full::new(Bytes::from(v.body))) else {
+        return fail(
+            fin,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not build upstream request",
+        );
+    };
+    let t0 = Instant::now();
+    let header_timeout = Duration::from_secs(gw.config.timeouts.response_header_secs);
+    let resp = tokio::select! {
+        r = tokio::time::timeout(header_timeout, gw.client.request(upreq)) => r,
+        () = cancel.cancelled() => {
+            fin.rec.outcome = "cut".into();
+            return fail(fin, StatusCode::FORBIDDEN, "identity is blocked");
+        }
+    };
+    fin.rec.upstream_us = t0.elapsed().as_micros() as u64;
+    let resp = match resp {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = fin.rec.request_id, error = %e, "upstream request failed");
+            return fail(fin, StatusCode::BAD_GATEWAY, "upstream unavailable");
+        }
+        Err(_) => return fail(fin, StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+    };
+    let status = resp.status();
+    fin.rec.status = status.as_u16();
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let idle = Duration::from_secs(gw.config.timeouts.idle_secs);
+    if is_sse && status.is_success() {
+        let body = StreamBody {
+            inner: resp.into_body(),
+            cancel: Box::pin(cancel.cancelled_owned()),
+            idle: Box::pin(tokio::time::sleep(idle)),
+            idle_dur: idle,
+            sse: SseMinimizer::new(policy, v.injected_usage, 1 << 20),
+            fin,
+            done: false,
+        };
+        let mut out = Response::new(body.boxed());
+        let h = out.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return out;
+    }
+    // Whole JSON body, bounded and timed.
+    let max = gw.config.validation.max_response_bytes;
+    let collected = tokio::select! {
+        r = tokio::time::timeout(idle, Limited::new(resp.into_body(), max).collect()) => r,
+        () = cancel.cancelled() => {
+            fin.rec.outcome = "cut".into();
+            return fail(fin, StatusCode::FORBIDDEN, "identity is blocked");
+        }
+    };
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) => {
+            return fail(
+                fin,
+                StatusCode::BAD_GATEWAY,
+                "upstream response unreadable or too large",
+            );
+        }
+        Err(_) => return fail(fin, StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+    };
+    let out_bytes = if status.is_success() {
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut j) => {
+                if let Some(u) = minimize::minimize(&mut j, policy) {
+                    fin.usage = Some(u.total_tokens);
+                }
+                Bytes::from(j.to_string())
+            }
+            Err(_) => return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON"),
+        }
+    } else {
+        // Upstream errors: keep only a short message.
+        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|j| {
+                j.get("error")?
+                    .get("message")?
+                    .as_str()
+                    .map(|s| s.chars().take(300).collect::<String>())
+            })
+            .unwrap_or_else(|| format!("upstream returned {}", status.as_u16()));
+        fin.rec.decision = "error".into();
+        fin.rec.reason = format!("upstream: {}", status.as_u16());
+        Bytes::from(serde_json::json!({"error": {"message": msg, "type": "upstream_error", "code": status.as_u16()}}).to_string())
+    };
+    fin.sent(&out_bytes);
+    fin.rec.outcome = "complete".into();
+    let mut out = Response::new(full(out_bytes));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+fn fail(mut fin: Finisher, status: StatusCode, why: &str) -> Response<GwBody> {
+    fin.rec.status = status.as_u16();
+    fin.rec.decision = "error".into();
+    fin.rec.reason = format!("upstream: {why}");
+    if fin.rec.outcome.is_empty() {
+        fin.rec.outcome = "upstream-error".into();
+    }
+    let id = fin.rec.request_id;
+    drop(fin);
+    json_error(&Refusal::new(status, "upstream", why), id)
+}
+
+/// A streamed upstream response: minimised event by event, cut by the kill switch,
+/// bounded by an idle timeout.
+struct StreamBody {
+    inner: Incoming,
+    cancel: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_dur: Duration,
+    sse: SseMinimizer,
+    fin: Finisher,
+    done: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StreamCut(&'static str);
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.cancel.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            this.fin.rec.outcome = "cut".into();
+            this.fin.rec.reason = "cut: identity blocked".into();
+            return Poll::Ready(Some(Err(Box::new(StreamCut("identity blocked")))));
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    this.idle
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle_dur);
+                    match this.sse.feed(&data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => {
+                            if let Some(u) = this.sse.usage {
+                                this.fin.usage = Some(u.total_tokens);
+                            }
+                            this.fin.sent(&out);
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                        Err(e) => {
+                            this.done = true;
+                            this.fin.rec.outcome = "upstream-error".into();
+                            this.fin.rec.reason = format!("upstream: {e}");
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    this.fin.rec.outcome = "upstream-error".into();
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let rest = this.sse.finish();
+                    if let Some(u) = this.sse.usage {
+                        this.fin.usage = Some(u.total_tokens);
+                    } else {
+                        this.fin.usage = Some(this.sse.events);
+                    }
+                    this.fin.rec.outcome = "complete".into();
+                    if rest.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    this.fin.sent(&rest);
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        this.fin.rec.outcome = "upstream-error".into();
+                        this.fin.rec.reason = "upstream: idle timeout".into();
+                        return Poll::Ready(Some(Err(Box::new(StreamCut(
+                            "upstream idle timeout",
+                        )))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// A bound public listener (bind early so start-up fails loudly).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Public.
+    pub public: TcpListener,
+    /// Admin.
+    pub admin: TcpListener,
+}
+
+/// Bind both listeners.
+pub async fn bind(cfg: &GatewayConfig) -> Result<Listeners, Error> {
+    let b = |a: SocketAddr| async move {
+        TcpListener::bind(a).await.map_err(|cause| Error::Listen {
+            addr: a.to_string(),
+            cause,
+        })
+    };
+    Ok(Listeners {
+        public: b(cfg.listen).await?,
+        admin: b(cfg.admin.listen).await?,
+    })
+}
+
+/// Serve until `shutdown` is cancelled.
+pub async fn run(
+    gw: Arc<Gateway>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let cfg = Arc::clone(&gw.config);
+    let public_tls = match (&cfg.tls, cfg.insecure_plaintext) {
+        (Some(t), _) => {
+            let r = ReloadingCert::new(&t.cert, &t.key)?;
+            Some((tls::server_config(t, Arc::clone(&r))?, r))
+        }
+        (None, true) => None,
+        (None, false) => return Err(Error::Config("TLS is required".into())),
+    };
+    let admin_cert = ReloadingCert::new(&cfg.admin.tls.cert, &cfg.admin.tls.key)?;
+    let admin_tls = tls::server_config(&cfg.admin.tls, Arc::clone(&admin_cert))?;
+    let admin_state = Arc::new(admin::AdminState::new(Arc::clone(&gw))?);
+    if gw.config.oidc.is_some() {
+        gw.refresh_jwks().await?;
+        let g = Arc::clone(&gw);
+        tokio::spawn(async move {
+            let every = Duration::from_secs(
+                g.config
+                    .oidc
+                    .as_ref()
+                    .map_or(300, |o| o.jwks_refresh_secs.max(10)),
+            );
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = g.jwks_refresh.notified() => {}
+                }
+                if let Err(e) = g.refresh_jwks().await {
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous key set");
+                }
+                // At most one fetch per 10 s, however many unknown kids arrive.
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+    }
+    // Certificate reload and state sync (blocks/lockdown written by other processes).
+    {
+        let g = Arc::clone(&gw);
+        let pub_cert = public_tls.as_ref().map(|(_, r)| Arc::clone(r));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                for (name, r) in [("public", pub_cert.as_ref()), ("admin", Some(&admin_cert))] {
+                    if let Some(r) = r {
+                        match r.reload_if_changed() {
+                            Ok(true) => tracing::info!(listener = name, "certificate reloaded"),
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::error!(listener = name, error = %e, "certificate reload refused; keeping the old one")
+                            }
+                        }
+                    }
+                }
+                match g.directory.blocked() {
+                    Ok(b) => g.kill.sync_blocked(&b),
+                    Err(e) => tracing::warn!(error = %e, "cannot read blocks"),
+                }
+                match g.directory.lockdown() {
+                    Ok(on) if on != g.kill.locked_down() => g.kill.set_lockdown(on),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read lockdown state"),
+                }
+            }
+        });
+    }
+    let admin_task = tokio::spawn(admin::serve(
+        admin_state,
+        listeners.admin,
+        tokio_rustls::TlsAcceptor::from(admin_tls),
+        shutdown.clone(),
+    ));
+    let acceptor = public_tls.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c));
+    serve_public(
+        Arc::clone(&gw),
+        listeners.public,
+        acceptor,
+        shutdown.clone(),
+    )
+    .await;
+    admin_task.abort();
+    Ok(())
+}
+
+async fn serve_public(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let addr = gw.config.listen;
+    let mut listener = Some(listener);
+    let mut lock_rx = gw.kill.watch_lockdown();
+    loop {
+        if gw.kill.locked_down() {
+            if listener.take().is_some() {
+                tracing::warn!(%addr, "lockdown: public listener closed");
+            }
+            tokio::select! {
+                _ = lock_rx.changed() => continue,
+                () = shutdown.cancelled() => return,
+            }
+        }
+        let l = match listener.take() {
+            Some(l) => l,
+            None => match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "public listener open");
+                    l
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot reopen the public listener; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::select! {
+            r = l.accept() => {
+                listener = Some(l);
+                match r {
+                    Ok((tcp, peer)) => {
+                        let token = gw.kill.connection_token();
+                        tokio::spawn(serve_conn(Arc::clone(&gw), tcp, peer, tls.clone(), token));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            _ = lock_rx.changed() => { listener = Some(l); }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Serve one connection (HTTP/1.1 or HTTP/2) until it ends or lockdown cancels it.
+async fn serve_conn(
+    gw: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    token: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let (io, client_cert) = match tls {
+        Some(acc) => {
+            let hs = tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)) => r,
+                () = token.cancelled() => return,
+            };
+            match hs {
+                Ok(Ok(s)) => {
+                    let id = tls::client_identity(s.get_ref().1.peer_certificates());
+                    (tokio_util::either::Either::Left(s), id)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        None => (tokio_util::either::Either::Right(tcp), None),
+    };
+    let g = Arc::clone(&gw);
+    let svc = hyper::service::service_fn(move |req| {
+        handle(Arc::clone(&g), peer, client_cert.clone(), req)
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(15))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(256);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                let parse = e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_parse() || h.is_parse_too_large());
+                if parse {
+                    let rec = AuditRecord {
+                        ts_ms: now_ms(),
+                        kind: "malformed".into(),
+                        request_id: gw.next_id.fetch_add(1, Ordering::Relaxed),
+                        source_ip: peer.ip().to_string(),
+                        decision: "deny".into(),
+                        reason: format!("http: {e}"),
+                        status: 400,
+                        outcome: "refused".into(),
+                        ..AuditRecord::default()
+                    };
+                    let _ = gw.audit.submit(rec);
+                }
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = token.cancelled() => {
+            tracing::info!(%peer, "connection closed by lockdown");
+        }
+    }
+}

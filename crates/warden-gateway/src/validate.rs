@@ -1,0 +1,566 @@
+//! Strict request validation per endpoint: JSON object bodies only, known fields only (or
+//! stripped, per role), size limits on the body and on every message or prompt,
+//! `max_tokens` capped (and set when absent), and the parameter policy that denies or
+//! strips `logprobs`, `top_logprobs`, `logit_bias`, `echo`, `n > 1` and `seed`.
+
+use crate::config::{ParamAction, RoleConfig, ValidationConfig};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The OpenAI endpoints the gateway serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    Chat,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+    /// `GET /v1/models`
+    Models,
+    /// `POST /v1/responses`
+    Responses,
+}
+
+impl Endpoint {
+    /// Route an exact path (no normalisation: anything else is not served).
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/v1/chat/completions" => Endpoint::Chat,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/models" => Endpoint::Models,
+            "/v1/responses" => Endpoint::Responses,
+            _ => return None,
+        })
+    }
+
+    /// The upstream path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Models => "/v1/models",
+            Endpoint::Responses => "/v1/responses",
+        }
+    }
+
+    /// The Cedar action id.
+    pub fn action(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+            Endpoint::Responses => "responses",
+        }
+    }
+
+    /// The HTTP method the endpoint takes.
+    pub fn method(self) -> http::Method {
+        if self == Endpoint::Models {
+            http::Method::GET
+        } else {
+            http::Method::POST
+        }
+    }
+
+    fn known_fields(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::Chat => &[
+                "model",
+                "messages",
+                "max_tokens",
+                "max_completion_tokens",
+                "temperature",
+                "top_p",
+                "stream",
+                "stream_options",
+                "stop",
+                "presence_penalty",
+                "frequency_penalty",
+                "user",
+                "response_format",
+                "tools",
+                "tool_choice",
+                "parallel_tool_calls",
+                "logprobs",
+                "top_logprobs",
+                "logit_bias",
+                "n",
+                "seed",
+            ],
+            Endpoint::Completions => &[
+                "model",
+                "prompt",
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "stream",
+                "stream_options",
+                "stop",
+                "presence_penalty",
+                "frequency_penalty",
+                "user",
+                "logprobs",
+                "echo",
+                "logit_bias",
+                "n",
+                "seed",
+                "best_of",
+                "suffix",
+            ],
+            Endpoint::Embeddings => &["model", "input", "encoding_format", "dimensions", "user"],
+            Endpoint::Responses => &[
+                "model",
+                "input",
+                "instructions",
+                "max_output_tokens",
+                "temperature",
+                "top_p",
+                "stream",
+                "user",
+                "text",
+                "tools",
+                "tool_choice",
+                "top_logprobs",
+                "parallel_tool_calls",
+                "store",
+                "metadata",
+            ],
+            Endpoint::Models => &[],
+        }
+    }
+}
+
+/// A refused request body: the field and why (for the client and the audit record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+/// The parameter policy in force for one identity (merged over its roles).
+#[derive(Debug, Clone)]
+pub struct ParamPolicy {
+    actions: BTreeMap<&'static str, ParamAction>,
+    unknown: ParamAction,
+    /// `max_tokens` cap.
+    pub max_tokens_cap: u64,
+}
+
+const PARAMS: [&str; 6] = [
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "echo",
+    "n",
+    "seed",
+];
+
+fn default_action(p: &str) -> ParamAction {
+    match p {
+        "logit_bias" | "echo" | "n" => ParamAction::Deny,
+        _ => ParamAction::Strip,
+    }
+}
+
+fn rank(a: ParamAction) -> u8 {
+    match a {
+        ParamAction::Deny => 0,
+        ParamAction::Strip => 1,
+        ParamAction::Allow => 2,
+    }
+}
+
+impl ParamPolicy {
+    /// Merge the role settings of `roles` (most permissive role wins for each parameter;
+    /// parameters no role mentions get the defaults: deny `logit_bias`, `echo`, `n > 1`
+    /// and unknown fields; strip `logprobs`, `top_logprobs`, `seed`).
+    pub fn for_roles(
+        roles: &[String],
+        table: &BTreeMap<String, RoleConfig>,
+        v: &ValidationConfig,
+    ) -> ParamPolicy {
+        let mut actions = BTreeMap::new();
+        let mut unknown: Option<ParamAction> = None;
+        let mut cap: Option<u64> = None;
+        for r in roles.iter().filter_map(|r| table.get(r)) {
+            for p in PARAMS {
+                if let Some(a) = r.params.get(p) {
+                    let e = actions.entry(p).or_insert(*a);
+                    if rank(*a) > rank(*e) {
+                        *e = *a;
+                    }
+                }
+            }
+            if let Some(a) = r.params.get("unknown") {
+                if unknown.is_none_or(|u| rank(*a) > rank(u)) {
+                    unknown = Some(*a);
+                }
+            }
+            if let Some(c) = r.max_tokens {
+                cap = Some(cap.map_or(c, |x: u64| x.max(c)));
+            }
+        }
+        for p in PARAMS {
+            actions.entry(p).or_insert_with(|| default_action(p));
+        }
+        ParamPolicy {
+            actions,
+            unknown: unknown.unwrap_or(ParamAction::Deny),
+            max_tokens_cap: cap.unwrap_or(v.max_tokens_cap).min(v.max_tokens_cap),
+        }
+    }
+
+    fn action(&self, p: &str) -> ParamAction {
+        self.actions.get(p).copied().unwrap_or(ParamAction::Deny)
+    }
+
+    /// Whether logprob data may be returned to this identity.
+    pub fn logprobs_allowed(&self) -> bool {
+        self.action("logprobs") == ParamAction::Allow
+    }
+}
+
+/// A validated request, ready to forward.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The model asked for.
+    pub model: String,
+    /// Streaming requested.
+    pub stream: bool,
+    /// The body to forward (re-serialised after stripping and capping).
+    pub body: Vec<u8>,
+    /// Bytes of prompt text (for the token estimate).
+    pub prompt_bytes: usize,
+    /// `max_tokens` in force.
+    pub max_tokens: u64,
+    /// The gateway asked for a usage chunk the client did not ask for: drop it.
+    pub injected_usage: bool,
+    /// Fields stripped by policy (names only; for the audit reason).
+    pub stripped: Vec<String>,
+}
+
+fn text_len(v: &Value, limit: usize, what: &str) -> Result<usize, Invalid> {
+    let n = match v {
+        Value::String(s) => s.len(),
+        Value::Array(parts) => {
+            let mut n = 0usize;
+            for p in parts {
+                n += match p {
+                    Value::String(s) => s.len(),
+                    Value::Object(o) => o
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .map_or(0, str::len)
+                        .max(p.to_string().len().min(limit + 1)),
+                    Value::Number(_) => 8,
+                    Value::Array(a) => a.len() * 8,
+                    _ => return Err(Invalid(format!("{what}: unsupported element type"))),
+                };
+            }
+            n
+        }
+        Value::Null => 0,
+        _ => return Err(Invalid(format!("{what}: must be a string or an array"))),
+    };
+    if n > limit {
+        return Err(Invalid(format!(
+            "{what}: {n} bytes exceeds the limit of {limit}"
+        )));
+    }
+    Ok(n)
+}
+
+/// Validate and rewrite a request body.
+pub fn validate(
+    ep: Endpoint,
+    raw: &[u8],
+    policy: &ParamPolicy,
+    limits: &ValidationConfig,
+) -> Result<Validated, Invalid> {
+    let v: Value =
+        serde_json::from_slice(raw).map_err(|e| Invalid(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = v else {
+        return Err(Invalid("body must be a JSON object".into()));
+    };
+    let mut stripped = Vec::new();
+    // Unknown fields.
+    let known = ep.known_fields();
+    let unknown: Vec<String> = obj
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in unknown {
+        match policy.unknown {
+            ParamAction::Allow => {}
+            ParamAction::Strip => {
+                obj.remove(&k);
+                stripped.push(k);
+            }
+            ParamAction::Deny => {
+                return Err(Invalid(format!("unknown field {}", clip(&k))));
+            }
+        }
+    }
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => m.clone(),
+        _ => return Err(Invalid("model: required string".into())),
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(Invalid("stream: must be a boolean".into())),
+    };
+    // Prompt content and size limits.
+    let prompt_bytes = match ep {
+        Endpoint::Chat => {
+            let msgs = obj
+                .get("messages")
+                .and_then(Value::as_array)
+                .ok_or_else(|| Invalid("messages: required array".into()))?;
+            if msgs.is_empty() || msgs.len() > limits.max_messages {
+                return Err(Invalid(format!(
+                    "messages: between 1 and {} messages",
+                    limits.max_messages
+                )));
+            }
+            let mut total = 0;
+            for (i, m) in msgs.iter().enumerate() {
+                let m = m
+                    .as_object()
+                    .ok_or_else(|| Invalid(format!("messages[{i}]: must be an object")))?;
+                match m.get("role").and_then(Value::as_str) {
+                    Some("system" | "user" | "assistant" | "tool" | "developer") => {}
+                    _ => return Err(Invalid(format!("messages[{i}].role: invalid"))),
+                }
+                for k in m.keys() {
+                    if ![
+                        "role",
+                        "content",
+                        "name",
+                        "tool_calls",
+                        "tool_call_id",
+                        "refusal",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        return Err(Invalid(format!("messages[{i}]: unknown field {}", clip(k))));
+                    }
+                }
+                total += text_len(
+                    m.get("content").unwrap_or(&Value::Null),
+                    limits.max_message_bytes,
+                    &format!("messages[{i}].content"),
+                )?;
+            }
+            total
+        }
+        Endpoint::Completions => text_len(
+            obj.get("prompt")
+                .ok_or_else(|| Invalid("prompt: required".into()))?,
+            limits.max_message_bytes,
+            "prompt",
+        )?,
+        Endpoint::Embeddings | Endpoint::Responses => text_len(
+            obj.get("input")
+                .ok_or_else(|| Invalid("input: required".into()))?,
+            limits.max_message_bytes,
+            "input",
+        )?,
+        Endpoint::Models => 0,
+    };
+    // Parameter policy.
+    for p in PARAMS {
+        let Some(val) = obj.get(p) else { continue };
+        let inert = match (p, val) {
+            (_, Value::Null) => true,
+            ("logprobs" | "echo", Value::Bool(false)) => true,
+            ("n", Value::Number(n)) => n.as_u64() == Some(1),
+            ("logprobs" | "top_logprobs", Value::Number(n)) if ep != Endpoint::Chat => {
+                n.as_u64() == Some(0)
+            }
+            _ => false,
+        };
+        if inert {
+            continue;
+        }
+        match policy.action(p) {
+            ParamAction::Allow => {}
+            ParamAction::Strip => {
+                obj.remove(p);
+                stripped.push(p.to_owned());
+            }
+            ParamAction::Deny => {
+                return Err(Invalid(format!("{p}: not permitted for this identity")));
+            }
+        }
+    }
+    // max_tokens.
+    let max_tokens = if matches!(ep, Endpoint::Embeddings | Endpoint::Models) {
+        0
+    } else {
+        let field = match ep {
+            Endpoint::Responses => "max_output_tokens",
+            Endpoint::Chat if obj.contains_key("max_completion_tokens") => "max_completion_tokens",
+            _ => "max_tokens",
+        };
+        let mt = match obj.get(field) {
+            None | Some(Value::Null) => limits.default_max_tokens.min(policy.max_tokens_cap),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(x) if x >= 1 && x <= policy.max_tokens_cap => x,
+                _ => {
+                    return Err(Invalid(format!(
+                        "{field}: must be between 1 and {}",
+                        policy.max_tokens_cap
+                    )));
+                }
+            },
+            _ => return Err(Invalid(format!("{field}: must be an integer"))),
+        };
+        obj.insert(field.to_owned(), Value::from(mt));
+        mt
+    };
+    // Ask for usage in streams so tokens can be reconciled.
+    let mut injected_usage = false;
+    if stream && matches!(ep, Endpoint::Chat | Endpoint::Completions) {
+        let wants = obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !wants {
+            let mut so = Map::new();
+            so.insert("include_usage".into(), Value::Bool(true));
+            obj.insert("stream_options".into(), Value::Object(so));
+            injected_usage = true;
+        }
+    }
+    let body = serde_json::to_vec(&Value::Object(obj))
+        .map_err(|e| Invalid(format!("body cannot be re-encoded: {e}")))?;
+    Ok(Validated {
+        model,
+        stream,
+        body,
+        prompt_bytes,
+        max_tokens,
+        injected_usage,
+        stripped,
+    })
+}
+
+fn clip(s: &str) -> String {
+    let c: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
+    format!("\"{c}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pol(roles: &[&str], table: BTreeMap<String, RoleConfig>) -> ParamPolicy {
+        let roles: Vec<String> = roles.iter().map(|s| (*s).to_owned()).collect();
+        ParamPolicy::for_roles(&roles, &table, &ValidationConfig::default())
+    }
+
+    fn run(body: Value, p: &ParamPolicy) -> Result<Validated, Invalid> {
+        validate(
+            Endpoint::Chat,
+            body.to_string().as_bytes(),
+            p,
+            &ValidationConfig::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_strip_and_deny() {
+        let p = pol(&["user"], BTreeMap::new());
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let v = run(
+            json!({"model": "m", "messages": msgs, "logprobs": true, "top_logprobs": 3, "seed": 7}),
+            &p,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert!(
+            out.get("logprobs").is_none()
+                && out.get("top_logprobs").is_none()
+                && out.get("seed").is_none()
+        );
+        assert_eq!(out["max_tokens"], 512);
+        assert_eq!(v.stripped, vec!["logprobs", "top_logprobs", "seed"]);
+        for bad in [
+            json!({"model": "m", "messages": msgs, "n": 2}),
+            json!({"model": "m", "messages": msgs, "logit_bias": {"1": 5}}),
+            json!({"model": "m", "messages": msgs, "frobnicate": 1}),
+            json!({"model": "m", "messages": msgs, "max_tokens": 100000}),
+            json!({"model": "m", "messages": msgs, "max_tokens": -1}),
+            json!({"model": "m", "messages": []}),
+            json!({"model": "m", "messages": [{"role": "root", "content": "x"}]}),
+            json!({"model": 5, "messages": msgs}),
+            json!(["not", "an", "object"]),
+        ] {
+            assert!(run(bad.clone(), &p).is_err(), "{bad}");
+        }
+        assert!(run(json!({"model": "m", "messages": msgs, "n": 1}), &p).is_ok());
+    }
+
+    #[test]
+    fn roles_can_allow_and_lower_caps() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "research".to_owned(),
+            RoleConfig {
+                max_tokens: Some(64),
+                params: [("logprobs".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["research"], t);
+        assert!(p.logprobs_allowed());
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let v = run(
+            json!({"model": "m", "messages": msgs, "logprobs": true}),
+            &p,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["logprobs"], true);
+        assert_eq!(out["max_tokens"], 64);
+        assert!(
+            run(
+                json!({"model": "m", "messages": msgs, "max_tokens": 65}),
+                &p
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn message_size_limit() {
+        let p = pol(&[], BTreeMap::new());
+        let big = "x".repeat(ValidationConfig::default().max_message_bytes + 1);
+        let e = run(
+            json!({"model": "m", "messages": [{"role": "user", "content": big}]}),
+            &p,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("exceeds the limit"), "{e:?}");
+    }
+
+    #[test]
+    fn stream_usage_is_requested() {
+        let p = pol(&[], BTreeMap::new());
+        let v = run(
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+            &p,
+        )
+        .unwrap();
+        assert!(v.stream && v.injected_usage);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+}

@@ -1,0 +1,2 @@
+//! Screening latency (being written).
+fn main() {}

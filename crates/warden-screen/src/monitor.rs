@@ -1,0 +1,548 @@
+//! Behaviour monitor per identity: sliding windows over what each caller does, compared
+//! with fixed limits and with the caller's own history. Pure: the caller passes the time
+//! (`at_ms`) with every event, so tests replay minutes of traffic in microseconds.
+//!
+//! Signals, each over the last `window_ms`:
+//! - request rate against the identity's own baseline (an exponentially weighted mean of
+//!   its past per-window counts), with an absolute ceiling before a baseline exists;
+//! - near-duplicate share: inputs whose 64-bit SimHash (byte 3-gram shingles) is within
+//!   `dup_hamming` bits of an earlier input in the window (oracle-style probing);
+//! - input sweep share: inputs within `sweep_hamming` bits of an earlier one (many inputs
+//!   differing by small edits);
+//! - parameter sweep: distinct sampling-parameter tuples (temperature, top_p, logit_bias,
+//!   seed, ...) used with near-identical inputs;
+//! - screening hits (inputs the screener blocked or flagged) and refusals;
+//! - total output tokens over `output_window_ms` (extraction by volume).
+//!
+//! Each alert kind has an action in [`MonitorConfig::actions`] (alert, throttle, block via
+//! the kill switch) and a per-identity cooldown. Memory is bounded: at most `max_events`
+//! events per identity and `max_identities` identities (the least recently seen is
+//! dropped first).
+
+use crate::alert::{Alert, AlertAction, AlertKind, Severity};
+use std::collections::{HashMap, VecDeque};
+
+/// Limits and actions of the monitor.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MonitorConfig {
+    /// Sliding window for rates and shares, milliseconds.
+    pub window_ms: u64,
+    /// Fewest requests in the window before shares are judged.
+    pub min_requests: usize,
+    /// Rate alert when the window holds more than `rate_factor` × baseline requests...
+    pub rate_factor: f64,
+    /// ...and more than this many (so quiet identities do not alert on small bursts).
+    pub rate_floor: usize,
+    /// Ceiling before the identity has a baseline (`baseline_windows` windows of history).
+    pub rate_ceiling_new: usize,
+    /// Windows of history before the baseline is trusted.
+    pub baseline_windows: u32,
+    /// SimHash distance (bits) for "near-duplicate".
+    pub dup_hamming: u32,
+    /// Near-duplicate share that alerts.
+    pub dup_share: f64,
+    /// SimHash distance (bits) for "small edit".
+    pub sweep_hamming: u32,
+    /// Small-edit share that alerts.
+    pub sweep_share: f64,
+    /// Distinct parameter tuples with near-identical inputs that alert.
+    pub param_distinct: usize,
+    /// Screening blocks/flags in the window that alert.
+    pub screening_hits: usize,
+    /// Refusals in the window that alert.
+    pub refusals: usize,
+    /// Window for output volume, milliseconds.
+    pub output_window_ms: u64,
+    /// Output tokens over `output_window_ms` that alert.
+    pub output_tokens: u64,
+    /// At most one alert per identity and kind per this many milliseconds.
+    pub cooldown_ms: u64,
+    /// Most events kept per identity.
+    pub max_events: usize,
+    /// Most identities tracked.
+    pub max_identities: usize,
+    /// Action per alert kind (kinds not listed: alert).
+    pub actions: Vec<(AlertKind, AlertAction)>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 60_000,
+            min_requests: 20,
+            rate_factor: 5.0,
+            rate_floor: 60,
+            rate_ceiling_new: 600,
+            baseline_windows: 10,
+            dup_hamming: 3,
+            dup_share: 0.5,
+            sweep_hamming: 10,
+            sweep_share: 0.8,
+            param_distinct: 8,
+            screening_hits: 5,
+            refusals: 10,
+            output_window_ms: 3_600_000,
+            output_tokens: 500_000,
+            cooldown_ms: 300_000,
+            max_events: 2048,
+            max_identities: 100_000,
+            actions: vec![
+                (AlertKind::NearDuplicates, AlertAction::Throttle),
+                (AlertKind::InputSweep, AlertAction::Throttle),
+                (AlertKind::ParameterSweep, AlertAction::Throttle),
+                (AlertKind::OutputVolume, AlertAction::Throttle),
+            ],
+        }
+    }
+}
+
+impl MonitorConfig {
+    fn action(&self, kind: AlertKind) -> AlertAction {
+        self.actions
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, a)| *a)
+            .unwrap_or(AlertAction::Alert)
+    }
+}
+
+/// Sampling parameters of a request (those an extraction attack sweeps).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamplingParams {
+    /// `temperature`.
+    pub temperature: Option<f32>,
+    /// `top_p`.
+    pub top_p: Option<f32>,
+    /// `top_k`.
+    pub top_k: Option<u32>,
+    /// `seed`.
+    pub seed: Option<u64>,
+    /// A hash of `logit_bias` (0 when absent).
+    pub logit_bias_hash: u64,
+}
+
+impl SamplingParams {
+    fn key(&self) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut mix = |v: u64| h = (h ^ v).wrapping_mul(0x0000_0100_0000_01b3);
+        mix(self
+            .temperature
+            .map_or(u64::MAX, |t| u64::from(t.to_bits())));
+        mix(self.top_p.map_or(u64::MAX, |t| u64::from(t.to_bits())));
+        mix(self.top_k.map_or(u64::MAX, u64::from));
+        mix(self.seed.unwrap_or(u64::MAX));
+        mix(self.logit_bias_hash);
+        h
+    }
+}
+
+/// One completed (or refused) request as the monitor sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// Milliseconds since the epoch (injected clock).
+    pub at_ms: u64,
+    /// Who sent it.
+    pub identity: &'a str,
+    /// The input text (only its SimHash is kept).
+    pub input: &'a str,
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Output tokens returned.
+    pub output_tokens: u64,
+    /// The model (or the gateway) refused.
+    pub refused: bool,
+    /// Screening blocked or flagged the input.
+    pub screening_hit: bool,
+}
+
+/// 64-bit SimHash of byte 3-gram shingles of the lower-cased input (head and tail 1 KiB).
+pub fn simhash(text: &str) -> u64 {
+    let b = text.as_bytes();
+    let take = |r: &[u8], out: &mut Vec<u8>| {
+        let mut space = true;
+        for &c in r {
+            if c.is_ascii_whitespace() {
+                if !space {
+                    out.push(b' ');
+                    space = true;
+                }
+            } else {
+                out.push(c.to_ascii_lowercase());
+                space = false;
+            }
+        }
+    };
+    let mut s = Vec::with_capacity(2048);
+    if b.len() <= 2048 {
+        take(b, &mut s);
+    } else {
+        take(b.get(..1024).unwrap_or_default(), &mut s);
+        take(b.get(b.len() - 1024..).unwrap_or_default(), &mut s);
+    }
+    let mut v = [0i32; 64];
+    for w in s.windows(3) {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for &c in w {
+            h = (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 29;
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot += if (h >> i) & 1 == 1 { 1 } else { -1 };
+        }
+    }
+    v.iter().enumerate().fold(
+        0u64,
+        |acc, (i, &x)| if x > 0 { acc | (1 << i) } else { acc },
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    at_ms: u64,
+    sim: u64,
+    params: u64,
+    dup: bool,
+    near: bool,
+    refused: bool,
+    hit: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct IdentityState {
+    events: VecDeque<Seen>,
+    /// (window index, output tokens) per window for output volume.
+    output: VecDeque<(u64, u64)>,
+    /// Current window index and its request count (for the baseline).
+    bucket: Option<(u64, u64)>,
+    baseline: f64,
+    windows_seen: u32,
+    last_alert: HashMap<AlertKind, u64>,
+    last_seen: u64,
+}
+
+/// The per-identity behaviour monitor.
+#[derive(Debug, Clone, Default)]
+pub struct Monitor {
+    cfg: MonitorConfig,
+    ids: HashMap<String, IdentityState>,
+}
+
+impl Monitor {
+    /// A monitor with `cfg`.
+    pub fn new(cfg: MonitorConfig) -> Self {
+        Self {
+            cfg,
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Number of identities tracked.
+    pub fn identities(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Records `ev`; returns the alerts it raises (usually none).
+    pub fn observe(&mut self, ev: &Event<'_>) -> Vec<Alert> {
+        if !self.ids.contains_key(ev.identity) && self.ids.len() >= self.cfg.max_identities {
+            let oldest = self
+                .ids
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.ids.remove(&k);
+            }
+        }
+        let cfg = &self.cfg;
+        let st = self.ids.entry(ev.identity.to_owned()).or_default();
+        st.last_seen = ev.at_ms;
+        let now = ev.at_ms;
+        let from = now.saturating_sub(cfg.window_ms);
+
+        // Baseline: per-window request counts, EWMA over completed windows.
+        let widx = now / cfg.window_ms.max(1);
+        match st.bucket {
+            Some((w, c)) if w == widx => st.bucket = Some((w, c + 1)),
+            Some((w, c)) => {
+                // Close the finished window and any empty ones after it.
+                let gap = widx.saturating_sub(w).min(64);
+                let mut counts = vec![c as f64];
+                counts.extend(std::iter::repeat_n(0.0, gap.saturating_sub(1) as usize));
+                for x in counts {
+                    st.baseline = if st.windows_seen == 0 {
+                        x
+                    } else {
+                        0.8 * st.baseline + 0.2 * x
+                    };
+                    st.windows_seen = st.windows_seen.saturating_add(1);
+                }
+                st.bucket = Some((widx, 1));
+            }
+            None => st.bucket = Some((widx, 1)),
+        }
+
+        while st.events.front().is_some_and(|e| e.at_ms < from) {
+            st.events.pop_front();
+        }
+        while st.events.len() >= cfg.max_events {
+            st.events.pop_front();
+        }
+        let sim = simhash(ev.input);
+        let pkey = ev.params.key();
+        let (mut dup, mut near) = (false, false);
+        let mut params_near: Vec<u64> = vec![pkey];
+        for e in &st.events {
+            let d = (e.sim ^ sim).count_ones();
+            if d <= cfg.dup_hamming {
+                dup = true;
+                if !params_near.contains(&e.params) {
+                    params_near.push(e.params);
+                }
+            }
+            if d <= cfg.sweep_hamming {
+                near = true;
+            }
+        }
+        st.events.push_back(Seen {
+            at_ms: now,
+            sim,
+            params: pkey,
+            dup,
+            near,
+            refused: ev.refused,
+            hit: ev.screening_hit,
+        });
+        // Output volume per window index.
+        let out_from = now.saturating_sub(cfg.output_window_ms) / cfg.window_ms.max(1);
+        match st.output.back_mut() {
+            Some((w, t)) if *w == widx => *t += ev.output_tokens,
+            _ => st.output.push_back((widx, ev.output_tokens)),
+        }
+        while st.output.front().is_some_and(|(w, _)| *w < out_from) {
+            st.output.pop_front();
+        }
+
+        let n = st.events.len();
+        let share = |f: fn(&Seen) -> bool| -> f64 {
+            st.events.iter().filter(|e| f(e)).count() as f64 / n.max(1) as f64
+        };
+        let mut found: Vec<(AlertKind, f64, f64, String)> = Vec::new();
+        let rate_limit = if st.windows_seen >= cfg.baseline_windows {
+            (st.baseline * cfg.rate_factor).max(cfg.rate_floor as f64)
+        } else {
+            cfg.rate_ceiling_new as f64
+        };
+        if n as f64 > rate_limit {
+            found.push((
+                AlertKind::RateSpike,
+                n as f64,
+                rate_limit,
+                format!(
+                    "{n} requests in the window; baseline {:.1} per window",
+                    st.baseline
+                ),
+            ));
+        }
+        if n >= cfg.min_requests {
+            let d = share(|e| e.dup);
+            if d >= cfg.dup_share {
+                found.push((
+                    AlertKind::NearDuplicates,
+                    d,
+                    cfg.dup_share,
+                    format!("{:.0}% of {n} inputs are near-duplicates", d * 100.0),
+                ));
+            }
+            let s = share(|e| e.near);
+            if s >= cfg.sweep_share && d < cfg.dup_share {
+                found.push((
+                    AlertKind::InputSweep,
+                    s,
+                    cfg.sweep_share,
+                    format!("{:.0}% of {n} inputs differ by small edits", s * 100.0),
+                ));
+            }
+        }
+        if params_near.len() >= cfg.param_distinct {
+            found.push((
+                AlertKind::ParameterSweep,
+                params_near.len() as f64,
+                cfg.param_distinct as f64,
+                format!(
+                    "{} distinct sampling-parameter sets for near-identical inputs",
+                    params_near.len()
+                ),
+            ));
+        }
+        let hits = st.events.iter().filter(|e| e.hit).count();
+        if hits >= cfg.screening_hits {
+            found.push((
+                AlertKind::ScreeningHits,
+                hits as f64,
+                cfg.screening_hits as f64,
+                format!("{hits} inputs blocked or flagged by screening"),
+            ));
+        }
+        let refusals = st.events.iter().filter(|e| e.refused).count();
+        if refusals >= cfg.refusals {
+            found.push((
+                AlertKind::RepeatedRefusals,
+                refusals as f64,
+                cfg.refusals as f64,
+                format!("{refusals} refusals"),
+            ));
+        }
+        let tokens: u64 = st.output.iter().map(|(_, t)| t).sum();
+        if tokens >= cfg.output_tokens {
+            found.push((
+                AlertKind::OutputVolume,
+                tokens as f64,
+                cfg.output_tokens as f64,
+                format!(
+                    "{tokens} output tokens in {} s",
+                    cfg.output_window_ms / 1000
+                ),
+            ));
+        }
+
+        let mut alerts = Vec::new();
+        for (kind, value, threshold, detail) in found {
+            if let Some(&last) = st.last_alert.get(&kind)
+                && now.saturating_sub(last) < cfg.cooldown_ms
+            {
+                continue;
+            }
+            st.last_alert.insert(kind, now);
+            let action = cfg.action(kind);
+            alerts.push(Alert {
+                at_ms: now,
+                identity: ev.identity.to_owned(),
+                kind,
+                severity: if action == AlertAction::Alert {
+                    Severity::Warning
+                } else {
+                    Severity::Critical
+                },
+                action,
+                value,
+                threshold,
+                window_s: if kind == AlertKind::OutputVolume {
+                    cfg.output_window_ms / 1000
+                } else {
+                    cfg.window_ms / 1000
+                },
+                detail,
+            });
+        }
+        alerts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simhash_distances() {
+        let a = simhash("what is the output of the function for input x = 17");
+        let b = simhash("what is the output of the function for input x = 18");
+        let c = simhash("please write a haiku about the autumn leaves");
+        assert!((a ^ b).count_ones() <= 6, "{}", (a ^ b).count_ones());
+        assert!((a ^ c).count_ones() > 10, "{}", (a ^ c).count_ones());
+        assert_eq!(simhash(""), 0);
+    }
+
+    fn ev<'a>(at_ms: u64, identity: &'a str, input: &'a str) -> Event<'a> {
+        Event {
+            at_ms,
+            identity,
+            input,
+            params: SamplingParams::default(),
+            output_tokens: 10,
+            refused: false,
+            screening_hit: false,
+        }
+    }
+
+    #[test]
+    fn refusals_and_cooldown() {
+        let mut m = Monitor::new(MonitorConfig::default());
+        let mut alerts = Vec::new();
+        for i in 0..30u64 {
+            let text = format!("distinct question number {i} about topic {}", i * 7919);
+            let mut e = ev(i * 1000, "bob", &text);
+            e.refused = true;
+            alerts.extend(m.observe(&e));
+        }
+        let kinds: Vec<_> = alerts.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == AlertKind::RepeatedRefusals)
+                .count(),
+            1,
+            "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn identities_are_bounded() {
+        let cfg = MonitorConfig {
+            max_identities: 10,
+            ..MonitorConfig::default()
+        };
+        let mut m = Monitor::new(cfg);
+        for i in 0..100u64 {
+            let id = format!("id{i}");
+            m.observe(&ev(i, &id, "hello"));
+        }
+        assert_eq!(m.identities(), 10);
+    }
+
+    #[test]
+    fn rate_against_own_baseline() {
+        let mut m = Monitor::new(MonitorConfig::default());
+        // 20 minutes at 10 requests per minute: baseline ~10.
+        let mut t = 0u64;
+        for i in 0..200u64 {
+            let text = format!("ordinary request {i} with some words {}", i * 31);
+            assert!(m.observe(&ev(t, "carol", &text)).is_empty());
+            t += 6_000;
+        }
+        // Then 100 requests in 20 s: 10× the baseline.
+        let mut kinds = Vec::new();
+        for i in 0..100u64 {
+            let text = format!("burst {i} asks about subject {}", i * 104_729);
+            kinds.extend(
+                m.observe(&ev(t, "carol", &text))
+                    .into_iter()
+                    .map(|a| a.kind),
+            );
+            t += 200;
+        }
+        assert!(kinds.contains(&AlertKind::RateSpike), "{kinds:?}");
+    }
+
+    #[test]
+    fn output_volume() {
+        let cfg = MonitorConfig {
+            output_tokens: 10_000,
+            ..MonitorConfig::default()
+        };
+        let mut m = Monitor::new(cfg);
+        let mut alerts = Vec::new();
+        for i in 0..50u64 {
+            let text = format!("write me a long essay on subject {}", i * 7);
+            let mut e = ev(i * 30_000, "dave", &text);
+            e.output_tokens = 400;
+            alerts.extend(m.observe(&e).into_iter().map(|a| (i, a.kind, a.action)));
+        }
+        // 25 × 400 tokens reach the budget; the alert repeats once per 5-minute cooldown
+        // (every 10 events) while the volume stays above it.
+        assert_eq!(
+            alerts,
+            [24, 34, 44].map(|i| (i, AlertKind::OutputVolume, AlertAction::Throttle))
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The screening API the gateway and `warden screen` call.
+//!
+//! `score = sigmoid(model logit + Σ rule weights)`; the verdict compares the score with
+//! the route's thresholds for the content's role. The default thresholds come from the
+//! model card (`model/screen-model.json`), calibrated on the validation splits only.
+
+use crate::Error;
+use crate::heuristics::{Heuristics, RuleHit};
+use crate::model::LinearModel;
+use crate::normalize::{NormStats, normalize};
+
+/// The committed weights (see `model/screen-model.json` for how they were made).
+const WEIGHTS: &[u8] = include_bytes!("../model/screen-model.bin");
+/// The committed model card.
+const CARD: &str = include_str!("../model/screen-model.json");
+
+/// Where a piece of text sits in a request. Everything that reaches the model is
+/// screened, including tool output and retrieved documents (indirect injection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Operator-written system prompt.
+    System,
+    /// End-user message.
+    User,
+    /// Earlier assistant turns sent back by the client.
+    Assistant,
+    /// Tool or function results.
+    Tool,
+    /// Retrieved documents (RAG context, web pages, files).
+    Retrieved,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Retrieved => "retrieved",
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Forward.
+    Pass,
+    /// Forward, log and alert.
+    Flag,
+    /// Refuse (4xx with the rule ids), no upstream call.
+    Block,
+}
+
+impl Action {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Flag => "flag",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// Score thresholds: `score >= block` blocks, else `score >= flag` flags.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Thresholds {
+    /// Block at or above.
+    pub block: f64,
+    /// Flag at or above.
+    pub flag: f64,
+}
+
+impl Thresholds {
+    /// Decision for `score`.
+    pub fn decide(&self, score: f64) -> Action {
+        if score >= self.block {
+            Action::Block
+        } else if score >= self.flag {
+            Action::Flag
+        } else {
+            Action::Pass
+        }
+    }
+}
+
+/// Per-route screening policy: thresholds per role, and which roles are screened.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoutePolicy {
+    /// Thresholds for every role without its own entry.
+    pub default: Thresholds,
+    /// Role-specific thresholds (for example stricter for retrieved content).
+    #[serde(default)]
+    pub per_role: Vec<(Role, Thresholds)>,
+    /// Roles that are not screened at all (empty by default: everything is screened).
+    #[serde(default)]
+    pub skip_roles: Vec<Role>,
+    /// Highest action this route may take: `flag` turns blocks into flags (monitor mode).
+    pub max_action: Action,
+}
+
+impl RoutePolicy {
+    /// Thresholds for `role`.
+    pub fn thresholds(&self, role: Role) -> Thresholds {
+        self.per_role
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, t)| *t)
+            .unwrap_or(self.default)
+    }
+}
+
+/// Result of screening one text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    /// Probability-like score in [0, 1].
+    pub score: f64,
+    /// Decision under the policy used.
+    pub verdict: Action,
+    /// Rules that fired (rule ids are stable).
+    pub rules: Vec<RuleHit>,
+    /// The role the text was screened as.
+    pub role: Role,
+    /// What normalisation removed or decoded.
+    pub normalization: NormStats,
+}
+
+/// Model card: how the weights were made and the calibrated thresholds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ModelCard {
+    /// Format tag.
+    pub format: String,
+    /// Thresholds calibrated on validation data.
+    pub thresholds: Thresholds,
+    /// Everything else the trainer recorded (datasets and hashes, command, metrics).
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Heuristics plus the linear model. Build once and share (`Arc`); `screen_text` takes
+/// `&self` and allocates only what one text needs.
+#[derive(Debug, Clone)]
+pub struct Screener {
+    heuristics: Heuristics,
+    model: LinearModel,
+    card: ModelCard,
+    policy: RoutePolicy,
+}
+
+impl Screener {
+    /// The embedded model with its calibrated thresholds.
+    pub fn embedded() -> Result<Self, Error> {
+        let card: ModelCard = serde_json::from_str(CARD)
+            .map_err(|e| Error::Model(format!("embedded model card: {e}")))?;
+        Self::from_parts(LinearModel::from_bytes(WEIGHTS)?, card)
+    }
+
+    /// A screener from a model and card (for trainers and tests).
+    pub fn from_parts(model: LinearModel, card: ModelCard) -> Result<Self, Error> {
+        let policy = RoutePolicy {
+            default: card.thresholds,
+            per_role: Vec::new(),
+            skip_roles: Vec::new(),
+            max_action: Action::Block,
+        };
+        Ok(Self {
+            heuristics: Heuristics::new()?,
+            model,
+            card,
+            policy,
+        })
+    }
+
+    /// The model card.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Default policy (calibrated thresholds, everything screened, blocking allowed).
+    pub fn default_policy(&self) -> &RoutePolicy {
+        &self.policy
+    }
+
+    /// Raw score and rules of `text`, without a decision.
+    pub fn score(&self, text: &str) -> (f64, Vec<RuleHit>, NormStats) {
+        let n = normalize(text);
+        let rules = self.heuristics.check(&n.text, &n.stats);
+        let logit = f64::from(self.model.logit(&n.text))
+            + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
+        (1.0 / (1.0 + (-logit).exp()), rules, n.stats)
+    }
+
+    /// Screens `text` in `role` under the default policy.
+    pub fn screen_text(&self, text: &str, role: Role) -> Verdict {
+        self.screen_with(text, role, &self.policy)
+    }
+
+    /// Screens `text` in `role` under `policy`.
+    pub fn screen_with(&self, text: &str, role: Role, policy: &RoutePolicy) -> Verdict {
+        if policy.skip_roles.contains(&role) {
+            return Verdict {
+                score: 0.0,
+                verdict: Action::Pass,
+                rules: Vec::new(),
+                role,
+                normalization: NormStats::default(),
+            };
+        }
+        let (score, rules, normalization) = self.score(text);
+        let verdict = policy.thresholds(role).decide(score).min(policy.max_action);
+        Verdict {
+            score,
+            verdict,
+            rules,
+            role,
+            normalization,
+        }
+    }
+
+    /// Screens every part of a request; returns the worst verdict (highest action, then
+    /// highest score) and its index.
+    pub fn screen_parts<'a>(
+        &self,
+        parts: impl IntoIterator<Item = (Role, &'a str)>,
+        policy: &RoutePolicy,
+    ) -> Option<(usize, Verdict)> {
+        let mut worst: Option<(usize, Verdict)> = None;
+        for (i, (role, text)) in parts.into_iter().enumerate() {
+            let v = self.screen_with(text, role, policy);
+            let replace = match &worst {
+                None => true,
+                Some((_, w)) => (v.verdict, v.score) > (w.verdict, w.score),
+            };
+            if replace {
+                worst = Some((i, v));
+            }
+        }
+        worst
+    }
+}
