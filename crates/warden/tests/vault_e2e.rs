@@ -430,6 +430,14 @@ fn lifecycle_with_file_kek() {
     let cfg = std::fs::read_to_string(env.home.join("warden.toml")).unwrap();
     assert!(cfg.contains("key_provider = \"file\""));
     assert!(env.home.join("keys/kek-default.key").exists());
+    let o = env.run(&["posture"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("warn WP005 vault keys: key-encryption keys are plain files"),
+        "{text}"
+    );
+    assert!(text.contains("development only"), "{text}");
+    assert!(!text.contains("FAIL WP003"), "{text}");
 }
 
 fn softhsm_module() -> PathBuf {
@@ -531,6 +539,9 @@ fn lifecycle_with_pkcs11_on_softhsm() {
         "{}",
         r.kek_id
     );
+    let o = env.run(&["posture"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("pass WP005 vault keys: non-extractable key-encryption keys on PKCS#11 token \"warden-e2e\", one per release"), "{text}");
     // After the shred, the per-release KEK is gone from the token.
     let objs = token_objects(&module, &conf, pin);
     assert!(!objs.contains("warden-smol"), "{objs}");
