@@ -120,6 +120,8 @@ pub struct Shredded {
     pub kek_destroyed: bool,
     /// Deployment directories that were deleted.
     pub removed: Vec<String>,
+    /// The deletion record signed by the shredding administrator, when the actor is one.
+    pub record: Option<PathBuf>,
 }
 
 /// `name@version`.
@@ -1458,6 +1460,35 @@ impl Vault {
                 .set_deployment_status(d.id, DeploymentStatus::Removed)?;
             removed.push(d.dir.clone());
         }
+        // A deletion record signed by the actor's admin key (when the actor is an admin),
+        // verifiable without Warden: statement, Ed25519 signature, public key.
+        let record = match self.p.store.admin(actor)? {
+            Some(_) => {
+                let key = self.admin_key(actor)?;
+                let statement = admin::deletion_statement(
+                    name,
+                    version,
+                    &rel.manifest_digest,
+                    &rel.data_key_id,
+                    &rel.kek_id,
+                    at,
+                    actor,
+                );
+                let doc = serde_json::json!({
+                    "statement": String::from_utf8_lossy(&statement),
+                    "algorithm": admin::ALGORITHM,
+                    "public_key": hex::encode(key.public_key()),
+                    "signature": hex::encode(key.sign(&statement)),
+                });
+                let dir = self.p.root.join(".shredded");
+                create_private_dir(&dir)?;
+                let path = dir.join(format!("{id}.json"));
+                std::fs::write(&path, format!("{doc:#}\n"))
+                    .map_err(|e| Error::io(path.display(), e))?;
+                Some(path)
+            }
+            None => None,
+        };
         self.audit(
             actor,
             EventKind::Shred {
@@ -1469,6 +1500,7 @@ impl Vault {
             at,
             kek_destroyed,
             removed,
+            record,
         })
     }
 

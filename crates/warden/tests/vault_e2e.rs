@@ -376,8 +376,25 @@ fn lifecycle(
     ]);
     assert!(out.contains("shredded smol@1.0"), "{out}");
     assert!(!dep.exists());
-    assert!(walk(&env.home.join("vault")).is_empty());
+    let left = walk(&env.home.join("vault"));
+    let record_path = env.home.join("vault/.shredded/smol@1.0.json");
+    assert_eq!(left, [record_path.display().to_string()]);
     let r = env.store().release("smol", "1.0").unwrap().unwrap();
+    // The deletion record is signed by carol's admin key over the release's identity.
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let statement = rec["statement"].as_str().unwrap();
+    assert!(statement.contains(&format!("manifest-sha256={}", r.manifest_digest)));
+    assert!(statement.contains(&format!("data-key={}\n", r.data_key_id)));
+    assert!(statement.ends_with("by=carol\n"), "{statement}");
+    let carol = env.store().admin("carol").unwrap().unwrap();
+    assert_eq!(rec["public_key"], hex::encode(&carol.public_key));
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &carol.public_key)
+        .verify(
+            statement.as_bytes(),
+            &hex::decode(rec["signature"].as_str().unwrap()).unwrap(),
+        )
+        .expect("deletion record signature");
     assert!(r.wrapped_key.is_empty());
     for args in [
         vec!["vault", "cat", "smol@1.0", file_name.as_str()],

@@ -684,6 +684,9 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
             for d in s.removed {
                 println!("  deleted deployed copy {d}");
             }
+            if let Some(r) = s.record {
+                println!("  signed deletion record {}", r.display());
+            }
         }
         VaultCommand::Ls { format } => {
             let releases = v.releases()?;
