@@ -1080,8 +1080,10 @@ impl Vault {
                 ));
             }
         }
+        let approvals = self.quorum(&rel, "deploy")?;
         if rel.state == ReleaseState::Imported {
-            // Only reachable with require_evaluation = false.
+            // Only reachable with require_evaluation = false, and only once the quorum
+            // is there, so a refused deploy changes nothing.
             self.p.store.set_release_state(
                 name,
                 version,
@@ -1089,7 +1091,6 @@ impl Vault {
                 ReleaseState::Evaluated,
             )?;
         }
-        let approvals = self.quorum(&rel, "deploy")?;
         let d = self.install(&rel, dir, actor, &approvals, progress)?;
         self.audit(
             actor,
@@ -1210,9 +1211,13 @@ impl Vault {
                     ));
                 }
             }
-            let (dg, size) = manifest::sha256_file(&p, &|_| {})?;
-            if size != mf.size || hex::encode(dg) != mf.sha256 {
-                problems.push(format!("{}: content modified", mf.path));
+            match manifest::sha256_file(&p, &|_| {}) {
+                Ok((dg, size)) => {
+                    if size != mf.size || hex::encode(dg) != mf.sha256 {
+                        problems.push(format!("{}: content modified", mf.path));
+                    }
+                }
+                Err(e) => problems.push(format!("{}: unreadable ({e})", mf.path)),
             }
         }
         match manifest::list_files(dir) {
@@ -1223,10 +1228,8 @@ impl Vault {
                     }
                 }
             }
-            Err(Error::Invalid { subject, detail }) if !detail.contains("holds no files") => {
-                problems.push(format!("{subject}: {detail}"));
-            }
-            Err(_) => {}
+            Err(Error::Invalid { detail, .. }) if detail.contains("holds no files") => {}
+            Err(e) => problems.push(format!("{}: cannot list ({e})", d.dir)),
         }
         if !d.config_digest.is_empty() && self.config_digest()? != d.config_digest {
             problems.push("configuration (warden.toml): changed since deployment".into());
