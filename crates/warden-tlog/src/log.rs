@@ -307,6 +307,7 @@ struct Slot {
 struct SlotState {
     result: Option<Result<u64>>,
     waker: Option<Waker>,
+    done: bool,
 }
 
 impl Slot {
@@ -314,11 +315,13 @@ impl Slot {
         let waker = match self.state.lock() {
             Ok(mut s) => {
                 s.result = Some(r);
+                s.done = true;
                 s.waker.take()
             }
             Err(p) => {
                 let mut s = p.into_inner();
                 s.result = Some(r);
+                s.done = true;
                 s.waker.take()
             }
         };
@@ -348,6 +351,22 @@ impl Slot {
 struct Request {
     entry: Vec<u8>,
     slot: Arc<Slot>,
+}
+
+impl Drop for Request {
+    /// A request dropped without an answer (the writer stopped) must not leave its
+    /// caller waiting forever.
+    fn drop(&mut self) {
+        let pending = match self.slot.state.lock() {
+            Ok(s) => !s.done,
+            Err(_) => true,
+        };
+        if pending {
+            self.slot.complete(Err(Error::Closed(
+                "the writer stopped before committing".into(),
+            )));
+        }
+    }
 }
 
 /// The future returned by [`Log::append_async`]: resolves to the entry's index once
@@ -698,6 +717,25 @@ mod tests {
         let mut idx: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
         idx.sort_unstable();
         assert_eq!(idx, (0..800).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_request_dropped_unanswered_releases_its_caller() {
+        let slot = Arc::new(Slot::default());
+        drop(Request {
+            entry: vec![1],
+            slot: Arc::clone(&slot),
+        });
+        assert!(matches!(slot.wait(), Err(Error::Closed(_))));
+        // An answered request keeps its answer.
+        let slot = Arc::new(Slot::default());
+        let r = Request {
+            entry: vec![1],
+            slot: Arc::clone(&slot),
+        };
+        r.slot.complete(Ok(7));
+        drop(r);
+        assert_eq!(slot.wait().unwrap(), 7);
     }
 
     #[test]
