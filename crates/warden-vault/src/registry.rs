@@ -735,6 +735,7 @@ impl Vault {
                 &staging,
                 &rel,
                 self.p.policy.evaluation_timeout_secs,
+                &self.p.policy.pkcs11.pin_env,
             )
         });
         remove_tree(&staging);
@@ -1519,6 +1520,7 @@ fn run_evaluation(
     staged: &Path,
     rel: &Release,
     timeout_secs: u64,
+    pin_env: &str,
 ) -> Result<(bool, String, String)> {
     use std::io::Read;
     let mut child = std::process::Command::new("sh")
@@ -1528,6 +1530,9 @@ fn run_evaluation(
         .env("WARDEN_MODEL_DIR", staged)
         .env("WARDEN_MODEL_NAME", &rel.name)
         .env("WARDEN_MODEL_VERSION", &rel.version)
+        // The evaluation command may be vendor code: it never sees the HSM PIN.
+        .env_remove(pin_env)
+        .env_remove("WARDEN_PKCS11_PIN")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -241,7 +241,7 @@ fn lifecycle(
     )
     .unwrap();
     let check = format!(
-        "test \"$(head -c 4 {file_name})\" = GGUF && m=1 || m=0; echo \"{{\\\"gguf_magic\\\": $m, \\\"size\\\": $(wc -c < {file_name})}}\""
+        "test \"$(head -c 4 {file_name})\" = GGUF && m=1 || m=0; [ -n \"$WARDEN_PKCS11_PIN\" ] && p=1 || p=0; echo \"{{\\\"gguf_magic\\\": $m, \\\"pin_visible\\\": $p, \\\"size\\\": $(wc -c < {file_name})}}\""
     );
     let o = env.run(&[
         "release",
@@ -269,6 +269,8 @@ fn lifecycle(
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["passed"], true, "{out}");
     assert_eq!(v["metrics"]["gguf_magic"], 1);
+    // The evaluation command (vendor code) never sees the HSM PIN.
+    assert_eq!(v["metrics"]["pin_visible"], 0);
     assert_eq!(
         v["metrics"]["size"].as_u64().unwrap(),
         std::fs::metadata(&model).unwrap().len()
