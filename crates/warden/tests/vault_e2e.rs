@@ -605,3 +605,98 @@ fn import_refuses_a_critical_scan_finding() {
     assert_eq!(last["outcome"], "fail");
     assert_eq!(last["max_severity"], "critical");
 }
+
+#[test]
+fn signed_import_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env {
+        home: tmp.path().join("home"),
+        extra: Vec::new(),
+    };
+    env.ok(&["init"]);
+    let cfg = env.home.join("warden.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("require_signature = false", "require_signature = true"),
+    )
+    .unwrap();
+    // A tiny safetensors model.
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header);
+    b.extend_from_slice(&[1; 8]);
+    std::fs::write(model.join("model.safetensors"), &b).unwrap();
+    // An ECDSA P-256 key pair as PEM files.
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pk8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    use base64::Engine;
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pk8.as_ref())
+    );
+    let key_path = tmp.path().join("signer.pem");
+    std::fs::write(&key_path, &pem).unwrap();
+    let sk = warden_sign::SigningKey::from_pem(pem.as_bytes(), &key_path).unwrap();
+    let pub_path = tmp.path().join("signer.pub");
+    std::fs::write(&pub_path, sk.public_key().to_pem()).unwrap();
+    let sig = tmp.path().join("model.sig");
+    let m = model.to_str().unwrap();
+    let (sig_s, pub_s) = (sig.to_str().unwrap(), pub_path.to_str().unwrap());
+
+    env.refused(
+        &["vault", "import", m, "--name", "t", "--version", "1"],
+        2,
+        "policy requires a verified signature",
+    );
+    env.ok(&[
+        "sign",
+        m,
+        "--key",
+        key_path.to_str().unwrap(),
+        "--signature",
+        sig_s,
+    ]);
+    let out = env.ok(&[
+        "vault",
+        "import",
+        m,
+        "--name",
+        "t",
+        "--version",
+        "1",
+        "--signature",
+        sig_s,
+        "--public-key",
+        pub_s,
+    ]);
+    assert!(out.contains("signature  verified"), "{out}");
+    // A file added after signing: verification fails, exit 1, nothing imported.
+    std::fs::write(model.join("extra.py"), "import os").unwrap();
+    let err = env.refused(
+        &[
+            "vault",
+            "import",
+            m,
+            "--name",
+            "t",
+            "--version",
+            "2",
+            "--signature",
+            sig_s,
+            "--public-key",
+            pub_s,
+        ],
+        1,
+        "refused: signature verification failed",
+    );
+    assert!(err.contains("extra.py"), "{err}");
+    let kinds = kinds(&env.audit());
+    assert!(kinds.contains(&"signature_verify".to_owned()), "{kinds:?}");
+}
