@@ -113,6 +113,22 @@ pub fn statement(
     .into_bytes()
 }
 
+/// The exact bytes a deletion record signs.
+pub fn deletion_statement(
+    name: &str,
+    version: &str,
+    manifest_digest: &str,
+    data_key_id: &str,
+    kek_id: &str,
+    at: Timestamp,
+    by: &str,
+) -> Vec<u8> {
+    format!(
+        "warden-shred-v1\nname={name}\nversion={version}\nmanifest-sha256={manifest_digest}\ndata-key={data_key_id}\nkek={kek_id}\nat={at}\nby={by}\n"
+    )
+    .into_bytes()
+}
+
 /// Whether `approval`'s signature verifies under `admin`'s registered key.
 pub fn verify_approval(admin: &Admin, approval: &Approval) -> bool {
     if admin.algorithm != ALGORITHM || admin.name != approval.admin {

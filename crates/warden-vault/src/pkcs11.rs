@@ -313,9 +313,14 @@ impl Kek for Pkcs11Kek {
         let kek = self.handle(&s)?;
         let mut t = session_key_template();
         t.push(Attribute::Value(key.as_bytes().to_vec()));
-        let obj = s
-            .create_object(&t)
-            .map_err(|e| self.err("load data key", &e))?;
+        let obj = s.create_object(&t);
+        // The template held a copy of the key: wipe it before anything else.
+        for a in &mut t {
+            if let Attribute::Value(v) = a {
+                zeroize::Zeroize::zeroize(v);
+            }
+        }
+        let obj = obj.map_err(|e| self.err("load data key", &e))?;
         let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, kek, obj);
         let _ = s.destroy_object(obj);
         wrapped.map_err(|e| self.err("wrap", &e))

@@ -120,6 +120,8 @@ pub struct Shredded {
     pub kek_destroyed: bool,
     /// Deployment directories that were deleted.
     pub removed: Vec<String>,
+    /// The deletion record signed by the shredding administrator, when the actor is one.
+    pub record: Option<PathBuf>,
 }
 
 /// `name@version`.
@@ -733,6 +735,7 @@ impl Vault {
                 &staging,
                 &rel,
                 self.p.policy.evaluation_timeout_secs,
+                &self.p.policy.pkcs11.pin_env,
             )
         });
         remove_tree(&staging);
@@ -1078,8 +1081,10 @@ impl Vault {
                 ));
             }
         }
+        let approvals = self.quorum(&rel, "deploy")?;
         if rel.state == ReleaseState::Imported {
-            // Only reachable with require_evaluation = false.
+            // Only reachable with require_evaluation = false, and only once the quorum
+            // is there, so a refused deploy changes nothing.
             self.p.store.set_release_state(
                 name,
                 version,
@@ -1087,7 +1092,6 @@ impl Vault {
                 ReleaseState::Evaluated,
             )?;
         }
-        let approvals = self.quorum(&rel, "deploy")?;
         let d = self.install(&rel, dir, actor, &approvals, progress)?;
         self.audit(
             actor,
@@ -1208,9 +1212,13 @@ impl Vault {
                     ));
                 }
             }
-            let (dg, size) = manifest::sha256_file(&p, &|_| {})?;
-            if size != mf.size || hex::encode(dg) != mf.sha256 {
-                problems.push(format!("{}: content modified", mf.path));
+            match manifest::sha256_file(&p, &|_| {}) {
+                Ok((dg, size)) => {
+                    if size != mf.size || hex::encode(dg) != mf.sha256 {
+                        problems.push(format!("{}: content modified", mf.path));
+                    }
+                }
+                Err(e) => problems.push(format!("{}: unreadable ({e})", mf.path)),
             }
         }
         match manifest::list_files(dir) {
@@ -1221,10 +1229,8 @@ impl Vault {
                     }
                 }
             }
-            Err(Error::Invalid { subject, detail }) if !detail.contains("holds no files") => {
-                problems.push(format!("{subject}: {detail}"));
-            }
-            Err(_) => {}
+            Err(Error::Invalid { detail, .. }) if detail.contains("holds no files") => {}
+            Err(e) => problems.push(format!("{}: cannot list ({e})", d.dir)),
         }
         if !d.config_digest.is_empty() && self.config_digest()? != d.config_digest {
             problems.push("configuration (warden.toml): changed since deployment".into());
@@ -1458,6 +1464,35 @@ impl Vault {
                 .set_deployment_status(d.id, DeploymentStatus::Removed)?;
             removed.push(d.dir.clone());
         }
+        // A deletion record signed by the actor's admin key (when the actor is an admin),
+        // verifiable without Warden: statement, Ed25519 signature, public key.
+        let record = match self.p.store.admin(actor)? {
+            Some(_) => {
+                let key = self.admin_key(actor)?;
+                let statement = admin::deletion_statement(
+                    name,
+                    version,
+                    &rel.manifest_digest,
+                    &rel.data_key_id,
+                    &rel.kek_id,
+                    at,
+                    actor,
+                );
+                let doc = serde_json::json!({
+                    "statement": String::from_utf8_lossy(&statement),
+                    "algorithm": admin::ALGORITHM,
+                    "public_key": hex::encode(key.public_key()),
+                    "signature": hex::encode(key.sign(&statement)),
+                });
+                let dir = self.p.root.join(".shredded");
+                create_private_dir(&dir)?;
+                let path = dir.join(format!("{id}.json"));
+                std::fs::write(&path, format!("{doc:#}\n"))
+                    .map_err(|e| Error::io(path.display(), e))?;
+                Some(path)
+            }
+            None => None,
+        };
         self.audit(
             actor,
             EventKind::Shred {
@@ -1469,6 +1504,7 @@ impl Vault {
             at,
             kek_destroyed,
             removed,
+            record,
         })
     }
 
@@ -1484,6 +1520,7 @@ fn run_evaluation(
     staged: &Path,
     rel: &Release,
     timeout_secs: u64,
+    pin_env: &str,
 ) -> Result<(bool, String, String)> {
     use std::io::Read;
     let mut child = std::process::Command::new("sh")
@@ -1493,6 +1530,9 @@ fn run_evaluation(
         .env("WARDEN_MODEL_DIR", staged)
         .env("WARDEN_MODEL_NAME", &rel.name)
         .env("WARDEN_MODEL_VERSION", &rel.version)
+        // The evaluation command may be vendor code: it never sees the HSM PIN.
+        .env_remove(pin_env)
+        .env_remove("WARDEN_PKCS11_PIN")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -348,3 +348,49 @@ fn stolen_key_file_of_another_admin_is_refused() {
     assert!(err.contains("not this administrator's key"), "{err}");
     assert!(t.vault.store().approvals("m", "1").unwrap().is_empty());
 }
+
+#[test]
+fn refused_deploy_without_evaluation_gate_changes_nothing() {
+    let t = setup(Policy {
+        require_evaluation: false,
+        ..Policy::default()
+    });
+    let dir = model(&t.root.join("src"), 9);
+    t.vault
+        .import(
+            &ImportRequest {
+                dir: &dir,
+                name: "m",
+                version: "1",
+                importer: "alice",
+                verified: None,
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    let err = t
+        .vault
+        .deploy("m", "1", &t.root.join("serve"), "ops", &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("0 valid"), "{err}");
+    let r = t.vault.store().release("m", "1").unwrap().unwrap();
+    assert_eq!(r.state, warden_store::ReleaseState::Imported);
+    // With the quorum it deploys straight from `imported`.
+    t.approve("1", "deploy");
+    let serve = t.root.join("serve");
+    t.vault
+        .deploy("m", "1", &serve, "ops", &NoProgress)
+        .unwrap();
+    assert_eq!(fill_of(&serve), 9);
+    // A symbolic link planted in the deployment is reported and the copy restored.
+    std::os::unix::fs::symlink("/etc/passwd", serve.join("tokenizer.json")).unwrap();
+    let inc = t.vault.monitor_once("monitor").unwrap();
+    assert_eq!(inc[0].action, "restore");
+    assert!(
+        inc[0].problems[0].contains("symbolic links"),
+        "{:?}",
+        inc[0].problems
+    );
+    assert!(std::fs::symlink_metadata(serve.join("tokenizer.json")).is_err());
+}

@@ -241,7 +241,7 @@ fn lifecycle(
     )
     .unwrap();
     let check = format!(
-        "test \"$(head -c 4 {file_name})\" = GGUF && m=1 || m=0; echo \"{{\\\"gguf_magic\\\": $m, \\\"size\\\": $(wc -c < {file_name})}}\""
+        "test \"$(head -c 4 {file_name})\" = GGUF && m=1 || m=0; [ -n \"$WARDEN_PKCS11_PIN\" ] && p=1 || p=0; echo \"{{\\\"gguf_magic\\\": $m, \\\"pin_visible\\\": $p, \\\"size\\\": $(wc -c < {file_name})}}\""
     );
     let o = env.run(&[
         "release",
@@ -269,6 +269,8 @@ fn lifecycle(
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["passed"], true, "{out}");
     assert_eq!(v["metrics"]["gguf_magic"], 1);
+    // The evaluation command (vendor code) never sees the HSM PIN.
+    assert_eq!(v["metrics"]["pin_visible"], 0);
     assert_eq!(
         v["metrics"]["size"].as_u64().unwrap(),
         std::fs::metadata(&model).unwrap().len()
@@ -376,8 +378,25 @@ fn lifecycle(
     ]);
     assert!(out.contains("shredded smol@1.0"), "{out}");
     assert!(!dep.exists());
-    assert!(walk(&env.home.join("vault")).is_empty());
+    let left = walk(&env.home.join("vault"));
+    let record_path = env.home.join("vault/.shredded/smol@1.0.json");
+    assert_eq!(left, [record_path.display().to_string()]);
     let r = env.store().release("smol", "1.0").unwrap().unwrap();
+    // The deletion record is signed by carol's admin key over the release's identity.
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let statement = rec["statement"].as_str().unwrap();
+    assert!(statement.contains(&format!("manifest-sha256={}", r.manifest_digest)));
+    assert!(statement.contains(&format!("data-key={}\n", r.data_key_id)));
+    assert!(statement.ends_with("by=carol\n"), "{statement}");
+    let carol = env.store().admin("carol").unwrap().unwrap();
+    assert_eq!(rec["public_key"], hex::encode(&carol.public_key));
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &carol.public_key)
+        .verify(
+            statement.as_bytes(),
+            &hex::decode(rec["signature"].as_str().unwrap()).unwrap(),
+        )
+        .expect("deletion record signature");
     assert!(r.wrapped_key.is_empty());
     for args in [
         vec!["vault", "cat", "smol@1.0", file_name.as_str()],
@@ -430,6 +449,14 @@ fn lifecycle_with_file_kek() {
     let cfg = std::fs::read_to_string(env.home.join("warden.toml")).unwrap();
     assert!(cfg.contains("key_provider = \"file\""));
     assert!(env.home.join("keys/kek-default.key").exists());
+    let o = env.run(&["posture"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("warn WP005 vault keys: key-encryption keys are plain files"),
+        "{text}"
+    );
+    assert!(text.contains("development only"), "{text}");
+    assert!(!text.contains("FAIL WP003"), "{text}");
 }
 
 fn softhsm_module() -> PathBuf {
@@ -531,6 +558,9 @@ fn lifecycle_with_pkcs11_on_softhsm() {
         "{}",
         r.kek_id
     );
+    let o = env.run(&["posture"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("pass WP005 vault keys: non-extractable key-encryption keys on PKCS#11 token \"warden-e2e\", one per release"), "{text}");
     // After the shred, the per-release KEK is gone from the token.
     let objs = token_objects(&module, &conf, pin);
     assert!(!objs.contains("warden-smol"), "{objs}");
@@ -574,4 +604,99 @@ fn import_refuses_a_critical_scan_finding() {
     assert_eq!(last["event"], "model_scan");
     assert_eq!(last["outcome"], "fail");
     assert_eq!(last["max_severity"], "critical");
+}
+
+#[test]
+fn signed_import_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env {
+        home: tmp.path().join("home"),
+        extra: Vec::new(),
+    };
+    env.ok(&["init"]);
+    let cfg = env.home.join("warden.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("require_signature = false", "require_signature = true"),
+    )
+    .unwrap();
+    // A tiny safetensors model.
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header);
+    b.extend_from_slice(&[1; 8]);
+    std::fs::write(model.join("model.safetensors"), &b).unwrap();
+    // An ECDSA P-256 key pair as PEM files.
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pk8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    use base64::Engine;
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pk8.as_ref())
+    );
+    let key_path = tmp.path().join("signer.pem");
+    std::fs::write(&key_path, &pem).unwrap();
+    let sk = warden_sign::SigningKey::from_pem(pem.as_bytes(), &key_path).unwrap();
+    let pub_path = tmp.path().join("signer.pub");
+    std::fs::write(&pub_path, sk.public_key().to_pem()).unwrap();
+    let sig = tmp.path().join("model.sig");
+    let m = model.to_str().unwrap();
+    let (sig_s, pub_s) = (sig.to_str().unwrap(), pub_path.to_str().unwrap());
+
+    env.refused(
+        &["vault", "import", m, "--name", "t", "--version", "1"],
+        2,
+        "policy requires a verified signature",
+    );
+    env.ok(&[
+        "sign",
+        m,
+        "--key",
+        key_path.to_str().unwrap(),
+        "--signature",
+        sig_s,
+    ]);
+    let out = env.ok(&[
+        "vault",
+        "import",
+        m,
+        "--name",
+        "t",
+        "--version",
+        "1",
+        "--signature",
+        sig_s,
+        "--public-key",
+        pub_s,
+    ]);
+    assert!(out.contains("signature  verified"), "{out}");
+    // A file added after signing: verification fails, exit 1, nothing imported.
+    std::fs::write(model.join("extra.py"), "import os").unwrap();
+    let err = env.refused(
+        &[
+            "vault",
+            "import",
+            m,
+            "--name",
+            "t",
+            "--version",
+            "2",
+            "--signature",
+            sig_s,
+            "--public-key",
+            pub_s,
+        ],
+        1,
+        "refused: signature verification failed",
+    );
+    assert!(err.contains("extra.py"), "{err}");
+    let kinds = kinds(&env.audit());
+    assert!(kinds.contains(&"signature_verify".to_owned()), "{kinds:?}");
 }

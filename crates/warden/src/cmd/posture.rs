@@ -144,6 +144,15 @@ fn home_checks(home: &Path, out: &mut Vec<Check>) {
             detail,
         });
     }
+    if let Some((dev_only, detail)) = crate::cmd::vault::key_posture(home) {
+        out.push(Check {
+            id: "WP005",
+            status: if dev_only { Status::Warn } else { Status::Pass },
+            section: PROTECT_WEIGHTS,
+            cpg: "CPG 2.L",
+            detail,
+        });
+    }
     let audit = home.join("audit").join("checkpoint");
     out.push(if audit.exists() {
         Check {

@@ -190,16 +190,7 @@ pub struct MonitorArgs {
 
 /// The Warden home: `--home`, `WARDEN_HOME`, else the per-user data directory.
 fn home(g: &Global) -> anyhow::Result<PathBuf> {
-    if let Some(h) = &g.home {
-        return Ok(h.clone());
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("warden"));
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => Ok(PathBuf::from(h).join(".local/share/warden")),
-        None => bail!("no Warden home: pass --home or set WARDEN_HOME"),
-    }
+    crate::cmd::home_dir(g)
 }
 
 fn whoami(actor: Option<String>) -> String {
@@ -353,6 +344,32 @@ fn verdict_or(e: VaultError) -> anyhow::Result<ExitCode> {
 
 // ------------------------------------------------------------------ init
 
+/// The vault's key-protection posture for `warden posture`: (development only, description).
+pub fn key_posture(home: &Path) -> Option<(bool, String)> {
+    let policy = read_policy(home).ok()?;
+    Some(match policy.key_provider.as_str() {
+        "pkcs11" => (
+            false,
+            format!(
+                "vault keys: non-extractable key-encryption keys on PKCS#11 token {:?}{}",
+                policy.pkcs11.token,
+                if policy.per_release_kek {
+                    ", one per release"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        _ => (
+            true,
+            format!(
+                "vault keys: key-encryption keys are plain files in {} (development only); use key_provider = \"pkcs11\" with an HSM",
+                home.join("keys").display()
+            ),
+        ),
+    })
+}
+
 /// Run `warden init`.
 pub fn run_init(a: InitArgs, g: &Global) -> anyhow::Result<ExitCode> {
     let home = home(g)?;
@@ -412,8 +429,14 @@ fn init_inner(a: &InitArgs, home: &Path) -> anyhow::Result<ExitCode> {
     f.sync_all()
         .with_context(|| key_path.display().to_string())?;
     let vkey = signer.verifier().to_string();
-    std::fs::write(keys.join("audit.pub"), format!("{vkey}\n"))
-        .with_context(|| keys.join("audit.pub").display().to_string())?;
+    let pub_path = keys.join("audit.pub");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pub_path)
+        .and_then(|mut f| f.write_all(format!("{vkey}\n").as_bytes()))
+        .with_context(|| pub_path.display().to_string())?;
     let log = open_log(home)?;
 
     // State.
@@ -660,6 +683,9 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
             }
             for d in s.removed {
                 println!("  deleted deployed copy {d}");
+            }
+            if let Some(r) = s.record {
+                println!("  signed deletion record {}", r.display());
             }
         }
         VaultCommand::Ls { format } => {
