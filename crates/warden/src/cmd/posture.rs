@@ -183,21 +183,10 @@ const ACCESS: &str =
 
 /// Checks of `<home>/warden.toml`: every weaker-than-default choice shows here.
 fn config_checks(home: &Path, out: &mut Vec<Check>) -> anyhow::Result<()> {
-    let path = home.join("warden.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
-    };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
-    let vault: warden_vault::policy::Policy = match table.get("vault") {
-        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("{}: [vault]: {}", path.display(), e.message())
-        })?,
-        None => warden_vault::policy::Policy::default(),
-    };
+    if !home.join("warden.toml").exists() {
+        return Ok(());
+    }
+    let vault = crate::cmd::vault::read_policy(home)?;
     let mut push = |id, status, section, cpg, detail: String| {
         out.push(Check {
             id,
@@ -207,28 +196,6 @@ fn config_checks(home: &Path, out: &mut Vec<Check>) -> anyhow::Result<()> {
             detail,
         });
     };
-    if vault.key_provider == "file" {
-        push(
-            "WP201",
-            Status::Warn,
-            PROTECT_WEIGHTS,
-            "CPG 2.L",
-            "vault key_provider = \"file\": the key-encryption key is a file on this host \
-             (development only); production keeps it in an HSM (key_provider = \"pkcs11\")"
-                .to_owned(),
-        );
-    } else {
-        push(
-            "WP201",
-            Status::Pass,
-            PROTECT_WEIGHTS,
-            "CPG 2.L",
-            format!(
-                "vault key_provider = {:?}: KEKs are held by a token",
-                vault.key_provider
-            ),
-        );
-    }
     push(
         "WP202",
         if vault.require_signature {
@@ -254,20 +221,6 @@ fn config_checks(home: &Path, out: &mut Vec<Check>) -> anyhow::Result<()> {
         format!(
             "vault scan_fail_on = {:?} (default \"medium\")",
             vault.scan_fail_on
-        ),
-    );
-    push(
-        "WP204",
-        if vault.approvals_required >= 2 {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        ACCESS,
-        "CPG 2.E",
-        format!(
-            "vault approvals_required = {} (two-person control needs at least 2)",
-            vault.approvals_required
         ),
     );
     push(

@@ -188,7 +188,6 @@ pub struct MonitorArgs {
 
 // ------------------------------------------------------------------ helpers
 
-/// The Warden home: `--home`, `WARDEN_HOME`, else the per-user data directory.
 fn home(g: &Global) -> anyhow::Result<PathBuf> {
     crate::cmd::home_dir(g)
 }
@@ -208,7 +207,7 @@ fn split_release(s: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
-fn read_policy(home: &Path) -> anyhow::Result<Policy> {
+pub(crate) fn read_policy(home: &Path) -> anyhow::Result<Policy> {
     let path = home.join("warden.toml");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     let table: toml::Table = text
