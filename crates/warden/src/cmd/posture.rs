@@ -178,8 +178,6 @@ fn home_checks(home: &Path, out: &mut Vec<Check>) {
 
 const VALIDATE: &str =
     "Continuously protect the AI system: validate the AI system before and during use";
-const ACCESS: &str =
-    "Secure the deployment environment: ensure a robust deployment environment architecture";
 
 /// Checks of `<home>/warden.toml`: every weaker-than-default choice shows here.
 fn config_checks(home: &Path, out: &mut Vec<Check>) -> anyhow::Result<()> {
