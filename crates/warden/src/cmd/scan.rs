@@ -231,7 +231,10 @@ fn print_text(
     } else if failing > 0 {
         ui::paint(
             sev_style(Severity::High),
-            &format!("FAIL: {} at or above {fail_on}", plural(failing, "finding", "findings")),
+            &format!(
+                "FAIL: {} at or above {fail_on}",
+                plural(failing, "finding", "findings")
+            ),
         )
     } else {
         ui::paint(
