@@ -75,33 +75,57 @@ run() {
   timeout "$TIMEOUT" /usr/bin/time -v -o "$t" "${cmd[@]}" >/dev/null 2>"$t.err"
   rc=$?
   set -e
-  if [ "$rc" = 124 ]; then echo "timeout - 124"; return; fi
+  if [ "$rc" = 124 ]; then echo "timeout - 124 -"; return; fi
   if [ "$rc" != 0 ] && grep -q '^Traceback' "$t.err"; then rc=99; fi
-  local wall rss
+  local wall rss cpu
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$t")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$t")
-  echo "$wall $rss $rc"
+  cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s+=$2} END {printf "%.2f", s}' "$t")
+  echo "$wall $rss $rc $cpu"
+}
+
+# best TOOL FILE: runs shorter than 10 s are repeated three times and the fastest kept
+# (the same rule for every tool: on a shared machine one scheduler hiccup would
+# otherwise dominate a run of a few milliseconds); peak memory is the largest seen.
+best() {
+  local w r c u w2 r2 c2 u2 i
+  read -r w r c u < <(run "$1" "$2")
+  if [ "$w" != timeout ] && awk -v s="$w" 'BEGIN {exit !(s < 10)}'; then
+    for i in 1 2; do
+      read -r w2 r2 c2 u2 < <(run "$1" "$2")
+      w=$(awk -v a="$w" -v b="$w2" 'BEGIN {print (b < a ? b : a)}')
+      r=$(awk -v a="$r" -v b="$r2" 'BEGIN {print (b > a ? b : a)}')
+      u=$(awk -v a="$u" -v b="$u2" 'BEGIN {print (b < a ? b : a)}')
+    done
+  fi
+  echo "$w $r $c $u"
 }
 
 echo "# warden scan benchmark ($(date -u +%Y-%m-%d), $(nproc) cores; peers: ${VERSIONS})"
 echo
-echo "| input | tool | wall s | MB/s | peak RSS MiB | exit | warden speed-up |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "Wall time: fastest of 3 runs when a run takes under 10 s, else one run; timeout ${TIMEOUT} s."
+echo
+echo "CPU s is user + system time (robust to other load on the machine); ratios below 0.01 s"
+echo "are computed against 0.01 s, so Warden's real advantage on header-only inputs is larger."
+echo
+echo "| input | tool | wall s | MB/s | CPU s | peak RSS MiB | exit | warden wall speed-up | warden CPU speed-up |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for f in dense_floats.pkl numpy_dict.pkl big.safetensors; do
   path=$DATA/$f
   mb=$(awk -v b="$(stat -c %s "$path")" 'BEGIN {printf "%.0f", b/1048576}')
-  read -r ww wr wc < <(run warden "$path")
+  read -r ww wr wc wu < <(best warden "$path")
   for tool in warden picklescan modelscan fickling; do
-    if [ "$tool" = warden ]; then w=$ww; r=$wr; c=$wc; else read -r w r c < <(run "$tool" "$path"); fi
+    if [ "$tool" = warden ]; then w=$ww; r=$wr; c=$wc; u=$wu; else read -r w r c u < <(best "$tool" "$path"); fi
     if [ "$w" = timeout ]; then
-      echo "| $f ($mb MB) | $tool | >$TIMEOUT | | | timeout | >$(awk -v a="$TIMEOUT" -v b="$ww" 'BEGIN {printf "%.0f", a/(b>0.001?b:0.001)}')x |"
+      echo "| $f ($mb MB) | $tool | >$TIMEOUT | | >$TIMEOUT | | timeout | >$(awk -v a="$TIMEOUT" -v b="$ww" 'BEGIN {printf "%.0f", a/(b>0.01?b:0.01)}')x | |"
       continue
     fi
-    mbs=$(awk -v m="$mb" -v s="$w" 'BEGIN {printf "%.0f", m/(s>0.001?s:0.001)}')
+    mbs=$(awk -v m="$mb" -v s="$w" 'BEGIN {printf "%.0f", m/(s>0.01?s:0.01)}')
     rss=$(awk -v k="$r" 'BEGIN {printf "%.0f", k/1024}')
-    ratio=$(awk -v a="$w" -v b="$ww" 'BEGIN {printf "%.0fx", a/(b>0.001?b:0.001)}')
-    [ "$tool" = warden ] && ratio="1x"
-    echo "| $f ($mb MB) | $tool | $w | $mbs | $rss | $c | $ratio |"
+    ratio=$(awk -v a="$w" -v b="$ww" 'BEGIN {printf "%.0fx", a/(b>0.01?b:0.01)}')
+    cratio=$(awk -v a="$u" -v b="$wu" 'BEGIN {printf "%.0fx", a/(b>0.01?b:0.01)}')
+    [ "$tool" = warden ] && ratio="1x" && cratio="1x"
+    echo "| $f ($mb MB) | $tool | $w | $mbs | $u | $rss | $c | $ratio | $cratio |"
   done
 done
 
@@ -110,7 +134,7 @@ echo "Corpus ($CORPUS): a file counts as flagged when the tool exits non-zero (f
 echo "1 = findings at or above medium, 2 = could not vouch; peers: 1 = unsafe, other = error;"
 echo "99 = the tool crashed with a Python traceback)."
 echo
-echo "| tool | malicious flagged | malicious missed (exit 0) | malicious errored/crashed | benign flagged (false positives) | corpus wall s |"
+echo "| tool | malicious flagged | malicious missed (exit 0) | malicious errored/crashed | benign not passed (exit ≠ 0: false alarm or error) | corpus wall s |"
 echo "|---|---:|---:|---:|---:|---:|"
 for tool in warden picklescan modelscan fickling; do
   hit=0; miss=0; fp=0; err=0; missed_list=""; fp_list=""
@@ -120,7 +144,7 @@ for tool in warden picklescan modelscan fickling; do
     class=${rel%%/*}; area=$(echo "$rel" | cut -d/ -f2)
     t=$tool
     if [ "$tool" = warden ] && [ "$area" = sklearn ]; then t=warden-sklearn; fi
-    read -r _ _ c < <(run "$t" "$file")
+    read -r _ _ c _ < <(run "$t" "$file")
     if [ "$class" = malicious ]; then
       if [ "$c" = 0 ]; then miss=$((miss + 1)); missed_list="$missed_list $rel"
       elif [ "$c" = 1 ] || [ "$tool" = warden ]; then hit=$((hit + 1))

@@ -721,6 +721,45 @@ def _():
     return buf.getvalue()
 
 
+class _Unseekable(io.RawIOBase):
+    """A write-only sink without seek: zipfile then streams members with data descriptors."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def write(self, b):
+        self.buf += b
+        return len(b)
+
+
+@gen("malicious/archive/data_descriptor_lies.zip")
+def _():
+    """Streamed zip (flag bit 3, sizes in a data descriptor) whose descriptor disagrees with the central directory: stream readers and directory readers see different sizes."""
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("weights.pkl", pickle.dumps([1.0, 2.0, 3.0], protocol=2))
+    data = bytearray(sink.buf)
+    dd = data.find(b"PK\x07\x08")
+    struct.pack_into("<I", data, dd + 12, 4096)  # uncompressed size in the descriptor
+    return bytes(data)
+
+
+@gen("benign/archive/zip64_member.zip")
+def _():
+    """A zip whose member carries ZIP64 extended sizes (force_zip64), holding a clean pickle."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("state.pkl", "w", force_zip64=True) as f:
+            f.write(pickle.dumps({"w": [0.5] * 10}, protocol=4))
+    return buf.getvalue()
+
+
 # ================================================================== malicious: numpy
 def npy_header(descr, shape):
     h = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (descr, shape)
