@@ -8,8 +8,12 @@
 //! Entry points: [`scan_paths`] walks files and directories; [`scan_reader`] scans one
 //! already-open input. Format parsers live under [`formats`] and share [`Context`].
 
+pub mod allowlist;
+pub mod driver;
 pub mod finding;
 pub mod formats;
+pub mod io;
+pub mod rules;
 
 pub use finding::{Finding, Location, Severity};
 
@@ -146,6 +150,18 @@ pub enum Format {
     Onnx,
     /// HDF5 (legacy Keras `.h5`).
     Hdf5,
+    /// A zlib stream (joblib's compressed files).
+    Zlib,
+    /// A member of a Keras `.keras` archive checked by the Keras rules.
+    Keras,
+    /// 7z, RAR, bzip2, xz, zstd and other containers no model loader reads.
+    OtherArchive,
+    /// Raw tensor bytes of a PyTorch checkpoint (`data/N`), never unpickled by loaders.
+    TensorData,
+    /// UTF-8 text (configs, tokenizers, READMEs).
+    Text,
+    /// An empty file.
+    Empty,
     /// Something the scanner does not know.
     Unknown,
 }
@@ -193,8 +209,50 @@ impl Report {
     }
 }
 
-/// Scan files and directories (recursively).
+/// Scan files and directories (recursively, without following symbolic links out of
+/// the tree). Every problem lands in the report; nothing here panics or stops early.
 pub fn scan_paths(paths: &[PathBuf], options: &ScanOptions) -> Report {
-    let _ = (paths, options);
-    Report::default()
+    scan_paths_with_progress(paths, options, &mut |_| {})
+}
+
+/// [`scan_paths`], calling `progress` with the size of every file once it is done.
+pub fn scan_paths_with_progress(
+    paths: &[PathBuf],
+    options: &ScanOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Report {
+    let mut w = driver::Walker::new(options, progress);
+    for p in paths {
+        w.scan_path(p);
+    }
+    w.report
+}
+
+/// Scan one already-open input (a file, or bytes in memory) named `name` in findings.
+pub fn scan_reader(input: &mut dyn Input, len: u64, name: &str, options: &ScanOptions) -> Report {
+    let mut progress = |_| {};
+    let mut w = driver::Walker::new(options, &mut progress);
+    w.scan_input(input, len, Location::file(name), 0);
+    w.report
+}
+
+/// Total size of the regular files under `paths` (for a progress bar).
+pub fn total_bytes(paths: &[PathBuf]) -> u64 {
+    fn walk(p: &std::path::Path, level: u32) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() && level < 64 => std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .map(|e| walk(&e.path(), level + 1))
+                        .sum()
+                })
+                .unwrap_or(0),
+            Ok(m) if m.is_file() => m.len(),
+            Ok(m) if m.file_type().is_symlink() && level == 0 => {
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+    paths.iter().map(|p| walk(p, 0)).sum()
 }

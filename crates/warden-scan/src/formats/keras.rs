@@ -1,5 +1,7 @@
 //! Keras `.keras` archives (placeholder until the formats work lands).
 
+pub(crate) mod json;
+
 use crate::{Context, Error};
 
 /// Check one member of a zip archive that may belong to a Keras `.keras` file

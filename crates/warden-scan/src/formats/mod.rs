@@ -6,8 +6,13 @@
 //! containers, WS4xx safetensors, WS5xx GGUF (and chat templates), WS6xx ONNX, WS7xx
 //! Keras and HDF5, WS9xx general (limits, unknown formats).
 
+pub mod compress;
 pub mod gguf;
 pub mod hdf5;
 pub mod keras;
+pub mod npy;
 pub mod onnx;
+pub mod pickle;
 pub mod safetensors;
+pub mod tar;
+pub mod zip;

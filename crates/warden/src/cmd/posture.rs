@@ -1,19 +1,256 @@
-//! `warden posture`.
+//! `warden posture`: the running configuration and host checked against the deployment
+//! guidance ("Deploying AI Systems Securely"). Each check cites the guidance section and
+//! the CISA Cross-Sector Cybersecurity Performance Goal (CPG) it serves.
 //!
-//! (Being built in its own issue; until then the commands say so and exit 2.)
+//! Posture never changes anything; it reads the Warden home and the host and reports.
+//! Exit 0 when nothing fails, 1 when a check fails (a weakened default in force, a key
+//! readable by others), 2 when the home cannot be read at all.
 
 use crate::Global;
+use crate::ui::{self, ReportFormat};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("{what}: not available in this build yet")
-}
 
 /// Arguments of `warden posture`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Meets the guidance.
+    Pass,
+    /// Worth knowing; not a weakness by itself.
+    Info,
+    /// A weaker-than-default choice an operator made on purpose, or a host setting to review.
+    Warn,
+    /// A weakness that should not be in production.
+    Fail,
+}
+
+/// One posture check result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable id, `WPnnn`.
+    pub id: &'static str,
+    /// Result.
+    pub status: Status,
+    /// Guidance section the check serves.
+    pub section: &'static str,
+    /// CISA CPG reference(s).
+    pub cpg: &'static str,
+    /// What was found, in words.
+    pub detail: String,
+}
+
+const ENV_HARDEN: &str =
+    "Secure the deployment environment: harden deployment environment configurations";
+const PROTECT_WEIGHTS: &str = "Continuously protect the AI system: protect model weights";
+const LOGGING: &str =
+    "Secure AI operation and maintenance: implement robust logging and monitoring";
 
 /// Run `warden posture`.
-pub fn run(_a: Args, _g: &Global) -> anyhow::Result<ExitCode> {
-    not_yet("posture")
+pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    let home = crate::cmd::home_dir(g)?;
+    let mut checks = Vec::new();
+    home_checks(&home, &mut checks);
+    host_checks(&mut checks);
+    render(&checks, a.format)?;
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn mode(_path: &Path) -> Option<u32> {
+    None
+}
+
+fn home_checks(home: &Path, out: &mut Vec<Check>) {
+    if !home.exists() {
+        out.push(Check {
+            id: "WP001",
+            status: Status::Info,
+            section: ENV_HARDEN,
+            cpg: "CPG 2.O",
+            detail: format!("{}: no Warden home yet (run `warden init`)", home.display()),
+        });
+        return;
+    }
+    match mode(home) {
+        Some(m) if m & 0o077 != 0 => out.push(Check {
+            id: "WP002",
+            status: Status::Fail,
+            section: ENV_HARDEN,
+            cpg: "CPG 2.E",
+            detail: format!(
+                "{}: home is accessible to other users (mode {m:04o}; want 0700)",
+                home.display()
+            ),
+        }),
+        Some(m) => out.push(Check {
+            id: "WP002",
+            status: Status::Pass,
+            section: ENV_HARDEN,
+            cpg: "CPG 2.E",
+            detail: format!("{}: home mode {m:04o}", home.display()),
+        }),
+        None => {}
+    }
+    let keys = home.join("keys");
+    if let Ok(rd) = std::fs::read_dir(&keys) {
+        let mut loose: Vec<PathBuf> = Vec::new();
+        for e in rd.flatten() {
+            if let Some(m) = mode(&e.path())
+                && m & 0o077 != 0
+            {
+                loose.push(e.path());
+            }
+        }
+        let status = if loose.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        };
+        let detail = if loose.is_empty() {
+            format!("{}: key files readable by their owner only", keys.display())
+        } else {
+            let names: Vec<String> = loose.iter().map(|p| p.display().to_string()).collect();
+            format!("key files readable by others: {}", names.join(", "))
+        };
+        out.push(Check {
+            id: "WP003",
+            status,
+            section: PROTECT_WEIGHTS,
+            cpg: "CPG 2.L",
+            detail,
+        });
+    }
+    let audit = home.join("audit").join("checkpoint");
+    out.push(if audit.exists() {
+        Check {
+            id: "WP004",
+            status: Status::Pass,
+            section: LOGGING,
+            cpg: "CPG 2.T, 2.U",
+            detail: format!("{}: tamper-evident audit log present", audit.display()),
+        }
+    } else {
+        Check {
+            id: "WP004",
+            status: Status::Warn,
+            section: LOGGING,
+            cpg: "CPG 2.T, 2.U",
+            detail: format!(
+                "{}: no audit log checkpoint; actions are not being recorded",
+                audit.display()
+            ),
+        }
+    });
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn host_checks(out: &mut Vec<Check>) {
+    if let Some(v) = read_trim("/proc/sys/kernel/randomize_va_space") {
+        let status = if v == "2" { Status::Pass } else { Status::Warn };
+        out.push(Check {
+            id: "WP101",
+            status,
+            section: ENV_HARDEN,
+            cpg: "CPG 2.O",
+            detail: format!("kernel.randomize_va_space = {v} (want 2, full ASLR)"),
+        });
+    }
+    if let Some(v) = read_trim("/proc/sys/kernel/yama/ptrace_scope") {
+        let status = if v == "0" { Status::Warn } else { Status::Pass };
+        out.push(Check {
+            id: "WP102",
+            status,
+            section: PROTECT_WEIGHTS,
+            cpg: "CPG 2.E",
+            detail: format!(
+                "kernel.yama.ptrace_scope = {v} (0 lets any process of the same user read the gateway's memory: keys, weights)"
+            ),
+        });
+    }
+    if let Some(status) = read_trim("/proc/self/status") {
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().nth(1).map(str::to_owned));
+        if let Some(uid) = uid {
+            let st = if uid == "0" {
+                Status::Warn
+            } else {
+                Status::Pass
+            };
+            out.push(Check {
+                id: "WP103",
+                status: st,
+                section: ENV_HARDEN,
+                cpg: "CPG 2.E",
+                detail: if uid == "0" {
+                    "running as root: run Warden under a dedicated unprivileged account".to_owned()
+                } else {
+                    format!("running as uid {uid}, not root")
+                },
+            });
+        }
+    }
+}
+
+fn render(checks: &[Check], format: ReportFormat) -> anyhow::Result<()> {
+    match format {
+        ReportFormat::Json | ReportFormat::Sarif => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "checks": checks }))?
+            );
+        }
+        ReportFormat::Text => {
+            for c in checks {
+                let (label, style) = match c.status {
+                    Status::Pass => ("pass", anstyle::AnsiColor::Green),
+                    Status::Info => ("info", anstyle::AnsiColor::Blue),
+                    Status::Warn => ("warn", anstyle::AnsiColor::Yellow),
+                    Status::Fail => ("FAIL", anstyle::AnsiColor::Red),
+                };
+                let tag = ui::paint(
+                    anstyle::Style::new().bold().fg_color(Some(style.into())),
+                    label,
+                );
+                println!("{tag} {} {}", c.id, c.detail);
+                println!("     {} [{}]", c.section, c.cpg);
+            }
+            let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
+            let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
+            println!(
+                "\n{} checks: {fails} failed, {warns} warnings",
+                checks.len()
+            );
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,710 @@
+//! The append-only log with durable group commit.
+//!
+//! Callers submit entries from any thread ([`Log::append`] blocks,
+//! [`Log::append_async`] returns a runtime-agnostic future). One writer thread takes
+//! everything queued (up to [`LogOptions::max_batch`]), appends it to the right edge of
+//! the tree, writes the new entry bundles and tiles durably, signs and publishes the
+//! checkpoint, and only then acknowledges each entry with its index.
+//!
+//! **Invariant:** an index is returned only after the bundle, tiles and signed
+//! checkpoint containing it are durable. Objects written for a batch whose checkpoint
+//! was never published are beyond the published tree: readers never need them, and
+//! [`Log::open`] removes them before writing again.
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::merkle::{self, Hash};
+use crate::note::{Signer, Verifier};
+use crate::storage::{CHECKPOINT, PosixStorage, Storage};
+use crate::tiles::{self, MAX_ENTRY, TILE_WIDTH, bundle_path, tile_path};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Most entries committed together (default 4096).
+    pub max_batch: usize,
+    /// How long the writer waits for more entries after the first of a batch
+    /// (default zero: batches form while the previous one is being made durable).
+    pub max_delay: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            max_batch: 4096,
+            max_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The right edge of the tree: everything needed to append.
+#[derive(Debug, Clone)]
+struct Edge {
+    size: u64,
+    /// Current partial entry bundle.
+    bundle: Vec<u8>,
+    /// Partial tile hashes per tile level.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Edge {
+    fn root(&self) -> Hash {
+        let mut parts = Vec::new();
+        for hs in self.levels.iter().rev() {
+            let mut off = 0usize;
+            for b in (0..8).rev() {
+                let w = 1usize << b;
+                if hs.len() & w != 0 {
+                    if let Some(s) = hs.get(off..off + w) {
+                        parts.push(merkle::perfect_root(s));
+                    }
+                    off += w;
+                }
+            }
+        }
+        merkle::root_from_decomposition(&parts)
+    }
+
+    /// Load the edge of the tree of `cp.size` entries and check it against `cp.root`.
+    fn load(storage: &dyn Storage, cp: &Checkpoint) -> Result<Edge> {
+        let size = cp.size;
+        let mut levels = Vec::new();
+        let mut level = 0u32;
+        while tiles::hashes_at_level(size, level) > 0 {
+            let hashes = tiles::hashes_at_level(size, level);
+            let w = hashes % TILE_WIDTH;
+            let n = hashes / TILE_WIDTH;
+            let row = if w == 0 {
+                Vec::new()
+            } else {
+                let name = tile_path(level, n, w);
+                let data = storage
+                    .read(&name)?
+                    .ok_or_else(|| Error::tampered(&name, "missing"))?;
+                tiles::parse_tile(&data, w, &name)?
+            };
+            levels.push(row);
+            level += 1;
+        }
+        let w = size % TILE_WIDTH;
+        let bundle = if w == 0 {
+            Vec::new()
+        } else {
+            let name = bundle_path(size / TILE_WIDTH, w);
+            let data = storage
+                .read(&name)?
+                .ok_or_else(|| Error::tampered(&name, "missing"))?;
+            let entries = tiles::parse_bundle(&data, &name)?;
+            if entries.len() as u64 != w {
+                return Err(Error::tampered(
+                    &name,
+                    format!("{} entries, expected {w}", entries.len()),
+                ));
+            }
+            let hashes: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+            if levels.first().map(Vec::as_slice) != Some(hashes.as_slice()) {
+                return Err(Error::tampered(
+                    &name,
+                    "entries do not match the level-0 tile",
+                ));
+            }
+            data
+        };
+        let edge = Edge {
+            size,
+            bundle,
+            levels,
+        };
+        if edge.root() != cp.root {
+            return Err(Error::tampered(
+                CHECKPOINT,
+                "root hash does not match the tiles at the edge of the tree",
+            ));
+        }
+        Ok(edge)
+    }
+}
+
+/// Remove objects a crashed batch wrote beyond the published tree of `size` entries.
+fn discard_unpublished(storage: &dyn Storage, size: u64) -> Result<()> {
+    // Tile levels -1 (entry bundles) and 0..=8 cover every tree a u64 can size.
+    for level in -1i32..=8 {
+        let lv = u32::try_from(level.max(0)).unwrap_or(0);
+        let hashes = tiles::hashes_at_level(size, lv);
+        let mut n = hashes / TILE_WIDTH;
+        let width = hashes % TILE_WIDTH;
+        let path = |n: u64, w: u64| {
+            if level < 0 {
+                bundle_path(n, w)
+            } else {
+                tile_path(lv, n, w)
+            }
+        };
+        loop {
+            let full = path(n, 0);
+            let had_full = storage.read(&full)?.is_some();
+            storage.remove(&full)?;
+            let partial_dir = format!("{full}.p");
+            let keep = if n == hashes / TILE_WIDTH { width } else { 0 };
+            for w in storage.list(&partial_dir)? {
+                match w.parse::<u64>() {
+                    Ok(w) if w <= keep => {}
+                    _ => storage.remove(&format!("{partial_dir}/{w}"))?,
+                }
+            }
+            if !had_full {
+                break;
+            }
+            n += 1;
+        }
+    }
+    Ok(())
+}
+
+struct Writer {
+    storage: Arc<dyn Storage>,
+    signer: Signer,
+    origin: String,
+    edge: Edge,
+    published: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn push_hash(
+        &mut self,
+        level: usize,
+        h: Hash,
+        files: &mut Vec<(String, Vec<u8>)>,
+        dirty: &mut Vec<bool>,
+        completed: &mut Vec<String>,
+    ) {
+        let mut level = level;
+        let mut h = h;
+        loop {
+            while self.edge.levels.len() <= level {
+                self.edge.levels.push(Vec::new());
+            }
+            while dirty.len() <= level {
+                dirty.push(false);
+            }
+            let Some(row) = self.edge.levels.get_mut(level) else {
+                return;
+            };
+            row.push(h);
+            if (row.len() as u64) < TILE_WIDTH {
+                if let Some(d) = dirty.get_mut(level) {
+                    *d = true;
+                }
+                return;
+            }
+            let lv = u32::try_from(level).unwrap_or(0);
+            let n = tiles::hashes_at_level(self.edge.size, lv) / TILE_WIDTH - 1;
+            let data: Vec<u8> = row.iter().flatten().copied().collect();
+            let root = merkle::perfect_root(row);
+            row.clear();
+            if let Some(d) = dirty.get_mut(level) {
+                *d = false;
+            }
+            files.push((tile_path(lv, n, 0), data));
+            completed.push(format!("{}.p", tile_path(lv, n, 0)));
+            h = root;
+            level += 1;
+        }
+    }
+
+    /// Append a batch and publish; returns the index of the first entry.
+    fn commit(&mut self, entries: &[Vec<u8>]) -> Result<u64> {
+        let first = self.edge.size;
+        let mut files = Vec::new();
+        let mut dirty = Vec::new();
+        let mut completed = Vec::new();
+        let mut bundle_dirty = false;
+        for e in entries {
+            tiles::push_entry(&mut self.edge.bundle, e)?;
+            self.edge.size += 1;
+            if self.edge.size % TILE_WIDTH == 0 {
+                let n = self.edge.size / TILE_WIDTH - 1;
+                files.push((bundle_path(n, 0), std::mem::take(&mut self.edge.bundle)));
+                completed.push(format!("{}.p", bundle_path(n, 0)));
+                bundle_dirty = false;
+            } else {
+                bundle_dirty = true;
+            }
+            self.push_hash(
+                0,
+                merkle::leaf_hash(e),
+                &mut files,
+                &mut dirty,
+                &mut completed,
+            );
+        }
+        let size = self.edge.size;
+        if bundle_dirty {
+            files.push((
+                bundle_path(size / TILE_WIDTH, size % TILE_WIDTH),
+                self.edge.bundle.clone(),
+            ));
+        }
+        for (level, d) in dirty.iter().enumerate() {
+            let lv = u32::try_from(level).unwrap_or(0);
+            if let (true, Some(row)) = (*d, self.edge.levels.get(level))
+                && !row.is_empty()
+            {
+                let hashes = tiles::hashes_at_level(size, lv);
+                files.push((
+                    tile_path(lv, hashes / TILE_WIDTH, hashes % TILE_WIDTH),
+                    row.iter().flatten().copied().collect(),
+                ));
+            }
+        }
+        self.storage.write_durable(&files)?;
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: self.edge.root(),
+            extensions: Vec::new(),
+        };
+        self.storage.publish_checkpoint(&cp.sign(&self.signer))?;
+        self.published.store(size, Ordering::Release);
+        // Partial tiles of tiles that are now full are no longer needed (C2SP allows
+        // removing them once the full tile exists). Failure here loses nothing.
+        for dir in completed {
+            let _ = self.storage.remove(&dir);
+        }
+        Ok(first)
+    }
+
+    /// After a failed commit: go back to the last published checkpoint.
+    fn reload(&mut self) -> Result<()> {
+        let verifier = self.signer.verifier();
+        let bytes = self
+            .storage
+            .read(CHECKPOINT)?
+            .ok_or_else(|| Error::tampered(CHECKPOINT, "missing"))?;
+        let (cp, _) = Checkpoint::open(&bytes, &verifier, Some(&self.origin), CHECKPOINT)?;
+        self.edge = Edge::load(self.storage.as_ref(), &cp)?;
+        Ok(())
+    }
+}
+
+/// One caller's pending acknowledgement.
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    result: Option<Result<u64>>,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn complete(&self, r: Result<u64>) {
+        let waker = match self.state.lock() {
+            Ok(mut s) => {
+                s.result = Some(r);
+                s.waker.take()
+            }
+            Err(p) => {
+                let mut s = p.into_inner();
+                s.result = Some(r);
+                s.waker.take()
+            }
+        };
+        self.cv.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn wait(&self) -> Result<u64> {
+        let mut g = self
+            .state
+            .lock()
+            .map_err(|_| Error::Closed("writer state poisoned".into()))?;
+        loop {
+            if let Some(r) = g.result.take() {
+                return r;
+            }
+            g = self
+                .cv
+                .wait(g)
+                .map_err(|_| Error::Closed("writer state poisoned".into()))?;
+        }
+    }
+}
+
+struct Request {
+    entry: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+/// The future returned by [`Log::append_async`]: resolves to the entry's index once
+/// it is durable. Works with any executor (no runtime dependency).
+#[derive(Debug)]
+pub struct AppendFuture {
+    slot: Option<Arc<Slot>>,
+    early: Option<Error>,
+}
+
+impl Future for AppendFuture {
+    type Output = Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(e) = self.early.take() {
+            return Poll::Ready(Err(e));
+        }
+        let Some(slot) = self.slot.as_ref() else {
+            return Poll::Ready(Err(Error::Closed("future polled after completion".into())));
+        };
+        let mut g = match slot.state.lock() {
+            Ok(g) => g,
+            Err(_) => return Poll::Ready(Err(Error::Closed("writer state poisoned".into()))),
+        };
+        if let Some(r) = g.result.take() {
+            drop(g);
+            self.slot = None;
+            return Poll::Ready(r);
+        }
+        g.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+struct Shared {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    published: Arc<AtomicU64>,
+    verifier: Verifier,
+    origin: String,
+    storage: Arc<dyn Storage>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Ok(mut w) = self.worker.lock()
+            && let Some(h) = w.take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+/// An open, writable audit log. Cheap to clone and share across threads; the writer
+/// thread stops (after committing what was queued) when the last clone is dropped.
+#[derive(Clone)]
+pub struct Log {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("origin", &self.shared.origin)
+            .field("size", &self.size())
+            .field("storage", &self.shared.storage.location())
+            .finish()
+    }
+}
+
+impl Log {
+    /// Open (or create) the log in `storage`, signing checkpoints with `signer` under
+    /// `origin`. Takes the storage's writer lock, recovers from an interrupted batch
+    /// (removing unpublished objects), checks the checkpoint signature and that the
+    /// tiles at the edge match its root, and starts the writer thread.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        signer: Signer,
+        origin: &str,
+        options: LogOptions,
+    ) -> Result<Log> {
+        storage.lock_writer()?;
+        let verifier = signer.verifier();
+        let edge = match storage.read(CHECKPOINT)? {
+            Some(bytes) => {
+                let (cp, _) = Checkpoint::open(&bytes, &verifier, Some(origin), CHECKPOINT)?;
+                discard_unpublished(storage.as_ref(), cp.size)?;
+                Edge::load(storage.as_ref(), &cp)?
+            }
+            None => {
+                if !storage.list("tile")?.is_empty() {
+                    return Err(Error::tampered(
+                        format!("{}/{CHECKPOINT}", storage.location()),
+                        "missing, but the log has tiles",
+                    ));
+                }
+                let cp = Checkpoint {
+                    origin: origin.to_owned(),
+                    size: 0,
+                    root: merkle::empty_root(),
+                    extensions: Vec::new(),
+                };
+                storage.publish_checkpoint(&cp.sign(&signer))?;
+                Edge {
+                    size: 0,
+                    bundle: Vec::new(),
+                    levels: Vec::new(),
+                }
+            }
+        };
+        let published = Arc::new(AtomicU64::new(edge.size));
+        let mut writer = Writer {
+            storage: Arc::clone(&storage),
+            signer,
+            origin: origin.to_owned(),
+            edge,
+            published: Arc::clone(&published),
+        };
+        let (tx, rx) = mpsc::channel::<Request>();
+        let max_batch = options.max_batch.max(1);
+        let max_delay = options.max_delay;
+        let handle = std::thread::Builder::new()
+            .name("warden-tlog-writer".into())
+            .spawn(move || writer_loop(&mut writer, &rx, max_batch, max_delay))
+            .map_err(|e| Error::io("audit log writer thread", e))?;
+        Ok(Log {
+            shared: Arc::new(Shared {
+                tx: Mutex::new(Some(tx)),
+                worker: Mutex::new(Some(handle)),
+                published,
+                verifier,
+                origin: origin.to_owned(),
+                storage,
+            }),
+        })
+    }
+
+    /// Open (or create) a log in a directory with a signer key file; the origin is the
+    /// key's name. The embedded default used by the CLI, the vault and the gateway.
+    pub fn open_dir(
+        dir: &std::path::Path,
+        key_file: &std::path::Path,
+        options: LogOptions,
+    ) -> Result<Log> {
+        let signer = Signer::from_file(key_file)?;
+        let origin = signer.name().to_owned();
+        Log::open(Arc::new(PosixStorage::new(dir)), signer, &origin, options)
+    }
+
+    fn submit(&self, entry: Vec<u8>) -> Result<Arc<Slot>> {
+        if entry.len() > MAX_ENTRY {
+            return Err(Error::EntryTooLarge(entry.len()));
+        }
+        let slot = Arc::new(Slot::default());
+        let tx = self
+            .shared
+            .tx
+            .lock()
+            .map_err(|_| Error::Closed("writer state poisoned".into()))?;
+        let tx = tx
+            .as_ref()
+            .ok_or_else(|| Error::Closed("log closed".into()))?;
+        tx.send(Request {
+            entry,
+            slot: Arc::clone(&slot),
+        })
+        .map_err(|_| Error::Closed("writer stopped".into()))?;
+        Ok(slot)
+    }
+
+    /// Append an entry and block until it is durable; returns its index.
+    pub fn append(&self, entry: Vec<u8>) -> Result<u64> {
+        self.submit(entry)?.wait()
+    }
+
+    /// Append an entry; the future resolves to its index once it is durable.
+    pub fn append_async(&self, entry: Vec<u8>) -> AppendFuture {
+        match self.submit(entry) {
+            Ok(slot) => AppendFuture {
+                slot: Some(slot),
+                early: None,
+            },
+            Err(e) => AppendFuture {
+                slot: None,
+                early: Some(e),
+            },
+        }
+    }
+
+    /// Append a typed audit event (its canonical JSON); returns its index once durable.
+    pub fn append_event(&self, event: &crate::event::AuditEvent) -> Result<u64> {
+        self.append(event.to_entry()?)
+    }
+
+    /// Size of the last published checkpoint.
+    pub fn size(&self) -> u64 {
+        self.shared.published.load(Ordering::Acquire)
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// The verifier key of the log's signer.
+    pub fn verifier(&self) -> &Verifier {
+        &self.shared.verifier
+    }
+
+    /// The storage the log lives in.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
+    }
+}
+
+fn writer_loop(
+    writer: &mut Writer,
+    rx: &mpsc::Receiver<Request>,
+    max_batch: usize,
+    max_delay: Duration,
+) {
+    let mut broken: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        if !max_delay.is_zero() {
+            let deadline = Instant::now() + max_delay;
+            while batch.len() < max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if let Some(why) = &broken {
+            for r in batch {
+                r.slot.complete(Err(Error::Commit(why.clone())));
+            }
+            continue;
+        }
+        let entries: Vec<Vec<u8>> = batch
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.entry))
+            .collect();
+        match writer.commit(&entries) {
+            Ok(first) => {
+                for (i, r) in batch.into_iter().enumerate() {
+                    r.slot.complete(Ok(first + i as u64));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch {
+                    r.slot.complete(Err(Error::Commit(msg.clone())));
+                }
+                if let Err(e2) = writer.reload() {
+                    broken = Some(format!("{msg}; recovery failed: {e2}"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiles::LogReader;
+
+    fn open(dir: &std::path::Path, signer: &Signer) -> Log {
+        Log::open(
+            Arc::new(PosixStorage::new(dir)),
+            Signer::parse(&signer.to_key_string()).unwrap(),
+            "warden.test/log",
+            LogOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn appends_survive_reopen_and_match_the_recursive_root() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let mut all = Vec::new();
+        for round in 0..3u32 {
+            let log = open(d.path(), &signer);
+            let n = [1usize, 300, 70][round as usize];
+            for i in 0..n {
+                let e = format!("round {round} entry {i}").into_bytes();
+                let idx = log.append(e.clone()).unwrap();
+                assert_eq!(idx, all.len() as u64);
+                all.push(e);
+            }
+            assert_eq!(log.size(), all.len() as u64);
+        }
+        let storage = PosixStorage::new(d.path());
+        let (cp, _, mut r) = LogReader::open(&storage, &signer.verifier()).unwrap();
+        assert_eq!(cp.size, all.len() as u64);
+        let leaves: Vec<Hash> = all.iter().map(|e| merkle::leaf_hash(e)).collect();
+        assert_eq!(cp.root, merkle::root_from_leaf_hashes(&leaves));
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(&r.entry(i as u64).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn concurrent_appends_get_distinct_indices() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open(d.path(), &signer);
+        let mut hs = Vec::new();
+        for t in 0..8 {
+            let log = log.clone();
+            hs.push(std::thread::spawn(move || {
+                (0..100)
+                    .map(|i| log.append(format!("{t}-{i}").into_bytes()).unwrap())
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut idx: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        idx.sort_unstable();
+        assert_eq!(idx, (0..800).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn oversized_entry_is_refused_without_touching_the_log() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open(d.path(), &signer);
+        assert!(matches!(
+            log.append(vec![0; 70_000]),
+            Err(Error::EntryTooLarge(70_000))
+        ));
+        assert_eq!(log.size(), 0);
+    }
+
+    #[test]
+    fn wrong_key_cannot_open_the_log() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        drop(open(d.path(), &signer));
+        let other = Signer::generate("warden.test/log").unwrap();
+        let e = Log::open(
+            Arc::new(PosixStorage::new(d.path())),
+            other,
+            "warden.test/log",
+            LogOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("no signature by the trusted key"),
+            "{e}"
+        );
+    }
+}
