@@ -107,8 +107,18 @@ fn create_key(home: &Path, identity: &str, role: &str) -> String {
 #[test]
 fn openai_client_through_warden_to_llama_cpp() {
     let py = python();
-    let llama_script = workspace().join("../shared/tools/llama-server.py");
-    assert!(llama_script.exists(), "{}: missing", llama_script.display());
+    // `<repo>/../shared/tools/llama-server.py` (from a worktree, a further ancestor).
+    let llama_script = workspace()
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/tools/llama-server.py"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}/../shared/tools/llama-server.py: missing",
+                workspace().display()
+            )
+        });
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let home = make_home(dir.path());
@@ -234,6 +244,7 @@ top_logprobs = "allow"
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("openai client summary: {summary}");
     assert!(summary["cut_after_s"].as_f64().unwrap() < 1.0, "{summary}");
     drop(serve);
     drop(llama);
