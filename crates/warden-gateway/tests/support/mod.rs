@@ -260,7 +260,7 @@ pub fn make_home(dir: &Path) -> PathBuf {
 /// Read every event in the home's audit log after verifying it.
 pub fn audit_events(home: &Path) -> Vec<serde_json::Value> {
     let signer = warden_tlog::Signer::from_file(&home.join("keys/audit.key")).unwrap();
-    let storage = warden_tlog::PosixStorage::new(&home.join("audit"));
+    let storage = warden_tlog::PosixStorage::new(home.join("audit"));
     let report = warden_tlog::verify_log(&storage, &signer.verifier(), None).unwrap();
     let mut r = warden_tlog::tiles::LogReader::new(&storage, report.entries);
     (0..report.entries)
