@@ -1,6 +1,8 @@
 //! A zero-delay OpenAI-compatible mock upstream for benchmarks:
 //! `mock_upstream PORT` answers `/v1/chat/completions` with a fixed JSON completion, or,
 //! when the request asks for `"stream": true`, with a short SSE stream.
+//! `mock_upstream init-home DIR` writes an audit log key into a fresh Warden home (for
+//! benchmark homes, where `warden init` may not be available).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
