@@ -12,8 +12,14 @@ D=${1:-8}
 OUT=bench/out/gateway; rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 2; }
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx" >&2; exit 2; }
-cargo build -q --release -p warden -p warden-gateway --example mock_upstream
-BIN=target/release; MOCK=$BIN/examples/mock_upstream
+# BENCH_PROFILE=dev measures the unoptimised debug build (only when time is short; the
+# numbers then overstate Warden's overhead).
+if [ "${BENCH_PROFILE:-release}" = dev ]; then
+  cargo build -q -p warden -p warden-gateway --example mock_upstream; BIN=target/debug
+else
+  cargo build -q --release -p warden -p warden-gateway --example mock_upstream; BIN=target/release
+fi
+MOCK=$BIN/examples/mock_upstream
 if [ ! -x bench/out/litellm-venv/bin/litellm ]; then
   python3 -m venv bench/out/litellm-venv
   bench/out/litellm-venv/bin/pip install -q 'litellm[proxy]'
@@ -49,7 +55,8 @@ model_list:
   - model_name: bench
     litellm_params: { model: openai/bench, api_base: "http://127.0.0.1:19100/v1", api_key: "none" }
 YML
-bench/out/litellm-venv/bin/litellm --config "$OUT/litellm.yaml" --port 19102 --host 127.0.0.1 >"$OUT/litellm.log" 2>&1 & PIDS+=($!); wait_port 19102
+LKEY=sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+LITELLM_MASTER_KEY=$LKEY bench/out/litellm-venv/bin/litellm --config "$OUT/litellm.yaml" --port 19102 --host 127.0.0.1 >"$OUT/litellm.log" 2>&1 & PIDS+=($!); wait_port 19102
 
 # Warden, full policy.
 H="$OUT/home"; $MOCK init-home "$H"
@@ -88,14 +95,15 @@ cat > "$OUT/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("AUTH")
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %.1f %.3f %.3f\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 LUA
 run() { # url conns -> "rps p50ms p99ms"
-  nice -n 10 wrk -t1 -c"$2" -d"${D}s" -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
+  local auth=$KEY; [ "$1" = "${URL[litellm]}" ] && auth=$LKEY
+  AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
 }
 declare -A URL=(
   [direct]=http://127.0.0.1:19100/v1/chat/completions
@@ -124,4 +132,4 @@ for t in direct nginx litellm warden; do
       (rl>0 ? sprintf("%.1f×", r/rl) : "n/a") }'
 done
 echo
-echo "(wrk -t1, ${D}s per run, mock upstream JSON mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; the others plain HTTP)"
+echo "(${BENCH_PROFILE:-release} build; wrk -t1, ${D}s per run, mock upstream JSON mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; the others plain HTTP)"

@@ -29,6 +29,14 @@ fn sse() -> String {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("init-home") {
+        let dir = std::path::PathBuf::from(std::env::args().nth(2).unwrap_or_default());
+        std::fs::create_dir_all(dir.join("keys"))?;
+        let signer = warden_tlog::Signer::generate("bench.warden.example/audit")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::write(dir.join("keys/audit.key"), signer.to_key_string())?;
+        return Ok(());
+    }
     let port: u16 = std::env::args()
         .nth(1)
         .and_then(|p| p.parse().ok())
