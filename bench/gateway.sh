@@ -103,7 +103,7 @@ end
 LUA
 run() { # url conns -> "rps p50ms p99ms"
   local auth=$KEY; [ "$1" = "${URL[litellm]}" ] && auth=$LKEY
-  AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
+  AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" --timeout 10s -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
 }
 declare -A URL=(
   [direct]=http://127.0.0.1:19100/v1/chat/completions
@@ -113,6 +113,8 @@ declare -A URL=(
 )
 declare -A P50 P99 BEST
 for t in direct nginx litellm warden; do
+  # Warm-up (LiteLLM's first requests take seconds; an empty run prints no result).
+  D=3 run "${URL[$t]}" 1 >/dev/null || true
   read -r _ p50 p99 < <(run "${URL[$t]}" 1)
   P50[$t]=$p50; P99[$t]=$p99
   best=0
