@@ -225,7 +225,7 @@ async fn route(
             if block {
                 gw.kill.block(id);
             }
-            if gw.directory.set_blocked(id, block).is_err() {
+            if gw.directory.set_blocked(id, block, &admin).is_err() {
                 return err(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "state could not be written",
@@ -250,7 +250,7 @@ async fn route(
             if !lift {
                 gw.kill.set_lockdown(true);
             }
-            if gw.directory.set_lockdown(!lift).is_err() {
+            if gw.directory.set_lockdown(!lift, &admin).is_err() {
                 return err(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "state could not be written",

@@ -28,12 +28,12 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn identity(&self, name: &str) -> Result<Option<Identity>, Error>;
     /// Every blocked identity.
     fn blocked(&self) -> Result<BTreeSet<String>, Error>;
-    /// Block or unblock an identity.
-    fn set_blocked(&self, identity: &str, blocked: bool) -> Result<(), Error>;
+    /// Block or unblock an identity (`by`: the administrator).
+    fn set_blocked(&self, identity: &str, blocked: bool, by: &str) -> Result<(), Error>;
     /// Whether the gateway is in lockdown.
     fn lockdown(&self) -> Result<bool, Error>;
-    /// Enter or lift lockdown.
-    fn set_lockdown(&self, on: bool) -> Result<(), Error>;
+    /// Enter or lift lockdown (`by`: the administrator).
+    fn set_lockdown(&self, on: bool, by: &str) -> Result<(), Error>;
 }
 
 /// An in-memory directory (tests, benchmarks).
@@ -80,7 +80,7 @@ impl Directory for MemoryDirectory {
     fn blocked(&self) -> Result<BTreeSet<String>, Error> {
         self.with(|s| s.blocked.clone())
     }
-    fn set_blocked(&self, identity: &str, blocked: bool) -> Result<(), Error> {
+    fn set_blocked(&self, identity: &str, blocked: bool, _by: &str) -> Result<(), Error> {
         self.with(|s| {
             if blocked {
                 s.blocked.insert(identity.to_owned());
@@ -92,7 +92,114 @@ impl Directory for MemoryDirectory {
     fn lockdown(&self) -> Result<bool, Error> {
         self.with(|s| s.lockdown)
     }
-    fn set_lockdown(&self, on: bool) -> Result<(), Error> {
+    fn set_lockdown(&self, on: bool, _by: &str) -> Result<(), Error> {
         self.with(|s| s.lockdown = on)
+    }
+}
+
+/// The directory backed by `warden-store` (SQLite embedded default).
+///
+/// An API key's public id is the hex of the first 8 bytes of its SHA-256, so a lookup
+/// needs no secret; the full hash is then compared in constant time.
+#[derive(Debug)]
+pub struct StoreDirectory {
+    store: std::sync::Arc<dyn warden_store::Store>,
+}
+
+impl StoreDirectory {
+    /// Wrap a store.
+    pub fn new(store: std::sync::Arc<dyn warden_store::Store>) -> Self {
+        StoreDirectory { store }
+    }
+}
+
+/// The public id under which a key's hash is stored.
+pub fn key_id(hash: &KeyHash) -> String {
+    hex::encode(hash.0.get(..8).unwrap_or_default())
+}
+
+fn store_err(e: warden_store::Error) -> Error {
+    Error::Directory(e.to_string())
+}
+
+fn to_identity(i: warden_store::Identity) -> Identity {
+    Identity {
+        clearance: i
+            .attributes
+            .clearance
+            .as_deref()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0),
+        team: i.attributes.team.unwrap_or_default(),
+        roles: i.attributes.roles,
+        name: i.id,
+    }
+}
+
+impl Directory for StoreDirectory {
+    fn identity_for_key(&self, hash: &KeyHash) -> Result<Option<Identity>, Error> {
+        let Some(k) = self.store.api_key(&key_id(hash)).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let now = warden_store::now();
+        if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
+            return Ok(None);
+        }
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&k.secret_hash, &hash.0).is_err() {
+            return Ok(None);
+        }
+        self.identity(&k.identity)
+    }
+    fn identity(&self, name: &str) -> Result<Option<Identity>, Error> {
+        Ok(self
+            .store
+            .identity(name)
+            .map_err(store_err)?
+            .filter(|i| i.kind != warden_store::IdentityKind::Admin)
+            .map(to_identity))
+    }
+    fn blocked(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(self
+            .store
+            .active_blocks()
+            .map_err(store_err)?
+            .into_iter()
+            .map(|b| b.identity)
+            .collect())
+    }
+    fn set_blocked(&self, identity: &str, blocked: bool, by: &str) -> Result<(), Error> {
+        let now = warden_store::now();
+        if blocked {
+            self.store
+                .insert_block(&warden_store::NewBlock {
+                    identity: identity.to_owned(),
+                    reason: "blocked at the gateway".into(),
+                    blocked_by: by.to_owned(),
+                    blocked_at: now,
+                })
+                .map_err(store_err)?;
+        } else {
+            self.store
+                .lift_blocks(identity, by, now)
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+    fn lockdown(&self) -> Result<bool, Error> {
+        Ok(self
+            .store
+            .lockdown()
+            .map_err(store_err)?
+            .is_some_and(|l| l.active))
+    }
+    fn set_lockdown(&self, on: bool, by: &str) -> Result<(), Error> {
+        self.store
+            .set_lockdown(&warden_store::Lockdown {
+                active: on,
+                reason: if on { "lockdown" } else { "lifted" }.into(),
+                set_by: by.to_owned(),
+                set_at: warden_store::now(),
+            })
+            .map_err(store_err)
     }
 }

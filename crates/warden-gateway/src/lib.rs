@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod minimize;
 pub mod pipeline;
 pub mod server;
+pub mod tlog_sink;
 pub mod tls;
 pub mod totp;
 pub mod validate;

@@ -168,10 +168,7 @@ impl SseMinimizer {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, SseError> {
         self.buf.extend_from_slice(chunk);
         let mut out = BytesMut::new();
-        loop {
-            let Some((end, sep)) = find_event_end(&self.buf) else {
-                break;
-            };
+        while let Some((end, sep)) = find_event_end(&self.buf) {
             let event = self.buf.split_to(end + sep);
             let text = event.get(..end).unwrap_or_default();
             self.emit(text, &mut out);
@@ -203,32 +200,29 @@ impl SseMinimizer {
                     lines_out.push(b"data: [DONE]".to_vec());
                     continue;
                 }
-                match serde_json::from_slice::<Value>(data) {
-                    Ok(mut v) => {
-                        let usage = minimize(&mut v, self.policy);
-                        if usage.is_some() {
-                            self.usage = usage;
-                        }
-                        let no_choices = v
-                            .get("choices")
-                            .and_then(Value::as_array)
-                            .is_some_and(|c| c.is_empty());
-                        if self.drop_usage_only && usage.is_some() && no_choices {
-                            drop_event = true;
-                            continue;
-                        }
-                        if self.drop_usage_only
-                            && let Value::Object(o) = &mut v
-                        {
-                            o.remove("usage");
-                        }
-                        self.events += 1;
-                        let mut l = b"data: ".to_vec();
-                        l.extend_from_slice(v.to_string().as_bytes());
-                        lines_out.push(l);
+                // Not JSON: nothing we can vouch for; the line is dropped.
+                if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
+                    let usage = minimize(&mut v, self.policy);
+                    if usage.is_some() {
+                        self.usage = usage;
                     }
-                    // Not JSON: nothing we can vouch for; drop the line.
-                    Err(_) => {}
+                    let no_choices = v
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| c.is_empty());
+                    if self.drop_usage_only && usage.is_some() && no_choices {
+                        drop_event = true;
+                        continue;
+                    }
+                    if self.drop_usage_only
+                        && let Value::Object(o) = &mut v
+                    {
+                        o.remove("usage");
+                    }
+                    self.events += 1;
+                    let mut l = b"data: ".to_vec();
+                    l.extend_from_slice(v.to_string().as_bytes());
+                    lines_out.push(l);
                 }
             } else if line.starts_with(b"event:")
                 || line.starts_with(b"id:")

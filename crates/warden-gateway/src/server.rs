@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+/// The token that stops the gateway.
+pub type Shutdown = CancellationToken;
+
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// Response body.

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Gateway overhead: a zero-delay mock OpenAI upstream on loopback, measured directly,
+# through nginx (plain proxy_pass with keepalive), through the LiteLLM proxy, and through
+# Warden with everything on (TLS 1.3, API key, Cedar, limits, validation, minimisation,
+# audit into the tamper-evident log). Load generator: wrk.
+# Prints added p50/p99 at concurrency 1 and the highest RPS keeping p99 < 10 ms.
+# Usage: bench/gateway.sh [seconds-per-run]   (needs: apt-get install wrk nginx;
+#        LiteLLM is installed into bench/out/litellm-venv on first run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-8}
+OUT=bench/out/gateway; rm -rf "$OUT"; mkdir -p "$OUT"
+command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 2; }
+command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx" >&2; exit 2; }
+# BENCH_PROFILE=dev measures the unoptimised debug build (only when time is short; the
+# numbers then overstate Warden's overhead).
+if [ "${BENCH_PROFILE:-release}" = dev ]; then
+  cargo build -q -p warden -p warden-gateway --example mock_upstream; BIN=target/debug
+else
+  cargo build -q --release -p warden -p warden-gateway --example mock_upstream; BIN=target/release
+fi
+MOCK=$BIN/examples/mock_upstream
+if [ ! -x bench/out/litellm-venv/bin/litellm ]; then
+  python3 -m venv bench/out/litellm-venv
+  bench/out/litellm-venv/bin/pip install -q 'litellm[proxy]'
+fi
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 never opened" >&2; exit 2; }
+
+# Upstream.
+$MOCK 19100 2>/dev/null & PIDS+=($!); wait_port 19100
+
+# nginx.
+cat > "$OUT/nginx.conf" <<NGX
+worker_processes 1;
+pid $PWD/$OUT/nginx.pid;
+error_log $PWD/$OUT/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:19100; keepalive 128; }
+  server {
+    listen 127.0.0.1:19101;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
+nginx -c "$PWD/$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!); wait_port 19101
+
+# LiteLLM.
+cat > "$OUT/litellm.yaml" <<YML
+model_list:
+  - model_name: bench
+    litellm_params: { model: openai/bench, api_base: "http://127.0.0.1:19100/v1", api_key: "none" }
+YML
+LKEY=sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+LITELLM_MASTER_KEY=$LKEY bench/out/litellm-venv/bin/litellm --config "$OUT/litellm.yaml" --port 19102 --host 127.0.0.1 >"$OUT/litellm.log" 2>&1 & PIDS+=($!); wait_port 19102
+
+# Warden, full policy.
+H="$OUT/home"; $MOCK init-home "$H"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$H/tls.key" -out "$H/tls.pem" 2>/dev/null
+echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ > "$H/admin.totp"
+cat > "$H/policies.cedar" <<'CEDAR'
+permit(principal in Warden::Role::"user", action in [Warden::Action::"chat", Warden::Action::"models"], resource)
+when { principal.clearance >= resource.classification };
+CEDAR
+cat > "$H/warden.toml" <<TOML
+[gateway]
+listen = "127.0.0.1:19443"
+policy = "policies.cedar"
+limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000, concurrency = 1024 }
+[gateway.tls]
+cert = "tls.pem"
+key = "tls.key"
+[gateway.admin]
+listen = "127.0.0.1:19444"
+admins = [{ name = "admin", totp_secret_file = "admin.totp" }]
+[gateway.admin.tls]
+cert = "tls.pem"
+key = "tls.key"
+client_ca = "tls.pem"
+[[gateway.models]]
+name = "bench"
+upstream = "http://127.0.0.1:19100"
+classification = 1
+TOML
+KEY=$($BIN/warden --home "$H" keys create bench --role user --clearance 1 2>/dev/null)
+WARDEN_LOG=warn $BIN/warden --home "$H" serve >"$OUT/warden.log" 2>&1 & PIDS+=($!); wait_port 19443
+
+BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+cat > "$OUT/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("AUTH")
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %.1f %.3f %.3f\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+LUA
+run() { # url conns -> "rps p50ms p99ms"
+  local auth=$KEY; [ "$1" = "${URL[litellm]}" ] && auth=$LKEY
+  AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" --timeout 10s -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
+}
+declare -A URL=(
+  [direct]=http://127.0.0.1:19100/v1/chat/completions
+  [nginx]=http://127.0.0.1:19101/v1/chat/completions
+  [litellm]=http://127.0.0.1:19102/v1/chat/completions
+  [warden]=https://localhost:19443/v1/chat/completions
+)
+declare -A P50 P99 BEST
+for t in direct nginx litellm warden; do
+  # Warm-up (LiteLLM's first requests take seconds; an empty run prints no result).
+  D=3 run "${URL[$t]}" 1 >/dev/null || true
+  read -r _ p50 p99 < <(run "${URL[$t]}" 1)
+  P50[$t]=$p50; P99[$t]=$p99
+  best=0
+  for c in 1 2 4 8 16 32 64; do
+    read -r rps _ q99 < <(run "${URL[$t]}" "$c")
+    if awk "BEGIN{exit !($q99 < 10)}"; then best=$(awk "BEGIN{print ($rps > $best) ? $rps : $best}"); else break; fi
+  done
+  BEST[$t]=$best
+done
+echo
+echo "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | max RPS (p99 < 10 ms) | RPS vs nginx | RPS vs LiteLLM |"
+echo "|---|---|---|---|---|---|---|---|"
+for t in direct nginx litellm warden; do
+  awk -v t="$t" -v a="${P50[$t]}" -v b="${P99[$t]}" -v da="${P50[direct]}" -v db="${P99[direct]}" \
+      -v r="${BEST[$t]}" -v rn="${BEST[nginx]}" -v rl="${BEST[litellm]}" 'BEGIN{
+    printf "| %s | %.3f | %.3f | %.3f | %.3f | %.0f | %.2f× | %s |\n", t, a, b, a-da, b-db, r, (rn>0? r/rn : 0),
+      (rl>0 ? sprintf("%.1f×", r/rl) : "n/a") }'
+done
+echo
+echo "(${BENCH_PROFILE:-release} build; wrk -t1, ${D}s per run, mock upstream JSON mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; the others plain HTTP)"

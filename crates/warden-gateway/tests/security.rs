@@ -1,0 +1,639 @@
+//! Negative security tests against a real gateway (TLS listeners, pipeline, admin API)
+//! in front of a mock upstream that counts requests: every refusal has the right status,
+//! leaves an audit record, and forwards nothing.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests may panic"
+)]
+
+mod support;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_gateway::audit::{AuditRecord, MemorySink};
+use warden_gateway::directory::{Directory, Identity, MemoryDirectory};
+use warden_gateway::keys;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    public: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    upstream: MockUpstream,
+    audit: Arc<MemorySink>,
+    directory: Arc<MemoryDirectory>,
+    user_key: String,
+    jwt_key: EcdsaKeyPair,
+}
+
+async fn jwks_server(doc: String) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let doc = doc.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                    doc.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let upstream = mock_upstream().await;
+    let policy = dir.path().join("policies.cedar");
+    std::fs::write(&policy, POLICIES).unwrap();
+    let totp = dir.path().join("alice.totp");
+    std::fs::write(&totp, TOTP_SECRET_B32).unwrap();
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let jwt_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let pk = jwt_key.public_key().as_ref().to_vec();
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]});
+    let jwks_addr = jwks_server(jwks.to_string()).await;
+    let cfg = serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
+        "admin": {"listen": "127.0.0.1:0",
+                  "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
+                  "admins": [{"name": "alice.admin", "totp_secret_file": totp}]},
+        "models": [{"name": "m1", "upstream": format!("http://{}", upstream.addr), "classification": 1},
+                   {"name": "secret", "upstream": format!("http://{}", upstream.addr), "classification": 3}],
+        "oidc": {"issuer": "https://idp.test", "audience": "warden", "jwks_url": format!("http://{jwks_addr}/jwks"),
+                 "algorithms": ["ES256"], "leeway_secs": 0},
+        "policy": policy,
+        "validation": {"max_body_bytes": 4096},
+    });
+    let cfg: warden_gateway::config::GatewayConfig = serde_json::from_value(cfg).unwrap();
+    let directory = Arc::new(MemoryDirectory::default());
+    let (key, hash) = keys::generate().unwrap();
+    let user = |name: &str, roles: &[&str], clearance| Identity {
+        name: name.into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        team: "blue".into(),
+        clearance,
+    };
+    directory.add(user("bob", &["user"], 1), Some(hash));
+    directory.add(user("svc-mtls", &["user"], 1), None);
+    let audit = Arc::new(MemorySink::default());
+    let policies = warden_gateway::authz::Policies::load(&cfg.policy, None).unwrap();
+    let listeners = warden_gateway::server::bind(&cfg).await.unwrap();
+    let public = listeners.public.local_addr().unwrap();
+    let admin = listeners.admin.local_addr().unwrap();
+    let mut cfg = cfg;
+    cfg.listen = public;
+    let gw = warden_gateway::server::Gateway::new(
+        cfg,
+        directory.clone(),
+        audit.clone(),
+        policies,
+        Vec::new(),
+    )
+    .unwrap();
+    tokio::spawn(warden_gateway::server::run(
+        gw,
+        listeners,
+        Default::default(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Env {
+        _dir: dir,
+        pki,
+        public,
+        admin,
+        upstream,
+        audit,
+        directory,
+        user_key: key.reveal().to_owned(),
+        jwt_key,
+    }
+}
+
+fn tls_config(
+    pki: &Pki,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    Arc::new(match client {
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                rustls_pki_types::CertificateDer::pem_file_iter(c)
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect(),
+                rustls_pki_types::PrivateKeyDer::from_pem_file(k).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    })
+}
+
+/// Send raw bytes over TLS; return the raw response (until close or 3 s).
+async fn raw(
+    env: &Env,
+    addr: std::net::SocketAddr,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    req: &[u8],
+) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, client))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn post(path: &str, auth: Option<&str>, body: &str) -> Vec<u8> {
+    let auth = auth
+        .map(|a| format!("authorization: Bearer {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+const CHAT: &str = r#"{"model":"m1","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn records(env: &Env) -> Vec<AuditRecord> {
+    env.audit.records.lock().unwrap().clone()
+}
+
+async fn refused(env: &Env, req: &[u8], want: u16, reason: &str) {
+    let before = records(env).len();
+    let resp = raw(env, env.public, None, req).await;
+    assert_eq!(status(&resp), want, "{reason}: {resp}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let recs = records(env);
+    let new: Vec<_> = recs[before..].iter().collect();
+    assert!(
+        new.iter()
+            .any(|r| r.decision == "deny" && r.status == want && r.reason.contains(reason)),
+        "no audit record for {reason}: {new:?}"
+    );
+    assert_eq!(env.upstream.hits(), 0, "{reason}: request was forwarded");
+}
+
+fn jwt(env: &Env, header: serde_json::Value, claims: serde_json::Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let msg = format!("{h}.{p}");
+    let sig = env
+        .jwt_key
+        .sign(&SystemRandom::new(), msg.as_bytes())
+        .unwrap();
+    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_audited_and_never_forwarded() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    refused(
+        &env,
+        &post("/v1/chat/completions", None, CHAT),
+        401,
+        "missing credentials",
+    )
+    .await;
+    let unknown = format!("wdn_{}", "A".repeat(43));
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&unknown), CHAT),
+        401,
+        "unknown API key",
+    )
+    .await;
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some("not-a-key"), CHAT),
+        401,
+        "unrecognised credential",
+    )
+    .await;
+    // Key in the query string (even with a valid key in the header).
+    refused(
+        &env,
+        &post(
+            &format!("/v1/chat/completions?api_key={key}"),
+            Some(&key),
+            CHAT,
+        ),
+        400,
+        "query string",
+    )
+    .await;
+    // JWTs: expired, not yet valid, wrong audience, alg=none, HS256 with the public key, bad signature.
+    let claims = |exp: u64, nbf: u64, aud: &str| {
+        serde_json::json!({"iss": "https://idp.test", "aud": aud, "sub": "carol",
+        "exp": exp, "nbf": nbf, "roles": ["user"], "clearance": 1})
+    };
+    let h = serde_json::json!({"alg": "ES256", "kid": "k1"});
+    let t = jwt(&env, h.clone(), claims(now() - 10, now() - 100, "warden"));
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&t), CHAT),
+        401,
+        "token expired",
+    )
+    .await;
+    let t = jwt(&env, h.clone(), claims(now() + 600, now() + 300, "warden"));
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&t), CHAT),
+        401,
+        "not yet valid",
+    )
+    .await;
+    let t = jwt(&env, h.clone(), claims(now() + 600, now() - 1, "other"));
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&t), CHAT),
+        401,
+        "wrong audience",
+    )
+    .await;
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(claims(now() + 600, now() - 1, "warden").to_string())
+    );
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&none), CHAT),
+        401,
+        "algorithm none is not accepted",
+    )
+    .await;
+    let good = jwt(&env, h.clone(), claims(now() + 600, now() - 1, "warden"));
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "mallory", "exp": now() + 600, "roles": ["researcher"]}).to_string());
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&parts.join(".")), CHAT),
+        401,
+        "bad signature",
+    )
+    .await;
+    // Oversized body (declared and chunked).
+    let big = format!(
+        r#"{{"model":"m1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(5000)
+    );
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&key), &big),
+        413,
+        "body exceeds",
+    )
+    .await;
+    let chunked = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    refused(&env, chunked.as_bytes(), 413, "body exceeds").await;
+    // Request smuggling: Content-Length and Transfer-Encoding together.
+    let smuggle = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nPOST /v1/embeddings HTTP/1.1\r\nhost: localhost\r\n\r\n"
+    );
+    let before = records(&env).len();
+    let resp = raw(&env, env.public, None, smuggle.as_bytes()).await;
+    assert_eq!(status(&resp), 400, "smuggling: {resp}");
+    assert_eq!(
+        resp.matches("HTTP/1.1").count(),
+        1,
+        "a second (smuggled) request was answered: {resp}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        records(&env)[before..]
+            .iter()
+            .any(|r| r.status == 400 && r.decision == "deny"),
+        "smuggling not audited"
+    );
+    // Two different Content-Lengths.
+    let dup = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-length: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    let before = records(&env).len();
+    let resp = raw(&env, env.public, None, dup.as_bytes()).await;
+    assert_eq!(status(&resp), 400, "duplicate content-length: {resp}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        records(&env)[before..].iter().any(|r| r.status == 400),
+        "duplicate content-length not audited"
+    );
+    // Path traversal and paths that are not on the allowlist.
+    refused(
+        &env,
+        &post("/v1/../admin/v1/lockdown", Some(&key), CHAT),
+        400,
+        "path traversal",
+    )
+    .await;
+    refused(
+        &env,
+        &post("/v1/%2e%2e/%2e%2e/etc/passwd", Some(&key), CHAT),
+        400,
+        "path traversal",
+    )
+    .await;
+    refused(
+        &env,
+        &post("/v1/chat/completions/..%2fx", Some(&key), CHAT),
+        400,
+        "path traversal",
+    )
+    .await;
+    refused(
+        &env,
+        &post("/v1/files", Some(&key), "{}"),
+        404,
+        "no such endpoint",
+    )
+    .await;
+    refused(
+        &env,
+        &post("/v1/fine_tuning/jobs", Some(&key), "{}"),
+        404,
+        "no such endpoint",
+    )
+    .await;
+    refused(
+        &env,
+        &post("/health", Some(&key), "{}"),
+        404,
+        "no such endpoint",
+    )
+    .await;
+    // Absolute-form URI naming another host: still only the allowlist, never open proxying.
+    refused(
+        &env,
+        &post("http://169.254.169.254/latest/meta-data", Some(&key), "{}"),
+        404,
+        "no such endpoint",
+    )
+    .await;
+    // Validation and policy.
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"n":3}"#,
+        ),
+        400,
+        "n: not permitted",
+    )
+    .await;
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"evil":1}"#,
+        ),
+        400,
+        "unknown field",
+    )
+    .await;
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":999999}"#,
+        ),
+        400,
+        "max_tokens",
+    )
+    .await;
+    refused(
+        &env,
+        &post(
+            "/v1/embeddings",
+            Some(&key),
+            r#"{"model":"m1","input":"x"}"#,
+        ),
+        403,
+        "denied by policy",
+    )
+    .await;
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"secret","messages":[{"role":"user","content":"x"}]}"#,
+        ),
+        403,
+        "denied by policy",
+    )
+    .await;
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+        ),
+        404,
+        "model not available",
+    )
+    .await;
+
+    // Positive controls: the same paths work with good credentials, and responses are minimised.
+    let resp = raw(&env, env.public, None, &post("/v1/chat/completions", Some(&key), r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":2}"#)).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+    assert!(
+        resp.contains("\"ok\"") && !resp.contains("fp_mock") && !resp.contains("logprob"),
+        "not minimised: {resp}"
+    );
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&good), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "valid JWT: {resp}");
+    let resp = raw(
+        &env,
+        env.public,
+        Some((&env.pki.user_cert, &env.pki.user_key)),
+        &post("/v1/chat/completions", None, CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "mTLS identity: {resp}");
+    assert_eq!(env.upstream.hits(), 3);
+    let recs = records(&env);
+    let allowed: Vec<_> = recs.iter().filter(|r| r.decision == "allow").collect();
+    assert_eq!(allowed.len(), 3, "{allowed:?}");
+    assert_eq!(
+        allowed
+            .iter()
+            .map(|r| (r.identity.clone().unwrap(), r.auth.clone().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("bob".into(), "key".into()),
+            ("carol".into(), "jwt".into()),
+            ("svc-mtls".into(), "mtls".into())
+        ]
+    );
+    for r in &allowed {
+        assert_eq!(r.prompt_sha256.as_ref().unwrap().len(), 64);
+        assert_eq!(r.response_sha256.as_ref().unwrap().len(), 64);
+    }
+    // Secrets never reach the audit records.
+    let dump = format!("{recs:?}");
+    assert!(
+        !dump.contains(&key) && !dump.contains(&good),
+        "a credential reached the audit log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_mtls_and_totp_and_blocks_at_once() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let block = |code: &str| {
+        format!(
+            "POST /v1/block HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: 20\r\nconnection: close\r\n\r\n{{\"identity\": \"bob\"}} "
+        )
+    };
+    // Health needs nothing; mutating calls need an admin certificate and a TOTP code.
+    let r = raw(
+        &env,
+        env.admin,
+        None,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let r = raw(&env, env.admin, None, block(&totp_code(0)).as_bytes()).await;
+    assert_eq!(status(&r), 401, "no client certificate: {r}");
+    // A user certificate from the right CA is not an administrator.
+    let r = raw(
+        &env,
+        env.admin,
+        Some((&env.pki.user_cert, &env.pki.user_key)),
+        block(&totp_code(0)).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 401, "user certificate: {r}");
+    let r = raw(&env, env.admin, admin, block("000000").as_bytes()).await;
+    assert_eq!(status(&r), 401, "wrong TOTP: {r}");
+    // A user's API key is no admin credential.
+    let r = raw(&env, env.admin, None, format!("GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n").as_bytes()).await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert!(!env.directory.blocked().unwrap().contains("bob"));
+    // Good: block takes effect for the next request.
+    let code = totp_code(0);
+    let r = raw(&env, env.admin, admin, block(&code).as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(env.directory.blocked().unwrap().contains("bob"));
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert!(records(&env).iter().any(|r| r.kind == "block"
+        && r.identity.as_deref() == Some("bob")
+        && r.auth.as_deref() == Some("admin:alice.admin")));
+    // The same code cannot be replayed.
+    let r = raw(&env, env.admin, admin, block(&code).as_bytes()).await;
+    assert_eq!(status(&r), 401, "replayed TOTP: {r}");
+    // Metrics for the administrator.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("warden_gateway_requests_total"), "{r}");
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_cannot_even_connect_to_the_admin_listener() {
+    let env = start().await;
+    let tcp = tokio::net::TcpStream::connect(env.admin).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let cfg = tls_config(&env.pki, Some((&env.pki.rogue_cert, &env.pki.rogue_key)));
+    let r = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await;
+    // TLS 1.3: the client may finish its side before the server's alert arrives; the first
+    // read must then fail.
+    if let Ok(mut s) = r {
+        let _ = s
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let n = s.read_to_end(&mut buf).await;
+        assert!(
+            n.is_err() || buf.is_empty(),
+            "rogue client got an answer: {}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+}
