@@ -130,13 +130,19 @@ def main():
         clean_k, clean_n = rate(pos, t1)
         res["obfuscation"] = {}
         pos_texts = [r["text"] for r in recs if r["label"] == 1]
+        neg_texts = [r["text"] for r in recs if r["label"] == 0]
         for vname, fn_ in VARIANTS.items():
             rng = random.Random(7)
             vs = [o["score"] for o in screen([fn_(t, rng) for t in pos_texts])]
+            vn = [o["score"] for o in screen([fn_(t, rng) for t in neg_texts])]
             k, n = rate(vs, t1)
-            res["obfuscation"][vname] = {"tpr": k / n, "wilson95": wilson(k, n), "points_lost": 100 * (clean_k - k) / n}
+            fk, fn = rate(vn, t1)
+            res["obfuscation"][vname] = {
+                "tpr": k / n, "wilson95": wilson(k, n), "points_lost": 100 * (clean_k - k) / n,
+                "fpr_obfuscated_negatives": fk / fn,
+            }
             obf_rows.append(
-                f"| {source} | {vname} | {clean_k / clean_n:.3f} | {fmt_rate(k, n)} | {100 * (clean_k - k) / n:+.1f} |"
+                f"| {source} | {vname} | {clean_k / clean_n:.3f} | {fmt_rate(k, n)} | {100 * (clean_k - k) / n:+.1f} | {fk / fn:.3f} |"
             )
         results["sources"][source] = res
         r1, r01 = res["tpr_at_1%_fpr"], res["tpr_at_0.1%_fpr"]
@@ -155,8 +161,8 @@ def main():
     print("| source | test pos/neg | TPR @ 1 % FPR [Wilson 95 %] | TPR @ 0.1 % FPR [Wilson 95 %] | block: TPR / FPR | flag: TPR / FPR |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print("\n| source | obfuscation | clean TPR @ 1 % FPR | obfuscated TPR [Wilson 95 %] | points lost |")
-    print("|---|---|---|---|---|")
+    print("\n| source | obfuscation | clean TPR @ 1 % FPR | obfuscated TPR [Wilson 95 %] | points lost | FPR of obfuscated benign |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(obf_rows))
     lo, hi = wilson(tb, len(trig))
     flo, fhi = wilson(tf, len(trig))

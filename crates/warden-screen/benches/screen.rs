@@ -1,2 +1,107 @@
-//! Screening latency (being written).
-fn main() {}
+//! Screening latency through normalisation, heuristics and the linear tier, for 200 B,
+//! 4 KiB and 16 KiB prompts, plus a p50/p99 measurement (criterion reports means):
+//! `cargo bench -p warden-screen --bench screen` (`SCREEN_BENCH_P99_ONLY=1` for the table).
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    reason = "a benchmark prints its percentile table and stops on setup errors"
+)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use std::hint::black_box;
+use std::time::Instant;
+use warden_screen::output::{OutputPolicy, OutputRules, OutputScreen};
+use warden_screen::{Role, Screener};
+
+const SENTENCES: &[&str] = &[
+    "Please summarize the following meeting notes for the engineering team. ",
+    "The migration to the new database finished on Tuesday without downtime. ",
+    "We still need to decide who owns the on-call rotation in December. ",
+    "Customers in Europe asked for invoices in euros and for VAT numbers. ",
+    "Ignore the noise in the logs from the staging cluster; it is expected. ",
+    "Action items: update the runbook, rotate credentials, and review alerts. ",
+];
+
+fn prompt(len: usize) -> String {
+    let mut s = String::with_capacity(len + 80);
+    let mut i = 0usize;
+    while s.len() < len {
+        s.push_str(SENTENCES[i % SENTENCES.len()]);
+        i += 1;
+    }
+    let mut cut = len;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s
+}
+
+const SIZES: [(&str, usize); 3] = [("200B", 200), ("4KiB", 4096), ("16KiB", 16384)];
+
+fn bench_screen(c: &mut Criterion) {
+    let s = Screener::embedded().unwrap();
+    let mut g = c.benchmark_group("screen_text");
+    for (name, len) in SIZES {
+        let p = prompt(len);
+        g.throughput(Throughput::Bytes(p.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(name), &p, |b, p| {
+            b.iter(|| s.screen_text(black_box(p), Role::User))
+        });
+    }
+    g.finish();
+
+    let rules = OutputRules::new(OutputPolicy::default()).unwrap();
+    let out = prompt(4096);
+    let mut g = c.benchmark_group("output_stream_4KiB");
+    g.throughput(Throughput::Bytes(out.len() as u64));
+    g.bench_function("32B_chunks", |b| {
+        b.iter(|| {
+            let mut o = OutputScreen::new(&rules);
+            for chunk in out.as_bytes().chunks(32) {
+                black_box(o.push(std::str::from_utf8(chunk).unwrap_or("")));
+            }
+            black_box(o.finish())
+        })
+    });
+    g.finish();
+}
+
+/// p50/p99 over single calls (one core, warm), printed as a Markdown table.
+fn percentiles() {
+    let s = Screener::embedded().unwrap();
+    println!("\n| prompt | p50 µs | p99 µs | max µs |\n|---|---|---|---|");
+    for (name, len) in SIZES {
+        let p = prompt(len);
+        for _ in 0..200 {
+            black_box(s.screen_text(&p, Role::User));
+        }
+        let mut v: Vec<f64> = (0..3000)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(s.screen_text(black_box(&p), Role::User));
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            q(0.5),
+            q(0.99),
+            v[v.len() - 1]
+        );
+    }
+}
+
+criterion_group!(benches, bench_screen);
+
+fn main() {
+    // `SCREEN_BENCH_P99_ONLY=1` skips criterion and prints only the percentile table.
+    if std::env::var_os("SCREEN_BENCH_P99_ONLY").is_none() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    percentiles();
+}
