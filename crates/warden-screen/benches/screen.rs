@@ -1,6 +1,6 @@
 //! Screening latency through normalisation, heuristics and the linear tier, for 200 B,
 //! 4 KiB and 16 KiB prompts, plus a p50/p99 measurement (criterion reports means):
-//! `cargo bench -p warden-screen --bench screen`.
+//! `cargo bench -p warden-screen --bench screen` (`SCREEN_BENCH_P99_ONLY=1` for the table).
 
 #![allow(
     clippy::print_stdout,
@@ -98,7 +98,10 @@ fn percentiles() {
 criterion_group!(benches, bench_screen);
 
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    // `SCREEN_BENCH_P99_ONLY=1` skips criterion and prints only the percentile table.
+    if std::env::var_os("SCREEN_BENCH_P99_ONLY").is_none() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
     percentiles();
 }

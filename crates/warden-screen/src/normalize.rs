@@ -137,8 +137,12 @@ fn ascii_skeleton(c: char, out: &mut String) -> bool {
 /// Steps 1–3: NFKC, invisible removal, confusable folding. Case is preserved (base64
 /// needs it). Returns the cleaned text and the hidden tag text.
 fn clean(input: &str, stats: &mut NormStats) -> (String, String) {
-    let mut out = String::with_capacity(input.len());
     let mut hidden = String::new();
+    // ASCII is already NFKC and has nothing invisible or confusable in it.
+    if input.is_ascii() {
+        return (input.to_owned(), hidden);
+    }
+    let mut out = String::with_capacity(input.len());
     for c in input.nfkc() {
         if c.is_ascii() {
             out.push(c);

