@@ -93,8 +93,8 @@ pub enum Command {
         /// Signer key file (default: <home>/keys/audit.key).
         #[arg(long, value_name = "FILE")]
         signer: Option<PathBuf>,
-        /// Concurrent writers, each appending one entry at a time and printing its
-        /// index once durable (concurrent entries share a commit).
+        /// Entries in flight at once (they share commits); indices follow input order
+        /// and each is printed once durable.
         #[arg(long, default_value_t = 64)]
         writers: usize,
         /// Print throughput and time-to-acknowledge percentiles to standard error.
@@ -435,32 +435,22 @@ fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow:
         LogOptions::default(),
     )
     .with_context(|| dir.display().to_string())?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(writers.max(1) * 4);
-    let rx = Arc::new(std::sync::Mutex::new(rx));
+    // Entries are submitted in input order from one thread and acknowledged in the same
+    // order, with up to `writers` of them in flight at once (they share commits). A line
+    // on stdout is an acknowledgement: it is printed only once its entry is durable.
+    type InFlight = (std::time::Instant, warden_tlog::AppendFuture);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<InFlight>(writers.max(1));
+    let printer = std::thread::spawn(move || -> warden_tlog::Result<Vec<std::time::Duration>> {
+        let mut lat = Vec::new();
+        for (t0, fut) in rx {
+            let idx = block_on(fut)?;
+            lat.push(t0.elapsed());
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{idx}");
+        }
+        Ok(lat)
+    });
     let started = std::time::Instant::now();
-    let handles: Vec<_> = (0..writers.max(1))
-        .map(|_| {
-            let (log, rx) = (log.clone(), Arc::clone(&rx));
-            std::thread::spawn(move || -> warden_tlog::Result<Vec<std::time::Duration>> {
-                let mut lat = Vec::new();
-                loop {
-                    let next = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(_) => break,
-                    };
-                    let Ok(entry) = next else { break };
-                    let t0 = std::time::Instant::now();
-                    let idx = log.append(entry)?;
-                    lat.push(t0.elapsed());
-                    // Printed only after the entry is durable: a line on stdout is an
-                    // acknowledgement.
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{idx}");
-                }
-                Ok(lat)
-            })
-        })
-        .collect();
     let mut read_err = None;
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = match line {
@@ -480,19 +470,19 @@ fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow:
             ));
             break;
         }
-        if tx.send(line.into_bytes()).is_err() {
+        let inflight = (
+            std::time::Instant::now(),
+            log.append_async(line.into_bytes()),
+        );
+        if tx.send(inflight).is_err() {
             break;
         }
     }
     drop(tx);
-    let mut lat = Vec::new();
-    for h in handles {
-        let l = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("append thread panicked"))?
-            .with_context(|| dir.display().to_string())?;
-        lat.extend(l);
-    }
+    let mut lat = printer
+        .join()
+        .map_err(|_| anyhow::anyhow!("append thread panicked"))?
+        .with_context(|| dir.display().to_string())?;
     if let Some(e) = read_err {
         return Err(e);
     }
@@ -514,6 +504,25 @@ fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow:
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Wait for a future on this thread (the log's futures need no runtime).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
 }
 
 fn keygen(name: &str, path: PathBuf) -> anyhow::Result<ExitCode> {

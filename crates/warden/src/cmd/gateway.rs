@@ -146,16 +146,7 @@ pub enum PolicyCommand {
 }
 
 fn home(g: &Global) -> anyhow::Result<PathBuf> {
-    if let Some(h) = &g.home {
-        return Ok(h.clone());
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("warden"));
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => Ok(PathBuf::from(h).join(".local/share/warden")),
-        None => bail!("no Warden home: pass --home or set WARDEN_HOME"),
-    }
+    crate::cmd::home_dir(g)
 }
 
 /// Read the `[gateway]` table of a configuration file.
