@@ -72,15 +72,31 @@ pub fn print_error(e: &anyhow::Error) {
 /// A progress bar for `total` bytes that draws only when standard error is a terminal;
 /// in a pipe it stays hidden and costs nothing.
 pub fn progress_bytes(total: u64, what: &str) -> indicatif::ProgressBar {
+    progress(
+        total,
+        what,
+        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+}
+
+/// A progress bar counting `total` entries (set it later with `set_length` if unknown),
+/// drawn only on a terminal, like [`progress_bytes`].
+pub fn progress_entries(total: u64, what: &str) -> indicatif::ProgressBar {
+    progress(
+        total,
+        what,
+        "{msg:>12} [{bar:30}] {pos}/{len} entries {per_sec} eta {eta}",
+    )
+}
+
+fn progress(total: u64, what: &str, template: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(what.to_owned());
     bar

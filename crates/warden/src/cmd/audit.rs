@@ -223,7 +223,7 @@ fn verify(
     };
     let storage = PosixStorage::new(&dir);
     let started = std::time::Instant::now();
-    let bar = entries_bar("verify");
+    let bar = crate::ui::progress_entries(0, "verify");
     let result = warden_tlog::verify_log_with_progress(&storage, &key, prev.as_deref(), &|d, t| {
         bar.set_length(t);
         bar.set_position(d);
@@ -273,23 +273,6 @@ fn verify(
         }
         Err(e) => Err(anyhow::Error::new(e).context(dir.display().to_string())),
     }
-}
-
-/// A progress bar counting entries, drawn only when standard error is a terminal.
-fn entries_bar(what: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg:>12} [{bar:30}] {pos}/{len} entries {per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(what.to_owned());
-    bar
 }
 
 fn show(
