@@ -79,6 +79,101 @@ fn model_signing(args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
+/// `model_signing sign key MODEL --private_key KEY --signature SIG [EXTRA…]`.
+fn ms_sign(model: &str, key: &str, sig: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec![
+        "sign",
+        "key",
+        model,
+        "--private_key",
+        key,
+        "--signature",
+        sig,
+    ];
+    a.extend_from_slice(extra);
+    model_signing(&a, cwd)
+}
+
+/// `model_signing verify key MODEL --signature SIG --public_key PUB [EXTRA…]`.
+fn ms_verify(model: &str, sig: &str, public: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec![
+        "verify",
+        "key",
+        model,
+        "--signature",
+        sig,
+        "--public_key",
+        public,
+    ];
+    a.extend_from_slice(extra);
+    model_signing(&a, cwd)
+}
+
+/// `warden sign MODEL --key KEY --signature SIG [EXTRA…]`.
+fn w_sign(model: &str, key: &str, sig: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec!["sign", model, "--key", key, "--signature", sig];
+    a.extend_from_slice(extra);
+    warden(&a, cwd)
+}
+
+/// `warden verify MODEL --signature SIG --public-key PUB [EXTRA…]`.
+fn w_verify(model: &str, sig: &str, public: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec!["verify", model, "--signature", sig, "--public-key", public];
+    a.extend_from_slice(extra);
+    warden(&a, cwd)
+}
+
+/// `model_signing sign certificate MODEL` with the PKI's leaf key, leaf and intermediate.
+fn ms_sign_cert(model: &str, p: &Pki, sig: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec![
+        "sign",
+        "certificate",
+        model,
+        "--private_key",
+        s(&p.leaf_key),
+        "--signing_certificate",
+        s(&p.leaf),
+        "--certificate_chain",
+        s(&p.intermediate),
+        "--signature",
+        sig,
+    ];
+    a.extend_from_slice(extra);
+    model_signing(&a, cwd)
+}
+
+/// `warden sign MODEL` with the PKI's leaf key, leaf and intermediate.
+fn w_sign_cert(model: &str, p: &Pki, sig: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec![
+        "sign",
+        model,
+        "--key",
+        s(&p.leaf_key),
+        "--certificate",
+        s(&p.leaf),
+        "--certificate-chain",
+        s(&p.intermediate),
+        "--signature",
+        sig,
+    ];
+    a.extend_from_slice(extra);
+    warden(&a, cwd)
+}
+
+/// `warden verify MODEL --signature SIG --certificate-chain ROOTS [EXTRA…]`.
+fn w_verify_chain(model: &str, sig: &str, roots: &str, extra: &[&str], cwd: &Path) -> Output {
+    let mut a = vec![
+        "verify",
+        model,
+        "--signature",
+        sig,
+        "--certificate-chain",
+        roots,
+    ];
+    a.extend_from_slice(extra);
+    warden(&a, cwd)
+}
+
 fn python(code: &str, cwd: &Path) -> Output {
     Command::new(venv_bin("python"))
         .arg("-c")
@@ -136,29 +231,8 @@ fn python_signs_warden_verifies_files_every_curve() {
         let m = make_model(d);
         let k = keys(d, alg, tag);
         let sig = d.join("py.sig");
-        ok(model_signing(
-            &[
-                "sign",
-                "key",
-                s(&m),
-                "--private_key",
-                s(&k.private),
-                "--signature",
-                s(&sig),
-            ],
-            d,
-        ));
-        let o = ok(warden(
-            &[
-                "verify",
-                s(&m),
-                "--signature",
-                s(&sig),
-                "--public-key",
-                s(&k.public),
-            ],
-            d,
-        ));
+        ok(ms_sign(s(&m), s(&k.private), s(&sig), &[], d));
+        let o = ok(w_verify(s(&m), s(&sig), s(&k.public), &[], d));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("5 resources match"),
             "{tag}: {}",
@@ -175,29 +249,8 @@ fn warden_signs_python_verifies_files_every_curve() {
         let m = make_model(d);
         let k = keys(d, alg, tag);
         let sig = d.join("w.sig");
-        ok(warden(
-            &[
-                "sign",
-                s(&m),
-                "--key",
-                s(&k.private),
-                "--signature",
-                s(&sig),
-            ],
-            d,
-        ));
-        let o = model_signing(
-            &[
-                "verify",
-                "key",
-                s(&m),
-                "--signature",
-                s(&sig),
-                "--public_key",
-                s(&k.public),
-            ],
-            d,
-        );
+        ok(w_sign(s(&m), s(&k.private), s(&sig), &[], d));
+        let o = ms_verify(s(&m), s(&sig), s(&k.public), &[], d);
         assert!(
             o.status.success()
                 && String::from_utf8_lossy(&o.stdout).contains("Verification succeeded"),
@@ -206,18 +259,7 @@ fn warden_signs_python_verifies_files_every_curve() {
         );
         // And the reference notices tampering of a Warden-signed model.
         std::fs::write(m.join("sub/tokenizer.json"), b"{\"x\":1}").unwrap();
-        let o = model_signing(
-            &[
-                "verify",
-                "key",
-                s(&m),
-                "--signature",
-                s(&sig),
-                "--public_key",
-                s(&k.public),
-            ],
-            d,
-        );
+        let o = ms_verify(s(&m), s(&sig), s(&k.public), &[], d);
         assert!(!o.status.success(), "{tag}: {}", text(&o));
     }
 }
@@ -244,15 +286,11 @@ fn shards_both_directions_every_curve() {
             d,
         );
         assert!(py.status.success(), "{}", text(&py));
-        let o = ok(warden(
-            &[
-                "verify",
-                s(&m),
-                "--signature",
-                s(&d.join("py-shards.sig")),
-                "--public-key",
-                s(&k.public),
-            ],
+        let o = ok(w_verify(
+            s(&m),
+            s(&d.join("py-shards.sig")),
+            s(&k.public),
+            &[],
             d,
         ));
         // weights.bin: 70000 bytes = 5 shards; three small files; the empty one has none.
@@ -262,18 +300,11 @@ fn shards_both_directions_every_curve() {
             text(&o)
         );
 
-        ok(warden(
-            &[
-                "sign",
-                s(&m),
-                "--key",
-                s(&k.private),
-                "--signature",
-                s(&d.join("w-shards.sig")),
-                "--shards",
-                "--shard-size",
-                "16384",
-            ],
+        ok(w_sign(
+            s(&m),
+            s(&k.private),
+            s(&d.join("w-shards.sig")),
+            &["--shards", "--shard-size", "16384"],
             d,
         ));
         let bundle = std::fs::read(d.join("w-shards.sig")).unwrap();
@@ -326,55 +357,13 @@ fn single_file_model_is_named_dot_both_directions() {
     let m = make_model(d);
     let file = m.join("weights.bin");
     let k = keys(d, &rcgen::PKCS_ECDSA_P256_SHA256, "k");
-    ok(model_signing(
-        &[
-            "sign",
-            "key",
-            s(&file),
-            "--private_key",
-            s(&k.private),
-            "--signature",
-            "py.sig",
-        ],
-        d,
-    ));
-    ok(warden(
-        &[
-            "verify",
-            s(&file),
-            "--signature",
-            "py.sig",
-            "--public-key",
-            s(&k.public),
-        ],
-        d,
-    ));
-    ok(warden(
-        &[
-            "sign",
-            s(&file),
-            "--key",
-            s(&k.private),
-            "--signature",
-            "w.sig",
-        ],
-        d,
-    ));
+    ok(ms_sign(s(&file), s(&k.private), "py.sig", &[], d));
+    ok(w_verify(s(&file), "py.sig", s(&k.public), &[], d));
+    ok(w_sign(s(&file), s(&k.private), "w.sig", &[], d));
     let st = statement_of(&std::fs::read(d.join("w.sig")).unwrap());
     assert_eq!(st["predicate"]["resources"][0]["name"], ".");
     assert_eq!(st["subject"][0]["name"], "weights.bin");
-    ok(model_signing(
-        &[
-            "verify",
-            "key",
-            s(&file),
-            "--signature",
-            "w.sig",
-            "--public_key",
-            s(&k.public),
-        ],
-        d,
-    ));
+    ok(ms_verify(s(&file), "w.sig", s(&k.public), &[], d));
 }
 
 #[test]
@@ -421,29 +410,8 @@ fn sec1_key_from_openssl_and_default_signature_name() {
         ignored.contains(&"model.sig") && ignored.contains(&".git"),
         "{ignored:?}"
     );
-    ok(model_signing(
-        &[
-            "verify",
-            "key",
-            ".",
-            "--signature",
-            "model.sig",
-            "--public_key",
-            "../sec1.pub",
-        ],
-        &m,
-    ));
-    ok(warden(
-        &[
-            "verify",
-            ".",
-            "--signature",
-            "model.sig",
-            "--public-key",
-            "../sec1.pub",
-        ],
-        &m,
-    ));
+    ok(ms_verify(".", "model.sig", "../sec1.pub", &[], &m));
+    ok(w_verify(".", "model.sig", "../sec1.pub", &[], &m));
 }
 
 #[test]
@@ -455,33 +423,12 @@ fn tampering_is_named_precisely() {
         let sub = d.join(name);
         std::fs::create_dir_all(&sub).unwrap();
         let m = make_model(&sub);
-        ok(model_signing(
-            &[
-                "sign",
-                "key",
-                s(&m),
-                "--private_key",
-                s(&k.private),
-                "--signature",
-                s(&sub.join("m.sig")),
-            ],
-            d,
-        ));
+        ok(ms_sign(s(&m), s(&k.private), s(&sub.join("m.sig")), &[], d));
         m
     };
     let verify = |m: &Path| {
         let sig = m.parent().unwrap().join("m.sig");
-        warden(
-            &[
-                "verify",
-                s(m),
-                "--signature",
-                s(&sig),
-                "--public-key",
-                s(&k.public),
-            ],
-            d,
-        )
+        w_verify(s(m), s(&sig), s(&k.public), &[], d)
     };
 
     let m = fresh("changed");
@@ -509,16 +456,11 @@ fn tampering_is_named_precisely() {
     let m = fresh("unsigned");
     std::fs::write(m.join("notes.txt"), b"hi").unwrap();
     let sig = d.join("unsigned/m.sig");
-    ok(warden(
-        &[
-            "verify",
-            s(&m),
-            "--signature",
-            s(&sig),
-            "--public-key",
-            s(&k.public),
-            "--ignore-unsigned-files",
-        ],
+    ok(w_verify(
+        s(&m),
+        s(&sig),
+        s(&k.public),
+        &["--ignore-unsigned-files"],
         d,
     ));
 
@@ -527,32 +469,18 @@ fn tampering_is_named_precisely() {
     let m = fresh("wrongkey");
     let sig = d.join("wrongkey/m.sig");
     fails_with(
-        warden(
-            &[
-                "verify",
-                s(&m),
-                "--signature",
-                s(&sig),
-                "--public-key",
-                s(&other.public),
-            ],
-            d,
-        ),
+        w_verify(s(&m), s(&sig), s(&other.public), &[], d),
         "key mismatch",
     );
 
     // Swapped signature: the envelope of one model with the signature of another.
     let a = fresh("swap-a");
     std::fs::write(d.join("swap-b-model"), b"another model").unwrap();
-    ok(warden(
-        &[
-            "sign",
-            s(&d.join("swap-b-model")),
-            "--key",
-            s(&k.private),
-            "--signature",
-            s(&d.join("b.sig")),
-        ],
+    ok(w_sign(
+        s(&d.join("swap-b-model")),
+        s(&k.private),
+        s(&d.join("b.sig")),
+        &[],
         d,
     ));
     let mut va: serde_json::Value =
@@ -562,64 +490,30 @@ fn tampering_is_named_precisely() {
     va["dsseEnvelope"]["signatures"] = vb["dsseEnvelope"]["signatures"].clone();
     std::fs::write(d.join("swapped.sig"), serde_json::to_vec(&va).unwrap()).unwrap();
     fails_with(
-        warden(
-            &[
-                "verify",
-                s(&a),
-                "--signature",
-                s(&d.join("swapped.sig")),
-                "--public-key",
-                s(&k.public),
-            ],
-            d,
-        ),
+        w_verify(s(&a), s(&d.join("swapped.sig")), s(&k.public), &[], d),
         "signature check failed",
     );
 
     // A bundle signed by the right key over a different model: the files are named.
     fails_with(
-        warden(
-            &[
-                "verify",
-                s(&a),
-                "--signature",
-                s(&d.join("b.sig")),
-                "--public-key",
-                s(&k.public),
-            ],
-            d,
-        ),
+        w_verify(s(&a), s(&d.join("b.sig")), s(&k.public), &[], d),
         ".: file removed",
     );
 
     // Unusable input: exit 2.
     std::fs::write(d.join("garbage.sig"), b"{not json").unwrap();
-    let o = warden(
-        &[
-            "verify",
-            s(&a),
-            "--signature",
-            s(&d.join("garbage.sig")),
-            "--public-key",
-            s(&k.public),
-        ],
-        d,
-    );
+    let o = w_verify(s(&a), s(&d.join("garbage.sig")), s(&k.public), &[], d);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("garbage.sig"),
         "{}",
         text(&o)
     );
-    let o = warden(
-        &[
-            "verify",
-            s(&a),
-            "--signature",
-            s(&d.join("swap-a/m.sig")),
-            "--public-key",
-            s(&d.join("nokey.pem")),
-        ],
+    let o = w_verify(
+        s(&a),
+        s(&d.join("swap-a/m.sig")),
+        s(&d.join("nokey.pem")),
+        &[],
         d,
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -633,17 +527,7 @@ fn symlinks_refused_unless_allowed() {
     std::fs::write(d.join("outside"), b"secret").unwrap();
     std::os::unix::fs::symlink(d.join("outside"), m.join("link")).unwrap();
     let k = keys(d, &rcgen::PKCS_ECDSA_P256_SHA256, "k");
-    let o = warden(
-        &[
-            "sign",
-            s(&m),
-            "--key",
-            s(&k.private),
-            "--signature",
-            "w.sig",
-        ],
-        d,
-    );
+    let o = w_sign(s(&m), s(&k.private), "w.sig", &[], d);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("is a symbolic link"),
@@ -654,53 +538,27 @@ fn symlinks_refused_unless_allowed() {
         !d.join("w.sig").exists(),
         "no partial signature left behind"
     );
-    ok(warden(
-        &[
-            "sign",
-            s(&m),
-            "--key",
-            s(&k.private),
-            "--signature",
-            "w.sig",
-            "--allow-symlinks",
-        ],
+    ok(w_sign(
+        s(&m),
+        s(&k.private),
+        "w.sig",
+        &["--allow-symlinks"],
         d,
     ));
-    let o = warden(
-        &[
-            "verify",
-            s(&m),
-            "--signature",
-            "w.sig",
-            "--public-key",
-            s(&k.public),
-        ],
-        d,
-    );
+    let o = w_verify(s(&m), "w.sig", s(&k.public), &[], d);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    ok(warden(
-        &[
-            "verify",
-            s(&m),
-            "--signature",
-            "w.sig",
-            "--public-key",
-            s(&k.public),
-            "--allow-symlinks",
-        ],
+    ok(w_verify(
+        s(&m),
+        "w.sig",
+        s(&k.public),
+        &["--allow-symlinks"],
         d,
     ));
-    ok(model_signing(
-        &[
-            "verify",
-            "key",
-            s(&m),
-            "--signature",
-            "w.sig",
-            "--public_key",
-            s(&k.public),
-            "--allow_symlinks",
-        ],
+    ok(ms_verify(
+        s(&m),
+        "w.sig",
+        s(&k.public),
+        &["--allow_symlinks"],
         d,
     ));
 }
@@ -729,20 +587,7 @@ fn traversal_and_absolute_names_refused() {
         let payload = serde_json::to_vec(&statement).unwrap();
         let bundle = signed_bundle(&key, &payload);
         std::fs::write(d.join("evil.sig"), bundle).unwrap();
-        fails_with(
-            warden(
-                &[
-                    "verify",
-                    "m",
-                    "--signature",
-                    "evil.sig",
-                    "--public-key",
-                    s(&k.public),
-                ],
-                d,
-            ),
-            "refused",
-        );
+        fails_with(w_verify("m", "evil.sig", s(&k.public), &[], d), "refused");
     }
 }
 
@@ -857,33 +702,8 @@ fn certificate_mode_both_directions_every_curve() {
         let m = make_model(d);
         let p = pki(d, alg, Leaf::Good, tag);
         let py_sig = d.join("py.sig");
-        ok(model_signing(
-            &[
-                "sign",
-                "certificate",
-                s(&m),
-                "--private_key",
-                s(&p.leaf_key),
-                "--signing_certificate",
-                s(&p.leaf),
-                "--certificate_chain",
-                s(&p.intermediate),
-                "--signature",
-                s(&py_sig),
-            ],
-            d,
-        ));
-        let o = ok(warden(
-            &[
-                "verify",
-                s(&m),
-                "--signature",
-                s(&py_sig),
-                "--certificate-chain",
-                s(&p.root),
-            ],
-            d,
-        ));
+        ok(ms_sign_cert(s(&m), &p, s(&py_sig), &[], d));
+        let o = ok(w_verify_chain(s(&m), s(&py_sig), s(&p.root), &[], d));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("certificate"),
             "{}",
@@ -891,21 +711,7 @@ fn certificate_mode_both_directions_every_curve() {
         );
 
         let w_sig = d.join("w.sig");
-        ok(warden(
-            &[
-                "sign",
-                s(&m),
-                "--key",
-                s(&p.leaf_key),
-                "--certificate",
-                s(&p.leaf),
-                "--certificate-chain",
-                s(&p.intermediate),
-                "--signature",
-                s(&w_sig),
-            ],
-            d,
-        ));
+        ok(w_sign_cert(s(&m), &p, s(&w_sig), &[], d));
         ok(model_signing(
             &[
                 "verify",
@@ -922,32 +728,12 @@ fn certificate_mode_both_directions_every_curve() {
         // A different root: the chain does not verify.
         let other = pki(d, alg, Leaf::Good, &format!("{tag}-other"));
         fails_with(
-            warden(
-                &[
-                    "verify",
-                    s(&m),
-                    "--signature",
-                    s(&w_sig),
-                    "--certificate-chain",
-                    s(&other.root),
-                ],
-                d,
-            ),
+            w_verify_chain(s(&m), s(&w_sig), s(&other.root), &[], d),
             "unknown issuer",
         );
         // Key mode against a certificate bundle: says which mode to use.
         fails_with(
-            warden(
-                &[
-                    "verify",
-                    s(&m),
-                    "--signature",
-                    s(&w_sig),
-                    "--public-key",
-                    s(&keys(d, alg, "k").public),
-                ],
-                d,
-            ),
+            w_verify(s(&m), s(&w_sig), s(&keys(d, alg, "k").public), &[], d),
             "certificate mode",
         );
     }
@@ -961,34 +747,9 @@ fn expired_leaf_and_wrong_eku_rejected() {
 
     let p = pki(d, &rcgen::PKCS_ECDSA_P256_SHA256, Leaf::Expired, "expired");
     // The reference signs and verifies with an expired leaf (it checks at notBefore).
-    ok(model_signing(
-        &[
-            "sign",
-            "certificate",
-            s(&m),
-            "--private_key",
-            s(&p.leaf_key),
-            "--signing_certificate",
-            s(&p.leaf),
-            "--certificate_chain",
-            s(&p.intermediate),
-            "--signature",
-            "expired.sig",
-        ],
-        d,
-    ));
+    ok(ms_sign_cert(s(&m), &p, "expired.sig", &[], d));
     fails_with(
-        warden(
-            &[
-                "verify",
-                s(&m),
-                "--signature",
-                "expired.sig",
-                "--certificate-chain",
-                s(&p.root),
-            ],
-            d,
-        ),
+        w_verify_chain(s(&m), "expired.sig", s(&p.root), &[], d),
         "certificate expired at 2021-01-01T00:00:00Z",
     );
 
@@ -998,33 +759,9 @@ fn expired_leaf_and_wrong_eku_rejected() {
         Leaf::ServerAuthOnly,
         "tls",
     );
-    ok(warden(
-        &[
-            "sign",
-            s(&m),
-            "--key",
-            s(&p.leaf_key),
-            "--certificate",
-            s(&p.leaf),
-            "--certificate-chain",
-            s(&p.intermediate),
-            "--signature",
-            "tls.sig",
-        ],
-        d,
-    ));
+    ok(w_sign_cert(s(&m), &p, "tls.sig", &[], d));
     fails_with(
-        warden(
-            &[
-                "verify",
-                s(&m),
-                "--signature",
-                "tls.sig",
-                "--certificate-chain",
-                s(&p.root),
-            ],
-            d,
-        ),
+        w_verify_chain(s(&m), "tls.sig", s(&p.root), &[], d),
         "does not allow code signing",
     );
 
@@ -1044,35 +781,8 @@ fn expired_leaf_and_wrong_eku_rejected() {
     ] {
         let p = pki(d, &rcgen::PKCS_ECDSA_P256_SHA256, kind, tag);
         let sig = format!("{tag}.sig");
-        ok(warden(
-            &[
-                "sign",
-                s(&m),
-                "--key",
-                s(&p.leaf_key),
-                "--certificate",
-                s(&p.leaf),
-                "--certificate-chain",
-                s(&p.intermediate),
-                "--signature",
-                &sig,
-            ],
-            d,
-        ));
-        fails_with(
-            warden(
-                &[
-                    "verify",
-                    s(&m),
-                    "--signature",
-                    &sig,
-                    "--certificate-chain",
-                    s(&p.root),
-                ],
-                d,
-            ),
-            needle,
-        );
+        ok(w_sign_cert(s(&m), &p, &sig, &[], d));
+        fails_with(w_verify_chain(s(&m), &sig, s(&p.root), &[], d), needle);
     }
 
     // A certificate that does not match the key is refused at signing time (exit 2).
@@ -1122,29 +832,13 @@ fn other_hashes_interoperate() {
         statement_of(&std::fs::read(d.join("b2.sig")).unwrap())["predicate"]["serialization"]["hash_type"],
         "blake2b"
     );
-    ok(warden(
-        &[
-            "verify",
-            s(&m),
-            "--signature",
-            "b2.sig",
-            "--public-key",
-            s(&k.public),
-        ],
-        d,
-    ));
+    ok(w_verify(s(&m), "b2.sig", s(&k.public), &[], d));
     // Warden signs BLAKE3: the reference verifies.
-    ok(warden(
-        &[
-            "sign",
-            s(&m),
-            "--key",
-            s(&k.private),
-            "--signature",
-            "b3.sig",
-            "--hash",
-            "blake3",
-        ],
+    ok(w_sign(
+        s(&m),
+        s(&k.private),
+        "b3.sig",
+        &["--hash", "blake3"],
         d,
     ));
     let py = python(
@@ -1170,17 +864,11 @@ fn json_reports() {
     let d = dir.path();
     let m = make_model(d);
     let k = keys(d, &rcgen::PKCS_ECDSA_P384_SHA384, "k");
-    let o = ok(warden(
-        &[
-            "sign",
-            s(&m),
-            "--key",
-            s(&k.private),
-            "--signature",
-            "w.sig",
-            "--format",
-            "json",
-        ],
+    let o = ok(w_sign(
+        s(&m),
+        s(&k.private),
+        "w.sig",
+        &["--format", "json"],
         d,
     ));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1188,36 +876,18 @@ fn json_reports() {
     assert_eq!(v["curve"], "P-384");
     assert_eq!(v["resources"], 5);
     let signed_digest = v["digest"]["sha256"].clone();
-    let o = ok(warden(
-        &[
-            "verify",
-            s(&m),
-            "--signature",
-            "w.sig",
-            "--public-key",
-            s(&k.public),
-            "--format",
-            "json",
-        ],
+    let o = ok(w_verify(
+        s(&m),
+        "w.sig",
+        s(&k.public),
+        &["--format", "json"],
         d,
     ));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "verified");
     assert_eq!(v["digest"]["sha256"], signed_digest);
     std::fs::remove_file(m.join("empty")).unwrap();
-    let o = warden(
-        &[
-            "verify",
-            s(&m),
-            "--signature",
-            "w.sig",
-            "--public-key",
-            s(&k.public),
-            "--format",
-            "json",
-        ],
-        d,
-    );
+    let o = w_verify(s(&m), "w.sig", s(&k.public), &["--format", "json"], d);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "failed");
