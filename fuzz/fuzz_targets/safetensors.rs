@@ -4,23 +4,5 @@
 
 use libfuzzer_sys::fuzz_target;
 use warden_scan::formats::safetensors;
-use warden_scan::{Context, Location, ScanOptions};
 
-fuzz_target!(|data: &[u8]| {
-    for deep in [false, true] {
-        let opts = ScanOptions {
-            deep,
-            max_header_bytes: 1 << 20,
-            ..ScanOptions::default()
-        };
-        let mut findings = Vec::new();
-        let mut cx = Context {
-            location: Location::file("fuzz"),
-            options: &opts,
-            findings: &mut findings,
-            depth: 0,
-        };
-        let _ = safetensors::sniff(data);
-        let _ = safetensors::scan(&mut std::io::Cursor::new(data), data.len() as u64, &mut cx);
-    }
-});
+fuzz_target!(|data: &[u8]| warden_fuzz::structural(data, safetensors::sniff, safetensors::scan));
