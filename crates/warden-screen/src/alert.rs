@@ -180,33 +180,20 @@ pub fn webhook_json(alert: &Alert) -> String {
 }
 
 /// RFC 3339 UTC timestamp with milliseconds for `at_ms`.
+/// Outside the years 0000-9999, which RFC 3339 cannot express: `@<ms>ms`.
 pub fn rfc3339_ms(at_ms: u64) -> String {
-    let secs = at_ms / 1000;
-    let ms = at_ms % 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let ms = i64::try_from(at_ms).unwrap_or(i64::MAX);
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    ::time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| {
+            d.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or_else(
+            || format!("@{ms}ms"),
+            |s| format!("{}.{milli:03}Z", s.trim_end_matches('Z')),
+        )
 }
 
 /// Escapes a structured-data parameter value (RFC 5424 §6.3.3: `"`, `\` and `]`).

@@ -1,4 +1,4 @@
-//! Timestamps: the current time and an RFC 3339 rendering, without a calendar crate.
+//! Timestamps: the current time and an RFC 3339 rendering, rendered by the `time` crate.
 
 use crate::Timestamp;
 
@@ -10,31 +10,16 @@ pub fn now() -> Timestamp {
         .unwrap_or(0)
 }
 
-/// Render a timestamp as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+/// Render a timestamp as `YYYY-MM-DDTHH:MM:SSZ` (UTC); outside the years 0000-9999,
+/// which RFC 3339 cannot express, as `@<seconds>`.
 pub fn format_utc(t: Timestamp) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day); the well-known era-based algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    ::time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{t}"))
 }
 
 #[cfg(test)]
@@ -48,5 +33,7 @@ mod tests {
         assert_eq!(format_utc(1_764_171_722), "2025-11-26T15:42:02Z");
         assert_eq!(format_utc(-1), "1969-12-31T23:59:59Z");
         assert_eq!(format_utc(4_102_444_800), "2100-01-01T00:00:00Z");
+        assert_eq!(format_utc(253_402_300_800), "@253402300800");
+        assert_eq!(format_utc(i64::MIN), format!("@{}", i64::MIN));
     }
 }
