@@ -296,7 +296,7 @@ async fn route(
     }
 }
 
-fn roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
+pub(crate) fn roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for c in crate::tls::load_certs(ca)? {
         roots.add(c).map_err(|e| Error::Tls {
@@ -361,7 +361,7 @@ impl AdminClient {
 
 use rustls_pki_types::pem::PemObject as _;
 
-async fn send(
+pub(crate) async fn send(
     addr: &str,
     server_name: &str,
     tls: Option<Arc<rustls::ClientConfig>>,

@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     /// Audit settings.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Input/output screening, behaviour and drift monitors, alerts (on by default).
+    #[serde(default)]
+    pub screening: crate::screening::ScreeningConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -374,6 +377,7 @@ impl GatewayConfig {
         {
             fix(c);
         }
+        self.screening.resolve_paths(base);
     }
 
     /// Check what types cannot: TLS or loopback plaintext, known upstream schemes,
@@ -427,6 +431,7 @@ impl GatewayConfig {
                 )));
             }
         }
+        self.screening.validate()?;
         if let Some(o) = &self.oidc {
             for a in &o.algorithms {
                 if !crate::jwt::SUPPORTED_ALGS.contains(&a.as_str()) {

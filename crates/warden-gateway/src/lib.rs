@@ -5,7 +5,8 @@
 //! [`pipeline`] (the [`pipeline::Check`] trait and the built-in checks), [`validate`]
 //! (strict per-endpoint bodies and the parameter policy), [`minimize`] (response
 //! minimisation, JSON and SSE), [`authz`] (Cedar), [`jwt`] (OIDC tokens), [`keys`] (API
-//! keys), [`limits`], [`killswitch`], [`audit`] (the [`audit::AuditSink`] seam), [`admin`]
+//! keys), [`limits`], [`killswitch`], [`screening`] (input/output screening, behaviour and
+//! drift monitors, alerts), [`audit`] (the [`audit::AuditSink`] seam), [`admin`]
 //! (the mTLS + TOTP admin listener and its client), [`tls`], [`totp`], [`metrics`],
 //! [`directory`] (the narrow state trait), [`config`].
 
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod minimize;
 pub mod pipeline;
+pub mod screening;
 pub mod server;
 pub mod tlog_sink;
 pub mod tls;

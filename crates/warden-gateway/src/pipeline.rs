@@ -83,6 +83,8 @@ pub struct Exchange {
     pub admission: Option<Admission>,
     /// Unix seconds at arrival.
     pub now: u64,
+    /// What input screening learned (fed to the behaviour monitor when the response ends).
+    pub screen: Option<crate::screening::Track>,
 }
 
 /// One step of the pipeline.

@@ -70,6 +70,8 @@ pub struct Gateway {
     pub kill: Arc<KillSwitch>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Screening, behaviour and drift monitors, alerts.
+    pub screening: Arc<crate::screening::Screening>,
     pipeline: Pipeline,
     authorize: Arc<Authorize>,
     models: Arc<HashMap<String, ModelAttrs>>,
@@ -170,6 +172,17 @@ impl Gateway {
         pipeline.push(Arc::new(Blocked(Arc::clone(&kill))));
         pipeline.push(Arc::new(Validate(Arc::clone(&config))));
         pipeline.push(authorize.clone());
+        let metrics = Metrics::default();
+        let screening = crate::screening::Screening::new(
+            config.screening.clone(),
+            Arc::clone(&kill),
+            Arc::clone(&directory),
+            Arc::clone(&audit),
+            Arc::clone(&metrics.screening),
+        )?;
+        for c in screening.checks() {
+            pipeline.push(c);
+        }
         for c in extra {
             pipeline.push(c);
         }
@@ -193,7 +206,8 @@ impl Gateway {
             policies,
             jwks,
             kill,
-            metrics: Metrics::default(),
+            metrics,
+            screening,
             pipeline,
             authorize,
             models,
@@ -434,6 +448,7 @@ fn empty_exchange(id: u64, peer: SocketAddr, client_cert: Option<String>) -> Exc
         params: None,
         admission: None,
         now: unix_now(),
+        screen: None,
     }
 }
 
@@ -577,6 +592,7 @@ struct Finisher {
     hasher: Option<aws_lc_rs::digest::Context>,
     admission: Option<crate::limits::Admission>,
     usage: Option<u64>,
+    screen: Option<crate::screening::Track>,
 }
 
 impl Finisher {
@@ -604,6 +620,11 @@ impl Drop for Finisher {
         }
         if self.rec.outcome == "cut" {
             self.gw.metrics.streams_cut.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(t) = self.screen.take() {
+            self.gw
+                .screening
+                .finish(t, self.rec.response_bytes, self.rec.status);
         }
         self.gw
             .metrics
@@ -682,7 +703,11 @@ async fn forward(
         hasher: hash.then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
         admission: ex.admission.take(),
         usage: None,
+        screen: ex.screen.take(),
     };
+    if let Some(t) = &fin.screen {
+        t.annotate(&mut fin.rec.reason);
+    }
     let gw_us = started.elapsed().as_micros() as u64;
     fin.rec.gateway_us = gw_us;
     gw.metrics.gateway_time(gw_us);
@@ -741,6 +766,7 @@ async fn forward(
             idle: Box::pin(tokio::time::sleep(idle)),
             idle_dur: idle,
             sse: SseMinimizer::new(policy, v.injected_usage, 1 << 20),
+            screen: gw.screening.sse(ex.endpoint, &identity),
             fin,
             done: false,
         };
@@ -778,6 +804,16 @@ async fn forward(
             Ok(mut j) => {
                 if let Some(u) = minimize::minimize(&mut j, policy) {
                     fin.usage = Some(u.total_tokens);
+                }
+                if let Err(rule) = gw.screening.screen_json(&mut j, &identity) {
+                    fin.rec.decision = "deny".into();
+                    fin.rec.reason = format!("screen: output blocked ({rule})");
+                    fin.rec.outcome = "blocked".into();
+                    fin.rec.status = 403;
+                    let id = fin.rec.request_id;
+                    drop(fin);
+                    let why = format!("response stopped by output screening ({rule})");
+                    return json_error(&Refusal::new(StatusCode::FORBIDDEN, "screen", why), id);
                 }
                 Bytes::from(j.to_string())
             }
@@ -829,8 +865,37 @@ struct StreamBody {
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_dur: Duration,
     sse: SseMinimizer,
+    screen: Option<crate::screening::SseScreen>,
     fin: Finisher,
     done: bool,
+}
+
+impl StreamBody {
+    /// Output screening of minimised events; a block ends the stream with an error event.
+    fn screened(&mut self, out: Bytes, last: bool) -> Bytes {
+        let Some(s) = self.screen.as_mut() else {
+            return out;
+        };
+        let r = s.feed(&out).and_then(|mut b| {
+            if last {
+                let rest = s.finish()?;
+                let mut m = bytes::BytesMut::from(&b[..]);
+                m.extend_from_slice(&rest);
+                b = m.freeze();
+            }
+            Ok(b)
+        });
+        match r {
+            Ok(b) => b,
+            Err(rule) => {
+                self.done = true;
+                self.fin.rec.decision = "deny".into();
+                self.fin.rec.reason = format!("screen: output blocked ({rule})");
+                self.fin.rec.outcome = "blocked".into();
+                crate::screening::blocked_event(&rule)
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -864,7 +929,7 @@ impl Body for StreamBody {
                     this.idle
                         .as_mut()
                         .reset(tokio::time::Instant::now() + this.idle_dur);
-                    match this.sse.feed(&data) {
+                    match this.sse.feed(&data).map(|o| this.screened(o, false)) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => {
                             if let Some(u) = this.sse.usage {
@@ -895,6 +960,7 @@ impl Body for StreamBody {
                         this.fin.usage = Some(this.sse.events);
                     }
                     this.fin.rec.outcome = "complete".into();
+                    let rest = this.screened(rest, true);
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }

@@ -6,6 +6,8 @@
 use crate::config::{ParamAction, RoleConfig, ValidationConfig};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use warden_screen::Role;
+use warden_screen::monitor::SamplingParams;
 
 /// The OpenAI endpoints the gateway serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +240,139 @@ pub struct Validated {
     pub injected_usage: bool,
     /// Fields stripped by policy (names only; for the audit reason).
     pub stripped: Vec<String>,
+    /// Every text that reaches the model, with its role (for screening; collected here so
+    /// the body is parsed once).
+    pub parts: Vec<(Role, String)>,
+    /// The prompt holds token ids, which screening cannot read.
+    pub token_ids: bool,
+    /// Sampling parameters as the client sent them (before stripping), for the behaviour
+    /// monitor.
+    pub sampling: SamplingParams,
+}
+
+fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &mut bool) {
+    match v {
+        Value::String(s) if !s.is_empty() => out.push((role, s.clone())),
+        Value::Array(a) => {
+            for x in a {
+                match x {
+                    Value::String(_) => push_text(x, role, out, token_ids),
+                    Value::Number(_) | Value::Array(_) => *token_ids = true,
+                    Value::Object(o) => {
+                        for k in ["text", "output"] {
+                            if let Some(t) = o.get(k) {
+                                push_text(t, role, out, token_ids);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn role_of(r: &str) -> Role {
+    match r {
+        "system" | "developer" => Role::System,
+        "assistant" => Role::Assistant,
+        "tool" | "function" => Role::Tool,
+        _ => Role::User,
+    }
+}
+
+/// Every text of `obj` that reaches the model, with its role: chat messages (content
+/// strings and text parts, tool-call arguments), completion prompts and suffixes,
+/// response inputs and instructions, embedding inputs.
+fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>, bool) {
+    let mut out = Vec::new();
+    let mut ids = false;
+    match ep {
+        Endpoint::Chat => {
+            for m in obj
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let role = role_of(m.get("role").and_then(Value::as_str).unwrap_or("user"));
+                if let Some(c) = m.get("content") {
+                    push_text(c, role, &mut out, &mut ids);
+                }
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(a) = call.get("function").and_then(|f| f.get("arguments")) {
+                        push_text(a, Role::Assistant, &mut out, &mut ids);
+                    }
+                }
+            }
+        }
+        Endpoint::Completions => {
+            for k in ["prompt", "suffix"] {
+                if let Some(p) = obj.get(k) {
+                    push_text(p, Role::User, &mut out, &mut ids);
+                }
+            }
+        }
+        Endpoint::Embeddings => {
+            if let Some(p) = obj.get("input") {
+                push_text(p, Role::User, &mut out, &mut ids);
+            }
+        }
+        Endpoint::Responses => {
+            if let Some(i) = obj.get("instructions") {
+                push_text(i, Role::System, &mut out, &mut ids);
+            }
+            match obj.get("input") {
+                Some(Value::Array(items)) => {
+                    for it in items {
+                        let role = match it.get("type").and_then(Value::as_str) {
+                            Some("function_call_output") => Role::Tool,
+                            _ => role_of(it.get("role").and_then(Value::as_str).unwrap_or("user")),
+                        };
+                        match it {
+                            Value::Object(o) => {
+                                for k in ["content", "text", "output", "arguments"] {
+                                    if let Some(t) = o.get(k) {
+                                        push_text(t, role, &mut out, &mut ids);
+                                    }
+                                }
+                            }
+                            other => push_text(other, role, &mut out, &mut ids),
+                        }
+                    }
+                }
+                Some(other) => push_text(other, Role::User, &mut out, &mut ids),
+                None => {}
+            }
+        }
+        Endpoint::Models => {}
+    }
+    (out, ids)
+}
+
+fn sampling_of(obj: &Map<String, Value>) -> SamplingParams {
+    let f = |k: &str| obj.get(k).and_then(Value::as_f64).map(|x| x as f32);
+    SamplingParams {
+        temperature: f("temperature"),
+        top_p: f("top_p"),
+        top_k: obj
+            .get("top_k")
+            .and_then(Value::as_u64)
+            .and_then(|x| u32::try_from(x).ok()),
+        seed: obj.get("seed").and_then(Value::as_u64),
+        logit_bias_hash: obj.get("logit_bias").map_or(0, |b| {
+            let s = b.to_string();
+            s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+                (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        }),
+    }
 }
 
 fn text_len(v: &Value, limit: usize, what: &str) -> Result<usize, Invalid> {
@@ -370,6 +505,8 @@ pub fn validate(
         )?,
         Endpoint::Models => 0,
     };
+    let (parts, token_ids) = collect_parts(ep, &obj);
+    let sampling = sampling_of(&obj);
     // Parameter policy.
     for p in PARAMS {
         let Some(val) = obj.get(p) else { continue };
@@ -446,6 +583,9 @@ pub fn validate(
         max_tokens,
         injected_usage,
         stripped,
+        parts,
+        token_ids,
+        sampling,
     })
 }
 

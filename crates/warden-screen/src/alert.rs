@@ -30,6 +30,10 @@ pub enum AlertKind {
     ScreeningHits,
     /// Input distribution drifted from the baseline (population stability index).
     Drift,
+    /// An input at the block threshold was forwarded because the policy only flags.
+    InputFlagged,
+    /// A response was stopped by output screening (secret, canary: prompt leakage).
+    OutputBlocked,
 }
 
 impl AlertKind {
@@ -44,6 +48,8 @@ impl AlertKind {
             AlertKind::RepeatedRefusals => "repeated_refusals",
             AlertKind::ScreeningHits => "screening_hits",
             AlertKind::Drift => "drift",
+            AlertKind::InputFlagged => "input_flagged",
+            AlertKind::OutputBlocked => "output_blocked",
         }
     }
 }

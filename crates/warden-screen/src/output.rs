@@ -291,10 +291,28 @@ fn apply(text: &str, matches: &[(std::ops::Range<usize>, &'static str)]) -> Stri
     s
 }
 
+/// The rules a screen uses: borrowed, or shared with a `'static` owner (a gateway's
+/// streamed response outlives any borrow).
+#[derive(Debug)]
+enum RulesRef<'r> {
+    Borrowed(&'r OutputRules),
+    Shared(std::sync::Arc<OutputRules>),
+}
+
+impl std::ops::Deref for RulesRef<'_> {
+    type Target = OutputRules;
+    fn deref(&self) -> &OutputRules {
+        match self {
+            RulesRef::Borrowed(r) => r,
+            RulesRef::Shared(r) => r,
+        }
+    }
+}
+
 /// One response being streamed.
 #[derive(Debug)]
 pub struct OutputScreen<'r> {
-    rules: &'r OutputRules,
+    rules: RulesRef<'r>,
     buf: String,
     blocked: Option<OutputBlock>,
 }
@@ -303,7 +321,16 @@ impl<'r> OutputScreen<'r> {
     /// Starts screening one response.
     pub fn new(rules: &'r OutputRules) -> Self {
         Self {
-            rules,
+            rules: RulesRef::Borrowed(rules),
+            buf: String::new(),
+            blocked: None,
+        }
+    }
+
+    /// Starts screening one response with shared rules (no borrow to outlive).
+    pub fn shared(rules: std::sync::Arc<OutputRules>) -> OutputScreen<'static> {
+        OutputScreen {
+            rules: RulesRef::Shared(rules),
             buf: String::new(),
             blocked: None,
         }

@@ -202,7 +202,7 @@ pub struct AlertsArgs {
     #[arg(long)]
     pub identity: Option<String>,
     /// Only alerts of this kind (rate_spike, near_duplicates, input_sweep, parameter_sweep,
-    /// output_volume, repeated_refusals, screening_hits, drift).
+    /// output_volume, repeated_refusals, screening_hits, drift, input_flagged, output_blocked).
     #[arg(long)]
     pub kind: Option<String>,
     /// Only the last N alerts.

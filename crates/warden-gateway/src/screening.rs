@@ -1,0 +1,1432 @@
+//! Screening wired into the gateway: the `[gateway.screening]` table, the input screen (a
+//! body-phase [`Check`]), the throttle (a head-phase [`Check`]), output screening of JSON
+//! bodies and SSE streams, the behaviour and drift monitors fed from every request, and
+//! the alert queue that delivers to webhooks, syslog, `<home>/alerts.jsonl` and the audit
+//! log without ever blocking a request.
+//!
+//! The texts come from [`crate::validate::Validated::parts`], collected while the body
+//! was validated, so the body is parsed once. Screening is on by default (the table may
+//! be absent); every weaker setting is named and reported by `warden posture`.
+
+use crate::audit::{AuditRecord, AuditSink, now_ms};
+use crate::directory::Directory;
+use crate::killswitch::KillSwitch;
+use crate::metrics::ScreenCounters;
+use crate::pipeline::{Check, Exchange, Phase, Refusal};
+use crate::validate::Endpoint;
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use warden_screen::alert::{Alert, AlertAction, AlertKind, AlertSink as _, Severity};
+use warden_screen::drift::{DriftConfig, DriftMonitor};
+use warden_screen::monitor::{Event, Monitor, MonitorConfig, SamplingParams};
+use warden_screen::output::{OutputAction, OutputPolicy, OutputRules, OutputScreen, Push};
+use warden_screen::{Action, Role, RoutePolicy, Screener, Thresholds};
+
+/// The `[gateway.screening]` table. Absent: everything on with the calibrated thresholds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreeningConfig {
+    /// Screen every text that reaches the model (on by default).
+    #[serde(default = "yes")]
+    pub input: bool,
+    /// Highest action on chat, completions and responses: `block` (default), `flag`
+    /// (monitor mode: forward and alert) or `pass`. Embeddings default to `pass`.
+    #[serde(default = "block")]
+    pub action: Action,
+    /// Block threshold override (default: the model card's, 1 % validation FPR).
+    #[serde(default)]
+    pub block_threshold: Option<f64>,
+    /// Flag threshold override (default: the model card's, 5 % validation FPR).
+    #[serde(default)]
+    pub flag_threshold: Option<f64>,
+    /// Block threshold for tool output and retrieved content (indirect injection).
+    #[serde(default)]
+    pub indirect_block_threshold: Option<f64>,
+    /// Flag threshold for tool output and retrieved content.
+    #[serde(default)]
+    pub indirect_flag_threshold: Option<f64>,
+    /// Per-route overrides, keyed `chat`, `completions`, `responses`, `embeddings`.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteScreening>,
+    /// Per identity role: the highest action for identities with that role (the most
+    /// permissive of an identity's roles wins, e.g. `redteam = "flag"`).
+    #[serde(default)]
+    pub roles: BTreeMap<String, Action>,
+    /// Screen responses (JSON and SSE) for secrets, PII and canaries (on by default).
+    #[serde(default = "yes")]
+    pub output: bool,
+    /// Output hold-back window, bytes.
+    #[serde(default = "default_hold_back")]
+    pub hold_back: usize,
+    /// What to do with secrets in responses (`block`, `redact`, `allow`).
+    #[serde(default = "out_block")]
+    pub secrets: OutputAction,
+    /// What to do with e-mail addresses and card numbers in responses.
+    #[serde(default = "out_redact")]
+    pub pii: OutputAction,
+    /// Canary tokens planted in system prompts; a response that repeats one is stopped.
+    #[serde(default)]
+    pub canaries: Vec<String>,
+    /// Cool-down of a `throttle` action, seconds (429 until it ends).
+    #[serde(default = "default_throttle")]
+    pub throttle_secs: u64,
+    /// Behaviour monitor.
+    #[serde(default)]
+    pub monitor: MonitorSettings,
+    /// Input drift.
+    #[serde(default)]
+    pub drift: DriftSettings,
+    /// Action per alert kind (`alert`, `throttle`, `block`), overriding the defaults
+    /// (throttle near-duplicates, sweeps and output volume; alert otherwise).
+    #[serde(default)]
+    pub actions: BTreeMap<AlertKind, AlertAction>,
+    /// Where alerts go.
+    #[serde(default)]
+    pub alerts: AlertSinks,
+}
+
+impl Default for ScreeningConfig {
+    /// The same values as an empty `[gateway.screening]` table.
+    fn default() -> Self {
+        ScreeningConfig {
+            input: true,
+            action: Action::Block,
+            block_threshold: None,
+            flag_threshold: None,
+            indirect_block_threshold: None,
+            indirect_flag_threshold: None,
+            routes: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            output: true,
+            hold_back: default_hold_back(),
+            secrets: OutputAction::Block,
+            pii: OutputAction::Redact,
+            canaries: Vec::new(),
+            throttle_secs: default_throttle(),
+            monitor: MonitorSettings::default(),
+            drift: DriftSettings::default(),
+            actions: BTreeMap::new(),
+            alerts: AlertSinks::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn block() -> Action {
+    Action::Block
+}
+fn out_block() -> OutputAction {
+    OutputAction::Block
+}
+fn out_redact() -> OutputAction {
+    OutputAction::Redact
+}
+fn default_hold_back() -> usize {
+    256
+}
+fn default_throttle() -> u64 {
+    300
+}
+fn default_queue() -> usize {
+    1024
+}
+
+/// Per-route screening.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteScreening {
+    /// Highest action on this route.
+    #[serde(default)]
+    pub action: Option<Action>,
+    /// Block threshold on this route.
+    #[serde(default)]
+    pub block_threshold: Option<f64>,
+    /// Flag threshold on this route.
+    #[serde(default)]
+    pub flag_threshold: Option<f64>,
+}
+
+/// Behaviour monitor settings; unset fields keep the defaults of
+/// `warden_screen::monitor::MonitorConfig` (60 s windows).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// Feed the monitor (on by default).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sliding window, milliseconds.
+    pub window_ms: Option<u64>,
+    /// Fewest requests in the window before shares are judged.
+    pub min_requests: Option<usize>,
+    /// Near-duplicate SimHash distance, bits.
+    pub dup_hamming: Option<u32>,
+    /// Near-duplicate share that alerts.
+    pub dup_share: Option<f64>,
+    /// Small-edit SimHash distance, bits.
+    pub sweep_hamming: Option<u32>,
+    /// Small-edit share that alerts.
+    pub sweep_share: Option<f64>,
+    /// Distinct sampling parameters on near-identical inputs that alert.
+    pub param_distinct: Option<usize>,
+    /// Screening hits in the window that alert.
+    pub screening_hits: Option<usize>,
+    /// Refusals in the window that alert.
+    pub refusals: Option<usize>,
+    /// Request-rate multiple of the identity's baseline that alerts.
+    pub rate_factor: Option<f64>,
+    /// Fewest requests in a window for a rate alert.
+    pub rate_floor: Option<usize>,
+    /// Rate ceiling before an identity has a baseline.
+    pub rate_ceiling_new: Option<usize>,
+    /// Output-volume window, milliseconds.
+    pub output_window_ms: Option<u64>,
+    /// Output tokens (estimated as bytes / 4) in that window that alert.
+    pub output_tokens: Option<u64>,
+    /// One alert per identity and kind per this many milliseconds.
+    pub cooldown_ms: Option<u64>,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            enabled: true,
+            window_ms: None,
+            min_requests: None,
+            dup_hamming: None,
+            dup_share: None,
+            sweep_hamming: None,
+            sweep_share: None,
+            param_distinct: None,
+            screening_hits: None,
+            refusals: None,
+            rate_factor: None,
+            rate_floor: None,
+            rate_ceiling_new: None,
+            output_window_ms: None,
+            output_tokens: None,
+            cooldown_ms: None,
+        }
+    }
+}
+
+/// Drift settings; unset fields keep `warden_screen::drift::DriftConfig`'s defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSettings {
+    /// Watch input drift (on by default).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Inputs in the baseline window (the first inputs after start).
+    pub baseline_size: Option<usize>,
+    /// Inputs in the sliding comparison window.
+    pub window_size: Option<usize>,
+    /// Compare every this many inputs.
+    pub check_every: Option<usize>,
+    /// PSI that alerts.
+    pub psi_threshold: Option<f64>,
+    /// One drift alert per this many milliseconds.
+    pub cooldown_ms: Option<u64>,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        DriftSettings {
+            enabled: true,
+            baseline_size: None,
+            window_size: None,
+            check_every: None,
+            psi_threshold: None,
+            cooldown_ms: None,
+        }
+    }
+}
+
+/// Alert destinations. The audit log and `file` (the CLI defaults it to
+/// `<home>/alerts.jsonl`) always work locally; webhooks and syslog leave the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSinks {
+    /// Webhook URLs: `https://…`, or `http://` on loopback only. The body is
+    /// `warden_screen::alert::webhook_json`.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// PEM CA certificates for `https` webhooks.
+    #[serde(default)]
+    pub webhook_ca: Option<PathBuf>,
+    /// Syslog collector, `udp://host:port` or `tcp://host:port` (RFC 5424; TCP with
+    /// RFC 6587 octet counting).
+    #[serde(default)]
+    pub syslog: Option<String>,
+    /// JSON lines file (read by `warden alerts`).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Record each alert in the audit log (on by default).
+    #[serde(default = "yes")]
+    pub audit: bool,
+    /// Queue length between the request path and the senders; alerts beyond it are
+    /// dropped and counted (`warden_screen_alerts_dropped_total`).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+impl Default for AlertSinks {
+    fn default() -> Self {
+        AlertSinks {
+            webhooks: Vec::new(),
+            webhook_ca: None,
+            syslog: None,
+            file: None,
+            audit: true,
+            queue: default_queue(),
+        }
+    }
+}
+
+const ROUTES: [&str; 4] = ["chat", "completions", "responses", "embeddings"];
+
+impl ScreeningConfig {
+    /// Check what types cannot.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: String| Err(crate::Error::Config(format!("[gateway.screening] {m}")));
+        for k in self.routes.keys() {
+            if !ROUTES.contains(&k.as_str()) {
+                return bad(format!(
+                    "routes.{k}: unknown route (one of {})",
+                    ROUTES.join(", ")
+                ));
+            }
+        }
+        let ths = [
+            self.block_threshold,
+            self.flag_threshold,
+            self.indirect_block_threshold,
+            self.indirect_flag_threshold,
+        ];
+        let route_ths = self
+            .routes
+            .values()
+            .flat_map(|r| [r.block_threshold, r.flag_threshold]);
+        for t in ths.into_iter().chain(route_ths).flatten() {
+            if !(0.0..=1.0).contains(&t) {
+                return bad(format!("threshold {t} is outside [0, 1]"));
+            }
+        }
+        for u in &self.alerts.webhooks {
+            webhook_target(u, self.alerts.webhook_ca.is_some())
+                .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?;
+        }
+        if let Some(s) = &self.alerts.syslog {
+            syslog_target(s)
+                .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?;
+        }
+        if self.alerts.queue == 0 {
+            return bad("alerts.queue must be at least 1".into());
+        }
+        if self.monitor.window_ms == Some(0) || self.monitor.output_window_ms == Some(0) {
+            return bad("monitor windows must be longer than 0 ms".into());
+        }
+        OutputRules::new(self.output_policy())
+            .map_err(|e| crate::Error::Config(format!("[gateway.screening] {e}")))?;
+        Ok(())
+    }
+
+    /// Make relative paths relative to `base`.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for p in [&mut self.alerts.webhook_ca, &mut self.alerts.file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    fn output_policy(&self) -> OutputPolicy {
+        OutputPolicy {
+            hold_back: self.hold_back,
+            secrets: self.secrets,
+            pii: self.pii,
+            canaries: self.canaries.clone(),
+        }
+    }
+
+    fn monitor_config(&self) -> MonitorConfig {
+        let m = &self.monitor;
+        let mut c = MonitorConfig::default();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = m.$f { c.$f = v; } )* };
+        }
+        set!(
+            window_ms,
+            min_requests,
+            dup_hamming,
+            dup_share,
+            sweep_hamming,
+            sweep_share,
+            param_distinct,
+            screening_hits,
+            refusals,
+            rate_factor,
+            rate_floor,
+            rate_ceiling_new,
+            output_window_ms,
+            output_tokens,
+            cooldown_ms
+        );
+        for (k, a) in &self.actions {
+            c.actions.retain(|(x, _)| x != k);
+            c.actions.push((*k, *a));
+        }
+        c
+    }
+
+    fn drift_config(&self) -> DriftConfig {
+        let d = &self.drift;
+        let mut c = DriftConfig::default();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = d.$f { c.$f = v; } )* };
+        }
+        set!(
+            baseline_size,
+            window_size,
+            check_every,
+            psi_threshold,
+            cooldown_ms
+        );
+        if let Some(a) = self.actions.get(&AlertKind::Drift) {
+            c.action = *a;
+        }
+        c
+    }
+
+    fn action_for(&self, kind: AlertKind) -> AlertAction {
+        self.actions
+            .get(&kind)
+            .copied()
+            .unwrap_or(AlertAction::Alert)
+    }
+
+    /// The weaker-than-default settings, named (for `warden posture`).
+    pub fn weaknesses(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.input {
+            w.push("input screening is off (screening.input = false)".to_owned());
+        } else if self.action != Action::Block {
+            w.push(format!(
+                "input screening does not block (screening.action = \"{}\")",
+                self.action.as_str()
+            ));
+        }
+        for (r, s) in &self.routes {
+            if let Some(a) = s.action
+                && a != Action::Block
+                && r != "embeddings"
+            {
+                w.push(format!(
+                    "input screening on {r} does not block (routes.{r}.action = \"{}\")",
+                    a.as_str()
+                ));
+            }
+        }
+        for (role, a) in &self.roles {
+            if *a != Action::Block {
+                w.push(format!(
+                    "identities with role {role} are not blocked by screening (roles.{role} = \"{}\")",
+                    a.as_str()
+                ));
+            }
+        }
+        if !self.output {
+            w.push("output screening is off (screening.output = false)".to_owned());
+        } else if self.secrets == OutputAction::Allow {
+            w.push("secrets in responses are allowed (screening.secrets = \"allow\")".to_owned());
+        }
+        if !self.monitor.enabled {
+            w.push("the behaviour monitor is off (screening.monitor.enabled = false)".to_owned());
+        }
+        if !self.drift.enabled {
+            w.push("drift monitoring is off (screening.drift.enabled = false)".to_owned());
+        }
+        if self.alerts.webhooks.is_empty() && self.alerts.syslog.is_none() {
+            w.push(
+                "no alert sink leaves the host (set screening.alerts.webhooks or screening.alerts.syslog)"
+                    .to_owned(),
+            );
+        }
+        w
+    }
+}
+
+/// What the input screen learned about one request, consumed when its response ends.
+#[derive(Debug, Clone)]
+pub struct Track {
+    identity: String,
+    /// The user-visible input (user parts, else all parts), for SimHash.
+    input: String,
+    sampling: SamplingParams,
+    hit: bool,
+    note: Option<String>,
+}
+
+impl Track {
+    /// Appends the screening note (flags) to an audit reason.
+    pub fn annotate(&self, reason: &mut String) {
+        if let Some(n) = &self.note {
+            reason.push_str("; ");
+            reason.push_str(n);
+        }
+    }
+}
+
+/// The shared screening state of one gateway.
+#[derive(Debug)]
+pub struct Screening {
+    cfg: ScreeningConfig,
+    screener: Screener,
+    output: Option<Arc<OutputRules>>,
+    monitor: Option<Mutex<Monitor>>,
+    drift: Option<Mutex<DriftMonitor>>,
+    throttled: Mutex<HashMap<String, u64>>,
+    kill: Arc<KillSwitch>,
+    tx: mpsc::Sender<Alert>,
+    counters: Arc<ScreenCounters>,
+}
+
+impl Screening {
+    /// Build from configuration and start the alert sender (needs a Tokio runtime).
+    /// Fails (and the gateway refuses to start) when the screening model cannot load.
+    pub fn new(
+        cfg: ScreeningConfig,
+        kill: Arc<KillSwitch>,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditSink>,
+        counters: Arc<ScreenCounters>,
+    ) -> Result<Arc<Screening>, crate::Error> {
+        cfg.validate()?;
+        let screener = Screener::embedded()
+            .map_err(|e| crate::Error::Config(format!("screening model: {e}")))?;
+        let output = if cfg.output {
+            Some(Arc::new(OutputRules::new(cfg.output_policy()).map_err(
+                |e| crate::Error::Config(format!("[gateway.screening] {e}")),
+            )?))
+        } else {
+            None
+        };
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| crate::Error::Config("screening needs a running async runtime".into()))?;
+        let (tx, rx) = mpsc::channel(cfg.alerts.queue);
+        let sender = Sender::new(&cfg.alerts, directory, audit, Arc::clone(&counters))?;
+        rt.spawn(sender.run(rx));
+        Ok(Arc::new(Screening {
+            monitor: cfg
+                .monitor
+                .enabled
+                .then(|| Mutex::new(Monitor::new(cfg.monitor_config()))),
+            drift: cfg
+                .drift
+                .enabled
+                .then(|| Mutex::new(DriftMonitor::new(cfg.drift_config()))),
+            cfg,
+            screener,
+            output,
+            throttled: Mutex::new(HashMap::new()),
+            kill,
+            tx,
+            counters,
+        }))
+    }
+
+    /// The checks to add to the pipeline (throttle in the head phase, the input screen in
+    /// the body phase).
+    pub fn checks(self: &Arc<Self>) -> Vec<Arc<dyn Check>> {
+        vec![
+            Arc::new(ThrottleCheck(Arc::clone(self))),
+            Arc::new(InputCheck(Arc::clone(self))),
+        ]
+    }
+
+    fn policy(&self, ep: Endpoint, roles: &[String]) -> RoutePolicy {
+        let card = self.screener.default_policy().default;
+        let route = self.cfg.routes.get(ep.action());
+        let mut max = if ep == Endpoint::Embeddings {
+            Action::Pass
+        } else {
+            self.cfg.action
+        };
+        if let Some(a) = route.and_then(|r| r.action) {
+            max = a;
+        }
+        if let Some(a) = roles.iter().filter_map(|r| self.cfg.roles.get(r)).min() {
+            max = *a;
+        }
+        let default = Thresholds {
+            block: route
+                .and_then(|r| r.block_threshold)
+                .or(self.cfg.block_threshold)
+                .unwrap_or(card.block),
+            flag: route
+                .and_then(|r| r.flag_threshold)
+                .or(self.cfg.flag_threshold)
+                .unwrap_or(card.flag),
+        };
+        let indirect = Thresholds {
+            block: self.cfg.indirect_block_threshold.unwrap_or(default.block),
+            flag: self.cfg.indirect_flag_threshold.unwrap_or(default.flag),
+        };
+        RoutePolicy {
+            default,
+            per_role: vec![(Role::Tool, indirect), (Role::Retrieved, indirect)],
+            skip_roles: Vec::new(),
+            max_action: max,
+        }
+    }
+
+    /// Applies an alert's action at once (throttle, kill-switch block) and queues it for
+    /// the sinks without waiting; a full queue drops it (counted).
+    pub fn raise(&self, alert: Alert) {
+        self.counters.alert(alert.kind.as_str());
+        if alert.identity != "*" {
+            match alert.action {
+                AlertAction::Alert => {}
+                AlertAction::Throttle => {
+                    let until = alert
+                        .at_ms
+                        .saturating_add(self.cfg.throttle_secs.saturating_mul(1000));
+                    if let Ok(mut t) = self.throttled.lock() {
+                        if t.len() > 100_000 {
+                            let now = now_ms();
+                            t.retain(|_, u| *u > now);
+                        }
+                        let e = t.entry(alert.identity.clone()).or_insert(until);
+                        *e = (*e).max(until);
+                    }
+                }
+                AlertAction::Block => {
+                    self.kill.block(&alert.identity);
+                }
+            }
+        }
+        tracing::warn!(
+            identity = %alert.identity,
+            kind = alert.kind.as_str(),
+            action = alert.action.as_str(),
+            value = alert.value,
+            "screening alert"
+        );
+        if self.tx.try_send(alert).is_err() {
+            self.counters.dropped();
+        }
+    }
+
+    fn observe(&self, t: &Track, output_tokens: u64, refused: bool) {
+        let Some(m) = &self.monitor else { return };
+        let ev = Event {
+            at_ms: now_ms(),
+            identity: &t.identity,
+            input: &t.input,
+            params: t.sampling,
+            output_tokens,
+            refused,
+            screening_hit: t.hit,
+        };
+        let alerts = match m.lock() {
+            Ok(mut m) => m.observe(&ev),
+            Err(_) => Vec::new(),
+        };
+        for a in alerts {
+            self.raise(a);
+        }
+    }
+
+    /// The response of a screened request ended: feed the behaviour monitor.
+    pub fn finish(&self, t: Track, response_bytes: u64, status: u16) {
+        self.observe(&t, response_bytes.div_ceil(4), status >= 400);
+    }
+
+    /// Whether responses are screened.
+    pub fn output_on(&self) -> bool {
+        self.output.is_some()
+    }
+
+    /// Screens a whole JSON response in place (redactions applied). `Err(rule)` when it
+    /// must not be sent.
+    pub fn screen_json(&self, v: &mut Value, identity: &str) -> Result<(), String> {
+        let Some(rules) = &self.output else {
+            return Ok(());
+        };
+        let r = screen_value(rules, v, None);
+        match r {
+            Ok(()) => {
+                self.counters.output(false);
+                Ok(())
+            }
+            Err(rule) => {
+                self.output_blocked(identity, &rule);
+                Err(rule)
+            }
+        }
+    }
+
+    fn output_blocked(&self, identity: &str, rule: &str) {
+        self.counters.output(true);
+        self.raise(Alert {
+            at_ms: now_ms(),
+            identity: identity.to_owned(),
+            kind: AlertKind::OutputBlocked,
+            severity: Severity::Critical,
+            action: self.cfg.action_for(AlertKind::OutputBlocked),
+            value: 1.0,
+            threshold: 1.0,
+            window_s: 0,
+            detail: format!("response stopped by output rule {rule}"),
+        });
+    }
+
+    /// A stream screen for one SSE response (None when output screening is off).
+    pub fn sse(self: &Arc<Self>, ep: Endpoint, identity: &str) -> Option<SseScreen> {
+        let rules = self.output.as_ref()?;
+        Some(SseScreen {
+            owner: Arc::clone(self),
+            identity: identity.to_owned(),
+            ep,
+            screen: OutputScreen::shared(Arc::clone(rules)),
+            rules: Arc::clone(rules),
+            template: None,
+            blocked: None,
+        })
+    }
+}
+
+/// Refuses identities a `throttle` action is cooling down (429 with `Retry-After`).
+#[derive(Debug)]
+struct ThrottleCheck(Arc<Screening>);
+
+impl Check for ThrottleCheck {
+    fn name(&self) -> &'static str {
+        "screen-throttle"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Head
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let Some(id) = &ex.identity else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let until = self
+            .0
+            .throttled
+            .lock()
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "screen",
+                    "screening state unavailable",
+                )
+            })?
+            .get(&id.name)
+            .copied();
+        match until {
+            Some(u) if u > now => {
+                self.0.counters.throttled();
+                Err(Refusal {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    check: "screen",
+                    reason: "throttled by the behaviour monitor".into(),
+                    retry_after: Some((u - now).div_ceil(1000)),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Screens every text that reaches the model; blocks, flags or passes per policy; feeds
+/// drift at once and leaves a [`Track`] for the behaviour monitor.
+#[derive(Debug)]
+struct InputCheck(Arc<Screening>);
+
+impl Check for InputCheck {
+    fn name(&self) -> &'static str {
+        "screen"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Body
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let s = &self.0;
+        let (Some(v), Some(id)) = (&ex.validated, &ex.identity) else {
+            return Ok(());
+        };
+        let policy = s.policy(ex.endpoint, &id.roles);
+        let screened = s.cfg.input && policy.max_action != Action::Pass;
+        if screened && v.token_ids {
+            s.counters.input(Action::Block);
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "screen",
+                "prompts given as token ids cannot be screened",
+            ));
+        }
+        let worst = if screened {
+            s.screener
+                .screen_parts(v.parts.iter().map(|(r, t)| (*r, t.as_str())), &policy)
+        } else {
+            None
+        };
+        let user: Vec<&str> = v
+            .parts
+            .iter()
+            .filter(|(r, _)| *r == Role::User)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let input = if user.is_empty() {
+            v.parts
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            user.join("\n")
+        };
+        let score = worst.as_ref().map_or(0.0, |(_, w)| w.score);
+        if let Some(d) = &s.drift {
+            let a = d
+                .lock()
+                .ok()
+                .and_then(|mut d| d.observe(now_ms(), &input, score));
+            if let Some(a) = a {
+                s.raise(a);
+            }
+        }
+        let action = worst.as_ref().map_or(Action::Pass, |(_, w)| w.verdict);
+        if screened {
+            s.counters.input(action);
+        }
+        // A "hit" (for the monitor's screening-hits signal and for flag alerts) is a score
+        // at the block threshold: scores between the flag and block thresholds are common
+        // on benign text (5 % validation FPR) and are only recorded.
+        let block_level = worst
+            .as_ref()
+            .is_some_and(|(_, w)| w.score >= policy.thresholds(w.role).block);
+        let mut track = Track {
+            identity: id.name.clone(),
+            input,
+            sampling: v.sampling,
+            hit: block_level,
+            note: None,
+        };
+        if let Some((i, w)) = worst.filter(|(_, w)| w.verdict != Action::Pass) {
+            let rules: Vec<&str> = w.rules.iter().map(|r| r.id.as_str()).collect();
+            let rules = if rules.is_empty() {
+                "SCREEN-MODEL".to_owned()
+            } else {
+                rules.join(", ")
+            };
+            let what = format!(
+                "rules {rules}; score {:.3}; part {i} ({})",
+                w.score,
+                w.role.as_str()
+            );
+            if w.verdict == Action::Block {
+                s.observe(&track, 0, true);
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "screen",
+                    format!("prompt injection detected: {what}"),
+                ));
+            }
+            track.note = Some(format!("screen: flagged ({what})"));
+            if !block_level {
+                ex.screen = Some(track);
+                return Ok(());
+            }
+            s.raise(Alert {
+                at_ms: now_ms(),
+                identity: id.name.clone(),
+                kind: AlertKind::InputFlagged,
+                severity: Severity::Warning,
+                action: s.cfg.action_for(AlertKind::InputFlagged),
+                value: w.score,
+                threshold: policy.thresholds(w.role).block,
+                window_s: 0,
+                detail: format!("input at the block threshold forwarded by a flag policy: {what}"),
+            });
+        }
+        ex.screen = Some(track);
+        Ok(())
+    }
+}
+
+/// Keys whose string values are model output.
+const TEXT_KEYS: [&str; 6] = [
+    "content",
+    "text",
+    "output_text",
+    "arguments",
+    "refusal",
+    "delta",
+];
+
+/// Screens every model-output string of `v` with a fresh full screen (redacting in place).
+fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result<(), String> {
+    match v {
+        Value::String(s) if key.is_some_and(|k| TEXT_KEYS.contains(&k)) => {
+            match rules.screen_full(s) {
+                Ok(out) => {
+                    if out != *s {
+                        *s = out;
+                    }
+                    Ok(())
+                }
+                Err(b) => Err(b.rule),
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                screen_value(rules, x, Some(k))?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => {
+            for x in a {
+                screen_value(rules, x, key)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One SSE event: its non-data lines (`event:`, `id:`) and its data.
+struct SseEvent {
+    lines: Vec<Vec<u8>>,
+    data: Option<Value>,
+    done: bool,
+}
+
+fn parse_events(b: &[u8]) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    let mut cur = SseEvent {
+        lines: Vec::new(),
+        data: None,
+        done: false,
+    };
+    for line in b.split(|c| *c == b'\n') {
+        if line.is_empty() {
+            if !cur.lines.is_empty() || cur.data.is_some() || cur.done {
+                out.push(std::mem::replace(
+                    &mut cur,
+                    SseEvent {
+                        lines: Vec::new(),
+                        data: None,
+                        done: false,
+                    },
+                ));
+            }
+        } else if let Some(d) = line.strip_prefix(b"data: ") {
+            if d == b"[DONE]" {
+                cur.done = true;
+            } else if let Ok(v) = serde_json::from_slice(d) {
+                cur.data = Some(v);
+            }
+        } else {
+            cur.lines.push(line.to_vec());
+        }
+    }
+    if !cur.lines.is_empty() || cur.data.is_some() || cur.done {
+        out.push(cur);
+    }
+    out
+}
+
+fn write_event(e: &SseEvent, out: &mut BytesMut) {
+    for l in &e.lines {
+        out.extend_from_slice(l);
+        out.extend_from_slice(b"\n");
+    }
+    if let Some(d) = &e.data {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(d.to_string().as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    if e.done {
+        out.extend_from_slice(b"data: [DONE]\n");
+    }
+    out.extend_from_slice(b"\n");
+}
+
+/// The streamed text slot of an event: chat `choices[0].delta.content`, completions
+/// `choices[0].text`, responses `delta` of `response.output_text.delta`.
+fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
+    match ep {
+        Endpoint::Chat => v
+            .get_mut("choices")?
+            .get_mut(0)?
+            .get_mut("delta")?
+            .get_mut("content"),
+        Endpoint::Completions => v.get_mut("choices")?.get_mut(0)?.get_mut("text"),
+        Endpoint::Responses => {
+            if v.get("type").and_then(Value::as_str) == Some("response.output_text.delta") {
+                v.get_mut("delta")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Streaming output screen over minimised SSE events: the text of delta events goes
+/// through one [`OutputScreen`] (hold-back window), re-emitted as it is released; events
+/// without streamed text flush what is held first, and their own text fields are
+/// screened whole. A block ends the stream with an error event.
+pub struct SseScreen {
+    owner: Arc<Screening>,
+    identity: String,
+    ep: Endpoint,
+    screen: OutputScreen<'static>,
+    rules: Arc<OutputRules>,
+    template: Option<SseEvent>,
+    blocked: Option<String>,
+}
+
+impl std::fmt::Debug for SseScreen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseScreen")
+            .field("identity", &self.identity)
+            .field("blocked", &self.blocked)
+            .finish()
+    }
+}
+
+/// The error event that ends a blocked stream.
+pub fn blocked_event(rule: &str) -> Bytes {
+    let j = serde_json::json!({"error": {"message": format!("response stopped by output screening ({rule})"),
+        "type": "output_blocked", "code": 403}});
+    Bytes::from(format!("data: {j}\n\n"))
+}
+
+impl SseScreen {
+    fn block(&mut self, rule: String) -> String {
+        self.owner.output_blocked(&self.identity, &rule);
+        self.blocked = Some(rule.clone());
+        rule
+    }
+
+    fn release(&mut self, text: String, out: &mut BytesMut) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(t) = &mut self.template
+            && let Some(d) = t.data.as_mut()
+            && let Some(slot) = delta_slot(self.ep, d)
+        {
+            *slot = Value::String(text);
+            write_event(t, out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut BytesMut) -> Result<(), String> {
+        match self.screen.finish() {
+            Push::Released(t) => {
+                self.release(t, out);
+                Ok(())
+            }
+            Push::Blocked(b) => Err(self.block(b.rule)),
+        }
+    }
+
+    /// Screens minimised SSE bytes (whole events); `Err(rule)` when the stream must end.
+    pub fn feed(&mut self, b: &[u8]) -> Result<Bytes, String> {
+        if let Some(r) = &self.blocked {
+            return Err(r.clone());
+        }
+        let mut out = BytesMut::new();
+        for mut e in parse_events(b) {
+            let text = e
+                .data
+                .as_mut()
+                .and_then(|d| delta_slot(self.ep, d))
+                .and_then(|s| s.as_str().map(str::to_owned));
+            match text {
+                Some(t) => {
+                    let pushed = self.screen.push(&t);
+                    // Keep the event as the template for released text (role etc. once).
+                    let first = self.template.is_none();
+                    self.template = Some(SseEvent {
+                        lines: e.lines.clone(),
+                        data: e.data.clone(),
+                        done: false,
+                    });
+                    match pushed {
+                        Push::Released(r) => {
+                            if first && r.is_empty() && t.is_empty() {
+                                write_event(&e, &mut out);
+                            } else {
+                                self.release(r, &mut out);
+                            }
+                        }
+                        Push::Blocked(blk) => return Err(self.block(blk.rule)),
+                    }
+                    // Later templates carry no role.
+                    if let Some(tpl) = self.template.as_mut()
+                        && let Some(d) = tpl.data.as_mut()
+                        && let Some(delta) = d
+                            .get_mut("choices")
+                            .and_then(|c| c.get_mut(0))
+                            .and_then(|c| c.get_mut("delta"))
+                            .and_then(Value::as_object_mut)
+                    {
+                        delta.remove("role");
+                    }
+                }
+                None => {
+                    self.flush(&mut out)?;
+                    if let Some(d) = e.data.as_mut() {
+                        screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
+                    }
+                    write_event(&e, &mut out);
+                }
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// The stream ended: release what is held.
+    pub fn finish(&mut self) -> Result<Bytes, String> {
+        if let Some(r) = &self.blocked {
+            return Err(r.clone());
+        }
+        let mut out = BytesMut::new();
+        self.flush(&mut out)?;
+        Ok(out.freeze())
+    }
+}
+
+/// Where a webhook goes.
+struct Webhook {
+    url: String,
+    addr: String,
+    host: String,
+    path: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn webhook_target(url: &str, have_ca: bool) -> Result<(String, String, String, bool), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("webhook {url}: not a URL"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("webhook {url}: no host"))?
+        .to_owned();
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("webhook {url}: scheme must be https")),
+    };
+    if https && !have_ca {
+        return Err(format!("webhook {url}: https webhooks need webhook_ca"));
+    }
+    if !https {
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|i| i.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "webhook {url}: plain http is allowed only for loopback"
+            ));
+        }
+    }
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    Ok((format!("{host}:{port}"), host, path, https))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Udp,
+    Tcp,
+}
+
+fn syslog_target(s: &str) -> Result<(Proto, String), String> {
+    let (p, rest) = if let Some(r) = s.strip_prefix("udp://") {
+        (Proto::Udp, r)
+    } else if let Some(r) = s.strip_prefix("tcp://") {
+        (Proto::Tcp, r)
+    } else {
+        return Err(format!(
+            "syslog {s}: must be udp://host:port or tcp://host:port"
+        ));
+    };
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("syslog {s}: no port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "syslog {s}: must be udp://host:port or tcp://host:port"
+        ));
+    }
+    Ok((p, rest.to_owned()))
+}
+
+/// The background task that delivers alerts.
+struct Sender {
+    webhooks: Vec<Webhook>,
+    syslog: Option<(Proto, String)>,
+    file: Option<warden_screen::alert::JsonLinesSink<std::fs::File>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    directory: Arc<dyn Directory>,
+    counters: Arc<ScreenCounters>,
+    hostname: String,
+}
+
+impl Sender {
+    fn new(
+        cfg: &AlertSinks,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditSink>,
+        counters: Arc<ScreenCounters>,
+    ) -> Result<Sender, crate::Error> {
+        let tls = match &cfg.webhook_ca {
+            Some(ca) => {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                Some(Arc::new(
+                    rustls::ClientConfig::builder_with_provider(provider)
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| crate::Error::Config(e.to_string()))?
+                        .with_root_certificates(crate::admin::roots(ca)?)
+                        .with_no_client_auth(),
+                ))
+            }
+            None => None,
+        };
+        let mut webhooks = Vec::new();
+        for u in &cfg.webhooks {
+            let (addr, host, path, https) = webhook_target(u, tls.is_some())
+                .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?;
+            webhooks.push(Webhook {
+                url: u.clone(),
+                addr,
+                host,
+                path,
+                tls: if https { tls.clone() } else { None },
+            });
+        }
+        let syslog = match &cfg.syslog {
+            Some(s) => Some(
+                syslog_target(s)
+                    .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?,
+            ),
+            None => None,
+        };
+        let file = match &cfg.file {
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|cause| crate::Error::Read {
+                        path: p.display().to_string(),
+                        cause,
+                    })?;
+                Some(warden_screen::alert::JsonLinesSink::new(f))
+            }
+            None => None,
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "-".to_owned());
+        Ok(Sender {
+            webhooks,
+            syslog,
+            file,
+            audit: cfg.audit.then_some(audit),
+            directory,
+            counters,
+            hostname,
+        })
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Alert>) {
+        while let Some(a) = rx.recv().await {
+            self.deliver(&a).await;
+        }
+    }
+
+    async fn deliver(&self, a: &Alert) {
+        if a.action == AlertAction::Block && a.identity != "*" {
+            // Persist the block so the store sync keeps it; record it durably.
+            if let Err(e) = self
+                .directory
+                .set_blocked(&a.identity, true, "warden-screen")
+            {
+                tracing::error!(error = %e, identity = %a.identity, "could not persist a screening block");
+            }
+            if let Some(au) = &self.audit {
+                let rec = AuditRecord {
+                    ts_ms: now_ms(),
+                    kind: "block".into(),
+                    identity: Some(a.identity.clone()),
+                    auth: Some("admin:warden-screen".into()),
+                    decision: "deny".into(),
+                    reason: format!("behaviour monitor: {} ({})", a.kind.as_str(), a.detail),
+                    outcome: "blocked".into(),
+                    ..AuditRecord::default()
+                };
+                if au.append_durable(rec).await.is_err() {
+                    self.counters.sink_failure("audit");
+                }
+            }
+        }
+        if let Some(au) = &self.audit {
+            let rec = AuditRecord {
+                ts_ms: a.at_ms,
+                kind: "alert".into(),
+                identity: Some(a.identity.clone()),
+                decision: if a.action == AlertAction::Alert {
+                    "allow"
+                } else {
+                    "deny"
+                }
+                .into(),
+                reason: format!(
+                    "alert {}: action {}; value {:.3} threshold {:.3} over {} s; {}",
+                    a.kind.as_str(),
+                    a.action.as_str(),
+                    a.value,
+                    a.threshold,
+                    a.window_s,
+                    a.detail
+                ),
+                outcome: "alert".into(),
+                ..AuditRecord::default()
+            };
+            if au.submit(rec).is_err() {
+                self.counters.sink_failure("audit");
+            }
+        }
+        if let Some(f) = &self.file
+            && f.send(a).is_err()
+        {
+            self.counters.sink_failure("file");
+        }
+        if let Some((proto, addr)) = &self.syslog {
+            let line = warden_screen::alert::syslog_rfc5424(
+                a,
+                &self.hostname,
+                "warden",
+                std::process::id(),
+            );
+            let r = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                send_syslog(*proto, addr, &line),
+            )
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                self.counters.sink_failure("syslog");
+            }
+        }
+        let body = warden_screen::alert::webhook_json(a);
+        for w in &self.webhooks {
+            let req = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(w.path.as_str())
+                .header(http::header::HOST, w.host.as_str())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(Bytes::from(body.clone())));
+            let ok = match req {
+                Ok(req) => matches!(
+                    crate::admin::send(&w.addr, &w.host, w.tls.clone(), req).await,
+                    Ok((s, _)) if (200..300).contains(&s)
+                ),
+                Err(_) => false,
+            };
+            if !ok {
+                tracing::warn!(url = %w.url, "alert webhook failed");
+                self.counters.sink_failure("webhook");
+            }
+        }
+    }
+}
+
+async fn send_syslog(proto: Proto, addr: &str, line: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    match proto {
+        Proto::Udp => {
+            let local = if addr.starts_with('[') {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let s = tokio::net::UdpSocket::bind(local).await?;
+            s.send_to(line.as_bytes(), addr).await?;
+        }
+        Proto::Tcp => {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(format!("{} {line}", line.len()).as_bytes())
+                .await?;
+            s.flush().await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_are_on_and_validated() {
+        let c: ScreeningConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(c.input && c.output && c.monitor.enabled && c.drift.enabled);
+        assert_eq!(c.action, Action::Block);
+        assert_eq!(c.weaknesses().len(), 1, "{:?}", c.weaknesses());
+        let bad = serde_json::json!({"alerts": {"webhooks": ["http://example.com/hook"]}});
+        let c: ScreeningConfig = serde_json::from_value(bad).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        let c: ScreeningConfig =
+            serde_json::from_value(serde_json::json!({"alerts": {"syslog": "10.0.0.1:514"}}))
+                .unwrap();
+        assert!(c.validate().is_err());
+        let c: ScreeningConfig =
+            serde_json::from_value(serde_json::json!({"routes": {"chatt": {"action": "flag"}}}))
+                .unwrap();
+        assert!(c.validate().is_err());
+        let c: ScreeningConfig = serde_json::from_value(
+            serde_json::json!({"actions": {"near_duplicates": "block"}, "monitor": {"window_ms": 5000}}),
+        )
+        .unwrap();
+        let m = c.monitor_config();
+        assert_eq!(m.window_ms, 5000);
+        assert!(
+            m.actions
+                .contains(&(AlertKind::NearDuplicates, AlertAction::Block))
+        );
+    }
+
+    #[test]
+    fn sse_events_roundtrip() {
+        let e = parse_events(b"event: x\ndata: {\"a\":1}\n\ndata: [DONE]\n\n");
+        assert_eq!(e.len(), 2);
+        let mut out = BytesMut::new();
+        for x in &e {
+            write_event(x, &mut out);
+        }
+        assert_eq!(&out[..], b"event: x\ndata: {\"a\":1}\n\ndata: [DONE]\n\n");
+    }
+}
