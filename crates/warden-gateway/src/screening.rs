@@ -415,13 +415,14 @@ impl ScreeningConfig {
             .unwrap_or(AlertAction::Alert)
     }
 
-    /// The weaker-than-default settings, named (for `warden posture`).
-    pub fn weaknesses(&self) -> Vec<String> {
-        let mut w = Vec::new();
+    /// The weaker-than-default settings by area (`input`, `output`, `monitor`,
+    /// `alerts`), named (for `warden posture`).
+    pub fn posture(&self) -> [(&'static str, Vec<String>); 4] {
+        let mut input = Vec::new();
         if !self.input {
-            w.push("input screening is off (screening.input = false)".to_owned());
+            input.push("input screening is off (screening.input = false)".to_owned());
         } else if self.action != Action::Block {
-            w.push(format!(
+            input.push(format!(
                 "input screening does not block (screening.action = \"{}\")",
                 self.action.as_str()
             ));
@@ -431,7 +432,7 @@ impl ScreeningConfig {
                 && a != Action::Block
                 && r != "embeddings"
             {
-                w.push(format!(
+                input.push(format!(
                     "input screening on {r} does not block (routes.{r}.action = \"{}\")",
                     a.as_str()
                 ));
@@ -439,30 +440,53 @@ impl ScreeningConfig {
         }
         for (role, a) in &self.roles {
             if *a != Action::Block {
-                w.push(format!(
+                input.push(format!(
                     "identities with role {role} are not blocked by screening (roles.{role} = \"{}\")",
                     a.as_str()
                 ));
             }
         }
+        let mut output = Vec::new();
         if !self.output {
-            w.push("output screening is off (screening.output = false)".to_owned());
+            output.push("output screening is off (screening.output = false)".to_owned());
         } else if self.secrets == OutputAction::Allow {
-            w.push("secrets in responses are allowed (screening.secrets = \"allow\")".to_owned());
+            output.push(
+                "secrets in responses are allowed (screening.secrets = \"allow\")".to_owned(),
+            );
         }
+        let mut monitor = Vec::new();
         if !self.monitor.enabled {
-            w.push("the behaviour monitor is off (screening.monitor.enabled = false)".to_owned());
+            monitor.push(
+                "the behaviour monitor is off (screening.monitor.enabled = false)".to_owned(),
+            );
         }
         if !self.drift.enabled {
-            w.push("drift monitoring is off (screening.drift.enabled = false)".to_owned());
+            monitor.push("drift monitoring is off (screening.drift.enabled = false)".to_owned());
         }
+        let mut alerts = Vec::new();
         if self.alerts.webhooks.is_empty() && self.alerts.syslog.is_none() {
-            w.push(
+            alerts.push(
                 "no alert sink leaves the host (set screening.alerts.webhooks or screening.alerts.syslog)"
                     .to_owned(),
             );
         }
-        w
+        if !self.alerts.audit {
+            alerts.push(
+                "alerts are not recorded in the audit log (screening.alerts.audit = false)"
+                    .to_owned(),
+            );
+        }
+        [
+            ("input", input),
+            ("output", output),
+            ("monitor", monitor),
+            ("alerts", alerts),
+        ]
+    }
+
+    /// Every weaker-than-default setting, named.
+    pub fn weaknesses(&self) -> Vec<String> {
+        self.posture().into_iter().flat_map(|(_, w)| w).collect()
     }
 }
 

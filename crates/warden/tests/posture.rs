@@ -100,3 +100,50 @@ fn weakened_vault_policy_is_reported() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("warden.toml"));
 }
+
+#[test]
+fn weakened_screening_is_reported() {
+    let home = private_home();
+    // [gateway] without [gateway.screening]: everything on, but no alert leaves the host.
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n",
+    )
+    .unwrap();
+    for id in ["WP210", "WP211", "WP212"] {
+        let (code, c) = check(home.path(), id);
+        assert_eq!(code, Some(0));
+        assert_eq!(c["status"], "pass", "{id}: {c}");
+    }
+    let (_, c) = check(home.path(), "WP213");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("no alert sink"));
+
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n[gateway.screening]\ninput = false\noutput = false\n\
+         [gateway.screening.drift]\nenabled = false\n\
+         [gateway.screening.alerts]\nwebhooks = [\"https://siem.example/hook\"]\n",
+    )
+    .unwrap();
+    for (id, words) in [
+        ("WP210", "input screening is off"),
+        ("WP211", "output screening is off"),
+        ("WP212", "drift monitoring is off"),
+    ] {
+        let (code, c) = check(home.path(), id);
+        assert_eq!(code, Some(0), "warnings do not fail posture");
+        assert_eq!(c["status"], "warn", "{id}: {c}");
+        assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
+    }
+    assert_eq!(check(home.path(), "WP213").1["status"], "pass");
+
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\n[gateway.screening]\nbogus = 1\n",
+    )
+    .unwrap();
+    let bad = posture(home.path(), false);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("[gateway.screening]"));
+}

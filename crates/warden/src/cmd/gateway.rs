@@ -206,6 +206,9 @@ pub fn run_serve(a: ServeArgs, g: &Global) -> anyhow::Result<ExitCode> {
         cfg.insecure_plaintext = true;
         cfg.tls = None;
     }
+    if cfg.screening.alerts.file.is_none() {
+        cfg.screening.alerts.file = Some(home.join("alerts.jsonl"));
+    }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let _ = tracing_subscriber::fmt()

@@ -232,6 +232,67 @@ fn config_checks(home: &Path, out: &mut Vec<Check>) -> anyhow::Result<()> {
         "CPG 1.E",
         format!("vault require_evaluation = {}", vault.require_evaluation),
     );
+    gateway_checks(home, &mut push)?;
+    Ok(())
+}
+
+const SANITIZE: &str = "Secure AI operation and maintenance: validate and sanitize all input";
+
+/// Screening of the `[gateway]` table (absent `[gateway.screening]`: everything on).
+fn gateway_checks(
+    home: &Path,
+    push: &mut impl FnMut(&'static str, Status, &'static str, &'static str, String),
+) -> anyhow::Result<()> {
+    let path = home.join("warden.toml");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let doc: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let Some(gw) = doc.get("gateway").and_then(|g| g.as_table()) else {
+        return Ok(());
+    };
+    let screening: warden_gateway::screening::ScreeningConfig = match gw.get("screening") {
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: [gateway.screening]: {e}", path.display()))?,
+        None => Default::default(),
+    };
+    for (area, weak) in screening.posture() {
+        let (id, section, pass) = match area {
+            "input" => (
+                "WP210",
+                SANITIZE,
+                "input screening blocks prompt injection on chat, completions and responses",
+            ),
+            "output" => (
+                "WP211",
+                SANITIZE,
+                "output screening stops secrets and canaries in responses (JSON and SSE)",
+            ),
+            "monitor" => (
+                "WP212",
+                LOGGING,
+                "behaviour monitor and drift monitor are on",
+            ),
+            _ => (
+                "WP213",
+                LOGGING,
+                "alerts leave the host (webhook or syslog) and are in the audit log",
+            ),
+        };
+        let status = if weak.is_empty() {
+            Status::Pass
+        } else {
+            Status::Warn
+        };
+        let detail = if weak.is_empty() {
+            pass.to_owned()
+        } else {
+            weak.join("; ")
+        };
+        push(id, status, section, "CPG 2.T, 5.A", detail);
+    }
     Ok(())
 }
 
