@@ -294,6 +294,25 @@ top_logprobs = "allow"
         reqs.iter()
             .any(|e| e["identity"] == "lim" && e["status"] == 429)
     );
+    // The prompt injections were refused by the input screen, with the rule ids.
+    let screened: Vec<_> = reqs
+        .iter()
+        .filter(|e| {
+            e["identity"] == "bob"
+                && e["status"] == 400
+                && e["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("screen: prompt injection detected: rules PI-")
+        })
+        .collect();
+    assert_eq!(screened.len(), 2, "{reqs:?}");
+    assert!(
+        screened
+            .iter()
+            .all(|e| e["response_digest"] == "none" && e["upstream_ms"].is_null()),
+        "{screened:?}"
+    );
     assert!(
         reqs.iter()
             .any(|e| e["identity"] == "eve" && e["reason"].as_str().unwrap().contains("cut"))

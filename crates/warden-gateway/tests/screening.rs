@@ -4,10 +4,11 @@
 //! scripted extraction attack alerting a webhook and throttled while mixed benign
 //! traffic is not, drift seen by PSI, and RFC 5424 syslog over UDP.
 //!
-//! The mock upstream (not llama.cpp) is used here because these tests need responses
-//! that contain planted secrets, and exact control of timing for the monitor windows;
-//! the model's output plays no part in the behaviour signals (inputs, parameters, output
-//! volume). `e2e_llama.rs` shows the input screen in front of the real server.
+//! The extraction test runs in front of the real llama.cpp server (SmolLM2-135M, one
+//! thread, `max_tokens` 16: about 0.1 s a request here). The output tests use a mock
+//! upstream because they need responses that contain planted secrets; the others use it
+//! for speed (their signals are inputs only). `e2e_llama.rs` also shows the input screen
+//! through `warden serve` and the OpenAI Python client.
 
 #![allow(
     clippy::unwrap_used,
@@ -178,8 +179,80 @@ async fn webhook() -> (SocketAddr, Arc<Mutex<Vec<(Instant, Value)>>>) {
     (addr, got)
 }
 
+/// llama.cpp's server, stopped on drop.
+struct Llama(std::process::Child);
+
+impl Drop for Llama {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start llama.cpp (`shared/tools/llama-server.py`, SmolLM2-135M from the venv) and wait
+/// until `/health` answers 200.
+fn llama() -> (Llama, SocketAddr) {
+    use std::io::{Read as _, Write as _};
+    let script = workspace()
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/tools/llama-server.py"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}/../shared/tools/llama-server.py: missing",
+                workspace().display()
+            )
+        });
+    let port = free_port();
+    let child = std::process::Command::new(python())
+        .arg(&script)
+        .env("PORT", port.to_string())
+        .env("THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut l = Llama(child);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(Some(st)) = l.0.try_wait() {
+            panic!("llama server exited early ({st})");
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(
+                s,
+                "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+            );
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return (l, SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "llama server not ready after 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 struct Env {
     _dir: tempfile::TempDir,
+    model: &'static str,
     gw: Arc<Gateway>,
     base: String,
     upstream: Upstream,
@@ -213,7 +286,7 @@ impl Env {
         self.post(
             who,
             "/v1/chat/completions",
-            &json!({"model": "m1", "messages": messages, "max_tokens": 16}),
+            &json!({"model": self.model, "messages": messages, "max_tokens": 16}),
         )
         .await
     }
@@ -227,9 +300,18 @@ impl Env {
 /// `[gateway.screening]` table and identities bob, mallory, carol (role `user`) and
 /// rita (roles `user`, `redteam`); bob is also a `researcher` (every action).
 async fn start(screening: Value) -> Env {
+    start_at(screening, None).await
+}
+
+/// [`start`] with another upstream for model `smollm2-135m` (instead of the mock as `m1`).
+async fn start_at(screening: Value, real: Option<SocketAddr>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let upstream = upstream().await;
+    let (model, up) = match real {
+        Some(a) => ("smollm2-135m", a),
+        None => ("m1", upstream.addr),
+    };
     let policy = dir.path().join("policies.cedar");
     std::fs::write(&policy, POLICIES).unwrap();
     let totp = dir.path().join("alice.totp");
@@ -240,7 +322,7 @@ async fn start(screening: Value) -> Env {
         "admin": {"listen": "127.0.0.1:0",
                   "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
                   "admins": [{"name": "alice.admin", "totp_secret_file": totp}]},
-        "models": [{"name": "m1", "upstream": format!("http://{}", upstream.addr), "classification": 1}],
+        "models": [{"name": model, "upstream": format!("http://{up}"), "classification": 1}],
         "policy": policy,
         "limits": {"requests_per_minute": 100000, "tokens_per_minute": 100000000, "concurrency": 64},
         "screening": screening,
@@ -281,6 +363,7 @@ async fn start(screening: Value) -> Env {
     tokio::time::sleep(Duration::from_millis(100)).await;
     Env {
         _dir: dir,
+        model,
         gw,
         base: format!("http://{public}"),
         upstream,
@@ -559,12 +642,16 @@ async fn drive(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extraction_attack_alerts_the_webhook_and_is_throttled_benign_replay_is_not() {
     let (hook, got) = webhook().await;
-    let env = start(json!({
-        "throttle_secs": 30,
-        "monitor": {"window_ms": 8000, "min_requests": 10},
-        "drift": {"enabled": false},
-        "alerts": {"webhooks": [format!("http://{hook}/alerts")]}
-    }))
+    let (_llama, llama_addr) = tokio::task::spawn_blocking(llama).await.unwrap();
+    let env = start_at(
+        json!({
+            "throttle_secs": 30,
+            "monitor": {"window_ms": 8000, "min_requests": 10},
+            "drift": {"enabled": false},
+            "alerts": {"webhooks": [format!("http://{hook}/alerts")]}
+        }),
+        Some(llama_addr),
+    )
     .await;
     let benign: Vec<String> = include_str!("data/benign_mixed.txt")
         .lines()
@@ -572,7 +659,7 @@ async fn extraction_attack_alerts_the_webhook_and_is_throttled_benign_replay_is_
         .collect();
     // 40 distinct benign prompts at this pace take longer than the 8 s window, so the
     // replay repeats none inside a window (real mixed traffic does not either).
-    let pace = Duration::from_millis(250);
+    let pace = Duration::from_millis(150);
     // The attack: a systematic sweep over product ids, oracle-style.
     let t0 = Instant::now();
     let (sent, throttled_at, _) = drive(
@@ -613,7 +700,7 @@ async fn extraction_attack_alerts_the_webhook_and_is_throttled_benign_replay_is_
         .await;
     assert_eq!(st, 429);
     // Benign mixed traffic for as long (at least two windows), at the same pace.
-    let span = throttled_at.max(Duration::from_secs(20));
+    let span = throttled_at.max(Duration::from_secs(24));
     let (n, throttled, statuses) = drive(
         &env,
         "carol",
@@ -626,7 +713,9 @@ async fn extraction_attack_alerts_the_webhook_and_is_throttled_benign_replay_is_
         throttled.is_none(),
         "benign traffic throttled: {statuses:?}"
     );
-    assert!(n >= 40, "only {n} benign requests");
+    // Enough that the 8 s windows held at least `min_requests` (10), so shares were judged.
+    assert!(n >= 25, "only {n} benign requests in {span:?}");
+    eprintln!("benign replay: {n} requests in {span:?}, no alert, no 429");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let hooks = got.lock().unwrap().clone();
     assert!(
