@@ -1,7 +1,7 @@
 //! The request pipeline: an ordered list of [`Check`]s over one [`Exchange`]. Head checks
 //! run on the request line and headers (authentication, kill switch, audit health), body
-//! checks after the body is read (validation, authorization, limits; screening plugs in
-//! here). The first refusal ends the request; nothing is forwarded.
+//! checks after the body is read (validation, authorization, screening, limits; the
+//! screening checks live in [`crate::screening`]). The first refusal ends the request; nothing is forwarded.
 
 use crate::audit::AuditSink;
 use crate::authz::{ModelAttrs, Policies, RequestContext};
