@@ -719,7 +719,7 @@ impl Screening {
     pub fn sse(self: &Arc<Self>, ep: Endpoint, identity: &str) -> Option<SseScreen> {
         let rules = self.output.as_ref()?;
         Some(SseScreen {
-            owner: Arc::clone(self),
+            owner: Some(Arc::clone(self)),
             identity: identity.to_owned(),
             ep,
             screen: OutputScreen::shared(Arc::clone(rules)),
@@ -1015,7 +1015,7 @@ fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
 /// without streamed text flush what is held first, and their own text fields are
 /// screened whole. A block ends the stream with an error event.
 pub struct SseScreen {
-    owner: Arc<Screening>,
+    owner: Option<Arc<Screening>>,
     identity: String,
     ep: Endpoint,
     screen: OutputScreen<'static>,
@@ -1041,8 +1041,23 @@ pub fn blocked_event(rule: &str) -> Bytes {
 }
 
 impl SseScreen {
+    /// A screen without a gateway behind it (no alerts): tests and tools.
+    pub fn standalone(rules: Arc<OutputRules>, ep: Endpoint) -> SseScreen {
+        SseScreen {
+            owner: None,
+            identity: String::new(),
+            ep,
+            screen: OutputScreen::shared(Arc::clone(&rules)),
+            rules,
+            template: None,
+            blocked: None,
+        }
+    }
+
     fn block(&mut self, rule: String) -> String {
-        self.owner.output_blocked(&self.identity, &rule);
+        if let Some(o) = &self.owner {
+            o.output_blocked(&self.identity, &rule);
+        }
         self.blocked = Some(rule.clone());
         rule
     }
@@ -1413,6 +1428,7 @@ async fn send_syslog(proto: Proto, addr: &str, line: &str) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warden_screen::output::OutputPolicy;
 
     #[test]
     fn config_defaults_are_on_and_validated() {
@@ -1441,6 +1457,97 @@ mod tests {
             m.actions
                 .contains(&(AlertKind::NearDuplicates, AlertAction::Block))
         );
+    }
+
+    fn chat_stream(text: &str, piece: usize) -> Vec<Vec<u8>> {
+        let ev = |delta: Value, fin: Value| {
+            let j = serde_json::json!({"id": "c", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]});
+            format!("data: {j}\n\n").into_bytes()
+        };
+        let mut out = vec![ev(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        let chars: Vec<char> = text.chars().collect();
+        for c in chars.chunks(piece) {
+            let p: String = c.iter().collect();
+            out.push(ev(serde_json::json!({"content": p}), Value::Null));
+        }
+        out.push(ev(serde_json::json!({}), serde_json::json!("stop")));
+        out.push(b"data: [DONE]\n\n".to_vec());
+        out
+    }
+
+    fn run(s: &mut SseScreen, events: &[Vec<u8>]) -> (String, Result<(), String>, Vec<Value>) {
+        let mut text = String::new();
+        let mut all = Vec::new();
+        let mut collect = |b: &[u8], text: &mut String| {
+            for e in parse_events(b) {
+                if let Some(d) = e.data {
+                    if let Some(c) = d["choices"][0]["delta"]["content"].as_str() {
+                        text.push_str(c);
+                    }
+                    all.push(d);
+                }
+            }
+        };
+        for e in events {
+            match s.feed(e) {
+                Ok(b) => collect(&b, &mut text),
+                Err(r) => return (text, Err(r), all),
+            }
+        }
+        match s.finish() {
+            Ok(b) => collect(&b, &mut text),
+            Err(r) => return (text, Err(r), all),
+        }
+        (text, Ok(()), all)
+    }
+
+    #[test]
+    fn sse_screen_holds_back_and_stops_secrets_at_any_split() {
+        let rules = Arc::new(
+            OutputRules::new(OutputPolicy {
+                canaries: vec!["CANARY-7f3a9c2e1b4d5a60".into()],
+                ..OutputPolicy::default()
+            })
+            .unwrap(),
+        );
+        let filler = "The answer, in some detail, goes here. ".repeat(12);
+        for secret in ["AKIAIOSFODNN7EXAMPLE", "CANARY-7f3a9c2e1b4d5a60"] {
+            for piece in 1..9 {
+                let text = format!("{filler}then {secret} and more text after it.");
+                let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
+                let (released, r, _) = run(&mut s, &chat_stream(&text, piece));
+                assert!(r.is_err(), "{secret} split by {piece} not blocked");
+                assert!(
+                    !released.contains(&secret[..6]),
+                    "released part of {secret}: {released}"
+                );
+                assert!(released.len() <= filler.len(), "{piece}");
+                assert!(s.feed(b"data: {}\n\n").is_err(), "stays blocked");
+            }
+        }
+        for piece in [1, 3, 7, 50] {
+            let text = format!("{filler}Mail jane.doe@example.com if needed.");
+            let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
+            let (released, r, all) = run(&mut s, &chat_stream(&text, piece));
+            assert!(r.is_ok());
+            assert_eq!(
+                released,
+                text.replace("jane.doe@example.com", "[redacted:email]")
+            );
+            assert_eq!(
+                all.first().unwrap()["choices"][0]["delta"]["role"],
+                "assistant"
+            );
+            assert_eq!(
+                all.last().unwrap()["choices"][0]["finish_reason"],
+                "stop",
+                "order kept"
+            );
+        }
     }
 
     #[test]
