@@ -22,7 +22,7 @@ pub struct AuditRecord {
     /// Unix milliseconds.
     pub ts_ms: u64,
     /// Kind: `request`, `block`, `unblock`, `lockdown`, `lockdown-lift`, `policy-reload`,
-    /// `malformed` (refused by the HTTP parser).
+    /// `malformed` (refused by the HTTP parser), `alert` (behaviour, drift, screening).
     pub kind: String,
     /// Gateway-local request id.
     pub request_id: u64,

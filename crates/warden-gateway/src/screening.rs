@@ -45,6 +45,11 @@ pub struct ScreeningConfig {
     /// Flag threshold override (default: the model card's, 5 % validation FPR).
     #[serde(default)]
     pub flag_threshold: Option<f64>,
+    /// Block threshold for system (and developer) messages. Default 0.99: the linear
+    /// model scores common operator prompts high ("You are a helpful assistant." 0.976),
+    /// so system text blocks on near-certain scores (rule hits add to the score).
+    #[serde(default = "default_system_block")]
+    pub system_block_threshold: f64,
     /// Block threshold for tool output and retrieved content (indirect injection).
     #[serde(default)]
     pub indirect_block_threshold: Option<f64>,
@@ -99,6 +104,7 @@ impl Default for ScreeningConfig {
             action: Action::Block,
             block_threshold: None,
             flag_threshold: None,
+            system_block_threshold: default_system_block(),
             indirect_block_threshold: None,
             indirect_flag_threshold: None,
             routes: BTreeMap::new(),
@@ -134,6 +140,9 @@ fn default_hold_back() -> usize {
 }
 fn default_throttle() -> u64 {
     300
+}
+fn default_system_block() -> f64 {
+    0.99
 }
 fn default_queue() -> usize {
     1024
@@ -305,6 +314,7 @@ impl ScreeningConfig {
             }
         }
         let ths = [
+            Some(self.system_block_threshold),
             self.block_threshold,
             self.flag_threshold,
             self.indirect_block_threshold,
@@ -606,9 +616,17 @@ impl Screening {
             block: self.cfg.indirect_block_threshold.unwrap_or(default.block),
             flag: self.cfg.indirect_flag_threshold.unwrap_or(default.flag),
         };
+        let system = Thresholds {
+            block: self.cfg.system_block_threshold.max(default.block),
+            flag: default.flag,
+        };
         RoutePolicy {
             default,
-            per_role: vec![(Role::Tool, indirect), (Role::Retrieved, indirect)],
+            per_role: vec![
+                (Role::System, system),
+                (Role::Tool, indirect),
+                (Role::Retrieved, indirect),
+            ],
             skip_roles: Vec::new(),
             max_action: max,
         }

@@ -827,11 +827,13 @@ async fn drift_alerts_on_a_shifted_input_distribution_and_not_on_a_replay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn syslog_receives_an_rfc5424_line_over_udp() {
+async fn syslog_receives_an_rfc5424_line_over_udp_and_warden_alerts_lists_it() {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = sock.local_addr().unwrap().port();
+    let files = tempfile::tempdir().unwrap();
+    let jsonl = files.path().join("alerts.jsonl");
     let env = start(json!({"canaries": [CANARY],
-        "alerts": {"syslog": format!("udp://127.0.0.1:{port}")}}))
+        "alerts": {"syslog": format!("udp://127.0.0.1:{port}"), "file": jsonl}}))
     .await;
     let (st, _, _) = env.chat("bob", user(&ask("say-canary"))).await;
     assert_eq!(st, 403);
@@ -874,4 +876,20 @@ async fn syslog_receives_an_rfc5424_line_over_udp() {
         "{line}"
     );
     assert!(!line.contains(CANARY), "{line}");
+    // The same alert in the JSON-lines file, as `warden alerts` lists it.
+    let out = std::process::Command::new(warden_bin())
+        .args(["alerts", "--format", "json", "--file"])
+        .arg(&jsonl)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["kind"], "output_blocked");
+    assert_eq!(listed[0]["identity"], "bob");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
 }
