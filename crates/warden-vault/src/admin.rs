@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::key::write_private_file;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use std::path::Path;
-use warden_store::{Admin, Approval, Timestamp};
+use warden_store::{Admin, Approval, Release, Retirement, Timestamp};
 
 /// Algorithm name stored with admin keys.
 pub const ALGORITHM: &str = "ed25519";
@@ -127,6 +127,41 @@ pub fn deletion_statement(
         "warden-shred-v1\nname={name}\nversion={version}\nmanifest-sha256={manifest_digest}\ndata-key={data_key_id}\nkek={kek_id}\nat={at}\nby={by}\n"
     )
     .into_bytes()
+}
+
+/// The exact bytes a retirement signs.
+pub fn retire_statement(
+    name: &str,
+    version: &str,
+    manifest_digest: &str,
+    reason: &str,
+    admin: &str,
+    at: Timestamp,
+) -> Vec<u8> {
+    // The reason is free text: escape what would let it forge another line.
+    let reason = reason.replace('\\', "\\\\").replace('\n', "\\n");
+    format!(
+        "warden-retire-v1\nname={name}\nversion={version}\nmanifest-sha256={manifest_digest}\nreason={reason}\nadmin={admin}\nat={at}\n"
+    )
+    .into_bytes()
+}
+
+/// Whether a retirement record's signature verifies under `admin`'s registered key.
+pub fn verify_retirement(admin: &Admin, release: &Release, retirement: &Retirement) -> bool {
+    if admin.algorithm != ALGORITHM || admin.name != retirement.by {
+        return false;
+    }
+    let msg = retire_statement(
+        &release.name,
+        &release.version,
+        &release.manifest_digest,
+        &retirement.reason,
+        &retirement.by,
+        retirement.at,
+    );
+    UnparsedPublicKey::new(&signature::ED25519, &admin.public_key)
+        .verify(&msg, &retirement.signature)
+        .is_ok()
 }
 
 /// Whether `approval`'s signature verifies under `admin`'s registered key.

@@ -11,6 +11,7 @@ use crate::key::{DataKey, Kek, KeyProvider, create_private_dir};
 use crate::manifest::{self, Manifest, check_name};
 use crate::policy::{OnTamper, Policy};
 use crate::sealed::{self, Binding, Header, SealOptions, SealedFile};
+use crate::staging::Staging;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub struct VaultParts {
     pub root: PathBuf,
     /// Directory of admin key files (`<home>/keys/admins`).
     pub admin_keys: PathBuf,
+    /// Staging registry (`<home>/staging`): plaintext staging directories are registered
+    /// here and swept when their process is gone.
+    pub staging: PathBuf,
     /// The configuration file whose digest deployments record (`<home>/warden.toml`).
     pub config_file: Option<PathBuf>,
     /// State.
@@ -124,6 +128,49 @@ pub struct Shredded {
     pub record: Option<PathBuf>,
 }
 
+/// Result of a retirement.
+#[derive(Debug)]
+pub struct Retired {
+    /// The signed record, as stored.
+    pub retirement: warden_store::Retirement,
+    /// Deployment directories that were deleted.
+    pub removed: Vec<String>,
+}
+
+/// A release with what its lifecycle depends on (`warden release status`).
+#[derive(Debug)]
+pub struct ReleaseStatus {
+    /// The release.
+    pub release: Release,
+    /// Its evaluations, oldest first.
+    pub evaluations: Vec<Evaluation>,
+    /// Deploy approvals that count now (unused, unexpired, valid signature, not the importer).
+    pub deploy_approvals: Vec<Approval>,
+    /// Unused deploy approvals that do not count, and why.
+    pub deploy_not_counted: Vec<String>,
+    /// Export approvals that count now.
+    pub export_approvals: Vec<Approval>,
+    /// Distinct approvals needed.
+    pub quorum: u32,
+    /// Its deployments, oldest first.
+    pub deployments: Vec<Deployment>,
+    /// Whether the retirement record's signature verifies under the admin's registered key.
+    pub retirement_verified: bool,
+}
+
+/// Why a retired release is refused, in words.
+fn retired_reason(rel: &Release) -> String {
+    match &rel.retired {
+        Some(r) => format!(
+            "retired on {} by {} ({}); a retired release is never approved or deployed again",
+            format_utc(r.at),
+            r.by,
+            r.reason
+        ),
+        None => "retired; a retired release is never approved or deployed again".into(),
+    }
+}
+
 /// `name@version`.
 pub fn release_id(name: &str, version: &str) -> String {
     format!("{name}@{version}")
@@ -134,7 +181,12 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 fn random_suffix() -> Result<String> {
-    let mut b = [0u8; 6];
+    random_hex(6)
+}
+
+/// `n` random bytes as hex.
+pub(crate) fn random_hex(n: usize) -> Result<String> {
+    let mut b = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| Error::Crypto("random generator failed".into()))?;
     Ok(hex::encode(b))
 }
@@ -147,7 +199,7 @@ fn digest_bytes(hex_digest: &str) -> Result<[u8; 32]> {
 }
 
 /// Make a tree writable again so it can be removed (deployed files are 0400).
-fn remove_tree(dir: &Path) {
+pub(crate) fn remove_tree(dir: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -220,7 +272,16 @@ impl Vault {
     /// Assemble a vault; the policy is validated.
     pub fn new(parts: VaultParts) -> Result<Self> {
         parts.policy.validate()?;
-        Ok(Vault { p: parts })
+        let v = Vault { p: parts };
+        v.sweep_staging()?;
+        Ok(v)
+    }
+
+    /// Delete staging directories left by operations whose process died (killed
+    /// evaluations, deploys, exports, imports). Runs when a vault is opened and on every
+    /// monitor pass; returns what was deleted.
+    pub fn sweep_staging(&self) -> Result<Vec<PathBuf>> {
+        crate::staging::sweep(&self.p.staging)
     }
 
     /// The store.
@@ -507,11 +568,14 @@ impl Vault {
             ));
         }
         create_private_dir(&self.p.root)?;
-        let staging = self
-            .p
-            .root
-            .join(format!(".staging-{}-{}", id, random_suffix()?));
-        create_private_dir(&staging)?;
+        let guard = Staging::create(
+            &self.p.staging,
+            self.p
+                .root
+                .join(format!(".warden-import-{}-{}", id, random_suffix()?)),
+            0o700,
+        )?;
+        let staging = guard.path().to_path_buf();
         let sealed = (|| -> Result<()> {
             progress.start("sealing", total);
             for (i, ((rel, abs), mf)) in files.iter().zip(&man.files).enumerate() {
@@ -568,9 +632,10 @@ impl Vault {
             sync_dir(&model_dir);
             Ok(())
         })();
-        if let Err(e) = sealed {
-            remove_tree(&staging);
-            return Err(e);
+        // Renamed into place: keep it; failed: the guard deletes the staging directory.
+        match sealed {
+            Ok(()) => guard.keep(),
+            Err(e) => return Err(e),
         }
         let release = Release {
             name: req.name.to_owned(),
@@ -587,6 +652,7 @@ impl Vault {
             created_at: now(),
             shredded_by: None,
             shredded_at: None,
+            retired: None,
         };
         let registered = self.p.store.insert_release(&release);
         let registered = registered.map_err(Error::from).and_then(|()| {
@@ -723,12 +789,16 @@ impl Vault {
                 format!("cannot evaluate a release that is {}", rel.state),
             ));
         }
-        create_private_dir(&self.p.root)?;
-        let staging = self
-            .p
-            .root
-            .join(format!(".eval-{}-{}", id, random_suffix()?));
-        create_private_dir(&staging)?;
+        // Plaintext for the evaluation lives in the staging registry; the guard deletes it
+        // on every exit path, and the sweep after a kill.
+        let guard = Staging::create(
+            &self.p.staging,
+            self.p
+                .staging
+                .join(format!("warden-eval-{}-{}", id, random_suffix()?)),
+            0o700,
+        )?;
+        let staging = guard.path().to_path_buf();
         let ran = self.unseal_into(&rel, &staging, progress).and_then(|()| {
             run_evaluation(
                 command,
@@ -738,7 +808,7 @@ impl Vault {
                 &self.p.policy.pkcs11.pin_env,
             )
         });
-        remove_tree(&staging);
+        drop(guard);
         let (status_ok, stdout, stderr_tail) = ran?;
         let mut failures = Vec::new();
         if !status_ok {
@@ -885,9 +955,15 @@ impl Vault {
             return Err(Error::invalid(action, "action must be deploy or export"));
         }
         let rel = self.live_release(name, version)?;
+        if action == "deploy" && rel.state == ReleaseState::Retired {
+            return Err(Error::refused(&id, retired_reason(&rel)));
+        }
         if action == "deploy"
             && self.p.policy.require_evaluation
-            && !matches!(rel.state, ReleaseState::Evaluated | ReleaseState::Deployed)
+            && !matches!(
+                rel.state,
+                ReleaseState::Evaluated | ReleaseState::Approved | ReleaseState::Deployed
+            )
         {
             return Err(Error::refused(
                 &id,
@@ -898,17 +974,7 @@ impl Vault {
             ));
         }
         let who = key.name();
-        let adm = self
-            .p
-            .store
-            .admin(who)?
-            .ok_or_else(|| Error::refused(who, "no administrator with this name"))?;
-        if adm.public_key != key.public_key() {
-            return Err(Error::refused(
-                who,
-                "the signing key is not this administrator's key",
-            ));
-        }
+        let adm = self.registered_admin(key)?;
         if who == rel.importer {
             return Err(Error::refused(
                 &id,
@@ -965,6 +1031,19 @@ impl Vault {
         self.p.store.consume_approvals(&dead, at)?;
         approval.id = self.p.store.insert_approval(&approval)?;
         let (valid, _) = self.valid_approvals(&rel, action, at)?;
+        if action == "deploy" && valid.len() >= self.p.policy.approvals_required as usize {
+            // Quorum reached: the release is `approved` (the deploy re-checks the quorum,
+            // since approvals expire). A concurrent approver may have moved it already.
+            match self.p.store.set_release_state(
+                name,
+                version,
+                &[ReleaseState::Imported, ReleaseState::Evaluated],
+                ReleaseState::Approved,
+            ) {
+                Ok(()) | Err(warden_store::Error::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.audit(
             who,
             EventKind::Approval {
@@ -1006,30 +1085,26 @@ impl Vault {
                 "the directory is not empty and is not a warden deployment",
             ));
         }
-        let staging = sibling(&dir, "staging")?;
-        std::fs::create_dir(&staging).map_err(|e| Error::io(staging.display(), e))?;
-        set_mode(&staging, 0o750)?;
-        if let Err(e) = self.unseal_into(rel, &staging, progress) {
-            remove_tree(&staging);
-            return Err(e);
-        }
+        let staging = Staging::create(&self.p.staging, sibling(&dir, "staging")?, 0o750)?;
+        self.unseal_into(rel, staging.path(), progress)?;
+        // The previous deployment is moved aside under a registered name, so a process
+        // killed before it is deleted leaves nothing the next sweep misses.
         let old = if dir.exists() {
-            let old = sibling(&dir, "old")?;
-            if let Err(e) = std::fs::rename(&dir, &old) {
-                remove_tree(&staging);
-                return Err(Error::io(dir.display(), e));
-            }
+            let old = Staging::register(&self.p.staging, sibling(&dir, "old")?)?;
+            std::fs::rename(&dir, old.path()).map_err(|e| Error::io(dir.display(), e))?;
             Some(old)
         } else {
             None
         };
-        if let Err(e) = std::fs::rename(&staging, &dir) {
-            if let Some(o) = &old {
-                let _ = std::fs::rename(o, &dir);
+        if let Err(e) = std::fs::rename(staging.path(), &dir) {
+            if let Some(o) = old {
+                if std::fs::rename(o.path(), &dir).is_ok() {
+                    o.keep();
+                }
             }
-            remove_tree(&staging);
             return Err(Error::io(dir.display(), e));
         }
+        staging.keep();
         if let Some(parent) = dir.parent() {
             sync_dir(parent);
         }
@@ -1048,15 +1123,16 @@ impl Vault {
             Err(e) => {
                 // Put the previous deployment back.
                 remove_tree(&dir);
-                if let Some(o) = &old {
-                    let _ = std::fs::rename(o, &dir);
+                if let Some(o) = old {
+                    if std::fs::rename(o.path(), &dir).is_ok() {
+                        o.keep();
+                    }
                 }
                 return Err(e.into());
             }
         }
-        if let Some(o) = old {
-            remove_tree(&o);
-        }
+        // Dropping the guard deletes the previous copy.
+        drop(old);
         Ok(d)
     }
 
@@ -1072,8 +1148,9 @@ impl Vault {
         let id = release_id(name, version);
         let rel = self.live_release(name, version)?;
         match rel.state {
-            ReleaseState::Evaluated | ReleaseState::Deployed => {}
+            ReleaseState::Evaluated | ReleaseState::Approved | ReleaseState::Deployed => {}
             ReleaseState::Imported if !self.p.policy.require_evaluation => {}
+            ReleaseState::Retired => return Err(Error::refused(&id, retired_reason(&rel))),
             s => {
                 return Err(Error::refused(
                     &id,
@@ -1376,20 +1453,13 @@ impl Vault {
                 "the export directory must be new or empty",
             ));
         }
-        let staging = sibling(&to, "export")?;
-        std::fs::create_dir(&staging).map_err(|e| Error::io(staging.display(), e))?;
-        set_mode(&staging, 0o750)?;
-        if let Err(e) = self.unseal_into(&rel, &staging, progress) {
-            remove_tree(&staging);
-            return Err(e);
-        }
+        let staging = Staging::create(&self.p.staging, sibling(&to, "export")?, 0o750)?;
+        self.unseal_into(&rel, staging.path(), progress)?;
         if to.exists() {
             let _ = std::fs::remove_dir(&to);
         }
-        if let Err(e) = std::fs::rename(&staging, &to) {
-            remove_tree(&staging);
-            return Err(Error::io(to.display(), e));
-        }
+        std::fs::rename(staging.path(), &to).map_err(|e| Error::io(to.display(), e))?;
+        staging.keep();
         if let Err(e) = self.p.store.consume_approvals(&approvals, now()) {
             remove_tree(&to);
             return Err(e.into());
@@ -1505,6 +1575,155 @@ impl Vault {
             kek_destroyed,
             removed,
             record,
+        })
+    }
+
+    // ---------------------------------------------------------------- retire / status
+
+    /// Retire a release: signed by `key`'s administrator, audited; afterwards it can never
+    /// be approved for deploy or deployed again (export and shred still work). Refused
+    /// while it is deployed unless `include_deployments`, which deletes the deployed copies
+    /// (status `removed`). Unused deploy approvals are voided.
+    pub fn retire(
+        &self,
+        name: &str,
+        version: &str,
+        key: &AdminKey,
+        reason: &str,
+        include_deployments: bool,
+    ) -> Result<Retired> {
+        let id = release_id(name, version);
+        let rel = self.live_release(name, version)?;
+        if rel.state == ReleaseState::Retired {
+            return Err(Error::refused(&id, retired_reason(&rel)));
+        }
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("--reason", "a retirement needs a reason"));
+        }
+        let who = key.name();
+        let adm = self.registered_admin(key)?;
+        let active: Vec<String> = self
+            .p
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| {
+                d.name == name && d.version == version && d.status == DeploymentStatus::Active
+            })
+            .map(|d| d.dir)
+            .collect();
+        if !active.is_empty() && !include_deployments {
+            return Err(Error::refused(
+                &id,
+                format!(
+                    "it is deployed in {}; deploy or roll back to another release first, or pass --include-deployments to delete those copies",
+                    active.join(", ")
+                ),
+            ));
+        }
+        let at = now();
+        let statement =
+            admin::retire_statement(name, version, &rel.manifest_digest, reason, who, at);
+        let retirement = warden_store::Retirement {
+            by: who.to_owned(),
+            at,
+            reason: reason.to_owned(),
+            signature: key.sign(&statement),
+        };
+        if !admin::verify_retirement(&adm, &rel, &retirement) {
+            return Err(Error::Crypto("retirement signature does not verify".into()));
+        }
+        let removed =
+            self.p
+                .store
+                .retire_release(name, version, &retirement, include_deployments)?;
+        let mut removed_dirs = Vec::new();
+        for d in &removed {
+            remove_tree(Path::new(&d.dir));
+            removed_dirs.push(d.dir.clone());
+        }
+        self.audit(
+            who,
+            EventKind::Retire {
+                release: id.clone(),
+                reason: reason.to_owned(),
+                removed: removed_dirs.clone(),
+                signature: hex::encode(&retirement.signature),
+            },
+        )?;
+        if let Some(d) = removed_dirs.iter().find(|d| Path::new(d).exists()) {
+            return Err(Error::io(
+                d,
+                std::io::Error::other(format!(
+                    "{id} was retired but its deployed copy could not be deleted"
+                )),
+            ));
+        }
+        Ok(Retired {
+            retirement,
+            removed: removed_dirs,
+        })
+    }
+
+    /// The registered administrator whose key `key` is.
+    fn registered_admin(&self, key: &AdminKey) -> Result<Admin> {
+        let who = key.name();
+        let adm = self
+            .p
+            .store
+            .admin(who)?
+            .ok_or_else(|| Error::refused(who, "no administrator with this name"))?;
+        if adm.public_key != key.public_key() {
+            return Err(Error::refused(
+                who,
+                "the signing key is not this administrator's key",
+            ));
+        }
+        Ok(adm)
+    }
+
+    /// Where a release is in its lifecycle, with what counts for its next step.
+    pub fn status(&self, name: &str, version: &str) -> Result<ReleaseStatus> {
+        let release = self
+            .p
+            .store
+            .release(name, version)?
+            .ok_or_else(|| Error::NoSuchRelease(release_id(name, version)))?;
+        let at = now();
+        let (deploy, deploy_ignored) = if release.state == ReleaseState::Shredded {
+            (Vec::new(), Vec::new())
+        } else {
+            self.valid_approvals(&release, "deploy", at)?
+        };
+        let (export, _) = if release.state == ReleaseState::Shredded {
+            (Vec::new(), Vec::new())
+        } else {
+            self.valid_approvals(&release, "export", at)?
+        };
+        let retirement_verified = match &release.retired {
+            Some(r) => self
+                .p
+                .store
+                .admin(&r.by)?
+                .is_some_and(|adm| admin::verify_retirement(&adm, &release, r)),
+            None => false,
+        };
+        let deployments = self
+            .p
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| d.name == name && d.version == version)
+            .collect();
+        Ok(ReleaseStatus {
+            evaluations: self.p.store.evaluations(name, version)?,
+            deploy_approvals: deploy,
+            deploy_not_counted: deploy_ignored,
+            export_approvals: export,
+            quorum: self.p.policy.approvals_required,
+            deployments,
+            retirement_verified,
+            release,
         })
     }
 

@@ -700,3 +700,145 @@ fn signed_import_through_the_cli() {
     let kinds = kinds(&env.audit());
     assert!(kinds.contains(&"signature_verify".to_owned()), "{kinds:?}");
 }
+
+/// A home with three admins and a tiny scanner-clean safetensors model imported by alice
+/// as `t@1` and evaluated.
+fn tiny(tmp: &Path) -> Env {
+    let env = Env {
+        home: tmp.join("home"),
+        extra: Vec::new(),
+    };
+    env.ok(&["init"]);
+    for a in ["alice", "bob", "carol"] {
+        env.ok(&["admin", "add", a]);
+    }
+    let model = tmp.join("model");
+    std::fs::create_dir(&model).unwrap();
+    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header);
+    b.extend_from_slice(&[3; 8]);
+    std::fs::write(model.join("model.safetensors"), &b).unwrap();
+    let m = model.to_str().unwrap();
+    env.ok(&[
+        "vault",
+        "import",
+        m,
+        "--name",
+        "t",
+        "--version",
+        "1",
+        "--as",
+        "alice",
+    ]);
+    env.ok(&["release", "evaluate", "t@1", "--command", "echo '{}'"]);
+    env
+}
+
+fn status_json(env: &Env, release: &str) -> serde_json::Value {
+    serde_json::from_str(&env.ok(&["release", "status", release, "--format", "json"])).unwrap()
+}
+
+#[test]
+fn release_status_and_retire_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = tiny(tmp.path());
+    let dep = tmp.path().join("serve");
+    let dep_s = dep.to_str().unwrap();
+    assert_eq!(status_json(&env, "t@1")["state"], "evaluated");
+    env.ok(&["release", "approve", "t@1", "--as", "bob"]);
+    let out = env.ok(&["release", "status", "t@1"]);
+    assert!(out.starts_with("t@1  evaluated\n"), "{out}");
+    assert!(out.contains("approvals    deploy 1/2 (bob)"), "{out}");
+    env.ok(&["release", "approve", "t@1", "--as", "carol"]);
+    let v = status_json(&env, "t@1");
+    assert_eq!(v["state"], "approved");
+    assert_eq!(v["deploy_approvals"]["quorum"], true);
+    assert_eq!(v["deploy_approvals"]["valid"].as_array().unwrap().len(), 2);
+    assert!(env.ok(&["vault", "ls"]).contains("t@1  approved  "));
+    let out = env.ok(&["release", "status", "t@1"]);
+    assert!(
+        out.contains("approvals    deploy 2/2 (bob, carol), quorum until "),
+        "{out}"
+    );
+    env.ok(&["release", "deploy", "t@1", "--to", dep_s]);
+    let v = status_json(&env, "t@1");
+    assert_eq!(v["state"], "deployed");
+    assert_eq!(v["deployments"][0]["status"], "active");
+
+    // Refusals change nothing.
+    env.refused(
+        &["release", "retire", "t@1", "--as", "bob", "--reason", "eol"],
+        2,
+        "t@1: refused: it is deployed in ",
+    );
+    env.refused(
+        &[
+            "release", "retire", "t@1", "--as", "mallory", "--reason", "eol",
+        ],
+        2,
+        "mallory: refused: no administrator with this name",
+    );
+    env.refused(
+        &["release", "retire", "t@2", "--as", "bob", "--reason", "eol"],
+        2,
+        "t@2: no such release",
+    );
+    let out = env.ok(&[
+        "release",
+        "retire",
+        "t@1",
+        "--as",
+        "bob",
+        "--reason",
+        "replaced by t@2",
+        "--include-deployments",
+    ]);
+    assert!(out.contains("retired t@1 by bob"), "{out}");
+    assert!(
+        out.contains(&format!("deleted deployed copy {dep_s}")),
+        "{out}"
+    );
+    assert!(!dep.exists());
+    let v = status_json(&env, "t@1");
+    assert_eq!(v["state"], "retired");
+    assert_eq!(v["retired"]["by"], "bob");
+    assert_eq!(v["retired"]["reason"], "replaced by t@2");
+    assert_eq!(v["retired"]["signature_verified"], true);
+    assert_eq!(v["deployments"][0]["status"], "removed");
+    let out = env.ok(&["release", "status", "t@1"]);
+    assert!(out.contains("retired      on "), "{out}");
+    assert!(
+        out.contains("by bob: replaced by t@2 (signature verified)"),
+        "{out}"
+    );
+    assert!(env.ok(&["vault", "ls"]).contains("t@1  retired  "));
+    let ls: serde_json::Value =
+        serde_json::from_str(&env.ok(&["vault", "ls", "--format", "json"])).unwrap();
+    assert_eq!(ls[0]["state"], "retired");
+    assert_eq!(ls[0]["retired_by"], "bob");
+
+    env.refused(
+        &["release", "approve", "t@1", "--as", "carol"],
+        2,
+        "t@1: refused: retired on ",
+    );
+    env.refused(
+        &["release", "deploy", "t@1", "--to", dep_s],
+        2,
+        "a retired release is never approved or deployed again",
+    );
+    env.refused(
+        &["release", "retire", "t@1", "--as", "carol", "--reason", "x"],
+        2,
+        "by bob (replaced by t@2)",
+    );
+    // The audit log holds the signed retirement.
+    let events = env.audit();
+    let last = serde_json::to_value(events.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "retire");
+    assert_eq!(last["actor"], "bob");
+    assert_eq!(last["release"], "t@1");
+    assert_eq!(last["removed"][0], dep_s);
+    assert_eq!(last["signature"], v["retired"]["signature"]);
+}

@@ -162,6 +162,29 @@ pub enum ReleaseCommand {
         #[arg(long = "as", value_name = "NAME")]
         actor: Option<String>,
     },
+    /// Retire a release (signed by an administrator, audited): it is never approved for
+    /// deploy or deployed again. Refused while deployed unless --include-deployments.
+    Retire {
+        /// `name@version`.
+        release: String,
+        /// Retiring administrator (signs the retirement).
+        #[arg(long = "as", value_name = "ADMIN")]
+        admin: String,
+        /// Why (signed and recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Also delete the release's deployed copies (their deployments become `removed`).
+        #[arg(long)]
+        include_deployments: bool,
+    },
+    /// Show a release's lifecycle state, evaluations, approvals and deployments.
+    Status {
+        /// `name@version`.
+        release: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ui::ReportFormat::Text)]
+        format: ui::ReportFormat,
+    },
     /// Return a model's deployment to the previous release.
     Rollback {
         /// Model name.
@@ -277,6 +300,7 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
     Ok(Vault::new(VaultParts {
         root: home.join("vault"),
         admin_keys: home.join("keys/admins"),
+        staging: home.join("staging"),
         config_file: Some(home.join("warden.toml")),
         store,
         keys,
@@ -700,6 +724,8 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
                             "kek": r.kek_id, "importer": r.importer,
                             "created": format_utc(r.created_at),
                             "shredded_at": r.shredded_at.map(format_utc), "shredded_by": r.shredded_by,
+                            "retired_at": r.retired.as_ref().map(|x| format_utc(x.at)),
+                            "retired_by": r.retired.as_ref().map(|x| x.by.clone()),
                             "deployments": deployments.iter()
                                 .filter(|d| d.name == r.name && d.version == r.version)
                                 .map(|d| serde_json::json!({"dir": d.dir, "status": d.status.as_str(), "at": format_utc(d.at)}))
@@ -726,6 +752,11 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
                         .collect();
                     let extra = match (&r.shredded_by, r.shredded_at) {
                         (Some(by), Some(at)) => format!("shredded on {} by {by}", format_utc(at)),
+                        _ if r.retired.is_some() => r
+                            .retired
+                            .as_ref()
+                            .map(|x| format!("retired on {} by {}", format_utc(x.at), x.by))
+                            .unwrap_or_default(),
                         _ if !active.is_empty() => format!("deployed in {}", active.join(", ")),
                         _ => format!("imported by {} on {}", r.importer, format_utc(r.created_at)),
                     };
@@ -831,6 +862,30 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
             );
             println!("next: watch it: warden monitor");
         }
+        ReleaseCommand::Retire {
+            release,
+            admin,
+            reason,
+            include_deployments,
+        } => {
+            let (n, ver) = split_release(&release)?;
+            let key = v.admin_key(&admin)?;
+            let r = v.retire(n, ver, &key, &reason, include_deployments)?;
+            println!(
+                "{} {release} by {} at {} (signed; never approved or deployed again)",
+                bold("retired"),
+                r.retirement.by,
+                format_utc(r.retirement.at)
+            );
+            for d in r.removed {
+                println!("  deleted deployed copy {d}");
+            }
+        }
+        ReleaseCommand::Status { release, format } => {
+            let (n, ver) = split_release(&release)?;
+            let st = v.status(n, ver)?;
+            print_status(&st, format)?;
+        }
         ReleaseCommand::Rollback {
             name,
             reason,
@@ -848,6 +903,134 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn approval_json(a: &warden_store::Approval) -> serde_json::Value {
+    serde_json::json!({
+        "admin": a.admin, "action": a.action, "created": format_utc(a.created_at),
+        "expires": format_utc(a.expires_at),
+    })
+}
+
+fn print_status(st: &warden_vault::ReleaseStatus, format: ui::ReportFormat) -> anyhow::Result<()> {
+    let r = &st.release;
+    let id = format!("{}@{}", r.name, r.version);
+    let quorum_until = (st.deploy_approvals.len() >= st.quorum as usize)
+        .then(|| {
+            // The quorum lapses when the (quorum)th-longest-lived approval expires.
+            let mut exp: Vec<i64> = st.deploy_approvals.iter().map(|a| a.expires_at).collect();
+            exp.sort_unstable_by(|a, b| b.cmp(a));
+            exp.get((st.quorum as usize).saturating_sub(1)).copied()
+        })
+        .flatten();
+    let last_eval = st.evaluations.last();
+    if format == ui::ReportFormat::Json {
+        let doc = serde_json::json!({
+            "release": id, "name": r.name, "version": r.version, "state": r.state.as_str(),
+            "manifest_sha256": r.manifest_digest, "bytes": r.total_bytes,
+            "importer": r.importer, "created": format_utc(r.created_at),
+            "evaluation": last_eval.map(|e| serde_json::json!({
+                "passed": e.passed, "detail": e.detail, "by": e.by, "at": format_utc(e.at),
+                "metrics": serde_json::from_str::<serde_json::Value>(&e.metrics).unwrap_or(serde_json::Value::Null),
+            })),
+            "deploy_approvals": {
+                "valid": st.deploy_approvals.iter().map(approval_json).collect::<Vec<_>>(),
+                "required": st.quorum,
+                "quorum": quorum_until.is_some(),
+                "quorum_until": quorum_until.map(format_utc),
+                "not_counted": st.deploy_not_counted,
+            },
+            "export_approvals": st.export_approvals.iter().map(approval_json).collect::<Vec<_>>(),
+            "deployments": st.deployments.iter().map(|d| serde_json::json!({
+                "dir": d.dir, "status": d.status.as_str(), "by": d.by, "at": format_utc(d.at),
+            })).collect::<Vec<_>>(),
+            "retired": r.retired.as_ref().map(|x| serde_json::json!({
+                "by": x.by, "at": format_utc(x.at), "reason": x.reason,
+                "signature": hex::encode(&x.signature), "signature_verified": st.retirement_verified,
+            })),
+            "shredded": r.shredded_at.map(|at| serde_json::json!({
+                "by": r.shredded_by, "at": format_utc(at),
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{}  {}", bold(&id), bold(r.state.as_str()));
+    println!(
+        "  imported     by {} on {}, {}, manifest sha256:{}",
+        r.importer,
+        format_utc(r.created_at),
+        human_bytes(r.total_bytes),
+        r.manifest_digest
+    );
+    match last_eval {
+        Some(e) => println!(
+            "  evaluation   {} on {} by {}: {}",
+            if e.passed { "passed" } else { "failed" },
+            format_utc(e.at),
+            e.by,
+            e.detail
+        ),
+        None => println!("  evaluation   none"),
+    }
+    let names: Vec<&str> = st
+        .deploy_approvals
+        .iter()
+        .map(|a| a.admin.as_str())
+        .collect();
+    println!(
+        "  approvals    deploy {}/{}{}{}",
+        st.deploy_approvals.len(),
+        st.quorum,
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        },
+        match quorum_until {
+            Some(t) => format!(", quorum until {}", format_utc(t)),
+            None if r.state == warden_store::ReleaseState::Approved => {
+                ", quorum lapsed: approve again before deploying".to_owned()
+            }
+            None => String::new(),
+        }
+    );
+    for why in &st.deploy_not_counted {
+        println!("               not counted: {why}");
+    }
+    if !st.export_approvals.is_empty() {
+        println!(
+            "               export {}/{}",
+            st.export_approvals.len(),
+            st.quorum
+        );
+    }
+    for d in &st.deployments {
+        println!(
+            "  deployment   {} {} (by {} on {})",
+            d.dir,
+            d.status,
+            d.by,
+            format_utc(d.at)
+        );
+    }
+    if let Some(x) = &r.retired {
+        println!(
+            "  retired      on {} by {}: {} (signature {})",
+            format_utc(x.at),
+            x.by,
+            x.reason,
+            if st.retirement_verified {
+                "verified"
+            } else {
+                "DOES NOT VERIFY"
+            }
+        );
+    }
+    if let (Some(by), Some(at)) = (&r.shredded_by, r.shredded_at) {
+        println!("  shredded     on {} by {by}", format_utc(at));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ monitor

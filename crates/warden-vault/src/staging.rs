@@ -1,0 +1,192 @@
+//! Staging directories that never outlive their operation.
+//!
+//! Evaluation, deploy and export unseal plaintext into a staging directory before it is
+//! renamed into place (or, for an evaluation, deleted). Each staging directory is
+//! registered in the staging registry (`<home>/staging/`) by a `<tag>.lock` file that
+//! names it and that the owning process holds an exclusive `flock` on for the whole
+//! operation. The lock goes away with the process however it ends (SIGKILL included), so
+//! [`sweep`] — run whenever a vault is opened and on every monitor pass — can tell a
+//! live operation from a dead one without trusting process ids, and deletes what dead
+//! ones left behind. On every ordinary exit path (success, error, panic unwinding) the
+//! [`Staging`] guard deletes its directory itself.
+
+use crate::error::{Error, Result};
+use crate::key::create_private_dir;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Marker every staging directory name contains; the sweep deletes nothing else.
+const MARKER: &str = "warden-";
+
+/// A staging directory owned by this process.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    lock: Option<File>,
+    keep: bool,
+}
+
+impl Staging {
+    /// Register and create the staging directory `dir` (which must not exist; its file
+    /// name must contain `warden-`), mode `mode`.
+    pub(crate) fn create(registry: &Path, dir: PathBuf, mode: u32) -> Result<Staging> {
+        let mut st = Staging::register(registry, dir)?;
+        std::fs::create_dir(&st.dir).map_err(|e| Error::io(st.dir.display(), e))?;
+        if let Err(e) = set_mode(&st.dir, mode) {
+            st.release();
+            return Err(e);
+        }
+        Ok(st)
+    }
+
+    /// Register `dir` (not created here: e.g. the target of a rename that moves a
+    /// previous deployment aside) so that it is deleted if this process dies.
+    pub(crate) fn register(registry: &Path, dir: PathBuf) -> Result<Staging> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.contains(MARKER) {
+            return Err(Error::invalid(
+                dir.display().to_string(),
+                "internal: staging directory name without the warden- marker",
+            ));
+        }
+        create_private_dir(registry)?;
+        let tag = format!("{}.lock", crate::registry::random_hex(8)?);
+        let lock_path = registry.join(tag);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(lock_path.display(), e))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| Error::io(lock_path.display(), e.into()))?;
+        // The path is recorded (and durable) before the directory exists, so a crash at
+        // any later point leaves something the sweep can find.
+        f.write_all(dir.as_os_str().as_encoded_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(lock_path.display(), e))?;
+        Ok(Staging {
+            dir,
+            lock_path,
+            lock: Some(f),
+            keep: false,
+        })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory was renamed into place: forget it (do not delete it) and unregister.
+    pub(crate) fn keep(mut self) {
+        self.keep = true;
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if !self.keep {
+            crate::registry::remove_tree(&self.dir);
+        }
+        let _ = std::fs::remove_file(&self.lock_path);
+        self.lock = None;
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            self.release();
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(path.display(), e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// Delete the staging directories of operations whose process is gone. Returns the
+/// directories deleted. Entries whose lock is held are left alone; a registry entry
+/// that names a path without the `warden-` marker is unregistered without deleting
+/// anything (the registry lives in the 0700 home, but the sweep still never deletes a
+/// path that Warden could not have created).
+pub fn sweep(registry: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let rd = match std::fs::read_dir(registry) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io(registry.display(), e)),
+    };
+    for e in rd.flatten() {
+        let lock_path = e.path();
+        if lock_path.extension().is_none_or(|x| x != "lock") {
+            continue;
+        }
+        let f = match std::fs::OpenOptions::new().read(true).open(&lock_path) {
+            Ok(f) => f,
+            Err(_) => continue,
+        };
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            // Held: the operation is alive.
+            Err(rustix::io::Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(Error::io(lock_path.display(), e.into())),
+        }
+        let named = std::fs::read(&lock_path).map_err(|e| Error::io(lock_path.display(), e))?;
+        if named.is_empty() {
+            // Being created right now (the owner locks it next), or left by a crash
+            // between create and lock: only the latter is old.
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            if old {
+                let _ = std::fs::remove_file(&lock_path);
+            }
+            continue;
+        }
+        #[cfg(unix)]
+        let dir = {
+            use std::os::unix::ffi::OsStringExt;
+            PathBuf::from(std::ffi::OsString::from_vec(named))
+        };
+        #[cfg(not(unix))]
+        let dir = PathBuf::from(String::from_utf8_lossy(&named).into_owned());
+        let ours = dir.is_absolute()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(MARKER));
+        let kind = std::fs::symlink_metadata(&dir).map(|m| m.file_type());
+        if ours && kind.as_ref().is_ok_and(|t| !t.is_dir()) {
+            // Not what Warden made (a link or file planted in its place): remove the
+            // entry itself, never what it points to.
+            let _ = std::fs::remove_file(&dir);
+        } else if ours && kind.is_ok() {
+            crate::registry::remove_tree(&dir);
+            if std::fs::symlink_metadata(&dir).is_ok() {
+                return Err(Error::io(
+                    dir.display(),
+                    std::io::Error::other("could not delete a stale staging directory"),
+                ));
+            }
+            removed.push(dir);
+        }
+        std::fs::remove_file(&lock_path).map_err(|e| Error::io(lock_path.display(), e))?;
+        drop(f);
+    }
+    Ok(removed)
+}
