@@ -542,6 +542,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn record_deployment(&self, deployment: &Deployment, approvals: &[i64]) -> Result<i64>;
     /// Deployments, to one directory or all, oldest first.
     fn deployments(&self, dir: Option<&str>) -> Result<Vec<Deployment>>;
+    /// Record that a deployment now runs under the configuration with this digest.
+    fn set_deployment_config_digest(&self, id: i64, digest: &str) -> Result<()>;
     /// Change a deployment's status.
     fn set_deployment_status(&self, id: i64, status: DeploymentStatus) -> Result<()>;
 

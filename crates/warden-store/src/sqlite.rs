@@ -1061,6 +1061,20 @@ impl Store for SqliteStore {
         rows.into_iter().map(deployment_decode).collect()
     }
 
+    fn set_deployment_config_digest(&self, id: i64, digest: &str) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE deployments SET config_digest = ?2 WHERE id = ?1",
+                params![id, digest],
+            )
+            .map_err(q("set deployment configuration digest"))?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("deployment {id}")));
+        }
+        Ok(())
+    }
+
     fn set_deployment_status(&self, id: i64, status: DeploymentStatus) -> Result<()> {
         let n = self
             .conn()?

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod registry;
 pub mod sealed;
 pub mod staging;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use policy::Policy;

@@ -1068,12 +1068,16 @@ impl Vault {
 
     /// Unseal `rel` into `dir` (atomically replacing a previous deployment there) and
     /// record the deployment, consuming `approvals`.
+    /// `config_digest`: the configuration the new deployment is recorded under — `None`
+    /// for the current file (a deploy with quorum), or the replaced deployment's for a
+    /// restore or rollback, which must never adopt an unaccepted configuration change.
     fn install(
         &self,
         rel: &Release,
         dir: &Path,
         actor: &str,
         approvals: &[i64],
+        config_digest: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<Deployment> {
         let dir = absolute_dir(dir)?;
@@ -1116,7 +1120,10 @@ impl Vault {
             status: DeploymentStatus::Active,
             by: actor.to_owned(),
             at: now(),
-            config_digest: self.config_digest()?,
+            config_digest: match config_digest {
+                Some(c) => c.to_owned(),
+                None => self.config_digest()?,
+            },
         };
         match self.p.store.record_deployment(&d, approvals) {
             Ok(id) => d.id = id,
@@ -1169,7 +1176,7 @@ impl Vault {
                 ReleaseState::Evaluated,
             )?;
         }
-        let d = self.install(&rel, dir, actor, &approvals, progress)?;
+        let d = self.install(&rel, dir, actor, &approvals, None, progress)?;
         self.audit(
             actor,
             EventKind::Promotion {
@@ -1234,7 +1241,14 @@ impl Vault {
                 ),
             )
         })?;
-        let d = self.install(&prev, Path::new(&cur.dir), actor, &[], progress)?;
+        let d = self.install(
+            &prev,
+            Path::new(&cur.dir),
+            actor,
+            &[],
+            Some(&cur.config_digest),
+            progress,
+        )?;
         self.p
             .store
             .set_deployment_status(cur.id, DeploymentStatus::RolledBack)?;
@@ -1317,6 +1331,31 @@ impl Vault {
 
     /// Check every active deployment once and react to mismatches per policy.
     pub fn monitor_once(&self, actor: &str) -> Result<Vec<Incident>> {
+        self.monitor_pass(actor, &mut std::collections::HashSet::new())
+    }
+
+    /// The deployment directories and configuration file the monitor watches.
+    pub fn watch_targets(&self) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+        let dirs = self
+            .p
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| d.status == DeploymentStatus::Active)
+            .map(|d| PathBuf::from(d.dir))
+            .collect();
+        Ok((dirs, self.p.config_file.clone()))
+    }
+
+    /// One pass of a long-running monitor: like [`Vault::monitor_once`], but a
+    /// configuration change already reported for a deployment (the same deployment and
+    /// the same new configuration digest, remembered in `config_seen`) is not reported
+    /// again on every pass. File tampering is always acted on.
+    pub fn monitor_pass(
+        &self,
+        actor: &str,
+        config_seen: &mut std::collections::HashSet<(i64, String)>,
+    ) -> Result<Vec<Incident>> {
         let mut incidents = Vec::new();
         let active: Vec<Deployment> = self
             .p
@@ -1328,9 +1367,14 @@ impl Vault {
         for d in active {
             let problems = self.check_deployment(&d)?;
             if problems.is_empty() {
+                // Clean again (e.g. the configuration was reverted): a later change is news.
+                config_seen.retain(|(id, _)| *id != d.id);
                 continue;
             }
             let files_changed = problems.iter().any(|p| !p.starts_with("configuration"));
+            if !files_changed && !config_seen.insert((d.id, self.config_digest()?)) {
+                continue;
+            }
             let rel = self.p.store.release(&d.name, &d.version)?;
             let restorable = rel
                 .as_ref()
@@ -1375,7 +1419,14 @@ impl Vault {
                     let Some(r) = rel else {
                         return Err(Error::NoSuchRelease(id));
                     };
-                    let n = self.install(&r, Path::new(&d.dir), actor, &[], &NoProgress)?;
+                    let n = self.install(
+                        &r,
+                        Path::new(&d.dir),
+                        actor,
+                        &[],
+                        Some(&d.config_digest),
+                        &NoProgress,
+                    )?;
                     self.p
                         .store
                         .set_deployment_status(d.id, DeploymentStatus::RolledBack)?;
@@ -1394,7 +1445,14 @@ impl Vault {
                     let Some(p) = prev else {
                         return Err(Error::NoSuchRelease(id));
                     };
-                    let n = self.install(&p, Path::new(&d.dir), actor, &[], &NoProgress)?;
+                    let n = self.install(
+                        &p,
+                        Path::new(&d.dir),
+                        actor,
+                        &[],
+                        Some(&d.config_digest),
+                        &NoProgress,
+                    )?;
                     self.p
                         .store
                         .set_deployment_status(d.id, DeploymentStatus::RolledBack)?;
@@ -1576,6 +1634,33 @@ impl Vault {
             removed,
             record,
         })
+    }
+
+    /// Accept the current configuration file for every active deployment (after an
+    /// administrator reviewed the change the monitor reported). Audited as a policy
+    /// change by that administrator; returns the deployments updated.
+    pub fn accept_config(&self, key: &AdminKey) -> Result<Vec<Deployment>> {
+        let who = key.name();
+        self.registered_admin(key)?;
+        let current = self.config_digest()?;
+        let mut changed = Vec::new();
+        for mut d in self.p.store.deployments(None)? {
+            if d.status != DeploymentStatus::Active || d.config_digest == current {
+                continue;
+            }
+            self.p.store.set_deployment_config_digest(d.id, &current)?;
+            let old = std::mem::replace(&mut d.config_digest, current.clone());
+            self.audit(
+                who,
+                EventKind::PolicyChange {
+                    policy: format!("warden.toml for {}", d.dir),
+                    old_sha256: Some(old).filter(|o| !o.is_empty()),
+                    new_sha256: current.clone(),
+                },
+            )?;
+            changed.push(d);
+        }
+        Ok(changed)
     }
 
     // ---------------------------------------------------------------- retire / status

@@ -204,9 +204,17 @@ pub struct MonitorArgs {
     /// Check once and exit (1 if anything was found).
     #[arg(long)]
     once: bool,
-    /// Seconds between checks (default: the policy's).
+    /// Seconds between full re-hashes; file-system events trigger a check at once
+    /// (default: the policy's `monitor_interval_secs`).
     #[arg(long, value_name = "SECONDS")]
     interval: Option<u64>,
+    /// Accept the current warden.toml for every active deployment after reviewing a
+    /// reported configuration change (needs --as ADMIN; audited), then exit.
+    #[arg(long, requires = "admin")]
+    accept_config: bool,
+    /// Administrator accepting the configuration.
+    #[arg(long = "as", value_name = "ADMIN")]
+    admin: Option<String>,
 }
 
 // ------------------------------------------------------------------ helpers
@@ -1038,12 +1046,64 @@ fn print_status(st: &warden_vault::ReleaseStatus, format: ui::ReportFormat) -> a
 /// Run `warden monitor`.
 pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
     let v = open(g)?;
-    let interval = a
-        .interval
-        .unwrap_or(v.policy().monitor_interval_secs)
-        .max(1);
+    if a.accept_config {
+        let admin = a.admin.as_deref().unwrap_or_default();
+        let key = v.admin_key(admin)?;
+        let changed = v.accept_config(&key)?;
+        if changed.is_empty() {
+            println!("every active deployment already runs under the current warden.toml");
+        }
+        for d in changed {
+            println!(
+                "{} warden.toml sha256:{} for {}@{} in {}",
+                bold("accepted"),
+                d.config_digest,
+                d.name,
+                d.version,
+                d.dir
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let interval = std::time::Duration::from_secs(
+        a.interval
+            .unwrap_or(v.policy().monitor_interval_secs)
+            .max(1),
+    );
+    // File-system events make detection immediate; the interval re-hash is the backstop.
+    let mut watch = if a.once {
+        None
+    } else {
+        match warden_vault::watch::Watch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                ui::print_error(&anyhow::anyhow!(
+                    "{e}; falling back to a full re-hash every {} s",
+                    interval.as_secs()
+                ));
+                None
+            }
+        }
+    };
+    let mut config_seen = std::collections::HashSet::new();
+    let mut first = true;
     loop {
-        let incidents = v.monitor_once("monitor")?;
+        for p in v.sweep_staging()? {
+            eprintln!(
+                "removed the staging directory of an interrupted operation: {}",
+                p.display()
+            );
+        }
+        if let Some(w) = watch.as_mut() {
+            let (dirs, config) = v.watch_targets()?;
+            if let Err(e) = w.arm(&dirs, config.as_deref()) {
+                ui::print_error(&anyhow::anyhow!(
+                    "{e}; relying on the {} s re-hash",
+                    interval.as_secs()
+                ));
+            }
+        }
+        let incidents = v.monitor_pass("monitor", &mut config_seen)?;
         for i in &incidents {
             eprintln!(
                 "{}: {}@{} in {}: {}",
@@ -1063,6 +1123,10 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
                     "{}: re-deployed {}@{} into {}",
                     i.action, d.name, d.version, d.dir
                 ),
+                None if i.action == "alert" => println!(
+                    "alert: {} (review it, then: warden monitor --accept-config --as ADMIN)",
+                    i.deployment.dir
+                ),
                 None => println!("{}: {}", i.action, i.deployment.dir),
             }
         }
@@ -1079,6 +1143,26 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::from(1));
         }
-        std::thread::sleep(std::time::Duration::from_secs(interval));
+        if first {
+            first = false;
+            let (dirs, _) = v.watch_targets()?;
+            println!(
+                "watching {} active deployment(s) and warden.toml ({}; full re-hash every {} s)",
+                dirs.len(),
+                if watch.is_some() {
+                    "file-system events"
+                } else {
+                    "no file-system events"
+                },
+                interval.as_secs()
+            );
+        }
+        match &watch {
+            // A burst of writes is checked once: events are collected for 100 ms after the first.
+            Some(w) => {
+                let _wake = w.wait(interval, std::time::Duration::from_millis(100));
+            }
+            None => std::thread::sleep(interval),
+        }
     }
 }
