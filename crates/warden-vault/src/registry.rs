@@ -9,6 +9,7 @@ use crate::admin::{self, AdminKey};
 use crate::error::{Error, Result};
 use crate::key::{DataKey, Kek, KeyProvider, create_private_dir};
 use crate::manifest::{self, Manifest, check_name};
+use crate::pkcs11::Pkcs11Provider;
 use crate::policy::{OnTamper, Policy};
 use crate::sealed::{self, Binding, Header, SealOptions, SealedFile};
 use crate::staging::Staging;
@@ -44,6 +45,8 @@ pub struct VaultParts {
     pub root: PathBuf,
     /// Directory of admin key files (`<home>/keys/admins`).
     pub admin_keys: PathBuf,
+    /// The PKCS#11 token holding administrator keys, when any admin key is on one.
+    pub admin_token: Option<Pkcs11Provider>,
     /// Staging registry (`<home>/staging`): plaintext staging directories are registered
     /// here and swept when their process is gone.
     pub staging: PathBuf,
@@ -354,26 +357,7 @@ impl Vault {
             key_ref: path.display().to_string(),
             created_at: now(),
         };
-        let done = (|| {
-            self.p.store.insert_admin(&admin)?;
-            self.p.store.put_identity(&Identity {
-                id: name.to_owned(),
-                kind: IdentityKind::Admin,
-                attributes: warden_store::Attributes {
-                    roles: vec!["admin".into()],
-                    ..Default::default()
-                },
-                created_at: admin.created_at,
-            })?;
-            self.audit(
-                actor,
-                EventKind::KeyCreated {
-                    key_id: format!("admin:{name}:{}", &sha256_hex(&public)[..16]),
-                    purpose: "admin".into(),
-                    algorithm: admin::ALGORITHM.into(),
-                },
-            )
-        })();
+        let done = self.register_admin(&admin, actor, "");
         if let Err(e) = done {
             let _ = std::fs::remove_file(&path);
             return Err(e);
@@ -381,13 +365,96 @@ impl Vault {
         Ok((admin, path))
     }
 
-    /// Load the signing key of admin `name` from the embedded default location.
+    /// Create an administrator whose Ed25519 key is generated on the connected PKCS#11
+    /// token (see [`Vault::set_admin_token`]): private, sensitive, never extractable.
+    pub fn add_admin_on_token(&self, name: &str, actor: &str) -> Result<Admin> {
+        check_name("admin name", name)?;
+        let provider = self.p.admin_token.as_ref().ok_or_else(|| {
+            Error::invalid("--pkcs11", "no PKCS#11 token is connected for admin keys")
+        })?;
+        if self.p.store.admin(name)?.is_some() {
+            return Err(Error::refused(
+                name,
+                "an administrator with this name exists",
+            ));
+        }
+        let label = format!("warden-admin-{name}-{}", random_suffix()?);
+        let (_key, public) = AdminKey::generate_on_token(name, provider, &label)?;
+        let admin = Admin {
+            name: name.to_owned(),
+            algorithm: admin::ALGORITHM.into(),
+            public_key: public.clone(),
+            key_ref: admin::token_ref(provider.token(), &label),
+            created_at: now(),
+        };
+        if let Err(e) = self.register_admin(&admin, actor, &format!("@pkcs11:{}", provider.token()))
+        {
+            let _ = provider.destroy_signing_key(&label);
+            return Err(e);
+        }
+        Ok(admin)
+    }
+
+    fn register_admin(&self, admin: &Admin, actor: &str, where_: &str) -> Result<u64> {
+        self.p.store.insert_admin(admin)?;
+        self.p.store.put_identity(&Identity {
+            id: admin.name.clone(),
+            kind: IdentityKind::Admin,
+            attributes: warden_store::Attributes {
+                roles: vec!["admin".into()],
+                ..Default::default()
+            },
+            created_at: admin.created_at,
+        })?;
+        self.audit(
+            actor,
+            EventKind::KeyCreated {
+                key_id: format!(
+                    "admin:{}:{}{where_}",
+                    admin.name,
+                    &sha256_hex(&admin.public_key)[..16]
+                ),
+                purpose: "admin".into(),
+                algorithm: admin::ALGORITHM.into(),
+            },
+        )
+    }
+
+    /// Connect the PKCS#11 token that holds (or will hold) administrator keys.
+    pub fn set_admin_token(&mut self, provider: Pkcs11Provider) {
+        self.p.admin_token = Some(provider);
+    }
+
+    /// Load the signing key of admin `name` (its key file, or its key on the token).
     pub fn admin_key(&self, name: &str) -> Result<AdminKey> {
         let admin = self
             .p
             .store
             .admin(name)?
             .ok_or_else(|| Error::refused(name, "no administrator with this name"))?;
+        if let Some((token, label)) = admin::parse_token_ref(&admin.key_ref) {
+            let provider = self.p.admin_token.as_ref().ok_or_else(|| {
+                Error::refused(
+                    name,
+                    format!("this administrator's key is on PKCS#11 token {token:?}, which is not connected"),
+                )
+            })?;
+            if provider.token() != token {
+                return Err(Error::refused(
+                    name,
+                    format!(
+                        "this administrator's key is on PKCS#11 token {token:?}, not {:?}",
+                        provider.token()
+                    ),
+                ));
+            }
+            return Ok(AdminKey::on_token(
+                name,
+                provider.clone(),
+                label,
+                admin.public_key,
+            ));
+        }
         let key = AdminKey::load(name, Path::new(&admin.key_ref))?;
         if key.public_key() != admin.public_key.as_slice() {
             return Err(Error::refused(
@@ -1011,7 +1078,7 @@ impl Vault {
             action,
             who,
             expires_at,
-        ));
+        ))?;
         let mut approval = Approval {
             id: 0,
             name: name.to_owned(),
@@ -1606,11 +1673,18 @@ impl Vault {
                     at,
                     actor,
                 );
+                let signature = key.sign(&statement)?;
+                let adm = self.registered_admin(&key)?;
+                if !admin::verify_signature(&adm, &statement, &signature) {
+                    return Err(Error::Crypto(
+                        "deletion record signature does not verify".into(),
+                    ));
+                }
                 let doc = serde_json::json!({
                     "statement": String::from_utf8_lossy(&statement),
                     "algorithm": admin::ALGORITHM,
                     "public_key": hex::encode(key.public_key()),
-                    "signature": hex::encode(key.sign(&statement)),
+                    "signature": hex::encode(signature),
                 });
                 let dir = self.p.root.join(".shredded");
                 create_private_dir(&dir)?;
@@ -1713,7 +1787,7 @@ impl Vault {
             by: who.to_owned(),
             at,
             reason: reason.to_owned(),
-            signature: key.sign(&statement),
+            signature: key.sign(&statement)?,
         };
         if !admin::verify_retirement(&adm, &rel, &retirement) {
             return Err(Error::Crypto("retirement signature does not verify".into()));

@@ -50,6 +50,7 @@ fn setup(policy: Policy) -> T {
     let vault = Vault::new(VaultParts {
         root: root.join("vault"),
         admin_keys: root.join("keys/admins"),
+        admin_token: None,
         staging: root.join("staging"),
         config_file: Some(root.join("warden.toml")),
         store: Arc::new(SqliteStore::open(&root.join("state.db")).unwrap()),

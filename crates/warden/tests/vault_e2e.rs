@@ -159,10 +159,13 @@ fn kinds(events: &[AuditEvent]) -> Vec<String> {
 }
 
 /// The whole lifecycle; `extra` is the environment for every command (PKCS#11 PIN…).
+/// With `token_admins`, bob and carol (the approvers, carol also shreds) get their keys
+/// generated on the PKCS#11 token (`admin add --pkcs11`).
 fn lifecycle(
     tmp: &Path,
     init: &[&str],
     extra: Vec<(String, String)>,
+    token_admins: bool,
     before_shred: &dyn Fn(&Env),
 ) -> Env {
     let model = gguf();
@@ -180,7 +183,12 @@ fn lifecycle(
     assert!(out.contains("next: add two administrators"), "{out}");
     env.refused(&["init"], 2, "already a Warden home");
     for a in ["alice", "bob", "carol"] {
-        env.ok(&["admin", "add", a]);
+        if token_admins && a != "alice" {
+            let out = env.ok(&["admin", "add", a, "--pkcs11"]);
+            assert!(out.contains("generated on the token"), "{out}");
+        } else {
+            env.ok(&["admin", "add", a]);
+        }
     }
     env.refused(
         &["admin", "add", "bob"],
@@ -444,7 +452,7 @@ fn lifecycle(
 #[test]
 fn lifecycle_with_file_kek() {
     let tmp = tempfile::tempdir().unwrap();
-    let env = lifecycle(tmp.path(), &["init"], Vec::new(), &|_| {});
+    let env = lifecycle(tmp.path(), &["init"], Vec::new(), false, &|_| {});
     // The development-only provider says so.
     let cfg = std::fs::read_to_string(env.home.join("warden.toml")).unwrap();
     assert!(cfg.contains("key_provider = \"file\""));
@@ -457,6 +465,11 @@ fn lifecycle_with_file_kek() {
     );
     assert!(text.contains("development only"), "{text}");
     assert!(!text.contains("FAIL WP003"), "{text}");
+    assert!(
+        text.contains("warn WP006 administrator signing keys are files in"),
+        "{text}"
+    );
+    assert!(text.contains("alice.key, bob.key, carol.key"), "{text}");
 }
 
 fn softhsm_module() -> PathBuf {
@@ -473,6 +486,10 @@ fn softhsm_module() -> PathBuf {
 }
 
 fn token_objects(module: &Path, conf: &Path, pin: &str) -> String {
+    token_objects_of(module, conf, pin, "secrkey")
+}
+
+fn token_objects_of(module: &Path, conf: &Path, pin: &str, kind: &str) -> String {
     let o = Command::new("pkcs11-tool")
         .env("SOFTHSM2_CONF", conf)
         .args([
@@ -481,14 +498,7 @@ fn token_objects(module: &Path, conf: &Path, pin: &str) -> String {
             "--token-label",
             "warden-e2e",
         ])
-        .args([
-            "--login",
-            "--pin",
-            pin,
-            "--list-objects",
-            "--type",
-            "secrkey",
-        ])
+        .args(["--login", "--pin", pin, "--list-objects", "--type", kind])
         .output()
         .expect("pkcs11-tool (opensc) missing: run .ci/setup");
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -547,11 +557,46 @@ fn lifecycle_with_pkcs11_on_softhsm() {
     assert!(!bad.home.exists());
 
     // Watch the token while the lifecycle runs: the release KEK lives there, non-extractable.
-    let env = lifecycle(tmp.path(), &init, extra, &|_| {
+    // bob and carol keep their admin keys on the token: approvals, and carol's signed
+    // deletion record, are signed there.
+    let env = lifecycle(tmp.path(), &init, extra, true, &|env| {
         let objs = token_objects(&module, &conf, pin);
         assert!(objs.contains("label:      warden-smol-1.0-"), "{objs}");
         assert!(objs.contains("never extractable"), "{objs}");
+        // Without the PIN a token admin cannot sign, and nothing changes.
+        let no_pin = Env {
+            home: env.home.clone(),
+            extra: vec![("SOFTHSM2_CONF".to_owned(), conf.display().to_string())],
+        };
+        no_pin.refused(
+            &["release", "approve", "smol@1.0", "--as", "bob"],
+            2,
+            "no PIN: set $WARDEN_PKCS11_PIN",
+        );
     });
+    let privs = token_objects_of(&module, &conf, pin, "privkey");
+    for a in ["bob", "carol"] {
+        let rec = env.store().admin(a).unwrap().unwrap();
+        assert!(
+            rec.key_ref
+                .starts_with(&format!("pkcs11:token=warden-e2e;object=warden-admin-{a}-")),
+            "{}",
+            rec.key_ref
+        );
+        assert!(!env.home.join(format!("keys/admins/{a}.key")).exists());
+        assert!(privs.contains(&format!("warden-admin-{a}-")), "{privs}");
+    }
+    // Ed25519, usable only to sign, and the token will never release it (reading the
+    // value is tested against the token directly in warden-vault's pkcs11 tests).
+    assert!(privs.contains("Private Key Object; EC_EDWARDS"), "{privs}");
+    assert!(privs.contains("Usage:      sign\n"), "{privs}");
+    assert_eq!(
+        privs
+            .matches("Access:     sensitive, always sensitive, never extractable")
+            .count(),
+        2,
+        "{privs}"
+    );
     let r = env.store().release("smol", "1.0").unwrap().unwrap();
     assert!(
         r.kek_id.starts_with("pkcs11:warden-smol-1.0-"),
@@ -561,6 +606,9 @@ fn lifecycle_with_pkcs11_on_softhsm() {
     let o = env.run(&["posture"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("pass WP005 vault keys: non-extractable key-encryption keys on PKCS#11 token \"warden-e2e\", one per release"), "{text}");
+    // Only alice (the importer) still has a key file.
+    assert!(text.contains("warn WP006"), "{text}");
+    assert!(text.contains("(development only): alice.key;"), "{text}");
     // After the shred, the per-release KEK is gone from the token.
     let objs = token_objects(&module, &conf, pin);
     assert!(!objs.contains("warden-smol"), "{objs}");

@@ -43,10 +43,15 @@ pub struct InitArgs {
 /// Subcommands of `warden admin`.
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Add an administrator with a new Ed25519 signing key (a 0600 key file under keys/admins/).
+    /// Add an administrator with a new Ed25519 signing key (a 0600 key file under
+    /// keys/admins/, or with --pkcs11 a non-extractable key on the [vault.pkcs11] token).
     Add {
         /// Administrator name.
         name: String,
+        /// Generate the key on the PKCS#11 token of [vault.pkcs11] (PIN from
+        /// $WARDEN_PKCS11_PIN or pin_file); approvals are then signed on the token.
+        #[arg(long)]
+        pkcs11: bool,
     },
     /// List administrators.
     Ls,
@@ -271,6 +276,27 @@ fn pkcs11_pin(policy: &Policy) -> anyhow::Result<zeroize::Zeroizing<String>> {
     }
 }
 
+fn connect_token(policy: &Policy) -> anyhow::Result<Pkcs11Provider> {
+    Ok(Pkcs11Provider::connect(&Pkcs11Config {
+        module: PathBuf::from(&policy.pkcs11.module),
+        token: policy.pkcs11.token.clone(),
+        pin: pkcs11_pin(policy)?,
+    })?)
+}
+
+/// Connect the admin-key token when administrator `name`'s key is on one.
+fn token_for(v: &mut Vault, name: &str) -> anyhow::Result<()> {
+    let on_token = v
+        .store()
+        .admin(name)?
+        .is_some_and(|a| a.key_ref.starts_with(warden_vault::admin::TOKEN_REF_PREFIX));
+    if on_token {
+        let p = connect_token(v.policy())?;
+        v.set_admin_token(p);
+    }
+    Ok(())
+}
+
 fn key_provider(home: &Path, policy: &Policy) -> anyhow::Result<Arc<dyn KeyProvider>> {
     Ok(match policy.key_provider.as_str() {
         "pkcs11" => Arc::new(Pkcs11Provider::connect(&Pkcs11Config {
@@ -308,6 +334,7 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
     Ok(Vault::new(VaultParts {
         root: home.join("vault"),
         admin_keys: home.join("keys/admins"),
+        admin_token: None,
         staging: home.join("staging"),
         config_file: Some(home.join("warden.toml")),
         store,
@@ -573,10 +600,16 @@ fn init_inner(a: &InitArgs, home: &Path) -> anyhow::Result<ExitCode> {
 
 /// Run `warden admin`.
 pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     match c {
-        AdminCommand::Add { name } => {
-            let (admin, path) = v.add_admin(&name, &whoami(None))?;
+        AdminCommand::Add { name, pkcs11 } => {
+            let admin = if pkcs11 {
+                let p = connect_token(v.policy())?;
+                v.set_admin_token(p);
+                v.add_admin_on_token(&name, &whoami(None))?
+            } else {
+                v.add_admin(&name, &whoami(None))?.0
+            };
             println!(
                 "{} {} ({} key {})",
                 bold("added administrator"),
@@ -584,11 +617,17 @@ pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
                 admin.algorithm,
                 hex::encode(&admin.public_key)
             );
-            println!(
-                "  signing key  {} (mode 0600; keep it with {})",
-                path.display(),
-                admin.name
-            );
+            if pkcs11 {
+                println!(
+                    "  signing key  {} (generated on the token: private, sensitive, never extractable)",
+                    admin.key_ref
+                );
+            } else {
+                println!(
+                    "  signing key  {} (mode 0600; keep it with {})",
+                    admin.key_ref, admin.name
+                );
+            }
             let n = v.store().admins()?.len();
             if n < 2 {
                 println!("next: add a second administrator: warden admin add <name>");
@@ -599,10 +638,11 @@ pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
         AdminCommand::Ls => {
             for a in v.store().admins()? {
                 println!(
-                    "{}  {}  {}  added {}",
+                    "{}  {}  {}  {}  added {}",
                     a.name,
                     a.algorithm,
                     hex::encode(&a.public_key),
+                    a.key_ref,
                     format_utc(a.created_at)
                 );
             }
@@ -615,7 +655,7 @@ pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
 
 /// Run `warden vault`.
 pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     match c {
         VaultCommand::Import {
             dir,
@@ -706,7 +746,9 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
             actor,
         } => {
             let (n, ver) = split_release(&release)?;
-            let s = v.shred(n, ver, &whoami(actor), include_deployments)?;
+            let actor = whoami(actor);
+            token_for(&mut v, &actor)?;
+            let s = v.shred(n, ver, &actor, include_deployments)?;
             println!("{} {release} at {}", bold("shredded"), format_utc(s.at));
             println!("  data key erased, ciphertext deleted");
             if s.kek_destroyed {
@@ -803,7 +845,7 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
 
 /// Run `warden release`.
 pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     match c {
         ReleaseCommand::Evaluate {
             release,
@@ -849,6 +891,7 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
             expires_in,
         } => {
             let (n, ver) = split_release(&release)?;
+            token_for(&mut v, &admin)?;
             let key = v.admin_key(&admin)?;
             let a = v.approve(n, ver, &action, &key, expires_in)?;
             println!(
@@ -877,6 +920,7 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
             include_deployments,
         } => {
             let (n, ver) = split_release(&release)?;
+            token_for(&mut v, &admin)?;
             let key = v.admin_key(&admin)?;
             let r = v.retire(n, ver, &key, &reason, include_deployments)?;
             println!(
@@ -1045,9 +1089,10 @@ fn print_status(st: &warden_vault::ReleaseStatus, format: ui::ReportFormat) -> a
 
 /// Run `warden monitor`.
 pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     if a.accept_config {
         let admin = a.admin.as_deref().unwrap_or_default();
+        token_for(&mut v, admin)?;
         let key = v.admin_key(admin)?;
         let changed = v.accept_config(&key)?;
         if changed.is_empty() {
