@@ -13,7 +13,7 @@
 use crate::error::{Error, Result};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -33,9 +33,28 @@ pub enum Wake {
 pub struct Watch {
     watcher: RecommendedWatcher,
     rx: Receiver<notify::Result<notify::Event>>,
-    armed: BTreeSet<(PathBuf, bool)>,
+    /// Armed watches: (path, recursive) → identity of the directory watched. inotify
+    /// watches an inode, so a directory replaced under the same path (a restore renames
+    /// a fresh copy into place) must be watched again.
+    armed: BTreeMap<(PathBuf, bool), Option<(u64, u64)>>,
     dirs: Vec<PathBuf>,
     config: Option<PathBuf>,
+}
+
+/// (device, inode) of a directory, to notice it was replaced under the same path.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = p;
+        None
+    }
 }
 
 fn werr(what: &Path, e: &notify::Error) -> Error {
@@ -56,7 +75,7 @@ impl Watch {
         Ok(Watch {
             watcher,
             rx,
-            armed: BTreeSet::new(),
+            armed: BTreeMap::new(),
             dirs: Vec::new(),
             config: None,
         })
@@ -78,16 +97,21 @@ impl Watch {
         if let Some(p) = config.and_then(Path::parent).filter(|p| p.is_dir()) {
             want.insert((p.to_path_buf(), false));
         }
-        let stale: Vec<(PathBuf, bool)> = self.armed.difference(&want).cloned().collect();
+        let stale: Vec<(PathBuf, bool)> = self
+            .armed
+            .iter()
+            .filter(|(k, id)| !want.contains(*k) || identity(&k.0) != **id)
+            .map(|(k, _)| k.clone())
+            .collect();
         for (p, r) in stale {
             // The directory may be gone already (then the kernel dropped the watch).
             let _ = self.watcher.unwatch(&p);
-            self.armed.remove(&(p, r));
+            self.armed.remove(&(p.clone(), r));
+            // The same path in the other mode shared that watch: arm it again too.
+            self.armed.remove(&(p, !r));
         }
-        // A path watched both ways keeps its recursive watch (`unwatch` above may have
-        // removed the other mode of the same path: re-add everything not armed).
         for (p, r) in &want {
-            if self.armed.contains(&(p.clone(), *r)) {
+            if self.armed.contains_key(&(p.clone(), *r)) {
                 continue;
             }
             let mode = if *r {
@@ -97,7 +121,7 @@ impl Watch {
             };
             match self.watcher.watch(p, mode) {
                 Ok(()) => {
-                    self.armed.insert((p.clone(), *r));
+                    self.armed.insert((p.clone(), *r), identity(p));
                 }
                 // Vanished between the check and the watch: the monitor reports it.
                 Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}

@@ -1084,6 +1084,14 @@ fn monitor_reacts_to_file_events_within_about_a_second() {
     // "About a second" on a loaded 2-core machine in a debug build; the hour-long
     // interval shows the events did it.
     assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    // The restored copy is a new directory: it is watched too. Tamper again, this time
+    // by planting a file next to the weights.
+    let t0 = std::time::Instant::now();
+    std::fs::write(dep.join("payload.py"), "import os").unwrap();
+    wait_line(&rx, "restore: re-deployed t@1", 10);
+    let took = t0.elapsed();
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(!dep.join("payload.py").exists());
 
     // The configuration: alerted at once, and only once for the same change.
     let cfg = env.home.join("warden.toml");
@@ -1124,6 +1132,8 @@ fn monitor_reacts_to_file_events_within_about_a_second() {
         tail,
         [
             "promotion",
+            "tamper_detected",
+            "rollback",
             "tamper_detected",
             "rollback",
             "tamper_detected",
