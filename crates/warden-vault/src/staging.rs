@@ -55,20 +55,27 @@ impl Staging {
             ));
         }
         create_private_dir(registry)?;
-        let tag = format!("{}.lock", crate::registry::random_hex(8)?);
-        let lock_path = registry.join(tag);
+        let tag = crate::registry::random_hex(8)?;
+        let new_path = registry.join(format!("{tag}.new"));
+        let lock_path = registry.join(format!("{tag}.lock"));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(lock_path.display(), e))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| Error::io(lock_path.display(), e.into()))?;
-        // The path is recorded (and durable) before the directory exists, so a crash at
-        // any later point leaves something the sweep can find.
-        f.write_all(dir.as_os_str().as_encoded_bytes())
+            .open(&new_path)
+            .map_err(|e| Error::io(new_path.display(), e))?;
+        // Locked and filled under a name the sweep does not act on, then renamed (the
+        // lock stays with the file): a `.lock` file is always complete and, while its
+        // operation runs, locked. The path is durable before the directory exists, so
+        // a crash at any later point leaves something the sweep can find.
+        let filled = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(std::io::Error::from)
+            .and_then(|()| f.write_all(dir.as_os_str().as_encoded_bytes()))
             .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(lock_path.display(), e))?;
+            .and_then(|()| std::fs::rename(&new_path, &lock_path));
+        if let Err(e) = filled {
+            let _ = std::fs::remove_file(&new_path);
+            return Err(Error::io(new_path.display(), e));
+        }
         Ok(Staging {
             dir,
             lock_path,
@@ -131,23 +138,14 @@ pub fn sweep(registry: &Path) -> Result<Vec<PathBuf>> {
     };
     for e in rd.flatten() {
         let lock_path = e.path();
-        if lock_path.extension().is_none_or(|x| x != "lock") {
+        let ext = lock_path.extension().and_then(|x| x.to_str()).unwrap_or("");
+        if !matches!(ext, "lock" | "new") {
             continue;
         }
-        let f = match std::fs::OpenOptions::new().read(true).open(&lock_path) {
-            Ok(f) => f,
-            Err(_) => continue,
-        };
-        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            // Held: the operation is alive.
-            Err(rustix::io::Errno::WOULDBLOCK) => continue,
-            Err(e) => return Err(Error::io(lock_path.display(), e.into())),
-        }
-        let named = std::fs::read(&lock_path).map_err(|e| Error::io(lock_path.display(), e))?;
-        if named.is_empty() {
-            // Being created right now (the owner locks it next), or left by a crash
-            // between create and lock: only the latter is old.
+        if ext == "new" {
+            // Never renamed to `.lock`: its directory was never created. Fresh ones
+            // belong to an operation starting right now (do not even lock them); old
+            // ones were left by a crash.
             let old = e
                 .metadata()
                 .ok()
@@ -159,6 +157,22 @@ pub fn sweep(registry: &Path) -> Result<Vec<PathBuf>> {
             }
             continue;
         }
+        let mut f = match std::fs::OpenOptions::new().read(true).open(&lock_path) {
+            Ok(f) => f,
+            Err(_) => continue,
+        };
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            // Held: the operation is alive.
+            Err(rustix::io::Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(Error::io(lock_path.display(), e.into())),
+        }
+        // Read through the locked descriptor: the owner may have just finished and
+        // unlinked the file (then what it names is gone or was renamed into place).
+        let mut named = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut named)
+            .map_err(|e| Error::io(lock_path.display(), e))?;
+
         #[cfg(unix)]
         let dir = {
             use std::os::unix::ffi::OsStringExt;
@@ -185,7 +199,11 @@ pub fn sweep(registry: &Path) -> Result<Vec<PathBuf>> {
             }
             removed.push(dir);
         }
-        std::fs::remove_file(&lock_path).map_err(|e| Error::io(lock_path.display(), e))?;
+        match std::fs::remove_file(&lock_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(lock_path.display(), e)),
+        }
         drop(f);
     }
     Ok(removed)
