@@ -23,5 +23,5 @@ pub mod watch;
 pub use error::{Error, Result};
 pub use policy::Policy;
 pub use registry::{
-    ImportRequest, NoProgress, Progress, ReleaseStatus, Retired, Vault, VaultParts,
+    Audit, ImportRequest, NoProgress, Progress, ReleaseStatus, Retired, Vault, VaultParts,
 };

@@ -57,9 +57,36 @@ pub struct VaultParts {
     /// Key-encryption keys.
     pub keys: Arc<dyn KeyProvider>,
     /// The audit log.
-    pub audit: Log,
+    pub audit: Audit,
     /// Policy.
     pub policy: Policy,
+}
+
+/// How the vault reaches the audit log.
+#[derive(Clone)]
+pub enum Audit {
+    /// Held open (and its single-writer lock held) for the vault's lifetime: short-lived
+    /// commands.
+    Log(Log),
+    /// Opened for each append and closed after it, so a long-running process (the
+    /// integrity monitor) does not lock every other command out of the log between
+    /// incidents. The opener waits a bounded time for the lock.
+    OnDemand(Arc<dyn Fn() -> std::result::Result<Log, String> + Send + Sync>),
+}
+
+impl From<Log> for Audit {
+    fn from(l: Log) -> Self {
+        Audit::Log(l)
+    }
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Audit::Log(l) => f.debug_tuple("Log").field(l).finish(),
+            Audit::OnDemand(_) => f.write_str("OnDemand"),
+        }
+    }
 }
 
 /// The vault and release registry.
@@ -303,10 +330,12 @@ impl Vault {
     }
 
     fn audit(&self, actor: &str, kind: EventKind) -> Result<u64> {
-        self.p
-            .audit
-            .append_event(&AuditEvent::now(actor, kind))
-            .map_err(|e| Error::Audit(e.to_string()))
+        let event = AuditEvent::now(actor, kind);
+        match &self.p.audit {
+            Audit::Log(log) => log.append_event(&event),
+            Audit::OnDemand(open) => open().map_err(Error::Audit)?.append_event(&event),
+        }
+        .map_err(|e| Error::Audit(e.to_string()))
     }
 
     /// A release that exists and has not been shredded.

@@ -55,7 +55,7 @@ fn setup(policy: Policy) -> T {
         config_file: Some(root.join("warden.toml")),
         store: Arc::new(SqliteStore::open(&root.join("state.db")).unwrap()),
         keys: Arc::new(keys),
-        audit: log,
+        audit: log.into(),
         policy,
     })
     .unwrap();

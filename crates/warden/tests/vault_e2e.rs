@@ -980,7 +980,9 @@ fn a_killed_evaluation_leaves_no_plaintext_after_the_next_command() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // (The CLI cannot run beside it — the audit log has one writer — so sweep directly.)
+    // Other commands run beside it (the audit log is held only while appending), and
+    // their sweep leaves the live staging alone.
+    env.ok(&["vault", "ls"]);
     let swept = warden_vault::staging::sweep(&staging).unwrap();
     let live = files_under(&staging);
     child.kill().unwrap();
@@ -1062,6 +1064,12 @@ fn monitor_reacts_to_file_events_within_about_a_second() {
         &rx,
         "watching 1 active deployment(s) and warden.toml (file-system events",
         30,
+    );
+    // The running monitor does not lock other commands out (the audit log is held only
+    // while appending).
+    assert!(
+        env.ok(&["release", "status", "t@1"])
+            .contains("t@1  deployed")
     );
 
     // Tamper with a deployed file.

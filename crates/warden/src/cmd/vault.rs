@@ -308,15 +308,31 @@ fn key_provider(home: &Path, policy: &Policy) -> anyhow::Result<Arc<dyn KeyProvi
     })
 }
 
+/// Open the audit log. It has one writer at a time; another Warden command holding it
+/// (a deploy, or the monitor recording an incident) is waited for, up to 30 s.
 fn open_log(home: &Path) -> anyhow::Result<Log> {
-    Log::open_dir(
-        &home.join("audit"),
-        &home.join("keys/audit.key"),
-        LogOptions::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("audit log: {e}"))
+    open_log_waiting(home).map_err(|e| anyhow::anyhow!("audit log: {e}"))
 }
 
+fn open_log_waiting(home: &Path) -> Result<Log, warden_tlog::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match Log::open_dir(
+            &home.join("audit"),
+            &home.join("keys/audit.key"),
+            LogOptions::default(),
+        ) {
+            Err(warden_tlog::Error::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Open the vault. The audit log is opened for each append rather than held for the
+/// whole command: it has a single writer, and holding it would lock every other command
+/// out while a long one runs (an evaluation, a deploy of a large model, the monitor).
 fn open(g: &Global) -> anyhow::Result<Vault> {
     let home = home(g)?;
     let db = home.join("state.db");
@@ -330,7 +346,14 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
     let policy = read_policy(&home)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
     let keys = key_provider(&home, &policy)?;
-    let audit = open_log(&home)?;
+    // Check now that it opens (key, checkpoint signature, tiles), then let go of it.
+    drop(open_log(&home)?);
+    let audit = {
+        let home = home.clone();
+        warden_vault::Audit::OnDemand(Arc::new(move || {
+            open_log_waiting(&home).map_err(|e| e.to_string())
+        }))
+    };
     Ok(Vault::new(VaultParts {
         root: home.join("vault"),
         admin_keys: home.join("keys/admins"),
