@@ -302,14 +302,12 @@ impl Vault {
     /// Assemble a vault; the policy is validated.
     pub fn new(parts: VaultParts) -> Result<Self> {
         parts.policy.validate()?;
-        let v = Vault { p: parts };
-        v.sweep_staging()?;
-        Ok(v)
+        Ok(Vault { p: parts })
     }
 
     /// Delete staging directories left by operations whose process died (killed
-    /// evaluations, deploys, exports, imports). Runs when a vault is opened and on every
-    /// monitor pass; returns what was deleted.
+    /// evaluations, deploys, exports, imports); returns what was deleted. The CLI runs it
+    /// whenever it opens the vault and on every monitor pass.
     pub fn sweep_staging(&self) -> Result<Vec<PathBuf>> {
         crate::staging::sweep(&self.p.staging)
     }

@@ -354,7 +354,7 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
             open_log_waiting(&home).map_err(|e| e.to_string())
         }))
     };
-    Ok(Vault::new(VaultParts {
+    let v = Vault::new(VaultParts {
         root: home.join("vault"),
         admin_keys: home.join("keys/admins"),
         admin_token: None,
@@ -364,7 +364,27 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
         keys,
         audit,
         policy,
-    })?)
+    })?;
+    sweep(&v);
+    Ok(v)
+}
+
+/// Delete what killed operations left in staging; a failure is reported, not fatal (it
+/// must not lock the operator out of the vault, and the next command tries again).
+fn sweep(v: &Vault) {
+    match v.sweep_staging() {
+        Ok(removed) => {
+            for p in removed {
+                eprintln!(
+                    "removed the staging directory of an interrupted operation: {}",
+                    p.display()
+                );
+            }
+        }
+        Err(e) => ui::print_error(&anyhow::anyhow!(
+            "{e} (staging left by an interrupted operation; will retry)"
+        )),
+    }
 }
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -1156,12 +1176,7 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
     let mut config_seen = std::collections::HashSet::new();
     let mut first = true;
     loop {
-        for p in v.sweep_staging()? {
-            eprintln!(
-                "removed the staging directory of an interrupted operation: {}",
-                p.display()
-            );
-        }
+        sweep(&v);
         if let Some(w) = watch.as_mut() {
             let (dirs, config) = v.watch_targets()?;
             if let Err(e) = w.arm(&dirs, config.as_deref()) {
