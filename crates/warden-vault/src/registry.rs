@@ -1945,6 +1945,8 @@ fn run_evaluation(
         .map_err(|e| Error::io("evaluation command (sh -c)", e))?;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
+    // Known to `staging::abandon`, which kills it if Warden is told to exit.
+    let child = crate::staging::TrackedChild::new(child);
     let out_t = std::thread::spawn(move || {
         let mut s = Vec::new();
         if let Some(o) = out.as_mut() {
@@ -1964,8 +1966,7 @@ fn run_evaluation(
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
             Ok(None) if std::time::Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                child.kill();
                 break None;
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),

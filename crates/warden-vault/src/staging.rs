@@ -8,16 +8,101 @@
 //! [`sweep`] — run whenever a vault is opened and on every monitor pass — can tell a
 //! live operation from a dead one without trusting process ids, and deletes what dead
 //! ones left behind. On every ordinary exit path (success, error, panic unwinding) the
-//! [`Staging`] guard deletes its directory itself.
+//! [`Staging`] guard deletes its directory itself; on a fatal signal the CLI calls
+//! [`abandon`], which kills this process's evaluation commands and deletes its staging
+//! directories before it exits.
 
 use crate::error::{Error, Result};
 use crate::key::create_private_dir;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
 
 /// Marker every staging directory name contains; the sweep deletes nothing else.
 const MARKER: &str = "warden-";
+
+/// This process's live staging directories (directory, lock file), for [`abandon`].
+static LIVE: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+/// Child processes (evaluation commands) running in a staging directory, for [`abandon`].
+static CHILDREN: Mutex<Vec<(u64, Child)>> = Mutex::new(Vec::new());
+static NEXT_CHILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Called when the process is about to die of a signal: kill the evaluation commands it
+/// started and delete the staging directories it owns (and their registry entries).
+/// Returns the directories deleted. Anything it cannot finish the next sweep finishes.
+pub fn abandon() -> Vec<PathBuf> {
+    if let Ok(mut children) = CHILDREN.lock() {
+        for (_, c) in children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        children.clear();
+    }
+    let mut removed = Vec::new();
+    if let Ok(mut live) = LIVE.lock() {
+        for (dir, lock) in live.drain(..) {
+            crate::registry::remove_tree(&dir);
+            if std::fs::symlink_metadata(&dir).is_err() {
+                let _ = std::fs::remove_file(&lock);
+                removed.push(dir);
+            }
+        }
+    }
+    removed
+}
+
+/// A child process known to [`abandon`]; reaped (killed first if still running) when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct TrackedChild(u64);
+
+impl TrackedChild {
+    pub(crate) fn new(child: Child) -> TrackedChild {
+        let id = NEXT_CHILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut c) = CHILDREN.lock() {
+            c.push((id, child));
+        }
+        TrackedChild(id)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Child) -> T) -> Option<T> {
+        let mut c = CHILDREN.lock().ok()?;
+        c.iter_mut()
+            .find(|(id, _)| *id == self.0)
+            .map(|(_, ch)| f(ch))
+    }
+
+    /// `Child::try_wait`; `Ok(None)` while running. A child that [`abandon`] already
+    /// reaped reports an error.
+    pub(crate) fn try_wait(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.with(Child::try_wait)
+            .unwrap_or_else(|| Err(std::io::Error::other("evaluation command was killed")))
+    }
+
+    /// Kill and reap.
+    pub(crate) fn kill(&self) {
+        self.with(|c| {
+            let _ = c.kill();
+            let _ = c.wait();
+        });
+    }
+}
+
+impl Drop for TrackedChild {
+    fn drop(&mut self) {
+        if let Ok(mut c) = CHILDREN.lock() {
+            if let Some(i) = c.iter().position(|(id, _)| *id == self.0) {
+                let (_, mut ch) = c.swap_remove(i);
+                if matches!(ch.try_wait(), Ok(None)) {
+                    let _ = ch.kill();
+                }
+                let _ = ch.wait();
+            }
+        }
+    }
+}
 
 /// A staging directory owned by this process.
 #[derive(Debug)]
@@ -76,6 +161,9 @@ impl Staging {
             let _ = std::fs::remove_file(&new_path);
             return Err(Error::io(new_path.display(), e));
         }
+        if let Ok(mut live) = LIVE.lock() {
+            live.push((dir.clone(), lock_path.clone()));
+        }
         Ok(Staging {
             dir,
             lock_path,
@@ -96,6 +184,9 @@ impl Staging {
     }
 
     fn release(&mut self) {
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|(d, _)| d != &self.dir);
+        }
         if !self.keep {
             crate::registry::remove_tree(&self.dir);
         }

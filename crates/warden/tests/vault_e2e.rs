@@ -899,7 +899,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_killed_evaluation_leaves_no_plaintext_after_the_next_command() {
+fn an_interrupted_or_killed_evaluation_leaves_no_plaintext() {
     let tmp = tempfile::tempdir().unwrap();
     let env = tiny(tmp.path());
     let staging = env.home.join("staging");
@@ -996,6 +996,66 @@ fn a_killed_evaluation_leaves_no_plaintext_after_the_next_command() {
     assert!(swept.is_empty(), "{swept:?}");
     env.ok(&["vault", "ls"]);
     assert!(files_under(&staging).is_empty());
+
+    // SIGTERM (and SIGINT, SIGHUP): warden kills the evaluation command and deletes the
+    // plaintext itself before it exits — no later command needed.
+    std::fs::remove_file(&pidfile).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--home")
+        .arg(&env.home)
+        .args(["release", "evaluate", "t@1", "--command", &cmd])
+        .env_remove("WARDEN_HOME")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evaluation never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        files_under(&staging)
+            .iter()
+            .any(|f| f.ends_with("model.safetensors"))
+    );
+    let sleeper = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("interrupted: deleted staging directory"),
+        "{stderr}"
+    );
+    assert!(
+        files_under(&staging).is_empty(),
+        "{:?}",
+        files_under(&staging)
+    );
+    // The evaluation command was killed with it.
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&format!("/proc/{sleeper}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < gone,
+            "the evaluation command survived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Lines a child prints on standard output, as they come.

@@ -366,7 +366,47 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
         policy,
     })?;
     sweep(&v);
+    exit_cleanly_on_signals();
     Ok(v)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill this process's evaluation commands, delete its
+/// plaintext staging directories, then exit (128 + signal). The handlers are in place
+/// before this returns; a SIGKILL is left to the next command's sweep.
+fn exit_cleanly_on_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let streams = {
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        )
+    };
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("warden-signals".into())
+        .spawn(move || {
+            let code = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => 130,
+                    _ = term.recv() => 143,
+                    _ = hup.recv() => 129,
+                }
+            });
+            for p in warden_vault::staging::abandon() {
+                eprintln!("interrupted: deleted staging directory {}", p.display());
+            }
+            std::process::exit(code);
+        });
 }
 
 /// Delete what killed operations left in staging; a failure is reported, not fatal (it
