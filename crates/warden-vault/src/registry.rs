@@ -1742,8 +1742,21 @@ impl Vault {
     /// change by that administrator; returns the deployments updated.
     pub fn accept_config(&self, key: &AdminKey) -> Result<Vec<Deployment>> {
         let who = key.name();
-        self.registered_admin(key)?;
+        let adm = self.registered_admin(key)?;
         let current = self.config_digest()?;
+        // Proof of possession (a token key signs on the token): the acceptance is by this
+        // administrator, not by whoever can name them.
+        let statement = format!(
+            "warden-accept-config-v1\nwarden.toml-sha256={current}\nadmin={who}\nat={}\n",
+            now()
+        );
+        let signature = key.sign(statement.as_bytes())?;
+        if !admin::verify_signature(&adm, statement.as_bytes(), &signature) {
+            return Err(Error::refused(
+                who,
+                "the signing key is not this administrator's key",
+            ));
+        }
         let mut changed = Vec::new();
         for mut d in self.p.store.deployments(None)? {
             if d.status != DeploymentStatus::Active || d.config_digest == current {
