@@ -1425,7 +1425,7 @@ impl Vault {
 
     /// Check every active deployment once and react to mismatches per policy.
     pub fn monitor_once(&self, actor: &str) -> Result<Vec<Incident>> {
-        self.monitor_pass(actor, &mut std::collections::HashSet::new())
+        self.monitor_pass(actor, &mut std::collections::HashSet::new(), None)
     }
 
     /// The deployment directories and configuration file the monitor watches.
@@ -1444,11 +1444,15 @@ impl Vault {
     /// One pass of a long-running monitor: like [`Vault::monitor_once`], but a
     /// configuration change already reported for a deployment (the same deployment and
     /// the same new configuration digest, remembered in `config_seen`) is not reported
-    /// again on every pass. File tampering is always acted on.
+    /// again on every pass. File tampering is always acted on. `only`: check just the
+    /// deployments whose directory holds one of these paths (what file-system events
+    /// named), so one changed model does not make the monitor re-hash every other one;
+    /// `None` checks all.
     pub fn monitor_pass(
         &self,
         actor: &str,
         config_seen: &mut std::collections::HashSet<(i64, String)>,
+        only: Option<&[PathBuf]>,
     ) -> Result<Vec<Incident>> {
         let mut incidents = Vec::new();
         let active: Vec<Deployment> = self
@@ -1457,6 +1461,7 @@ impl Vault {
             .deployments(None)?
             .into_iter()
             .filter(|d| d.status == DeploymentStatus::Active)
+            .filter(|d| only.is_none_or(|o| o.iter().any(|p| p.starts_with(&d.dir))))
             .collect();
         for d in active {
             let problems = self.check_deployment(&d)?;

@@ -585,3 +585,33 @@ fn a_retired_release_is_never_a_rollback_target() {
     assert_eq!(snapshot(&t), before);
     assert_eq!(fill_of(&dir), 2);
 }
+
+#[test]
+fn a_targeted_pass_checks_only_the_named_deployments() {
+    let t = setup(Policy::default());
+    t.import("1", 1);
+    t.approve("1", "deploy");
+    let a = t.root.join("serve-a");
+    t.vault.deploy("m", "1", &a, "ops", &NoProgress).unwrap();
+    t.approve("1", "deploy");
+    let b = t.root.join("serve-b");
+    t.vault.deploy("m", "1", &b, "ops", &NoProgress).unwrap();
+    for d in [&a, &b] {
+        std::fs::write(d.join("payload.py"), "import os").unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    // An event under serve-a: only serve-a is checked (and restored).
+    let inc = t
+        .vault
+        .monitor_pass("monitor", &mut seen, Some(&[a.join("payload.py")]))
+        .unwrap();
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].deployment.dir, a.display().to_string());
+    assert!(!a.join("payload.py").exists());
+    assert!(b.join("payload.py").exists());
+    // A full pass finds the other one.
+    let inc = t.vault.monitor_pass("monitor", &mut seen, None).unwrap();
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].deployment.dir, b.display().to_string());
+    assert!(!b.join("payload.py").exists());
+}

@@ -1213,8 +1213,12 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let config = v.watch_targets()?.1;
     let mut config_seen = std::collections::HashSet::new();
     let mut first = true;
+    // What the last wake-up named: `None` = check everything (start, interval, the
+    // configuration, lost events); otherwise just the deployments those paths are in.
+    let mut only: Option<Vec<PathBuf>> = None;
     loop {
         sweep(&v);
         if let Some(w) = watch.as_mut() {
@@ -1226,7 +1230,7 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
-        let incidents = v.monitor_pass("monitor", &mut config_seen)?;
+        let incidents = v.monitor_pass("monitor", &mut config_seen, only.as_deref())?;
         for i in &incidents {
             eprintln!(
                 "{}: {}@{} in {}: {}",
@@ -1283,7 +1287,15 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
         match &watch {
             // A burst of writes is checked once: events are collected for 100 ms after the first.
             Some(w) => {
-                let _wake = w.wait(interval, std::time::Duration::from_millis(100));
+                only = match w.wait(interval, std::time::Duration::from_millis(100)) {
+                    warden_vault::watch::Wake::Changed(paths)
+                        if !paths.is_empty()
+                            && !paths.iter().any(|p| Some(p) == config.as_ref()) =>
+                    {
+                        Some(paths)
+                    }
+                    _ => None,
+                };
             }
             None => std::thread::sleep(interval),
         }
