@@ -1230,7 +1230,19 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
-        let incidents = v.monitor_pass("monitor", &mut config_seen, only.as_deref())?;
+        let incidents = match v.monitor_pass("monitor", &mut config_seen, only.as_deref()) {
+            Ok(i) => i,
+            Err(e) if a.once => return Err(e.into()),
+            // A monitor that exits on a transient failure (the audit log busy for too
+            // long, a full disk during a restore) protects nothing: report, check
+            // everything again shortly.
+            Err(e) => {
+                ui::print_error(&anyhow::anyhow!("{e}; checking again in 1 s"));
+                only = None;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
         for i in &incidents {
             eprintln!(
                 "{}: {}@{} in {}: {}",
