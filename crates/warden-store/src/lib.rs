@@ -225,9 +225,11 @@ pub enum ReleaseState {
     Evaluated,
     /// Failed its evaluation gate.
     Rejected,
+    /// A quorum of deploy approvals was recorded (the deploy re-checks that it still holds).
+    Approved,
     /// Deployed somewhere (now or earlier).
     Deployed,
-    /// No longer deployable.
+    /// Withdrawn by an administrator: never approved or deployed again.
     Retired,
     /// Data key destroyed and ciphertext deleted.
     Shredded,
@@ -240,6 +242,7 @@ impl ReleaseState {
             ReleaseState::Imported => "imported",
             ReleaseState::Evaluated => "evaluated",
             ReleaseState::Rejected => "rejected",
+            ReleaseState::Approved => "approved",
             ReleaseState::Deployed => "deployed",
             ReleaseState::Retired => "retired",
             ReleaseState::Shredded => "shredded",
@@ -252,6 +255,7 @@ impl ReleaseState {
             "imported" => ReleaseState::Imported,
             "evaluated" => ReleaseState::Evaluated,
             "rejected" => ReleaseState::Rejected,
+            "approved" => ReleaseState::Approved,
             "deployed" => ReleaseState::Deployed,
             "retired" => ReleaseState::Retired,
             "shredded" => ReleaseState::Shredded,
@@ -295,6 +299,21 @@ pub struct Release {
     pub shredded_by: Option<String>,
     /// When it was shredded.
     pub shredded_at: Option<Timestamp>,
+    /// Who retired it, when, why, and their signature (set only by `retire_release`).
+    pub retired: Option<Retirement>,
+}
+
+/// The signed record of a release's retirement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retirement {
+    /// Retiring administrator.
+    pub by: String,
+    /// When.
+    pub at: Timestamp,
+    /// Why, in words.
+    pub reason: String,
+    /// The administrator's signature over the retirement statement.
+    pub signature: Vec<u8>,
 }
 
 /// One run of the evaluation gate.
@@ -490,6 +509,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     /// Mark a release shredded: state `shredded`, wrapped key erased, who and when kept.
     fn mark_shredded(&self, name: &str, version: &str, by: &str, at: Timestamp) -> Result<()>;
+    /// Retire a release in one transaction: it must be live (not retired or shredded) and,
+    /// unless `include_deployments`, have no active deployment. Its unused deploy approvals
+    /// are voided, its active deployments (if included) marked `removed`, and the state set
+    /// to `retired` with `retirement`. Returns the deployments that were marked removed.
+    fn retire_release(
+        &self,
+        name: &str,
+        version: &str,
+        retirement: &Retirement,
+        include_deployments: bool,
+    ) -> Result<Vec<Deployment>>;
     /// Remove a release that was never acknowledged (an import that failed half-way).
     fn delete_release(&self, name: &str, version: &str) -> Result<()>;
 
@@ -512,6 +542,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn record_deployment(&self, deployment: &Deployment, approvals: &[i64]) -> Result<i64>;
     /// Deployments, to one directory or all, oldest first.
     fn deployments(&self, dir: Option<&str>) -> Result<Vec<Deployment>>;
+    /// Record that a deployment now runs under the configuration with this digest.
+    fn set_deployment_config_digest(&self, id: i64, digest: &str) -> Result<()>;
     /// Change a deployment's status.
     fn set_deployment_status(&self, id: i64, status: DeploymentStatus) -> Result<()>;
 

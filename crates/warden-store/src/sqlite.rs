@@ -3,8 +3,8 @@
 
 use crate::{
     Admin, Alert, ApiKey, Approval, Attributes, Block, Deployment, DeploymentStatus, Error,
-    Evaluation, Identity, IdentityKind, Lockdown, NewBlock, Release, ReleaseState, Result, Store,
-    Timestamp,
+    Evaluation, Identity, IdentityKind, Lockdown, NewBlock, Release, ReleaseState, Result,
+    Retirement, Store, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -119,6 +119,13 @@ CREATE TABLE alerts (
 "#,
     // 2: the digest of the configuration a deployment was made under (integrity monitor).
     "ALTER TABLE deployments ADD COLUMN config_digest TEXT NOT NULL DEFAULT '';",
+    // 3: the signed retirement of a release (state `retired`).
+    r#"
+ALTER TABLE releases ADD COLUMN retired_by TEXT;
+ALTER TABLE releases ADD COLUMN retired_at INTEGER;
+ALTER TABLE releases ADD COLUMN retire_reason TEXT;
+ALTER TABLE releases ADD COLUMN retire_signature BLOB;
+"#,
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: SQLite serialises writers
@@ -297,18 +304,21 @@ fn admin_from(r: &Row<'_>) -> rusqlite::Result<Admin> {
 }
 
 const RELEASE_COLS: &str = "name, version, state, manifest_digest, manifest, kek_id, data_key_id, \
-     wrapped_key, importer, total_bytes, created_at, shredded_by, shredded_at";
+     wrapped_key, importer, total_bytes, created_at, shredded_by, shredded_at, retired_by, \
+     retired_at, retire_reason, retire_signature";
 
 struct ReleaseRow {
     r: Release,
     state: String,
     total: i64,
+    retired: (Option<String>, Option<i64>, Option<String>, Option<Vec<u8>>),
 }
 
 fn release_from(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok(ReleaseRow {
         state: r.get(2)?,
         total: r.get(9)?,
+        retired: (r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?),
         r: Release {
             name: r.get(0)?,
             version: r.get(1)?,
@@ -323,6 +333,7 @@ fn release_from(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
             created_at: r.get(10)?,
             shredded_by: r.get(11)?,
             shredded_at: r.get(12)?,
+            retired: None,
         },
     })
 }
@@ -334,6 +345,21 @@ fn release_decode(row: ReleaseRow) -> Result<Release> {
         detail: format!("unknown state {:?}", row.state),
     })?;
     r.total_bytes = opt_u64(row.total, "releases.total_bytes")?;
+    r.retired = match row.retired {
+        (None, None, None, None) => None,
+        (Some(by), Some(at), Some(reason), Some(signature)) => Some(Retirement {
+            by,
+            at,
+            reason,
+            signature,
+        }),
+        _ => {
+            return Err(Error::Corrupt {
+                what: "releases.retired_*",
+                detail: "partial retirement record".into(),
+            });
+        }
+    };
     Ok(r)
 }
 
@@ -666,7 +692,7 @@ impl Store for SqliteStore {
             .execute(
                 &format!(
                     "INSERT INTO releases ({RELEASE_COLS}) VALUES
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                 ),
                 params![
                     r.name,
@@ -681,7 +707,11 @@ impl Store for SqliteStore {
                     total,
                     r.created_at,
                     r.shredded_by,
-                    r.shredded_at
+                    r.shredded_at,
+                    r.retired.as_ref().map(|x| &x.by),
+                    r.retired.as_ref().map(|x| x.at),
+                    r.retired.as_ref().map(|x| &x.reason),
+                    r.retired.as_ref().map(|x| &x.signature)
                 ],
             )
             .map_err(|e| {
@@ -775,6 +805,84 @@ impl Store for SqliteStore {
             )));
         }
         Ok(())
+    }
+
+    fn retire_release(
+        &self,
+        name: &str,
+        version: &str,
+        ret: &Retirement,
+        include_deployments: bool,
+    ) -> Result<Vec<Deployment>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(q("begin"))?;
+        let cur: Option<String> = tx
+            .query_row(
+                "SELECT state FROM releases WHERE name = ?1 AND version = ?2",
+                [name, version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("read release state"))?;
+        let Some(cur) = cur else {
+            return Err(Error::NotFound(format!("release {name}@{version}")));
+        };
+        if matches!(cur.as_str(), "retired" | "shredded") {
+            return Err(Error::Conflict(format!(
+                "release {name}@{version} is already {cur}"
+            )));
+        }
+        let active = {
+            let mut st = tx
+                .prepare(
+                    "SELECT id, name, version, dir, status, by_whom, at, config_digest
+                     FROM deployments WHERE name = ?1 AND version = ?2 AND status = 'active'
+                     ORDER BY id",
+                )
+                .map_err(q("list deployments"))?;
+            let rows = collect(
+                st.query_map([name, version], deployment_from)
+                    .map_err(q("list deployments"))?,
+                "list deployments",
+            )?;
+            rows.into_iter()
+                .map(deployment_decode)
+                .collect::<Result<Vec<_>>>()?
+        };
+        if !active.is_empty() && !include_deployments {
+            let dirs: Vec<&str> = active.iter().map(|d| d.dir.as_str()).collect();
+            return Err(Error::Conflict(format!(
+                "release {name}@{version} is deployed in {}",
+                dirs.join(", ")
+            )));
+        }
+        for d in &active {
+            tx.execute(
+                "UPDATE deployments SET status = 'removed' WHERE id = ?1",
+                [d.id],
+            )
+            .map_err(q("remove deployment"))?;
+        }
+        tx.execute(
+            "UPDATE approvals SET used_at = ?3 WHERE name = ?1 AND version = ?2
+             AND action = 'deploy' AND used_at IS NULL",
+            params![name, version, ret.at],
+        )
+        .map_err(q("void approvals"))?;
+        tx.execute(
+            "UPDATE releases SET state = 'retired', retired_by = ?3, retired_at = ?4,
+             retire_reason = ?5, retire_signature = ?6 WHERE name = ?1 AND version = ?2",
+            params![name, version, ret.by, ret.at, ret.reason, ret.signature],
+        )
+        .map_err(q("retire release"))?;
+        tx.commit().map_err(q("commit"))?;
+        Ok(active
+            .into_iter()
+            .map(|mut d| {
+                d.status = DeploymentStatus::Removed;
+                d
+            })
+            .collect())
     }
 
     fn delete_release(&self, name: &str, version: &str) -> Result<()> {
@@ -908,7 +1016,7 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE releases SET state = 'deployed' WHERE name = ?1 AND version = ?2
-                 AND state IN ('evaluated', 'deployed')",
+                 AND state IN ('evaluated', 'approved', 'deployed')",
                 [&d.name, &d.version],
             )
             .map_err(q("record deployment"))?;
@@ -951,6 +1059,20 @@ impl Store for SqliteStore {
             "list deployments",
         )?;
         rows.into_iter().map(deployment_decode).collect()
+    }
+
+    fn set_deployment_config_digest(&self, id: i64, digest: &str) -> Result<()> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE deployments SET config_digest = ?2 WHERE id = ?1",
+                params![id, digest],
+            )
+            .map_err(q("set deployment configuration digest"))?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("deployment {id}")));
+        }
+        Ok(())
     }
 
     fn set_deployment_status(&self, id: i64, status: DeploymentStatus) -> Result<()> {

@@ -17,6 +17,7 @@ fn release(name: &str, version: &str) -> Release {
         created_at: 1000,
         shredded_by: None,
         shredded_at: None,
+        retired: None,
     }
 }
 
@@ -64,7 +65,7 @@ fn schema_wal_and_persistence() {
     let path = dir.path().join("state.db");
     {
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), 3);
         s.insert_admin(&admin("bob")).unwrap();
     }
     #[cfg(unix)]
@@ -323,4 +324,68 @@ fn store_is_object_safe_and_shareable() {
         .join()
         .unwrap();
     assert!(s.admin("zed").unwrap().is_some());
+}
+
+#[test]
+fn retire_is_one_transaction() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.insert_admin(&admin("bob")).unwrap();
+    s.insert_admin(&admin("carol")).unwrap();
+    s.insert_release(&release("m", "1")).unwrap();
+    s.set_release_state("m", "1", &[ReleaseState::Imported], ReleaseState::Approved)
+        .unwrap();
+    let a1 = s.insert_approval(&approval("bob")).unwrap();
+    let a2 = s.insert_approval(&approval("carol")).unwrap();
+    s.record_deployment(&deployment("/srv/m", "1"), &[a1])
+        .unwrap();
+    let ret = Retirement {
+        by: "bob".into(),
+        at: 50,
+        reason: "superseded".into(),
+        signature: vec![1; 64],
+    };
+    // Deployed: refused unless the deployments go too, and nothing changes.
+    let before = (
+        s.release("m", "1").unwrap(),
+        s.deployments(None).unwrap(),
+        s.approvals("m", "1").unwrap(),
+    );
+    let err = s.retire_release("m", "1", &ret, false).unwrap_err();
+    assert!(err.to_string().contains("is deployed in /srv/m"), "{err}");
+    assert_eq!(
+        (
+            s.release("m", "1").unwrap(),
+            s.deployments(None).unwrap(),
+            s.approvals("m", "1").unwrap()
+        ),
+        before
+    );
+    let removed = s.retire_release("m", "1", &ret, true).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].status, DeploymentStatus::Removed);
+    let r = s.release("m", "1").unwrap().unwrap();
+    assert_eq!(r.state, ReleaseState::Retired);
+    assert_eq!(r.retired, Some(ret.clone()));
+    assert_eq!(
+        s.deployments(None).unwrap()[0].status,
+        DeploymentStatus::Removed
+    );
+    // The unused approval is void, so it can never count for a deploy.
+    let carol = s
+        .approvals("m", "1")
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == a2)
+        .unwrap();
+    assert_eq!(carol.used_at, Some(50));
+    // A retired release is not deployable and cannot be retired twice.
+    let err = s
+        .record_deployment(&deployment("/srv/m2", "1"), &[])
+        .unwrap_err();
+    assert!(err.to_string().contains("not deployable"), "{err}");
+    let err = s.retire_release("m", "1", &ret, true).unwrap_err();
+    assert!(err.to_string().contains("already retired"), "{err}");
+    // Shredding a retired release keeps the retirement record.
+    s.mark_shredded("m", "1", "carol", 60).unwrap();
+    assert_eq!(s.release("m", "1").unwrap().unwrap().retired, Some(ret));
 }

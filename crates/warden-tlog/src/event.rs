@@ -125,6 +125,17 @@ pub enum EventKind {
         /// Identifier (not material) of the destroyed data key.
         key_id: String,
     },
+    /// A release was retired: never approved or deployed again (added by the vault).
+    Retire {
+        /// Release identifier.
+        release: String,
+        /// Why, in the retiring administrator's words.
+        reason: String,
+        /// Deployment directories deleted with it.
+        removed: Vec<String>,
+        /// Hex Ed25519 signature of the administrator over the retirement statement.
+        signature: String,
+    },
     /// A release's evaluation gate ran (added by the vault).
     Evaluation {
         /// Release identifier.

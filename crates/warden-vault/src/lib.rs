@@ -17,7 +17,11 @@ pub mod pkcs11;
 pub mod policy;
 pub mod registry;
 pub mod sealed;
+pub mod staging;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use policy::Policy;
-pub use registry::{ImportRequest, NoProgress, Progress, Vault, VaultParts};
+pub use registry::{
+    Audit, ImportRequest, NoProgress, Progress, ReleaseStatus, Retired, Vault, VaultParts,
+};

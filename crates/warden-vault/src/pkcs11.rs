@@ -11,6 +11,7 @@ use crate::key::{DataKey, Kek, KeyProvider, Posture, check_label};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
@@ -178,6 +179,137 @@ impl Pkcs11Provider {
     /// Whether the token lists `CKM_AES_KEY_WRAP_KWP` (informational).
     pub fn kwp_listed(&self) -> bool {
         self.kwp_listed
+    }
+
+    /// The token's label.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn find_class(
+        &self,
+        s: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<Option<ObjectHandle>> {
+        let objs = s
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(|e| Error::Kek {
+                kek: format!("pkcs11:{label}"),
+                detail: p11("find key", &e),
+            })?;
+        Ok(objs.into_iter().next())
+    }
+
+    /// Generate an Ed25519 signing key pair on the token under `label`: the private key
+    /// is a token object, private, sensitive, never extractable, usable only to sign.
+    /// Returns the raw 32-byte public key.
+    pub fn generate_signing_key(&self, label: &str) -> Result<Vec<u8>> {
+        check_label(label)?;
+        let id = format!("pkcs11:{label}");
+        let err = |what: &str, e: &cryptoki::error::Error| Error::Kek {
+            kek: id.clone(),
+            detail: p11(what, e),
+        };
+        let s = lock(&self.session, &id)?;
+        if self
+            .find_class(&s, ObjectClass::PRIVATE_KEY, label)?
+            .is_some()
+        {
+            return Err(Error::Kek {
+                kek: id,
+                detail: "already exists on the token".into(),
+            });
+        }
+        let common = |mut v: Vec<Attribute>| {
+            v.push(Attribute::Token(true));
+            v.push(Attribute::Label(label.as_bytes().to_vec()));
+            v.push(Attribute::Id(label.as_bytes().to_vec()));
+            v
+        };
+        let (public, _private) = s
+            .generate_key_pair(
+                &Mechanism::EccEdwardsKeyPairGen,
+                &common(vec![
+                    Attribute::KeyType(KeyType::EC_EDWARDS),
+                    Attribute::EcParams(ED25519_OID_DER.to_vec()),
+                    Attribute::Verify(true),
+                    Attribute::Private(false),
+                ]),
+                &common(vec![
+                    Attribute::KeyType(KeyType::EC_EDWARDS),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Decrypt(false),
+                    Attribute::Derive(false),
+                    Attribute::Unwrap(false),
+                ]),
+            )
+            .map_err(|e| err("generate Ed25519 key pair", &e))?;
+        let point = s
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(|e| err("read public key", &e))?;
+        let raw = point.into_iter().find_map(|a| match a {
+            Attribute::EcPoint(p) => ed25519_point(&p),
+            _ => None,
+        });
+        raw.ok_or_else(|| Error::Kek {
+            kek: format!("pkcs11:{label}"),
+            detail: "token returned no Ed25519 public key".into(),
+        })
+    }
+
+    /// Destroy the signing key pair `label` (both halves); missing halves are fine.
+    pub fn destroy_signing_key(&self, label: &str) -> Result<()> {
+        let id = format!("pkcs11:{label}");
+        let s = lock(&self.session, &id)?;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            if let Some(h) = self.find_class(&s, class, label)? {
+                s.destroy_object(h).map_err(|e| Error::Kek {
+                    kek: id.clone(),
+                    detail: p11("destroy", &e),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sign `msg` with the Ed25519 private key `label` on the token (pure EdDSA).
+    pub fn sign_with(&self, label: &str, msg: &[u8]) -> Result<Vec<u8>> {
+        let id = format!("pkcs11:{label}");
+        let s = lock(&self.session, &id)?;
+        let key = self
+            .find_class(&s, ObjectClass::PRIVATE_KEY, label)?
+            .ok_or_else(|| Error::Kek {
+                kek: id.clone(),
+                detail: format!("no such signing key on token {:?}", self.token),
+            })?;
+        s.sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            key,
+            msg,
+        )
+        .map_err(|e| Error::Kek {
+            kek: id,
+            detail: p11("sign", &e),
+        })
+    }
+}
+
+/// DER of the Ed25519 curve OID 1.3.101.112, as `CKA_EC_PARAMS`.
+const ED25519_OID_DER: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// The raw 32-byte Ed25519 public key from `CKA_EC_POINT` (raw, or DER OCTET STRING).
+fn ed25519_point(p: &[u8]) -> Option<Vec<u8>> {
+    match p {
+        [0x04, 0x20, rest @ ..] if rest.len() == 32 => Some(rest.to_vec()),
+        _ if p.len() == 32 => Some(p.to_vec()),
+        _ => None,
     }
 }
 

@@ -9,8 +9,10 @@ use crate::admin::{self, AdminKey};
 use crate::error::{Error, Result};
 use crate::key::{DataKey, Kek, KeyProvider, create_private_dir};
 use crate::manifest::{self, Manifest, check_name};
+use crate::pkcs11::Pkcs11Provider;
 use crate::policy::{OnTamper, Policy};
 use crate::sealed::{self, Binding, Header, SealOptions, SealedFile};
+use crate::staging::Staging;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +45,11 @@ pub struct VaultParts {
     pub root: PathBuf,
     /// Directory of admin key files (`<home>/keys/admins`).
     pub admin_keys: PathBuf,
+    /// The PKCS#11 token holding administrator keys, when any admin key is on one.
+    pub admin_token: Option<Pkcs11Provider>,
+    /// Staging registry (`<home>/staging`): plaintext staging directories are registered
+    /// here and swept when their process is gone.
+    pub staging: PathBuf,
     /// The configuration file whose digest deployments record (`<home>/warden.toml`).
     pub config_file: Option<PathBuf>,
     /// State.
@@ -50,9 +57,36 @@ pub struct VaultParts {
     /// Key-encryption keys.
     pub keys: Arc<dyn KeyProvider>,
     /// The audit log.
-    pub audit: Log,
+    pub audit: Audit,
     /// Policy.
     pub policy: Policy,
+}
+
+/// How the vault reaches the audit log.
+#[derive(Clone)]
+pub enum Audit {
+    /// Held open (and its single-writer lock held) for the vault's lifetime: short-lived
+    /// commands.
+    Log(Log),
+    /// Opened for each append and closed after it, so a long-running process (the
+    /// integrity monitor) does not lock every other command out of the log between
+    /// incidents. The opener waits a bounded time for the lock.
+    OnDemand(Arc<dyn Fn() -> std::result::Result<Log, String> + Send + Sync>),
+}
+
+impl From<Log> for Audit {
+    fn from(l: Log) -> Self {
+        Audit::Log(l)
+    }
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Audit::Log(l) => f.debug_tuple("Log").field(l).finish(),
+            Audit::OnDemand(_) => f.write_str("OnDemand"),
+        }
+    }
 }
 
 /// The vault and release registry.
@@ -124,6 +158,49 @@ pub struct Shredded {
     pub record: Option<PathBuf>,
 }
 
+/// Result of a retirement.
+#[derive(Debug)]
+pub struct Retired {
+    /// The signed record, as stored.
+    pub retirement: warden_store::Retirement,
+    /// Deployment directories that were deleted.
+    pub removed: Vec<String>,
+}
+
+/// A release with what its lifecycle depends on (`warden release status`).
+#[derive(Debug)]
+pub struct ReleaseStatus {
+    /// The release.
+    pub release: Release,
+    /// Its evaluations, oldest first.
+    pub evaluations: Vec<Evaluation>,
+    /// Deploy approvals that count now (unused, unexpired, valid signature, not the importer).
+    pub deploy_approvals: Vec<Approval>,
+    /// Unused deploy approvals that do not count, and why.
+    pub deploy_not_counted: Vec<String>,
+    /// Export approvals that count now.
+    pub export_approvals: Vec<Approval>,
+    /// Distinct approvals needed.
+    pub quorum: u32,
+    /// Its deployments, oldest first.
+    pub deployments: Vec<Deployment>,
+    /// Whether the retirement record's signature verifies under the admin's registered key.
+    pub retirement_verified: bool,
+}
+
+/// Why a retired release is refused, in words.
+fn retired_reason(rel: &Release) -> String {
+    match &rel.retired {
+        Some(r) => format!(
+            "retired on {} by {} ({}); a retired release is never approved or deployed again",
+            format_utc(r.at),
+            r.by,
+            r.reason
+        ),
+        None => "retired; a retired release is never approved or deployed again".into(),
+    }
+}
+
 /// `name@version`.
 pub fn release_id(name: &str, version: &str) -> String {
     format!("{name}@{version}")
@@ -134,7 +211,12 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 fn random_suffix() -> Result<String> {
-    let mut b = [0u8; 6];
+    random_hex(6)
+}
+
+/// `n` random bytes as hex.
+pub(crate) fn random_hex(n: usize) -> Result<String> {
+    let mut b = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| Error::Crypto("random generator failed".into()))?;
     Ok(hex::encode(b))
 }
@@ -147,7 +229,7 @@ fn digest_bytes(hex_digest: &str) -> Result<[u8; 32]> {
 }
 
 /// Make a tree writable again so it can be removed (deployed files are 0400).
-fn remove_tree(dir: &Path) {
+pub(crate) fn remove_tree(dir: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -223,6 +305,13 @@ impl Vault {
         Ok(Vault { p: parts })
     }
 
+    /// Delete staging directories left by operations whose process died (killed
+    /// evaluations, deploys, exports, imports); returns what was deleted. The CLI runs it
+    /// whenever it opens the vault and on every monitor pass.
+    pub fn sweep_staging(&self) -> Result<Vec<PathBuf>> {
+        crate::staging::sweep(&self.p.staging)
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.p.store
@@ -239,10 +328,12 @@ impl Vault {
     }
 
     fn audit(&self, actor: &str, kind: EventKind) -> Result<u64> {
-        self.p
-            .audit
-            .append_event(&AuditEvent::now(actor, kind))
-            .map_err(|e| Error::Audit(e.to_string()))
+        let event = AuditEvent::now(actor, kind);
+        match &self.p.audit {
+            Audit::Log(log) => log.append_event(&event),
+            Audit::OnDemand(open) => open().map_err(Error::Audit)?.append_event(&event),
+        }
+        .map_err(|e| Error::Audit(e.to_string()))
     }
 
     /// A release that exists and has not been shredded.
@@ -293,26 +384,7 @@ impl Vault {
             key_ref: path.display().to_string(),
             created_at: now(),
         };
-        let done = (|| {
-            self.p.store.insert_admin(&admin)?;
-            self.p.store.put_identity(&Identity {
-                id: name.to_owned(),
-                kind: IdentityKind::Admin,
-                attributes: warden_store::Attributes {
-                    roles: vec!["admin".into()],
-                    ..Default::default()
-                },
-                created_at: admin.created_at,
-            })?;
-            self.audit(
-                actor,
-                EventKind::KeyCreated {
-                    key_id: format!("admin:{name}:{}", &sha256_hex(&public)[..16]),
-                    purpose: "admin".into(),
-                    algorithm: admin::ALGORITHM.into(),
-                },
-            )
-        })();
+        let done = self.register_admin(&admin, actor, "");
         if let Err(e) = done {
             let _ = std::fs::remove_file(&path);
             return Err(e);
@@ -320,13 +392,96 @@ impl Vault {
         Ok((admin, path))
     }
 
-    /// Load the signing key of admin `name` from the embedded default location.
+    /// Create an administrator whose Ed25519 key is generated on the connected PKCS#11
+    /// token (see [`Vault::set_admin_token`]): private, sensitive, never extractable.
+    pub fn add_admin_on_token(&self, name: &str, actor: &str) -> Result<Admin> {
+        check_name("admin name", name)?;
+        let provider = self.p.admin_token.as_ref().ok_or_else(|| {
+            Error::invalid("--pkcs11", "no PKCS#11 token is connected for admin keys")
+        })?;
+        if self.p.store.admin(name)?.is_some() {
+            return Err(Error::refused(
+                name,
+                "an administrator with this name exists",
+            ));
+        }
+        let label = format!("warden-admin-{name}-{}", random_suffix()?);
+        let (_key, public) = AdminKey::generate_on_token(name, provider, &label)?;
+        let admin = Admin {
+            name: name.to_owned(),
+            algorithm: admin::ALGORITHM.into(),
+            public_key: public.clone(),
+            key_ref: admin::token_ref(provider.token(), &label),
+            created_at: now(),
+        };
+        if let Err(e) = self.register_admin(&admin, actor, &format!("@pkcs11:{}", provider.token()))
+        {
+            let _ = provider.destroy_signing_key(&label);
+            return Err(e);
+        }
+        Ok(admin)
+    }
+
+    fn register_admin(&self, admin: &Admin, actor: &str, where_: &str) -> Result<u64> {
+        self.p.store.insert_admin(admin)?;
+        self.p.store.put_identity(&Identity {
+            id: admin.name.clone(),
+            kind: IdentityKind::Admin,
+            attributes: warden_store::Attributes {
+                roles: vec!["admin".into()],
+                ..Default::default()
+            },
+            created_at: admin.created_at,
+        })?;
+        self.audit(
+            actor,
+            EventKind::KeyCreated {
+                key_id: format!(
+                    "admin:{}:{}{where_}",
+                    admin.name,
+                    &sha256_hex(&admin.public_key)[..16]
+                ),
+                purpose: "admin".into(),
+                algorithm: admin::ALGORITHM.into(),
+            },
+        )
+    }
+
+    /// Connect the PKCS#11 token that holds (or will hold) administrator keys.
+    pub fn set_admin_token(&mut self, provider: Pkcs11Provider) {
+        self.p.admin_token = Some(provider);
+    }
+
+    /// Load the signing key of admin `name` (its key file, or its key on the token).
     pub fn admin_key(&self, name: &str) -> Result<AdminKey> {
         let admin = self
             .p
             .store
             .admin(name)?
             .ok_or_else(|| Error::refused(name, "no administrator with this name"))?;
+        if let Some((token, label)) = admin::parse_token_ref(&admin.key_ref) {
+            let provider = self.p.admin_token.as_ref().ok_or_else(|| {
+                Error::refused(
+                    name,
+                    format!("this administrator's key is on PKCS#11 token {token:?}, which is not connected"),
+                )
+            })?;
+            if provider.token() != token {
+                return Err(Error::refused(
+                    name,
+                    format!(
+                        "this administrator's key is on PKCS#11 token {token:?}, not {:?}",
+                        provider.token()
+                    ),
+                ));
+            }
+            return Ok(AdminKey::on_token(
+                name,
+                provider.clone(),
+                label,
+                admin.public_key,
+            ));
+        }
         let key = AdminKey::load(name, Path::new(&admin.key_ref))?;
         if key.public_key() != admin.public_key.as_slice() {
             return Err(Error::refused(
@@ -507,11 +662,14 @@ impl Vault {
             ));
         }
         create_private_dir(&self.p.root)?;
-        let staging = self
-            .p
-            .root
-            .join(format!(".staging-{}-{}", id, random_suffix()?));
-        create_private_dir(&staging)?;
+        let guard = Staging::create(
+            &self.p.staging,
+            self.p
+                .root
+                .join(format!(".warden-import-{}-{}", id, random_suffix()?)),
+            0o700,
+        )?;
+        let staging = guard.path().to_path_buf();
         let sealed = (|| -> Result<()> {
             progress.start("sealing", total);
             for (i, ((rel, abs), mf)) in files.iter().zip(&man.files).enumerate() {
@@ -568,9 +726,10 @@ impl Vault {
             sync_dir(&model_dir);
             Ok(())
         })();
-        if let Err(e) = sealed {
-            remove_tree(&staging);
-            return Err(e);
+        // Renamed into place: keep it; failed: the guard deletes the staging directory.
+        match sealed {
+            Ok(()) => guard.keep(),
+            Err(e) => return Err(e),
         }
         let release = Release {
             name: req.name.to_owned(),
@@ -587,6 +746,7 @@ impl Vault {
             created_at: now(),
             shredded_by: None,
             shredded_at: None,
+            retired: None,
         };
         let registered = self.p.store.insert_release(&release);
         let registered = registered.map_err(Error::from).and_then(|()| {
@@ -723,12 +883,16 @@ impl Vault {
                 format!("cannot evaluate a release that is {}", rel.state),
             ));
         }
-        create_private_dir(&self.p.root)?;
-        let staging = self
-            .p
-            .root
-            .join(format!(".eval-{}-{}", id, random_suffix()?));
-        create_private_dir(&staging)?;
+        // Plaintext for the evaluation lives in the staging registry; the guard deletes it
+        // on every exit path, and the sweep after a kill.
+        let guard = Staging::create(
+            &self.p.staging,
+            self.p
+                .staging
+                .join(format!("warden-eval-{}-{}", id, random_suffix()?)),
+            0o700,
+        )?;
+        let staging = guard.path().to_path_buf();
         let ran = self.unseal_into(&rel, &staging, progress).and_then(|()| {
             run_evaluation(
                 command,
@@ -738,7 +902,7 @@ impl Vault {
                 &self.p.policy.pkcs11.pin_env,
             )
         });
-        remove_tree(&staging);
+        drop(guard);
         let (status_ok, stdout, stderr_tail) = ran?;
         let mut failures = Vec::new();
         if !status_ok {
@@ -885,9 +1049,15 @@ impl Vault {
             return Err(Error::invalid(action, "action must be deploy or export"));
         }
         let rel = self.live_release(name, version)?;
+        if action == "deploy" && rel.state == ReleaseState::Retired {
+            return Err(Error::refused(&id, retired_reason(&rel)));
+        }
         if action == "deploy"
             && self.p.policy.require_evaluation
-            && !matches!(rel.state, ReleaseState::Evaluated | ReleaseState::Deployed)
+            && !matches!(
+                rel.state,
+                ReleaseState::Evaluated | ReleaseState::Approved | ReleaseState::Deployed
+            )
         {
             return Err(Error::refused(
                 &id,
@@ -898,17 +1068,7 @@ impl Vault {
             ));
         }
         let who = key.name();
-        let adm = self
-            .p
-            .store
-            .admin(who)?
-            .ok_or_else(|| Error::refused(who, "no administrator with this name"))?;
-        if adm.public_key != key.public_key() {
-            return Err(Error::refused(
-                who,
-                "the signing key is not this administrator's key",
-            ));
-        }
+        let adm = self.registered_admin(key)?;
         if who == rel.importer {
             return Err(Error::refused(
                 &id,
@@ -945,7 +1105,7 @@ impl Vault {
             action,
             who,
             expires_at,
-        ));
+        ))?;
         let mut approval = Approval {
             id: 0,
             name: name.to_owned(),
@@ -965,6 +1125,19 @@ impl Vault {
         self.p.store.consume_approvals(&dead, at)?;
         approval.id = self.p.store.insert_approval(&approval)?;
         let (valid, _) = self.valid_approvals(&rel, action, at)?;
+        if action == "deploy" && valid.len() >= self.p.policy.approvals_required as usize {
+            // Quorum reached: the release is `approved` (the deploy re-checks the quorum,
+            // since approvals expire). A concurrent approver may have moved it already.
+            match self.p.store.set_release_state(
+                name,
+                version,
+                &[ReleaseState::Imported, ReleaseState::Evaluated],
+                ReleaseState::Approved,
+            ) {
+                Ok(()) | Err(warden_store::Error::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.audit(
             who,
             EventKind::Approval {
@@ -989,12 +1162,16 @@ impl Vault {
 
     /// Unseal `rel` into `dir` (atomically replacing a previous deployment there) and
     /// record the deployment, consuming `approvals`.
+    /// `config_digest`: the configuration the new deployment is recorded under — `None`
+    /// for the current file (a deploy with quorum), or the replaced deployment's for a
+    /// restore or rollback, which must never adopt an unaccepted configuration change.
     fn install(
         &self,
         rel: &Release,
         dir: &Path,
         actor: &str,
         approvals: &[i64],
+        config_digest: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<Deployment> {
         let dir = absolute_dir(dir)?;
@@ -1006,30 +1183,26 @@ impl Vault {
                 "the directory is not empty and is not a warden deployment",
             ));
         }
-        let staging = sibling(&dir, "staging")?;
-        std::fs::create_dir(&staging).map_err(|e| Error::io(staging.display(), e))?;
-        set_mode(&staging, 0o750)?;
-        if let Err(e) = self.unseal_into(rel, &staging, progress) {
-            remove_tree(&staging);
-            return Err(e);
-        }
+        let staging = Staging::create(&self.p.staging, sibling(&dir, "staging")?, 0o750)?;
+        self.unseal_into(rel, staging.path(), progress)?;
+        // The previous deployment is moved aside under a registered name, so a process
+        // killed before it is deleted leaves nothing the next sweep misses.
         let old = if dir.exists() {
-            let old = sibling(&dir, "old")?;
-            if let Err(e) = std::fs::rename(&dir, &old) {
-                remove_tree(&staging);
-                return Err(Error::io(dir.display(), e));
-            }
+            let old = Staging::register(&self.p.staging, sibling(&dir, "old")?)?;
+            std::fs::rename(&dir, old.path()).map_err(|e| Error::io(dir.display(), e))?;
             Some(old)
         } else {
             None
         };
-        if let Err(e) = std::fs::rename(&staging, &dir) {
-            if let Some(o) = &old {
-                let _ = std::fs::rename(o, &dir);
+        if let Err(e) = std::fs::rename(staging.path(), &dir) {
+            if let Some(o) = old {
+                if std::fs::rename(o.path(), &dir).is_ok() {
+                    o.keep();
+                }
             }
-            remove_tree(&staging);
             return Err(Error::io(dir.display(), e));
         }
+        staging.keep();
         if let Some(parent) = dir.parent() {
             sync_dir(parent);
         }
@@ -1041,22 +1214,26 @@ impl Vault {
             status: DeploymentStatus::Active,
             by: actor.to_owned(),
             at: now(),
-            config_digest: self.config_digest()?,
+            config_digest: match config_digest {
+                Some(c) => c.to_owned(),
+                None => self.config_digest()?,
+            },
         };
         match self.p.store.record_deployment(&d, approvals) {
             Ok(id) => d.id = id,
             Err(e) => {
                 // Put the previous deployment back.
                 remove_tree(&dir);
-                if let Some(o) = &old {
-                    let _ = std::fs::rename(o, &dir);
+                if let Some(o) = old {
+                    if std::fs::rename(o.path(), &dir).is_ok() {
+                        o.keep();
+                    }
                 }
                 return Err(e.into());
             }
         }
-        if let Some(o) = old {
-            remove_tree(&o);
-        }
+        // Dropping the guard deletes the previous copy.
+        drop(old);
         Ok(d)
     }
 
@@ -1072,8 +1249,9 @@ impl Vault {
         let id = release_id(name, version);
         let rel = self.live_release(name, version)?;
         match rel.state {
-            ReleaseState::Evaluated | ReleaseState::Deployed => {}
+            ReleaseState::Evaluated | ReleaseState::Approved | ReleaseState::Deployed => {}
             ReleaseState::Imported if !self.p.policy.require_evaluation => {}
+            ReleaseState::Retired => return Err(Error::refused(&id, retired_reason(&rel))),
             s => {
                 return Err(Error::refused(
                     &id,
@@ -1092,7 +1270,7 @@ impl Vault {
                 ReleaseState::Evaluated,
             )?;
         }
-        let d = self.install(&rel, dir, actor, &approvals, progress)?;
+        let d = self.install(&rel, dir, actor, &approvals, None, progress)?;
         self.audit(
             actor,
             EventKind::Promotion {
@@ -1157,7 +1335,14 @@ impl Vault {
                 ),
             )
         })?;
-        let d = self.install(&prev, Path::new(&cur.dir), actor, &[], progress)?;
+        let d = self.install(
+            &prev,
+            Path::new(&cur.dir),
+            actor,
+            &[],
+            Some(&cur.config_digest),
+            progress,
+        )?;
         self.p
             .store
             .set_deployment_status(cur.id, DeploymentStatus::RolledBack)?;
@@ -1240,6 +1425,35 @@ impl Vault {
 
     /// Check every active deployment once and react to mismatches per policy.
     pub fn monitor_once(&self, actor: &str) -> Result<Vec<Incident>> {
+        self.monitor_pass(actor, &mut std::collections::HashSet::new(), None)
+    }
+
+    /// The deployment directories and configuration file the monitor watches.
+    pub fn watch_targets(&self) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+        let dirs = self
+            .p
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| d.status == DeploymentStatus::Active)
+            .map(|d| PathBuf::from(d.dir))
+            .collect();
+        Ok((dirs, self.p.config_file.clone()))
+    }
+
+    /// One pass of a long-running monitor: like [`Vault::monitor_once`], but a
+    /// configuration change already reported for a deployment (the same deployment and
+    /// the same new configuration digest, remembered in `config_seen`) is not reported
+    /// again on every pass. File tampering is always acted on. `only`: check just the
+    /// deployments whose directory holds one of these paths (what file-system events
+    /// named), so one changed model does not make the monitor re-hash every other one;
+    /// `None` checks all.
+    pub fn monitor_pass(
+        &self,
+        actor: &str,
+        config_seen: &mut std::collections::HashSet<(i64, String)>,
+        only: Option<&[PathBuf]>,
+    ) -> Result<Vec<Incident>> {
         let mut incidents = Vec::new();
         let active: Vec<Deployment> = self
             .p
@@ -1247,13 +1461,19 @@ impl Vault {
             .deployments(None)?
             .into_iter()
             .filter(|d| d.status == DeploymentStatus::Active)
+            .filter(|d| only.is_none_or(|o| o.iter().any(|p| p.starts_with(&d.dir))))
             .collect();
         for d in active {
             let problems = self.check_deployment(&d)?;
             if problems.is_empty() {
+                // Clean again (e.g. the configuration was reverted): a later change is news.
+                config_seen.retain(|(id, _)| *id != d.id);
                 continue;
             }
             let files_changed = problems.iter().any(|p| !p.starts_with("configuration"));
+            if !files_changed && !config_seen.insert((d.id, self.config_digest()?)) {
+                continue;
+            }
             let rel = self.p.store.release(&d.name, &d.version)?;
             let restorable = rel
                 .as_ref()
@@ -1298,7 +1518,14 @@ impl Vault {
                     let Some(r) = rel else {
                         return Err(Error::NoSuchRelease(id));
                     };
-                    let n = self.install(&r, Path::new(&d.dir), actor, &[], &NoProgress)?;
+                    let n = self.install(
+                        &r,
+                        Path::new(&d.dir),
+                        actor,
+                        &[],
+                        Some(&d.config_digest),
+                        &NoProgress,
+                    )?;
                     self.p
                         .store
                         .set_deployment_status(d.id, DeploymentStatus::RolledBack)?;
@@ -1317,7 +1544,14 @@ impl Vault {
                     let Some(p) = prev else {
                         return Err(Error::NoSuchRelease(id));
                     };
-                    let n = self.install(&p, Path::new(&d.dir), actor, &[], &NoProgress)?;
+                    let n = self.install(
+                        &p,
+                        Path::new(&d.dir),
+                        actor,
+                        &[],
+                        Some(&d.config_digest),
+                        &NoProgress,
+                    )?;
                     self.p
                         .store
                         .set_deployment_status(d.id, DeploymentStatus::RolledBack)?;
@@ -1376,20 +1610,13 @@ impl Vault {
                 "the export directory must be new or empty",
             ));
         }
-        let staging = sibling(&to, "export")?;
-        std::fs::create_dir(&staging).map_err(|e| Error::io(staging.display(), e))?;
-        set_mode(&staging, 0o750)?;
-        if let Err(e) = self.unseal_into(&rel, &staging, progress) {
-            remove_tree(&staging);
-            return Err(e);
-        }
+        let staging = Staging::create(&self.p.staging, sibling(&to, "export")?, 0o750)?;
+        self.unseal_into(&rel, staging.path(), progress)?;
         if to.exists() {
             let _ = std::fs::remove_dir(&to);
         }
-        if let Err(e) = std::fs::rename(&staging, &to) {
-            remove_tree(&staging);
-            return Err(Error::io(to.display(), e));
-        }
+        std::fs::rename(staging.path(), &to).map_err(|e| Error::io(to.display(), e))?;
+        staging.keep();
         if let Err(e) = self.p.store.consume_approvals(&approvals, now()) {
             remove_tree(&to);
             return Err(e.into());
@@ -1478,11 +1705,18 @@ impl Vault {
                     at,
                     actor,
                 );
+                let signature = key.sign(&statement)?;
+                let adm = self.registered_admin(&key)?;
+                if !admin::verify_signature(&adm, &statement, &signature) {
+                    return Err(Error::Crypto(
+                        "deletion record signature does not verify".into(),
+                    ));
+                }
                 let doc = serde_json::json!({
                     "statement": String::from_utf8_lossy(&statement),
                     "algorithm": admin::ALGORITHM,
                     "public_key": hex::encode(key.public_key()),
-                    "signature": hex::encode(key.sign(&statement)),
+                    "signature": hex::encode(signature),
                 });
                 let dir = self.p.root.join(".shredded");
                 create_private_dir(&dir)?;
@@ -1505,6 +1739,195 @@ impl Vault {
             kek_destroyed,
             removed,
             record,
+        })
+    }
+
+    /// Accept the current configuration file for every active deployment (after an
+    /// administrator reviewed the change the monitor reported). Audited as a policy
+    /// change by that administrator; returns the deployments updated.
+    pub fn accept_config(&self, key: &AdminKey) -> Result<Vec<Deployment>> {
+        let who = key.name();
+        let adm = self.registered_admin(key)?;
+        let current = self.config_digest()?;
+        // Proof of possession (a token key signs on the token): the acceptance is by this
+        // administrator, not by whoever can name them.
+        let statement = format!(
+            "warden-accept-config-v1\nwarden.toml-sha256={current}\nadmin={who}\nat={}\n",
+            now()
+        );
+        let signature = key.sign(statement.as_bytes())?;
+        if !admin::verify_signature(&adm, statement.as_bytes(), &signature) {
+            return Err(Error::refused(
+                who,
+                "the signing key is not this administrator's key",
+            ));
+        }
+        let mut changed = Vec::new();
+        for mut d in self.p.store.deployments(None)? {
+            if d.status != DeploymentStatus::Active || d.config_digest == current {
+                continue;
+            }
+            self.p.store.set_deployment_config_digest(d.id, &current)?;
+            let old = std::mem::replace(&mut d.config_digest, current.clone());
+            self.audit(
+                who,
+                EventKind::PolicyChange {
+                    policy: format!("warden.toml for {}", d.dir),
+                    old_sha256: Some(old).filter(|o| !o.is_empty()),
+                    new_sha256: current.clone(),
+                },
+            )?;
+            changed.push(d);
+        }
+        Ok(changed)
+    }
+
+    // ---------------------------------------------------------------- retire / status
+
+    /// Retire a release: signed by `key`'s administrator, audited; afterwards it can never
+    /// be approved for deploy or deployed again (export and shred still work). Refused
+    /// while it is deployed unless `include_deployments`, which deletes the deployed copies
+    /// (status `removed`). Unused deploy approvals are voided.
+    pub fn retire(
+        &self,
+        name: &str,
+        version: &str,
+        key: &AdminKey,
+        reason: &str,
+        include_deployments: bool,
+    ) -> Result<Retired> {
+        let id = release_id(name, version);
+        let rel = self.live_release(name, version)?;
+        if rel.state == ReleaseState::Retired {
+            return Err(Error::refused(&id, retired_reason(&rel)));
+        }
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("--reason", "a retirement needs a reason"));
+        }
+        let who = key.name();
+        let adm = self.registered_admin(key)?;
+        let active: Vec<String> = self
+            .p
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| {
+                d.name == name && d.version == version && d.status == DeploymentStatus::Active
+            })
+            .map(|d| d.dir)
+            .collect();
+        if !active.is_empty() && !include_deployments {
+            return Err(Error::refused(
+                &id,
+                format!(
+                    "it is deployed in {}; deploy or roll back to another release first, or pass --include-deployments to delete those copies",
+                    active.join(", ")
+                ),
+            ));
+        }
+        let at = now();
+        let statement =
+            admin::retire_statement(name, version, &rel.manifest_digest, reason, who, at);
+        let retirement = warden_store::Retirement {
+            by: who.to_owned(),
+            at,
+            reason: reason.to_owned(),
+            signature: key.sign(&statement)?,
+        };
+        if !admin::verify_retirement(&adm, &rel, &retirement) {
+            return Err(Error::Crypto("retirement signature does not verify".into()));
+        }
+        let removed =
+            self.p
+                .store
+                .retire_release(name, version, &retirement, include_deployments)?;
+        let mut removed_dirs = Vec::new();
+        for d in &removed {
+            remove_tree(Path::new(&d.dir));
+            removed_dirs.push(d.dir.clone());
+        }
+        self.audit(
+            who,
+            EventKind::Retire {
+                release: id.clone(),
+                reason: reason.to_owned(),
+                removed: removed_dirs.clone(),
+                signature: hex::encode(&retirement.signature),
+            },
+        )?;
+        if let Some(d) = removed_dirs.iter().find(|d| Path::new(d).exists()) {
+            return Err(Error::io(
+                d,
+                std::io::Error::other(format!(
+                    "{id} was retired but its deployed copy could not be deleted"
+                )),
+            ));
+        }
+        Ok(Retired {
+            retirement,
+            removed: removed_dirs,
+        })
+    }
+
+    /// The registered administrator whose key `key` is.
+    fn registered_admin(&self, key: &AdminKey) -> Result<Admin> {
+        let who = key.name();
+        let adm = self
+            .p
+            .store
+            .admin(who)?
+            .ok_or_else(|| Error::refused(who, "no administrator with this name"))?;
+        if adm.public_key != key.public_key() {
+            return Err(Error::refused(
+                who,
+                "the signing key is not this administrator's key",
+            ));
+        }
+        Ok(adm)
+    }
+
+    /// Where a release is in its lifecycle, with what counts for its next step.
+    pub fn status(&self, name: &str, version: &str) -> Result<ReleaseStatus> {
+        let release = self
+            .p
+            .store
+            .release(name, version)?
+            .ok_or_else(|| Error::NoSuchRelease(release_id(name, version)))?;
+        let at = now();
+        let (deploy, deploy_ignored) = if release.state == ReleaseState::Shredded {
+            (Vec::new(), Vec::new())
+        } else {
+            self.valid_approvals(&release, "deploy", at)?
+        };
+        let (export, _) = if release.state == ReleaseState::Shredded {
+            (Vec::new(), Vec::new())
+        } else {
+            self.valid_approvals(&release, "export", at)?
+        };
+        let retirement_verified = match &release.retired {
+            Some(r) => self
+                .p
+                .store
+                .admin(&r.by)?
+                .is_some_and(|adm| admin::verify_retirement(&adm, &release, r)),
+            None => false,
+        };
+        let deployments = self
+            .p
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| d.name == name && d.version == version)
+            .collect();
+        Ok(ReleaseStatus {
+            evaluations: self.p.store.evaluations(name, version)?,
+            deploy_approvals: deploy,
+            deploy_not_counted: deploy_ignored,
+            export_approvals: export,
+            quorum: self.p.policy.approvals_required,
+            deployments,
+            retirement_verified,
+            release,
         })
     }
 
@@ -1540,6 +1963,8 @@ fn run_evaluation(
         .map_err(|e| Error::io("evaluation command (sh -c)", e))?;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
+    // Known to `staging::abandon`, which kills it if Warden is told to exit.
+    let child = crate::staging::TrackedChild::new(child);
     let out_t = std::thread::spawn(move || {
         let mut s = Vec::new();
         if let Some(o) = out.as_mut() {
@@ -1559,8 +1984,7 @@ fn run_evaluation(
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
             Ok(None) if std::time::Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                child.kill();
                 break None;
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),

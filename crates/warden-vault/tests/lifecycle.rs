@@ -50,10 +50,12 @@ fn setup(policy: Policy) -> T {
     let vault = Vault::new(VaultParts {
         root: root.join("vault"),
         admin_keys: root.join("keys/admins"),
+        admin_token: None,
+        staging: root.join("staging"),
         config_file: Some(root.join("warden.toml")),
         store: Arc::new(SqliteStore::open(&root.join("state.db")).unwrap()),
         keys: Arc::new(keys),
-        audit: log,
+        audit: log.into(),
         policy,
     })
     .unwrap();
@@ -393,4 +395,223 @@ fn refused_deploy_without_evaluation_gate_changes_nothing() {
         inc[0].problems
     );
     assert!(std::fs::symlink_metadata(serve.join("tokenizer.json")).is_err());
+}
+
+/// Everything a refused call must leave alone.
+fn snapshot(t: &T) -> String {
+    let s = t.vault.store();
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        s.releases(None).unwrap(),
+        s.approvals("m", "1").unwrap(),
+        s.deployments(None).unwrap(),
+        s.evaluations("m", "1").unwrap()
+    )
+}
+
+#[test]
+fn states_run_imported_evaluated_approved_deployed_retired() {
+    use warden_store::ReleaseState::*;
+    let t = setup(Policy::default());
+    let state = || t.vault.store().release("m", "1").unwrap().unwrap().state;
+    let dir = model(&t.root.join("src-1"), 5);
+    t.vault
+        .import(
+            &ImportRequest {
+                dir: &dir,
+                name: "m",
+                version: "1",
+                importer: "alice",
+                verified: None,
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(state(), Imported);
+    t.vault
+        .evaluate("m", "1", "echo '{\"ok\": 1}'", "alice", &NoProgress)
+        .unwrap();
+    assert_eq!(state(), Evaluated);
+    t.vault.approve("m", "1", "deploy", &t.bob, None).unwrap();
+    assert_eq!(state(), Evaluated, "one approval is not a quorum");
+    // Export approvals never make a release `approved`.
+    t.vault.approve("m", "1", "export", &t.bob, None).unwrap();
+    t.vault.approve("m", "1", "export", &t.carol, None).unwrap();
+    assert_eq!(state(), Evaluated);
+    t.vault.approve("m", "1", "deploy", &t.carol, None).unwrap();
+    assert_eq!(state(), Approved);
+    let st = t.vault.status("m", "1").unwrap();
+    assert_eq!(st.deploy_approvals.len(), 2);
+    assert_eq!(st.quorum, 2);
+    // An approved release is past evaluation.
+    let before = snapshot(&t);
+    let err = t
+        .vault
+        .evaluate("m", "1", "echo '{}'", "alice", &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot evaluate a release that is approved"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&t), before);
+
+    let serve = t.root.join("serve");
+    t.vault
+        .deploy("m", "1", &serve, "ops", &NoProgress)
+        .unwrap();
+    assert_eq!(state(), Deployed);
+
+    // Retire: refused while deployed, by a non-admin key, or without a reason — each
+    // changing nothing.
+    let before = snapshot(&t);
+    let err = t
+        .vault
+        .retire("m", "1", &t.bob, "end of life", false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("it is deployed in"), "{err}");
+    assert!(err.contains("--include-deployments"), "{err}");
+    let err = t
+        .vault
+        .retire("m", "1", &t.bob, "  ", true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a retirement needs a reason"), "{err}");
+    let bob_as_carol = AdminKey::load("carol", &t.root.join("keys/admins/bob.key")).unwrap();
+    let err = t
+        .vault
+        .retire("m", "1", &bob_as_carol, "end of life", true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not this administrator's key"), "{err}");
+    assert_eq!(snapshot(&t), before);
+    assert!(serve.exists());
+
+    // A new deploy approval outstanding at retirement is voided.
+    t.vault.approve("m", "1", "deploy", &t.bob, None).unwrap();
+    let r = t
+        .vault
+        .retire("m", "1", &t.carol, "superseded by 2\nadmin=mallory", true)
+        .unwrap();
+    assert_eq!(r.removed, [serve.display().to_string()]);
+    assert!(
+        !serve.exists(),
+        "the deployed copy of a retired release was left"
+    );
+    assert_eq!(state(), Retired);
+    let st = t.vault.status("m", "1").unwrap();
+    assert!(st.retirement_verified);
+    assert!(st.deploy_approvals.is_empty());
+    assert_eq!(st.deployments[0].status, DeploymentStatus::Removed);
+    let rec = st.release.retired.unwrap();
+    assert_eq!(rec.by, "carol");
+    // The signed statement escapes the reason, so it cannot forge another line.
+    let stmt = warden_vault::admin::retire_statement(
+        "m",
+        "1",
+        &st.release.manifest_digest,
+        &rec.reason,
+        "carol",
+        rec.at,
+    );
+    assert!(
+        String::from_utf8(stmt)
+            .unwrap()
+            .contains("reason=superseded by 2\\nadmin=mallory\nadmin=carol\n")
+    );
+
+    // Retired is final: no approval, deploy, evaluation or second retirement, and nothing
+    // changes; export and shred still work.
+    let before = snapshot(&t);
+    let err = t
+        .vault
+        .approve("m", "1", "deploy", &t.bob, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("m@1: refused: retired on "), "{err}");
+    assert!(err.contains("by carol (superseded by 2"), "{err}");
+    let err = t
+        .vault
+        .deploy("m", "1", &serve, "ops", &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("retired on "), "{err}");
+    let err = t
+        .vault
+        .evaluate("m", "1", "echo '{}'", "alice", &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot evaluate a release that is retired"),
+        "{err}"
+    );
+    let err = t
+        .vault
+        .retire("m", "1", &t.bob, "again", false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("retired on "), "{err}");
+    assert_eq!(snapshot(&t), before);
+    assert!(!serve.exists());
+    // The monitor has nothing to restore: the deployment is `removed`, not active.
+    assert!(t.vault.monitor_once("monitor").unwrap().is_empty());
+    assert!(!serve.exists());
+    let out = t.root.join("export");
+    t.vault.export("m", "1", &out, "ops", &NoProgress).unwrap();
+    assert_eq!(fill_of(&out), 5);
+}
+
+#[test]
+fn a_retired_release_is_never_a_rollback_target() {
+    let t = setup(Policy::default());
+    t.import("1", 1);
+    t.import("2", 2);
+    t.deploy("1");
+    let dir = t.deploy("2");
+    t.vault
+        .retire("m", "1", &t.bob, "known bad", false)
+        .unwrap();
+    let before = snapshot(&t);
+    let err = t
+        .vault
+        .rollback("m", "ops", "try", &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no earlier release of this model was deployed"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&t), before);
+    assert_eq!(fill_of(&dir), 2);
+}
+
+#[test]
+fn a_targeted_pass_checks_only_the_named_deployments() {
+    let t = setup(Policy::default());
+    t.import("1", 1);
+    t.approve("1", "deploy");
+    let a = t.root.join("serve-a");
+    t.vault.deploy("m", "1", &a, "ops", &NoProgress).unwrap();
+    t.approve("1", "deploy");
+    let b = t.root.join("serve-b");
+    t.vault.deploy("m", "1", &b, "ops", &NoProgress).unwrap();
+    for d in [&a, &b] {
+        std::fs::write(d.join("payload.py"), "import os").unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    // An event under serve-a: only serve-a is checked (and restored).
+    let inc = t
+        .vault
+        .monitor_pass("monitor", &mut seen, Some(&[a.join("payload.py")]))
+        .unwrap();
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].deployment.dir, a.display().to_string());
+    assert!(!a.join("payload.py").exists());
+    assert!(b.join("payload.py").exists());
+    // A full pass finds the other one.
+    let inc = t.vault.monitor_pass("monitor", &mut seen, None).unwrap();
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].deployment.dir, b.display().to_string());
+    assert!(!b.join("payload.py").exists());
 }

@@ -175,3 +175,93 @@ fn wrong_pin_and_token_are_clear_errors() {
         .to_string();
     assert!(err.contains("no token with this label"), "{err}");
 }
+
+#[test]
+fn admin_key_on_the_token_signs_and_never_leaves_it() {
+    let Some(token) = support::softhsm("admin_key_on_the_token_signs_and_never_leaves_it") else {
+        return;
+    };
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    use warden_vault::admin::AdminKey;
+    let p = provider(&token, support::PIN).unwrap();
+    let (key, public) = AdminKey::generate_on_token("bob", &p, "admin-bob").unwrap();
+    assert!(key.on_a_token());
+    assert_eq!(public.len(), 32);
+    assert!(
+        AdminKey::generate_on_token("bob", &p, "admin-bob")
+            .unwrap_err()
+            .to_string()
+            .contains("already exists")
+    );
+    // Signed on the token, verified in software with the public key recorded at creation.
+    let msg = b"warden-approval-v1\nname=m\n";
+    let sig = key.sign(msg).unwrap();
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public)
+        .verify(msg, &sig)
+        .unwrap();
+    assert!(
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public)
+            .verify(b"another statement", &sig)
+            .is_err()
+    );
+    // A second client session sees a private, sensitive, never-extractable key whose
+    // value it cannot read.
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::session::UserType;
+    let ctx = Pkcs11::new(support::module()).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == token)
+        .unwrap();
+    let s = ctx.open_ro_session(slot).unwrap();
+    // (Login state is per application: the provider's session already logged in.)
+    match s.login(UserType::User, Some(&support::PIN.to_owned().into())) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let h = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"admin-bob".to_vec()),
+        ])
+        .unwrap()[0];
+    let attrs = s
+        .get_attributes(
+            h,
+            &[
+                AttributeType::Private,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+                AttributeType::Token,
+            ],
+        )
+        .unwrap();
+    for a in &attrs {
+        match a {
+            Attribute::Private(v)
+            | Attribute::Sensitive(v)
+            | Attribute::NeverExtractable(v)
+            | Attribute::Token(v) => assert!(*v, "{a:?}"),
+            Attribute::Extractable(v) => assert!(!*v, "{a:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(attrs.len(), 5);
+    let value = s
+        .get_attributes(h, &[AttributeType::Value])
+        .unwrap_or_default();
+    assert!(
+        !value.iter().any(|a| matches!(a, Attribute::Value(_))),
+        "the private key value was readable: {value:?}"
+    );
+    // Destroyed, it no longer signs.
+    p.destroy_signing_key("admin-bob").unwrap();
+    let err = key.sign(msg).unwrap_err().to_string();
+    assert!(err.contains("no such signing key"), "{err}");
+}

@@ -405,3 +405,100 @@ proptest! {
         prop_assert!(f.read_range(a, pt.len() as u64 - a + 1).is_err());
     }
 }
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+/// One segment at a time (one thread) and three batches in flight (several threads)
+/// write the same bytes, read each other's output, and report progress in order.
+#[test]
+fn pipeline_agrees_across_thread_counts() {
+    let key = DataKey::generate().unwrap();
+    // 2 threads → batches of 8 segments, 3 → 12: this spans several batches of each;
+    // 1 thread goes one segment at a time.
+    let pt = plaintext(27 * SEG as usize + 1234, 9);
+    let h = header("w.bin", &pt);
+    let mut sealed_by = Vec::new();
+    for threads in [1, 2, 3] {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let ct = pool(threads).install(|| {
+            let mut out = Vec::new();
+            sealed::seal(
+                &key,
+                &h,
+                &pt[..],
+                &mut out,
+                SealOptions {
+                    verify_digest: true,
+                },
+                &|done| seen.lock().unwrap().push(done),
+            )
+            .unwrap();
+            out
+        });
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(seen.last().copied(), Some(pt.len() as u64));
+        sealed_by.push(ct);
+    }
+    assert!(sealed_by.windows(2).all(|w| w[0] == w[1]));
+    for threads in [1, 2, 3] {
+        let got = pool(threads).install(|| unseal(&key, "w.bin", &sealed_by[0]).unwrap());
+        assert!(got == pt, "{threads} threads");
+    }
+    // A tampered segment in a later batch: an error, and what was written before it is
+    // a prefix of the plaintext made of whole, authenticated segments.
+    let mut bad = sealed_by[0].clone();
+    let at = seg_at(&bad, 20) + 5;
+    bad[at] ^= 1;
+    for threads in [1, 3] {
+        let mut out = Vec::new();
+        let err = pool(threads).install(|| {
+            let mut f =
+                SealedFile::open(Cursor::new(&bad[..]), "m.sealed", &binding("w.bin"), &key)
+                    .unwrap();
+            f.unseal_to(&mut out, &|_| {}).unwrap_err()
+        });
+        assert!(
+            matches!(err, Error::SegmentTampered { index: 20, .. }),
+            "{err}"
+        );
+        assert!(out.len() <= 20 * SEG as usize, "{threads}: {}", out.len());
+        assert_eq!(out.len() % SEG as usize, 0);
+        assert!(out[..] == pt[..out.len()]);
+    }
+    // Input that ends early or goes on too long is refused with either engine.
+    for threads in [1, 3] {
+        pool(threads).install(|| {
+            let mut out = Vec::new();
+            let err = sealed::seal(
+                &key,
+                &h,
+                &pt[..pt.len() - 1],
+                &mut out,
+                SealOptions::default(),
+                &|_| {},
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("input ended after"), "{err}");
+            let mut long = pt.clone();
+            long.push(0);
+            let err = sealed::seal(
+                &key,
+                &h,
+                &long[..],
+                &mut out,
+                SealOptions::default(),
+                &|_| {},
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("input is longer than"), "{err}");
+        });
+    }
+}

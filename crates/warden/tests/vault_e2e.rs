@@ -159,10 +159,13 @@ fn kinds(events: &[AuditEvent]) -> Vec<String> {
 }
 
 /// The whole lifecycle; `extra` is the environment for every command (PKCS#11 PIN…).
+/// With `token_admins`, bob and carol (the approvers, carol also shreds) get their keys
+/// generated on the PKCS#11 token (`admin add --pkcs11`).
 fn lifecycle(
     tmp: &Path,
     init: &[&str],
     extra: Vec<(String, String)>,
+    token_admins: bool,
     before_shred: &dyn Fn(&Env),
 ) -> Env {
     let model = gguf();
@@ -180,7 +183,12 @@ fn lifecycle(
     assert!(out.contains("next: add two administrators"), "{out}");
     env.refused(&["init"], 2, "already a Warden home");
     for a in ["alice", "bob", "carol"] {
-        env.ok(&["admin", "add", a]);
+        if token_admins && a != "alice" {
+            let out = env.ok(&["admin", "add", a, "--pkcs11"]);
+            assert!(out.contains("generated on the token"), "{out}");
+        } else {
+            env.ok(&["admin", "add", a]);
+        }
     }
     env.refused(
         &["admin", "add", "bob"],
@@ -444,7 +452,7 @@ fn lifecycle(
 #[test]
 fn lifecycle_with_file_kek() {
     let tmp = tempfile::tempdir().unwrap();
-    let env = lifecycle(tmp.path(), &["init"], Vec::new(), &|_| {});
+    let env = lifecycle(tmp.path(), &["init"], Vec::new(), false, &|_| {});
     // The development-only provider says so.
     let cfg = std::fs::read_to_string(env.home.join("warden.toml")).unwrap();
     assert!(cfg.contains("key_provider = \"file\""));
@@ -457,6 +465,11 @@ fn lifecycle_with_file_kek() {
     );
     assert!(text.contains("development only"), "{text}");
     assert!(!text.contains("FAIL WP003"), "{text}");
+    assert!(
+        text.contains("warn WP006 administrator signing keys are files in"),
+        "{text}"
+    );
+    assert!(text.contains("alice.key, bob.key, carol.key"), "{text}");
 }
 
 fn softhsm_module() -> PathBuf {
@@ -473,6 +486,10 @@ fn softhsm_module() -> PathBuf {
 }
 
 fn token_objects(module: &Path, conf: &Path, pin: &str) -> String {
+    token_objects_of(module, conf, pin, "secrkey")
+}
+
+fn token_objects_of(module: &Path, conf: &Path, pin: &str, kind: &str) -> String {
     let o = Command::new("pkcs11-tool")
         .env("SOFTHSM2_CONF", conf)
         .args([
@@ -481,14 +498,7 @@ fn token_objects(module: &Path, conf: &Path, pin: &str) -> String {
             "--token-label",
             "warden-e2e",
         ])
-        .args([
-            "--login",
-            "--pin",
-            pin,
-            "--list-objects",
-            "--type",
-            "secrkey",
-        ])
+        .args(["--login", "--pin", pin, "--list-objects", "--type", kind])
         .output()
         .expect("pkcs11-tool (opensc) missing: run .ci/setup");
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -547,11 +557,46 @@ fn lifecycle_with_pkcs11_on_softhsm() {
     assert!(!bad.home.exists());
 
     // Watch the token while the lifecycle runs: the release KEK lives there, non-extractable.
-    let env = lifecycle(tmp.path(), &init, extra, &|_| {
+    // bob and carol keep their admin keys on the token: approvals, and carol's signed
+    // deletion record, are signed there.
+    let env = lifecycle(tmp.path(), &init, extra, true, &|env| {
         let objs = token_objects(&module, &conf, pin);
         assert!(objs.contains("label:      warden-smol-1.0-"), "{objs}");
         assert!(objs.contains("never extractable"), "{objs}");
+        // Without the PIN a token admin cannot sign, and nothing changes.
+        let no_pin = Env {
+            home: env.home.clone(),
+            extra: vec![("SOFTHSM2_CONF".to_owned(), conf.display().to_string())],
+        };
+        no_pin.refused(
+            &["release", "approve", "smol@1.0", "--as", "bob"],
+            2,
+            "no PIN: set $WARDEN_PKCS11_PIN",
+        );
     });
+    let privs = token_objects_of(&module, &conf, pin, "privkey");
+    for a in ["bob", "carol"] {
+        let rec = env.store().admin(a).unwrap().unwrap();
+        assert!(
+            rec.key_ref
+                .starts_with(&format!("pkcs11:token=warden-e2e;object=warden-admin-{a}-")),
+            "{}",
+            rec.key_ref
+        );
+        assert!(!env.home.join(format!("keys/admins/{a}.key")).exists());
+        assert!(privs.contains(&format!("warden-admin-{a}-")), "{privs}");
+    }
+    // Ed25519, usable only to sign, and the token will never release it (reading the
+    // value is tested against the token directly in warden-vault's pkcs11 tests).
+    assert!(privs.contains("Private Key Object; EC_EDWARDS"), "{privs}");
+    assert!(privs.contains("Usage:      sign\n"), "{privs}");
+    assert_eq!(
+        privs
+            .matches("Access:     sensitive, always sensitive, never extractable")
+            .count(),
+        2,
+        "{privs}"
+    );
     let r = env.store().release("smol", "1.0").unwrap().unwrap();
     assert!(
         r.kek_id.starts_with("pkcs11:warden-smol-1.0-"),
@@ -561,6 +606,9 @@ fn lifecycle_with_pkcs11_on_softhsm() {
     let o = env.run(&["posture"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("pass WP005 vault keys: non-extractable key-encryption keys on PKCS#11 token \"warden-e2e\", one per release"), "{text}");
+    // Only alice (the importer) still has a key file.
+    assert!(text.contains("warn WP006"), "{text}");
+    assert!(text.contains("(development only): alice.key;"), "{text}");
     // After the shred, the per-release KEK is gone from the token.
     let objs = token_objects(&module, &conf, pin);
     assert!(!objs.contains("warden-smol"), "{objs}");
@@ -699,4 +747,467 @@ fn signed_import_through_the_cli() {
     assert!(err.contains("extra.py"), "{err}");
     let kinds = kinds(&env.audit());
     assert!(kinds.contains(&"signature_verify".to_owned()), "{kinds:?}");
+}
+
+/// A home with three admins and a tiny scanner-clean safetensors model imported by alice
+/// as `t@1` and evaluated.
+fn tiny(tmp: &Path) -> Env {
+    let env = Env {
+        home: tmp.join("home"),
+        extra: Vec::new(),
+    };
+    env.ok(&["init"]);
+    for a in ["alice", "bob", "carol"] {
+        env.ok(&["admin", "add", a]);
+    }
+    let model = tmp.join("model");
+    std::fs::create_dir(&model).unwrap();
+    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header);
+    b.extend_from_slice(&[3; 8]);
+    std::fs::write(model.join("model.safetensors"), &b).unwrap();
+    let m = model.to_str().unwrap();
+    env.ok(&[
+        "vault",
+        "import",
+        m,
+        "--name",
+        "t",
+        "--version",
+        "1",
+        "--as",
+        "alice",
+    ]);
+    env.ok(&["release", "evaluate", "t@1", "--command", "echo '{}'"]);
+    env
+}
+
+fn status_json(env: &Env, release: &str) -> serde_json::Value {
+    serde_json::from_str(&env.ok(&["release", "status", release, "--format", "json"])).unwrap()
+}
+
+#[test]
+fn release_status_and_retire_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = tiny(tmp.path());
+    let dep = tmp.path().join("serve");
+    let dep_s = dep.to_str().unwrap();
+    assert_eq!(status_json(&env, "t@1")["state"], "evaluated");
+    env.ok(&["release", "approve", "t@1", "--as", "bob"]);
+    let out = env.ok(&["release", "status", "t@1"]);
+    assert!(out.starts_with("t@1  evaluated\n"), "{out}");
+    assert!(out.contains("approvals    deploy 1/2 (bob)"), "{out}");
+    env.ok(&["release", "approve", "t@1", "--as", "carol"]);
+    let v = status_json(&env, "t@1");
+    assert_eq!(v["state"], "approved");
+    assert_eq!(v["deploy_approvals"]["quorum"], true);
+    assert_eq!(v["deploy_approvals"]["valid"].as_array().unwrap().len(), 2);
+    assert!(env.ok(&["vault", "ls"]).contains("t@1  approved  "));
+    let out = env.ok(&["release", "status", "t@1"]);
+    assert!(
+        out.contains("approvals    deploy 2/2 (bob, carol), quorum until "),
+        "{out}"
+    );
+    env.ok(&["release", "deploy", "t@1", "--to", dep_s]);
+    let v = status_json(&env, "t@1");
+    assert_eq!(v["state"], "deployed");
+    assert_eq!(v["deployments"][0]["status"], "active");
+
+    // Refusals change nothing.
+    env.refused(
+        &["release", "retire", "t@1", "--as", "bob", "--reason", "eol"],
+        2,
+        "t@1: refused: it is deployed in ",
+    );
+    env.refused(
+        &[
+            "release", "retire", "t@1", "--as", "mallory", "--reason", "eol",
+        ],
+        2,
+        "mallory: refused: no administrator with this name",
+    );
+    env.refused(
+        &["release", "retire", "t@2", "--as", "bob", "--reason", "eol"],
+        2,
+        "t@2: no such release",
+    );
+    let out = env.ok(&[
+        "release",
+        "retire",
+        "t@1",
+        "--as",
+        "bob",
+        "--reason",
+        "replaced by t@2",
+        "--include-deployments",
+    ]);
+    assert!(out.contains("retired t@1 by bob"), "{out}");
+    assert!(
+        out.contains(&format!("deleted deployed copy {dep_s}")),
+        "{out}"
+    );
+    assert!(!dep.exists());
+    let v = status_json(&env, "t@1");
+    assert_eq!(v["state"], "retired");
+    assert_eq!(v["retired"]["by"], "bob");
+    assert_eq!(v["retired"]["reason"], "replaced by t@2");
+    assert_eq!(v["retired"]["signature_verified"], true);
+    assert_eq!(v["deployments"][0]["status"], "removed");
+    let out = env.ok(&["release", "status", "t@1"]);
+    assert!(out.contains("retired      on "), "{out}");
+    assert!(
+        out.contains("by bob: replaced by t@2 (signature verified)"),
+        "{out}"
+    );
+    assert!(env.ok(&["vault", "ls"]).contains("t@1  retired  "));
+    let ls: serde_json::Value =
+        serde_json::from_str(&env.ok(&["vault", "ls", "--format", "json"])).unwrap();
+    assert_eq!(ls[0]["state"], "retired");
+    assert_eq!(ls[0]["retired_by"], "bob");
+
+    env.refused(
+        &["release", "approve", "t@1", "--as", "carol"],
+        2,
+        "t@1: refused: retired on ",
+    );
+    env.refused(
+        &["release", "deploy", "t@1", "--to", dep_s],
+        2,
+        "a retired release is never approved or deployed again",
+    );
+    env.refused(
+        &["release", "retire", "t@1", "--as", "carol", "--reason", "x"],
+        2,
+        "by bob (replaced by t@2)",
+    );
+    // The audit log holds the signed retirement.
+    let events = env.audit();
+    let last = serde_json::to_value(events.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "retire");
+    assert_eq!(last["actor"], "bob");
+    assert_eq!(last["release"], "t@1");
+    assert_eq!(last["removed"][0], dep_s);
+    assert_eq!(last["signature"], v["retired"]["signature"]);
+}
+
+/// Every file under `dir`, recursively, including the staging registry.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut v = walk(dir);
+    v.sort();
+    v
+}
+
+#[test]
+fn an_interrupted_or_killed_evaluation_leaves_no_plaintext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = tiny(tmp.path());
+    let staging = env.home.join("staging");
+    // Ordinary exits (a failing command included) leave nothing behind.
+    let o = env.run(&["release", "evaluate", "t@1", "--command", "exit 3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        files_under(&staging).is_empty(),
+        "{:?}",
+        files_under(&staging)
+    );
+
+    let pidfile = tmp.path().join("eval.pid");
+    let cmd = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--home")
+        .arg(&env.home)
+        .args(["release", "evaluate", "t@1", "--command", &cmd])
+        .env_remove("WARDEN_HOME")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evaluation never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The staged plaintext is there while the evaluation runs...
+    let staged = files_under(&staging);
+    assert!(
+        staged.iter().any(|f| f.ends_with("model.safetensors")),
+        "{staged:?}"
+    );
+    // ...and stays there when warden is killed without a chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sleeper = std::fs::read_to_string(&pidfile).unwrap();
+    let _ = Command::new("kill").arg(sleeper.trim()).status();
+    assert!(
+        files_under(&staging)
+            .iter()
+            .any(|f| f.ends_with("model.safetensors"))
+    );
+    // The next command (any that opens the vault) sweeps it.
+    env.ok(&["vault", "ls"]);
+    assert!(
+        files_under(&staging).is_empty(),
+        "{:?}",
+        files_under(&staging)
+    );
+    assert!(
+        !files_under(&env.home)
+            .iter()
+            .any(|f| f.ends_with("model.safetensors")),
+        "plaintext left in the home"
+    );
+    // A live operation's staging is not swept by a concurrent sweep.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--home")
+        .arg(&env.home)
+        .args(["release", "evaluate", "t@1", "--command", &cmd])
+        .env_remove("WARDEN_HOME")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::remove_file(&pidfile).unwrap();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evaluation never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Other commands run beside it (the audit log is held only while appending), and
+    // their sweep leaves the live staging alone.
+    env.ok(&["vault", "ls"]);
+    let swept = warden_vault::staging::sweep(&staging).unwrap();
+    let live = files_under(&staging);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sleeper = std::fs::read_to_string(&pidfile).unwrap();
+    let _ = Command::new("kill").arg(sleeper.trim()).status();
+    assert!(
+        live.iter().any(|f| f.ends_with("model.safetensors")),
+        "a live evaluation's staging was swept: {live:?}"
+    );
+    assert!(swept.is_empty(), "{swept:?}");
+    env.ok(&["vault", "ls"]);
+    assert!(files_under(&staging).is_empty());
+
+    // SIGTERM (and SIGINT, SIGHUP): warden kills the evaluation command and deletes the
+    // plaintext itself before it exits — no later command needed.
+    std::fs::remove_file(&pidfile).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--home")
+        .arg(&env.home)
+        .args(["release", "evaluate", "t@1", "--command", &cmd])
+        .env_remove("WARDEN_HOME")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evaluation never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        files_under(&staging)
+            .iter()
+            .any(|f| f.ends_with("model.safetensors"))
+    );
+    let sleeper = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("interrupted: deleted staging directory"),
+        "{stderr}"
+    );
+    assert!(
+        files_under(&staging).is_empty(),
+        "{:?}",
+        files_under(&staging)
+    );
+    // The evaluation command was killed with it.
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&format!("/proc/{sleeper}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < gone,
+            "the evaluation command survived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Lines a child prints on standard output, as they come.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(want) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("no line containing {want:?} within {secs} s"),
+        }
+    }
+}
+
+/// Kills the monitor child when the test ends, however it ends.
+struct Reap(std::process::Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn monitor_reacts_to_file_events_within_about_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = tiny(tmp.path());
+    let dep = tmp.path().join("serve");
+    env.ok(&["release", "approve", "t@1", "--as", "bob"]);
+    env.ok(&["release", "approve", "t@1", "--as", "carol"]);
+    env.ok(&["release", "deploy", "t@1", "--to", dep.to_str().unwrap()]);
+    let file = dep.join("model.safetensors");
+    let original = sha256(&file);
+
+    // The interval is an hour: anything seen within seconds was seen through events.
+    let mut mon = Reap(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--home")
+            .arg(&env.home)
+            .args(["monitor", "--interval", "3600"])
+            .env_remove("WARDEN_HOME")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut mon.0);
+    wait_line(
+        &rx,
+        "watching 1 active deployment(s) and warden.toml (file-system events",
+        30,
+    );
+    // The running monitor does not lock other commands out (the audit log is held only
+    // while appending).
+    assert!(
+        env.ok(&["release", "status", "t@1"])
+            .contains("t@1  deployed")
+    );
+
+    // Tamper with a deployed file.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let mut b = std::fs::read(&file).unwrap();
+    *b.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&file, &b).unwrap();
+    wait_line(&rx, "restore: re-deployed t@1", 10);
+    let took = t0.elapsed();
+    assert_eq!(sha256(&file), original);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400);
+    }
+    // "About a second" on a loaded 2-core machine in a debug build; the hour-long
+    // interval shows the events did it.
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    // The restored copy is a new directory: it is watched too. Tamper again, this time
+    // by planting a file next to the weights.
+    let t0 = std::time::Instant::now();
+    std::fs::write(dep.join("payload.py"), "import os").unwrap();
+    wait_line(&rx, "restore: re-deployed t@1", 10);
+    let took = t0.elapsed();
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(!dep.join("payload.py").exists());
+
+    // The configuration: alerted at once, and only once for the same change.
+    let cfg = env.home.join("warden.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let changed = format!("{text}\n# edited\n");
+    std::fs::write(&cfg, &changed).unwrap();
+    let line = wait_line(&rx, "alert: ", 10);
+    assert!(line.contains("--accept-config"), "{line}");
+    std::fs::write(&cfg, &changed).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let alerts = env.store().alerts(0).unwrap();
+    let config_alerts = alerts
+        .iter()
+        .filter(|a| a.message.contains("configuration (warden.toml): changed"))
+        .count();
+    assert_eq!(config_alerts, 1, "{alerts:?}");
+    drop(mon);
+
+    // A restore keeps the deployment's accepted configuration: the change is still
+    // reported until an administrator accepts it.
+    let o = env.run(&["monitor", "--once"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("configuration (warden.toml): changed"));
+    let out = env.ok(&["monitor", "--accept-config", "--as", "bob"]);
+    assert!(out.contains("accepted warden.toml sha256:"), "{out}");
+    assert!(
+        env.ok(&["monitor", "--once"])
+            .contains("1 active deployment(s) match")
+    );
+
+    let k = kinds(&env.audit());
+    let tail: Vec<&str> = k
+        .iter()
+        .map(String::as_str)
+        .skip_while(|s| *s != "promotion")
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "promotion",
+            "tamper_detected",
+            "rollback",
+            "tamper_detected",
+            "rollback",
+            "tamper_detected",
+            "tamper_detected",
+            "policy_change"
+        ],
+        "{k:?}"
+    );
 }

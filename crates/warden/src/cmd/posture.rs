@@ -153,6 +153,38 @@ fn home_checks(home: &Path, out: &mut Vec<Check>) {
             detail,
         });
     }
+    let admins = home.join("keys").join("admins");
+    if admins.is_dir() {
+        let mut files: Vec<String> = std::fs::read_dir(&admins)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        out.push(Check {
+            id: "WP006",
+            status: if files.is_empty() {
+                Status::Pass
+            } else {
+                Status::Warn
+            },
+            section: PROTECT_WEIGHTS,
+            cpg: "CPG 2.L",
+            detail: if files.is_empty() {
+                "administrator signing keys: none stored as files (on a PKCS#11 token, or none yet)"
+                    .to_owned()
+            } else {
+                format!(
+                    "administrator signing keys are files in {} (development only): {}; use `warden admin add NAME --pkcs11` for keys that never leave a token",
+                    admins.display(),
+                    files.join(", ")
+                )
+            },
+        });
+    }
     let audit = home.join("audit").join("checkpoint");
     out.push(if audit.exists() {
         Check {

@@ -43,10 +43,15 @@ pub struct InitArgs {
 /// Subcommands of `warden admin`.
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Add an administrator with a new Ed25519 signing key (a 0600 key file under keys/admins/).
+    /// Add an administrator with a new Ed25519 signing key (a 0600 key file under
+    /// keys/admins/, or with --pkcs11 a non-extractable key on the [vault.pkcs11] token).
     Add {
         /// Administrator name.
         name: String,
+        /// Generate the key on the PKCS#11 token of [vault.pkcs11] (PIN from
+        /// $WARDEN_PKCS11_PIN or pin_file); approvals are then signed on the token.
+        #[arg(long)]
+        pkcs11: bool,
     },
     /// List administrators.
     Ls,
@@ -162,6 +167,29 @@ pub enum ReleaseCommand {
         #[arg(long = "as", value_name = "NAME")]
         actor: Option<String>,
     },
+    /// Retire a release (signed by an administrator, audited): it is never approved for
+    /// deploy or deployed again. Refused while deployed unless --include-deployments.
+    Retire {
+        /// `name@version`.
+        release: String,
+        /// Retiring administrator (signs the retirement).
+        #[arg(long = "as", value_name = "ADMIN")]
+        admin: String,
+        /// Why (signed and recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Also delete the release's deployed copies (their deployments become `removed`).
+        #[arg(long)]
+        include_deployments: bool,
+    },
+    /// Show a release's lifecycle state, evaluations, approvals and deployments.
+    Status {
+        /// `name@version`.
+        release: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ui::ReportFormat::Text)]
+        format: ui::ReportFormat,
+    },
     /// Return a model's deployment to the previous release.
     Rollback {
         /// Model name.
@@ -181,9 +209,17 @@ pub struct MonitorArgs {
     /// Check once and exit (1 if anything was found).
     #[arg(long)]
     once: bool,
-    /// Seconds between checks (default: the policy's).
+    /// Seconds between full re-hashes; file-system events trigger a check at once
+    /// (default: the policy's `monitor_interval_secs`).
     #[arg(long, value_name = "SECONDS")]
     interval: Option<u64>,
+    /// Accept the current warden.toml for every active deployment after reviewing a
+    /// reported configuration change (needs --as ADMIN; audited), then exit.
+    #[arg(long, requires = "admin")]
+    accept_config: bool,
+    /// Administrator accepting the configuration.
+    #[arg(long = "as", value_name = "ADMIN")]
+    admin: Option<String>,
 }
 
 // ------------------------------------------------------------------ helpers
@@ -240,6 +276,27 @@ fn pkcs11_pin(policy: &Policy) -> anyhow::Result<zeroize::Zeroizing<String>> {
     }
 }
 
+fn connect_token(policy: &Policy) -> anyhow::Result<Pkcs11Provider> {
+    Ok(Pkcs11Provider::connect(&Pkcs11Config {
+        module: PathBuf::from(&policy.pkcs11.module),
+        token: policy.pkcs11.token.clone(),
+        pin: pkcs11_pin(policy)?,
+    })?)
+}
+
+/// Connect the admin-key token when administrator `name`'s key is on one.
+fn token_for(v: &mut Vault, name: &str) -> anyhow::Result<()> {
+    let on_token = v
+        .store()
+        .admin(name)?
+        .is_some_and(|a| a.key_ref.starts_with(warden_vault::admin::TOKEN_REF_PREFIX));
+    if on_token {
+        let p = connect_token(v.policy())?;
+        v.set_admin_token(p);
+    }
+    Ok(())
+}
+
 fn key_provider(home: &Path, policy: &Policy) -> anyhow::Result<Arc<dyn KeyProvider>> {
     Ok(match policy.key_provider.as_str() {
         "pkcs11" => Arc::new(Pkcs11Provider::connect(&Pkcs11Config {
@@ -251,15 +308,31 @@ fn key_provider(home: &Path, policy: &Policy) -> anyhow::Result<Arc<dyn KeyProvi
     })
 }
 
+/// Open the audit log. It has one writer at a time; another Warden command holding it
+/// (a deploy, or the monitor recording an incident) is waited for, up to 30 s.
 fn open_log(home: &Path) -> anyhow::Result<Log> {
-    Log::open_dir(
-        &home.join("audit"),
-        &home.join("keys/audit.key"),
-        LogOptions::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("audit log: {e}"))
+    open_log_waiting(home).map_err(|e| anyhow::anyhow!("audit log: {e}"))
 }
 
+fn open_log_waiting(home: &Path) -> Result<Log, warden_tlog::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match Log::open_dir(
+            &home.join("audit"),
+            &home.join("keys/audit.key"),
+            LogOptions::default(),
+        ) {
+            Err(warden_tlog::Error::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Open the vault. The audit log is opened for each append rather than held for the
+/// whole command: it has a single writer, and holding it would lock every other command
+/// out while a long one runs (an evaluation, a deploy of a large model, the monitor).
 fn open(g: &Global) -> anyhow::Result<Vault> {
     let home = home(g)?;
     let db = home.join("state.db");
@@ -273,16 +346,85 @@ fn open(g: &Global) -> anyhow::Result<Vault> {
     let policy = read_policy(&home)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
     let keys = key_provider(&home, &policy)?;
-    let audit = open_log(&home)?;
-    Ok(Vault::new(VaultParts {
+    // Check now that it opens (key, checkpoint signature, tiles), then let go of it.
+    drop(open_log(&home)?);
+    let audit = {
+        let home = home.clone();
+        warden_vault::Audit::OnDemand(Arc::new(move || {
+            open_log_waiting(&home).map_err(|e| e.to_string())
+        }))
+    };
+    let v = Vault::new(VaultParts {
         root: home.join("vault"),
         admin_keys: home.join("keys/admins"),
+        admin_token: None,
+        staging: home.join("staging"),
         config_file: Some(home.join("warden.toml")),
         store,
         keys,
         audit,
         policy,
-    })?)
+    })?;
+    sweep(&v);
+    exit_cleanly_on_signals();
+    Ok(v)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill this process's evaluation commands, delete its
+/// plaintext staging directories, then exit (128 + signal). The handlers are in place
+/// before this returns; a SIGKILL is left to the next command's sweep.
+fn exit_cleanly_on_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let streams = {
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        )
+    };
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("warden-signals".into())
+        .spawn(move || {
+            let code = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => 130,
+                    _ = term.recv() => 143,
+                    _ = hup.recv() => 129,
+                }
+            });
+            for p in warden_vault::staging::abandon() {
+                eprintln!("interrupted: deleted staging directory {}", p.display());
+            }
+            std::process::exit(code);
+        });
+}
+
+/// Delete what killed operations left in staging; a failure is reported, not fatal (it
+/// must not lock the operator out of the vault, and the next command tries again).
+fn sweep(v: &Vault) {
+    match v.sweep_staging() {
+        Ok(removed) => {
+            for p in removed {
+                eprintln!(
+                    "removed the staging directory of an interrupted operation: {}",
+                    p.display()
+                );
+            }
+        }
+        Err(e) => ui::print_error(&anyhow::anyhow!(
+            "{e} (staging left by an interrupted operation; will retry)"
+        )),
+    }
 }
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -541,10 +683,16 @@ fn init_inner(a: &InitArgs, home: &Path) -> anyhow::Result<ExitCode> {
 
 /// Run `warden admin`.
 pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     match c {
-        AdminCommand::Add { name } => {
-            let (admin, path) = v.add_admin(&name, &whoami(None))?;
+        AdminCommand::Add { name, pkcs11 } => {
+            let admin = if pkcs11 {
+                let p = connect_token(v.policy())?;
+                v.set_admin_token(p);
+                v.add_admin_on_token(&name, &whoami(None))?
+            } else {
+                v.add_admin(&name, &whoami(None))?.0
+            };
             println!(
                 "{} {} ({} key {})",
                 bold("added administrator"),
@@ -552,11 +700,17 @@ pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
                 admin.algorithm,
                 hex::encode(&admin.public_key)
             );
-            println!(
-                "  signing key  {} (mode 0600; keep it with {})",
-                path.display(),
-                admin.name
-            );
+            if pkcs11 {
+                println!(
+                    "  signing key  {} (generated on the token: private, sensitive, never extractable)",
+                    admin.key_ref
+                );
+            } else {
+                println!(
+                    "  signing key  {} (mode 0600; keep it with {})",
+                    admin.key_ref, admin.name
+                );
+            }
             let n = v.store().admins()?.len();
             if n < 2 {
                 println!("next: add a second administrator: warden admin add <name>");
@@ -567,10 +721,11 @@ pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
         AdminCommand::Ls => {
             for a in v.store().admins()? {
                 println!(
-                    "{}  {}  {}  added {}",
+                    "{}  {}  {}  {}  added {}",
                     a.name,
                     a.algorithm,
                     hex::encode(&a.public_key),
+                    a.key_ref,
                     format_utc(a.created_at)
                 );
             }
@@ -583,7 +738,7 @@ pub fn run_admin(c: AdminCommand, g: &Global) -> anyhow::Result<ExitCode> {
 
 /// Run `warden vault`.
 pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     match c {
         VaultCommand::Import {
             dir,
@@ -674,7 +829,9 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
             actor,
         } => {
             let (n, ver) = split_release(&release)?;
-            let s = v.shred(n, ver, &whoami(actor), include_deployments)?;
+            let actor = whoami(actor);
+            token_for(&mut v, &actor)?;
+            let s = v.shred(n, ver, &actor, include_deployments)?;
             println!("{} {release} at {}", bold("shredded"), format_utc(s.at));
             println!("  data key erased, ciphertext deleted");
             if s.kek_destroyed {
@@ -700,6 +857,8 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
                             "kek": r.kek_id, "importer": r.importer,
                             "created": format_utc(r.created_at),
                             "shredded_at": r.shredded_at.map(format_utc), "shredded_by": r.shredded_by,
+                            "retired_at": r.retired.as_ref().map(|x| format_utc(x.at)),
+                            "retired_by": r.retired.as_ref().map(|x| x.by.clone()),
                             "deployments": deployments.iter()
                                 .filter(|d| d.name == r.name && d.version == r.version)
                                 .map(|d| serde_json::json!({"dir": d.dir, "status": d.status.as_str(), "at": format_utc(d.at)}))
@@ -726,6 +885,11 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
                         .collect();
                     let extra = match (&r.shredded_by, r.shredded_at) {
                         (Some(by), Some(at)) => format!("shredded on {} by {by}", format_utc(at)),
+                        _ if r.retired.is_some() => r
+                            .retired
+                            .as_ref()
+                            .map(|x| format!("retired on {} by {}", format_utc(x.at), x.by))
+                            .unwrap_or_default(),
                         _ if !active.is_empty() => format!("deployed in {}", active.join(", ")),
                         _ => format!("imported by {} on {}", r.importer, format_utc(r.created_at)),
                     };
@@ -764,7 +928,7 @@ pub fn run_vault(c: VaultCommand, g: &Global) -> anyhow::Result<ExitCode> {
 
 /// Run `warden release`.
 pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
+    let mut v = open(g)?;
     match c {
         ReleaseCommand::Evaluate {
             release,
@@ -810,6 +974,7 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
             expires_in,
         } => {
             let (n, ver) = split_release(&release)?;
+            token_for(&mut v, &admin)?;
             let key = v.admin_key(&admin)?;
             let a = v.approve(n, ver, &action, &key, expires_in)?;
             println!(
@@ -831,6 +996,31 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
             );
             println!("next: watch it: warden monitor");
         }
+        ReleaseCommand::Retire {
+            release,
+            admin,
+            reason,
+            include_deployments,
+        } => {
+            let (n, ver) = split_release(&release)?;
+            token_for(&mut v, &admin)?;
+            let key = v.admin_key(&admin)?;
+            let r = v.retire(n, ver, &key, &reason, include_deployments)?;
+            println!(
+                "{} {release} by {} at {} (signed; never approved or deployed again)",
+                bold("retired"),
+                r.retirement.by,
+                format_utc(r.retirement.at)
+            );
+            for d in r.removed {
+                println!("  deleted deployed copy {d}");
+            }
+        }
+        ReleaseCommand::Status { release, format } => {
+            let (n, ver) = split_release(&release)?;
+            let st = v.status(n, ver)?;
+            print_status(&st, format)?;
+        }
         ReleaseCommand::Rollback {
             name,
             reason,
@@ -850,17 +1040,209 @@ pub fn run_release(c: ReleaseCommand, g: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn approval_json(a: &warden_store::Approval) -> serde_json::Value {
+    serde_json::json!({
+        "admin": a.admin, "action": a.action, "created": format_utc(a.created_at),
+        "expires": format_utc(a.expires_at),
+    })
+}
+
+fn print_status(st: &warden_vault::ReleaseStatus, format: ui::ReportFormat) -> anyhow::Result<()> {
+    let r = &st.release;
+    let id = format!("{}@{}", r.name, r.version);
+    let quorum_until = (st.deploy_approvals.len() >= st.quorum as usize)
+        .then(|| {
+            // The quorum lapses when the (quorum)th-longest-lived approval expires.
+            let mut exp: Vec<i64> = st.deploy_approvals.iter().map(|a| a.expires_at).collect();
+            exp.sort_unstable_by(|a, b| b.cmp(a));
+            exp.get((st.quorum as usize).saturating_sub(1)).copied()
+        })
+        .flatten();
+    let last_eval = st.evaluations.last();
+    if format == ui::ReportFormat::Json {
+        let doc = serde_json::json!({
+            "release": id, "name": r.name, "version": r.version, "state": r.state.as_str(),
+            "manifest_sha256": r.manifest_digest, "bytes": r.total_bytes,
+            "importer": r.importer, "created": format_utc(r.created_at),
+            "evaluation": last_eval.map(|e| serde_json::json!({
+                "passed": e.passed, "detail": e.detail, "by": e.by, "at": format_utc(e.at),
+                "metrics": serde_json::from_str::<serde_json::Value>(&e.metrics).unwrap_or(serde_json::Value::Null),
+            })),
+            "deploy_approvals": {
+                "valid": st.deploy_approvals.iter().map(approval_json).collect::<Vec<_>>(),
+                "required": st.quorum,
+                "quorum": quorum_until.is_some(),
+                "quorum_until": quorum_until.map(format_utc),
+                "not_counted": st.deploy_not_counted,
+            },
+            "export_approvals": st.export_approvals.iter().map(approval_json).collect::<Vec<_>>(),
+            "deployments": st.deployments.iter().map(|d| serde_json::json!({
+                "dir": d.dir, "status": d.status.as_str(), "by": d.by, "at": format_utc(d.at),
+            })).collect::<Vec<_>>(),
+            "retired": r.retired.as_ref().map(|x| serde_json::json!({
+                "by": x.by, "at": format_utc(x.at), "reason": x.reason,
+                "signature": hex::encode(&x.signature), "signature_verified": st.retirement_verified,
+            })),
+            "shredded": r.shredded_at.map(|at| serde_json::json!({
+                "by": r.shredded_by, "at": format_utc(at),
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{}  {}", bold(&id), bold(r.state.as_str()));
+    println!(
+        "  imported     by {} on {}, {}, manifest sha256:{}",
+        r.importer,
+        format_utc(r.created_at),
+        human_bytes(r.total_bytes),
+        r.manifest_digest
+    );
+    match last_eval {
+        Some(e) => println!(
+            "  evaluation   {} on {} by {}: {}",
+            if e.passed { "passed" } else { "failed" },
+            format_utc(e.at),
+            e.by,
+            e.detail
+        ),
+        None => println!("  evaluation   none"),
+    }
+    let names: Vec<&str> = st
+        .deploy_approvals
+        .iter()
+        .map(|a| a.admin.as_str())
+        .collect();
+    println!(
+        "  approvals    deploy {}/{}{}{}",
+        st.deploy_approvals.len(),
+        st.quorum,
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        },
+        match quorum_until {
+            Some(t) => format!(", quorum until {}", format_utc(t)),
+            None if r.state == warden_store::ReleaseState::Approved => {
+                ", quorum lapsed: approve again before deploying".to_owned()
+            }
+            None => String::new(),
+        }
+    );
+    for why in &st.deploy_not_counted {
+        println!("               not counted: {why}");
+    }
+    if !st.export_approvals.is_empty() {
+        println!(
+            "               export {}/{}",
+            st.export_approvals.len(),
+            st.quorum
+        );
+    }
+    for d in &st.deployments {
+        println!(
+            "  deployment   {} {} (by {} on {})",
+            d.dir,
+            d.status,
+            d.by,
+            format_utc(d.at)
+        );
+    }
+    if let Some(x) = &r.retired {
+        println!(
+            "  retired      on {} by {}: {} (signature {})",
+            format_utc(x.at),
+            x.by,
+            x.reason,
+            if st.retirement_verified {
+                "verified"
+            } else {
+                "DOES NOT VERIFY"
+            }
+        );
+    }
+    if let (Some(by), Some(at)) = (&r.shredded_by, r.shredded_at) {
+        println!("  shredded     on {} by {by}", format_utc(at));
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ monitor
 
 /// Run `warden monitor`.
 pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
-    let v = open(g)?;
-    let interval = a
-        .interval
-        .unwrap_or(v.policy().monitor_interval_secs)
-        .max(1);
+    let mut v = open(g)?;
+    if a.accept_config {
+        let admin = a.admin.as_deref().unwrap_or_default();
+        token_for(&mut v, admin)?;
+        let key = v.admin_key(admin)?;
+        let changed = v.accept_config(&key)?;
+        if changed.is_empty() {
+            println!("every active deployment already runs under the current warden.toml");
+        }
+        for d in changed {
+            println!(
+                "{} warden.toml sha256:{} for {}@{} in {}",
+                bold("accepted"),
+                d.config_digest,
+                d.name,
+                d.version,
+                d.dir
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let interval = std::time::Duration::from_secs(
+        a.interval
+            .unwrap_or(v.policy().monitor_interval_secs)
+            .max(1),
+    );
+    // File-system events make detection immediate; the interval re-hash is the backstop.
+    let mut watch = if a.once {
+        None
+    } else {
+        match warden_vault::watch::Watch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                ui::print_error(&anyhow::anyhow!(
+                    "{e}; falling back to a full re-hash every {} s",
+                    interval.as_secs()
+                ));
+                None
+            }
+        }
+    };
+    let config = v.watch_targets()?.1;
+    let mut config_seen = std::collections::HashSet::new();
+    let mut first = true;
+    // What the last wake-up named: `None` = check everything (start, interval, the
+    // configuration, lost events); otherwise just the deployments those paths are in.
+    let mut only: Option<Vec<PathBuf>> = None;
     loop {
-        let incidents = v.monitor_once("monitor")?;
+        sweep(&v);
+        if let Some(w) = watch.as_mut() {
+            let (dirs, config) = v.watch_targets()?;
+            if let Err(e) = w.arm(&dirs, config.as_deref()) {
+                ui::print_error(&anyhow::anyhow!(
+                    "{e}; relying on the {} s re-hash",
+                    interval.as_secs()
+                ));
+            }
+        }
+        let incidents = match v.monitor_pass("monitor", &mut config_seen, only.as_deref()) {
+            Ok(i) => i,
+            Err(e) if a.once => return Err(e.into()),
+            // A monitor that exits on a transient failure (the audit log busy for too
+            // long, a full disk during a restore) protects nothing: report, check
+            // everything again shortly.
+            Err(e) => {
+                ui::print_error(&anyhow::anyhow!("{e}; checking again in 1 s"));
+                only = None;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
         for i in &incidents {
             eprintln!(
                 "{}: {}@{} in {}: {}",
@@ -880,6 +1262,10 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
                     "{}: re-deployed {}@{} into {}",
                     i.action, d.name, d.version, d.dir
                 ),
+                None if i.action == "alert" => println!(
+                    "alert: {} (review it, then: warden monitor --accept-config --as ADMIN)",
+                    i.deployment.dir
+                ),
                 None => println!("{}: {}", i.action, i.deployment.dir),
             }
         }
@@ -896,6 +1282,34 @@ pub fn run_monitor(a: MonitorArgs, g: &Global) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::from(1));
         }
-        std::thread::sleep(std::time::Duration::from_secs(interval));
+        if first {
+            first = false;
+            let (dirs, _) = v.watch_targets()?;
+            println!(
+                "watching {} active deployment(s) and warden.toml ({}; full re-hash every {} s)",
+                dirs.len(),
+                if watch.is_some() {
+                    "file-system events"
+                } else {
+                    "no file-system events"
+                },
+                interval.as_secs()
+            );
+        }
+        match &watch {
+            // A burst of writes is checked once: events are collected for 100 ms after the first.
+            Some(w) => {
+                only = match w.wait(interval, std::time::Duration::from_millis(100)) {
+                    warden_vault::watch::Wake::Changed(paths)
+                        if !paths.is_empty()
+                            && !paths.iter().any(|p| Some(p) == config.as_ref()) =>
+                    {
+                        Some(paths)
+                    }
+                    _ => None,
+                };
+            }
+            None => std::thread::sleep(interval),
+        }
     }
 }
