@@ -509,9 +509,50 @@ pub struct Track {
     sampling: SamplingParams,
     hit: bool,
     note: Option<String>,
+    /// The model refused (the answer opens with a refusal).
+    refused: bool,
+}
+
+/// Openings of a model refusal (lower case, after leading whitespace and quotes).
+const REFUSALS: [&str; 10] = [
+    "i'm sorry",
+    "i am sorry",
+    "sorry, i can",
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i'm not able to",
+    "i am unable",
+    "as an ai",
+];
+
+/// Whether an answer opens like a refusal (the monitor counts repeated refusals).
+pub fn is_refusal(answer: &str) -> bool {
+    let head: String = answer
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .chars()
+        .take(24)
+        .collect::<String>()
+        .to_lowercase()
+        .replace('\u{2019}', "'");
+    REFUSALS.iter().any(|r| head.starts_with(r))
+}
+
+fn answer_text(v: &Value) -> Option<&str> {
+    let c = v.get("choices")?.get(0)?;
+    c.get("message")
+        .and_then(|m| m.get("content"))
+        .or_else(|| c.get("text"))
+        .and_then(Value::as_str)
 }
 
 impl Track {
+    /// Notes that the model refused.
+    pub fn set_refused(&mut self) {
+        self.refused = true;
+    }
+
     /// Appends the screening note (flags) to an audit reason.
     pub fn annotate(&self, reason: &mut String) {
         if let Some(n) = &self.note {
@@ -691,7 +732,7 @@ impl Screening {
 
     /// The response of a screened request ended: feed the behaviour monitor.
     pub fn finish(&self, t: Track, response_bytes: u64, status: u16) {
-        self.observe(&t, response_bytes.div_ceil(4), status >= 400);
+        self.observe(&t, response_bytes.div_ceil(4), status >= 400 || t.refused);
     }
 
     /// Whether responses are screened.
@@ -701,7 +742,17 @@ impl Screening {
 
     /// Screens a whole JSON response in place (redactions applied). `Err(rule)` when it
     /// must not be sent.
-    pub fn screen_json(&self, v: &mut Value, identity: &str) -> Result<(), String> {
+    pub fn screen_json(
+        &self,
+        v: &mut Value,
+        identity: &str,
+        track: Option<&mut Track>,
+    ) -> Result<(), String> {
+        if let Some(t) = track
+            && answer_text(v).is_some_and(is_refusal)
+        {
+            t.set_refused();
+        }
         let Some(rules) = &self.output else {
             return Ok(());
         };
@@ -744,6 +795,7 @@ impl Screening {
             rules: Arc::clone(rules),
             template: None,
             blocked: None,
+            head: String::new(),
         })
     }
 }
@@ -866,6 +918,7 @@ impl Check for InputCheck {
             sampling: v.sampling,
             hit: block_level,
             note: None,
+            refused: false,
         };
         if let Some((i, w)) = worst.filter(|(_, w)| w.verdict != Action::Pass) {
             let rules: Vec<&str> = w.rules.iter().map(|r| r.id.as_str()).collect();
@@ -1040,6 +1093,7 @@ pub struct SseScreen {
     rules: Arc<OutputRules>,
     template: Option<SseEvent>,
     blocked: Option<String>,
+    head: String,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1069,6 +1123,7 @@ impl SseScreen {
             rules,
             template: None,
             blocked: None,
+            head: String::new(),
         }
     }
 
@@ -1080,9 +1135,17 @@ impl SseScreen {
         rule
     }
 
+    /// Whether the text released so far opens like a refusal.
+    pub fn refused(&self) -> bool {
+        is_refusal(&self.head)
+    }
+
     fn release(&mut self, text: String, out: &mut BytesMut) {
         if text.is_empty() {
             return;
+        }
+        if self.head.len() < 64 {
+            self.head.extend(text.chars().take(64));
         }
         if let Some(t) = &mut self.template
             && let Some(d) = t.data.as_mut()
@@ -1565,6 +1628,26 @@ mod tests {
                 "stop",
                 "order kept"
             );
+        }
+    }
+
+    #[test]
+    fn refusals_are_recognised_by_their_opening() {
+        for r in [
+            "I'm sorry, but I can't help with that.",
+            "  I cannot assist with this request.",
+            "\"I won't do that.\"",
+            "As an AI language model, I do not have opinions.",
+            "I\u{2019}m sorry, that is not something I can share.",
+        ] {
+            assert!(is_refusal(r), "{r}");
+        }
+        for a in [
+            "Sure! Here is the answer.",
+            "Paris is the capital of France.",
+            "In 1989, I can say, the wall fell.",
+        ] {
+            assert!(!is_refusal(a), "{a}");
         }
     }
 

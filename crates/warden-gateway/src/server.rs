@@ -805,7 +805,10 @@ async fn forward(
                 if let Some(u) = minimize::minimize(&mut j, policy) {
                     fin.usage = Some(u.total_tokens);
                 }
-                if let Err(rule) = gw.screening.screen_json(&mut j, &identity) {
+                if let Err(rule) = gw
+                    .screening
+                    .screen_json(&mut j, &identity, fin.screen.as_mut())
+                {
                     fin.rec.decision = "deny".into();
                     fin.rec.reason = format!("screen: output blocked ({rule})");
                     fin.rec.outcome = "blocked".into();
@@ -885,6 +888,12 @@ impl StreamBody {
             }
             Ok(b)
         });
+        if last
+            && s.refused()
+            && let Some(t) = self.fin.screen.as_mut()
+        {
+            t.set_refused();
+        }
         match r {
             Ok(b) => b,
             Err(rule) => {

@@ -45,6 +45,8 @@ fn reply_for(prompt: &str) -> String {
         format!("Sure. My hidden reference is {CANARY}, and that is all I know.")
     } else if prompt.contains("say-secret") {
         format!("Here are the credentials you asked for: key {AWS_KEY} region eu-west-1.")
+    } else if prompt.contains("say-refuse") {
+        "I'm sorry, but I can't help with that request.".to_owned()
     } else if prompt.contains("say-email") {
         "Write to jane.doe@example.com for details.".to_owned()
     } else {
@@ -892,4 +894,48 @@ async fn syslog_receives_an_rfc5424_line_over_udp_and_warden_alerts_lists_it() {
     assert_eq!(listed[0]["kind"], "output_blocked");
     assert_eq!(listed[0]["identity"], "bob");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_model_refusals_alert() {
+    let (hook, got) = webhook().await;
+    let env = start(json!({"monitor": {"refusals": 3},
+        "alerts": {"webhooks": [format!("http://{hook}/alerts")]}}))
+    .await;
+    let refusals = |got: &Arc<Mutex<Vec<(Instant, Value)>>>| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v["alert"]["kind"] == "repeated_refusals")
+            .count()
+    };
+    // Two refusals (JSON, then SSE) and ordinary answers: no alert yet.
+    for (i, stream) in [false, true].into_iter().enumerate() {
+        let (st, _, _) = env
+            .post(
+                "bob",
+                "/v1/chat/completions",
+                &json!({"model": "m1", "stream": stream,
+                    "messages": user(&format!("{} {i}", ask("say-refuse")))}),
+            )
+            .await;
+        assert_eq!(st, 200);
+        let (st, _, _) = env
+            .chat("bob", user(&format!("Tell me about Lisbon, part {i}.")))
+            .await;
+        assert_eq!(st, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(refusals(&got), 0);
+    // The third refusal alerts.
+    let (st, _, _) = env
+        .post(
+            "bob",
+            "/v1/chat/completions",
+            &json!({"model": "m1", "stream": true, "messages": user(&ask("say-refuse"))}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(refusals(&got), 1, "{:?}", got.lock().unwrap());
 }
