@@ -15,9 +15,9 @@ command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx" >&2
 # BENCH_PROFILE=dev measures the unoptimised debug build (only when time is short; the
 # numbers then overstate Warden's overhead).
 if [ "${BENCH_PROFILE:-release}" = dev ]; then
-  cargo build -q -p warden -p warden-gateway --example mock_upstream; BIN=target/debug
+  cargo build -q -p warden -p warden-gateway --bin warden --example mock_upstream; BIN=target/debug
 else
-  cargo build -q --release -p warden -p warden-gateway --example mock_upstream; BIN=target/release
+  cargo build -q --release -p warden -p warden-gateway --bin warden --example mock_upstream; BIN=target/release
 fi
 MOCK=$BIN/examples/mock_upstream
 if [ ! -x bench/out/litellm-venv/bin/litellm ]; then
