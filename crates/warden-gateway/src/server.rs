@@ -779,7 +779,13 @@ async fn forward(
                 if let Some(u) = minimize::minimize(&mut j, policy) {
                     fin.usage = Some(u.total_tokens);
                 }
-                Bytes::from(j.to_string())
+                // Same compact JSON as `Display`, without the formatter adapter.
+                match serde_json::to_vec(&j) {
+                    Ok(v) => Bytes::from(v),
+                    Err(_) => {
+                        return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON");
+                    }
+                }
             }
             Err(_) => return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON"),
         }
