@@ -99,9 +99,9 @@ pub struct Explained {
 /// construction and schema conformance, context construction, request validation), and
 /// the inputs repeat: the same identity asks for the same model from the same address
 /// within the same hour. So each distinct (principal, action, resource, context) is
-/// built and validated against the schema once and kept in a bounded cache; policies
-/// are evaluated on every request. Every key field is an input of the request, so a
-/// cached request is exactly the one that would be built again. Reloading policies
+/// built and validated against the schema once, evaluated once, and kept in a bounded
+/// cache. Every key field is an input of the request and Cedar evaluation is pure, so a
+/// cached answer is exactly the one that would be computed again. Reloading policies
 /// replaces the whole `Policies` and with it the cache.
 #[derive(Debug)]
 pub struct Policies {
@@ -141,11 +141,14 @@ struct PrepKey {
     ctx: RequestContext,
 }
 
-/// A request validated against the schema, and its entities.
+/// A request validated against the schema, its entities, and (once evaluated) the
+/// decision: Cedar evaluation is a pure function of the policies, the request and the
+/// entities, all fixed for this entry.
 #[derive(Debug)]
 struct Prepared {
     request: Request,
     entities: Entities,
+    decision: std::sync::OnceLock<Result<bool, String>>,
 }
 
 /// Most prepared requests kept (the cache is emptied when full).
@@ -235,14 +238,18 @@ impl Policies {
         ctx: &RequestContext,
     ) -> Result<bool, String> {
         let p = self.prepare(who, action, model, ctx)?;
-        let response = self
-            .authorizer
-            .is_authorized(&p.request, &self.set, &p.entities);
-        let mut errors = response.diagnostics().errors().peekable();
-        if errors.peek().is_some() {
-            return Err(errors.map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
-        }
-        Ok(response.decision() == Decision::Allow)
+        p.decision
+            .get_or_init(|| {
+                let response = self
+                    .authorizer
+                    .is_authorized(&p.request, &self.set, &p.entities);
+                let mut errors = response.diagnostics().errors().peekable();
+                if errors.peek().is_some() {
+                    return Err(errors.map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
+                }
+                Ok(response.decision() == Decision::Allow)
+            })
+            .clone()
     }
 
     /// Decide `action` by `who` on `model` in `ctx`, with the policies that decided.
@@ -392,7 +399,11 @@ impl Policies {
         let action = uid(&t.action, action);
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| e.to_string())?;
-        Ok(Prepared { request, entities })
+        Ok(Prepared {
+            request,
+            entities,
+            decision: std::sync::OnceLock::new(),
+        })
     }
 }
 
