@@ -333,9 +333,9 @@ const CREDENTIAL_PARAMS: [&str; 9] = [
 ];
 
 /// Request-line checks that need no identity: method, exact path, no query, no smuggling.
-fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
+fn route(req: &http::request::Parts) -> Result<Endpoint, Refusal> {
     let bad = |s: StatusCode, why: &str| Refusal::new(s, "route", why);
-    let path = req.uri().path();
+    let path = req.uri.path();
     let lower = path.to_ascii_lowercase();
     if path.contains("..")
         || lower.contains("%2e")
@@ -346,7 +346,7 @@ fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
     {
         return Err(bad(StatusCode::BAD_REQUEST, "path traversal refused"));
     }
-    if let Some(q) = req.uri().query() {
+    if let Some(q) = req.uri.query() {
         let cred = q.split('&').any(|kv| {
             let k = kv
                 .split('=')
@@ -364,7 +364,7 @@ fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
             },
         ));
     }
-    let h = req.headers();
+    let h = &req.headers;
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(bad(
             StatusCode::BAD_REQUEST,
@@ -384,7 +384,7 @@ fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
     }
     let ep =
         Endpoint::from_path(path).ok_or_else(|| bad(StatusCode::NOT_FOUND, "no such endpoint"))?;
-    if req.method() != ep.method() {
+    if req.method != ep.method() {
         return Err(bad(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
     Ok(ep)
@@ -451,38 +451,46 @@ async fn handle_inner(
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
+    let (parts, body) = req.into_parts();
+    let max = gw.config.validation.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let unread = Unread {
+        version: parts.version,
+        has_body: declared.is_some_and(|n| n > 0)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || (parts.version == http::Version::HTTP_2 && !body.is_end_stream()),
+        drainable: declared.is_none_or(|n| n <= max as u64),
+        max,
+    };
     if gw.kill.locked_down() {
         let r = Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "killswitch",
             "gateway in lockdown",
         );
-        return refuse(&gw, &ex, r);
+        return unread.answer(refuse(&gw, &ex, r), body).await;
     }
-    let ep = match route(&req) {
+    let ep = match route(&parts) {
         Ok(ep) => ep,
-        Err(r) => return refuse(&gw, &ex, r),
+        Err(r) => return unread.answer(refuse(&gw, &ex, r), body).await,
     };
     ex.endpoint = ep;
-    let (parts, body) = req.into_parts();
     ex.headers = parts.headers;
     if let Err(r) = gw.pipeline.run(Phase::Head, &mut ex) {
-        return refuse(&gw, &ex, r);
+        return unread.answer(refuse(&gw, &ex, r), body).await;
     }
     // Bounded body.
-    let max = gw.config.validation.max_body_bytes;
-    let declared = ex
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         let r = Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "validate",
             format!("body exceeds {max} bytes"),
         );
-        return refuse(&gw, &ex, r);
+        return unread.answer(refuse(&gw, &ex, r), body).await;
     }
     let collected =
         tokio::time::timeout(Duration::from_secs(30), Limited::new(body, max).collect()).await;
@@ -523,6 +531,38 @@ async fn handle_inner(
         return list_models(&gw, ex, &path, started);
     }
     forward(gw, ex, path, started).await
+}
+
+/// How to answer a request refused before its body was read. HTTP/1.1: the unread
+/// body would be parsed as the next request, so the connection is closed after the
+/// answer. HTTP/2: dropping the body resets the stream under the answer (curl exit 92),
+/// so a body within the limit is read and discarded first, for at most 2 s.
+struct Unread {
+    version: http::Version,
+    has_body: bool,
+    drainable: bool,
+    max: usize,
+}
+
+impl Unread {
+    async fn answer(&self, mut resp: Response<GwBody>, body: Incoming) -> Response<GwBody> {
+        if !self.has_body {
+            return resp;
+        }
+        if self.version == http::Version::HTTP_2 {
+            if self.drainable {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    Limited::new(body, self.max).collect(),
+                )
+                .await;
+            }
+        } else {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
 }
 
 fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {
