@@ -533,10 +533,12 @@ async fn handle_inner(
     forward(gw, ex, path, started).await
 }
 
-/// How to answer a request refused before its body was read. HTTP/1.1: the unread
-/// body would be parsed as the next request, so the connection is closed after the
-/// answer. HTTP/2: dropping the body resets the stream under the answer (curl exit 92),
-/// so a body within the limit is read and discarded first, for at most 2 s.
+/// How to answer a request refused before its body was read. A body within the limit
+/// is read and discarded first, for at most 2 s: on HTTP/2 dropping it resets the
+/// stream under the answer (curl exit 92), on HTTP/1.1 closing with unread bytes makes
+/// the kernel reset the connection, often before the client has read the answer. HTTP/1.1
+/// answers also say `Connection: close` (an unread rest must never be parsed as the
+/// next request).
 struct Unread {
     version: http::Version,
     has_body: bool,
@@ -549,15 +551,14 @@ impl Unread {
         if !self.has_body {
             return resp;
         }
-        if self.version == http::Version::HTTP_2 {
-            if self.drainable {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    Limited::new(body, self.max).collect(),
-                )
-                .await;
-            }
-        } else {
+        if self.drainable {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                Limited::new(body, self.max).collect(),
+            )
+            .await;
+        }
+        if self.version != http::Version::HTTP_2 {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

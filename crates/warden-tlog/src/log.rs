@@ -206,6 +206,7 @@ struct Writer {
     edge: Edge,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -448,6 +449,7 @@ struct Shared {
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
     verifier: Verifier,
     origin: String,
     storage: Arc<dyn Storage>,
@@ -521,6 +523,7 @@ impl Log {
         };
         let published = Arc::new(AtomicU64::new(edge.size));
         let commits = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             storage: Arc::clone(&storage),
             signer,
@@ -528,6 +531,7 @@ impl Log {
             edge,
             published: Arc::clone(&published),
             commits: Arc::clone(&commits),
+            failures: Arc::clone(&failures),
         };
         let (tx, rx) = mpsc::channel::<Request>();
         let max_batch = options.max_batch.clamp(1, MAX_BATCH);
@@ -542,6 +546,7 @@ impl Log {
                 worker: Mutex::new(Some(handle)),
                 published,
                 commits,
+                failures,
                 verifier,
                 origin: origin.to_owned(),
                 storage,
@@ -585,6 +590,19 @@ impl Log {
     /// Append an entry and block until it is durable; returns its index.
     pub fn append(&self, entry: Vec<u8>) -> Result<u64> {
         self.submit(entry)?.wait()
+    }
+
+    /// Queue an entry without waiting for it. Nothing wakes the caller when it is
+    /// durable; a failed commit shows in [`Log::failed_commits`] instead (callers that
+    /// must fail closed check it). An `Err` means the entry was not queued.
+    pub fn append_detached(&self, entry: Vec<u8>) -> Result<()> {
+        self.submit(entry).map(|_| ())
+    }
+
+    /// Batches (and batches refused after an unrecoverable failure) whose entries were
+    /// not committed, since the log was opened.
+    pub fn failed_commits(&self) -> u64 {
+        self.shared.failures.load(Ordering::Acquire)
     }
 
     /// Append an entry; the future resolves to its index once it is durable.
@@ -669,6 +687,7 @@ fn writer_loop(
             }
         }
         if let Some(why) = &broken {
+            writer.failures.fetch_add(1, Ordering::Release);
             for r in batch {
                 r.slot.complete(Err(Error::Commit(why.clone())));
             }
@@ -685,6 +704,7 @@ fn writer_loop(
                 }
             }
             Err(e) => {
+                writer.failures.fetch_add(1, Ordering::Release);
                 let msg = e.to_string();
                 for r in batch {
                     r.slot.complete(Err(Error::Commit(msg.clone())));
