@@ -15,12 +15,14 @@ command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx" >&2
 # BENCH_PROFILE=dev measures the unoptimised debug build (only when time is short; the
 # numbers then overstate Warden's overhead).
 if [ "${BENCH_PROFILE:-release}" = dev ]; then
-  cargo build -q -p warden -p warden-gateway --example mock_upstream; BIN=target/debug
+  cargo build -q -p warden -p warden-gateway --bin warden --example mock_upstream; BIN=target/debug
 else
-  cargo build -q --release -p warden -p warden-gateway --example mock_upstream; BIN=target/release
+  cargo build -q --release -p warden -p warden-gateway --bin warden --example mock_upstream; BIN=target/release
 fi
 MOCK=$BIN/examples/mock_upstream
-if [ ! -x bench/out/litellm-venv/bin/litellm ]; then
+# BENCH_SKIP_LITELLM=1 leaves LiteLLM out (its install takes minutes).
+LITELLM=$([ "${BENCH_SKIP_LITELLM:-0}" = 1 ] && echo 0 || echo 1)
+if [ "$LITELLM" = 1 ] && [ ! -x bench/out/litellm-venv/bin/litellm ]; then
   python3 -m venv bench/out/litellm-venv
   bench/out/litellm-venv/bin/pip install -q 'litellm[proxy]'
 fi
@@ -32,7 +34,11 @@ wait_port() { for _ in $(seq 1 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 # Upstream.
 $MOCK 19100 2>/dev/null & PIDS+=($!); wait_port 19100
 
-# nginx.
+# nginx: plain, and with TLS 1.3 (the same certificate as Warden's) for a like-for-like row.
+H="$OUT/home"
+# shellcheck source=bench/gateway-home.sh
+. bench/gateway-home.sh
+KEY=$(gateway_home "$H" 19443 19444 19100 $BIN)
 cat > "$OUT/nginx.conf" <<NGX
 worker_processes 1;
 pid $PWD/$OUT/nginx.pid;
@@ -45,11 +51,19 @@ http {
     listen 127.0.0.1:19101;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
+  server {
+    listen 127.0.0.1:19103 ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate $PWD/$H/tls.pem;
+    ssl_certificate_key $PWD/$H/tls.key;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
 }
 NGX
 nginx -c "$PWD/$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!); wait_port 19101
 
 # LiteLLM.
+if [ "$LITELLM" = 1 ]; then
 cat > "$OUT/litellm.yaml" <<YML
 model_list:
   - model_name: bench
@@ -57,37 +71,9 @@ model_list:
 YML
 LKEY=sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 LITELLM_MASTER_KEY=$LKEY bench/out/litellm-venv/bin/litellm --config "$OUT/litellm.yaml" --port 19102 --host 127.0.0.1 >"$OUT/litellm.log" 2>&1 & PIDS+=($!); wait_port 19102
+fi
 
-# Warden, full policy.
-H="$OUT/home"; $MOCK init-home "$H"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$H/tls.key" -out "$H/tls.pem" 2>/dev/null
-echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ > "$H/admin.totp"
-cat > "$H/policies.cedar" <<'CEDAR'
-permit(principal in Warden::Role::"user", action in [Warden::Action::"chat", Warden::Action::"models"], resource)
-when { principal.clearance >= resource.classification };
-CEDAR
-cat > "$H/warden.toml" <<TOML
-[gateway]
-listen = "127.0.0.1:19443"
-policy = "policies.cedar"
-limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000, concurrency = 1024 }
-[gateway.tls]
-cert = "tls.pem"
-key = "tls.key"
-[gateway.admin]
-listen = "127.0.0.1:19444"
-admins = [{ name = "admin", totp_secret_file = "admin.totp" }]
-[gateway.admin.tls]
-cert = "tls.pem"
-key = "tls.key"
-client_ca = "tls.pem"
-[[gateway.models]]
-name = "bench"
-upstream = "http://127.0.0.1:19100"
-classification = 1
-TOML
-KEY=$($BIN/warden --home "$H" keys create bench --role user --clearance 1 2>/dev/null)
+# Warden, full policy (home made above).
 WARDEN_LOG=warn $BIN/warden --home "$H" serve >"$OUT/warden.log" 2>&1 & PIDS+=($!); wait_port 19443
 
 BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
@@ -102,17 +88,19 @@ done = function(summary, latency, requests)
 end
 LUA
 run() { # url conns -> "rps p50ms p99ms"
-  local auth=$KEY; [ "$1" = "${URL[litellm]}" ] && auth=$LKEY
+  local auth=$KEY; [ "$1" = "${URL[litellm]}" ] && auth=${LKEY:-}
   AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" --timeout 10s -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
 }
 declare -A URL=(
   [direct]=http://127.0.0.1:19100/v1/chat/completions
   [nginx]=http://127.0.0.1:19101/v1/chat/completions
+  [nginx-tls]=https://localhost:19103/v1/chat/completions
   [litellm]=http://127.0.0.1:19102/v1/chat/completions
   [warden]=https://localhost:19443/v1/chat/completions
 )
 declare -A P50 P99 BEST
-for t in direct nginx litellm warden; do
+PATHS="direct nginx nginx-tls"; [ "$LITELLM" = 1 ] && PATHS="$PATHS litellm"; PATHS="$PATHS warden"
+for t in $PATHS; do
   # Warm-up (LiteLLM's first requests take seconds; an empty run prints no result).
   D=3 run "${URL[$t]}" 1 >/dev/null || true
   read -r _ p50 p99 < <(run "${URL[$t]}" 1)
@@ -125,13 +113,13 @@ for t in direct nginx litellm warden; do
   BEST[$t]=$best
 done
 echo
-echo "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | max RPS (p99 < 10 ms) | RPS vs nginx | RPS vs LiteLLM |"
-echo "|---|---|---|---|---|---|---|---|"
-for t in direct nginx litellm warden; do
+echo "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | max RPS (p99 < 10 ms) | RPS vs nginx | RPS vs nginx TLS | RPS vs LiteLLM |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for t in $PATHS; do
   awk -v t="$t" -v a="${P50[$t]}" -v b="${P99[$t]}" -v da="${P50[direct]}" -v db="${P99[direct]}" \
-      -v r="${BEST[$t]}" -v rn="${BEST[nginx]}" -v rl="${BEST[litellm]}" 'BEGIN{
-    printf "| %s | %.3f | %.3f | %.3f | %.3f | %.0f | %.2f× | %s |\n", t, a, b, a-da, b-db, r, (rn>0? r/rn : 0),
-      (rl>0 ? sprintf("%.1f×", r/rl) : "n/a") }'
+      -v r="${BEST[$t]}" -v rn="${BEST[nginx]}" -v rt="${BEST[nginx-tls]}" -v rl="${BEST[litellm]:-0}" 'BEGIN{
+    printf "| %s | %.3f | %.3f | %.3f | %.3f | %.0f | %.2f× | %.2f× | %s |\n", t, a, b, a-da, b-db, r, (rn>0? r/rn : 0),
+      (rt>0? r/rt : 0), (rl>0 ? sprintf("%.1f×", r/rl) : "n/a") }'
 done
 echo
-echo "(${BENCH_PROFILE:-release} build; wrk -t1, ${D}s per run, mock upstream JSON mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; the others plain HTTP)"
+echo "(${BENCH_PROFILE:-release} build; wrk -t1, ${D}s per run, mock upstream JSON mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; nginx-tls: TLS 1.3 proxy_pass; the others plain HTTP)"

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 /// The built-in schema (`warden policy check` validates against it unless the
 /// configuration names another).
@@ -41,7 +42,7 @@ namespace Warden {
 "#;
 
 /// The attributes of a model as policies see them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelAttrs {
     /// Model name (entity id).
     pub name: String,
@@ -52,7 +53,7 @@ pub struct ModelAttrs {
 }
 
 /// The request context.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestContext {
     /// Hour of day, UTC.
     pub hour: i64,
@@ -93,16 +94,68 @@ pub struct Explained {
 }
 
 /// Policies and schema, ready to answer requests.
+///
+/// Building a Cedar request is far more work than evaluating the policies (entity
+/// construction and schema conformance, context construction, request validation), and
+/// the inputs repeat: the same identity asks for the same model from the same address
+/// within the same hour. So each distinct (principal, action, resource, context) is
+/// built and validated against the schema once, evaluated once, and kept in a bounded
+/// cache. Every key field is an input of the request and Cedar evaluation is pure, so a
+/// cached answer is exactly the one that would be computed again. Reloading policies
+/// replaces the whole `Policies` and with it the cache.
 #[derive(Debug)]
 pub struct Policies {
     set: PolicySet,
     schema: Schema,
     authorizer: Authorizer,
+    types: Types,
+    prepared: RwLock<HashMap<PrepKey, Arc<Prepared>>>,
 }
 
-fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let t = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+/// Entity type names, parsed once.
+#[derive(Debug)]
+struct Types {
+    user: EntityTypeName,
+    role: EntityTypeName,
+    model: EntityTypeName,
+    action: EntityTypeName,
+}
+
+impl Types {
+    fn new() -> Result<Types, String> {
+        let t = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+        Ok(Types {
+            user: t("Warden::User")?,
+            role: t("Warden::Role")?,
+            model: t("Warden::Model")?,
+            action: t("Warden::Action")?,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PrepKey {
+    who: Identity,
+    action: String,
+    model: ModelAttrs,
+    ctx: RequestContext,
+}
+
+/// A request validated against the schema, its entities, and (once evaluated) the
+/// decision: Cedar evaluation is a pure function of the policies, the request and the
+/// entities, all fixed for this entry.
+#[derive(Debug)]
+struct Prepared {
+    request: Request,
+    entities: Entities,
+    decision: std::sync::OnceLock<Result<bool, String>>,
+}
+
+/// Most prepared requests kept (the cache is emptied when full).
+const PREPARED_MAX: usize = 4096;
+
+fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
 }
 
 /// Parse a schema in Cedar schema syntax.
@@ -134,6 +187,11 @@ impl Policies {
             set,
             schema,
             authorizer: Authorizer::new(),
+            types: Types::new().map_err(|cause| Error::Policy {
+                path: policy_path.to_owned(),
+                cause,
+            })?,
+            prepared: RwLock::new(HashMap::new()),
         })
     }
 
@@ -170,7 +228,32 @@ impl Policies {
             .map(|p| p.to_string())
     }
 
-    /// Decide `action` by `who` on `model` in `ctx`. Any error is a deny.
+    /// Whether `who` may do `action` on `model` in `ctx` (the gateway's hot path: no
+    /// explanation). `Err` carries evaluation errors; any error is a deny.
+    pub fn allows(
+        &self,
+        who: &Identity,
+        action: &str,
+        model: &ModelAttrs,
+        ctx: &RequestContext,
+    ) -> Result<bool, String> {
+        let p = self.prepare(who, action, model, ctx)?;
+        p.decision
+            .get_or_init(|| {
+                let response = self
+                    .authorizer
+                    .is_authorized(&p.request, &self.set, &p.entities);
+                let mut errors = response.diagnostics().errors().peekable();
+                if errors.peek().is_some() {
+                    return Err(errors.map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
+                }
+                Ok(response.decision() == Decision::Allow)
+            })
+            .clone()
+    }
+
+    /// Decide `action` by `who` on `model` in `ctx`, with the policies that decided.
+    /// Any error is a deny.
     pub fn decide(
         &self,
         who: &Identity,
@@ -178,28 +261,82 @@ impl Policies {
         model: &ModelAttrs,
         ctx: &RequestContext,
     ) -> Explained {
-        match self.try_decide(who, action, model, ctx) {
-            Ok(e) => e,
-            Err(e) => Explained {
-                allow: false,
-                policies: Vec::new(),
-                errors: vec![e],
-            },
+        let p = match self.prepare(who, action, model, ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                return Explained {
+                    allow: false,
+                    policies: Vec::new(),
+                    errors: vec![e],
+                };
+            }
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&p.request, &self.set, &p.entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        Explained {
+            allow: response.decision() == Decision::Allow && errors.is_empty(),
+            policies: response
+                .diagnostics()
+                .reason()
+                .map(|id| {
+                    self.set
+                        .policy(id)
+                        .and_then(|p| p.annotation("id").map(str::to_owned))
+                        .unwrap_or_else(|| id.to_string())
+                })
+                .collect(),
+            errors,
         }
     }
 
-    fn try_decide(
+    /// The schema-validated request and entities for these inputs (cached).
+    fn prepare(
         &self,
         who: &Identity,
         action: &str,
         model: &ModelAttrs,
         ctx: &RequestContext,
-    ) -> Result<Explained, String> {
-        let principal = uid("Warden::User", &who.name)?;
+    ) -> Result<Arc<Prepared>, String> {
+        let key = PrepKey {
+            who: who.clone(),
+            action: action.to_owned(),
+            model: model.clone(),
+            ctx: ctx.clone(),
+        };
+        if let Ok(c) = self.prepared.read()
+            && let Some(p) = c.get(&key)
+        {
+            return Ok(Arc::clone(p));
+        }
+        let p = Arc::new(self.build(who, action, model, ctx)?);
+        if let Ok(mut c) = self.prepared.write() {
+            if c.len() >= PREPARED_MAX {
+                c.clear();
+            }
+            c.insert(key, Arc::clone(&p));
+        }
+        Ok(p)
+    }
+
+    fn build(
+        &self,
+        who: &Identity,
+        action: &str,
+        model: &ModelAttrs,
+        ctx: &RequestContext,
+    ) -> Result<Prepared, String> {
+        let t = &self.types;
+        let principal = uid(&t.user, &who.name);
         let mut parents = HashSet::new();
         let mut entities = Vec::with_capacity(who.roles.len() + 2);
         for r in &who.roles {
-            let ru = uid("Warden::Role", r)?;
+            let ru = uid(&t.role, r);
             parents.insert(ru.clone());
             entities.push(Entity::new_no_attrs(ru, HashSet::new()));
         }
@@ -224,7 +361,7 @@ impl Policies {
         .into_iter()
         .collect();
         entities.push(Entity::new(principal.clone(), attrs, parents).map_err(|e| e.to_string())?);
-        let resource = uid("Warden::Model", &model.name)?;
+        let resource = uid(&t.model, &model.name);
         let mattrs: HashMap<String, RestrictedExpression> = [
             (
                 "classification".to_owned(),
@@ -259,30 +396,13 @@ impl Policies {
             ),
         ])
         .map_err(|e| e.to_string())?;
-        let action = uid("Warden::Action", action)?;
+        let action = uid(&t.action, action);
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.set, &entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| e.to_string())
-            .collect();
-        Ok(Explained {
-            allow: response.decision() == Decision::Allow && errors.is_empty(),
-            policies: response
-                .diagnostics()
-                .reason()
-                .map(|id| {
-                    self.set
-                        .policy(id)
-                        .and_then(|p| p.annotation("id").map(str::to_owned))
-                        .unwrap_or_else(|| id.to_string())
-                })
-                .collect(),
-            errors,
+        Ok(Prepared {
+            request,
+            entities,
+            decision: std::sync::OnceLock::new(),
         })
     }
 }
@@ -346,6 +466,36 @@ when { principal.clearance >= resource.classification && context.source_ip.isLoo
         assert_eq!(d.policies, vec!["analysts-chat".to_owned()]);
         assert!(!p.decide(&alice(), "chat", &model(3), &ctx()).allow);
         assert!(!p.decide(&alice(), "embeddings", &model(0), &ctx()).allow);
+    }
+
+    #[test]
+    fn cached_requests_give_the_same_decisions_as_fresh_ones() {
+        let text = r#"permit(principal in Warden::Role::"analyst", action == Warden::Action::"chat", resource)
+when { principal.clearance >= resource.classification && context.source_ip.isLoopback() };"#;
+        let p = pol(text);
+        let remote = RequestContext::at(1_700_000_000, "192.0.2.7".parse().unwrap(), false, "key");
+        let mut lowered = alice();
+        lowered.clearance = 0;
+        // Twice each (the second answer comes from the cache), interleaved.
+        for _ in 0..2 {
+            assert_eq!(p.allows(&alice(), "chat", &model(1), &ctx()), Ok(true));
+            assert_eq!(p.allows(&alice(), "chat", &model(1), &remote), Ok(false));
+            assert_eq!(p.allows(&lowered, "chat", &model(1), &ctx()), Ok(false));
+            assert_eq!(
+                p.allows(&alice(), "embeddings", &model(1), &ctx()),
+                Ok(false)
+            );
+            assert_eq!(p.allows(&alice(), "chat", &model(3), &ctx()), Ok(false));
+        }
+        // A full cache is emptied, not grown, and answers stay right.
+        for i in 0..(PREPARED_MAX + 10) {
+            let mut who = alice();
+            who.name = format!("u{i}");
+            assert_eq!(p.allows(&who, "chat", &model(1), &ctx()), Ok(true));
+        }
+        assert!(p.prepared.read().unwrap().len() <= PREPARED_MAX);
+        assert_eq!(p.allows(&alice(), "chat", &model(1), &remote), Ok(false));
+        assert!(p.decide(&alice(), "chat", &model(1), &ctx()).allow);
     }
 
     #[test]

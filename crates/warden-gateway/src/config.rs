@@ -335,12 +335,25 @@ pub struct AuditConfig {
     /// Record SHA-256 of prompts and responses (on by default).
     #[serde(default = "yes")]
     pub hash_content: bool,
+    /// How long the audit log writer gathers records into one durable commit, in
+    /// milliseconds (default 5, at most 100). Request records are queued without waiting
+    /// in any case; a crash loses at most the records of the current window and of the
+    /// commit in progress. Block and lockdown wait at most this much longer for their
+    /// durable acknowledgement.
+    #[serde(default = "default_batch_ms")]
+    pub batch_ms: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { hash_content: true }
+        AuditConfig {
+            hash_content: true,
+            batch_ms: default_batch_ms(),
+        }
     }
+}
+fn default_batch_ms() -> u64 {
+    5
 }
 fn yes() -> bool {
     true
@@ -401,6 +414,12 @@ impl GatewayConfig {
                 "[gateway.admin.tls] needs client_ca: the admin API requires client certificates"
                     .into(),
             ));
+        }
+        if self.audit.batch_ms > 100 {
+            return Err(crate::Error::Config(format!(
+                "audit.batch_ms = {}: at most 100 (a crash may lose one window of records)",
+                self.audit.batch_ms
+            )));
         }
         if self.models.is_empty() {
             return Err(crate::Error::Config(

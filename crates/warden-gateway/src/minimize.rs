@@ -219,9 +219,13 @@ impl SseMinimizer {
                     {
                         o.remove("usage");
                     }
-                    self.events += 1;
                     let mut l = b"data: ".to_vec();
-                    l.extend_from_slice(v.to_string().as_bytes());
+                    // Writing a `Value` into a Vec cannot fail; if it ever did, the
+                    // event is dropped rather than sent half-written.
+                    if serde_json::to_writer(&mut l, &v).is_err() {
+                        continue;
+                    }
+                    self.events += 1;
                     lines_out.push(l);
                 }
             } else if line.starts_with(b"event:")

@@ -374,15 +374,14 @@ impl Authorize {
             )
         })?;
         let ctx = RequestContext::at(ex.now, ex.peer.ip(), ex.mfa, ex.auth.unwrap_or("none"));
-        let d = p.decide(id, ex.endpoint.action(), model, &ctx);
-        if !d.errors.is_empty() {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "authz",
-                "policy evaluation error",
-            ));
-        }
-        Ok(d.allow)
+        p.allows(id, ex.endpoint.action(), model, &ctx)
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "authz",
+                    "policy evaluation error",
+                )
+            })
     }
 }
 

@@ -347,9 +347,9 @@ const CREDENTIAL_PARAMS: [&str; 9] = [
 ];
 
 /// Request-line checks that need no identity: method, exact path, no query, no smuggling.
-fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
+fn route(req: &http::request::Parts) -> Result<Endpoint, Refusal> {
     let bad = |s: StatusCode, why: &str| Refusal::new(s, "route", why);
-    let path = req.uri().path();
+    let path = req.uri.path();
     let lower = path.to_ascii_lowercase();
     if path.contains("..")
         || lower.contains("%2e")
@@ -360,7 +360,7 @@ fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
     {
         return Err(bad(StatusCode::BAD_REQUEST, "path traversal refused"));
     }
-    if let Some(q) = req.uri().query() {
+    if let Some(q) = req.uri.query() {
         let cred = q.split('&').any(|kv| {
             let k = kv
                 .split('=')
@@ -378,7 +378,7 @@ fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
             },
         ));
     }
-    let h = req.headers();
+    let h = &req.headers;
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(bad(
             StatusCode::BAD_REQUEST,
@@ -398,7 +398,7 @@ fn route(req: &Request<Incoming>) -> Result<Endpoint, Refusal> {
     }
     let ep =
         Endpoint::from_path(path).ok_or_else(|| bad(StatusCode::NOT_FOUND, "no such endpoint"))?;
-    if req.method() != ep.method() {
+    if req.method != ep.method() {
         return Err(bad(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
     Ok(ep)
@@ -466,38 +466,46 @@ async fn handle_inner(
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
+    let (parts, body) = req.into_parts();
+    let max = gw.config.validation.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let unread = Unread {
+        version: parts.version,
+        has_body: declared.is_some_and(|n| n > 0)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || (parts.version == http::Version::HTTP_2 && !body.is_end_stream()),
+        drainable: declared.is_none_or(|n| n <= max as u64),
+        max,
+    };
     if gw.kill.locked_down() {
         let r = Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "killswitch",
             "gateway in lockdown",
         );
-        return refuse(&gw, &ex, r);
+        return unread.answer(refuse(&gw, &ex, r), body).await;
     }
-    let ep = match route(&req) {
+    let ep = match route(&parts) {
         Ok(ep) => ep,
-        Err(r) => return refuse(&gw, &ex, r),
+        Err(r) => return unread.answer(refuse(&gw, &ex, r), body).await,
     };
     ex.endpoint = ep;
-    let (parts, body) = req.into_parts();
     ex.headers = parts.headers;
     if let Err(r) = gw.pipeline.run(Phase::Head, &mut ex) {
-        return refuse(&gw, &ex, r);
+        return unread.answer(refuse(&gw, &ex, r), body).await;
     }
     // Bounded body.
-    let max = gw.config.validation.max_body_bytes;
-    let declared = ex
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         let r = Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "validate",
             format!("body exceeds {max} bytes"),
         );
-        return refuse(&gw, &ex, r);
+        return unread.answer(refuse(&gw, &ex, r), body).await;
     }
     let collected =
         tokio::time::timeout(Duration::from_secs(30), Limited::new(body, max).collect()).await;
@@ -538,6 +546,39 @@ async fn handle_inner(
         return list_models(&gw, ex, &path, started);
     }
     forward(gw, ex, path, started).await
+}
+
+/// How to answer a request refused before its body was read. A body within the limit
+/// is read and discarded first, for at most 2 s: on HTTP/2 dropping it resets the
+/// stream under the answer (curl exit 92), on HTTP/1.1 closing with unread bytes makes
+/// the kernel reset the connection, often before the client has read the answer. HTTP/1.1
+/// answers also say `Connection: close` (an unread rest must never be parsed as the
+/// next request).
+struct Unread {
+    version: http::Version,
+    has_body: bool,
+    drainable: bool,
+    max: usize,
+}
+
+impl Unread {
+    async fn answer(&self, mut resp: Response<GwBody>, body: Incoming) -> Response<GwBody> {
+        if !self.has_body {
+            return resp;
+        }
+        if self.drainable {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                Limited::new(body, self.max).collect(),
+            )
+            .await;
+        }
+        if self.version != http::Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
 }
 
 fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {
@@ -818,7 +859,13 @@ async fn forward(
                     let why = format!("response stopped by output screening ({rule})");
                     return json_error(&Refusal::new(StatusCode::FORBIDDEN, "screen", why), id);
                 }
-                Bytes::from(j.to_string())
+                // Same compact JSON as `Display`, without the formatter adapter.
+                match serde_json::to_vec(&j) {
+                    Ok(v) => Bytes::from(v),
+                    Err(_) => {
+                        return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON");
+                    }
+                }
             }
             Err(_) => return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON"),
         }

@@ -1,8 +1,8 @@
 //! The tamper-evident log as the gateway's [`AuditSink`]: every record becomes a
 //! `warden-tlog` [`AuditEvent`] (request records as `gateway_request`, kill-switch and
 //! policy changes as `block`, `lockdown`, `policy_change`). Request records are appended
-//! without waiting; a failed append marks the sink unhealthy, and the gateway then
-//! refuses requests (fail closed).
+//! without waiting (and without a task per record); any failed commit of the log makes
+//! the sink unhealthy for good, and the gateway then refuses requests (fail closed).
 
 use crate::Error;
 use crate::audit::{AuditRecord, AuditSink};
@@ -17,12 +17,14 @@ use warden_tlog::{AuditEvent, Log};
 pub struct TlogSink {
     log: Log,
     healthy: Arc<AtomicBool>,
+    failures_at_open: u64,
 }
 
 impl TlogSink {
     /// Wrap an open log.
     pub fn new(log: Log) -> Self {
         TlogSink {
+            failures_at_open: log.failed_commits(),
             log,
             healthy: Arc::new(AtomicBool::new(true)),
         }
@@ -98,15 +100,12 @@ impl AuditSink for TlogSink {
         let entry = to_event(rec)
             .to_entry()
             .map_err(|e| Error::Audit(e.to_string()))?;
-        let fut = self.log.append_async(entry);
-        let healthy = Arc::clone(&self.healthy);
-        tokio::spawn(async move {
-            if let Err(e) = fut.await {
-                healthy.store(false, Ordering::SeqCst);
-                tracing::error!(error = %e, "audit append failed; refusing requests");
-            }
-        });
-        Ok(())
+        // No task and no wake-up per record: a failed commit is counted by the log and
+        // `healthy` sees it before the next request is admitted.
+        self.log.append_detached(entry).map_err(|e| {
+            self.healthy.store(false, Ordering::SeqCst);
+            Error::Audit(e.to_string())
+        })
     }
 
     fn append_durable(&self, rec: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {
@@ -123,6 +122,98 @@ impl AuditSink for TlogSink {
     }
 
     fn healthy(&self) -> bool {
+        if self.log.failed_commits() != self.failures_at_open {
+            if self.healthy.swap(false, Ordering::SeqCst) {
+                tracing::error!("audit append failed; refusing requests");
+            }
+            return false;
+        }
         self.healthy.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_tlog::{LogOptions, PosixStorage, Signer, Storage};
+
+    /// Storage whose durable writes can be made to fail.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: PosixStorage,
+        fail: AtomicBool,
+    }
+
+    impl Storage for Flaky {
+        fn read(&self, name: &str) -> warden_tlog::Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> warden_tlog::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(warden_tlog::Error::Commit("disk full (test)".into()));
+            }
+            self.inner.write_durable(objects)
+        }
+        fn publish_checkpoint(&self, data: &[u8]) -> warden_tlog::Result<()> {
+            self.inner.publish_checkpoint(data)
+        }
+        fn remove(&self, name: &str) -> warden_tlog::Result<()> {
+            self.inner.remove(name)
+        }
+        fn list(&self, prefix: &str) -> warden_tlog::Result<Vec<String>> {
+            self.inner.list(prefix)
+        }
+        fn lock_writer(&self) -> warden_tlog::Result<()> {
+            self.inner.lock_writer()
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    }
+
+    fn rec(id: u64) -> AuditRecord {
+        AuditRecord {
+            kind: "request".into(),
+            request_id: id,
+            decision: "allow".into(),
+            ..AuditRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_of_queued_records_fails_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Flaky {
+            inner: PosixStorage::new(d.path()),
+            fail: AtomicBool::new(false),
+        });
+        let signer = Signer::generate("warden.test/audit").unwrap();
+        let log = Log::open(
+            storage.clone(),
+            signer,
+            "warden.test/audit",
+            LogOptions::default(),
+        )
+        .unwrap();
+        let sink = TlogSink::new(log.clone());
+        sink.submit(rec(1)).unwrap();
+        let t0 = std::time::Instant::now();
+        while log.size() < 1 {
+            assert!(t0.elapsed().as_secs() < 10, "record never committed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(sink.healthy());
+        storage.fail.store(true, Ordering::SeqCst);
+        sink.submit(rec(2)).unwrap();
+        let t0 = std::time::Instant::now();
+        while sink.healthy() {
+            assert!(t0.elapsed().as_secs() < 10, "failure never noticed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Recovery of the writer does not make the sink healthy again: records were lost.
+        storage.fail.store(false, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!sink.healthy());
+        assert!(sink.submit(rec(3)).is_err());
     }
 }

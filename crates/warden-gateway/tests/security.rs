@@ -59,6 +59,10 @@ async fn jwks_server(doc: String) -> std::net::SocketAddr {
 }
 
 async fn start() -> Env {
+    start_with(4096).await
+}
+
+async fn start_with(max_body_bytes: usize) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let upstream = mock_upstream().await;
@@ -85,7 +89,7 @@ async fn start() -> Env {
         "oidc": {"issuer": "https://idp.test", "audience": "warden", "jwks_url": format!("http://{jwks_addr}/jwks"),
                  "algorithms": ["ES256"], "leeway_secs": 0},
         "policy": policy,
-        "validation": {"max_body_bytes": 4096},
+        "validation": {"max_body_bytes": max_body_bytes, "max_message_bytes": max_body_bytes},
     });
     let cfg: warden_gateway::config::GatewayConfig = serde_json::from_value(cfg).unwrap();
     let directory = Arc::new(MemoryDirectory::default());
@@ -636,4 +640,90 @@ async fn a_certificate_from_another_ca_cannot_even_connect_to_the_admin_listener
             String::from_utf8_lossy(&buf)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_body_is_read_are_well_formed() {
+    let env = start_with(1 << 20).await;
+    // Larger than HTTP/2's initial stream window: the client is still sending when the
+    // refusal is decided.
+    let body = format!(
+        r#"{{"model":"m1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(300_000)
+    );
+    // HTTP/2 (curl over TLS with ALPN h2): a 401 decided on the headers, while the body
+    // is still being sent, must end the stream cleanly (curl exit 0, not 92).
+    let tmp = tempfile::tempdir().unwrap();
+    let body_file = tmp.path().join("body.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "--http2",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl {:?}: {said} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said, "2 401");
+    // HTTP/1.1 keep-alive: the unread body must not be taken for the next request; the
+    // answer says the connection closes, and it does.
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let t0 = std::time::Instant::now();
+    let resp = raw(&env, env.public, None, req.as_bytes()).await;
+    assert_eq!(status(&resp), 401, "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the connection was left open"
+    );
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
+    // An authenticated request with a body on HTTP/2 still works.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "--http2",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("authorization: Bearer {}", env.user_key))
+        .arg("--data-binary")
+        .arg(CHAT)
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
 }

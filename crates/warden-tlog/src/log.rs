@@ -51,23 +51,57 @@ struct Edge {
     bundle: Vec<u8>,
     /// Partial tile hashes per tile level.
     levels: Vec<Vec<Hash>>,
+    /// Per level, the roots of the perfect subtrees that cover the partial row, largest
+    /// first (kept as hashes are pushed, so a commit's root costs O(log n) hashes instead
+    /// of rehashing every partial row).
+    frontier: Vec<Frontier>,
+}
+
+/// Roots of the perfect subtrees covering a row, largest first: `(height, root)`.
+#[derive(Debug, Clone, Default)]
+struct Frontier(Vec<(u32, Hash)>);
+
+impl Frontier {
+    fn of(row: &[Hash]) -> Frontier {
+        let mut f = Frontier::default();
+        for h in row {
+            f.push(*h);
+        }
+        f
+    }
+
+    /// Append a hash to the row (a binary counter: equal heights merge).
+    fn push(&mut self, h: Hash) {
+        let mut node = (0u32, h);
+        while let Some(&(height, left)) = self.0.last() {
+            if height != node.0 {
+                break;
+            }
+            self.0.pop();
+            node = (height + 1, merkle::node_hash(&left, &node.1));
+        }
+        self.0.push(node);
+    }
 }
 
 impl Edge {
-    fn root(&self) -> Hash {
-        let mut parts = Vec::new();
-        for hs in self.levels.iter().rev() {
-            let mut off = 0usize;
-            for b in (0..8).rev() {
-                let w = 1usize << b;
-                if hs.len() & w != 0 {
-                    if let Some(s) = hs.get(off..off + w) {
-                        parts.push(merkle::perfect_root(s));
-                    }
-                    off += w;
-                }
-            }
+    fn new(size: u64, bundle: Vec<u8>, levels: Vec<Vec<Hash>>) -> Edge {
+        let frontier = levels.iter().map(|r| Frontier::of(r)).collect();
+        Edge {
+            size,
+            bundle,
+            levels,
+            frontier,
         }
+    }
+
+    fn root(&self) -> Hash {
+        let parts: Vec<Hash> = self
+            .frontier
+            .iter()
+            .rev()
+            .flat_map(|f| f.0.iter().map(|(_, h)| *h))
+            .collect();
         merkle::root_from_decomposition(&parts)
     }
 
@@ -116,11 +150,7 @@ impl Edge {
             }
             data
         };
-        let edge = Edge {
-            size,
-            bundle,
-            levels,
-        };
+        let edge = Edge::new(size, bundle, levels);
         if edge.root() != cp.root {
             return Err(Error::tampered(
                 CHECKPOINT,
@@ -176,6 +206,7 @@ struct Writer {
     edge: Edge,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -193,13 +224,20 @@ impl Writer {
             while self.edge.levels.len() <= level {
                 self.edge.levels.push(Vec::new());
             }
+            while self.edge.frontier.len() <= level {
+                self.edge.frontier.push(Frontier::default());
+            }
             while dirty.len() <= level {
                 dirty.push(false);
             }
-            let Some(row) = self.edge.levels.get_mut(level) else {
+            let (Some(row), Some(front)) = (
+                self.edge.levels.get_mut(level),
+                self.edge.frontier.get_mut(level),
+            ) else {
                 return;
             };
             row.push(h);
+            front.push(h);
             if (row.len() as u64) < TILE_WIDTH {
                 if let Some(d) = dirty.get_mut(level) {
                     *d = true;
@@ -209,8 +247,13 @@ impl Writer {
             let lv = u32::try_from(level).unwrap_or(0);
             let n = tiles::hashes_at_level(self.edge.size, lv) / TILE_WIDTH - 1;
             let data: Vec<u8> = row.iter().flatten().copied().collect();
-            let root = merkle::perfect_root(row);
+            // A full row is one perfect subtree: the frontier holds exactly its root.
+            let root = match front.0.as_slice() {
+                [(_, r)] => *r,
+                _ => merkle::perfect_root(row),
+            };
             row.clear();
+            front.0.clear();
             if let Some(d) = dirty.get_mut(level) {
                 *d = false;
             }
@@ -406,6 +449,7 @@ struct Shared {
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
     verifier: Verifier,
     origin: String,
     storage: Arc<dyn Storage>,
@@ -474,15 +518,12 @@ impl Log {
                     extensions: Vec::new(),
                 };
                 storage.publish_checkpoint(&cp.sign(&signer))?;
-                Edge {
-                    size: 0,
-                    bundle: Vec::new(),
-                    levels: Vec::new(),
-                }
+                Edge::new(0, Vec::new(), Vec::new())
             }
         };
         let published = Arc::new(AtomicU64::new(edge.size));
         let commits = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             storage: Arc::clone(&storage),
             signer,
@@ -490,6 +531,7 @@ impl Log {
             edge,
             published: Arc::clone(&published),
             commits: Arc::clone(&commits),
+            failures: Arc::clone(&failures),
         };
         let (tx, rx) = mpsc::channel::<Request>();
         let max_batch = options.max_batch.clamp(1, MAX_BATCH);
@@ -504,6 +546,7 @@ impl Log {
                 worker: Mutex::new(Some(handle)),
                 published,
                 commits,
+                failures,
                 verifier,
                 origin: origin.to_owned(),
                 storage,
@@ -547,6 +590,19 @@ impl Log {
     /// Append an entry and block until it is durable; returns its index.
     pub fn append(&self, entry: Vec<u8>) -> Result<u64> {
         self.submit(entry)?.wait()
+    }
+
+    /// Queue an entry without waiting for it. Nothing wakes the caller when it is
+    /// durable; a failed commit shows in [`Log::failed_commits`] instead (callers that
+    /// must fail closed check it). An `Err` means the entry was not queued.
+    pub fn append_detached(&self, entry: Vec<u8>) -> Result<()> {
+        self.submit(entry).map(|_| ())
+    }
+
+    /// Batches (and batches refused after an unrecoverable failure) whose entries were
+    /// not committed, since the log was opened.
+    pub fn failed_commits(&self) -> u64 {
+        self.shared.failures.load(Ordering::Acquire)
     }
 
     /// Append an entry; the future resolves to its index once it is durable.
@@ -631,6 +687,7 @@ fn writer_loop(
             }
         }
         if let Some(why) = &broken {
+            writer.failures.fetch_add(1, Ordering::Release);
             for r in batch {
                 r.slot.complete(Err(Error::Commit(why.clone())));
             }
@@ -647,6 +704,7 @@ fn writer_loop(
                 }
             }
             Err(e) => {
+                writer.failures.fetch_add(1, Ordering::Release);
                 let msg = e.to_string();
                 for r in batch {
                     r.slot.complete(Err(Error::Commit(msg.clone())));

@@ -1,0 +1,37 @@
+# Sourced by bench/gateway.sh and bench/gateway-instr.sh: a Warden home with the full
+# gateway policy (TLS 1.3, API key, Cedar, limits, validation, minimisation, audit log)
+# in front of the mock upstream on 127.0.0.1:$UP_PORT.
+#   gateway_home DIR PUBLIC_PORT ADMIN_PORT UP_PORT BIN   (prints the API key)
+gateway_home() {
+  local H=$1 port=$2 aport=$3 up=$4 bin=$5
+  mkdir -p "$H"
+  "$bin/examples/mock_upstream" init-home "$H"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$H/tls.key" -out "$H/tls.pem" 2>/dev/null
+  echo GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ > "$H/admin.totp"
+  cat > "$H/policies.cedar" <<'CEDAR'
+permit(principal in Warden::Role::"user", action in [Warden::Action::"chat", Warden::Action::"models"], resource)
+when { principal.clearance >= resource.classification };
+CEDAR
+  cat > "$H/warden.toml" <<TOML
+[gateway]
+listen = "127.0.0.1:$port"
+policy = "policies.cedar"
+limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000, concurrency = 1024 }
+[gateway.tls]
+cert = "tls.pem"
+key = "tls.key"
+[gateway.admin]
+listen = "127.0.0.1:$aport"
+admins = [{ name = "admin", totp_secret_file = "admin.totp" }]
+[gateway.admin.tls]
+cert = "tls.pem"
+key = "tls.key"
+client_ca = "tls.pem"
+[[gateway.models]]
+name = "bench"
+upstream = "http://127.0.0.1:$up"
+classification = 1
+TOML
+  "$bin/warden" --home "$H" keys create bench --role user --clearance 1 2>/dev/null
+}

@@ -1,0 +1,52 @@
+//! Fuzz the gateway's SSE response minimiser with untrusted upstream bytes, fed in
+//! arbitrary chunkings. It must never panic, never emit more than it bounds, and every
+//! `data:` line it emits must be valid JSON (or `[DONE]`) without logprob data.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use warden_gateway::minimize::{ResponsePolicy, SseMinimizer};
+use warden_gateway::validate::Endpoint;
+
+fn has_logprobs(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(o) => o.iter().any(|(k, x)| {
+            ((k == "logprobs" || k == "top_logprobs") && !x.is_null()) || has_logprobs(x)
+        }),
+        serde_json::Value::Array(a) => a.iter().any(has_logprobs),
+        _ => false,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let endpoint = match ctl % 3 {
+        0 => Endpoint::Chat,
+        1 => Endpoint::Completions,
+        _ => Endpoint::Responses,
+    };
+    let policy = ResponsePolicy {
+        endpoint,
+        keep_logprobs: false,
+    };
+    let mut m = SseMinimizer::new(policy, ctl & 0x10 != 0, 4096);
+    let step = usize::from(ctl >> 5) + 1;
+    let mut out = Vec::new();
+    for chunk in rest.chunks(step) {
+        match m.feed(chunk) {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(_) => return,
+        }
+    }
+    out.extend_from_slice(&m.finish());
+    for line in out.split(|b| *b == b'\n') {
+        if let Some(d) = line.strip_prefix(b"data: ") {
+            if d == b"[DONE]" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(d).expect("emitted event is JSON");
+            assert!(!has_logprobs(&v), "logprob data leaked: {v}");
+        }
+    }
+});
