@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
@@ -54,83 +54,59 @@ fn reply_for(prompt: &str) -> String {
     }
 }
 
-struct Upstream {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+/// Mock OpenAI upstream: JSON or SSE (the reply split into 3-byte chunks).
+async fn upstream() -> MockUpstream {
+    mock_upstream_with(screening_reply).await
 }
 
-/// Mock OpenAI upstream: JSON or SSE (the reply split into 3-byte chunks).
-async fn upstream() -> Upstream {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = Arc::clone(&hits);
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let h = Arc::clone(&h);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let h = Arc::clone(&h);
-                    async move {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let j: Value = serde_json::from_slice(&body).unwrap();
-                        let last = j["messages"]
-                            .as_array()
-                            .and_then(|m| m.last())
-                            .map(|m| m["content"].to_string())
-                            .unwrap_or_default();
-                        let text = reply_for(&last);
-                        let mut r = if j["stream"] == true {
-                            let mut s = String::new();
-                            let ev = |delta: Value, fin: Value| {
-                                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m1",
-                                       "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]})
-                            };
-                            s.push_str(&format!(
-                                "data: {}\n\n",
-                                ev(json!({"role": "assistant", "content": ""}), Value::Null)
-                            ));
-                            let b = text.as_bytes();
-                            for c in b.chunks(3) {
-                                let piece = String::from_utf8_lossy(c);
-                                s.push_str(&format!(
-                                    "data: {}\n\n",
-                                    ev(json!({"content": piece}), Value::Null)
-                                ));
-                            }
-                            s.push_str(&format!("data: {}\n\n", ev(json!({}), json!("stop"))));
-                            s.push_str(&format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk",
-                                "created": 1, "model": "m1", "choices": [],
-                                "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}})));
-                            s.push_str("data: [DONE]\n\n");
-                            let mut r = Response::new(Full::new(Bytes::from(s)));
-                            r.headers_mut()
-                                .insert("content-type", "text/event-stream".parse().unwrap());
-                            r
-                        } else {
-                            let out = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m1",
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                                "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}});
-                            let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
-                            r.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            r
-                        };
-                        r.headers_mut().insert("x-mock", "1".parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
+fn screening_reply(j: Value) -> Response<Full<Bytes>> {
+    let last = j["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].to_string())
+        .unwrap_or_default();
+    let text = reply_for(&last);
+    let mut r = if j["stream"] == true {
+        let mut s = String::new();
+        let ev = |delta: Value, fin: Value| {
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m1",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]})
+        };
+        s.push_str(&format!(
+            "data: {}\n\n",
+            ev(json!({"role": "assistant", "content": ""}), Value::Null)
+        ));
+        let b = text.as_bytes();
+        for c in b.chunks(3) {
+            let piece = String::from_utf8_lossy(c);
+            s.push_str(&format!(
+                "data: {}\n\n",
+                ev(json!({"content": piece}), Value::Null)
+            ));
         }
-    });
-    Upstream { addr, hits }
+        s.push_str(&format!("data: {}\n\n", ev(json!({}), json!("stop"))));
+        s.push_str(&format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "object": "chat.completion.chunk",
+            "created": 1, "model": "m1", "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}})
+        ));
+        s.push_str("data: [DONE]\n\n");
+        let mut r = Response::new(Full::new(Bytes::from(s)));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    } else {
+        let out = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}});
+        let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        r
+    };
+    r.headers_mut().insert("x-mock", "1".parse().unwrap());
+    r
 }
 
 /// A webhook receiver: every POST body, parsed.
@@ -257,7 +233,7 @@ struct Env {
     model: &'static str,
     gw: Arc<Gateway>,
     base: String,
-    upstream: Upstream,
+    upstream: MockUpstream,
     audit: Arc<MemorySink>,
     directory: Arc<MemoryDirectory>,
     keys: Vec<(String, String)>,

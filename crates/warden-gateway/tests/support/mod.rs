@@ -167,8 +167,28 @@ impl MockUpstream {
     }
 }
 
-/// Start the mock on a runtime owned by the caller.
+/// Start the mock on a runtime owned by the caller: a chat completion with logprobs and
+/// a system fingerprint (what minimisation must strip).
 pub async fn mock_upstream() -> MockUpstream {
+    mock_upstream_with(default_reply).await
+}
+
+fn default_reply(j: serde_json::Value) -> Response<Full<Bytes>> {
+    let out = serde_json::json!({"id": "cmpl-1", "object": "chat.completion", "created": 1,
+        "model": j["model"], "system_fingerprint": "fp_mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                     "logprobs": {"content": [{"token": "ok", "logprob": -0.1}]}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
+    let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// A counting mock upstream answering every request body (JSON) with `respond`.
+pub async fn mock_upstream_with(
+    respond: fn(serde_json::Value) -> Response<Full<Bytes>>,
+) -> MockUpstream {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -190,17 +210,8 @@ pub async fn mock_upstream() -> MockUpstream {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let j: serde_json::Value =
-                            serde_json::from_slice(&body).unwrap_or_default();
-                        let out = serde_json::json!({"id": "cmpl-1", "object": "chat.completion", "created": 1,
-                            "model": j["model"], "system_fingerprint": "fp_mock",
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                         "logprobs": {"content": [{"token": "ok", "logprob": -0.1}]}, "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
-                        let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
-                        r.headers_mut()
-                            .insert("content-type", "application/json".parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(r)
+                        let j = serde_json::from_slice(&body).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(respond(j))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
