@@ -23,8 +23,6 @@ use futures_util::FutureExt as _;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,6 +49,7 @@ pub type GwBody = BoxBody<Bytes, BodyError>;
 struct Upstream {
     base: String,
     auth: Option<HeaderValue>,
+    client: crate::upstream::UpstreamClient,
 }
 
 /// Everything the running gateway shares.
@@ -76,7 +75,6 @@ pub struct Gateway {
     authorize: Arc<Authorize>,
     models: Arc<HashMap<String, ModelAttrs>>,
     upstreams: HashMap<String, Upstream>,
-    client: Client<HttpConnector, Full<Bytes>>,
     next_id: AtomicU64,
     jwks_refresh: Arc<tokio::sync::Notify>,
 }
@@ -145,6 +143,7 @@ impl Gateway {
                 Upstream {
                     base: m.upstream.trim_end_matches('/').to_owned(),
                     auth,
+                    client: crate::upstream::client(m, &config.timeouts)?,
                 },
             );
         }
@@ -190,15 +189,6 @@ impl Gateway {
             limiter: Arc::new(Limiter::default()),
             config: Arc::clone(&config),
         }));
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_millis(config.timeouts.connect_ms)));
-        conn.set_nodelay(true);
-        conn.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .timer(TokioTimer::new())
-            .build(conn);
         Ok(Arc::new(Gateway {
             config,
             directory,
@@ -212,7 +202,6 @@ impl Gateway {
             authorize,
             models,
             upstreams,
-            client,
             next_id: AtomicU64::new(1),
             jwks_refresh,
         }))
@@ -777,7 +766,7 @@ async fn forward(
     let t0 = Instant::now();
     let header_timeout = Duration::from_secs(gw.config.timeouts.response_header_secs);
     let resp = tokio::select! {
-        r = tokio::time::timeout(header_timeout, gw.client.request(upreq)) => r,
+        r = tokio::time::timeout(header_timeout, up.client.request(upreq)) => r,
         () = cancel.cancelled() => {
             fin.rec.outcome = "cut".into();
             return fail(fin, StatusCode::FORBIDDEN, "identity is blocked");
@@ -787,8 +776,19 @@ async fn forward(
     let resp = match resp {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::warn!(request_id = fin.rec.request_id, error = %e, "upstream request failed");
-            return fail(fin, StatusCode::BAD_GATEWAY, "upstream unavailable");
+            let why = crate::upstream::describe(&e);
+            tracing::warn!(request_id = fin.rec.request_id, error = %why, "upstream request failed");
+            // The audit record says why; the client only that the upstream is unavailable.
+            fin.rec.outcome = "upstream-error".into();
+            let resp = json_error(
+                &Refusal::new(StatusCode::BAD_GATEWAY, "upstream", "upstream unavailable"),
+                fin.rec.request_id,
+            );
+            fin.rec.status = StatusCode::BAD_GATEWAY.as_u16();
+            fin.rec.decision = "error".into();
+            fin.rec.reason = format!("upstream: upstream unavailable ({why})");
+            drop(fin);
+            return resp;
         }
         Err(_) => return fail(fin, StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
     };
