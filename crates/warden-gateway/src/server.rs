@@ -555,6 +555,14 @@ impl Unread {
         if !self.has_body {
             return resp;
         }
+        if !self.drainable && self.version == http::Version::HTTP_2 {
+            // Declared larger than the limit: answer at once and discard the rest in the
+            // background, so the stream ends with the client's END_STREAM instead of a
+            // reset under the answer (which clients report as a stream error, not a
+            // 413). Bounded in bytes and time; past either, the stream is reset.
+            tokio::spawn(discard(body, H2_DISCARD_MAX_BYTES, H2_DISCARD_MAX_TIME));
+            return resp;
+        }
         if self.drainable {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -568,6 +576,26 @@ impl Unread {
         }
         resp
     }
+}
+
+/// The most an HTTP/2 client's refused oversize body is read (and thrown away) for.
+const H2_DISCARD_MAX_BYTES: u64 = 64 << 20;
+const H2_DISCARD_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Read and drop a request body, up to `max_bytes` and for at most `max_time`.
+async fn discard(mut body: Incoming, max_bytes: u64, max_time: Duration) {
+    let _ = tokio::time::timeout(max_time, async move {
+        let mut seen = 0u64;
+        while let Some(Ok(f)) = body.frame().await {
+            if let Some(d) = f.data_ref() {
+                seen += d.len() as u64;
+                if seen > max_bytes {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {

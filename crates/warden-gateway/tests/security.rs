@@ -727,3 +727,69 @@ async fn refusals_before_the_body_is_read_are_well_formed() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
 }
+
+/// curl over HTTP/2 (ALPN h2) with a body file; returns (exit code, "version status", body).
+async fn curl_h2(env: &Env, body: &str, key: Option<&str>) -> (Option<i32>, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let body_file = tmp.path().join("body.json");
+    std::fs::write(&body_file, body).unwrap();
+    let out_file = tmp.path().join("out.json");
+    let mut c = tokio::process::Command::new("curl");
+    c.args(["--http2", "-sS", "-w", "%{http_version} %{http_code}"])
+        .arg("-o")
+        .arg(&out_file)
+        .arg("--cacert")
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json"]);
+    if let Some(k) = key {
+        c.arg("-H").arg(format!("authorization: Bearer {k}"));
+    }
+    let out = c
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .output()
+        .await
+        .unwrap();
+    let got = std::fs::read_to_string(&out_file).unwrap_or_default();
+    (
+        out.status.code(),
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        got,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_read_a_413_for_a_declared_oversize_body() {
+    let env = start_with(64 * 1024).await;
+    for size in [100_000, 3_000_000] {
+        let body = format!(
+            r#"{{"model":"m1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(size)
+        );
+        let before = records(&env).len();
+        let (code, said, got) = curl_h2(&env, &body, Some(&env.user_key)).await;
+        assert_eq!(code, Some(0), "{size}: curl failed: {said}");
+        assert_eq!(said.trim(), "2 413", "{size}: {said}");
+        let j: serde_json::Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(j["error"]["code"], 413, "{got}");
+        assert_eq!(j["error"]["type"], "request_too_large", "{got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recs = records(&env);
+        assert!(
+            recs[before..]
+                .iter()
+                .any(|r| r.status == 413 && r.decision == "deny" && r.reason.contains("exceeds")),
+            "no audit record: {:?}",
+            &recs[before..]
+        );
+    }
+    assert_eq!(env.upstream.hits(), 0);
+}
