@@ -793,3 +793,115 @@ async fn http2_clients_read_a_413_for_a_declared_oversize_body() {
     }
     assert_eq!(env.upstream.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_creates_and_revokes_api_keys() {
+    let env = start().await;
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let call = |path: &str, code: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let body_of = |r: &str| -> serde_json::Value {
+        serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let create = r#"{"identity": "carol", "roles": ["user"], "clearance": 1}"#;
+    // No admin certificate, or no TOTP: refused, nothing created.
+    let r = raw(
+        &env,
+        env.admin,
+        None,
+        call("/v1/keys", &totp_code(0), create).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 401, "{r}");
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call("/v1/keys", "000000", create).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert!(env.directory.identity("carol").unwrap().is_none());
+    // Each TOTP step serves one mutating call: steps -1, 0, +1 below.
+    // Created: the key is in the answer once, the directory has its hash.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call("/v1/keys", &totp_code(-1), create).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("cache-control: no-store"),
+        "{r}"
+    );
+    let j = body_of(&r);
+    let key = j["key"].as_str().unwrap().to_owned();
+    let kid = j["key_id"].as_str().unwrap().to_owned();
+    assert!(keys::looks_like_key(&key), "{j}");
+    assert_eq!(
+        kid,
+        warden_gateway::directory::key_id(&keys::KeyHash::of(&key))
+    );
+    let carol = env.directory.identity("carol").unwrap().unwrap();
+    assert_eq!(
+        (carol.roles.clone(), carol.clearance),
+        (vec!["user".to_owned()], 1)
+    );
+    // The gateway accepts it (never tried before, so no cached refusal).
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    let recs = records(&env);
+    let created = recs
+        .iter()
+        .find(|r| r.kind == "key-created")
+        .expect("key creation audited");
+    assert_eq!(created.key_id.as_deref(), Some(kid.as_str()));
+    assert_eq!(created.identity.as_deref(), Some("carol"));
+    assert_eq!(created.auth.as_deref(), Some("admin:alice.admin"));
+    assert!(
+        !format!("{recs:?}").contains(&key[4..]),
+        "the key reached the audit log"
+    );
+    // Revoke: an unknown id is refused; the real one stops working within the key
+    // cache's 2 s.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call("/v1/keys/0000000000000000/revoke", &totp_code(0), "").as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 404, "{r}");
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call(&format!("/v1/keys/{kid}/revoke"), &totp_code(1), "").as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(records(&env).iter().any(|r| r.kind == "key-revoked"
+        && r.key_id.as_deref() == Some(kid.as_str())
+        && r.identity.as_deref() == Some("carol")));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 401, "{resp}");
+}
