@@ -574,3 +574,70 @@ impl ModelConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(upstream: &str, extra: serde_json::Value) -> ModelConfig {
+        let mut j = serde_json::json!({"name": "m", "upstream": upstream});
+        for (k, v) in extra.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn upstream_transport_is_checked() {
+        use UpstreamTransport::*;
+        let none = serde_json::json!({});
+        for (url, want) in [
+            ("https://gpu1.internal", Tls),
+            ("https://10.0.0.5:8443/", Tls),
+            ("http://127.0.0.1:8000", LoopbackPlaintext),
+            ("http://localhost:8000", LoopbackPlaintext),
+            ("http://[::1]:8000", LoopbackPlaintext),
+        ] {
+            assert_eq!(
+                model(url, none.clone()).validate_upstream().unwrap(),
+                want,
+                "{url}"
+            );
+        }
+        let allow = serde_json::json!({"allow_plaintext_upstream": true});
+        assert_eq!(
+            model("http://10.0.0.5:8000", allow)
+                .validate_upstream()
+                .unwrap(),
+            NetworkPlaintext
+        );
+        for (url, extra, words) in [
+            (
+                "http://10.0.0.5:8000",
+                none.clone(),
+                "allow_plaintext_upstream",
+            ),
+            ("http://127.0.0.1", none.clone(), "http://host:port"),
+            ("https://gpu1.internal/v1", none.clone(), "no path"),
+            ("https://gpu1.internal?x=1", none.clone(), "no path"),
+            ("https://user:pw@gpu1.internal", none.clone(), "credentials"),
+            ("ftp://gpu1.internal:21", none.clone(), "https://host"),
+            (
+                "http://127.0.0.1:8000",
+                serde_json::json!({"upstream_ca": "ca.pem"}),
+                "upstream_ca is set",
+            ),
+            (
+                "https://gpu1.internal",
+                serde_json::json!({"upstream_client_key": "k.pem"}),
+                "go together",
+            ),
+        ] {
+            let e = model(url, extra)
+                .validate_upstream()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("model m") && e.contains(words), "{url}: {e}");
+        }
+    }
+}
