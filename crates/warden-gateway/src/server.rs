@@ -455,7 +455,7 @@ async fn handle_inner(
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let max = gw.config.validation.max_body_bytes;
     let declared = parts
         .headers
@@ -496,8 +496,12 @@ async fn handle_inner(
         );
         return unread.answer(refuse(&gw, &ex, r), body).await;
     }
-    let collected =
-        tokio::time::timeout(Duration::from_secs(30), Limited::new(body, max).collect()).await;
+    // Collected through a borrow, so an HTTP/2 body over the limit can still be discarded.
+    let collected = tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(&mut body, max).collect(),
+    )
+    .await;
     ex.body = match collected {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) => {
@@ -505,6 +509,11 @@ async fn handle_inner(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
+                if parts.version == http::Version::HTTP_2 {
+                    // No declared length, too long: as for a declared oversize body, the
+                    // client reads the 413 instead of a stream reset.
+                    tokio::spawn(discard(body, H2_DISCARD_MAX_BYTES, H2_DISCARD_MAX_TIME));
+                }
                 Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "validate",

@@ -729,7 +729,12 @@ async fn refusals_before_the_body_is_read_are_well_formed() {
 }
 
 /// curl over HTTP/2 (ALPN h2) with a body file; returns (exit code, "version status", body).
-async fn curl_h2(env: &Env, body: &str, key: Option<&str>) -> (Option<i32>, String, String) {
+async fn curl_h2(
+    env: &Env,
+    body: &str,
+    key: Option<&str>,
+    chunked: bool,
+) -> (Option<i32>, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let body_file = tmp.path().join("body.json");
     std::fs::write(&body_file, body).unwrap();
@@ -744,9 +749,18 @@ async fn curl_h2(env: &Env, body: &str, key: Option<&str>) -> (Option<i32>, Stri
     if let Some(k) = key {
         c.arg("-H").arg(format!("authorization: Bearer {k}"));
     }
+    if chunked {
+        // Upload from a file without a declared length (`-T` with POST).
+        c.args(["-X", "POST", "-H", "content-length:", "-T"]);
+    } else {
+        c.arg("--data-binary");
+    }
     let out = c
-        .arg("--data-binary")
-        .arg(format!("@{}", body_file.display()))
+        .arg(format!(
+            "{}{}",
+            if chunked { "" } else { "@" },
+            body_file.display()
+        ))
         .arg(format!(
             "https://localhost:{}/v1/chat/completions",
             env.public.port()
@@ -767,16 +781,16 @@ async fn curl_h2(env: &Env, body: &str, key: Option<&str>) -> (Option<i32>, Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_clients_read_a_413_for_a_declared_oversize_body() {
+async fn http2_clients_read_a_413_for_an_oversize_body_declared_or_not() {
     let env = start_with(64 * 1024).await;
-    for size in [100_000, 3_000_000] {
+    for (size, chunked) in [(100_000, false), (3_000_000, false), (3_000_000, true)] {
         let body = format!(
             r#"{{"model":"m1","messages":[{{"role":"user","content":"{}"}}]}}"#,
             "x".repeat(size)
         );
         let before = records(&env).len();
-        let (code, said, got) = curl_h2(&env, &body, Some(&env.user_key)).await;
-        assert_eq!(code, Some(0), "{size}: curl failed: {said}");
+        let (code, said, got) = curl_h2(&env, &body, Some(&env.user_key), chunked).await;
+        assert_eq!(code, Some(0), "{size} {chunked}: curl failed: {said}");
         assert_eq!(said.trim(), "2 413", "{size}: {said}");
         let j: serde_json::Value = serde_json::from_str(&got).unwrap();
         assert_eq!(j["error"]["code"], 413, "{got}");
