@@ -272,8 +272,11 @@ fn append_process(home: &Path, tag: &str, n: usize) -> Child {
         .collect();
     std::thread::spawn(move || {
         // A few lines at a time, so the two processes' batches interleave.
+        // (A killed process closes the pipe: stop feeding it.)
         for chunk in body.as_bytes().chunks(200) {
-            stdin.write_all(chunk).unwrap();
+            if stdin.write_all(chunk).is_err() {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
     });
@@ -332,4 +335,52 @@ fn two_processes_interleave_appends() {
         first_b < last_a,
         "no interleaving: b from {first_b}, a until {last_a}"
     );
+}
+
+#[test]
+fn a_writer_killed_mid_batch_leaves_the_other_appending_to_a_log_that_verifies() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let home = home(dir.path());
+    let n = 1500;
+    for round in 0..3 {
+        let mut a = append_process(&home, &format!("a{round}"), 100_000);
+        let b = append_process(&home, &format!("b{round}"), n);
+        // Let `a` get some entries acknowledged, then SIGKILL it wherever it is (often
+        // inside a commit, holding the lock, with objects written but no checkpoint).
+        let mut acked = Vec::new();
+        let mut lines = std::io::BufReader::new(a.stdout.take().unwrap()).lines();
+        while acked.len() < 200 + 150 * round {
+            acked.push(lines.next().unwrap().unwrap().parse::<u64>().unwrap());
+        }
+        a.kill().unwrap();
+        a.wait().unwrap();
+        let out = b.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let b_idx: Vec<u64> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(b_idx.len(), n);
+        let out = warden(&home).args(["audit", "verify"]).output().unwrap();
+        assert!(out.status.success(), "round {round}: {out:?}");
+        let ev = events(&home);
+        for (i, tag) in acked
+            .iter()
+            .map(|i| (i, format!("a{round}")))
+            .chain(b_idx.iter().map(|i| (i, format!("b{round}"))))
+        {
+            assert_eq!(ev[*i as usize]["tag"], tag, "round {round}: entry {i}");
+        }
+        let b_count = ev
+            .iter()
+            .filter(|e| e["tag"] == format!("b{round}"))
+            .count();
+        assert_eq!(b_count, n, "round {round}: every entry of b exactly once");
+    }
 }
