@@ -292,8 +292,152 @@ async fn route(
                 Err(e) => err(StatusCode::BAD_REQUEST, &e.to_string()),
             }
         }
+        "/v1/keys" => {
+            let grant = match key_grant(&j) {
+                Ok(g) => g,
+                Err(why) => return err(StatusCode::BAD_REQUEST, &why),
+            };
+            let (key, hash) = match crate::keys::generate() {
+                Ok(k) => k,
+                Err(_) => return err(StatusCode::SERVICE_UNAVAILABLE, "no randomness"),
+            };
+            let kid = crate::directory::key_id(&hash);
+            if st.admins.contains_key(&grant.identity) {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "administrators get no API keys (a distinct role)",
+                );
+            }
+            match gw.directory.create_key(&grant, &hash) {
+                Ok(()) => {}
+                Err(Error::Refused(why)) => return err(StatusCode::BAD_REQUEST, &why),
+                Err(e) => {
+                    tracing::error!(error = %e, "key could not be stored");
+                    return err(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "state could not be written",
+                    );
+                }
+            }
+            // The key is shown only once its creation is durable in the audit log; if
+            // that fails it is revoked again, so no usable key goes unaccounted for.
+            let r = AuditRecord {
+                key_id: Some(kid.clone()),
+                ..rec(
+                    "key-created",
+                    Some(grant.identity.clone()),
+                    format!("key {kid} for {} by {admin}", grant.identity),
+                )
+            };
+            if let Err(e) = gw.audit.append_durable(r).await {
+                tracing::error!(error = %e, "audit append failed; revoking the new key");
+                let _ = gw.directory.revoke_key(&kid);
+                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
+            }
+            let mut resp = reply(
+                StatusCode::OK,
+                serde_json::json!({"key_id": kid, "identity": grant.identity,
+                    "expires_at": grant.expires_at, "key": key.reveal()}),
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        p if p.starts_with("/v1/keys/") && p.ends_with("/revoke") => {
+            let kid = &p["/v1/keys/".len()..p.len() - "/revoke".len()];
+            if kid.len() != 16 || !kid.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return err(StatusCode::BAD_REQUEST, "key id: 16 hex digits, as listed");
+            }
+            // Effective first (the gateway's key cache forgets it within 2 s), then audited.
+            let identity = match gw.directory.revoke_key(kid) {
+                Ok(Some(i)) => i,
+                Ok(None) => return err(StatusCode::NOT_FOUND, "no such API key"),
+                Err(e) => {
+                    tracing::error!(error = %e, "key could not be revoked");
+                    return err(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "state could not be written",
+                    );
+                }
+            };
+            let r = AuditRecord {
+                key_id: Some(kid.to_owned()),
+                ..rec(
+                    "key-revoked",
+                    Some(identity.clone()),
+                    format!("revoked by {admin}"),
+                )
+            };
+            if let Err(e) = gw.audit.append_durable(r).await {
+                tracing::error!(error = %e, "audit append failed");
+                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
+            }
+            reply(
+                StatusCode::OK,
+                serde_json::json!({"revoked": kid, "identity": identity}),
+            )
+        }
         _ => err(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
+}
+
+/// The body of `POST /v1/keys`: `identity` (required), `roles`, `team`, `clearance`,
+/// `expires_days`; nothing else.
+fn key_grant(j: &serde_json::Value) -> Result<crate::directory::KeyGrant, String> {
+    let name_ok = |s: &str| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
+    let o = j.as_object().ok_or("body: a JSON object")?;
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["identity", "roles", "team", "clearance", "expires_days"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown field {k:?}"));
+    }
+    let identity = o
+        .get("identity")
+        .and_then(|v| v.as_str())
+        .filter(|s| name_ok(s))
+        .ok_or("identity: required name (1 to 256 characters, no control characters)")?
+        .to_owned();
+    let roles = match o.get("roles") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .ok_or("roles: an array of names")?
+            .iter()
+            .map(|r| r.as_str().filter(|s| name_ok(s)).map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("roles: an array of names")?,
+    };
+    let team = match o.get("team") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .filter(|s| name_ok(s))
+                .ok_or("team: a name")?
+                .to_owned(),
+        ),
+    };
+    let clearance = match o.get("clearance") {
+        None => None,
+        Some(v) => Some(v.as_i64().ok_or("clearance: an integer")?),
+    };
+    let expires_at = match o.get("expires_days") {
+        None => None,
+        Some(v) => {
+            let d = v
+                .as_u64()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or("expires_days: 1 to 3650")?;
+            Some((now_ms() / 1000) as i64 + d as i64 * 86_400)
+        }
+    };
+    Ok(crate::directory::KeyGrant {
+        identity,
+        roles,
+        team,
+        clearance,
+        expires_at,
+    })
 }
 
 pub(crate) fn roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
@@ -461,4 +605,33 @@ pub async fn http_get(url: &str, ca: Option<&Path>) -> Result<Vec<u8>, Error> {
         return Err(je(format!("HTTP {status}")));
     }
     Ok(body.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_grant_bodies_are_strict() {
+        let g = key_grant(&serde_json::json!({"identity": "carol", "roles": ["user"],
+            "team": "blue", "clearance": 2, "expires_days": 30}))
+        .unwrap();
+        assert_eq!(g.identity, "carol");
+        assert_eq!(g.roles, vec!["user".to_owned()]);
+        assert_eq!((g.team.as_deref(), g.clearance), (Some("blue"), Some(2)));
+        assert!(g.expires_at.is_some());
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"identity": ""}),
+            serde_json::json!({"identity": "a\nb"}),
+            serde_json::json!({"identity": "carol", "admin": true}),
+            serde_json::json!({"identity": "carol", "roles": "user"}),
+            serde_json::json!({"identity": "carol", "roles": [1]}),
+            serde_json::json!({"identity": "carol", "clearance": "high"}),
+            serde_json::json!({"identity": "carol", "expires_days": 0}),
+            serde_json::json!(["carol"]),
+        ] {
+            assert!(key_grant(&bad).is_err(), "{bad}");
+        }
+    }
 }

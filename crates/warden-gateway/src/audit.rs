@@ -22,6 +22,7 @@ pub struct AuditRecord {
     /// Unix milliseconds.
     pub ts_ms: u64,
     /// Kind: `request`, `block`, `unblock`, `lockdown`, `lockdown-lift`, `policy-reload`,
+    /// `key-created`, `key-revoked`,
     /// `malformed` (refused by the HTTP parser), `alert` (behaviour, drift, screening).
     pub kind: String,
     /// Gateway-local request id.
@@ -39,6 +40,9 @@ pub struct AuditRecord {
     /// Model asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// API key id (`key-created`, `key-revoked`; never key material).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// `allow` or `deny` or `error`.
     pub decision: String,
     /// The check and reason (e.g. `authz: default deny`, `limits: requests per minute`).

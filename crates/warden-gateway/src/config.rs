@@ -109,8 +109,28 @@ pub struct AdminUser {
 pub struct ModelConfig {
     /// Model name clients use.
     pub name: String,
-    /// Upstream base URL, `http://host:port` (the path is appended; nothing else).
+    /// Upstream base URL, `https://host[:port]` or `http://host:port` (the path is
+    /// appended; nothing else). Plain `http://` is accepted only for a loopback host
+    /// unless `allow_plaintext_upstream`.
     pub upstream: String,
+    /// PEM CA certificates the `https://` upstream's certificate must chain to; the
+    /// system roots (`SSL_CERT_FILE`, else the distribution's bundle) when absent.
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    /// PEM client certificate chain presented to the upstream (mTLS); needs
+    /// `upstream_client_key`.
+    #[serde(default)]
+    pub upstream_client_cert: Option<PathBuf>,
+    /// PEM private key of `upstream_client_cert`.
+    #[serde(default)]
+    pub upstream_client_key: Option<PathBuf>,
+    /// Also offer TLS 1.2 to the upstream (TLS 1.3 only by default).
+    #[serde(default)]
+    pub upstream_allow_tls12: bool,
+    /// Allow plain `http://` to a non-loopback upstream (prompts and responses cross the
+    /// network unencrypted and unauthenticated; `warden posture` warns).
+    #[serde(default)]
+    pub allow_plaintext_upstream: bool,
     /// Classification level (Cedar `resource.classification`).
     #[serde(default)]
     pub classification: i64,
@@ -390,6 +410,18 @@ impl GatewayConfig {
         {
             fix(c);
         }
+        for m in &mut self.models {
+            for p in [
+                m.upstream_ca.as_mut(),
+                m.upstream_client_cert.as_mut(),
+                m.upstream_client_key.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
+        }
         self.screening.resolve_paths(base);
     }
 
@@ -434,21 +466,7 @@ impl GatewayConfig {
                     m.name
                 )));
             }
-            let uri: http::Uri = m.upstream.parse().map_err(|_| {
-                crate::Error::Config(format!("model {}: bad upstream URL {}", m.name, m.upstream))
-            })?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(crate::Error::Config(format!(
-                    "model {}: upstream must be http://host:port (got {})",
-                    m.name, m.upstream
-                )));
-            }
-            if uri.path() != "/" && !uri.path().is_empty() {
-                return Err(crate::Error::Config(format!(
-                    "model {}: upstream must have no path (got {})",
-                    m.name, m.upstream
-                )));
-            }
+            m.validate_upstream()?;
         }
         self.screening.validate()?;
         if let Some(o) = &self.oidc {
@@ -462,5 +480,164 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// How a model's upstream is reached, as far as security goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// `https://`, certificate verified.
+    Tls,
+    /// `http://` to a loopback host.
+    LoopbackPlaintext,
+    /// `http://` to another host, allowed by `allow_plaintext_upstream`.
+    NetworkPlaintext,
+}
+
+/// Whether a URL host (name or address, IPv6 in brackets) is the loopback interface.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|i| i.is_loopback())
+}
+
+impl ModelConfig {
+    /// Check the upstream URL and its TLS options; return how it is reached.
+    pub fn validate_upstream(&self) -> Result<UpstreamTransport, crate::Error> {
+        let bad = |why: String| crate::Error::Config(format!("model {}: {why}", self.name));
+        let uri: http::Uri = self
+            .upstream
+            .parse()
+            .map_err(|_| bad(format!("bad upstream URL {}", self.upstream)))?;
+        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+            return Err(bad(format!(
+                "upstream must be https://host[:port] or http://host:port (got {})",
+                self.upstream
+            )));
+        };
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            return Err(bad(format!(
+                "upstream must have no path (got {})",
+                self.upstream
+            )));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad(format!(
+                "upstream must not carry credentials in the URL (got {})",
+                self.upstream
+            )));
+        }
+        if self.upstream_client_cert.is_some() != self.upstream_client_key.is_some() {
+            return Err(bad(
+                "upstream_client_cert and upstream_client_key go together".into(),
+            ));
+        }
+        match uri.scheme_str() {
+            Some("https") => Ok(UpstreamTransport::Tls),
+            Some("http") => {
+                let tls_opts = [
+                    ("upstream_ca", self.upstream_ca.is_some()),
+                    ("upstream_client_cert", self.upstream_client_cert.is_some()),
+                    ("upstream_allow_tls12", self.upstream_allow_tls12),
+                ];
+                if let Some((opt, _)) = tls_opts.iter().find(|(_, set)| *set) {
+                    return Err(bad(format!(
+                        "{opt} is set but the upstream {} is plain http (use https://)",
+                        self.upstream
+                    )));
+                }
+                if uri.port_u16().is_none() {
+                    return Err(bad(format!(
+                        "upstream must be http://host:port (got {})",
+                        self.upstream
+                    )));
+                }
+                if is_loopback_host(host) {
+                    Ok(UpstreamTransport::LoopbackPlaintext)
+                } else if self.allow_plaintext_upstream {
+                    Ok(UpstreamTransport::NetworkPlaintext)
+                } else {
+                    Err(bad(format!(
+                        "upstream {} is plain http to a host that is not loopback; use https:// \
+                         (or set allow_plaintext_upstream = true to accept an unencrypted, \
+                         unauthenticated upstream)",
+                        self.upstream
+                    )))
+                }
+            }
+            _ => Err(bad(format!(
+                "upstream must be https://host[:port] or http://host:port (got {})",
+                self.upstream
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(upstream: &str, extra: serde_json::Value) -> ModelConfig {
+        let mut j = serde_json::json!({"name": "m", "upstream": upstream});
+        for (k, v) in extra.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn upstream_transport_is_checked() {
+        use UpstreamTransport::*;
+        let none = serde_json::json!({});
+        for (url, want) in [
+            ("https://gpu1.internal", Tls),
+            ("https://10.0.0.5:8443/", Tls),
+            ("http://127.0.0.1:8000", LoopbackPlaintext),
+            ("http://localhost:8000", LoopbackPlaintext),
+            ("http://[::1]:8000", LoopbackPlaintext),
+        ] {
+            assert_eq!(
+                model(url, none.clone()).validate_upstream().unwrap(),
+                want,
+                "{url}"
+            );
+        }
+        let allow = serde_json::json!({"allow_plaintext_upstream": true});
+        assert_eq!(
+            model("http://10.0.0.5:8000", allow)
+                .validate_upstream()
+                .unwrap(),
+            NetworkPlaintext
+        );
+        for (url, extra, words) in [
+            (
+                "http://10.0.0.5:8000",
+                none.clone(),
+                "allow_plaintext_upstream",
+            ),
+            ("http://127.0.0.1", none.clone(), "http://host:port"),
+            ("https://gpu1.internal/v1", none.clone(), "no path"),
+            ("https://gpu1.internal?x=1", none.clone(), "no path"),
+            ("https://user:pw@gpu1.internal", none.clone(), "credentials"),
+            ("ftp://gpu1.internal:21", none.clone(), "https://host"),
+            (
+                "http://127.0.0.1:8000",
+                serde_json::json!({"upstream_ca": "ca.pem"}),
+                "upstream_ca is set",
+            ),
+            (
+                "https://gpu1.internal",
+                serde_json::json!({"upstream_client_key": "k.pem"}),
+                "go together",
+            ),
+        ] {
+            let e = model(url, extra)
+                .validate_upstream()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("model m") && e.contains(words), "{url}: {e}");
+        }
     }
 }

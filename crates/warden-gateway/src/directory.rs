@@ -20,6 +20,22 @@ pub struct Identity {
     pub clearance: i64,
 }
 
+/// A new API key and who it is for. A new identity is created with these attributes (kind
+/// user); for an existing one, roles are added and team and clearance replaced when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyGrant {
+    /// Identity name.
+    pub identity: String,
+    /// Roles to add.
+    pub roles: Vec<String>,
+    /// Team to set.
+    pub team: Option<String>,
+    /// Clearance to set.
+    pub clearance: Option<i64>,
+    /// Unix seconds after which the key stops working.
+    pub expires_at: Option<i64>,
+}
+
 /// State the gateway reads (and the admin API writes).
 pub trait Directory: Send + Sync + std::fmt::Debug {
     /// The identity an API key hash belongs to, if the key exists and is not revoked.
@@ -34,6 +50,11 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn lockdown(&self) -> Result<bool, Error>;
     /// Enter or lift lockdown (`by`: the administrator).
     fn set_lockdown(&self, on: bool, by: &str) -> Result<(), Error>;
+    /// Store a new API key (only its hash) for `grant.identity`; [`Error::Refused`] for
+    /// an administrator identity.
+    fn create_key(&self, grant: &KeyGrant, hash: &KeyHash) -> Result<(), Error>;
+    /// Revoke a key by id; the identity it belonged to, or `None` if there is no such key.
+    fn revoke_key(&self, key_id: &str) -> Result<Option<String>, Error>;
 }
 
 /// An in-memory directory (tests, benchmarks).
@@ -45,6 +66,7 @@ pub struct MemoryDirectory {
 #[derive(Debug, Default)]
 struct MemoryState {
     keys: BTreeMap<KeyHash, String>,
+    revoked: BTreeSet<KeyHash>,
     identities: BTreeMap<String, Identity>,
     blocked: BTreeSet<String>,
     lockdown: bool,
@@ -72,7 +94,12 @@ impl MemoryDirectory {
 
 impl Directory for MemoryDirectory {
     fn identity_for_key(&self, hash: &KeyHash) -> Result<Option<Identity>, Error> {
-        self.with(|s| s.keys.get(hash).and_then(|n| s.identities.get(n)).cloned())
+        self.with(|s| {
+            if s.revoked.contains(hash) {
+                return None;
+            }
+            s.keys.get(hash).and_then(|n| s.identities.get(n)).cloned()
+        })
     }
     fn identity(&self, name: &str) -> Result<Option<Identity>, Error> {
         self.with(|s| s.identities.get(name).cloned())
@@ -94,6 +121,42 @@ impl Directory for MemoryDirectory {
     }
     fn set_lockdown(&self, on: bool, _by: &str) -> Result<(), Error> {
         self.with(|s| s.lockdown = on)
+    }
+    fn create_key(&self, grant: &KeyGrant, hash: &KeyHash) -> Result<(), Error> {
+        self.with(|s| {
+            let i = s
+                .identities
+                .entry(grant.identity.clone())
+                .or_insert_with(|| Identity {
+                    name: grant.identity.clone(),
+                    roles: Vec::new(),
+                    team: String::new(),
+                    clearance: 0,
+                });
+            for r in &grant.roles {
+                if !i.roles.contains(r) {
+                    i.roles.push(r.clone());
+                }
+            }
+            if let Some(t) = &grant.team {
+                i.team = t.clone();
+            }
+            if let Some(c) = grant.clearance {
+                i.clearance = c;
+            }
+            s.keys.insert(*hash, grant.identity.clone());
+        })
+    }
+    fn revoke_key(&self, key_id: &str) -> Result<Option<String>, Error> {
+        self.with(|s| {
+            let (hash, who) = s
+                .keys
+                .iter()
+                .find(|(h, _)| self::key_id(h) == key_id)
+                .map(|(h, n)| (*h, n.clone()))?;
+            s.revoked.insert(hash);
+            Some(who)
+        })
     }
 }
 
@@ -201,5 +264,127 @@ impl Directory for StoreDirectory {
                 set_at: warden_store::now(),
             })
             .map_err(store_err)
+    }
+    fn create_key(&self, grant: &KeyGrant, hash: &KeyHash) -> Result<(), Error> {
+        let now = warden_store::now();
+        let ident = match self.store.identity(&grant.identity).map_err(store_err)? {
+            Some(i) if i.kind == warden_store::IdentityKind::Admin => {
+                return Err(Error::Refused(format!(
+                    "{}: is an administrator; administrators get no API keys",
+                    grant.identity
+                )));
+            }
+            Some(mut i) => {
+                for r in &grant.roles {
+                    if !i.attributes.roles.contains(r) {
+                        i.attributes.roles.push(r.clone());
+                    }
+                }
+                if grant.team.is_some() {
+                    i.attributes.team = grant.team.clone();
+                }
+                if let Some(c) = grant.clearance {
+                    i.attributes.clearance = Some(c.to_string());
+                }
+                i
+            }
+            None => warden_store::Identity {
+                id: grant.identity.clone(),
+                kind: warden_store::IdentityKind::User,
+                attributes: warden_store::Attributes {
+                    roles: grant.roles.clone(),
+                    team: grant.team.clone(),
+                    clearance: grant.clearance.map(|c| c.to_string()),
+                    extra: Default::default(),
+                },
+                created_at: now,
+            },
+        };
+        self.store.put_identity(&ident).map_err(store_err)?;
+        self.store
+            .insert_api_key(&warden_store::ApiKey {
+                key_id: key_id(hash),
+                identity: grant.identity.clone(),
+                secret_hash: hash.0.to_vec(),
+                created_at: now,
+                expires_at: grant.expires_at,
+                revoked_at: None,
+            })
+            .map_err(store_err)
+    }
+    fn revoke_key(&self, key_id: &str) -> Result<Option<String>, Error> {
+        let Some(k) = self.store.api_key(key_id).map_err(store_err)? else {
+            return Ok(None);
+        };
+        self.store
+            .revoke_api_key(key_id, warden_store::now())
+            .map_err(store_err)?;
+        Ok(Some(k.identity))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_directory_creates_and_revokes_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn warden_store::Store> = std::sync::Arc::new(
+            warden_store::SqliteStore::open(&d.path().join("state.db")).unwrap(),
+        );
+        let dir = StoreDirectory::new(std::sync::Arc::clone(&store));
+        let (_, hash) = crate::keys::generate().unwrap();
+        let grant = KeyGrant {
+            identity: "carol".into(),
+            roles: vec!["user".into()],
+            clearance: Some(2),
+            ..KeyGrant::default()
+        };
+        dir.create_key(&grant, &hash).unwrap();
+        let who = dir.identity_for_key(&hash).unwrap().unwrap();
+        assert_eq!((who.name.as_str(), who.clearance), ("carol", 2));
+        assert_eq!(who.roles, vec!["user".to_owned()]);
+        // Only the hash is stored.
+        let rec = store.api_key(&key_id(&hash)).unwrap().unwrap();
+        assert_eq!(rec.secret_hash, hash.0.to_vec());
+        // A second key adds a role and keeps the first.
+        let (_, h2) = crate::keys::generate().unwrap();
+        let more = KeyGrant {
+            identity: "carol".into(),
+            roles: vec!["researcher".into()],
+            ..KeyGrant::default()
+        };
+        dir.create_key(&more, &h2).unwrap();
+        let who = dir.identity_for_key(&h2).unwrap().unwrap();
+        assert_eq!(who.roles, vec!["user".to_owned(), "researcher".to_owned()]);
+        assert_eq!(
+            dir.revoke_key(&key_id(&hash)).unwrap().as_deref(),
+            Some("carol")
+        );
+        assert!(dir.identity_for_key(&hash).unwrap().is_none());
+        assert!(dir.identity_for_key(&h2).unwrap().is_some());
+        assert_eq!(dir.revoke_key("0000000000000000").unwrap(), None);
+        // Administrators get no API keys.
+        store
+            .put_identity(&warden_store::Identity {
+                id: "root.admin".into(),
+                kind: warden_store::IdentityKind::Admin,
+                attributes: warden_store::Attributes::default(),
+                created_at: warden_store::now(),
+            })
+            .unwrap();
+        let (_, h3) = crate::keys::generate().unwrap();
+        let e = dir
+            .create_key(
+                &KeyGrant {
+                    identity: "root.admin".into(),
+                    ..KeyGrant::default()
+                },
+                &h3,
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
+        assert!(store.api_key(&key_id(&h3)).unwrap().is_none());
     }
 }

@@ -53,6 +53,9 @@ pub enum Error {
         /// The cause.
         cause: String,
     },
+    /// A state change was refused (e.g. an API key for an administrator).
+    #[error("{0}")]
+    Refused(String),
     /// Randomness was unavailable.
     #[error("system random number generator failed")]
     Random,

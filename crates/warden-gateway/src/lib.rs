@@ -7,7 +7,7 @@
 //! minimisation, JSON and SSE), [`authz`] (Cedar), [`jwt`] (OIDC tokens), [`keys`] (API
 //! keys), [`limits`], [`killswitch`], [`screening`] (input/output screening, behaviour and
 //! drift monitors, alerts), [`audit`] (the [`audit::AuditSink`] seam), [`admin`]
-//! (the mTLS + TOTP admin listener and its client), [`tls`], [`totp`], [`metrics`],
+//! (the mTLS + TOTP admin listener and its client), [`tls`], [`upstream`] (connections to model servers, plain or TLS), [`totp`], [`metrics`],
 //! [`directory`] (the narrow state trait), [`config`].
 
 pub mod admin;
@@ -28,6 +28,7 @@ pub mod server;
 pub mod tlog_sink;
 pub mod tls;
 pub mod totp;
+pub mod upstream;
 pub mod validate;
 
 pub use error::Error;

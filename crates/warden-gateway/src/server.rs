@@ -23,8 +23,6 @@ use futures_util::FutureExt as _;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,6 +49,7 @@ pub type GwBody = BoxBody<Bytes, BodyError>;
 struct Upstream {
     base: String,
     auth: Option<HeaderValue>,
+    client: crate::upstream::UpstreamClient,
 }
 
 /// Everything the running gateway shares.
@@ -76,7 +75,6 @@ pub struct Gateway {
     authorize: Arc<Authorize>,
     models: Arc<HashMap<String, ModelAttrs>>,
     upstreams: HashMap<String, Upstream>,
-    client: Client<HttpConnector, Full<Bytes>>,
     next_id: AtomicU64,
     jwks_refresh: Arc<tokio::sync::Notify>,
 }
@@ -145,6 +143,7 @@ impl Gateway {
                 Upstream {
                     base: m.upstream.trim_end_matches('/').to_owned(),
                     auth,
+                    client: crate::upstream::client(m, &config.timeouts)?,
                 },
             );
         }
@@ -190,15 +189,6 @@ impl Gateway {
             limiter: Arc::new(Limiter::default()),
             config: Arc::clone(&config),
         }));
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_millis(config.timeouts.connect_ms)));
-        conn.set_nodelay(true);
-        conn.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .timer(TokioTimer::new())
-            .build(conn);
         Ok(Arc::new(Gateway {
             config,
             directory,
@@ -212,7 +202,6 @@ impl Gateway {
             authorize,
             models,
             upstreams,
-            client,
             next_id: AtomicU64::new(1),
             jwks_refresh,
         }))
@@ -466,7 +455,7 @@ async fn handle_inner(
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let max = gw.config.validation.max_body_bytes;
     let declared = parts
         .headers
@@ -507,8 +496,12 @@ async fn handle_inner(
         );
         return unread.answer(refuse(&gw, &ex, r), body).await;
     }
-    let collected =
-        tokio::time::timeout(Duration::from_secs(30), Limited::new(body, max).collect()).await;
+    // Collected through a borrow, so an HTTP/2 body over the limit can still be discarded.
+    let collected = tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(&mut body, max).collect(),
+    )
+    .await;
     ex.body = match collected {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) => {
@@ -516,6 +509,11 @@ async fn handle_inner(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
+                if parts.version == http::Version::HTTP_2 {
+                    // No declared length, too long: as for a declared oversize body, the
+                    // client reads the 413 instead of a stream reset.
+                    tokio::spawn(discard(body, H2_DISCARD_MAX_BYTES, H2_DISCARD_MAX_TIME));
+                }
                 Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "validate",
@@ -566,6 +564,14 @@ impl Unread {
         if !self.has_body {
             return resp;
         }
+        if !self.drainable && self.version == http::Version::HTTP_2 {
+            // Declared larger than the limit: answer at once and discard the rest in the
+            // background, so the stream ends with the client's END_STREAM instead of a
+            // reset under the answer (which clients report as a stream error, not a
+            // 413). Bounded in bytes and time; past either, the stream is reset.
+            tokio::spawn(discard(body, H2_DISCARD_MAX_BYTES, H2_DISCARD_MAX_TIME));
+            return resp;
+        }
         if self.drainable {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -579,6 +585,26 @@ impl Unread {
         }
         resp
     }
+}
+
+/// The most an HTTP/2 client's refused oversize body is read (and thrown away) for.
+const H2_DISCARD_MAX_BYTES: u64 = 64 << 20;
+const H2_DISCARD_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Read and drop a request body, up to `max_bytes` and for at most `max_time`.
+async fn discard(mut body: Incoming, max_bytes: u64, max_time: Duration) {
+    let _ = tokio::time::timeout(max_time, async move {
+        let mut seen = 0u64;
+        while let Some(Ok(f)) = body.frame().await {
+            if let Some(d) = f.data_ref() {
+                seen += d.len() as u64;
+                if seen > max_bytes {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {
@@ -777,7 +803,7 @@ async fn forward(
     let t0 = Instant::now();
     let header_timeout = Duration::from_secs(gw.config.timeouts.response_header_secs);
     let resp = tokio::select! {
-        r = tokio::time::timeout(header_timeout, gw.client.request(upreq)) => r,
+        r = tokio::time::timeout(header_timeout, up.client.request(upreq)) => r,
         () = cancel.cancelled() => {
             fin.rec.outcome = "cut".into();
             return fail(fin, StatusCode::FORBIDDEN, "identity is blocked");
@@ -787,8 +813,19 @@ async fn forward(
     let resp = match resp {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::warn!(request_id = fin.rec.request_id, error = %e, "upstream request failed");
-            return fail(fin, StatusCode::BAD_GATEWAY, "upstream unavailable");
+            let why = crate::upstream::describe(&e);
+            tracing::warn!(request_id = fin.rec.request_id, error = %why, "upstream request failed");
+            // The audit record says why; the client only that the upstream is unavailable.
+            fin.rec.outcome = "upstream-error".into();
+            let resp = json_error(
+                &Refusal::new(StatusCode::BAD_GATEWAY, "upstream", "upstream unavailable"),
+                fin.rec.request_id,
+            );
+            fin.rec.status = StatusCode::BAD_GATEWAY.as_u16();
+            fin.rec.decision = "error".into();
+            fin.rec.reason = format!("upstream: upstream unavailable ({why})");
+            drop(fin);
+            return resp;
         }
         Err(_) => return fail(fin, StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
     };

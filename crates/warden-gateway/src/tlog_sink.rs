@@ -55,6 +55,15 @@ pub fn to_event(r: AuditRecord) -> AuditEvent {
             engaged: r.kind == "lockdown",
             reason: r.reason.clone(),
         },
+        "key-created" => EventKind::KeyCreated {
+            key_id: r.key_id.clone().unwrap_or_default(),
+            purpose: format!("api:{}", r.identity.as_deref().unwrap_or_default()),
+            algorithm: "sha256".into(),
+        },
+        "key-revoked" => EventKind::KeyRevoked {
+            key_id: r.key_id.clone().unwrap_or_default(),
+            reason: r.reason.clone(),
+        },
         "policy-reload" => EventKind::PolicyChange {
             policy: "gateway".into(),
             old_sha256: None,
@@ -181,6 +190,33 @@ mod tests {
             decision: "allow".into(),
             ..AuditRecord::default()
         }
+    }
+
+    #[test]
+    fn key_records_become_key_events() {
+        let e = to_event(AuditRecord {
+            kind: "key-created".into(),
+            identity: Some("carol".into()),
+            auth: Some("admin:alice.admin".into()),
+            key_id: Some("0123456789abcdef".into()),
+            ..AuditRecord::default()
+        });
+        assert_eq!(e.actor, "alice.admin");
+        assert!(
+            matches!(&e.kind, EventKind::KeyCreated { key_id, purpose, .. }
+                if key_id == "0123456789abcdef" && purpose == "api:carol"),
+            "{e:?}"
+        );
+        let e = to_event(AuditRecord {
+            kind: "key-revoked".into(),
+            key_id: Some("0123456789abcdef".into()),
+            reason: "revoked by alice.admin".into(),
+            ..AuditRecord::default()
+        });
+        assert!(
+            matches!(&e.kind, EventKind::KeyRevoked { key_id, .. } if key_id == "0123456789abcdef"),
+            "{e:?}"
+        );
     }
 
     #[test]

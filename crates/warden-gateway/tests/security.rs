@@ -727,3 +727,195 @@ async fn refusals_before_the_body_is_read_are_well_formed() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
 }
+
+/// curl over HTTP/2 (ALPN h2) with a body file; returns (exit code, "version status", body).
+async fn curl_h2(
+    env: &Env,
+    body: &str,
+    key: Option<&str>,
+    chunked: bool,
+) -> (Option<i32>, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let body_file = tmp.path().join("body.json");
+    std::fs::write(&body_file, body).unwrap();
+    let out_file = tmp.path().join("out.json");
+    let mut c = tokio::process::Command::new("curl");
+    c.args(["--http2", "-sS", "-w", "%{http_version} %{http_code}"])
+        .arg("-o")
+        .arg(&out_file)
+        .arg("--cacert")
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json"]);
+    if let Some(k) = key {
+        c.arg("-H").arg(format!("authorization: Bearer {k}"));
+    }
+    if chunked {
+        // Upload from a file without a declared length (`-T` with POST).
+        c.args(["-X", "POST", "-H", "content-length:", "-T"]);
+    } else {
+        c.arg("--data-binary");
+    }
+    let out = c
+        .arg(format!(
+            "{}{}",
+            if chunked { "" } else { "@" },
+            body_file.display()
+        ))
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .output()
+        .await
+        .unwrap();
+    let got = std::fs::read_to_string(&out_file).unwrap_or_default();
+    (
+        out.status.code(),
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        got,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_read_a_413_for_an_oversize_body_declared_or_not() {
+    let env = start_with(64 * 1024).await;
+    for (size, chunked) in [(100_000, false), (3_000_000, false), (3_000_000, true)] {
+        let body = format!(
+            r#"{{"model":"m1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(size)
+        );
+        let before = records(&env).len();
+        let (code, said, got) = curl_h2(&env, &body, Some(&env.user_key), chunked).await;
+        assert_eq!(code, Some(0), "{size} {chunked}: curl failed: {said}");
+        assert_eq!(said.trim(), "2 413", "{size}: {said}");
+        let j: serde_json::Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(j["error"]["code"], 413, "{got}");
+        assert_eq!(j["error"]["type"], "request_too_large", "{got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recs = records(&env);
+        assert!(
+            recs[before..]
+                .iter()
+                .any(|r| r.status == 413 && r.decision == "deny" && r.reason.contains("exceeds")),
+            "no audit record: {:?}",
+            &recs[before..]
+        );
+    }
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_creates_and_revokes_api_keys() {
+    let env = start().await;
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let call = |path: &str, code: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let body_of = |r: &str| -> serde_json::Value {
+        serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let create = r#"{"identity": "carol", "roles": ["user"], "clearance": 1}"#;
+    // No admin certificate, or no TOTP: refused, nothing created.
+    let r = raw(
+        &env,
+        env.admin,
+        None,
+        call("/v1/keys", &totp_code(0), create).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 401, "{r}");
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call("/v1/keys", "000000", create).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert!(env.directory.identity("carol").unwrap().is_none());
+    // Each TOTP step serves one mutating call: steps -1, 0, +1 below.
+    // Created: the key is in the answer once, the directory has its hash.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call("/v1/keys", &totp_code(-1), create).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("cache-control: no-store"),
+        "{r}"
+    );
+    let j = body_of(&r);
+    let key = j["key"].as_str().unwrap().to_owned();
+    let kid = j["key_id"].as_str().unwrap().to_owned();
+    assert!(keys::looks_like_key(&key), "{j}");
+    assert_eq!(
+        kid,
+        warden_gateway::directory::key_id(&keys::KeyHash::of(&key))
+    );
+    let carol = env.directory.identity("carol").unwrap().unwrap();
+    assert_eq!(
+        (carol.roles.clone(), carol.clearance),
+        (vec!["user".to_owned()], 1)
+    );
+    // The gateway accepts it (never tried before, so no cached refusal).
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    let recs = records(&env);
+    let created = recs
+        .iter()
+        .find(|r| r.kind == "key-created")
+        .expect("key creation audited");
+    assert_eq!(created.key_id.as_deref(), Some(kid.as_str()));
+    assert_eq!(created.identity.as_deref(), Some("carol"));
+    assert_eq!(created.auth.as_deref(), Some("admin:alice.admin"));
+    assert!(
+        !format!("{recs:?}").contains(&key[4..]),
+        "the key reached the audit log"
+    );
+    // Revoke: an unknown id is refused; the real one stops working within the key
+    // cache's 2 s.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call("/v1/keys/0000000000000000/revoke", &totp_code(0), "").as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 404, "{r}");
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        call(&format!("/v1/keys/{kid}/revoke"), &totp_code(1), "").as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(records(&env).iter().any(|r| r.kind == "key-revoked"
+        && r.key_id.as_deref() == Some(kid.as_str())
+        && r.identity.as_deref() == Some("carol")));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 401, "{resp}");
+}

@@ -147,3 +147,78 @@ fn weakened_screening_is_reported() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("[gateway.screening]"));
 }
+
+#[test]
+fn audit_batching_and_plaintext_upstreams_are_reported() {
+    let home = private_home();
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n\
+         [[gateway.models]]\nname = \"tls\"\nupstream = \"https://models.example:8443\"\n\
+         [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n",
+    )
+    .unwrap();
+    let (code, c) = check(home.path(), "WP214");
+    assert_eq!(code, Some(0));
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("batch_ms = 5"),
+        "{c}"
+    );
+    let out = posture(home.path(), true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wp215: Vec<_> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "WP215")
+        .collect();
+    assert_eq!(wp215.len(), 2, "{v}");
+    assert!(wp215.iter().all(|c| c["status"] == "pass"), "{v}");
+    assert!(
+        wp215[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("system roots"),
+        "{v}"
+    );
+
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n[gateway.audit]\nbatch_ms = 80\n\
+         [[gateway.models]]\nname = \"remote\"\nupstream = \"http://10.0.0.7:8000\"\n\
+         allow_plaintext_upstream = true\n",
+    )
+    .unwrap();
+    let (code, c) = check(home.path(), "WP214");
+    assert_eq!(code, Some(0), "warnings do not fail posture");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("batch_ms = 80"),
+        "{c}"
+    );
+    let (_, c) = check(home.path(), "WP215");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allow_plaintext_upstream = true"),
+        "{c}"
+    );
+
+    // Plain http to another host without the opt-in is a failure, named.
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n\
+         [[gateway.models]]\nname = \"remote\"\nupstream = \"http://10.0.0.7:8000\"\n",
+    )
+    .unwrap();
+    let (code, c) = check(home.path(), "WP215");
+    assert_ne!(code, Some(0));
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("model remote"),
+        "{c}"
+    );
+}

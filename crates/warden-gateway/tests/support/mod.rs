@@ -189,6 +189,15 @@ fn default_reply(j: serde_json::Value) -> Response<Full<Bytes>> {
 pub async fn mock_upstream_with(
     respond: fn(serde_json::Value) -> Response<Full<Bytes>>,
 ) -> MockUpstream {
+    mock_upstream_tls(respond, None).await
+}
+
+/// The counting mock, behind rustls when `tls` is given (a request counts only once
+/// the TLS handshake succeeded and the HTTP request arrived).
+pub async fn mock_upstream_tls(
+    respond: fn(serde_json::Value) -> Response<Full<Bytes>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> MockUpstream {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -199,7 +208,15 @@ pub async fn mock_upstream_with(
                 continue;
             };
             let h = Arc::clone(&h);
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let io = match tls {
+                    Some(cfg) => match tokio_rustls::TlsAcceptor::from(cfg).accept(s).await {
+                        Ok(t) => tokio_util::either::Either::Left(t),
+                        Err(_) => return,
+                    },
+                    None => tokio_util::either::Either::Right(s),
+                };
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let h = Arc::clone(&h);
                     async move {
@@ -215,7 +232,7 @@ pub async fn mock_upstream_with(
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
                     .await;
             });
         }

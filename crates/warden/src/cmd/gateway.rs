@@ -242,7 +242,9 @@ pub fn run_serve(a: ServeArgs, g: &Global) -> anyhow::Result<ExitCode> {
         let listeners = warden_gateway::server::bind(&cfg).await?;
         let public = listeners.public.local_addr()?;
         let admin = listeners.admin.local_addr()?;
-        let gw = warden_gateway::server::Gateway::new(cfg, directory, audit, policies, Vec::new())?;
+        // Upstream TLS material is read here: name the file the model came from.
+        let gw = warden_gateway::server::Gateway::new(cfg, directory, audit, policies, Vec::new())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let shutdown = tokio_util_cancel();
         let s2 = shutdown.clone();
         tokio::spawn(async move {

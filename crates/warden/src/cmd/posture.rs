@@ -325,8 +325,89 @@ fn gateway_checks(
         };
         push(id, status, section, "CPG 2.T, 5.A", detail);
     }
+    let table = |name: &str| gw.get(name).cloned();
+    let audit: warden_gateway::config::AuditConfig = match table("audit") {
+        Some(t) => t
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: [gateway.audit]: {e}", path.display()))?,
+        None => Default::default(),
+    };
+    let slow = audit.batch_ms > AUDIT_BATCH_WARN_MS;
+    push(
+        "WP214",
+        if slow { Status::Warn } else { Status::Pass },
+        LOGGING,
+        "CPG 2.T",
+        format!(
+            "audit batch_ms = {} (default 5): request records are durable within {} ms; a crash \
+             loses at most that window{}",
+            audit.batch_ms,
+            audit.batch_ms,
+            if slow {
+                format!(" (more than {AUDIT_BATCH_WARN_MS} ms)")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let models: Vec<warden_gateway::config::ModelConfig> = match table("models") {
+        Some(t) => t
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: [[gateway.models]]: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    for m in &models {
+        use warden_gateway::config::UpstreamTransport as T;
+        let (status, detail) = match m.validate_upstream() {
+            Ok(T::Tls) => (
+                if m.upstream_allow_tls12 {
+                    Status::Warn
+                } else {
+                    Status::Pass
+                },
+                format!(
+                    "model {}: upstream {} over TLS {}, certificate verified against {}{}",
+                    m.name,
+                    m.upstream,
+                    if m.upstream_allow_tls12 {
+                        "1.3 or 1.2 (upstream_allow_tls12)"
+                    } else {
+                        "1.3"
+                    },
+                    m.upstream_ca
+                        .as_ref()
+                        .map_or("the system roots".to_owned(), |c| c.display().to_string()),
+                    if m.upstream_client_cert.is_some() {
+                        ", client certificate (mTLS)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Ok(T::LoopbackPlaintext) => (
+                Status::Pass,
+                format!(
+                    "model {}: upstream {} is plain http on loopback",
+                    m.name, m.upstream
+                ),
+            ),
+            Ok(T::NetworkPlaintext) => (
+                Status::Warn,
+                format!(
+                    "model {}: allow_plaintext_upstream = true: prompts and responses cross the \
+                     network to {} unencrypted and unauthenticated",
+                    m.name, m.upstream
+                ),
+            ),
+            Err(e) => (Status::Fail, format!("{}: {e}", path.display())),
+        };
+        push("WP215", status, ENV_HARDEN, "CPG 2.K", detail);
+    }
     Ok(())
 }
+
+/// Above this, `warden posture` warns about the audit batching window.
+const AUDIT_BATCH_WARN_MS: u64 = 50;
 
 fn read_trim(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
