@@ -172,8 +172,11 @@ mod tests {
         fn list(&self, prefix: &str) -> warden_tlog::Result<Vec<String>> {
             self.inner.list(prefix)
         }
-        fn lock_writer(&self) -> warden_tlog::Result<()> {
-            self.inner.lock_writer()
+        fn lock_writer(
+            &self,
+            wait: std::time::Duration,
+        ) -> warden_tlog::Result<Box<dyn warden_tlog::storage::WriterLock>> {
+            self.inner.lock_writer(wait)
         }
         fn location(&self) -> String {
             self.inner.location()

@@ -35,5 +35,5 @@ pub use log::{AppendFuture, Log, LogOptions};
 pub use merkle::Hash;
 pub use note::{Note, Signer, Verifier};
 pub use receipt::Receipt;
-pub use storage::{PosixStorage, Storage};
+pub use storage::{PosixStorage, Storage, WriterLock};
 pub use verify::{VerifyReport, verify_log, verify_log_with_progress};

@@ -6,16 +6,24 @@
 //! the tree, writes the new entry bundles and tiles durably, signs and publishes the
 //! checkpoint, and only then acknowledges each entry with its index.
 //!
+//! Several writers (processes, or `Log`s in one process) can append to one log: each
+//! batch is committed under the storage's writer lock (taken per batch, with a bounded
+//! wait), after checking that the published checkpoint is still the one this writer
+//! last saw, or else verifying the new one and that it extends the old tree (a
+//! consistency proof from the tiles) and reloading the edge from it.
+//!
 //! **Invariant:** an index is returned only after the bundle, tiles and signed
 //! checkpoint containing it are durable. Objects written for a batch whose checkpoint
-//! was never published are beyond the published tree: readers never need them, and
-//! [`Log::open`] removes them before writing again.
+//! was never published are beyond the published tree: readers never need them, and the
+//! next holder of the writer lock removes them before writing again ([`Log::open`]
+//! always; a writer before its next batch when the lock's last holder did not release
+//! it cleanly).
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::merkle::{self, Hash};
 use crate::note::{Signer, Verifier};
-use crate::storage::{CHECKPOINT, PosixStorage, Storage};
+use crate::storage::{CHECKPOINT, PosixStorage, Storage, WriterLock};
 use crate::tiles::{self, MAX_ENTRY, TILE_WIDTH, bundle_path, tile_path};
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +40,10 @@ pub struct LogOptions {
     /// How long the writer waits for more entries after the first of a batch
     /// (default zero: batches form while the previous one is being made durable).
     pub max_delay: Duration,
+    /// How long opening the log, or committing a batch, waits for another writer (in
+    /// this process or another) to release the writer lock before failing with
+    /// [`Error::Locked`] (default 30 s).
+    pub lock_wait: Duration,
 }
 
 impl Default for LogOptions {
@@ -39,6 +51,7 @@ impl Default for LogOptions {
         LogOptions {
             max_batch: 4096,
             max_delay: Duration::ZERO,
+            lock_wait: Duration::from_secs(30),
         }
     }
 }
@@ -199,11 +212,66 @@ fn discard_unpublished(storage: &dyn Storage, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// The last checkpoint this writer verified or published: what it knows the log to be.
+struct Known {
+    size: u64,
+    root: Hash,
+    /// The checkpoint as stored; an unchanged file means nobody else appended.
+    bytes: Vec<u8>,
+}
+
+/// Check that `cp` (signature and origin already verified) extends the log this writer
+/// knew: the same root at the same size, or, when it grew, a consistency proof built
+/// from the tiles that proves the old tree a prefix of the new one. A log that shrank or
+/// whose history was rewritten is refused.
+fn check_extends(storage: &dyn Storage, known: &Known, cp: &Checkpoint) -> Result<()> {
+    let what = || format!("{}/{CHECKPOINT}", storage.location());
+    if cp.size < known.size {
+        return Err(Error::tampered(
+            what(),
+            format!(
+                "the log shrank from {} to {} entries since this writer last appended",
+                known.size, cp.size
+            ),
+        ));
+    }
+    if cp.size == known.size {
+        if cp.root != known.root {
+            return Err(Error::tampered(
+                what(),
+                format!(
+                    "another root hash for the same {} entries: the log's history was rewritten",
+                    cp.size
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if known.size == 0 {
+        // Every tree extends the empty one.
+        return Ok(());
+    }
+    let proof = tiles::LogReader::new(storage, cp.size).consistency_proof(known.size)?;
+    merkle::verify_consistency(known.size, cp.size, &proof, &known.root, &cp.root).map_err(|e| {
+        Error::tampered(
+            what(),
+            format!(
+                "the tree of {} entries is not an extension of the {} entries this \
+                     writer last appended to (its history was rewritten): {e}",
+                cp.size, known.size
+            ),
+        )
+    })
+}
+
 struct Writer {
     storage: Arc<dyn Storage>,
     signer: Signer,
+    verifier: Verifier,
     origin: String,
+    lock_wait: Duration,
     edge: Edge,
+    known: Known,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
     failures: Arc<AtomicU64>,
@@ -264,8 +332,69 @@ impl Writer {
         }
     }
 
-    /// Append a batch and publish; returns the index of the first entry.
+    /// Take the writer lock, catch up with what other writers published, append the
+    /// batch and publish; returns the index of the first entry. A failed append is
+    /// cleaned up (unpublished objects removed, the edge reloaded) before the lock is
+    /// released.
     fn commit(&mut self, entries: &[Vec<u8>]) -> Result<u64> {
+        let lock = self.storage.lock_writer(self.lock_wait)?;
+        // On error (the checkpoint did not check out, or recovering from an interrupted
+        // writer failed) the lock is dropped unreleased: marked interrupted for the next.
+        self.catch_up(lock.as_ref(), false)?;
+        // A failed `release` only leaves the lock marked interrupted: the next holder
+        // then checks for objects beyond the checkpoint, of which there are none. The
+        // batch's outcome stands either way.
+        match self.append_batch(entries) {
+            Ok(first) => {
+                let _ = lock.release();
+                Ok(first)
+            }
+            Err(e) => match self.catch_up(lock.as_ref(), true) {
+                Ok(()) => {
+                    let _ = lock.release();
+                    Err(e)
+                }
+                Err(e2) => Err(Error::Commit(format!("{e}; recovery failed: {e2}"))),
+            },
+        }
+    }
+
+    /// Under the writer lock: make the edge match the published checkpoint. The cheap
+    /// path (the checkpoint file is the one this writer last saw, nobody was
+    /// interrupted) reads one file and compares it. Otherwise the checkpoint's signature
+    /// and origin are verified, it must extend what this writer knew (same root at the
+    /// same size, or a consistency proof from the tiles from the old tree to the new
+    /// one, so rewritten history is refused, not adopted), objects an interrupted
+    /// writer left beyond it are removed, and the edge is reloaded from the tiles.
+    /// `recover` forces the slow path (after a failed append of our own).
+    fn catch_up(&mut self, lock: &dyn WriterLock, recover: bool) -> Result<()> {
+        let bytes = self
+            .storage
+            .read(CHECKPOINT)?
+            .ok_or_else(|| Error::tampered(CHECKPOINT, "missing"))?;
+        let interrupted = lock.interrupted() || recover;
+        if bytes == self.known.bytes && !interrupted {
+            return Ok(());
+        }
+        let (cp, _) = Checkpoint::open(&bytes, &self.verifier, Some(&self.origin), CHECKPOINT)?;
+        check_extends(self.storage.as_ref(), &self.known, &cp)?;
+        if interrupted {
+            discard_unpublished(self.storage.as_ref(), cp.size)?;
+        }
+        if interrupted || cp.size != self.edge.size {
+            self.edge = Edge::load(self.storage.as_ref(), &cp)?;
+        }
+        self.known = Known {
+            size: cp.size,
+            root: cp.root,
+            bytes,
+        };
+        self.published.store(cp.size, Ordering::Release);
+        Ok(())
+    }
+
+    /// Append a batch to the edge and publish it (the writer lock is held).
+    fn append_batch(&mut self, entries: &[Vec<u8>]) -> Result<u64> {
         let first = self.edge.size;
         let mut files = Vec::new();
         let mut dirty = Vec::new();
@@ -315,7 +444,13 @@ impl Writer {
             root: self.edge.root(),
             extensions: Vec::new(),
         };
-        self.storage.commit(&files, &cp.sign(&self.signer))?;
+        let signed = cp.sign(&self.signer);
+        self.storage.commit(&files, &signed)?;
+        self.known = Known {
+            size,
+            root: cp.root,
+            bytes: signed,
+        };
         self.published.store(size, Ordering::Release);
         self.commits.fetch_add(1, Ordering::Relaxed);
         // Partial tiles of tiles that are now full are no longer needed (C2SP allows
@@ -324,18 +459,6 @@ impl Writer {
             let _ = self.storage.remove(&dir);
         }
         Ok(first)
-    }
-
-    /// After a failed commit: go back to the last published checkpoint.
-    fn reload(&mut self) -> Result<()> {
-        let verifier = self.signer.verifier();
-        let bytes = self
-            .storage
-            .read(CHECKPOINT)?
-            .ok_or_else(|| Error::tampered(CHECKPOINT, "missing"))?;
-        let (cp, _) = Checkpoint::open(&bytes, &verifier, Some(&self.origin), CHECKPOINT)?;
-        self.edge = Edge::load(self.storage.as_ref(), &cp)?;
-        Ok(())
     }
 }
 
@@ -487,22 +610,37 @@ impl std::fmt::Debug for Log {
 
 impl Log {
     /// Open (or create) the log in `storage`, signing checkpoints with `signer` under
-    /// `origin`. Takes the storage's writer lock, recovers from an interrupted batch
-    /// (removing unpublished objects), checks the checkpoint signature and that the
-    /// tiles at the edge match its root, and starts the writer thread.
+    /// `origin`. Under the storage's writer lock (waiting up to
+    /// [`LogOptions::lock_wait`] for it) recovers from an interrupted batch (removing
+    /// unpublished objects), checks the checkpoint signature and that the tiles at the
+    /// edge match its root; then releases the lock and starts the writer thread.
+    ///
+    /// The lock is not held while the log is open: the writer takes it again for each
+    /// batch, so other writers (other `Log`s, in this process or others) can append to
+    /// the same log between batches. Before each batch the writer checks the published
+    /// checkpoint; when another writer appended, it verifies that checkpoint and that it
+    /// extends the tree it knew (a consistency proof), and continues from there.
     pub fn open(
         storage: Arc<dyn Storage>,
         signer: Signer,
         origin: &str,
         options: LogOptions,
     ) -> Result<Log> {
-        storage.lock_writer()?;
         let verifier = signer.verifier();
-        let edge = match storage.read(CHECKPOINT)? {
+        let lock = storage.lock_writer(options.lock_wait)?;
+        let (edge, known) = match storage.read(CHECKPOINT)? {
             Some(bytes) => {
                 let (cp, _) = Checkpoint::open(&bytes, &verifier, Some(origin), CHECKPOINT)?;
+                // Any writer may have been interrupted before (after a crash of the
+                // machine the lock file's mark cannot be trusted): always recover.
                 discard_unpublished(storage.as_ref(), cp.size)?;
-                Edge::load(storage.as_ref(), &cp)?
+                let edge = Edge::load(storage.as_ref(), &cp)?;
+                let known = Known {
+                    size: cp.size,
+                    root: cp.root,
+                    bytes,
+                };
+                (edge, known)
             }
             None => {
                 if !storage.list("tile")?.is_empty() {
@@ -517,18 +655,28 @@ impl Log {
                     root: merkle::empty_root(),
                     extensions: Vec::new(),
                 };
-                storage.publish_checkpoint(&cp.sign(&signer))?;
-                Edge::new(0, Vec::new(), Vec::new())
+                let bytes = cp.sign(&signer);
+                storage.publish_checkpoint(&bytes)?;
+                let known = Known {
+                    size: 0,
+                    root: cp.root,
+                    bytes,
+                };
+                (Edge::new(0, Vec::new(), Vec::new()), known)
             }
         };
+        lock.release()?;
         let published = Arc::new(AtomicU64::new(edge.size));
         let commits = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             storage: Arc::clone(&storage),
             signer,
+            verifier: verifier.clone(),
             origin: origin.to_owned(),
+            lock_wait: options.lock_wait,
             edge,
+            known,
             published: Arc::clone(&published),
             commits: Arc::clone(&commits),
             failures: Arc::clone(&failures),
@@ -667,7 +815,6 @@ fn writer_loop(
     max_batch: usize,
     max_delay: Duration,
 ) {
-    let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if !max_delay.is_zero() {
@@ -686,13 +833,6 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Some(why) = &broken {
-            writer.failures.fetch_add(1, Ordering::Release);
-            for r in batch {
-                r.slot.complete(Err(Error::Commit(why.clone())));
-            }
-            continue;
-        }
         let entries: Vec<Vec<u8>> = batch
             .iter_mut()
             .map(|r| std::mem::take(&mut r.entry))
@@ -708,9 +848,6 @@ fn writer_loop(
                 let msg = e.to_string();
                 for r in batch {
                     r.slot.complete(Err(Error::Commit(msg.clone())));
-                }
-                if let Err(e2) = writer.reload() {
-                    broken = Some(format!("{msg}; recovery failed: {e2}"));
                 }
             }
         }
@@ -876,5 +1013,286 @@ mod tests {
             e.to_string().contains("no signature by the trusted key"),
             "{e}"
         );
+    }
+
+    fn open_with(dir: &std::path::Path, signer: &Signer, lock_wait: Duration) -> Result<Log> {
+        Log::open(
+            Arc::new(PosixStorage::new(dir)),
+            Signer::parse(&signer.to_key_string()).unwrap(),
+            "warden.test/log",
+            LogOptions {
+                lock_wait,
+                ..LogOptions::default()
+            },
+        )
+    }
+
+    /// Every entry of the log, in order, read through a verified checkpoint.
+    fn read_all(dir: &std::path::Path, signer: &Signer) -> Vec<Vec<u8>> {
+        let s = PosixStorage::new(dir);
+        crate::verify::verify_log(&s, &signer.verifier(), None).unwrap();
+        let (cp, _, mut r) = LogReader::open(&s, &signer.verifier()).unwrap();
+        (0..cp.size).map(|i| r.entry(i).unwrap()).collect()
+    }
+
+    #[test]
+    fn two_logs_on_one_directory_interleave_appends() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let a = open(d.path(), &signer);
+        let b = open(d.path(), &signer);
+        // Alternate single appends (each writer must catch up with the other's batch)...
+        let mut got = Vec::new();
+        for i in 0..40u32 {
+            let (log, tag) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
+            let e = format!("{tag}-seq-{i}").into_bytes();
+            let idx = log.append(e.clone()).unwrap();
+            assert_eq!(idx, u64::from(i), "indices follow the shared log");
+            got.push((idx, e));
+        }
+        // ...then both at once from many threads, across tile boundaries.
+        let mut hs = Vec::new();
+        for (t, log) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            hs.push(std::thread::spawn(move || {
+                (0..150)
+                    .map(|i| {
+                        let e = format!("t{t}-{i}").into_bytes();
+                        (log.append(e.clone()).unwrap(), e)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for h in hs {
+            got.extend(h.join().unwrap());
+        }
+        assert!(a.commits() > 1 && b.commits() > 1);
+        drop((a, b));
+        let all = read_all(d.path(), &signer);
+        assert_eq!(all.len(), got.len());
+        let mut seen = std::collections::HashSet::new();
+        for (idx, e) in &got {
+            assert!(seen.insert(*idx), "index {idx} given twice");
+            assert_eq!(&all[*idx as usize], e, "entry at {idx}");
+        }
+        // Indices 0..n, each entry once.
+        let distinct: std::collections::HashSet<&Vec<u8>> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+    }
+
+    /// Build, in `dir`, a log holding `entries`, signed by `signer`.
+    fn build(dir: &std::path::Path, signer: &Signer, entries: &[Vec<u8>]) {
+        let log = open(dir, signer);
+        for e in entries {
+            log.append(e.clone()).unwrap();
+        }
+    }
+
+    fn replace_log(dir: &std::path::Path, with: &std::path::Path) {
+        for name in ["checkpoint", "tile"] {
+            let p = dir.join(name);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+        let copy = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(with.join("checkpoint"))
+            .arg(with.join("tile"))
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(copy.success());
+    }
+
+    #[test]
+    fn history_rewritten_between_batches_is_refused() {
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let entries = |tag: &str, n: u32| -> Vec<Vec<u8>> {
+            (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect()
+        };
+        // Three cases: a longer log whose first entries differ (the consistency proof
+        // fails), one of the same size with other entries, and a shorter one.
+        for (case, forged) in [
+            ("longer", {
+                let mut f = entries("orig", 300);
+                f[7] = b"forged".to_vec();
+                f.extend(entries("more", 100));
+                f
+            }),
+            ("same size", {
+                let mut f = entries("orig", 300);
+                f[299] = b"forged".to_vec();
+                f
+            }),
+            ("shorter", entries("orig", 200)),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let log = open(d.path(), &signer);
+            for e in entries("orig", 300) {
+                log.append(e).unwrap();
+            }
+            // A third party with the signing key writes another history in place.
+            let other = tempfile::tempdir().unwrap();
+            build(other.path(), &signer, &forged);
+            replace_log(d.path(), other.path());
+            let e = log.append(b"after".to_vec()).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, Error::Commit(_)), "{case}: {e}");
+            let want = if case == "shorter" {
+                "the log shrank from 300 to 200 entries"
+            } else {
+                "history was rewritten"
+            };
+            assert!(msg.contains(want), "{case}: {msg}");
+            assert_eq!(log.failed_commits(), 1, "{case}");
+            // It stays refused: the writer does not adopt the forged tree later either.
+            assert!(log.append(b"again".to_vec()).is_err(), "{case}");
+            assert_eq!(log.size(), 300, "{case}");
+            drop(log);
+            // Nothing was appended on top of the forged log.
+            assert_eq!(read_all(d.path(), &signer), forged, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_legitimate_append_by_another_writer_is_verified_and_adopted() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let a = open(d.path(), &signer);
+        a.append(b"first".to_vec()).unwrap();
+        // Another writer appends 600 entries (crossing tile boundaries at two levels of
+        // the edge) while `a` stays open.
+        let b = open(d.path(), &signer);
+        for i in 0..600u32 {
+            b.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        drop(b);
+        assert_eq!(a.size(), 1, "nothing read before the next batch");
+        assert_eq!(a.append(b"last".to_vec()).unwrap(), 601);
+        assert_eq!(a.size(), 602);
+        drop(a);
+        let all = read_all(d.path(), &signer);
+        assert_eq!(all.len(), 602);
+        assert_eq!(all[601], b"last");
+    }
+
+    #[test]
+    fn a_checkpoint_signed_by_another_key_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let a = open(d.path(), &signer);
+        a.append(b"one".to_vec()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let intruder = Signer::generate("warden.test/log").unwrap();
+        build(other.path(), &intruder, &[b"one".to_vec(), b"two".to_vec()]);
+        replace_log(d.path(), other.path());
+        let e = a.append(b"three".to_vec()).unwrap_err();
+        assert!(
+            e.to_string().contains("no signature by the trusted key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stuck_lock_holder_times_out_with_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open_with(d.path(), &signer, Duration::from_millis(300)).unwrap();
+        log.append(b"before".to_vec()).unwrap();
+        let other = PosixStorage::new(d.path());
+        let held = other.lock_writer(Duration::ZERO).unwrap();
+        let t0 = Instant::now();
+        let e = log.append(b"blocked".to_vec()).unwrap_err();
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        assert!(
+            e.to_string().contains(
+                "no writer lock after waiting 0.3 s: the audit log is in use by another writer"
+            ),
+            "{e}"
+        );
+        assert_eq!(log.failed_commits(), 1);
+        // Opening waits the same way and fails with the typed error.
+        let e = open_with(d.path(), &signer, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(e, Error::Locked(_)), "{e}");
+        // Once the holder lets go, appends go through again.
+        held.release().unwrap();
+        assert_eq!(log.append(b"after".to_vec()).unwrap(), 1);
+        drop(log);
+        assert_eq!(
+            read_all(d.path(), &signer),
+            vec![b"before".to_vec(), b"after".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_writer_recovers_after_another_writer_dies_mid_batch() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open(d.path(), &signer);
+        for i in 0..300u32 {
+            log.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        // Another writer takes the lock, writes objects of a batch it never publishes,
+        // and dies (its lock goes away unreleased).
+        let other = PosixStorage::new(d.path());
+        let held = other.lock_writer(Duration::ZERO).unwrap();
+        let junk = [
+            "tile/entries/001.p/100",
+            "tile/0/001.p/150",
+            "tile/0/002.p/3",
+        ];
+        other
+            .write_durable(
+                &junk
+                    .iter()
+                    .map(|j| (j.to_string(), vec![9u8; 64]))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        drop(held);
+        // The open log removes them under the lock before its next batch.
+        log.append(b"next".to_vec()).unwrap();
+        for j in junk {
+            assert_eq!(other.read(j).unwrap(), None, "{j} survived recovery");
+        }
+        for i in 0..200u32 {
+            log.append(i.to_le_bytes().to_vec()).unwrap();
+        }
+        drop(log);
+        assert_eq!(read_all(d.path(), &signer).len(), 501);
+    }
+
+    #[test]
+    fn a_busy_writer_does_not_starve_another() {
+        // One log commits back to back; another must still get the lock for its batches
+        // well within the wait.
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let busy = open(d.path(), &signer);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = {
+            let (busy, stop) = (busy.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    busy.append(n.to_be_bytes().to_vec()).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let other = open_with(d.path(), &signer, Duration::from_secs(10)).unwrap();
+        for i in 0..20u32 {
+            other.append(format!("other {i}").into_bytes()).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let n = h.join().unwrap();
+        drop((busy, other));
+        assert_eq!(read_all(d.path(), &signer).len(), n as usize + 20);
     }
 }

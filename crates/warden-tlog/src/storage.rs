@@ -10,9 +10,10 @@ use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Name of the checkpoint object.
 pub const CHECKPOINT: &str = "checkpoint";
@@ -36,10 +37,26 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn remove(&self, name: &str) -> Result<()>;
     /// Names directly below a directory-like prefix (empty when absent).
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
-    /// Become the only writer of this log (held until the storage is dropped).
-    fn lock_writer(&self) -> Result<()>;
+    /// Become the only writer of this log until the returned lock is released or
+    /// dropped, waiting up to `wait` for another writer (in this process or another) to
+    /// let go; [`Error::Locked`] after that. Writers take it for each commit, so several
+    /// processes can append to one log in turn.
+    fn lock_writer(&self, wait: Duration) -> Result<Box<dyn WriterLock>>;
     /// A human-readable location for messages.
     fn location(&self) -> String;
+}
+
+/// A held writer lock (see [`Storage::lock_writer`]).
+pub trait WriterLock: Send + std::fmt::Debug {
+    /// True when the previous holder lost the lock without releasing it (its process
+    /// died, or its commit failed and it could not clean up): objects beyond the
+    /// published checkpoint may be left, and the new holder must remove them before
+    /// writing.
+    fn interrupted(&self) -> bool;
+    /// Release the lock after a commit that left nothing beyond the published
+    /// checkpoint. Dropping the lock without this also releases it, but marks it
+    /// [`interrupted`](WriterLock::interrupted) for the next holder.
+    fn release(self: Box<Self>) -> Result<()>;
 }
 
 /// The embedded default: a directory in the `tlog-tiles` layout, servable as-is by any
@@ -49,10 +66,64 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 pub struct PosixStorage {
     root: PathBuf,
     counter: AtomicU64,
-    lock: Mutex<Option<fs::File>>,
+    /// Whether this handle has cleaned `.tmp/` since it was created (done under the
+    /// writer lock the first time it is taken).
+    tmp_cleaned: AtomicBool,
 }
 
 const TMP: &str = ".tmp";
+/// The writer lock file (an exclusive `flock` on it is the lock).
+const LOCK: &str = ".lock";
+/// First byte of the lock file while a holder is inside a commit.
+const DIRTY: u8 = b'1';
+/// First byte of the lock file after a holder released the lock cleanly.
+const CLEAN: u8 = b'0';
+
+use rustix::fs::FlockOperation;
+
+/// Wait up to `wait` for an exclusive `flock` on `file`. The blocking call runs on a
+/// helper thread so the wait is bounded; the kernel wakes it when the holder unlocks
+/// (no polling, so a writer that commits back to back cannot starve it). If the wait
+/// times out the helper still owns the file: when its `flock` returns, nobody takes the
+/// file and dropping it releases the lock at once.
+fn wait_for_lock(file: fs::File, wait: Duration) -> Option<fs::File> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("warden-tlog-lock".into())
+        .spawn(move || {
+            if rustix::fs::flock(&file, FlockOperation::LockExclusive).is_ok() {
+                let _ = tx.send(file);
+            }
+        });
+    if spawned.is_err() {
+        return None;
+    }
+    let deadline = Instant::now() + wait;
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// The lock of a [`PosixStorage`]: an exclusive `flock` on `<root>/.lock`.
+#[derive(Debug)]
+struct PosixLock {
+    file: fs::File,
+    path: String,
+    interrupted: bool,
+}
+
+impl WriterLock for PosixLock {
+    fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    fn release(self: Box<Self>) -> Result<()> {
+        // Closing the file (on drop) releases the `flock`.
+        self.file
+            .write_at(&[CLEAN], 0)
+            .map(|_| ())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
 
 impl PosixStorage {
     /// Use `root` (created by the first write if missing).
@@ -60,7 +131,7 @@ impl PosixStorage {
         PosixStorage {
             root: root.into(),
             counter: AtomicU64::new(0),
-            lock: Mutex::new(None),
+            tmp_cleaned: AtomicBool::new(false),
         }
     }
 
@@ -257,27 +328,53 @@ impl Storage for PosixStorage {
         Ok(out)
     }
 
-    fn lock_writer(&self) -> Result<()> {
-        let mut guard = self
-            .lock
-            .lock()
-            .map_err(|_| Error::Commit("lock state poisoned".into()))?;
-        if guard.is_some() {
-            return Ok(());
-        }
+    fn lock_writer(&self, wait: Duration) -> Result<Box<dyn WriterLock>> {
         let mut touched = BTreeSet::new();
         self.mkdirs(&self.root, &mut touched)?;
-        let p = self.root.join(".lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
+        let p = self.root.join(LOCK);
+        let open = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io(self.disp(&p), e))
+        };
+        let file = open()?;
+        let file = match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => file,
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                wait_for_lock(open()?, wait).ok_or_else(|| {
+                    Error::Locked(format!(
+                        "{}: no writer lock after waiting {} s",
+                        self.disp(&self.root),
+                        wait.as_secs_f64()
+                    ))
+                })?
+            }
+            Err(e) => return Err(Error::io(self.disp(&p), e.into())),
+        };
+        // The first byte says whether the last holder was inside a commit: set now,
+        // cleared by `release`. Neither write needs to be durable: after a crash of the
+        // machine every writer opens the log again, and opening always recovers.
+        let mut state = [0u8; 1];
+        let n = file
+            .read_at(&mut state, 0)
             .map_err(|e| Error::io(self.disp(&p), e))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| Error::Locked(self.disp(&self.root)))?;
-        *guard = Some(f);
-        self.clean_tmp()
+        let interrupted = n == 1 && state[0] == DIRTY;
+        file.write_at(&[DIRTY], 0)
+            .map_err(|e| Error::io(self.disp(&p), e))?;
+        if interrupted || !self.tmp_cleaned.swap(true, Ordering::AcqRel) {
+            // Temporary files are only written under the lock: any present now are
+            // leftovers of an interrupted write.
+            self.clean_tmp()?;
+        }
+        Ok(Box::new(PosixLock {
+            file,
+            path: self.disp(&p),
+            interrupted,
+        }))
     }
 
     fn location(&self) -> String {
@@ -309,13 +406,46 @@ mod tests {
     }
 
     #[test]
-    fn second_writer_is_refused() {
+    fn a_second_writer_waits_for_the_first_then_times_out() {
         let d = tempfile::tempdir().unwrap();
         let a = PosixStorage::new(d.path());
         let b = PosixStorage::new(d.path());
-        a.lock_writer().unwrap();
-        assert!(matches!(b.lock_writer(), Err(Error::Locked(_))));
-        drop(a);
-        b.lock_writer().unwrap();
+        let held = a.lock_writer(Duration::ZERO).unwrap();
+        assert!(!held.interrupted());
+        let t0 = Instant::now();
+        let e = b.lock_writer(Duration::from_millis(300)).unwrap_err();
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        assert!(matches!(e, Error::Locked(_)), "{e}");
+        assert!(
+            e.to_string().contains("no writer lock after waiting 0.3 s"),
+            "{e}"
+        );
+        // The same handle excludes itself too (one lock per commit, not per handle).
+        assert!(matches!(
+            a.lock_writer(Duration::from_millis(50)),
+            Err(Error::Locked(_))
+        ));
+        // A waiter gets the lock as soon as it is released.
+        let waiter = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let l = b.lock_writer(Duration::from_secs(20)).unwrap();
+            (t0.elapsed(), l.interrupted())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        held.release().unwrap();
+        let (waited, interrupted) = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        assert!(!interrupted);
+    }
+
+    #[test]
+    fn a_lock_dropped_without_release_marks_the_next_holder_interrupted() {
+        let d = tempfile::tempdir().unwrap();
+        let s = PosixStorage::new(d.path());
+        drop(s.lock_writer(Duration::ZERO).unwrap());
+        let l = s.lock_writer(Duration::ZERO).unwrap();
+        assert!(l.interrupted());
+        l.release().unwrap();
+        assert!(!s.lock_writer(Duration::ZERO).unwrap().interrupted());
     }
 }

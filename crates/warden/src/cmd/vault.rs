@@ -308,31 +308,24 @@ fn key_provider(home: &Path, policy: &Policy) -> anyhow::Result<Arc<dyn KeyProvi
     })
 }
 
-/// Open the audit log. It has one writer at a time; another Warden command holding it
-/// (a deploy, or the monitor recording an incident) is waited for, up to 30 s.
+/// Open the audit log. Writers share it (the gateway, the monitor, other commands), each
+/// taking its lock for one commit; a writer stuck holding it is waited for up to 30 s
+/// (`LogOptions::lock_wait`), then the command fails with "in use by another writer".
 fn open_log(home: &Path) -> anyhow::Result<Log> {
     open_log_waiting(home).map_err(|e| anyhow::anyhow!("audit log: {e}"))
 }
 
 fn open_log_waiting(home: &Path) -> Result<Log, warden_tlog::Error> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match Log::open_dir(
-            &home.join("audit"),
-            &home.join("keys/audit.key"),
-            LogOptions::default(),
-        ) {
-            Err(warden_tlog::Error::Locked(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
+    Log::open_dir(
+        &home.join("audit"),
+        &home.join("keys/audit.key"),
+        LogOptions::default(),
+    )
 }
 
 /// Open the vault. The audit log is opened for each append rather than held for the
-/// whole command: it has a single writer, and holding it would lock every other command
-/// out while a long one runs (an evaluation, a deploy of a large model, the monitor).
+/// whole command, so a long one (an evaluation, a deploy of a large model, the monitor)
+/// keeps no writer thread or open log in between.
 fn open(g: &Global) -> anyhow::Result<Vault> {
     let home = home(g)?;
     let db = home.join("state.db");
