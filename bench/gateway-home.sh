@@ -28,6 +28,15 @@ admins = [{ name = "admin", totp_secret_file = "admin.totp" }]
 cert = "tls.pem"
 key = "tls.key"
 client_ca = "tls.pem"
+# Screening stays at its defaults (input and output screening, behaviour and drift
+# monitors), except that the monitor's alerts do not throttle: one key sending the same
+# prompt thousands of times a second is exactly what near_duplicates and output_volume
+# throttle, and the benchmark measures the cost of the checks, not 429s.
+[gateway.screening.actions]
+near_duplicates = "alert"
+input_sweep = "alert"
+parameter_sweep = "alert"
+output_volume = "alert"
 [[gateway.models]]
 name = "bench"
 upstream = "http://127.0.0.1:$up"

@@ -3,7 +3,8 @@
 //!
 //! Code map: [`server`] (listeners, request flow, upstream pool, streaming, lockdown),
 //! [`pipeline`] (the [`pipeline::Check`] trait and the built-in checks), [`validate`]
-//! (strict per-endpoint bodies and the parameter policy), [`minimize`] (response
+//! (strict per-endpoint bodies and the parameter policy), [`json`] (parsing that notices
+//! duplicate keys), [`minimize`] (response
 //! minimisation, JSON and SSE), [`authz`] (Cedar), [`jwt`] (OIDC tokens), [`keys`] (API
 //! keys), [`limits`], [`killswitch`], [`screening`] (input/output screening, behaviour and
 //! drift monitors, alerts), [`audit`] (the [`audit::AuditSink`] seam), [`admin`]
@@ -16,6 +17,7 @@ pub mod authz;
 pub mod config;
 pub mod directory;
 mod error;
+pub mod json;
 pub mod jwt;
 pub mod keys;
 pub mod killswitch;

@@ -402,7 +402,7 @@ pub async fn handle(
 ) -> Result<Response<GwBody>, Infallible> {
     let id = gw.next_id.fetch_add(1, Ordering::Relaxed);
     let gw2 = Arc::clone(&gw);
-    let path: String = req.uri().path().chars().take(128).collect();
+    let path = clip_path(req.uri().path());
     let r = AssertUnwindSafe(handle_inner(gw, id, peer, client_cert, req))
         .catch_unwind()
         .await;
@@ -420,6 +420,15 @@ pub async fn handle(
             json_error(&refusal, id)
         }
     })
+}
+
+/// The path as recorded: at most 128 characters.
+fn clip_path(p: &str) -> String {
+    if p.len() <= 128 {
+        p.to_owned()
+    } else {
+        p.chars().take(128).collect()
+    }
 }
 
 fn empty_exchange(id: u64, peer: SocketAddr, client_cert: Option<String>) -> Exchange {
@@ -449,7 +458,7 @@ async fn handle_inner(
     req: Request<Incoming>,
 ) -> Response<GwBody> {
     let started = Instant::now();
-    let path: String = req.uri().path().chars().take(128).collect();
+    let path = clip_path(req.uri().path());
     let mut ex = empty_exchange(id, peer, client_cert);
     let refuse = |gw: &Gateway, ex: &Exchange, r: Refusal| {
         gw.audit_refusal(ex, &path, &r, started);

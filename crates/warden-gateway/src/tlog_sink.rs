@@ -101,14 +101,169 @@ pub fn to_event(r: AuditRecord) -> AuditEvent {
     }
 }
 
+/// Whether `to_event` turns a record of this kind into a `gateway_request` event.
+fn is_request_kind(kind: &str) -> bool {
+    !matches!(
+        kind,
+        "block"
+            | "unblock"
+            | "lockdown"
+            | "lockdown-lift"
+            | "key-created"
+            | "key-revoked"
+            | "policy-reload"
+    )
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// A JSON string (quoted and escaped exactly as `serde_json` does).
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail, and a `str` always serialises.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_digest(out: &mut Vec<u8>, h: Option<&str>) {
+    match h {
+        // Hex needs no escaping.
+        Some(h) if h.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            out.extend_from_slice(b"\"sha256:");
+            out.extend_from_slice(h.as_bytes());
+            out.push(b'"');
+        }
+        Some(h) => push_str(out, &format!("sha256:{h}")),
+        None => out.extend_from_slice(b"\"none\""),
+    }
+}
+
+/// `warden_tlog::event::rfc3339` for the years 1970-9999, without a formatter: the
+/// civil date from days since the epoch (H. Hinnant's algorithm).
+fn push_rfc3339(out: &mut Vec<u8>, ms: u64) {
+    const MAX_MS: u64 = 253_402_300_800_000; // 10000-01-01T00:00:00Z
+    if ms >= MAX_MS {
+        out.push(b'"');
+        out.extend_from_slice(warden_tlog::event::rfc3339(ms as i64).as_bytes());
+        out.push(b'"');
+        return;
+    }
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    let digits = |out: &mut Vec<u8>, v: u64, n: u32| {
+        for k in (0..n).rev() {
+            out.push(b'0' + ((v / 10u64.pow(k)) % 10) as u8);
+        }
+    };
+    out.push(b'"');
+    digits(out, y, 4);
+    out.push(b'-');
+    digits(out, m, 2);
+    out.push(b'-');
+    digits(out, d, 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, sod / 60 % 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, milli, 3);
+    out.extend_from_slice(b"Z\"");
+}
+
+/// The log entry of a request record: byte for byte `to_event(rec).to_entry()` (the
+/// canonical JSON of a `gateway_request` event), written straight into one buffer
+/// instead of through an intermediate event and serde's flattening.
+pub fn request_entry(r: &AuditRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        448 + r.reason.len() + r.endpoint.len() + r.identity.as_ref().map_or(0, String::len) * 2,
+    );
+    out.extend_from_slice(b"{\"v\":");
+    push_u64(&mut out, u64::from(warden_tlog::event::SCHEMA_VERSION));
+    out.extend_from_slice(b",\"time\":");
+    push_rfc3339(&mut out, r.ts_ms);
+    out.extend_from_slice(b",\"actor\":");
+    let actor = r
+        .auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("admin:"))
+        .or(r.identity.as_deref())
+        .unwrap_or("anonymous");
+    push_str(&mut out, actor);
+    out.extend_from_slice(b",\"event\":\"gateway_request\",\"request_id\":\"");
+    push_u64(&mut out, r.request_id);
+    out.extend_from_slice(b"\",\"identity\":");
+    push_str(&mut out, r.identity.as_deref().unwrap_or("-"));
+    out.extend_from_slice(b",\"model\":");
+    push_str(&mut out, r.model.as_deref().unwrap_or("-"));
+    out.extend_from_slice(match r.decision.as_str() {
+        "allow" => b",\"decision\":\"pass\",\"reason\":",
+        "deny" => b",\"decision\":\"fail\",\"reason\":",
+        _ => b",\"decision\":\"error\",\"reason\":" as &[u8],
+    });
+    let mut reason = String::with_capacity(r.reason.len() + r.endpoint.len() + 96);
+    {
+        use std::fmt::Write as _;
+        // Writing into a String cannot fail.
+        let _ = write!(
+            reason,
+            "{} [{} {} from {}; outcome {}; gateway {}us]",
+            r.reason, r.kind, r.endpoint, r.source_ip, r.outcome, r.gateway_us
+        );
+    }
+    push_str(&mut out, &reason);
+    out.extend_from_slice(b",\"status\":");
+    push_u64(&mut out, u64::from(r.status));
+    out.extend_from_slice(b",\"request_bytes\":");
+    push_u64(&mut out, r.request_bytes);
+    out.extend_from_slice(b",\"response_bytes\":");
+    push_u64(&mut out, r.response_bytes);
+    out.extend_from_slice(b",\"latency_ms\":");
+    push_u64(&mut out, r.total_us / 1000);
+    if r.upstream_us > 0 {
+        out.extend_from_slice(b",\"upstream_ms\":");
+        push_u64(&mut out, r.upstream_us / 1000);
+    }
+    out.extend_from_slice(b",\"prompt_digest\":");
+    push_digest(&mut out, r.prompt_sha256.as_deref());
+    out.extend_from_slice(b",\"response_digest\":");
+    push_digest(&mut out, r.response_sha256.as_deref());
+    out.push(b'}');
+    out
+}
+
 impl AuditSink for TlogSink {
     fn submit(&self, rec: AuditRecord) -> Result<(), Error> {
         if !self.healthy() {
             return Err(Error::Audit("a previous append failed".into()));
         }
-        let entry = to_event(rec)
-            .to_entry()
-            .map_err(|e| Error::Audit(e.to_string()))?;
+        let entry = if is_request_kind(&rec.kind) {
+            request_entry(&rec)
+        } else {
+            to_event(rec)
+                .to_entry()
+                .map_err(|e| Error::Audit(e.to_string()))?
+        };
         // No task and no wake-up per record: a failed commit is counted by the log and
         // `healthy` sees it before the next request is admitted.
         self.log.append_detached(entry).map_err(|e| {
@@ -193,6 +348,34 @@ mod tests {
     }
 
     #[test]
+    fn only_request_kinds_take_the_direct_encoder() {
+        // `submit` writes request kinds with `request_entry`; every other kind must go
+        // through `to_event`, or an admin event would be logged as a request.
+        for kind in [
+            "request",
+            "malformed",
+            "alert",
+            "block",
+            "unblock",
+            "lockdown",
+            "lockdown-lift",
+            "key-created",
+            "key-revoked",
+            "policy-reload",
+        ] {
+            let e = to_event(AuditRecord {
+                kind: kind.into(),
+                ..AuditRecord::default()
+            });
+            assert_eq!(
+                is_request_kind(kind),
+                matches!(e.kind, EventKind::GatewayRequest(_)),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
     fn key_records_become_key_events() {
         let e = to_event(AuditRecord {
             kind: "key-created".into(),
@@ -217,6 +400,69 @@ mod tests {
             matches!(&e.kind, EventKind::KeyRevoked { key_id, .. } if key_id == "0123456789abcdef"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn request_entries_are_the_canonical_event_json() {
+        let full = AuditRecord {
+            ts_ms: 1_764_196_000_123,
+            kind: "request".into(),
+            request_id: 42,
+            identity: Some("al\"ice\u{e9}\n".into()),
+            auth: Some("key".into()),
+            source_ip: "127.0.0.1".into(),
+            endpoint: "/v1/chat/completions".into(),
+            model: Some("m\\1".into()),
+            decision: "allow".into(),
+            reason: "allowed; stripped logprobs \u{1}".into(),
+            status: 200,
+            request_bytes: 123,
+            response_bytes: 4567,
+            prompt_sha256: Some("ab".repeat(32)),
+            response_sha256: Some("c\"d".into()),
+            gateway_us: 17,
+            upstream_us: 2500,
+            total_us: 3999,
+            outcome: "complete".into(),
+            key_id: None,
+        };
+        let mut records = vec![full.clone()];
+        for (i, decision) in ["deny", "error", "other"].into_iter().enumerate() {
+            records.push(AuditRecord {
+                decision: decision.into(),
+                identity: None,
+                model: None,
+                upstream_us: 0,
+                prompt_sha256: None,
+                response_sha256: None,
+                kind: ["malformed", "alert", "request"][i].into(),
+                auth: Some("admin:root".into()),
+                ..full.clone()
+            });
+        }
+        records.push(AuditRecord::default());
+        // Dates across leap years, month ends and the far future.
+        let mut ms: u64 = 0;
+        while ms < 400_000_000_000_000 {
+            records.push(AuditRecord {
+                ts_ms: ms,
+                ..full.clone()
+            });
+            ms = ms * 3 + 86_399_999;
+        }
+        for d in 0..3000u64 {
+            records.push(AuditRecord {
+                ts_ms: d * 86_400_000 * 17 + d * 1_001,
+                ..AuditRecord::default()
+            });
+        }
+        for r in records {
+            let want = to_event(r.clone()).to_entry().unwrap();
+            assert_eq!(
+                String::from_utf8(request_entry(&r)).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -230,7 +230,8 @@ pub struct Validated {
     pub model: String,
     /// Streaming requested.
     pub stream: bool,
-    /// The body to forward (re-serialised after stripping and capping).
+    /// The body to forward: the received bytes when no check changed the document,
+    /// re-serialised after stripping, capping or adding `stream_options` otherwise.
     pub body: Vec<u8>,
     /// Bytes of prompt text (for the token estimate).
     pub prompt_bytes: usize,
@@ -413,9 +414,12 @@ pub fn validate(
     policy: &ParamPolicy,
     limits: &ValidationConfig,
 ) -> Result<Validated, Invalid> {
-    let v: Value =
-        serde_json::from_slice(raw).map_err(|e| Invalid(format!("body is not valid JSON: {e}")))?;
-    let Value::Object(mut obj) = v else {
+    let parsed =
+        crate::json::parse(raw).map_err(|e| Invalid(format!("body is not valid JSON: {e}")))?;
+    // The received bytes are forwarded unless a check below changes the document, or an
+    // object repeats a key (the upstream might read another copy than the one checked).
+    let mut rewrite = parsed.duplicate_keys;
+    let Value::Object(mut obj) = parsed.value else {
         return Err(Invalid("body must be a JSON object".into()));
     };
     let mut stripped = Vec::new();
@@ -555,7 +559,11 @@ pub fn validate(
             },
             _ => return Err(Invalid(format!("{field}: must be an integer"))),
         };
-        obj.insert(field.to_owned(), Value::from(mt));
+        // A present, valid value is a plain integer already: nothing to rewrite.
+        if !matches!(obj.get(field), Some(Value::Number(_))) {
+            obj.insert(field.to_owned(), Value::from(mt));
+            rewrite = true;
+        }
         mt
     };
     // Ask for usage in streams so tokens can be reconciled.
@@ -571,10 +579,15 @@ pub fn validate(
             so.insert("include_usage".into(), Value::Bool(true));
             obj.insert("stream_options".into(), Value::Object(so));
             injected_usage = true;
+            rewrite = true;
         }
     }
-    let body = serde_json::to_vec(&Value::Object(obj))
-        .map_err(|e| Invalid(format!("body cannot be re-encoded: {e}")))?;
+    let body = if rewrite || !stripped.is_empty() {
+        serde_json::to_vec(&Value::Object(obj))
+            .map_err(|e| Invalid(format!("body cannot be re-encoded: {e}")))?
+    } else {
+        raw.to_vec()
+    };
     Ok(Validated {
         model,
         stream,
@@ -611,6 +624,57 @@ mod tests {
             p,
             &ValidationConfig::default(),
         )
+    }
+
+    fn body_of(raw: &str) -> String {
+        let p = pol(&["user"], BTreeMap::new());
+        let v = validate(
+            Endpoint::Chat,
+            raw.as_bytes(),
+            &p,
+            &ValidationConfig::default(),
+        )
+        .unwrap();
+        String::from_utf8(v.body).unwrap()
+    }
+
+    #[test]
+    fn unchanged_bodies_are_forwarded_as_received_and_changed_ones_rewritten() {
+        let asis = r#"{ "model":"m", "messages":[{"role":"user","content":"hi \u0041"}], "max_tokens":16, "temperature": 1.50 }"#;
+        assert_eq!(body_of(asis), asis);
+        // Capped/added max_tokens, stripped parameters, duplicate keys, injected
+        // stream_options: re-serialised from the checked document.
+        let hi = json!([{"role": "user", "content": "hi"}]);
+        let cases = [
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                json!({"model": "m", "messages": hi, "max_tokens": 512}),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"seed":3}"#,
+                json!({"model": "m", "messages": hi, "max_tokens": 16}),
+            ),
+            (
+                r#"{"model":"m","max_tokens":4000,"messages":[{"role":"user","content":"hi"}],"max_tokens":16}"#,
+                json!({"model": "m", "messages": hi, "max_tokens": 16}),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"a","content":"hi"}],"max_tokens":16}"#,
+                json!({"model": "m", "messages": hi, "max_tokens": 16}),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"stream":true}"#,
+                json!({"model": "m", "messages": hi, "max_tokens": 16, "stream": true,
+                       "stream_options": {"include_usage": true}}),
+            ),
+        ];
+        for (raw, want) in cases {
+            let out = body_of(raw);
+            assert_ne!(out, raw);
+            assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), want, "{raw}");
+            // What is forwarded has no duplicate keys left.
+            assert!(!crate::json::parse(out.as_bytes()).unwrap().duplicate_keys);
+        }
     }
 
     #[test]

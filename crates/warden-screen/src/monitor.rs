@@ -219,6 +219,32 @@ struct IdentityState {
     windows_seen: u32,
     last_alert: HashMap<AlertKind, u64>,
     last_seen: u64,
+    /// How many of `events` are marked dup, near, refused, hit (kept as events come and
+    /// go, so a request does not rescan the window for each share).
+    counts: [usize; 4],
+}
+
+impl Seen {
+    fn marks(&self) -> [bool; 4] {
+        [self.dup, self.near, self.refused, self.hit]
+    }
+}
+
+impl IdentityState {
+    fn pop_event(&mut self) {
+        if let Some(e) = self.events.pop_front() {
+            for (c, m) in self.counts.iter_mut().zip(e.marks()) {
+                *c -= usize::from(m);
+            }
+        }
+    }
+
+    fn push_event(&mut self, e: Seen) {
+        for (c, m) in self.counts.iter_mut().zip(e.marks()) {
+            *c += usize::from(m);
+        }
+        self.events.push_back(e);
+    }
 }
 
 /// The per-identity behaviour monitor.
@@ -283,10 +309,10 @@ impl Monitor {
         }
 
         while st.events.front().is_some_and(|e| e.at_ms < from) {
-            st.events.pop_front();
+            st.pop_event();
         }
         while st.events.len() >= cfg.max_events {
-            st.events.pop_front();
+            st.pop_event();
         }
         let sim = simhash(ev.input);
         let pkey = ev.params.key();
@@ -304,7 +330,7 @@ impl Monitor {
                 near = true;
             }
         }
-        st.events.push_back(Seen {
+        st.push_event(Seen {
             at_ms: now,
             sim,
             params: pkey,
@@ -324,9 +350,8 @@ impl Monitor {
         }
 
         let n = st.events.len();
-        let share = |f: fn(&Seen) -> bool| -> f64 {
-            st.events.iter().filter(|e| f(e)).count() as f64 / n.max(1) as f64
-        };
+        let [dups, nears, refusals, hits] = st.counts;
+        let share = |k: usize| -> f64 { k as f64 / n.max(1) as f64 };
         let mut found: Vec<(AlertKind, f64, f64, String)> = Vec::new();
         let rate_limit = if st.windows_seen >= cfg.baseline_windows {
             (st.baseline * cfg.rate_factor).max(cfg.rate_floor as f64)
@@ -345,7 +370,7 @@ impl Monitor {
             ));
         }
         if n >= cfg.min_requests {
-            let d = share(|e| e.dup);
+            let d = share(dups);
             if d >= cfg.dup_share {
                 found.push((
                     AlertKind::NearDuplicates,
@@ -354,7 +379,7 @@ impl Monitor {
                     format!("{:.0}% of {n} inputs are near-duplicates", d * 100.0),
                 ));
             }
-            let s = share(|e| e.near);
+            let s = share(nears);
             if s >= cfg.sweep_share && d < cfg.dup_share {
                 found.push((
                     AlertKind::InputSweep,
@@ -375,7 +400,6 @@ impl Monitor {
                 ),
             ));
         }
-        let hits = st.events.iter().filter(|e| e.hit).count();
         if hits >= cfg.screening_hits {
             found.push((
                 AlertKind::ScreeningHits,
@@ -384,7 +408,6 @@ impl Monitor {
                 format!("{hits} inputs blocked or flagged by screening"),
             ));
         }
-        let refusals = st.events.iter().filter(|e| e.refused).count();
         if refusals >= cfg.refusals {
             found.push((
                 AlertKind::RepeatedRefusals,
@@ -462,6 +485,38 @@ mod tests {
             output_tokens: 10,
             refused: false,
             screening_hit: false,
+        }
+    }
+
+    #[test]
+    fn window_counts_follow_the_events() {
+        let cfg = MonitorConfig {
+            max_events: 64,
+            window_ms: 5_000,
+            ..MonitorConfig::default()
+        };
+        let mut m = Monitor::new(cfg);
+        let mut t = 0u64;
+        for i in 0..600u64 {
+            // Bursts (evictions by max_events), pauses (expiry by time), repeats (dups).
+            t += if i % 97 == 0 { 4_000 } else { 7 };
+            let text = format!("question {} about topic {}", i % 5, (i / 40) * 7919);
+            let mut e = ev(t, "carol", &text);
+            e.refused = i % 3 == 0;
+            e.screening_hit = i % 11 == 0;
+            m.observe(&e);
+            let st = &m.ids["carol"];
+            let count = |f: fn(&Seen) -> bool| st.events.iter().filter(|e| f(e)).count();
+            assert_eq!(
+                st.counts,
+                [
+                    count(|e| e.dup),
+                    count(|e| e.near),
+                    count(|e| e.refused),
+                    count(|e| e.hit)
+                ],
+                "after event {i}"
+            );
         }
     }
 
