@@ -158,16 +158,14 @@ fn threshold_at(neg: &[f64], fpr: f64) -> f64 {
     let mut s = neg.to_vec();
     s.sort_by(|a, b| b.total_cmp(a));
     let k = (fpr * s.len() as f64).floor() as usize;
-    match s.get(k) {
-        // Just above the (k+1)-th highest negative: k negatives stay above.
-        Some(&v) => next_up(v),
-        None => 0.0,
+    match (k.checked_sub(1).and_then(|j| s.get(j)), s.get(k)) {
+        // Midway between the (k+1)-th and k-th highest negatives: k negatives stay
+        // above, and the threshold survives a JSON round trip that is off by an ulp
+        // (serde_json's default float parser is not always exact).
+        (Some(&hi), Some(&v)) if hi > v => v + (hi - v) / 2.0,
+        (_, Some(&v)) => f64::from_bits(v.to_bits() + 1),
+        (_, None) => 0.0,
     }
-}
-
-fn next_up(v: f64) -> f64 {
-    // serde_json prints the shortest representation that parses back to the same f64.
-    f64::from_bits(v.to_bits() + 1)
 }
 
 fn tpr(pos: &[f64], t: f64) -> f64 {
