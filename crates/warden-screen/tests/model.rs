@@ -170,7 +170,7 @@ fn benign_trigger_words_rarely_block() {
 }
 
 /// Bounds for the held-out sets: the committed model's results (README, from
-/// `python3 scripts/eval_screen.py`: 2/225 blocked; 19/38 blocked and 0 passed) plus a
+/// `python3 scripts/eval_screen.py`: 3/225 blocked; 19/38 blocked and 0 passed) plus a
 /// margin.
 const OOD_MAX_FPR: f64 = 0.03;
 const ML_MIN_TPR: f64 = 0.4;
