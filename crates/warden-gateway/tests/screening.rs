@@ -491,7 +491,7 @@ async fn injections_are_refused_before_the_upstream_and_benign_prompts_pass() {
     );
     let m = env.gw.metrics.render();
     assert!(
-        m.contains("warden_screen_verdicts_total{stage=\"input\",action=\"block\"} 5"),
+        m.contains("warden_screen_verdicts_total{stage=\"input\",action=\"block\"} 6"),
         "{m}"
     );
     assert!(
