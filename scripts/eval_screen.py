@@ -10,7 +10,11 @@ Reports, per source:
 - TPR and FPR at the operating thresholds calibrated on validation (model card);
 - TPR of the same positives under obfuscation (zero-width insertion, Cyrillic/Greek homoglyphs,
   base64 wrapping) at the clean 1 %-FPR threshold, and the points lost;
-and the FPR on crates/warden-screen/tests/data/benign_triggers.txt.
+the FPR on crates/warden-screen/tests/data/benign_triggers.txt and on the held-out
+out-of-distribution benign set ood_benign.txt (system prompts, translation requests and
+requests in many languages, written separately from the training augmentation), and the
+TPR on held-out multilingual attacks (multilingual_attacks.txt, hand-written, and the
+Italian/Portuguese/Romanian part of the yanismiraoui set that training never sees).
 Prints a Markdown table (pasted into README.md) and writes target/screen-eval.json.
 """
 
@@ -28,7 +32,10 @@ import screen_data  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "target" / "screen-data"
 WARDEN = REPO / "target" / "release" / "warden"
-TRIGGERS = REPO / "crates" / "warden-screen" / "tests" / "data" / "benign_triggers.txt"
+TESTDATA = REPO / "crates" / "warden-screen" / "tests" / "data"
+TRIGGERS = TESTDATA / "benign_triggers.txt"
+OOD_BENIGN = TESTDATA / "ood_benign.txt"
+ML_ATTACKS = TESTDATA / "multilingual_attacks.txt"
 
 HOMOGLYPHS = {
     "a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "\u0440", "x": "\u0445",
@@ -151,11 +158,30 @@ def main():
             f"| {source} | {len(pos)}/{len(neg)} | {fmt_rate(*rate(pos, r1['threshold']))} | "
             f"{fmt_rate(*rate(pos, r01['threshold']))} | {ob['tpr']:.3f} / {ob['fpr']:.3f} | {of['tpr']:.3f} / {of['fpr']:.3f} |"
         )
-    trig = [l for l in TRIGGERS.read_text().splitlines() if l.strip()]
-    tv = screen(trig)
-    tb = sum(1 for o in tv if o["verdict"] == "block")
-    tf = sum(1 for o in tv if o["verdict"] != "pass")
-    results["benign_triggers"] = {"n": len(trig), "blocked": tb, "flagged_or_blocked": tf}
+    benign_sets = {}
+    for name, path in (("benign_triggers", TRIGGERS), ("ood_benign", OOD_BENIGN)):
+        lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+        out = screen(lines)
+        b = [l for l, o in zip(lines, out) if o["verdict"] == "block"]
+        f = sum(1 for o in out if o["verdict"] != "pass")
+        results[name] = {"n": len(lines), "blocked": len(b), "flagged_or_blocked": f, "blocked_texts": b}
+        benign_sets[name] = (len(lines), len(b), f)
+    screen_data.export_extra(DATA, ("heldout",))
+    ml_sets = {
+        "multilingual_attacks.txt (hand-written)": [l for l in ML_ATTACKS.read_text(encoding="utf-8").splitlines() if l.strip()],
+        "yanismiraoui it/pt/ro (held out)": [json.loads(l)["text"] for l in (DATA / "yanismiraoui-heldout.jsonl").read_text().splitlines()],
+    }
+    results["multilingual_attacks"] = {}
+    ml_rows = []
+    for name, texts in ml_sets.items():
+        out = screen(texts)
+        b = sum(1 for o in out if o["verdict"] == "block")
+        f = sum(1 for o in out if o["verdict"] != "pass")
+        results["multilingual_attacks"][name] = {
+            "n": len(texts), "blocked": b, "flagged_or_blocked": f,
+            "passed_texts": [t for t, o in zip(texts, out) if o["verdict"] == "pass"],
+        }
+        ml_rows.append(f"| {name} | {len(texts)} | {fmt_rate(b, len(texts))} | {fmt_rate(f, len(texts))} |")
     (REPO / "target" / "screen-eval.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"Operating thresholds (validation-calibrated): block {block:.4f}, flag {flag:.4f}\n")
     print("| source | test pos/neg | TPR @ 1 % FPR [Wilson 95 %] | TPR @ 0.1 % FPR [Wilson 95 %] | block: TPR / FPR | flag: TPR / FPR |")
@@ -164,12 +190,13 @@ def main():
     print("\n| source | obfuscation | clean TPR @ 1 % FPR | obfuscated TPR [Wilson 95 %] | points lost | FPR of obfuscated benign |")
     print("|---|---|---|---|---|---|")
     print("\n".join(obf_rows))
-    lo, hi = wilson(tb, len(trig))
-    flo, fhi = wilson(tf, len(trig))
-    print(
-        f"\nBenign trigger-word prompts ({len(trig)}): blocked {tb} (FPR {tb / len(trig):.3f} [{lo:.3f}, {hi:.3f}]), "
-        f"flagged or blocked {tf} ({tf / len(trig):.3f} [{flo:.3f}, {fhi:.3f}])"
-    )
+    print("\n| benign set | prompts | blocked (FPR) [Wilson 95 %] | flagged or blocked [Wilson 95 %] |")
+    print("|---|---|---|---|")
+    for name, (n, b, f) in benign_sets.items():
+        print(f"| {name} | {n} | {b}: {fmt_rate(b, n)} | {f}: {fmt_rate(f, n)} |")
+    print("\n| held-out multilingual attacks | prompts | blocked (TPR) [Wilson 95 %] | flagged or blocked [Wilson 95 %] |")
+    print("|---|---|---|---|")
+    print("\n".join(ml_rows))
 
 
 if __name__ == "__main__":

@@ -45,11 +45,12 @@ pub struct ScreeningConfig {
     /// Flag threshold override (default: the model card's, 5 % validation FPR).
     #[serde(default)]
     pub flag_threshold: Option<f64>,
-    /// Block threshold for system (and developer) messages. Default 0.99: the linear
-    /// model scores common operator prompts high ("You are a helpful assistant." 0.976),
-    /// so system text blocks on near-certain scores (rule hits add to the score).
-    #[serde(default = "default_system_block")]
-    pub system_block_threshold: f64,
+    /// Block threshold for system (and developer) messages. Default: the same as user
+    /// text (the model is trained on benign system prompts and scores common operator
+    /// prompts low, e.g. "You are a helpful assistant."); set it higher only to trust
+    /// operator-written prompts more than users'.
+    #[serde(default)]
+    pub system_block_threshold: Option<f64>,
     /// Block threshold for tool output and retrieved content (indirect injection).
     #[serde(default)]
     pub indirect_block_threshold: Option<f64>,
@@ -104,7 +105,7 @@ impl Default for ScreeningConfig {
             action: Action::Block,
             block_threshold: None,
             flag_threshold: None,
-            system_block_threshold: default_system_block(),
+            system_block_threshold: None,
             indirect_block_threshold: None,
             indirect_flag_threshold: None,
             routes: BTreeMap::new(),
@@ -140,9 +141,6 @@ fn default_hold_back() -> usize {
 }
 fn default_throttle() -> u64 {
     300
-}
-fn default_system_block() -> f64 {
-    0.99
 }
 fn default_queue() -> usize {
     1024
@@ -314,7 +312,7 @@ impl ScreeningConfig {
             }
         }
         let ths = [
-            Some(self.system_block_threshold),
+            self.system_block_threshold,
             self.block_threshold,
             self.flag_threshold,
             self.indirect_block_threshold,
@@ -658,7 +656,7 @@ impl Screening {
             flag: self.cfg.indirect_flag_threshold.unwrap_or(default.flag),
         };
         let system = Thresholds {
-            block: self.cfg.system_block_threshold.max(default.block),
+            block: self.cfg.system_block_threshold.unwrap_or(default.block),
             flag: default.flag,
         };
         RoutePolicy {
@@ -1516,6 +1514,8 @@ mod tests {
         let c: ScreeningConfig = serde_json::from_value(serde_json::json!({})).unwrap();
         assert!(c.input && c.output && c.monitor.enabled && c.drift.enabled);
         assert_eq!(c.action, Action::Block);
+        // System prompts are screened at the same threshold as user text by default.
+        assert_eq!(c.system_block_threshold, None);
         assert_eq!(c.weaknesses().len(), 1, "{:?}", c.weaknesses());
         let bad = serde_json::json!({"alerts": {"webhooks": ["http://example.com/hook"]}});
         let c: ScreeningConfig = serde_json::from_value(bad).unwrap();
