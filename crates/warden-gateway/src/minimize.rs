@@ -151,6 +151,14 @@ pub struct SseMinimizer {
     pub events: u64,
 }
 
+/// A Responses-API style event name: 1–64 bytes of `a-z`, `.` and `_`.
+fn is_event_name(name: &[u8]) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || *b == b'.' || *b == b'_')
+}
+
 impl SseMinimizer {
     /// A minimiser; `drop_usage_only` removes the usage-only chunk the gateway asked for.
     pub fn new(policy: ResponsePolicy, drop_usage_only: bool, max_event: usize) -> Self {
@@ -228,13 +236,19 @@ impl SseMinimizer {
                     self.events += 1;
                     lines_out.push(l);
                 }
-            } else if line.starts_with(b"event:")
-                || line.starts_with(b"id:")
-                || line.starts_with(b"retry:")
-            {
-                lines_out.push(line.to_vec());
+            } else if let Some(name) = line.strip_prefix(b"event:") {
+                // Event names (the Responses API's `response.output_text.delta` etc.)
+                // pass only as short lowercase dotted names: an upstream cannot use
+                // the field to carry text past screening and minimisation.
+                let name = name.strip_prefix(b" ").unwrap_or(name);
+                if is_event_name(name) {
+                    let mut l = b"event: ".to_vec();
+                    l.extend_from_slice(name);
+                    lines_out.push(l);
+                }
             }
-            // Comments and unknown lines are dropped.
+            // `id:`, `retry:`, comments and unknown lines are dropped: OpenAI clients
+            // need none of them, and each could carry arbitrary upstream text.
         }
         if drop_event || lines_out.is_empty() {
             return;

@@ -1171,6 +1171,19 @@ impl SseScreen {
         }
         let mut out = BytesMut::new();
         for mut e in parse_events(b) {
+            // Lines other than `data:` (the minimiser passes only event names) are
+            // screened too: one that would need redacting is dropped, one that blocks
+            // ends the stream.
+            let mut kept = Vec::with_capacity(e.lines.len());
+            for l in std::mem::take(&mut e.lines) {
+                let text = String::from_utf8_lossy(&l);
+                match self.rules.screen_full(&text) {
+                    Ok(screened) if screened == text => kept.push(l),
+                    Ok(_) => {}
+                    Err(blk) => return Err(self.block(blk.rule)),
+                }
+            }
+            e.lines = kept;
             let text = e
                 .data
                 .as_mut()
@@ -1629,6 +1642,72 @@ mod tests {
                 "order kept"
             );
         }
+    }
+
+    #[test]
+    fn sse_fields_other_than_data_cannot_carry_a_canary() {
+        // Found by the `gateway_sse_screen` fuzz target: an `id:` line carried the
+        // canary past the screen. The minimiser now drops `id:`/`retry:`/unknown
+        // lines and keeps only lowercase event names; the screen checks what is left.
+        use base64::Engine as _;
+        let crash = base64::engine::general_purpose::STANDARD
+            .decode("JWkOAAAAAAAAAAppZDoNQ0FOQVJZLTdmM2E5YzJlMWI0ZDVhNjD/WVnZWVkKKjpk/1lpAA0NAEH/")
+            .unwrap();
+        let rules = Arc::new(
+            OutputRules::new(OutputPolicy {
+                canaries: vec!["CANARY-7f3a9c2e1b4d5a60".into()],
+                ..OutputPolicy::default()
+            })
+            .unwrap(),
+        );
+        let inputs: Vec<Vec<u8>> = vec![
+            crash[1..].to_vec(),
+            b"id: CANARY-7f3a9c2e1b4d5a60\ndata: {}\n\n".to_vec(),
+            b"event: CANARY-7f3a9c2e1b4d5a60\ndata: {}\n\n".to_vec(),
+            b"retry: 1\n: CANARY-7f3a9c2e1b4d5a60\ndata: {}\n\n".to_vec(),
+        ];
+        for input in inputs {
+            for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
+                let policy = crate::minimize::ResponsePolicy {
+                    endpoint: ep,
+                    keep_logprobs: false,
+                };
+                let mut m = crate::minimize::SseMinimizer::new(policy, false, 4096);
+                let mut s = SseScreen::standalone(Arc::clone(&rules), ep);
+                let mut out = Vec::new();
+                if let Ok(b) = m.feed(&input)
+                    && let Ok(b) = s.feed(&b)
+                {
+                    out.extend_from_slice(&b);
+                }
+                if let Ok(b) = s.feed(&m.finish()) {
+                    out.extend_from_slice(&b);
+                }
+                if let Ok(b) = s.finish() {
+                    out.extend_from_slice(&b);
+                }
+                let out = String::from_utf8_lossy(&out);
+                assert!(!out.contains("CANARY"), "{ep:?} {input:?}: {out}");
+            }
+        }
+        // A legitimate Responses event name still passes.
+        let mut m = crate::minimize::SseMinimizer::new(
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: false,
+            },
+            false,
+            4096,
+        );
+        let b = m
+            .feed(b"event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n")
+            .unwrap();
+        let mut s = SseScreen::standalone(rules, Endpoint::Responses);
+        let out = s.feed(&b).unwrap();
+        assert!(
+            String::from_utf8_lossy(&out).starts_with("event: response.completed\n"),
+            "{out:?}"
+        );
     }
 
     #[test]
