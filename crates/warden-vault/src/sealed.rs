@@ -338,6 +338,21 @@ type ReadFn<'a, IO> = dyn Fn(&mut IO, u64, &mut Vec<u8>) -> Result<()> + 'a;
 type WorkFn<'a> = dyn Fn(u64, &mut Vec<u8>) -> Result<()> + Sync + 'a;
 type WriteFn<'a, IO> = dyn Fn(&mut IO, &[u8]) -> Result<()> + 'a;
 
+/// Alignment of a segment's first byte in the sealing buffers.
+const SEG_ALIGN: usize = 64;
+
+/// Bytes skipped at the start of a sealing buffer so its segment starts on a
+/// [`SEG_ALIGN`] boundary. A 1 MiB buffer comes from `mmap` at 16 bytes past a page
+/// boundary, and the kernel's copy of page-aligned file data into a destination a few
+/// bytes past a page boundary ran at 1.5 GiB/s against 6–7 GiB/s when 64-byte aligned
+/// (AMD EPYC, tmpfs, `read` of 1 MiB): that copy cost more than AES-GCM. The pad
+/// depends only on the buffer's address, which does not move while a segment is in it
+/// (capacity is reserved up front).
+fn seg_pad(buf: &[u8]) -> usize {
+    let pad = buf.as_ptr().align_offset(SEG_ALIGN);
+    if pad < SEG_ALIGN { pad } else { 0 }
+}
+
 /// Move segments `0..nsegs` through `read` → `work` → `write`, in order, with bounded
 /// memory; `progress` gets the number of segments written so far.
 ///
@@ -436,8 +451,14 @@ pub fn seal<R: Read, W: Write>(
     let path_r = path.as_str();
     let read = |io: &mut Io<&mut R, &mut W>, i: u64, buf: &mut Vec<u8>| -> Result<()> {
         let len = header.segment_plain_len(i);
-        buf.resize(len, 0);
-        let got = read_full(&mut io.reader, buf).map_err(|e| Error::io(path_r, e))?;
+        // Room for the alignment pad and the tag, so nothing below reallocates (the pad
+        // is recomputed from the buffer's address by `work` and `write`).
+        buf.clear();
+        buf.reserve(SEG_ALIGN + len + TAG_LEN);
+        let pad = seg_pad(buf);
+        buf.resize(pad + len, 0);
+        let dst = buf.get_mut(pad..).unwrap_or_default();
+        let got = read_full(&mut io.reader, dst).map_err(|e| Error::io(path_r, e))?;
         if got != len {
             return Err(Error::DigestMismatch {
                 path: path_r.to_owned(),
@@ -450,18 +471,26 @@ pub fn seal<R: Read, W: Write>(
         }
         // Hash the plaintext in order, before it is encrypted in place.
         if let Some(h) = io.hasher.as_mut() {
-            h.update(buf);
+            h.update(buf.get(pad..).unwrap_or_default());
         }
         Ok(())
     };
     let work = |i: u64, buf: &mut Vec<u8>| -> Result<()> {
         let nonce = seg_nonce(&keys, i, i + 1 == nsegs)?;
-        keys.key
-            .seal_in_place_append_tag(nonce, Aad::from(&keys.header_hash), buf)
-            .map_err(|_| Error::Crypto("segment sealing failed".into()))
+        let pad = seg_pad(buf);
+        let plain = buf.get_mut(pad..).unwrap_or_default();
+        let tag = keys
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(&keys.header_hash), plain)
+            .map_err(|_| Error::Crypto("segment sealing failed".into()))?;
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
     };
     let write = |io: &mut Io<&mut R, &mut W>, buf: &[u8]| -> Result<()> {
-        io.writer.write_all(buf).map_err(|e| Error::io(path_r, e))
+        let sealed = buf.get(seg_pad(buf)..).unwrap_or_default();
+        io.writer
+            .write_all(sealed)
+            .map_err(|e| Error::io(path_r, e))
     };
     pipeline(
         &mut io,
