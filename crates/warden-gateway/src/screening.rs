@@ -1599,15 +1599,20 @@ mod tests {
         (text, Ok(()), all)
     }
 
-    #[test]
-    fn sse_screen_holds_back_and_stops_secrets_at_any_split() {
-        let rules = Arc::new(
+    /// Output rules with one canary, the one the SSE tests plant.
+    fn canary_rules() -> Arc<OutputRules> {
+        Arc::new(
             OutputRules::new(OutputPolicy {
                 canaries: vec!["CANARY-7f3a9c2e1b4d5a60".into()],
                 ..OutputPolicy::default()
             })
             .unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn sse_screen_holds_back_and_stops_secrets_at_any_split() {
+        let rules = canary_rules();
         let filler = "The answer, in some detail, goes here. ".repeat(12);
         for secret in ["AKIAIOSFODNN7EXAMPLE", "CANARY-7f3a9c2e1b4d5a60"] {
             for piece in 1..9 {
@@ -1653,13 +1658,7 @@ mod tests {
         let crash = base64::engine::general_purpose::STANDARD
             .decode("JWkOAAAAAAAAAAppZDoNQ0FOQVJZLTdmM2E5YzJlMWI0ZDVhNjD/WVnZWVkKKjpk/1lpAA0NAEH/")
             .unwrap();
-        let rules = Arc::new(
-            OutputRules::new(OutputPolicy {
-                canaries: vec!["CANARY-7f3a9c2e1b4d5a60".into()],
-                ..OutputPolicy::default()
-            })
-            .unwrap(),
-        );
+        let rules = canary_rules();
         let inputs: Vec<Vec<u8>> = vec![
             crash[1..].to_vec(),
             b"id: CANARY-7f3a9c2e1b4d5a60\ndata: {}\n\n".to_vec(),
