@@ -30,11 +30,20 @@ fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
 fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
     match v {
         Value::Object(o) => {
-            o.remove("system_fingerprint");
-            o.remove("timings");
-            if !keep_logprobs {
-                o.remove("logprobs");
-                o.remove("top_logprobs");
+            // `remove` hashes its key even when it is absent (the usual case); objects
+            // here have a handful of keys, so look first and remove only what is there.
+            let drop_logprobs: &[&str] = if keep_logprobs {
+                &[]
+            } else {
+                &["logprobs", "top_logprobs"]
+            };
+            for k in ["system_fingerprint", "timings"]
+                .iter()
+                .chain(drop_logprobs)
+            {
+                if o.keys().any(|x| x == k) {
+                    o.remove(*k);
+                }
             }
             for (_, x) in o.iter_mut() {
                 strip_recursive(x, keep_logprobs);
@@ -311,6 +320,56 @@ mod tests {
             },
         );
         assert!(v["choices"][0].get("logprobs").is_some());
+    }
+
+    /// The stripping before it looked for keys first: remove every key unconditionally.
+    fn strip_unconditionally(v: &mut Value, keep_logprobs: bool) {
+        match v {
+            Value::Object(o) => {
+                o.remove("system_fingerprint");
+                o.remove("timings");
+                if !keep_logprobs {
+                    o.remove("logprobs");
+                    o.remove("top_logprobs");
+                }
+                for (_, x) in o.iter_mut() {
+                    strip_unconditionally(x, keep_logprobs);
+                }
+            }
+            Value::Array(a) => a
+                .iter_mut()
+                .for_each(|x| strip_unconditionally(x, keep_logprobs)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn stripping_at_any_depth_keeps_the_same_bytes() {
+        // Responses are not allowlisted, so only the recursive stripping applies; the
+        // removed keys sit first, in the middle and last, nested in objects and arrays.
+        let doc = r#"{"timings":{"x":1},"id":"r","output":[{"type":"message",
+            "content":[{"type":"output_text","text":"hi","logprobs":[{"token":"hi",
+            "top_logprobs":[]}],"annotations":[]}],"system_fingerprint":"b"},
+            {"logprobs":null,"a":1,"b":{"top_logprobs":[1],"c":{"timings":2,"d":3}}}],
+            "z":[[{"system_fingerprint":"x","keep":true}]],"logprobs":{"content":[]}}"#;
+        for keep_logprobs in [false, true] {
+            let mut got: Value = serde_json::from_str(doc).unwrap();
+            let mut want = got.clone();
+            minimize(
+                &mut got,
+                ResponsePolicy {
+                    endpoint: Endpoint::Responses,
+                    keep_logprobs,
+                },
+            );
+            strip_unconditionally(&mut want, keep_logprobs);
+            let (got, want) = (got.to_string(), want.to_string());
+            assert_eq!(got, want);
+            for k in ["system_fingerprint", "timings"] {
+                assert!(!got.contains(k), "{got}");
+            }
+            assert_eq!(got.contains("logprobs"), keep_logprobs, "{got}");
+        }
     }
 
     #[test]
