@@ -3,6 +3,7 @@
 //! field not on the per-endpoint allowlist are removed, from whole JSON bodies and from
 //! every `data:` event of an SSE stream.
 
+use crate::json::Fields;
 use crate::validate::Endpoint;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
@@ -59,15 +60,20 @@ fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
 }
 
 fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
-    let u = o.get("usage")?.as_object()?;
-    let total = u.get("total_tokens").and_then(Value::as_u64).or_else(|| {
-        Some(
-            u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0)
-                + u.get("completion_tokens")
+    let u = o.field("usage")?.as_object()?;
+    let total = u
+        .field("total_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            Some(
+                u.field("prompt_tokens")
                     .and_then(Value::as_u64)
-                    .unwrap_or(0),
-        )
-    })?;
+                    .unwrap_or(0)
+                    + u.field("completion_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0),
+            )
+        })?;
     Some(Usage {
         total_tokens: total,
     })
@@ -97,12 +103,12 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
                     "id", "object", "created", "model", "choices", "usage", "error",
                 ],
             );
-            if let Some(Value::Array(cs)) = o.get_mut("choices") {
+            if let Some(Value::Array(cs)) = o.field_mut("choices") {
                 for c in cs.iter_mut() {
                     if let Value::Object(c) = c {
                         retain(c, choice_fields);
                         for k in ["message", "delta"] {
-                            if let Some(Value::Object(m)) = c.get_mut(k) {
+                            if let Some(Value::Object(m)) = c.field_mut(k) {
                                 retain(m, &["role", "content", "tool_calls", "refusal"]);
                             }
                         }
@@ -112,7 +118,7 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
         }
         Endpoint::Embeddings => {
             retain(o, &["object", "data", "model", "usage", "error"]);
-            if let Some(Value::Array(ds)) = o.get_mut("data") {
+            if let Some(Value::Array(ds)) = o.field_mut("data") {
                 for d in ds.iter_mut() {
                     if let Value::Object(d) = d {
                         retain(d, &["object", "index", "embedding"]);
@@ -122,7 +128,7 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
         }
         Endpoint::Models | Endpoint::Responses => {}
     }
-    if let Some(Value::Object(u)) = o.get_mut("usage") {
+    if let Some(Value::Object(u)) = o.field_mut("usage") {
         retain(
             u,
             &[
