@@ -29,6 +29,48 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, serde_json::Error> {
     })
 }
 
+/// Field lookups that do not hash small objects. `serde_json`'s map here is an
+/// `IndexMap` with std's randomised SipHash, so every `get` hashes its key, even to
+/// find nothing; request and response objects have a handful of keys, which a scan
+/// compares faster. Same answers as `get`/`get_mut` (a map's keys are unique); objects
+/// with more than [`Fields::SCAN_MAX`] keys are looked up by hash as before.
+pub trait Fields {
+    /// Most keys an object may have to be scanned instead of hashed.
+    const SCAN_MAX: usize = 16;
+    /// The value of `key`, if this is an object holding it.
+    fn field(&self, key: &str) -> Option<&Value>;
+    /// The value of `key`, mutably.
+    fn field_mut(&mut self, key: &str) -> Option<&mut Value>;
+}
+
+impl Fields for Map<String, Value> {
+    fn field(&self, key: &str) -> Option<&Value> {
+        if self.len() > Self::SCAN_MAX {
+            return self.get(key);
+        }
+        self.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    }
+
+    fn field_mut(&mut self, key: &str) -> Option<&mut Value> {
+        if self.len() > Self::SCAN_MAX {
+            return self.get_mut(key);
+        }
+        self.iter_mut()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
+    }
+}
+
+impl Fields for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.field(key)
+    }
+
+    fn field_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.as_object_mut()?.field_mut(key)
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Seed<'a>(&'a Cell<bool>);
 
@@ -91,6 +133,36 @@ impl<'de> Visitor<'de> for Seed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_answer_as_get_does() {
+        // Objects on both sides of the scan limit, keys present and absent, and keys that
+        // share prefixes.
+        for n in [0usize, 1, 5, Map::<String, Value>::SCAN_MAX, 17, 40] {
+            let mut o = Map::new();
+            for i in 0..n {
+                o.insert(format!("k{i}"), Value::from(i));
+            }
+            let mut v = Value::Object(o.clone());
+            for i in 0..n + 3 {
+                for key in [
+                    format!("k{i}"),
+                    format!("k{i}x"),
+                    format!("k{i}")[..1].to_owned(),
+                ] {
+                    assert_eq!(o.field(&key), o.get(&key), "{n} {key}");
+                    assert_eq!(v.field(&key), v.get(&key), "{n} {key}");
+                    let want = o.get(&key).cloned();
+                    assert_eq!(o.field_mut(&key).map(|x| x.clone()), want);
+                    if let Some(x) = v.field_mut(&key) {
+                        *x = Value::Null;
+                        assert_eq!(v.get(&key), Some(&Value::Null));
+                    }
+                }
+            }
+        }
+        assert_eq!(Value::from(3).field("k0"), None);
+    }
 
     #[test]
     fn same_value_as_serde_json_and_duplicates_noticed() {

@@ -3,6 +3,7 @@
 //! field not on the per-endpoint allowlist are removed, from whole JSON bodies and from
 //! every `data:` event of an SSE stream.
 
+use crate::json::Fields;
 use crate::validate::Endpoint;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
@@ -30,11 +31,20 @@ fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
 fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
     match v {
         Value::Object(o) => {
-            o.remove("system_fingerprint");
-            o.remove("timings");
-            if !keep_logprobs {
-                o.remove("logprobs");
-                o.remove("top_logprobs");
+            // `remove` hashes its key even when it is absent (the usual case); objects
+            // here have a handful of keys, so look first and remove only what is there.
+            let drop_logprobs: &[&str] = if keep_logprobs {
+                &[]
+            } else {
+                &["logprobs", "top_logprobs"]
+            };
+            for k in ["system_fingerprint", "timings"]
+                .iter()
+                .chain(drop_logprobs)
+            {
+                if o.keys().any(|x| x == k) {
+                    o.remove(*k);
+                }
             }
             for (_, x) in o.iter_mut() {
                 strip_recursive(x, keep_logprobs);
@@ -50,15 +60,20 @@ fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
 }
 
 fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
-    let u = o.get("usage")?.as_object()?;
-    let total = u.get("total_tokens").and_then(Value::as_u64).or_else(|| {
-        Some(
-            u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0)
-                + u.get("completion_tokens")
+    let u = o.field("usage")?.as_object()?;
+    let total = u
+        .field("total_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            Some(
+                u.field("prompt_tokens")
                     .and_then(Value::as_u64)
-                    .unwrap_or(0),
-        )
-    })?;
+                    .unwrap_or(0)
+                    + u.field("completion_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0),
+            )
+        })?;
     Some(Usage {
         total_tokens: total,
     })
@@ -88,12 +103,12 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
                     "id", "object", "created", "model", "choices", "usage", "error",
                 ],
             );
-            if let Some(Value::Array(cs)) = o.get_mut("choices") {
+            if let Some(Value::Array(cs)) = o.field_mut("choices") {
                 for c in cs.iter_mut() {
                     if let Value::Object(c) = c {
                         retain(c, choice_fields);
                         for k in ["message", "delta"] {
-                            if let Some(Value::Object(m)) = c.get_mut(k) {
+                            if let Some(Value::Object(m)) = c.field_mut(k) {
                                 retain(m, &["role", "content", "tool_calls", "refusal"]);
                             }
                         }
@@ -103,7 +118,7 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
         }
         Endpoint::Embeddings => {
             retain(o, &["object", "data", "model", "usage", "error"]);
-            if let Some(Value::Array(ds)) = o.get_mut("data") {
+            if let Some(Value::Array(ds)) = o.field_mut("data") {
                 for d in ds.iter_mut() {
                     if let Value::Object(d) = d {
                         retain(d, &["object", "index", "embedding"]);
@@ -113,7 +128,7 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
         }
         Endpoint::Models | Endpoint::Responses => {}
     }
-    if let Some(Value::Object(u)) = o.get_mut("usage") {
+    if let Some(Value::Object(u)) = o.field_mut("usage") {
         retain(
             u,
             &[
@@ -311,6 +326,56 @@ mod tests {
             },
         );
         assert!(v["choices"][0].get("logprobs").is_some());
+    }
+
+    /// The stripping before it looked for keys first: remove every key unconditionally.
+    fn strip_unconditionally(v: &mut Value, keep_logprobs: bool) {
+        match v {
+            Value::Object(o) => {
+                o.remove("system_fingerprint");
+                o.remove("timings");
+                if !keep_logprobs {
+                    o.remove("logprobs");
+                    o.remove("top_logprobs");
+                }
+                for (_, x) in o.iter_mut() {
+                    strip_unconditionally(x, keep_logprobs);
+                }
+            }
+            Value::Array(a) => a
+                .iter_mut()
+                .for_each(|x| strip_unconditionally(x, keep_logprobs)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn stripping_at_any_depth_keeps_the_same_bytes() {
+        // Responses are not allowlisted, so only the recursive stripping applies; the
+        // removed keys sit first, in the middle and last, nested in objects and arrays.
+        let doc = r#"{"timings":{"x":1},"id":"r","output":[{"type":"message",
+            "content":[{"type":"output_text","text":"hi","logprobs":[{"token":"hi",
+            "top_logprobs":[]}],"annotations":[]}],"system_fingerprint":"b"},
+            {"logprobs":null,"a":1,"b":{"top_logprobs":[1],"c":{"timings":2,"d":3}}}],
+            "z":[[{"system_fingerprint":"x","keep":true}]],"logprobs":{"content":[]}}"#;
+        for keep_logprobs in [false, true] {
+            let mut got: Value = serde_json::from_str(doc).unwrap();
+            let mut want = got.clone();
+            minimize(
+                &mut got,
+                ResponsePolicy {
+                    endpoint: Endpoint::Responses,
+                    keep_logprobs,
+                },
+            );
+            strip_unconditionally(&mut want, keep_logprobs);
+            let (got, want) = (got.to_string(), want.to_string());
+            assert_eq!(got, want);
+            for k in ["system_fingerprint", "timings"] {
+                assert!(!got.contains(k), "{got}");
+            }
+            assert_eq!(got.contains("logprobs"), keep_logprobs, "{got}");
+        }
     }
 
     #[test]

@@ -545,10 +545,11 @@ pub fn is_refusal(answer: &str) -> bool {
 }
 
 fn answer_text(v: &Value) -> Option<&str> {
-    let c = v.get("choices")?.get(0)?;
-    c.get("message")
-        .and_then(|m| m.get("content"))
-        .or_else(|| c.get("text"))
+    use crate::json::Fields;
+    let c = v.field("choices")?.get(0)?;
+    c.field("message")
+        .and_then(|m| m.field("content"))
+        .or_else(|| c.field("text"))
         .and_then(Value::as_str)
 }
 

@@ -281,7 +281,7 @@ fn path_label(path: &str) -> &'static str {
 
 /// SHA-256, hex.
 pub fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
+    crate::keys::hex_lower(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
 }
 
 fn json_error(r: &Refusal, request_id: u64) -> Response<GwBody> {
@@ -689,7 +689,7 @@ impl Drop for Finisher {
         self.admission.take();
         self.rec.total_us = self.started.elapsed().as_micros() as u64;
         if let Some(h) = self.hasher.take() {
-            self.rec.response_sha256 = Some(hex::encode(h.finish()));
+            self.rec.response_sha256 = Some(crate::keys::hex_lower(h.finish()));
         }
         if self.rec.outcome.is_empty() {
             self.rec.outcome = "client-gone".into();

@@ -4,6 +4,7 @@
 //! strips `logprobs`, `top_logprobs`, `logit_bias`, `echo`, `n > 1` and `seed`.
 
 use crate::config::{ParamAction, RoleConfig, ValidationConfig};
+use crate::json::Fields;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use warden_screen::Role;
@@ -261,7 +262,7 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
                     Value::Number(_) | Value::Array(_) => *token_ids = true,
                     Value::Object(o) => {
                         for k in ["text", "output"] {
-                            if let Some(t) = o.get(k) {
+                            if let Some(t) = o.field(k) {
                                 push_text(t, role, out, token_ids);
                             }
                         }
@@ -292,22 +293,22 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
     match ep {
         Endpoint::Chat => {
             for m in obj
-                .get("messages")
+                .field("messages")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
             {
-                let role = role_of(m.get("role").and_then(Value::as_str).unwrap_or("user"));
-                if let Some(c) = m.get("content") {
+                let role = role_of(m.field("role").and_then(Value::as_str).unwrap_or("user"));
+                if let Some(c) = m.field("content") {
                     push_text(c, role, &mut out, &mut ids);
                 }
                 for call in m
-                    .get("tool_calls")
+                    .field("tool_calls")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                 {
-                    if let Some(a) = call.get("function").and_then(|f| f.get("arguments")) {
+                    if let Some(a) = call.field("function").and_then(|f| f.field("arguments")) {
                         push_text(a, Role::Assistant, &mut out, &mut ids);
                     }
                 }
@@ -315,31 +316,33 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
         }
         Endpoint::Completions => {
             for k in ["prompt", "suffix"] {
-                if let Some(p) = obj.get(k) {
+                if let Some(p) = obj.field(k) {
                     push_text(p, Role::User, &mut out, &mut ids);
                 }
             }
         }
         Endpoint::Embeddings => {
-            if let Some(p) = obj.get("input") {
+            if let Some(p) = obj.field("input") {
                 push_text(p, Role::User, &mut out, &mut ids);
             }
         }
         Endpoint::Responses => {
-            if let Some(i) = obj.get("instructions") {
+            if let Some(i) = obj.field("instructions") {
                 push_text(i, Role::System, &mut out, &mut ids);
             }
-            match obj.get("input") {
+            match obj.field("input") {
                 Some(Value::Array(items)) => {
                     for it in items {
-                        let role = match it.get("type").and_then(Value::as_str) {
+                        let role = match it.field("type").and_then(Value::as_str) {
                             Some("function_call_output") => Role::Tool,
-                            _ => role_of(it.get("role").and_then(Value::as_str).unwrap_or("user")),
+                            _ => {
+                                role_of(it.field("role").and_then(Value::as_str).unwrap_or("user"))
+                            }
                         };
                         match it {
                             Value::Object(o) => {
                                 for k in ["content", "text", "output", "arguments"] {
-                                    if let Some(t) = o.get(k) {
+                                    if let Some(t) = o.field(k) {
                                         push_text(t, role, &mut out, &mut ids);
                                     }
                                 }
@@ -358,16 +361,16 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
 }
 
 fn sampling_of(obj: &Map<String, Value>) -> SamplingParams {
-    let f = |k: &str| obj.get(k).and_then(Value::as_f64).map(|x| x as f32);
+    let f = |k: &str| obj.field(k).and_then(Value::as_f64).map(|x| x as f32);
     SamplingParams {
         temperature: f("temperature"),
         top_p: f("top_p"),
         top_k: obj
-            .get("top_k")
+            .field("top_k")
             .and_then(Value::as_u64)
             .and_then(|x| u32::try_from(x).ok()),
-        seed: obj.get("seed").and_then(Value::as_u64),
-        logit_bias_hash: obj.get("logit_bias").map_or(0, |b| {
+        seed: obj.field("seed").and_then(Value::as_u64),
+        logit_bias_hash: obj.field("logit_bias").map_or(0, |b| {
             let s = b.to_string();
             s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
                 (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -385,7 +388,7 @@ fn text_len(v: &Value, limit: usize, what: &str) -> Result<usize, Invalid> {
                 n += match p {
                     Value::String(s) => s.len(),
                     Value::Object(o) => o
-                        .get("text")
+                        .field("text")
                         .and_then(Value::as_str)
                         .map_or(0, str::len)
                         .max(p.to_string().len().min(limit + 1)),
@@ -442,11 +445,11 @@ pub fn validate(
             }
         }
     }
-    let model = match obj.get("model") {
+    let model = match obj.field("model") {
         Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => m.clone(),
         _ => return Err(Invalid("model: required string".into())),
     };
-    let stream = match obj.get("stream") {
+    let stream = match obj.field("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         _ => return Err(Invalid("stream: must be a boolean".into())),
@@ -455,7 +458,7 @@ pub fn validate(
     let prompt_bytes = match ep {
         Endpoint::Chat => {
             let msgs = obj
-                .get("messages")
+                .field("messages")
                 .and_then(Value::as_array)
                 .ok_or_else(|| Invalid("messages: required array".into()))?;
             if msgs.is_empty() || msgs.len() > limits.max_messages {
@@ -469,7 +472,7 @@ pub fn validate(
                 let m = m
                     .as_object()
                     .ok_or_else(|| Invalid(format!("messages[{i}]: must be an object")))?;
-                match m.get("role").and_then(Value::as_str) {
+                match m.field("role").and_then(Value::as_str) {
                     Some("system" | "user" | "assistant" | "tool" | "developer") => {}
                     _ => return Err(Invalid(format!("messages[{i}].role: invalid"))),
                 }
@@ -488,7 +491,7 @@ pub fn validate(
                     }
                 }
                 total += text_len(
-                    m.get("content").unwrap_or(&Value::Null),
+                    m.field("content").unwrap_or(&Value::Null),
                     limits.max_message_bytes,
                     &format!("messages[{i}].content"),
                 )?;
@@ -496,13 +499,13 @@ pub fn validate(
             total
         }
         Endpoint::Completions => text_len(
-            obj.get("prompt")
+            obj.field("prompt")
                 .ok_or_else(|| Invalid("prompt: required".into()))?,
             limits.max_message_bytes,
             "prompt",
         )?,
         Endpoint::Embeddings | Endpoint::Responses => text_len(
-            obj.get("input")
+            obj.field("input")
                 .ok_or_else(|| Invalid("input: required".into()))?,
             limits.max_message_bytes,
             "input",
@@ -513,7 +516,7 @@ pub fn validate(
     let sampling = sampling_of(&obj);
     // Parameter policy.
     for p in PARAMS {
-        let Some(val) = obj.get(p) else { continue };
+        let Some(val) = obj.field(p) else { continue };
         let inert = match (p, val) {
             (_, Value::Null) => true,
             ("logprobs" | "echo", Value::Bool(false)) => true,
@@ -543,10 +546,12 @@ pub fn validate(
     } else {
         let field = match ep {
             Endpoint::Responses => "max_output_tokens",
-            Endpoint::Chat if obj.contains_key("max_completion_tokens") => "max_completion_tokens",
+            Endpoint::Chat if obj.field("max_completion_tokens").is_some() => {
+                "max_completion_tokens"
+            }
             _ => "max_tokens",
         };
-        let mt = match obj.get(field) {
+        let mt = match obj.field(field) {
             None | Some(Value::Null) => limits.default_max_tokens.min(policy.max_tokens_cap),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(x) if x >= 1 && x <= policy.max_tokens_cap => x,
@@ -560,7 +565,7 @@ pub fn validate(
             _ => return Err(Invalid(format!("{field}: must be an integer"))),
         };
         // A present, valid value is a plain integer already: nothing to rewrite.
-        if !matches!(obj.get(field), Some(Value::Number(_))) {
+        if !matches!(obj.field(field), Some(Value::Number(_))) {
             obj.insert(field.to_owned(), Value::from(mt));
             rewrite = true;
         }
@@ -570,8 +575,8 @@ pub fn validate(
     let mut injected_usage = false;
     if stream && matches!(ep, Endpoint::Chat | Endpoint::Completions) {
         let wants = obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
+            .field("stream_options")
+            .and_then(|o| o.field("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
         if !wants {

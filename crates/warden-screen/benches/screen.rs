@@ -14,6 +14,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use std::hint::black_box;
 use std::time::Instant;
+use warden_screen::monitor::{Event, Monitor, MonitorConfig, SamplingParams};
 use warden_screen::output::{OutputPolicy, OutputRules, OutputScreen};
 use warden_screen::{Role, Screener};
 
@@ -68,6 +69,43 @@ fn bench_screen(c: &mut Criterion) {
             black_box(o.finish())
         })
     });
+    g.finish();
+
+    // The behaviour monitor with a full window (2,048 events) of one identity: the same
+    // input every time (the gateway benchmark's case), or every input different (the
+    // near-duplicate lookup's worst case: nothing matches).
+    let texts: Vec<String> = (0..4096)
+        .map(|i| format!("question {i} about {} and {}", i * 7919, i * 104_729))
+        .collect();
+    let mut g = c.benchmark_group("monitor_observe_2048");
+    for (name, distinct) in [("same_input", false), ("distinct_inputs", true)] {
+        let texts = texts.clone();
+        let mut m = Monitor::new(MonitorConfig::default());
+        let mut i = 0usize;
+        let mut at = 0u64;
+        let mut observe = move || {
+            i += 1;
+            at += 1;
+            let input = if distinct {
+                &texts[i % texts.len()]
+            } else {
+                &texts[0]
+            };
+            m.observe(&Event {
+                at_ms: at,
+                identity: "bench",
+                input,
+                params: SamplingParams::default(),
+                output_tokens: 16,
+                refused: false,
+                screening_hit: false,
+            })
+        };
+        for _ in 0..4096 {
+            observe();
+        }
+        g.bench_function(name, |b| b.iter(|| black_box(observe())));
+    }
     g.finish();
 }
 

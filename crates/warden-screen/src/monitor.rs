@@ -197,6 +197,104 @@ pub fn simhash(text: &str) -> u64 {
     )
 }
 
+/// The SimHashes of an identity's window grouped by value: each distinct SimHash once,
+/// with how many events carry it and their distinct sampling-parameter keys. A lookup
+/// scans the distinct values (one for a caller repeating one prompt, at most
+/// `max_events` otherwise) instead of every event, and answers exactly what a scan over
+/// all events would (`index_matches_the_scan` in the tests).
+#[derive(Debug, Clone, Default)]
+struct SimIndex {
+    /// Distinct SimHashes, densely packed for the scan.
+    sims: Vec<u64>,
+    /// Per entry of `sims`: events with that SimHash and their (parameter key, count).
+    groups: Vec<(u32, Vec<(u64, u32)>)>,
+    /// Position in `sims` of each distinct SimHash.
+    at: HashMap<u64, usize>,
+}
+
+/// What the window says about a new input.
+#[derive(Debug, Clone, PartialEq)]
+struct Scan {
+    /// Some earlier input is within `dup_hamming` bits.
+    dup: bool,
+    /// Some earlier input is within `sweep_hamming` bits.
+    near: bool,
+    /// Distinct parameter keys: the new one, then those of the near-duplicates.
+    params_near: Vec<u64>,
+}
+
+impl SimIndex {
+    fn insert(&mut self, sim: u64, params: u64) {
+        let i = *self.at.entry(sim).or_insert_with(|| {
+            self.sims.push(sim);
+            self.groups.push((0, Vec::new()));
+            self.sims.len() - 1
+        });
+        let Some((n, ps)) = self.groups.get_mut(i) else {
+            return;
+        };
+        *n += 1;
+        match ps.iter_mut().find(|(p, _)| *p == params) {
+            Some((_, c)) => *c += 1,
+            None => ps.push((params, 1)),
+        }
+    }
+
+    fn remove(&mut self, sim: u64, params: u64) {
+        let Some(&i) = self.at.get(&sim) else {
+            return;
+        };
+        let Some((n, ps)) = self.groups.get_mut(i) else {
+            return;
+        };
+        if let Some(j) = ps.iter().position(|(p, _)| *p == params) {
+            ps[j].1 -= 1;
+            if ps[j].1 == 0 {
+                ps.swap_remove(j);
+            }
+        }
+        *n = n.saturating_sub(1);
+        if *n > 0 {
+            return;
+        }
+        self.at.remove(&sim);
+        self.sims.swap_remove(i);
+        self.groups.swap_remove(i);
+        // The last distinct SimHash moved into position i.
+        if let Some(&moved) = self.sims.get(i) {
+            self.at.insert(moved, i);
+        }
+    }
+
+    fn scan(&self, sim: u64, pkey: u64, [dup_t, sweep_t]: [u32; 2]) -> Scan {
+        // Branch-free first pass (the common answer is "nothing within either
+        // threshold"); parameters are collected only when some value is a near-duplicate.
+        let (mut dups, mut near) = (0usize, false);
+        for &s in &self.sims {
+            let d = (s ^ sim).count_ones();
+            dups += usize::from(d <= dup_t);
+            near |= d <= sweep_t;
+        }
+        let mut params_near = vec![pkey];
+        if dups > 0 {
+            for (&s, (_, ps)) in self.sims.iter().zip(&self.groups) {
+                if (s ^ sim).count_ones() <= dup_t {
+                    for (p, _) in ps {
+                        if !params_near.contains(p) {
+                            params_near.push(*p);
+                        }
+                    }
+                }
+            }
+        }
+        Scan {
+            dup: dups > 0,
+            near,
+            params_near,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Seen {
     at_ms: u64,
@@ -222,6 +320,8 @@ struct IdentityState {
     /// How many of `events` are marked dup, near, refused, hit (kept as events come and
     /// go, so a request does not rescan the window for each share).
     counts: [usize; 4],
+    /// The SimHashes and parameter keys of `events`, for the near-duplicate lookups.
+    sims: SimIndex,
 }
 
 impl Seen {
@@ -236,6 +336,7 @@ impl IdentityState {
             for (c, m) in self.counts.iter_mut().zip(e.marks()) {
                 *c -= usize::from(m);
             }
+            self.sims.remove(e.sim, e.params);
         }
     }
 
@@ -243,6 +344,7 @@ impl IdentityState {
         for (c, m) in self.counts.iter_mut().zip(e.marks()) {
             *c += usize::from(m);
         }
+        self.sims.insert(e.sim, e.params);
         self.events.push_back(e);
     }
 }
@@ -308,6 +410,7 @@ impl Monitor {
             None => st.bucket = Some((widx, 1)),
         }
 
+        let ts = [cfg.dup_hamming, cfg.sweep_hamming];
         while st.events.front().is_some_and(|e| e.at_ms < from) {
             st.pop_event();
         }
@@ -316,20 +419,11 @@ impl Monitor {
         }
         let sim = simhash(ev.input);
         let pkey = ev.params.key();
-        let (mut dup, mut near) = (false, false);
-        let mut params_near: Vec<u64> = vec![pkey];
-        for e in &st.events {
-            let d = (e.sim ^ sim).count_ones();
-            if d <= cfg.dup_hamming {
-                dup = true;
-                if !params_near.contains(&e.params) {
-                    params_near.push(e.params);
-                }
-            }
-            if d <= cfg.sweep_hamming {
-                near = true;
-            }
-        }
+        let Scan {
+            dup,
+            near,
+            params_near,
+        } = st.sims.scan(sim, pkey, ts);
         st.push_event(Seen {
             at_ms: now,
             sim,
@@ -353,12 +447,19 @@ impl Monitor {
         let [dups, nears, refusals, hits] = st.counts;
         let share = |k: usize| -> f64 { k as f64 / n.max(1) as f64 };
         let mut found: Vec<(AlertKind, f64, f64, String)> = Vec::new();
+        // An alert kind still in its cooldown is not reported: skip building its detail
+        // (the loop below checks the cooldown again and records the new alert time).
+        let cooling = |kind: AlertKind| {
+            st.last_alert
+                .get(&kind)
+                .is_some_and(|&last| now.saturating_sub(last) < cfg.cooldown_ms)
+        };
         let rate_limit = if st.windows_seen >= cfg.baseline_windows {
             (st.baseline * cfg.rate_factor).max(cfg.rate_floor as f64)
         } else {
             cfg.rate_ceiling_new as f64
         };
-        if n as f64 > rate_limit {
+        if n as f64 > rate_limit && !cooling(AlertKind::RateSpike) {
             found.push((
                 AlertKind::RateSpike,
                 n as f64,
@@ -371,7 +472,7 @@ impl Monitor {
         }
         if n >= cfg.min_requests {
             let d = share(dups);
-            if d >= cfg.dup_share {
+            if d >= cfg.dup_share && !cooling(AlertKind::NearDuplicates) {
                 found.push((
                     AlertKind::NearDuplicates,
                     d,
@@ -380,7 +481,7 @@ impl Monitor {
                 ));
             }
             let s = share(nears);
-            if s >= cfg.sweep_share && d < cfg.dup_share {
+            if s >= cfg.sweep_share && d < cfg.dup_share && !cooling(AlertKind::InputSweep) {
                 found.push((
                     AlertKind::InputSweep,
                     s,
@@ -389,7 +490,7 @@ impl Monitor {
                 ));
             }
         }
-        if params_near.len() >= cfg.param_distinct {
+        if params_near.len() >= cfg.param_distinct && !cooling(AlertKind::ParameterSweep) {
             found.push((
                 AlertKind::ParameterSweep,
                 params_near.len() as f64,
@@ -400,7 +501,7 @@ impl Monitor {
                 ),
             ));
         }
-        if hits >= cfg.screening_hits {
+        if hits >= cfg.screening_hits && !cooling(AlertKind::ScreeningHits) {
             found.push((
                 AlertKind::ScreeningHits,
                 hits as f64,
@@ -408,7 +509,7 @@ impl Monitor {
                 format!("{hits} inputs blocked or flagged by screening"),
             ));
         }
-        if refusals >= cfg.refusals {
+        if refusals >= cfg.refusals && !cooling(AlertKind::RepeatedRefusals) {
             found.push((
                 AlertKind::RepeatedRefusals,
                 refusals as f64,
@@ -417,7 +518,7 @@ impl Monitor {
             ));
         }
         let tokens: u64 = st.output.iter().map(|(_, t)| t).sum();
-        if tokens >= cfg.output_tokens {
+        if tokens >= cfg.output_tokens && !cooling(AlertKind::OutputVolume) {
             found.push((
                 AlertKind::OutputVolume,
                 tokens as f64,
@@ -465,6 +566,92 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The scan the index replaces: every event in the window, one by one.
+    fn scan_brute(events: &VecDeque<Seen>, sim: u64, pkey: u64, ts: [u32; 2]) -> Scan {
+        let mut r = Scan {
+            dup: false,
+            near: false,
+            params_near: vec![pkey],
+        };
+        for e in events {
+            let d = (e.sim ^ sim).count_ones();
+            if d <= ts[0] {
+                r.dup = true;
+                if !r.params_near.contains(&e.params) {
+                    r.params_near.push(e.params);
+                }
+            }
+            if d <= ts[1] {
+                r.near = true;
+            }
+        }
+        r
+    }
+
+    fn sorted(mut r: Scan) -> Scan {
+        r.params_near.sort_unstable();
+        r
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The index answers exactly what the scan over all events answers, after any
+        /// sequence of arrivals and evictions, for any thresholds (indexed or not).
+        #[test]
+        fn index_matches_the_scan(
+            bases in proptest::collection::vec(any::<u64>(), 1..5),
+            dup_t in prop_oneof![0u32..16, 16u32..70],
+            sweep_t in prop_oneof![0u32..16, 16u32..70],
+            ops in proptest::collection::vec(
+                (0u8..4, 0usize..5, proptest::collection::vec(0u32..64, 0..14), 0u64..5),
+                1..200,
+            ),
+        ) {
+            let ts = [dup_t, sweep_t];
+            let mut st = IdentityState::default();
+            for (op, base, flips, param) in ops {
+                if op == 0 {
+                    st.pop_event();
+                    continue;
+                }
+                let sim = flips
+                    .iter()
+                    .fold(bases[base % bases.len()], |s, &i| s ^ (1u64 << i));
+                let want = sorted(scan_brute(&st.events, sim, param, ts));
+                let got = sorted(st.sims.scan(sim, param, ts));
+                prop_assert_eq!(&got, &want);
+                st.push_event(
+                    Seen {
+                        at_ms: 0,
+                        sim,
+                        params: param,
+                        dup: got.dup,
+                        near: got.near,
+                        refused: false,
+                        hit: false,
+                    },
+                );
+                // The groups hold exactly the window's (SimHash, parameters) multiset.
+                let mut want: Vec<(u64, u64)> =
+                    st.events.iter().map(|e| (e.sim, e.params)).collect();
+                want.sort_unstable();
+                let mut got: Vec<(u64, u64)> = Vec::new();
+                for (i, (&s, (n, ps))) in st.sims.sims.iter().zip(&st.sims.groups).enumerate() {
+                    prop_assert_eq!(st.sims.at.get(&s), Some(&i));
+                    prop_assert_eq!(*n, ps.iter().map(|(_, c)| *c).sum::<u32>());
+                    for &(p, c) in ps {
+                        got.extend(std::iter::repeat_n((s, p), c as usize));
+                    }
+                }
+                got.sort_unstable();
+                prop_assert_eq!(st.sims.at.len(), st.sims.sims.len());
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 
     #[test]
     fn simhash_distances() {

@@ -420,10 +420,13 @@ impl Writer {
             );
         }
         let size = self.edge.size;
+        // The partial bundle (up to 255 entries) is lent to the commit, not copied, and
+        // taken back below whatever the outcome.
+        let lent_bundle = bundle_dirty.then_some(files.len());
         if bundle_dirty {
             files.push((
                 bundle_path(size / TILE_WIDTH, size % TILE_WIDTH),
-                self.edge.bundle.clone(),
+                std::mem::take(&mut self.edge.bundle),
             ));
         }
         for (level, d) in dirty.iter().enumerate() {
@@ -445,7 +448,11 @@ impl Writer {
             extensions: Vec::new(),
         };
         let signed = cp.sign(&self.signer);
-        self.storage.commit(&files, &signed)?;
+        let committed = self.storage.commit(&files, &signed);
+        if let Some((_, bundle)) = lent_bundle.and_then(|i| files.get_mut(i)) {
+            self.edge.bundle = std::mem::take(bundle);
+        }
+        committed?;
         self.known = Known {
             size,
             root: cp.root,

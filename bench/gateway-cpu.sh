@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Native CPU (user + system, all threads) per request of the given `warden` binary, as
+# part 2 of bench/gateway-instr.sh, so two builds can be run alternately on a noisy
+# machine. Needs the mock upstream built (bench/gateway-instr.sh builds it).
+# Usage: bench/gateway-cpu.sh WARDEN_BINARY [REQUESTS] [CONNECTIONS]   (10000, 4)
+set -euo pipefail
+WB=${1:?usage: bench/gateway-cpu.sh WARDEN_BINARY [REQUESTS] [CONNECTIONS]}; N=${2:-10000}; C=${3:-4}
+WB=$(realpath "$WB")
+cd "$(dirname "$0")/.."
+BIN=target/release
+OUT=bench/out/gateway-cpu; rm -rf "$OUT"; mkdir -p "$OUT"
+# shellcheck source=bench/gateway-home.sh
+. bench/gateway-home.sh
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; exit 2; }
+UP=19300 PORT=19643 APORT=19644
+$BIN/examples/mock_upstream $UP 2>/dev/null & PIDS+=($!); wait_port $UP
+H="$OUT/home"
+KEY=$(gateway_home "$H" $PORT $APORT $UP $BIN)
+URL=https://localhost:$PORT/v1/chat/completions
+client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C"; }
+WARDEN_LOG=warn $WB --home "$H" serve >"$OUT/warden.log" 2>&1 & WPID=$!; PIDS+=($WPID)
+wait_port $PORT
+client 500 >/dev/null
+TICK=$(getconf CLK_TCK)
+read -r u0 s0 < <(awk '{print $14, $15}' /proc/$WPID/stat)
+client "$N" >/dev/null
+sleep 0.5
+read -r u1 s1 < <(awk '{print $14, $15}' /proc/$WPID/stat)
+awk -v n="$N" -v t="$TICK" -v u="$((u1-u0))" -v s="$((s1-s0))" -v b="$WB" 'BEGIN{ printf "%s user %.1f us sys %.1f us total %.1f us\n", b, u/t/n*1e6, s/t/n*1e6, (u+s)/t/n*1e6 }'
