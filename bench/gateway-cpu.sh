@@ -3,12 +3,14 @@
 # part 2 of bench/gateway-instr.sh, so two builds can be run alternately on a noisy
 # machine. Needs the mock upstream built (bench/gateway-instr.sh builds it).
 # Usage: bench/gateway-cpu.sh WARDEN_BINARY [REQUESTS] [CONNECTIONS]   (10000, 4)
+# GW_CPU_OUT=DIR puts the gateway's home (and so its audit log) in DIR instead of
+# bench/out/gateway-cpu, e.g. /dev/shm/gwcpu to see what the log's fsyncs cost.
 set -euo pipefail
 WB=${1:?usage: bench/gateway-cpu.sh WARDEN_BINARY [REQUESTS] [CONNECTIONS]}; N=${2:-10000}; C=${3:-4}
 WB=$(realpath "$WB")
 cd "$(dirname "$0")/.."
 BIN=target/release
-OUT=bench/out/gateway-cpu; rm -rf "$OUT"; mkdir -p "$OUT"
+OUT=${GW_CPU_OUT:-bench/out/gateway-cpu}; rm -rf "$OUT"; mkdir -p "$OUT"
 # shellcheck source=bench/gateway-home.sh
 . bench/gateway-home.sh
 PIDS=()
