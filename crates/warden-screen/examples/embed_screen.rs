@@ -1,6 +1,7 @@
 //! Feature extractor for the transformer tier's trainer (`scripts/train_screen_head.py`):
 //! reads JSON lines with a `text` field on stdin and writes, per line, the heuristic +
-//! linear logit and the MiniLM embedding of the normalised text (what the tier sees):
+//! linear logit, the MiniLM embedding of the normalised text (what the tier sees) and
+//! whether the encoder read only its start (`truncated`):
 //!
 //! ```text
 //! cargo run --release -p warden-screen --features transformer --example embed_screen -- \
@@ -52,9 +53,13 @@ fn main() {
                     c.iter()
                         .map(|text| {
                             let logit = screener.linear_logit(text);
-                            let emb = t.embed(&normalize(text).text).unwrap();
+                            let (emb, truncated) =
+                                t.embed_truncated(&normalize(text).text).unwrap();
                             let emb: Vec<String> = emb.iter().map(|x| format!("{x:.6}")).collect();
-                            format!("{{\"logit\":{logit},\"emb\":[{}]}}", emb.join(","))
+                            format!(
+                                "{{\"logit\":{logit},\"truncated\":{truncated},\"emb\":[{}]}}",
+                                emb.join(",")
+                            )
                         })
                         .collect()
                 })

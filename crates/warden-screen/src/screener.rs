@@ -11,6 +11,15 @@ use crate::normalize::{NormStats, normalize};
 
 /// The committed weights (see `model/screen-model.json` for how they were made).
 const WEIGHTS: &[u8] = include_bytes!("../model/screen-model.bin");
+/// The embedded linear model's bytes (the transformer tier checks its blend was fitted
+/// with them).
+#[cfg(feature = "transformer")]
+pub(crate) const LINEAR_WEIGHTS: &[u8] = WEIGHTS;
+
+/// At most this many texts of one [`Screener::screen_parts`] call go through the
+/// transformer tier (each costs tens of milliseconds of CPU); later in-band texts keep
+/// their heuristic + linear score, as without the tier.
+pub const MAX_ENCODER_RUNS_PER_CALL: usize = 8;
 /// The committed model card.
 const CARD: &str = include_str!("../model/screen-model.json");
 
@@ -213,13 +222,25 @@ impl Screener {
 
     /// Raw score and rules of `text`, without a decision.
     pub fn score(&self, text: &str) -> (f64, Vec<RuleHit>, NormStats) {
+        self.score_budgeted(text, &mut 1)
+    }
+
+    /// [`Self::score`], running the transformer tier only while `encoder_budget` > 0
+    /// (decremented per run).
+    fn score_budgeted(
+        &self,
+        text: &str,
+        encoder_budget: &mut usize,
+    ) -> (f64, Vec<RuleHit>, NormStats) {
         let n = normalize(text);
         let rules = self.heuristics.check(&n.text, &n.stats);
         let logit = f64::from(self.model.logit(&n.text))
             + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
         let score = 1.0 / (1.0 + (-logit).exp());
         #[cfg(feature = "transformer")]
-        let score = self.rescore(&n.text, logit, score);
+        let score = self.rescore(&n.text, logit, score, encoder_budget);
+        #[cfg(not(feature = "transformer"))]
+        let _ = encoder_budget;
         (score, rules, n.stats)
     }
 
@@ -232,15 +253,22 @@ impl Screener {
             + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>()
     }
 
-    /// The transformer tier on an uncertain score. Fails closed: if the encoder errors,
-    /// the text gets the top of the band (blocked at the calibrated thresholds).
+    /// The transformer tier on an uncertain score.
+    /// - It may lower a score only for text it read entirely: a text longer than the
+    ///   encoder's token budget keeps the higher of the two (padding placed before an
+    ///   injection must not buy a lower score).
+    /// - Fails closed: an encoder error or a non-finite logit scores 1.0.
     #[cfg(feature = "transformer")]
-    fn rescore(&self, normalized: &str, logit: f64, score: f64) -> f64 {
+    fn rescore(&self, normalized: &str, logit: f64, score: f64, budget: &mut usize) -> f64 {
         match &self.transformer {
-            Some(t) if t.in_band(score) => match t.head_logit(normalized) {
-                Ok(h) => t.blend(logit, h),
-                Err(_) => t.card().blend.hi,
-            },
+            Some(t) if t.in_band(score) && *budget > 0 => {
+                *budget -= 1;
+                match t.head(normalized) {
+                    Ok(h) if h.truncated => t.blend(logit, h.logit).max(score),
+                    Ok(h) => t.blend(logit, h.logit),
+                    Err(_) => 1.0,
+                }
+            }
             _ => score,
         }
     }
@@ -252,6 +280,16 @@ impl Screener {
 
     /// Screens `text` in `role` under `policy`.
     pub fn screen_with(&self, text: &str, role: Role, policy: &RoutePolicy) -> Verdict {
+        self.screen_budgeted(text, role, policy, &mut 1)
+    }
+
+    fn screen_budgeted(
+        &self,
+        text: &str,
+        role: Role,
+        policy: &RoutePolicy,
+        encoder_budget: &mut usize,
+    ) -> Verdict {
         if policy.skip_roles.contains(&role) {
             return Verdict {
                 score: 0.0,
@@ -261,7 +299,7 @@ impl Screener {
                 normalization: NormStats::default(),
             };
         }
-        let (score, rules, normalization) = self.score(text);
+        let (score, rules, normalization) = self.score_budgeted(text, encoder_budget);
         let verdict = policy.thresholds(role).decide(score).min(policy.max_action);
         Verdict {
             score,
@@ -273,15 +311,27 @@ impl Screener {
     }
 
     /// Screens every part of a request; returns the worst verdict (highest action, then
-    /// highest score) and its index.
+    /// highest score) and its index. With the transformer tier, at most
+    /// [`MAX_ENCODER_RUNS_PER_CALL`] parts run the encoder and screening stops at the
+    /// first part that blocks.
     pub fn screen_parts<'a>(
         &self,
         parts: impl IntoIterator<Item = (Role, &'a str)>,
         policy: &RoutePolicy,
     ) -> Option<(usize, Verdict)> {
         let mut worst: Option<(usize, Verdict)> = None;
+        let mut budget = MAX_ENCODER_RUNS_PER_CALL;
         for (i, (role, text)) in parts.into_iter().enumerate() {
-            let v = self.screen_with(text, role, policy);
+            // Once a part blocks, the request is refused: with the transformer tier on,
+            // screening the rest would only spend CPU.
+            if self.has_transformer()
+                && worst
+                    .as_ref()
+                    .is_some_and(|(_, w)| w.verdict == Action::Block)
+            {
+                break;
+            }
+            let v = self.screen_budgeted(text, role, policy, &mut budget);
             let replace = match &worst {
                 None => true,
                 Some((_, w)) => (v.verdict, v.score) > (w.verdict, w.score),

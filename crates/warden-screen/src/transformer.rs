@@ -46,6 +46,16 @@ pub struct HeadCard {
     pub blend: Blend,
     /// Thresholds of the blended score, calibrated on validation.
     pub thresholds: crate::Thresholds,
+    /// What the head was trained against.
+    pub training: Training,
+}
+
+/// Provenance the tier checks at load.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Training {
+    /// SHA-256 (hex) of the linear model the blend was fitted with: a retrained linear
+    /// tier makes the blend stale, so loading refuses it.
+    pub linear_model_sha256: String,
 }
 
 /// SHA-256 pins of the encoder's files and the token budget.
@@ -117,6 +127,14 @@ impl HeadCard {
                 b.lo, b.hi
             )));
         }
+        let linear = sha256_hex(crate::screener::LINEAR_WEIGHTS);
+        if linear != card.training.linear_model_sha256 {
+            return Err(Error::Model(format!(
+                "transformer head card: fitted with linear model {}, this build embeds {linear}; \
+                 retrain the head (python3 scripts/train_screen_head.py)",
+                card.training.linear_model_sha256
+            )));
+        }
         if card.thresholds.block > b.hi || card.thresholds.flag > card.thresholds.block {
             return Err(Error::Model(format!(
                 "transformer head card: thresholds {:?} must satisfy flag <= block <= band top {}",
@@ -153,6 +171,21 @@ pub struct Transformer {
     w2: Tensor,
     b2: f32,
     device: Device,
+    /// Encoder runs so far (for metrics and tests).
+    runs: std::sync::atomic::AtomicU64,
+    /// Encoder runs in progress, at most `max_concurrent` (each takes one core).
+    busy: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max_concurrent: usize,
+}
+
+/// What the head said about a text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadOutput {
+    /// The head's logit.
+    pub logit: f64,
+    /// The text was longer than the encoder's token budget: the head saw its start only.
+    pub truncated: bool,
 }
 
 impl std::fmt::Debug for Transformer {
@@ -272,6 +305,10 @@ impl Transformer {
             w2,
             b2,
             device,
+            runs: std::sync::atomic::AtomicU64::new(0),
+            busy: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max_concurrent: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -280,11 +317,39 @@ impl Transformer {
         &self.card
     }
 
-    fn forward(&self, text: &str) -> Result<Tensor, Error> {
+    /// Encoder runs so far.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until fewer than `max_concurrent` encoder runs are in progress, runs `f`.
+    fn gated<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            // A poisoned gate only means another run panicked; the count is still right.
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while *busy >= self.max_concurrent {
+                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+            }
+            *busy += 1;
+        }
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = f();
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *busy = busy.saturating_sub(1);
+        self.freed.notify_one();
+        out
+    }
+
+    fn forward(&self, text: &str) -> Result<(Tensor, bool), Error> {
+        self.gated(|| self.forward_ungated(text))
+    }
+
+    fn forward_ungated(&self, text: &str) -> Result<(Tensor, bool), Error> {
         let enc = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| Error::Model(format!("transformer tokenizer: {e}")))?;
+        let truncated = !enc.get_overflowing().is_empty();
         let ids = enc.get_ids();
         let n = ids.len();
         let err = model_err("forward");
@@ -326,19 +391,28 @@ impl Transformer {
             .and_then(|s| s.sum_all())
             .and_then(|s| s.sqrt())
             .map_err(&err)?;
-        mean.broadcast_div(&norm).map_err(&err)
+        let e = mean.broadcast_div(&norm).map_err(&err)?;
+        Ok((e, truncated))
     }
 
     /// The L2-normalised mean-pooled sentence embedding of `text` (384 values).
     pub fn embed(&self, text: &str) -> Result<Vec<f32>, Error> {
-        self.forward(text)?
-            .to_vec1::<f32>()
-            .map_err(model_err("embedding"))
+        self.embed_truncated(text).map(|(e, _)| e)
     }
 
-    /// The head's logit for `text`.
-    pub fn head_logit(&self, text: &str) -> Result<f64, Error> {
-        let e = self.forward(text)?;
+    /// [`Self::embed`] and whether the encoder read only the text's start.
+    pub fn embed_truncated(&self, text: &str) -> Result<(Vec<f32>, bool), Error> {
+        let (e, truncated) = self.forward(text)?;
+        Ok((
+            e.to_vec1::<f32>().map_err(model_err("embedding"))?,
+            truncated,
+        ))
+    }
+
+    /// The head's logit for `text` (an error if it is not finite) and whether the
+    /// encoder read only the text's start.
+    pub fn head(&self, text: &str) -> Result<HeadOutput, Error> {
+        let (e, truncated) = self.forward(text)?;
         let z = e
             .unsqueeze(0)
             .and_then(|e| e.matmul(&self.w1))
@@ -348,8 +422,18 @@ impl Transformer {
             .and_then(|z| z.flatten_all())
             .and_then(|z| z.to_vec1::<f32>())
             .map_err(model_err("head"))?;
-        let z = z.first().copied().unwrap_or(0.0);
-        Ok(f64::from(z) + f64::from(self.b2))
+        let logit = z
+            .first()
+            .map_or(f64::NAN, |z| f64::from(*z) + f64::from(self.b2));
+        if !logit.is_finite() {
+            return Err(Error::Model(format!("transformer head: logit {logit}")));
+        }
+        Ok(HeadOutput { logit, truncated })
+    }
+
+    /// The head's logit for `text`.
+    pub fn head_logit(&self, text: &str) -> Result<f64, Error> {
+        self.head(text).map(|h| h.logit)
     }
 
     /// Whether a linear-tier score is in the uncertainty band (the tier runs there only).
