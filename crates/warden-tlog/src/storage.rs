@@ -143,6 +143,9 @@ impl Syncer {
         }
         drop(done);
         out.push(Self::sync(&first, data_only));
+        // Whatever is still queued (no helper was free or alive to take it) is done
+        // here, so a commit never waits on a job that nobody will run.
+        self.drain_queue();
         let mut rest_out: Vec<Option<std::io::Result<()>>> = (0..pending).map(|_| None).collect();
         for _ in 0..pending {
             // A helper that died without answering drops its sender: reported as an
@@ -156,6 +159,21 @@ impl Syncer {
             r.unwrap_or_else(|| Err(std::io::Error::other("a sync helper thread stopped")))
         }));
         out
+    }
+
+    /// Runs the queued jobs on this thread, unless an idle helper is waiting on the
+    /// queue (it holds the queue's lock and takes each job as it comes).
+    fn drain_queue(&self) {
+        let rx = match self.queue.try_lock() {
+            Ok(rx) => rx,
+            // A helper panicked holding the lock: the receiver itself is intact.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        while let Ok(job) = rx.try_recv() {
+            let r = Self::sync(&job.file, job.data_only);
+            let _ = job.done.send((job.at, r));
+        }
     }
 
     /// Start helpers until `want` run (at most [`Syncer::MAX`]); false if none runs.
@@ -537,6 +555,29 @@ mod tests {
             assert_eq!(syncer.threads.load(Ordering::Acquire), Syncer::MAX);
         }
         assert!(syncer.sync_each(Vec::new(), true).is_empty());
+    }
+
+    /// Helpers counted but gone (here: never started) must not leave a commit waiting:
+    /// the caller runs what they did not take.
+    #[test]
+    fn jobs_nobody_takes_are_run_by_the_caller() {
+        let d = tempfile::tempdir().unwrap();
+        let syncer = std::sync::Arc::new(Syncer::new());
+        syncer.threads.store(Syncer::MAX, Ordering::Release);
+        let files: Vec<fs::File> = (0..5)
+            .map(|i| fs::File::create(d.path().join(i.to_string())).unwrap())
+            .chain([fs::File::open("/dev/null").unwrap()])
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = std::sync::Arc::clone(&syncer);
+        std::thread::spawn(move || {
+            let _ = tx.send(s.sync_each(files, true));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("sync_each waited for helpers that do not exist");
+        let ok: Vec<bool> = got.iter().map(|r| r.is_ok()).collect();
+        assert_eq!(ok, [true, true, true, true, true, false]);
     }
 
     #[test]
