@@ -18,10 +18,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; exit 2; }
 UP=19300 PORT=19643 APORT=19644
-$BIN/examples/mock_upstream $UP 2>/dev/null & PIDS+=($!); wait_port $UP
-H="$OUT/home"
-KEY=$(gateway_home "$H" $PORT $APORT $UP $BIN)
-URL=https://localhost:$PORT/v1/chat/completions
+bench_gateway_env $UP $PORT $APORT
 client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C"; }
 WARDEN_LOG=warn $WB --home "$H" serve >"$OUT/warden.log" 2>&1 & WPID=$!; PIDS+=($WPID)
 wait_port $PORT

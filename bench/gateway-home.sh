@@ -44,3 +44,14 @@ classification = 1
 TOML
   "$bin/warden" --home "$H" keys create bench --role user --clearance 1 2>/dev/null
 }
+
+# Sourced by bench/gateway-cpu.sh and bench/gateway-instr.sh (which define BIN, OUT, PIDS,
+# C and wait_port): starts the mock upstream on UP_PORT, makes the home $OUT/home for
+# the gateway's ports and sets H, KEY and URL.
+#   bench_gateway_env UP_PORT PUBLIC_PORT ADMIN_PORT
+bench_gateway_env() {
+  "$BIN/examples/mock_upstream" "$1" 2>/dev/null & PIDS+=($!); wait_port "$1"
+  H="$OUT/home"
+  KEY=$(gateway_home "$H" "$2" "$3" "$1" "$BIN")
+  URL=https://localhost:$2/v1/chat/completions
+}

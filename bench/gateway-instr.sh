@@ -23,10 +23,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 never opened" >&2; exit 2; }
 UP=19200 PORT=19543 APORT=19544
-$BIN/examples/mock_upstream $UP 2>/dev/null & PIDS+=($!); wait_port $UP
-H="$OUT/home"
-KEY=$(gateway_home "$H" $PORT $APORT $UP $BIN)
-URL=https://localhost:$PORT/v1/chat/completions
+bench_gateway_env $UP $PORT $APORT
 client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C"; }
 
 # 1. Instructions (callgrind).

@@ -911,9 +911,11 @@ impl Check for InputCheck {
             };
             // The transformer tier takes tens of milliseconds of CPU: tell a multi-thread
             // runtime so it moves this worker's other tasks elsewhere meanwhile.
-            let multi = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if s.screener.has_transformer() && multi {
+            let multi = || {
+                tokio::runtime::Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            };
+            if s.screener.has_transformer() && multi() {
                 tokio::task::block_in_place(run)
             } else {
                 run()

@@ -118,22 +118,25 @@ fn percentiles() {
         for _ in 0..200 {
             black_box(s.screen_text(&p, Role::User));
         }
-        let mut v: Vec<f64> = (0..3000)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(s.screen_text(black_box(&p), Role::User));
-                t.elapsed().as_secs_f64() * 1e6
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
-        println!(
-            "| {name} | {:.1} | {:.1} | {:.1} |",
-            q(0.5),
-            q(0.99),
-            v[v.len() - 1]
-        );
+        let v = timed(3000, 1e6, || {
+            black_box(s.screen_text(black_box(&p), Role::User));
+        });
+        println!("| {name} | {:.1} | {:.1} | {:.1} |", v[0], v[1], v[2]);
     }
+}
+
+/// p50, p99 and max of `n` timed calls of `f`, in seconds × `unit`.
+fn timed(n: usize, unit: f64, mut f: impl FnMut()) -> [f64; 3] {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * unit
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
+    [q(0.5), q(0.99), v[v.len() - 1]]
 }
 
 /// p50/p99 of the transformer tier (encoder + head) on the same prompts.
@@ -155,21 +158,10 @@ fn transformer_percentiles() {
         for _ in 0..10 {
             black_box(t.head_logit(&p).unwrap());
         }
-        let mut v: Vec<f64> = (0..200)
-            .map(|_| {
-                let s = Instant::now();
-                black_box(t.head_logit(black_box(&p)).unwrap());
-                s.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
-        println!(
-            "| {name} | {:.2} | {:.2} | {:.2} |",
-            q(0.5),
-            q(0.99),
-            v[v.len() - 1]
-        );
+        let v = timed(200, 1e3, || {
+            black_box(t.head_logit(black_box(&p)).unwrap());
+        });
+        println!("| {name} | {:.2} | {:.2} | {:.2} |", v[0], v[1], v[2]);
     }
 }
 
