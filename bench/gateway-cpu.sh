@@ -24,8 +24,13 @@ WARDEN_LOG=warn $WB --home "$H" serve >"$OUT/warden.log" 2>&1 & WPID=$!; PIDS+=(
 wait_port $PORT
 client 500 >/dev/null
 TICK=$(getconf CLK_TCK)
+# Context switches of all the gateway's threads (a thread that blocks and is woken
+# again costs two; the count is far steadier than CPU time on a shared machine).
+switches() { cat /proc/$WPID/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}'; }
 read -r u0 s0 < <(awk '{print $14, $15}' /proc/$WPID/stat)
+x0=$(switches)
 client "$N" >/dev/null
 sleep 0.5
 read -r u1 s1 < <(awk '{print $14, $15}' /proc/$WPID/stat)
-awk -v n="$N" -v t="$TICK" -v u="$((u1-u0))" -v s="$((s1-s0))" -v b="$WB" 'BEGIN{ printf "%s user %.1f us sys %.1f us total %.1f us\n", b, u/t/n*1e6, s/t/n*1e6, (u+s)/t/n*1e6 }'
+x1=$(switches)
+awk -v n="$N" -v t="$TICK" -v u="$((u1-u0))" -v s="$((s1-s0))" -v x="$((x1-x0))" -v b="$WB" 'BEGIN{ printf "%s user %.1f us sys %.1f us total %.1f us switches/request %.2f\n", b, u/t/n*1e6, s/t/n*1e6, (u+s)/t/n*1e6, x/n }'
