@@ -50,7 +50,17 @@ pub struct GatewayConfig {
     /// Input/output screening, behaviour and drift monitors, alerts (on by default).
     #[serde(default)]
     pub screening: crate::screening::ScreeningConfig,
+    /// Threads that serve client connections, each with its own event loop and its own
+    /// upstream connection pool; the accepting task hands them connections in turn, so
+    /// a request never wakes another thread. Unset: one per core, or none when the
+    /// transformer tier is on (an encoder run would stall the worker's other
+    /// connections). 0: connections are served on the shared work-stealing runtime.
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
+
+/// Most connection workers `workers` may ask for.
+pub const MAX_WORKERS: usize = 256;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
@@ -380,6 +390,15 @@ fn yes() -> bool {
 }
 
 impl GatewayConfig {
+    /// How many connection workers to start (see [`GatewayConfig::workers`]).
+    pub fn effective_workers(&self) -> usize {
+        match self.workers {
+            Some(w) => w.min(MAX_WORKERS),
+            None if self.screening.transformer.is_some() => 0,
+            None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        }
+    }
+
     /// Make every relative path relative to `base` (the configuration file's directory).
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
@@ -428,6 +447,11 @@ impl GatewayConfig {
     /// Check what types cannot: TLS or loopback plaintext, known upstream schemes,
     /// unique model names, admin CA present.
     pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.workers.is_some_and(|w| w > MAX_WORKERS) {
+            return Err(crate::Error::Config(format!(
+                "workers: at most {MAX_WORKERS}"
+            )));
+        }
         if self.insecure_plaintext {
             if !self.listen.ip().is_loopback() {
                 return Err(crate::Error::Config(format!(
@@ -585,6 +609,42 @@ mod tests {
             j[k] = v.clone();
         }
         serde_json::from_value(j).unwrap()
+    }
+
+    fn gateway(extra: serde_json::Value) -> GatewayConfig {
+        let mut j = serde_json::json!({
+            "policy": "p.cedar",
+            "insecure_plaintext": true,
+            "models": [],
+            "admin": {"listen": "127.0.0.1:0", "admins": [], "tls": {"cert": "c", "key": "k"}},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn connection_workers_default_to_the_cores_and_to_none_with_the_transformer_tier() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(gateway(serde_json::json!({})).effective_workers(), cores);
+        assert_eq!(
+            gateway(serde_json::json!({"workers": 0})).effective_workers(),
+            0
+        );
+        assert_eq!(
+            gateway(serde_json::json!({"workers": 3})).effective_workers(),
+            3
+        );
+        let mut t = gateway(serde_json::json!({}));
+        t.screening.transformer = Some("enc".into());
+        assert_eq!(t.effective_workers(), 0);
+        t.workers = Some(2);
+        assert_eq!(t.effective_workers(), 2);
+        let e = gateway(serde_json::json!({"workers": 1000}))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("workers: at most 256"), "{e}");
     }
 
     #[test]

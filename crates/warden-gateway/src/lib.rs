@@ -32,6 +32,7 @@ pub mod tls;
 pub mod totp;
 pub mod upstream;
 pub mod validate;
+pub mod workers;
 
 pub use error::Error;
 pub use pipeline::Refusal;

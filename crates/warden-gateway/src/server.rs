@@ -49,7 +49,16 @@ pub type GwBody = BoxBody<Bytes, BodyError>;
 struct Upstream {
     base: String,
     auth: Option<HeaderValue>,
-    client: crate::upstream::UpstreamClient,
+    /// One pool for the shared runtime, then one per connection worker: a connection
+    /// lives on the thread that opened it, so each worker uses only its own.
+    clients: Arc<[crate::upstream::UpstreamClient]>,
+}
+
+impl Upstream {
+    fn client(&self) -> Option<&crate::upstream::UpstreamClient> {
+        let n = self.clients.len().max(1);
+        self.clients.get(crate::workers::current() % n)
+    }
 }
 
 /// Everything the running gateway shares.
@@ -143,7 +152,12 @@ impl Gateway {
                 Upstream {
                     base: m.upstream.trim_end_matches('/').to_owned(),
                     auth,
-                    client: crate::upstream::client(m, &config.timeouts)?,
+                    clients: crate::upstream::clients(
+                        m,
+                        &config.timeouts,
+                        config.effective_workers() + 1,
+                    )?
+                    .into(),
                 },
             );
         }
@@ -809,10 +823,14 @@ async fn forward(
             "could not build upstream request",
         );
     };
+    // `clients` is never empty (built with at least one pool).
+    let Some(client) = up.client() else {
+        return fail(fin, StatusCode::INTERNAL_SERVER_ERROR, "no upstream client");
+    };
     let t0 = Instant::now();
     let header_timeout = Duration::from_secs(gw.config.timeouts.response_header_secs);
     let resp = tokio::select! {
-        r = tokio::time::timeout(header_timeout, up.client.request(upreq)) => r,
+        r = tokio::time::timeout(header_timeout, client.request(upreq)) => r,
         () = cancel.cancelled() => {
             fin.rec.outcome = "cut".into();
             return fail(fin, StatusCode::FORBIDDEN, "identity is blocked");
@@ -1187,10 +1205,29 @@ pub async fn run(
         shutdown.clone(),
     ));
     let acceptor = public_tls.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c));
+    let workers = match gw.config.effective_workers() {
+        0 => None,
+        n => {
+            let (g, tls) = (Arc::clone(&gw), acceptor.clone());
+            let serve = move |c: crate::workers::Conn| {
+                let (g, tls) = (Arc::clone(&g), tls.clone());
+                async move {
+                    match TcpStream::from_std(c.tcp) {
+                        Ok(tcp) => serve_conn(g, tcp, c.peer, tls, c.token).await,
+                        Err(e) => {
+                            tracing::warn!(peer = %c.peer, error = %e, "cannot register a connection")
+                        }
+                    }
+                }
+            };
+            Some(crate::workers::Workers::start(n, serve, &shutdown)?)
+        }
+    };
     serve_public(
         Arc::clone(&gw),
         listeners.public,
         acceptor,
+        workers,
         shutdown.clone(),
     )
     .await;
@@ -1202,6 +1239,7 @@ async fn serve_public(
     gw: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    workers: Option<crate::workers::Workers>,
     shutdown: CancellationToken,
 ) {
     let addr = gw.config.listen;
@@ -1237,7 +1275,12 @@ async fn serve_public(
                 match r {
                     Ok((tcp, peer)) => {
                         let token = gw.kill.connection_token();
-                        tokio::spawn(serve_conn(Arc::clone(&gw), tcp, peer, tls.clone(), token));
+                        match &workers {
+                            Some(w) => hand_over(&gw, w, tcp, peer, tls.as_ref(), token),
+                            None => {
+                                tokio::spawn(serve_conn(Arc::clone(&gw), tcp, peer, tls.clone(), token));
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -1247,6 +1290,32 @@ async fn serve_public(
             }
             _ = lock_rx.changed() => { listener = Some(l); }
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Give an accepted connection to the next worker; if none can take it, serve it here.
+fn hand_over(
+    gw: &Arc<Gateway>,
+    workers: &crate::workers::Workers,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    token: CancellationToken,
+) {
+    let tcp = match tcp.into_std() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker");
+            return;
+        }
+    };
+    if let Err(c) = workers.dispatch(crate::workers::Conn { tcp, peer, token }) {
+        match TcpStream::from_std(c.tcp) {
+            Ok(tcp) => {
+                tokio::spawn(serve_conn(Arc::clone(gw), tcp, peer, tls.cloned(), c.token));
+            }
+            Err(e) => tracing::warn!(%peer, error = %e, "cannot serve a connection"),
         }
     }
 }

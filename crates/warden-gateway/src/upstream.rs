@@ -30,6 +30,16 @@ pub type UpstreamClient = Client<UpstreamConnector, Full<Bytes>>;
 /// and CA file is read and checked here, so a bad one stops start-up with an error
 /// naming the model and the file.
 pub fn client(m: &ModelConfig, timeouts: &Timeouts) -> Result<UpstreamClient, Error> {
+    Ok(clients(m, timeouts, 1)?.swap_remove(0))
+}
+
+/// `n` (at least 1) clients of a model's upstream with separate connection pools, one
+/// per connection worker (see [`crate::workers`]), all from one checked connector.
+pub fn clients(
+    m: &ModelConfig,
+    timeouts: &Timeouts,
+    n: usize,
+) -> Result<Vec<UpstreamClient>, Error> {
     let transport = m.validate_upstream()?;
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_millis(timeouts.connect_ms)));
@@ -49,11 +59,15 @@ pub fn client(m: &ModelConfig, timeouts: &Timeouts) -> Result<UpstreamClient, Er
         tls,
         handshake_timeout: Duration::from_millis(timeouts.connect_ms.max(1000)),
     };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .timer(TokioTimer::new())
-        .build(conn))
+    Ok((0..n.max(1))
+        .map(|_| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .timer(TokioTimer::new())
+                .build(conn.clone())
+        })
+        .collect())
 }
 
 fn tls_err(p: &Path, cause: impl std::fmt::Display) -> Error {

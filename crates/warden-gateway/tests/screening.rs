@@ -302,9 +302,12 @@ async fn try_start_at(
     std::fs::write(&policy, POLICIES).unwrap();
     let totp = dir.path().join("alice.totp");
     std::fs::write(&totp, TOTP_SECRET_B32).unwrap();
+    // These tests run on the shared runtime (no connection workers), as a gateway with
+    // the transformer tier does; the other suites use the workers.
     let cfg = json!({
         "listen": "127.0.0.1:0",
         "insecure_plaintext": true,
+        "workers": 0,
         "admin": {"listen": "127.0.0.1:0",
                   "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
                   "admins": [{"name": "alice.admin", "totp_secret_file": totp}]},

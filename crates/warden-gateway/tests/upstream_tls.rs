@@ -209,6 +209,7 @@ async fn gateway(dir: tempfile::TempDir, model: serde_json::Value) -> Env {
     let cfg = serde_json::json!({
         "listen": "127.0.0.1:0",
         "insecure_plaintext": true,
+        "workers": 1,
         "admin": {"listen": "127.0.0.1:0",
                   "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
                   "admins": [{"name": "alice.admin", "totp_secret_file": totp}]},
