@@ -20,7 +20,8 @@ else
   cargo build -q --release -p warden -p warden-gateway --bin warden --example mock_upstream; BIN=target/release
 fi
 MOCK=$BIN/examples/mock_upstream
-# BENCH_SKIP_LITELLM=1 leaves LiteLLM out (its install takes minutes).
+# BENCH_SKIP_LITELLM=1 leaves LiteLLM out (its install takes minutes). WARDEN_BENCH_BIN=PATH
+# serves with another warden binary (to compare two builds alternately in one sitting).
 LITELLM=$([ "${BENCH_SKIP_LITELLM:-0}" = 1 ] && echo 0 || echo 1)
 if [ "$LITELLM" = 1 ] && [ ! -x bench/out/litellm-venv/bin/litellm ]; then
   python3 -m venv bench/out/litellm-venv
@@ -74,7 +75,7 @@ LITELLM_MASTER_KEY=$LKEY bench/out/litellm-venv/bin/litellm --config "$OUT/litel
 fi
 
 # Warden, full policy (home made above).
-WARDEN_LOG=warn $BIN/warden --home "$H" serve >"$OUT/warden.log" 2>&1 & PIDS+=($!); wait_port 19443
+WARDEN_LOG=warn "${WARDEN_BENCH_BIN:-$BIN/warden}" --home "$H" serve >"$OUT/warden.log" 2>&1 & PIDS+=($!); wait_port 19443
 
 BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
 cat > "$OUT/post.lua" <<LUA

@@ -452,6 +452,13 @@ impl GatewayConfig {
                 "workers: at most {MAX_WORKERS}"
             )));
         }
+        if self.workers.is_some_and(|w| w > 0) && self.screening.transformer.is_some() {
+            return Err(crate::Error::Config(
+                "workers: the transformer screening tier needs workers = 0 (an encoder run \
+                 on a connection worker would stall every other connection it serves)"
+                    .into(),
+            ));
+        }
         if self.insecure_plaintext {
             if !self.listen.ip().is_loopback() {
                 return Err(crate::Error::Config(format!(
@@ -640,7 +647,8 @@ mod tests {
         t.screening.transformer = Some("enc".into());
         assert_eq!(t.effective_workers(), 0);
         t.workers = Some(2);
-        assert_eq!(t.effective_workers(), 2);
+        let e = t.validate().unwrap_err();
+        assert!(e.to_string().contains("needs workers = 0"), "{e}");
         let e = gateway(serde_json::json!({"workers": 1000}))
             .validate()
             .unwrap_err();

@@ -1227,11 +1227,19 @@ pub async fn run(
         Arc::clone(&gw),
         listeners.public,
         acceptor,
-        workers,
+        workers.as_ref(),
         shutdown.clone(),
     )
     .await;
     admin_task.abort();
+    // The workers' connections hold the gateway and through it the audit log, which
+    // commits what is queued when the last holder lets go: wait for them, so the
+    // caller's closing of the log is the last word and no record is lost on exit.
+    if let Some(w) = workers
+        && !w.join(Duration::from_secs(10)).await
+    {
+        tracing::warn!("connection workers did not stop within 10 s");
+    }
     Ok(())
 }
 
@@ -1239,7 +1247,7 @@ async fn serve_public(
     gw: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    workers: Option<crate::workers::Workers>,
+    workers: Option<&crate::workers::Workers>,
     shutdown: CancellationToken,
 ) {
     let addr = gw.config.listen;
@@ -1275,7 +1283,7 @@ async fn serve_public(
                 match r {
                     Ok((tcp, peer)) => {
                         let token = gw.kill.connection_token();
-                        match &workers {
+                        match workers {
                             Some(w) => hand_over(&gw, w, tcp, peer, tls.as_ref(), token),
                             None => {
                                 tokio::spawn(serve_conn(Arc::clone(&gw), tcp, peer, tls.clone(), token));

@@ -59,11 +59,13 @@ pub fn clients(
         tls,
         handshake_timeout: Duration::from_millis(timeouts.connect_ms.max(1000)),
     };
+    // 256 idle connections in all, shared out between the pools (at least 16 each).
+    let idle = (256 / n.max(1)).max(16);
     Ok((0..n.max(1))
         .map(|_| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(256)
+                .pool_max_idle_per_host(idle)
                 .timer(TokioTimer::new())
                 .build(conn.clone())
         })

@@ -10,7 +10,9 @@ use crate::Error;
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +41,22 @@ pub struct Conn {
 #[derive(Debug)]
 pub struct Workers {
     txs: Vec<mpsc::UnboundedSender<Conn>>,
+    /// Open connections per worker: a new one goes to the least loaded, so a worker
+    /// stalled by a slow request stops receiving them.
+    open: Arc<[AtomicUsize]>,
     next: AtomicUsize,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Counts a connection as open on its worker until dropped.
+struct OpenGuard(Arc<[AtomicUsize]>, usize);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.get(self.1) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Workers {
@@ -51,8 +68,11 @@ impl Workers {
         F: Fn(Conn) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let n = n.max(1);
+        let open: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
         let mut txs = Vec::with_capacity(n);
-        for i in 1..=n.max(1) {
+        let mut threads = Vec::with_capacity(n);
+        for i in 1..=n {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -60,7 +80,8 @@ impl Workers {
             let (tx, mut rx) = mpsc::unbounded_channel::<Conn>();
             let serve = serve.clone();
             let stop = shutdown.clone();
-            std::thread::Builder::new()
+            let load = Arc::clone(&open);
+            let handle = std::thread::Builder::new()
                 .name(format!("warden-conn-{i}"))
                 .spawn(move || {
                     INDEX.with(|c| c.set(i));
@@ -69,7 +90,12 @@ impl Workers {
                             tokio::select! {
                                 c = rx.recv() => match c {
                                     Some(c) => {
-                                        tokio::spawn(serve(c));
+                                        let guard = OpenGuard(Arc::clone(&load), i - 1);
+                                        let conn = serve(c);
+                                        tokio::spawn(async move {
+                                            conn.await;
+                                            drop(guard);
+                                        });
                                     }
                                     None => break,
                                 },
@@ -80,27 +106,69 @@ impl Workers {
                 })
                 .map_err(|e| Error::Config(format!("cannot start connection worker {i}: {e}")))?;
             txs.push(tx);
+            threads.push(handle);
         }
         Ok(Workers {
             txs,
+            open,
             next: AtomicUsize::new(0),
+            threads,
         })
     }
 
-    /// Hand a connection to the next worker; gives it back if every worker is gone.
+    /// Stop taking connections and wait (at most `limit`) for every worker thread to
+    /// end, its connections and what they hold (the gateway, and through it the audit
+    /// log) dropped with it, so the caller can then close the log knowing nothing still
+    /// appends to it. Returns false if some worker did not end in time.
+    pub async fn join(self, limit: Duration) -> bool {
+        let Workers { txs, threads, .. } = self;
+        drop(txs);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        matches!(tokio::time::timeout(limit, joined).await, Ok(Ok(())))
+    }
+
+    /// Hand a connection to the worker with the fewest open connections (ties in
+    /// turn); gives it back if every worker is gone.
     pub fn dispatch(&self, mut c: Conn) -> Result<(), Conn> {
         let n = self.txs.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        for k in 0..n {
-            let Some(tx) = self.txs.get((first + k) % n) else {
-                break;
+        if n == 0 {
+            return Err(c);
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let load = |w: usize| {
+            self.open
+                .get(w)
+                .map_or(usize::MAX, |a| a.load(Ordering::Relaxed))
+        };
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        // Stable: among equally loaded workers the rotation decides.
+        order.sort_by_key(|&w| load(w));
+        for w in order {
+            let (Some(tx), Some(count)) = (self.txs.get(w), self.open.get(w)) else {
+                continue;
             };
+            count.fetch_add(1, Ordering::Relaxed);
             match tx.send(c) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => c = back,
+                Err(mpsc::error::SendError(back)) => {
+                    count.fetch_sub(1, Ordering::Relaxed);
+                    c = back;
+                }
             }
         }
         Err(c)
+    }
+
+    /// Open connections of each worker.
+    pub fn open_connections(&self) -> Vec<usize> {
+        self.open
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// How many workers were started.
@@ -117,9 +185,10 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read as _;
     use std::net::{TcpListener, TcpStream};
     use std::sync::mpsc as std_mpsc;
-    use std::time::Duration;
+    use tokio::io::AsyncReadExt as _;
 
     fn conn(l: &TcpListener) -> (Conn, TcpStream) {
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -133,22 +202,44 @@ mod tests {
         (c, client)
     }
 
-    #[test]
-    fn connections_go_round_robin_to_worker_threads_and_stop_with_shutdown() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Workers whose connections report (worker, thread name) and then stay open
+    /// until the client closes; `held` is shared with every connection task.
+    fn start(
+        n: usize,
+        shutdown: &CancellationToken,
+        held: &Arc<()>,
+    ) -> (Workers, std_mpsc::Receiver<(usize, String)>) {
         let (tx, rx) = std_mpsc::channel();
-        let shutdown = CancellationToken::new();
+        let held = Arc::clone(held);
         let serve = move |c: Conn| {
-            let tx = tx.clone();
+            let (tx, held) = (tx.clone(), Arc::clone(&held));
             async move {
                 // Registering the socket needs this worker's event loop.
-                let tcp = tokio::net::TcpStream::from_std(c.tcp).unwrap();
+                let mut tcp = tokio::net::TcpStream::from_std(c.tcp).unwrap();
                 let name = std::thread::current().name().unwrap_or("").to_owned();
-                tx.send((current(), name, tcp.peer_addr().unwrap()))
-                    .unwrap();
+                tx.send((current(), name)).unwrap();
+                let mut b = [0u8; 16];
+                while tcp.read(&mut b).await.is_ok_and(|n| n > 0) {}
+                drop(held);
             }
         };
-        let w = Workers::start(2, serve, &shutdown).unwrap();
+        (Workers::start(n, serve, shutdown).unwrap(), rx)
+    }
+
+    #[test]
+    fn connections_go_to_worker_threads_in_turn() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shutdown = CancellationToken::new();
+        let held = Arc::new(());
+        let (w, rx) = start(2, &shutdown, &held);
         assert_eq!(w.len(), 2);
         let mut clients = Vec::new();
         let mut seen = Vec::new();
@@ -160,29 +251,71 @@ mod tests {
         }
         let idx: Vec<usize> = seen.iter().map(|s| s.0).collect();
         assert_eq!(idx, [1, 2, 1, 2]);
-        for (i, name, _) in &seen {
+        for (i, name) in &seen {
             assert_eq!(name, &format!("warden-conn-{i}"));
         }
+        assert_eq!(w.open_connections(), [2, 2]);
         assert_eq!(current(), 0, "the test thread is no worker");
-        // After shutdown every worker's loop ends and a connection comes back.
+        drop(clients);
+        wait_until("connections never closed", || {
+            w.open_connections() == [0, 0]
+        });
+    }
+
+    #[test]
+    fn a_new_connection_goes_to_the_least_loaded_worker() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shutdown = CancellationToken::new();
+        let held = Arc::new(());
+        let (w, rx) = start(2, &shutdown, &held);
+        let (c1, _keep) = conn(&l);
+        w.dispatch(c1).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, 1);
+        let (c2, short) = conn(&l);
+        w.dispatch(c2).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, 2);
+        drop(short);
+        wait_until("worker 2's connection never closed", || {
+            w.open_connections() == [1, 0]
+        });
+        // In turn it would be worker 1, which still holds a connection.
+        let (c3, _keep3) = conn(&l);
+        w.dispatch(c3).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, 2);
+    }
+
+    #[test]
+    fn join_waits_for_workers_and_their_connections_to_end() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shutdown = CancellationToken::new();
+        let held = Arc::new(());
+        let (w, rx) = start(2, &shutdown, &held);
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let (c, client) = conn(&l);
+            w.dispatch(c).unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            clients.push(client);
+        }
+        assert_eq!(
+            Arc::strong_count(&held),
+            1 + 2 + 3,
+            "test, workers, connections"
+        );
         shutdown.cancel();
-        let t0 = std::time::Instant::now();
-        loop {
-            let (c, _client) = conn(&l);
-            let peer = c.peer;
-            match w.dispatch(c) {
-                Err(back) => {
-                    assert_eq!(back.peer, peer);
-                    break;
-                }
-                Ok(()) => {
-                    assert!(
-                        t0.elapsed() < Duration::from_secs(10),
-                        "workers never stopped"
-                    );
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(w.join(Duration::from_secs(10))));
+        // Nothing of the workers is left holding what their connections held ...
+        assert_eq!(Arc::strong_count(&held), 1);
+        // ... and their connections are closed.
+        for mut c in clients {
+            assert_eq!(c.read(&mut [0u8; 4]).unwrap(), 0);
         }
     }
 }

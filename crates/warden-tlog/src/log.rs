@@ -1053,7 +1053,11 @@ mod tests {
     fn wait_for_size(log: &Log, n: u64) {
         let t0 = std::time::Instant::now();
         while log.size() < n {
-            assert!(t0.elapsed() < Duration::from_secs(20), "log stuck at {}", log.size());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "log stuck at {}",
+                log.size()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -1072,6 +1076,64 @@ mod tests {
         assert_eq!(read_all(d.path(), &signer).len(), 50);
     }
 
+    /// Thread ids of this process.
+    #[cfg(target_os = "linux")]
+    fn tasks() -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn voluntary_switches(tid: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn entries_queued_within_the_window_do_not_wake_the_writer_each() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let before = tasks();
+        let log = open_batching(d.path(), &signer, 4096, 400);
+        // A new thread names itself once it runs: look until it has.
+        let t0 = std::time::Instant::now();
+        let writer = loop {
+            let found = tasks()
+                .difference(&before)
+                .find(|t| {
+                    std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                        .is_ok_and(|c| c.trim() == "warden-tlog-wri")
+                })
+                .cloned();
+            if let Some(w) = found {
+                break w;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no writer thread");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let s0 = voluntary_switches(&writer);
+        for i in 0..100u32 {
+            log.append_detached(i.to_be_bytes().to_vec()).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wait_for_size(&log, 100);
+        let woken = voluntary_switches(&writer) - s0;
+        // One sleep, then the commit's waits on the disk; a writer woken by every
+        // entry would switch at least 100 times.
+        assert!(
+            woken < 40,
+            "the writer switched {woken} times for 100 entries"
+        );
+    }
+
     #[test]
     fn a_full_batch_is_followed_without_another_window() {
         let d = tempfile::tempdir().unwrap();
@@ -1085,7 +1147,11 @@ mod tests {
         // One window, then the backlog in full batches back to back: four windows
         // would take 1.6 s.
         assert_eq!(log.commits(), 4);
-        assert!(t0.elapsed() < Duration::from_millis(1200), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(1200),
+            "{:?}",
+            t0.elapsed()
+        );
         drop(log);
         let all = read_all(d.path(), &signer);
         assert_eq!(all.len(), 35);
