@@ -1209,17 +1209,7 @@ pub async fn run(
         0 => None,
         n => {
             let (g, tls) = (Arc::clone(&gw), acceptor.clone());
-            let serve = move |c: crate::workers::Conn| {
-                let (g, tls) = (Arc::clone(&g), tls.clone());
-                async move {
-                    match TcpStream::from_std(c.tcp) {
-                        Ok(tcp) => serve_conn(g, tcp, c.peer, tls, c.token).await,
-                        Err(e) => {
-                            tracing::warn!(peer = %c.peer, error = %e, "cannot register a connection")
-                        }
-                    }
-                }
-            };
+            let serve = move |c| serve_handed(Arc::clone(&g), c, tls.clone());
             Some(crate::workers::Workers::start(n, serve, &shutdown)?)
         }
     };
@@ -1319,12 +1309,19 @@ fn hand_over(
         }
     };
     if let Err(c) = workers.dispatch(crate::workers::Conn { tcp, peer, token }) {
-        match TcpStream::from_std(c.tcp) {
-            Ok(tcp) => {
-                tokio::spawn(serve_conn(Arc::clone(gw), tcp, peer, tls.cloned(), c.token));
-            }
-            Err(e) => tracing::warn!(%peer, error = %e, "cannot serve a connection"),
-        }
+        tokio::spawn(serve_handed(Arc::clone(gw), c, tls.cloned()));
+    }
+}
+
+/// Register a handed-over socket with the current runtime and serve it.
+async fn serve_handed(
+    gw: Arc<Gateway>,
+    c: crate::workers::Conn,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    match TcpStream::from_std(c.tcp) {
+        Ok(tcp) => serve_conn(gw, tcp, c.peer, tls, c.token).await,
+        Err(e) => tracing::warn!(peer = %c.peer, error = %e, "cannot register a connection"),
     }
 }
 

@@ -144,10 +144,11 @@ impl Workers {
                 .get(w)
                 .map_or(usize::MAX, |a| a.load(Ordering::Relaxed))
         };
-        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
-        // Stable: among equally loaded workers the rotation decides.
-        order.sort_by_key(|&w| load(w));
-        for w in order {
+        let turn = move |k: usize| (start + k) % n;
+        // The first of the least loaded in turn; should it be gone, the others in turn.
+        let best = (0..n).map(turn).min_by_key(|&w| load(w)).unwrap_or(start);
+        let others = (0..n).map(turn).filter(move |&w| w != best);
+        for w in std::iter::once(best).chain(others) {
             let (Some(tx), Some(count)) = (self.txs.get(w), self.open.get(w)) else {
                 continue;
             };
@@ -202,6 +203,17 @@ mod tests {
         (c, client)
     }
 
+    /// Connect, hand the connection to the workers and wait for its report.
+    fn hand(
+        w: &Workers,
+        l: &TcpListener,
+        rx: &std_mpsc::Receiver<(usize, String)>,
+    ) -> ((usize, String), TcpStream) {
+        let (c, client) = conn(l);
+        w.dispatch(c).unwrap();
+        (rx.recv_timeout(Duration::from_secs(10)).unwrap(), client)
+    }
+
     fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         let t0 = std::time::Instant::now();
         while !f() {
@@ -244,10 +256,9 @@ mod tests {
         let mut clients = Vec::new();
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let (c, client) = conn(&l);
-            w.dispatch(c).unwrap();
+            let (report, client) = hand(&w, &l, &rx);
             clients.push(client);
-            seen.push(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+            seen.push(report);
         }
         let idx: Vec<usize> = seen.iter().map(|s| s.0).collect();
         assert_eq!(idx, [1, 2, 1, 2]);
@@ -268,20 +279,17 @@ mod tests {
         let shutdown = CancellationToken::new();
         let held = Arc::new(());
         let (w, rx) = start(2, &shutdown, &held);
-        let (c1, _keep) = conn(&l);
-        w.dispatch(c1).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, 1);
-        let (c2, short) = conn(&l);
-        w.dispatch(c2).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, 2);
+        let ((first, _), _keep) = hand(&w, &l, &rx);
+        assert_eq!(first, 1);
+        let ((second, _), short) = hand(&w, &l, &rx);
+        assert_eq!(second, 2);
         drop(short);
         wait_until("worker 2's connection never closed", || {
             w.open_connections() == [1, 0]
         });
         // In turn it would be worker 1, which still holds a connection.
-        let (c3, _keep3) = conn(&l);
-        w.dispatch(c3).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, 2);
+        let ((third, _), _keep3) = hand(&w, &l, &rx);
+        assert_eq!(third, 2);
     }
 
     #[test]
@@ -292,9 +300,7 @@ mod tests {
         let (w, rx) = start(2, &shutdown, &held);
         let mut clients = Vec::new();
         for _ in 0..3 {
-            let (c, client) = conn(&l);
-            w.dispatch(c).unwrap();
-            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let (_, client) = hand(&w, &l, &rx);
             client
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();

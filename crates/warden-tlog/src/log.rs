@@ -869,13 +869,7 @@ mod tests {
     use crate::tiles::LogReader;
 
     fn open(dir: &std::path::Path, signer: &Signer) -> Log {
-        Log::open(
-            Arc::new(PosixStorage::new(dir)),
-            Signer::parse(&signer.to_key_string()).unwrap(),
-            "warden.test/log",
-            LogOptions::default(),
-        )
-        .unwrap()
+        open_options(dir, signer, LogOptions::default()).unwrap()
     }
 
     #[test]
@@ -1024,30 +1018,30 @@ mod tests {
         );
     }
 
-    fn open_with(dir: &std::path::Path, signer: &Signer, lock_wait: Duration) -> Result<Log> {
+    fn open_options(dir: &std::path::Path, signer: &Signer, options: LogOptions) -> Result<Log> {
         Log::open(
             Arc::new(PosixStorage::new(dir)),
             Signer::parse(&signer.to_key_string()).unwrap(),
             "warden.test/log",
-            LogOptions {
-                lock_wait,
-                ..LogOptions::default()
-            },
+            options,
         )
     }
 
+    fn open_with(dir: &std::path::Path, signer: &Signer, lock_wait: Duration) -> Result<Log> {
+        let options = LogOptions {
+            lock_wait,
+            ..LogOptions::default()
+        };
+        open_options(dir, signer, options)
+    }
+
     fn open_batching(dir: &std::path::Path, signer: &Signer, max_batch: usize, ms: u64) -> Log {
-        Log::open(
-            Arc::new(PosixStorage::new(dir)),
-            Signer::parse(&signer.to_key_string()).unwrap(),
-            "warden.test/log",
-            LogOptions {
-                max_batch,
-                max_delay: Duration::from_millis(ms),
-                ..LogOptions::default()
-            },
-        )
-        .unwrap()
+        let options = LogOptions {
+            max_batch,
+            max_delay: Duration::from_millis(ms),
+            ..LogOptions::default()
+        };
+        open_options(dir, signer, options).unwrap()
     }
 
     fn wait_for_size(log: &Log, n: u64) {
