@@ -14,7 +14,8 @@ OUT=${GW_CPU_OUT:-bench/out/gateway-cpu}; rm -rf "$OUT"; mkdir -p "$OUT"
 # shellcheck source=bench/gateway-home.sh
 . bench/gateway-home.sh
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# Wait for them: the gateway publishes its audit log on the way out.
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; exit 2; }
 UP=19300 PORT=19643 APORT=19644

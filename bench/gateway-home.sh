@@ -2,6 +2,8 @@
 # gateway policy (TLS 1.3, API key, Cedar, limits, validation, minimisation, audit log)
 # in front of the mock upstream on 127.0.0.1:$UP_PORT.
 #   gateway_home DIR PUBLIC_PORT ADMIN_PORT UP_PORT BIN   (prints the API key)
+# GW_AUDIT_BATCH_MS / GW_AUDIT_PUBLISH_MS set [gateway.audit] batch_ms / publish_ms
+# (unset: the product's defaults). The older binaries know no publish_ms.
 gateway_home() {
   local H=$1 port=$2 aport=$3 up=$4 bin=$5
   mkdir -p "$H"
@@ -32,6 +34,9 @@ client_ca = "tls.pem"
 # monitors), except that the monitor's alerts do not throttle: one key sending the same
 # prompt thousands of times a second is exactly what near_duplicates and output_volume
 # throttle, and the benchmark measures the cost of the checks, not 429s.
+[gateway.audit]
+batch_ms = ${GW_AUDIT_BATCH_MS:-5}
+${GW_AUDIT_PUBLISH_MS:+publish_ms = $GW_AUDIT_PUBLISH_MS}
 [gateway.screening.actions]
 near_duplicates = "alert"
 input_sweep = "alert"

@@ -28,7 +28,8 @@ if [ "$LITELLM" = 1 ] && [ ! -x bench/out/litellm-venv/bin/litellm ]; then
   bench/out/litellm-venv/bin/pip install -q 'litellm[proxy]'
 fi
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# Wait for them: the gateway publishes its audit log on the way out.
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_port() { for _ in $(seq 1 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 never opened" >&2; exit 2; }
 

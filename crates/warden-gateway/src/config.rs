@@ -372,6 +372,14 @@ pub struct AuditConfig {
     /// durable acknowledgement.
     #[serde(default = "default_batch_ms")]
     pub batch_ms: u64,
+    /// How long request records may stay durable in the log's journal before they are
+    /// published as tiles and a signed checkpoint, in milliseconds (default 1000, at
+    /// most 60000; 0 publishes every commit). Durability is `batch_ms` either way: this
+    /// trades the many small files of a publication per commit for one journal append
+    /// per commit. Block, lockdown and other events that wait for their index are
+    /// published at once.
+    #[serde(default = "default_publish_ms")]
+    pub publish_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -379,11 +387,15 @@ impl Default for AuditConfig {
         AuditConfig {
             hash_content: true,
             batch_ms: default_batch_ms(),
+            publish_ms: default_publish_ms(),
         }
     }
 }
 fn default_batch_ms() -> u64 {
     5
+}
+fn default_publish_ms() -> u64 {
+    1000
 }
 fn yes() -> bool {
     true
@@ -482,6 +494,13 @@ impl GatewayConfig {
             return Err(crate::Error::Config(format!(
                 "audit.batch_ms = {}: at most 100 (a crash may lose one window of records)",
                 self.audit.batch_ms
+            )));
+        }
+        if self.audit.publish_ms > 60_000 {
+            return Err(crate::Error::Config(format!(
+                "audit.publish_ms = {}: at most 60000 (readers of the log see checkpoints \
+                 that much behind)",
+                self.audit.publish_ms
             )));
         }
         if self.models.is_empty() {

@@ -20,6 +20,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+pub mod journal;
 pub mod log;
 pub mod merkle;
 pub mod note;
@@ -35,5 +36,5 @@ pub use log::{AppendFuture, Log, LogOptions};
 pub use merkle::Hash;
 pub use note::{Note, Signer, Verifier};
 pub use receipt::Receipt;
-pub use storage::{PosixStorage, Storage, WriterLock};
+pub use storage::{Journal, PosixStorage, Storage, WriterLock};
 pub use verify::{VerifyReport, verify_log, verify_log_with_progress};

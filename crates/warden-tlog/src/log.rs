@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -44,6 +44,14 @@ pub struct LogOptions {
     /// this process or another) to release the writer lock before failing with
     /// [`Error::Locked`] (default 30 s).
     pub lock_wait: Duration,
+    /// With a storage that keeps a journal ([`Storage::journal`]): how long entries
+    /// may stay durable in the journal before the writer publishes them as tiles and a
+    /// signed checkpoint (default zero: every batch is published as it is committed).
+    /// A batch with a caller waiting for its index ([`Log::append`],
+    /// [`Log::append_async`]) is published at once; entries queued with
+    /// [`Log::append_detached`] are only journaled. The writer holds the writer lock
+    /// while it has unpublished entries, so other writers wait up to this long.
+    pub publish_interval: Duration,
 }
 
 impl Default for LogOptions {
@@ -52,6 +60,7 @@ impl Default for LogOptions {
             max_batch: 4096,
             max_delay: Duration::ZERO,
             lock_wait: Duration::from_secs(30),
+            publish_interval: Duration::ZERO,
         }
     }
 }
@@ -275,6 +284,17 @@ struct Writer {
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
     failures: Arc<AtomicU64>,
+    publish_interval: Duration,
+    /// The writer lock and the entries journaled under it, not yet published.
+    held: Option<Held>,
+}
+
+/// What a writer holds between its first journaled batch and its publication.
+struct Held {
+    lock: Box<dyn WriterLock>,
+    /// When the first unpublished entry was journaled.
+    since: Instant,
+    pending: Vec<Vec<u8>>,
 }
 
 impl Writer {
@@ -336,7 +356,106 @@ impl Writer {
     /// batch and publish; returns the index of the first entry. A failed append is
     /// cleaned up (unpublished objects removed, the edge reloaded) before the lock is
     /// released.
-    fn commit(&mut self, entries: &[Vec<u8>]) -> Result<u64> {
+    fn commit(&mut self, entries: Vec<Vec<u8>>, publish: bool) -> Result<u64> {
+        if !self.publish_interval.is_zero() && self.storage.journal().is_some() {
+            return self.journal_commit(entries, publish);
+        }
+        self.publish_now(&entries)
+    }
+
+    /// Commit by appending to the journal (taking the writer lock first if this writer
+    /// does not hold it yet); publish when asked to or when the oldest unpublished
+    /// entry has waited [`LogOptions::publish_interval`].
+    fn journal_commit(&mut self, entries: Vec<Vec<u8>>, publish: bool) -> Result<u64> {
+        let storage = Arc::clone(&self.storage);
+        let Some(journal) = storage.journal() else {
+            return self.publish_now(&entries);
+        };
+        let held = match self.held.take() {
+            Some(h) => h,
+            None => {
+                let lock = self.storage.lock_writer(self.lock_wait)?;
+                self.catch_up(lock.as_ref(), false)?;
+                Held {
+                    lock,
+                    since: Instant::now(),
+                    pending: Vec::new(),
+                }
+            }
+        };
+        let first = self.edge.size + held.pending.len() as u64;
+        let appended = crate::journal::encode_frame(
+            &self.signer,
+            &self.origin,
+            self.edge.size,
+            &self.known.root,
+            first,
+            &entries,
+        )
+        .and_then(|frame| journal.append(&frame));
+        self.held = Some(held);
+        if let Err(e) = appended {
+            // This batch is not durable; what was journaled before it is: publish that
+            // (or leave it to the next holder's recovery) and let the lock go.
+            let _ = self.publish_pending();
+            return Err(e);
+        }
+        let due = match self.held.as_mut() {
+            Some(h) => {
+                h.pending.extend(entries);
+                h.since.elapsed() >= self.publish_interval
+            }
+            None => false,
+        };
+        if publish || due {
+            self.publish_pending()?;
+        }
+        Ok(first)
+    }
+
+    /// Whether journaled entries wait for publication, and until when at most.
+    fn publish_deadline(&self) -> Option<Instant> {
+        self.held.as_ref().map(|h| h.since + self.publish_interval)
+    }
+
+    /// Publish the journaled entries as tiles and a checkpoint, empty the journal and
+    /// release the writer lock. On failure the lock is dropped unreleased: its next
+    /// holder (this writer's next batch, or another writer) recovers by discarding
+    /// what was written beyond the checkpoint and replaying the journal.
+    fn publish_pending(&mut self) -> Result<()> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        let Held { lock, pending, .. } = held;
+        let target = self.edge.size + pending.len() as u64;
+        let r = if pending.is_empty() {
+            Ok(())
+        } else {
+            self.append_batch(&pending)
+                .and_then(|_| self.storage.journal().map_or(Ok(()), |j| j.clear()))
+        };
+        match r {
+            Ok(()) => {
+                let _ = lock.release();
+                Ok(())
+            }
+            Err(e) => match self.catch_up(lock.as_ref(), true) {
+                // Recovery replayed the journal: the entries are published after all.
+                Ok(()) if self.known.size >= target => {
+                    let _ = lock.release();
+                    Ok(())
+                }
+                Ok(()) => {
+                    let _ = lock.release();
+                    Err(e)
+                }
+                Err(e2) => Err(Error::Commit(format!("{e}; recovery failed: {e2}"))),
+            },
+        }
+    }
+
+    /// Take the writer lock, catch up and publish `entries` at once.
+    fn publish_now(&mut self, entries: &[Vec<u8>]) -> Result<u64> {
         let lock = self.storage.lock_writer(self.lock_wait)?;
         // On error (the checkpoint did not check out, or recovering from an interrupted
         // writer failed) the lock is dropped unreleased: marked interrupted for the next.
@@ -390,7 +509,53 @@ impl Writer {
             bytes,
         };
         self.published.store(cp.size, Ordering::Release);
+        if interrupted {
+            self.replay_journal()?;
+        }
         Ok(())
+    }
+
+    /// Under the writer lock, with the edge at the published checkpoint: publish what
+    /// an interrupted holder left in the journal, or empty a journal whose entries were
+    /// published before it could be emptied (it extends an older checkpoint).
+    fn replay_journal(&mut self) -> Result<()> {
+        let storage = Arc::clone(&self.storage);
+        let Some(journal) = storage.journal() else {
+            return Ok(());
+        };
+        let data = journal.read()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let what = format!("{}/{}", self.storage.location(), crate::storage::JOURNAL);
+        match crate::journal::decode(&data, &self.verifier, &self.origin, &what)? {
+            Some(r) if r.base_size == self.edge.size => {
+                if r.base_root != self.known.root {
+                    return Err(Error::tampered(
+                        what,
+                        format!(
+                            "extends another tree of {} entries than the checkpoint's",
+                            r.base_size
+                        ),
+                    ));
+                }
+                if !r.entries.is_empty() {
+                    self.append_batch(&r.entries)?;
+                }
+            }
+            Some(r) if r.base_size > self.edge.size => {
+                return Err(Error::tampered(
+                    what,
+                    format!(
+                        "extends a tree of {} entries, but the checkpoint has {}",
+                        r.base_size, self.edge.size
+                    ),
+                ));
+            }
+            // Published already, or no complete frame.
+            _ => {}
+        }
+        journal.clear()
     }
 
     /// Append a batch to the edge and publish it (the writer lock is held).
@@ -525,6 +690,8 @@ impl Slot {
 struct Request {
     entry: Vec<u8>,
     slot: Arc<Slot>,
+    /// A caller waits for the index: publish the batch at once.
+    waited: bool,
 }
 
 impl Drop for Request {
@@ -673,7 +840,6 @@ impl Log {
                 (Edge::new(0, Vec::new(), Vec::new()), known)
             }
         };
-        lock.release()?;
         let published = Arc::new(AtomicU64::new(edge.size));
         let commits = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(AtomicU64::new(0));
@@ -688,7 +854,16 @@ impl Log {
             published: Arc::clone(&published),
             commits: Arc::clone(&commits),
             failures: Arc::clone(&failures),
+            publish_interval: options.publish_interval,
+            held: None,
         };
+        // Entries an interrupted writer left in the journal were durable: publish them
+        // (still under the lock) before anything new.
+        if let Err(e) = writer.replay_journal() {
+            drop(lock);
+            return Err(e);
+        }
+        lock.release()?;
         let (tx, rx) = mpsc::channel::<Request>();
         let max_batch = options.max_batch.clamp(1, MAX_BATCH);
         let max_delay = options.max_delay;
@@ -722,7 +897,7 @@ impl Log {
         Log::open(Arc::new(PosixStorage::new(dir)), signer, &origin, options)
     }
 
-    fn submit(&self, entry: Vec<u8>) -> Result<Arc<Slot>> {
+    fn submit(&self, entry: Vec<u8>, waited: bool) -> Result<Arc<Slot>> {
         if entry.len() > MAX_ENTRY {
             return Err(Error::EntryTooLarge(entry.len()));
         }
@@ -738,6 +913,7 @@ impl Log {
         tx.send(Request {
             entry,
             slot: Arc::clone(&slot),
+            waited,
         })
         .map_err(|_| Error::Closed("writer stopped".into()))?;
         Ok(slot)
@@ -745,14 +921,14 @@ impl Log {
 
     /// Append an entry and block until it is durable; returns its index.
     pub fn append(&self, entry: Vec<u8>) -> Result<u64> {
-        self.submit(entry)?.wait()
+        self.submit(entry, true)?.wait()
     }
 
     /// Queue an entry without waiting for it. Nothing wakes the caller when it is
     /// durable; a failed commit shows in [`Log::failed_commits`] instead (callers that
     /// must fail closed check it). An `Err` means the entry was not queued.
     pub fn append_detached(&self, entry: Vec<u8>) -> Result<()> {
-        self.submit(entry).map(|_| ())
+        self.submit(entry, false).map(|_| ())
     }
 
     /// Batches (and batches refused after an unrecoverable failure) whose entries were
@@ -763,7 +939,7 @@ impl Log {
 
     /// Append an entry; the future resolves to its index once it is durable.
     pub fn append_async(&self, entry: Vec<u8>) -> AppendFuture {
-        match self.submit(entry) {
+        match self.submit(entry, true) {
             Ok(slot) => AppendFuture {
                 slot: Some(slot),
                 early: None,
@@ -825,7 +1001,24 @@ fn writer_loop(
 ) {
     // A full batch means more may be queued: the next one is taken without waiting.
     let mut backlog = false;
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match writer.publish_deadline() {
+            // Journaled entries wait for publication: no later than their deadline.
+            Some(deadline) => {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        publish_or_count(writer);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            None => match rx.recv() {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+        };
         let mut batch = vec![first];
         if !max_delay.is_zero() && !backlog {
             // Sleep through the window rather than wait on the channel: a receiver
@@ -842,11 +1035,12 @@ fn writer_loop(
             }
         }
         backlog = batch.len() == max_batch;
+        let publish = batch.iter().any(|r| r.waited);
         let entries: Vec<Vec<u8>> = batch
             .iter_mut()
             .map(|r| std::mem::take(&mut r.entry))
             .collect();
-        match writer.commit(&entries) {
+        match writer.commit(entries, publish) {
             Ok(first) => {
                 for (i, r) in batch.into_iter().enumerate() {
                     r.slot.complete(Ok(first + i as u64));
@@ -860,6 +1054,16 @@ fn writer_loop(
                 }
             }
         }
+    }
+    // Closing: what is journaled is published before the thread ends.
+    publish_or_count(writer);
+}
+
+/// Publish journaled entries; a failure counts as a failed commit (callers that fail
+/// closed watch [`Log::failed_commits`]).
+fn publish_or_count(writer: &mut Writer) {
+    if writer.publish_pending().is_err() {
+        writer.failures.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -923,6 +1127,7 @@ mod tests {
         drop(Request {
             entry: vec![1],
             slot: Arc::clone(&slot),
+            waited: true,
         });
         assert!(matches!(slot.wait(), Err(Error::Closed(_))));
         // An answered request keeps its answer.
@@ -930,6 +1135,7 @@ mod tests {
         let r = Request {
             entry: vec![1],
             slot: Arc::clone(&slot),
+            waited: true,
         };
         r.slot.complete(Ok(7));
         drop(r);
@@ -1419,5 +1625,210 @@ mod tests {
         let n = h.join().unwrap();
         drop((busy, other));
         assert_eq!(read_all(d.path(), &signer).len(), n as usize + 20);
+    }
+
+    fn open_journaling(dir: &std::path::Path, signer: &Signer, interval: Duration) -> Log {
+        let options = LogOptions {
+            max_delay: Duration::from_millis(1),
+            publish_interval: interval,
+            lock_wait: Duration::from_secs(20),
+            ..LogOptions::default()
+        };
+        open_options(dir, signer, options).unwrap()
+    }
+
+    /// Entries in the directory's journal (decoded and verified), 0 when none.
+    fn journaled(dir: &std::path::Path, signer: &Signer) -> usize {
+        let s = PosixStorage::new(dir);
+        let data = s.journal().unwrap().read().unwrap();
+        crate::journal::decode(&data, &signer.verifier(), signer.name(), "journal")
+            .unwrap()
+            .map_or(0, |r| r.entries.len())
+    }
+
+    fn published(dir: &std::path::Path, signer: &Signer) -> u64 {
+        let s = PosixStorage::new(dir);
+        let bytes = s.read(CHECKPOINT).unwrap().unwrap();
+        Checkpoint::open(&bytes, &signer.verifier(), None, "cp")
+            .unwrap()
+            .0
+            .size
+    }
+
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn detached_entries_are_journaled_and_a_waiting_append_publishes_them() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open_journaling(d.path(), &signer, Duration::from_secs(3600));
+        for i in 0..50u32 {
+            log.append_detached(i.to_be_bytes().to_vec()).unwrap();
+        }
+        until("50 journaled entries", || {
+            journaled(d.path(), &signer) == 50
+        });
+        // Durable, not published: readers still see the empty tree.
+        assert_eq!(log.size(), 0);
+        assert_eq!(published(d.path(), &signer), 0);
+        assert_eq!(log.commits(), 0);
+        // A caller waiting for an index gets it only once everything is published.
+        assert_eq!(log.append(b"waited".to_vec()).unwrap(), 50);
+        assert_eq!(log.size(), 51);
+        assert_eq!(published(d.path(), &signer), 51);
+        assert_eq!(journaled(d.path(), &signer), 0);
+        drop(log);
+        let all = read_all(d.path(), &signer);
+        assert_eq!(all.len(), 51);
+        assert_eq!(all[49], 49u32.to_be_bytes().to_vec());
+        assert_eq!(all[50], b"waited".to_vec());
+    }
+
+    #[test]
+    fn journaled_entries_are_published_within_the_interval_and_on_close() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open_journaling(d.path(), &signer, Duration::from_millis(100));
+        for i in 0..300u32 {
+            log.append_detached(i.to_be_bytes().to_vec()).unwrap();
+        }
+        until("300 published", || log.size() == 300);
+        assert_eq!(journaled(d.path(), &signer), 0);
+        drop(log);
+        // Closing publishes what is journaled, however long the interval.
+        let log = open_journaling(d.path(), &signer, Duration::from_secs(3600));
+        for i in 0..20u32 {
+            log.append_detached(i.to_le_bytes().to_vec()).unwrap();
+        }
+        drop(log);
+        assert_eq!(published(d.path(), &signer), 320);
+        assert_eq!(read_all(d.path(), &signer).len(), 320);
+    }
+
+    /// What a writer leaves when it dies holding journaled entries: frames extending the
+    /// published checkpoint, and the lock dropped unreleased.
+    fn die_with_journal(dir: &std::path::Path, signer: &Signer, entries: &[Vec<u8>]) {
+        let s = PosixStorage::new(dir);
+        let held = s.lock_writer(Duration::from_secs(20)).unwrap();
+        let bytes = s.read(CHECKPOINT).unwrap().unwrap();
+        let (cp, _) = Checkpoint::open(&bytes, &signer.verifier(), None, "cp").unwrap();
+        let (a, b) = entries.split_at(entries.len() / 2);
+        let mut first = cp.size;
+        for part in [a, b] {
+            let frame =
+                crate::journal::encode_frame(signer, signer.name(), cp.size, &cp.root, first, part)
+                    .unwrap();
+            s.journal().unwrap().append(&frame).unwrap();
+            first += part.len() as u64;
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn entries_a_dead_writer_journaled_are_published_by_the_next_one() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open(d.path(), &signer);
+        for i in 0..10u32 {
+            log.append(i.to_be_bytes().to_vec()).unwrap();
+        }
+        let lost: Vec<Vec<u8>> = (0..7)
+            .map(|i| format!("journaled {i}").into_bytes())
+            .collect();
+        die_with_journal(d.path(), &signer, &lost);
+        // The open log's next batch finds the lock interrupted and replays the journal
+        // first: the dead writer's entries keep the indices it journaled them at.
+        assert_eq!(log.append(b"after".to_vec()).unwrap(), 17);
+        assert_eq!(journaled(d.path(), &signer), 0);
+        drop(log);
+        let all = read_all(d.path(), &signer);
+        assert_eq!(&all[10..17], lost.as_slice());
+        assert_eq!(all[17], b"after".to_vec());
+
+        // Opening the log recovers too (after a crash of the machine, say).
+        let more: Vec<Vec<u8>> = (0..4).map(|i| format!("more {i}").into_bytes()).collect();
+        die_with_journal(d.path(), &signer, &more);
+        let log = open(d.path(), &signer);
+        assert_eq!(log.size(), 22);
+        drop(log);
+        assert_eq!(&read_all(d.path(), &signer)[18..22], more.as_slice());
+    }
+
+    #[test]
+    fn a_journal_already_published_is_not_replayed_again() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open_journaling(d.path(), &signer, Duration::from_secs(3600));
+        for i in 0..5u32 {
+            log.append_detached(i.to_be_bytes().to_vec()).unwrap();
+        }
+        until("5 journaled", || journaled(d.path(), &signer) == 5);
+        let stale = std::fs::read(d.path().join(crate::storage::JOURNAL)).unwrap();
+        log.append(b"publish".to_vec()).unwrap();
+        drop(log);
+        // A crash between publication and emptying the journal leaves it behind.
+        std::fs::write(d.path().join(crate::storage::JOURNAL), &stale).unwrap();
+        let log = open(d.path(), &signer);
+        assert_eq!(log.size(), 6);
+        assert_eq!(journaled(d.path(), &signer), 0);
+        drop(log);
+        assert_eq!(read_all(d.path(), &signer).len(), 6);
+    }
+
+    #[test]
+    fn a_journal_frame_signed_by_another_key_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        drop(open(d.path(), &signer));
+        let forger = Signer::generate("warden.test/log").unwrap();
+        let s = PosixStorage::new(d.path());
+        let frame = crate::journal::encode_frame(
+            &forger,
+            "warden.test/log",
+            0,
+            &merkle::empty_root(),
+            0,
+            &[b"forged".to_vec()],
+        )
+        .unwrap();
+        s.journal().unwrap().append(&frame).unwrap();
+        let e = open_options(d.path(), &signer, LogOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("not signed by the log's key"), "{e}");
+        assert!(e.to_string().contains(".journal"), "{e}");
+        // Nothing was published from it.
+        assert_eq!(published(d.path(), &signer), 0);
+    }
+
+    #[test]
+    fn another_writer_waits_for_the_journaling_one_and_both_entries_land_once() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let journaling = open_journaling(d.path(), &signer, Duration::from_millis(300));
+        let plain = open_with(d.path(), &signer, Duration::from_secs(20)).unwrap();
+        for round in 0..3u32 {
+            for i in 0..10u32 {
+                journaling
+                    .append_detached(format!("j{round}-{i}").into_bytes())
+                    .unwrap();
+            }
+            until("journaled", || journaled(d.path(), &signer) == 10);
+            // The journaling writer holds the lock: this waits for its publication.
+            let at = plain.append(format!("p{round}").into_bytes()).unwrap();
+            assert_eq!(at, u64::from(round) * 11 + 10);
+        }
+        drop((journaling, plain));
+        let all = read_all(d.path(), &signer);
+        assert_eq!(all.len(), 33);
+        assert_eq!(all[10], b"p0".to_vec());
+        assert_eq!(all[32], b"p2".to_vec());
     }
 }

@@ -44,6 +44,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn lock_writer(&self, wait: Duration) -> Result<Box<dyn WriterLock>>;
     /// A human-readable location for messages.
     fn location(&self) -> String;
+    /// The log's journal, where a writer makes entries durable between publications
+    /// (see [`crate::journal`]); `None` when this storage keeps none, and then every
+    /// batch is published as it is committed. Only the writer lock's holder uses it.
+    fn journal(&self) -> Option<&dyn Journal> {
+        None
+    }
+}
+
+/// An append-only file beside the log (see [`Storage::journal`]).
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// Append a frame; it is durable when this returns. On error the journal is left
+    /// as it was before the call (or the frame is at most a torn tail).
+    fn append(&self, frame: &[u8]) -> Result<()>;
+    /// The whole journal (empty when there is none).
+    fn read(&self) -> Result<Vec<u8>>;
+    /// Empty the journal. Need not be durable: a journal that extends an older
+    /// checkpoint than the published one is known to be published and is ignored.
+    fn clear(&self) -> Result<()>;
 }
 
 /// A held writer lock (see [`Storage::lock_writer`]).
@@ -71,6 +89,97 @@ pub struct PosixStorage {
     tmp_cleaned: AtomicBool,
     /// Helper threads that wait on the disk for a commit's files in parallel.
     syncer: Syncer,
+    /// The journal file `.journal` (see [`Storage::journal`]).
+    journal: PosixJournal,
+}
+
+/// The journal of a [`PosixStorage`]: one file, appended and `fdatasync`ed per
+/// frame, truncated after each publication.
+#[derive(Debug)]
+pub struct PosixJournal {
+    path: PathBuf,
+    /// The open file and its length (what was appended successfully).
+    file: std::sync::Mutex<Option<(fs::File, u64)>>,
+}
+
+impl PosixJournal {
+    fn disp(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Open (creating it durably if missing) the journal file.
+    fn open(&self) -> Result<(fs::File, u64)> {
+        let existed = self.path.exists();
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(self.disp(), e))?;
+        let len = f.metadata().map_err(|e| Error::io(self.disp(), e))?.len();
+        if !existed && let Some(dir) = self.path.parent() {
+            // The file's name must survive a crash before any frame is acknowledged.
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(dir.display().to_string(), e))?;
+        }
+        Ok((f, len))
+    }
+}
+
+impl Journal for PosixJournal {
+    fn append(&self, frame: &[u8]) -> Result<()> {
+        let mut g = self
+            .file
+            .lock()
+            .map_err(|_| Error::Commit("journal state poisoned".into()))?;
+        let (f, len) = match g.take() {
+            Some(open) => open,
+            None => self.open()?,
+        };
+        let written = f
+            .write_all_at(frame, len)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io(self.disp(), e));
+        match written {
+            Ok(()) => {
+                *g = Some((f, len + frame.len() as u64));
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the failed frame off so that later frames do not follow garbage;
+                // the file is reopened by the next append.
+                let _ = f.set_len(len);
+                Err(e)
+            }
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>> {
+        match fs::read(&self.path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(self.disp(), e)),
+        }
+    }
+
+    fn clear(&self) -> Result<()> {
+        let mut g = self
+            .file
+            .lock()
+            .map_err(|_| Error::Commit("journal state poisoned".into()))?;
+        if let Some((f, len)) = g.as_mut() {
+            f.set_len(0).map_err(|e| Error::io(self.disp(), e))?;
+            *len = 0;
+            return Ok(());
+        }
+        match fs::OpenOptions::new().write(true).open(&self.path) {
+            Ok(f) => f.set_len(0).map_err(|e| Error::io(self.disp(), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(self.disp(), e)),
+        }
+    }
 }
 
 /// Long-lived helper threads that `fdatasync`/`fsync` files handed to them, so the
@@ -208,6 +317,8 @@ impl Syncer {
 const TMP: &str = ".tmp";
 /// The writer lock file (an exclusive `flock` on it is the lock).
 const LOCK: &str = ".lock";
+/// Name of the journal file in the log directory.
+pub const JOURNAL: &str = ".journal";
 /// First byte of the lock file while a holder is inside a commit.
 const DIRTY: u8 = b'1';
 /// First byte of the lock file after a holder released the lock cleanly.
@@ -262,8 +373,13 @@ impl WriterLock for PosixLock {
 impl PosixStorage {
     /// Use `root` (created by the first write if missing).
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root: PathBuf = root.into();
         PosixStorage {
-            root: root.into(),
+            journal: PosixJournal {
+                path: root.join(JOURNAL),
+                file: std::sync::Mutex::new(None),
+            },
+            root,
             counter: AtomicU64::new(0),
             tmp_cleaned: AtomicBool::new(false),
             syncer: Syncer::new(),
@@ -515,6 +631,10 @@ impl Storage for PosixStorage {
             path: self.disp(&p),
             interrupted,
         }))
+    }
+
+    fn journal(&self) -> Option<&dyn Journal> {
+        Some(&self.journal)
     }
 
     fn location(&self) -> String {

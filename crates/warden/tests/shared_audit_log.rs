@@ -128,25 +128,20 @@ fn gateway_requests(events: &[serde_json::Value]) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn commands_append_to_the_audit_log_while_serve_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = home(dir.path());
-    let (ca, cert, key) = pki(dir.path());
+/// A gateway config (plain HTTP on loopback, admin on mTLS) in `dir`, with `audit` as
+/// its `[gateway.audit]` section; returns the config and the public port.
+fn serve_config(dir: &Path, audit: &str) -> (PathBuf, u16) {
+    let (ca, cert, key) = pki(dir);
     let (port, aport) = (free_port(), free_port());
     std::fs::write(
-        dir.path().join("policies.cedar"),
+        dir.join("policies.cedar"),
         r#"@id("users-chat")
 permit(principal in Warden::Role::"user", action in [Warden::Action::"chat"], resource);
 "#,
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("alice.totp"),
-        "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
-    )
-    .unwrap();
-    let cfg = dir.path().join("warden.toml");
+    std::fs::write(dir.join("alice.totp"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+    let cfg = dir.join("warden.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -155,6 +150,9 @@ permit(principal in Warden::Role::"user", action in [Warden::Action::"chat"], re
 listen = "127.0.0.1:{port}"
 insecure_plaintext = true
 policy = "policies.cedar"
+
+[gateway.audit]
+{audit}
 
 [gateway.admin]
 listen = "127.0.0.1:{aport}"
@@ -179,10 +177,16 @@ classification = 1
         ),
     )
     .unwrap();
-    let mut child = warden(&home)
+    (cfg, port)
+}
+
+/// `warden serve --config CFG`, once it listens on `port`; its stderr is collected by
+/// the returned thread.
+fn start_serve(home: &Path, cfg: &Path, port: u16) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = warden(home)
         .arg("serve")
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,6 +207,25 @@ classification = 1
         let _ = stderr.read_to_string(&mut s);
         s
     });
+    (child, logs)
+}
+
+/// `warden audit verify --format json` of the home's log.
+fn verify_json(home: &Path) -> serde_json::Value {
+    let out = warden(home)
+        .args(["audit", "verify", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn commands_append_to_the_audit_log_while_serve_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home(dir.path());
+    let (cfg, port) = serve_config(dir.path(), "");
+    let (child, logs) = start_serve(&home, &cfg, port);
     let serve = Serve(child);
     for _ in 0..5 {
         refused_request(port);
@@ -383,4 +406,46 @@ fn a_writer_killed_mid_batch_leaves_the_other_appending_to_a_log_that_verifies()
             .count();
         assert_eq!(b_count, n, "round {round}: every entry of b exactly once");
     }
+}
+
+#[test]
+fn records_journaled_by_a_killed_gateway_are_published_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home(dir.path());
+    // Publication far away: the records can only survive the kill through the journal.
+    let (cfg, port) = serve_config(dir.path(), "batch_ms = 5\npublish_ms = 60000");
+    let (mut child, logs) = start_serve(&home, &cfg, port);
+    let before = verify_json(&home)["size"].as_u64().unwrap();
+    for _ in 0..12 {
+        refused_request(port);
+    }
+    // Durable within batch_ms, published only in a minute: `audit verify` says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = verify_json(&home);
+        if v["journaled"] == 12 {
+            assert_eq!(v["size"].as_u64().unwrap(), before, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "records not journaled: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no shutdown, no publication
+    child.wait().unwrap();
+    let _ = logs.join();
+    assert_eq!(verify_json(&home)["size"].as_u64().unwrap(), before);
+    // The next writer (here a command) takes the lock the dead gateway never released,
+    // publishes its journaled records, then appends its own event after them.
+    let out = warden(&home)
+        .args(["keys", "create", "carol", "--role", "user"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v = verify_json(&home);
+    assert_eq!(v["journaled"], 0, "{v}");
+    let ev = events(&home);
+    let gw = gateway_requests(&ev);
+    assert_eq!(gw.len(), 12, "{ev:#?}");
+    assert_eq!(ev.last().unwrap()["event"], "key_created", "{ev:#?}");
+    assert!(gw.iter().all(|i| *i < ev.len() - 1));
 }

@@ -229,8 +229,20 @@ fn verify(
         bar.set_position(d);
     });
     bar.finish_and_clear();
+    // Entries made durable in the journal but not yet published (a running gateway's
+    // last second, or what a writer that died left for the next one to publish).
+    let result = result.and_then(|r| {
+        warden_tlog::journal::unpublished(
+            &storage,
+            &key,
+            &r.checkpoint.origin,
+            r.entries,
+            &r.checkpoint.root,
+        )
+        .map(|j| (r, j))
+    });
     match result {
-        Ok(r) => {
+        Ok((r, journaled)) => {
             match format {
                 Format::Text => {
                     println!(
@@ -245,6 +257,13 @@ fn verify(
                             .unwrap_or_default(),
                         started.elapsed().as_secs_f64()
                     );
+                    if journaled > 0 {
+                        println!(
+                            "{journaled} more entries are durable in the journal and not yet \
+                             published (the writer publishes them within its interval, or the \
+                             next writer to open the log does)"
+                        );
+                    }
                 }
                 Format::Json => println!(
                     "{}",
@@ -256,6 +275,7 @@ fn verify(
                         "tiles": r.tiles,
                         "root": hex::encode(r.checkpoint.root),
                         "consistent_with": r.consistent_with,
+                        "journaled": journaled,
                     })
                 ),
             }

@@ -231,6 +231,8 @@ pub fn run_serve(a: ServeArgs, g: &Global) -> anyhow::Result<ExitCode> {
         &home,
         LogOptions {
             max_delay: std::time::Duration::from_millis(cfg.audit.batch_ms),
+            // Each commit appends to the journal; tiles and the checkpoint follow.
+            publish_interval: std::time::Duration::from_millis(cfg.audit.publish_ms),
             ..LogOptions::default()
         },
     )?;

@@ -1,0 +1,393 @@
+//! The writer's journal: entries made durable before they are published.
+//!
+//! Publishing a batch writes the entry bundle, the partial tiles and the checkpoint as
+//! new files (created, synced, renamed, their directories synced). With
+//! [`LogOptions::publish_interval`](crate::log::LogOptions::publish_interval) set, a
+//! writer instead appends each batch to one journal file and syncs that file only;
+//! the tiles and the signed checkpoint follow at most one interval later (at once when
+//! a caller waits for an index). The writer holds the writer lock from its first
+//! journaled batch until it has published, so the journal always extends the
+//! published checkpoint.
+//!
+//! A frame is `u32 LE note length ‖ signed note ‖ u32 LE bundle length ‖ entry
+//! bundle`. The note (signed by the log's key, like checkpoints) names the checkpoint
+//! the journal extends (size and root), the index of the frame's first entry, the
+//! entry count and the SHA-256 of the bundle:
+//!
+//! ```text
+//! warden-tlog-journal/1
+//! <origin>
+//! <base size>
+//! <base root, base64>
+//! <first index>
+//! <entry count>
+//! <SHA-256 of the bundle, base64>
+//! ```
+//!
+//! So nobody without the log's key can get entries into the log through its journal,
+//! and frames cannot be reordered or dropped from the middle unnoticed. Only the last
+//! frame can be incomplete after a crash (each append is synced before the next): an
+//! incomplete last frame, or one whose bytes did not all land, was never durable and
+//! is ignored. A frame signed by another key, or a bad frame followed by more data, is
+//! refused as tampering.
+
+use crate::error::{Error, Result};
+use crate::merkle::{Hash, sha256};
+use crate::note::{Note, Signer, Verifier};
+use crate::tiles;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+/// First line of every frame's note.
+pub const FORMAT: &str = "warden-tlog-journal/1";
+/// Largest note a frame may carry (origin, numbers, hashes and one signature line).
+const MAX_FRAME_NOTE: usize = 4096;
+
+/// What a journal holds: entries appended to the tree of `base_size` entries with root
+/// `base_root`, from index `base_size` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Size of the checkpoint the journal extends.
+    pub base_size: u64,
+    /// Root of that checkpoint.
+    pub base_root: Hash,
+    /// The journaled entries, in order.
+    pub entries: Vec<Vec<u8>>,
+}
+
+/// One frame holding `entries` (indices `first..`), extending the checkpoint
+/// (`base_size`, `base_root`), signed by `signer` under `origin`.
+pub fn encode_frame(
+    signer: &Signer,
+    origin: &str,
+    base_size: u64,
+    base_root: &Hash,
+    first: u64,
+    entries: &[Vec<u8>],
+) -> Result<Vec<u8>> {
+    let mut bundle = Vec::with_capacity(entries.iter().map(|e| e.len() + 2).sum());
+    for e in entries {
+        tiles::push_entry(&mut bundle, e)?;
+    }
+    let text = format!(
+        "{FORMAT}\n{origin}\n{base_size}\n{}\n{first}\n{}\n{}\n",
+        B64.encode(base_root),
+        entries.len(),
+        B64.encode(sha256(&bundle)),
+    );
+    let note = signer.sign(&text).to_bytes();
+    let mut out = Vec::with_capacity(8 + note.len() + bundle.len());
+    out.extend_from_slice(&len32(note.len())?.to_le_bytes());
+    out.extend_from_slice(&note);
+    out.extend_from_slice(&len32(bundle.len())?.to_le_bytes());
+    out.extend_from_slice(&bundle);
+    Ok(out)
+}
+
+fn len32(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Commit(format!("journal frame of {n} bytes is too large")))
+}
+
+/// The fields of a frame's note text.
+struct Header {
+    base_size: u64,
+    base_root: Hash,
+    first: u64,
+    count: u64,
+    digest: Hash,
+}
+
+fn parse_header(text: &str, origin: &str, what: &str) -> Result<Header> {
+    let bad = |r: &str| Error::tampered(what, format!("journal frame: {r}"));
+    let lines: Vec<&str> = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .split('\n')
+        .collect();
+    let [format, o, base_size, base_root, first, count, digest] = lines.as_slice() else {
+        return Err(bad("wrong number of lines"));
+    };
+    if *format != FORMAT {
+        return Err(bad("unknown format"));
+    }
+    if *o != origin {
+        return Err(bad(&format!("origin {o:?}, expected {origin:?}")));
+    }
+    let num = |s: &str, name: &str| {
+        s.parse::<u64>()
+            .map_err(|_| bad(&format!("{name} is not a number")))
+    };
+    let hash = |s: &str, name: &str| -> Result<Hash> {
+        B64.decode(s)
+            .ok()
+            .and_then(|b| Hash::try_from(b.as_slice()).ok())
+            .ok_or_else(|| bad(&format!("{name} is not a base64 SHA-256")))
+    };
+    Ok(Header {
+        base_size: num(base_size, "base size")?,
+        base_root: hash(base_root, "base root")?,
+        first: num(first, "first index")?,
+        count: num(count, "entry count")?,
+        digest: hash(digest, "bundle hash")?,
+    })
+}
+
+/// Read `n` bytes at `*at`, or `None` when the data ends first.
+fn take<'a>(data: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
+    let end = at.checked_add(n)?;
+    let s = data.get(*at..end)?;
+    *at = end;
+    Some(s)
+}
+
+fn take_u32(data: &[u8], at: &mut usize) -> Option<usize> {
+    let b = take(data, at, 4)?;
+    let a: [u8; 4] = b.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(a)).ok()
+}
+
+/// How reading one frame went.
+enum Frame {
+    /// A verified frame.
+    Good(Header, Vec<Vec<u8>>),
+    /// The data ends inside the frame: the last append was torn.
+    Torn,
+    /// A complete frame (ending at the given offset) that does not verify: garbage
+    /// where the last append did not land, or tampering if more frames follow.
+    Bad(usize),
+}
+
+/// The frame starting at `*at` (which is left at its end).
+fn frame(
+    data: &[u8],
+    at: &mut usize,
+    verifier: &Verifier,
+    origin: &str,
+    what: &str,
+) -> Result<Frame> {
+    let Some(note_len) = take_u32(data, at) else {
+        return Ok(Frame::Torn);
+    };
+    if note_len > MAX_FRAME_NOTE {
+        // The lengths themselves cannot be trusted: nothing after this can be framed.
+        return Ok(Frame::Bad(data.len()));
+    }
+    let Some(note) = take(data, at, note_len) else {
+        return Ok(Frame::Torn);
+    };
+    let Some(len) = take_u32(data, at) else {
+        return Ok(Frame::Torn);
+    };
+    let Some(bundle) = take(data, at, len) else {
+        return Ok(Frame::Torn);
+    };
+    let end = *at;
+    let Ok(note) = Note::parse(note, what) else {
+        return Ok(Frame::Bad(end));
+    };
+    // A note is written whole with its signature line: one that parses but does not
+    // verify was not torn, it was made with another key.
+    if let Err(e) = note.verify(verifier, what) {
+        return Err(Error::tampered(
+            what,
+            format!("journal frame ending at byte {end} is not signed by the log's key: {e}"),
+        ));
+    }
+    // Signed by the log's key: from here on a mismatch is not a torn write.
+    let h = parse_header(&note.text, origin, what)?;
+    if sha256(bundle) != h.digest {
+        return Ok(Frame::Bad(end));
+    }
+    let entries: Vec<Vec<u8>> = tiles::parse_bundle(bundle, what)?
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    if entries.len() as u64 != h.count {
+        return Err(Error::tampered(
+            what,
+            format!(
+                "journal frame: {} entries, its note says {}",
+                entries.len(),
+                h.count
+            ),
+        ));
+    }
+    Ok(Frame::Good(h, entries))
+}
+
+/// Decode a journal (`what` names it in errors): `Ok(None)` when it holds no complete
+/// frame. Every frame must be signed by `verifier` under `origin`, extend the same
+/// checkpoint and continue where the previous one ended; only the last frame may be
+/// torn or unverifiable (it is ignored).
+pub fn decode(
+    data: &[u8],
+    verifier: &Verifier,
+    origin: &str,
+    what: &str,
+) -> Result<Option<Replay>> {
+    let mut at = 0usize;
+    let mut replay: Option<Replay> = None;
+    while at < data.len() {
+        let start = at;
+        let (h, entries) = match frame(data, &mut at, verifier, origin, what)? {
+            Frame::Good(h, e) => (h, e),
+            Frame::Torn => break,
+            Frame::Bad(end) if end >= data.len() => break,
+            // Blocks of the last append that never landed read as zeros.
+            Frame::Bad(_) if data.get(start..).is_some_and(|t| t.iter().all(|b| *b == 0)) => {
+                break;
+            }
+            Frame::Bad(end) => {
+                return Err(Error::tampered(
+                    what,
+                    format!(
+                        "journal frame at byte {start} does not verify, and {} bytes follow it",
+                        data.len() - end
+                    ),
+                ));
+            }
+        };
+        let r = replay.get_or_insert_with(|| Replay {
+            base_size: h.base_size,
+            base_root: h.base_root,
+            entries: Vec::new(),
+        });
+        let expected = r.base_size + r.entries.len() as u64;
+        if h.base_size != r.base_size || h.base_root != r.base_root || h.first != expected {
+            return Err(Error::tampered(
+                what,
+                format!(
+                    "journal frame at byte {start} starts at index {} of the tree of {} entries; \
+                     expected index {expected} of {}",
+                    h.first, h.base_size, r.base_size
+                ),
+            ));
+        }
+        r.entries.extend(entries);
+    }
+    Ok(replay)
+}
+
+/// How many entries the log's journal holds beyond the published checkpoint
+/// (`size`, `root`): durable, and published by the writer holding them or, if it died,
+/// by the next writer to take the lock or open the log. Read-only; a journal extending
+/// an older checkpoint (already published) counts zero.
+pub fn unpublished(
+    storage: &dyn crate::storage::Storage,
+    verifier: &Verifier,
+    origin: &str,
+    size: u64,
+    root: &Hash,
+) -> Result<u64> {
+    let Some(journal) = storage.journal() else {
+        return Ok(0);
+    };
+    let what = format!("{}/{}", storage.location(), crate::storage::JOURNAL);
+    match decode(&journal.read()?, verifier, origin, &what)? {
+        Some(r) if r.base_size == size && r.base_root == *root => Ok(r.entries.len() as u64),
+        Some(r) if r.base_size >= size => Err(Error::tampered(
+            what,
+            format!(
+                "extends a tree of {} entries that is not the checkpoint's ({size})",
+                r.base_size
+            ),
+        )),
+        _ => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::from_seed("example.org/log", [7u8; 32]).unwrap()
+    }
+
+    fn entries(from: usize, n: usize) -> Vec<Vec<u8>> {
+        (from..from + n)
+            .map(|i| format!("entry {i}").into_bytes())
+            .collect()
+    }
+
+    fn journal(s: &Signer, frames: &[(u64, usize)]) -> Vec<u8> {
+        let root = [9u8; 32];
+        let mut out = Vec::new();
+        let mut next = 10u64;
+        for &(first, n) in frames {
+            let e = entries(usize::try_from(next).unwrap(), n);
+            out.extend(encode_frame(s, "example.org/log", 10, &root, first, &e).unwrap());
+            next += n as u64;
+        }
+        out
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let s = signer();
+        let data = journal(&s, &[(10, 3), (13, 1), (14, 5)]);
+        let r = decode(&data, &s.verifier(), "example.org/log", "j")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base_size, 10);
+        assert_eq!(r.base_root, [9u8; 32]);
+        assert_eq!(r.entries, entries(10, 9));
+        assert_eq!(
+            decode(&[], &s.verifier(), "example.org/log", "j").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_ignored_at_every_cut() {
+        let s = signer();
+        let data = journal(&s, &[(10, 3), (13, 2)]);
+        let one = journal(&s, &[(10, 3)]).len();
+        for cut in 0..data.len() {
+            let r = decode(&data[..cut], &s.verifier(), "example.org/log", "j").unwrap();
+            let n = r.map_or(0, |r| r.entries.len());
+            assert_eq!(n, if cut < one { 0 } else { 3 }, "cut at {cut}");
+        }
+        // Zeros where the last write did not land (size extended, data lost).
+        let mut zeroed = data.clone();
+        for b in &mut zeroed[one..] {
+            *b = 0;
+        }
+        let r = decode(&zeroed, &s.verifier(), "example.org/log", "j")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.entries.len(), 3);
+    }
+
+    #[test]
+    fn frames_of_another_key_or_out_of_order_are_refused() {
+        let s = signer();
+        let other = Signer::from_seed("example.org/log", [8u8; 32]).unwrap();
+        // A forged frame followed by a genuine one.
+        let mut data = journal(&other, &[(10, 2)]);
+        data.extend(journal(&s, &[(10, 2)]));
+        let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
+        assert!(e.to_string().contains("not signed by the log's key"), "{e}");
+        // A gap: the second frame claims index 20 after 10..12.
+        let mut data = journal(&s, &[(10, 2)]);
+        data.extend(
+            encode_frame(&s, "example.org/log", 10, &[9u8; 32], 20, &entries(20, 1)).unwrap(),
+        );
+        let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
+        assert!(e.to_string().contains("expected index 12"), "{e}");
+        // Another origin signed with the same key.
+        let data = journal(&s, &[(10, 1)]);
+        let e = decode(&data, &s.verifier(), "example.org/other", "j").unwrap_err();
+        assert!(e.to_string().contains("origin"), "{e}");
+        // Only a forged frame: refused too (a torn write cannot produce a signed note).
+        let data = journal(&other, &[(10, 2)]);
+        let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
+        assert!(e.to_string().contains("not signed by the log's key"), "{e}");
+        // A genuine frame whose bundle was altered, followed by another: tampering.
+        let mut data = journal(&s, &[(10, 2), (12, 1)]);
+        let one = journal(&s, &[(10, 2)]).len();
+        data[one - 1] ^= 1;
+        let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+    }
+}
