@@ -146,6 +146,27 @@ fn take_u32(data: &[u8], at: &mut usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(a)).ok()
 }
 
+/// The entries of a frame's bundle: the entry-bundle encoding (`u16` big-endian length,
+/// then the bytes), but as many as the batch held, not at most one tile's 256.
+fn parse_entries(mut b: &[u8], what: &str) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (Some(&hi), Some(&lo)) = (b.first(), b.get(1)) else {
+            return Err(Error::tampered(
+                what,
+                "journal frame: truncated entry length",
+            ));
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        let Some(e) = b.get(2..2 + len) else {
+            return Err(Error::tampered(what, "journal frame: truncated entry"));
+        };
+        out.push(e.to_vec());
+        b = b.get(2 + len..).unwrap_or_default();
+    }
+    Ok(out)
+}
+
 /// How reading one frame went.
 enum Frame {
     /// A verified frame.
@@ -198,10 +219,7 @@ fn frame(
     if sha256(bundle) != h.digest {
         return Ok(Frame::Bad(end));
     }
-    let entries: Vec<Vec<u8>> = tiles::parse_bundle(bundle, what)?
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect();
+    let entries = parse_entries(bundle, what)?;
     if entries.len() as u64 != h.count {
         return Err(Error::tampered(
             what,
@@ -336,6 +354,17 @@ mod tests {
             decode(&[], &s.verifier(), "example.org/log", "j").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_frame_holds_a_whole_batch_not_one_tile() {
+        let s = signer();
+        let e = entries(10, 5000);
+        let data = encode_frame(&s, "example.org/log", 10, &[9u8; 32], 10, &e).unwrap();
+        let r = decode(&data, &s.verifier(), "example.org/log", "j")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.entries, e);
     }
 
     #[test]

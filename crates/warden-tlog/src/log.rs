@@ -371,6 +371,15 @@ impl Writer {
         let Some(journal) = storage.journal() else {
             return self.publish_now(&entries);
         };
+        // One publication appends at most MAX_BATCH entries (the reach of recovery's
+        // `discard_unpublished`): publish what is pending before it would grow past that.
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.pending.len() + entries.len() > MAX_BATCH)
+        {
+            self.publish_pending()?;
+        }
         let held = match self.held.take() {
             Some(h) => h,
             None => {
@@ -1830,5 +1839,26 @@ mod tests {
         assert_eq!(all.len(), 33);
         assert_eq!(all[10], b"p0".to_vec());
         assert_eq!(all[32], b"p2".to_vec());
+    }
+
+    #[test]
+    fn unpublished_entries_never_exceed_one_batch_of_recovery_reach() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let log = open_journaling(d.path(), &signer, Duration::from_secs(3600));
+        let n = MAX_BATCH + 3000;
+        for i in 0..n {
+            log.append_detached((i as u32).to_be_bytes().to_vec())
+                .unwrap();
+        }
+        // Everything is durable: published, or journaled within one MAX_BATCH.
+        until("all durable", || {
+            log.size() + journaled(d.path(), &signer) as u64 == n as u64
+        });
+        let j = journaled(d.path(), &signer);
+        assert!(j <= MAX_BATCH, "{j} entries wait in the journal");
+        assert!(log.size() >= 3000, "published {}", log.size());
+        drop(log);
+        assert_eq!(read_all(d.path(), &signer).len(), n);
     }
 }
