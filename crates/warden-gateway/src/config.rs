@@ -374,7 +374,7 @@ pub struct AuditConfig {
     pub batch_ms: u64,
     /// How long request records may stay durable in the log's journal before they are
     /// published as tiles and a signed checkpoint, in milliseconds (default 1000, at
-    /// most 60000; 0 publishes every commit). Durability is `batch_ms` either way: this
+    /// most [`MAX_PUBLISH_MS`]; 0 publishes every commit). Durability is `batch_ms` either way: this
     /// trades the many small files of a publication per commit for one journal append
     /// per commit. Block, lockdown and other events that wait for their index are
     /// published at once.
@@ -397,6 +397,9 @@ fn default_batch_ms() -> u64 {
 fn default_publish_ms() -> u64 {
     1000
 }
+/// Upper bound of `[gateway.audit] publish_ms`, well below the 30 s other writers of
+/// the log wait for its lock.
+pub const MAX_PUBLISH_MS: u64 = 10_000;
 fn yes() -> bool {
     true
 }
@@ -496,10 +499,11 @@ impl GatewayConfig {
                 self.audit.batch_ms
             )));
         }
-        if self.audit.publish_ms > 60_000 {
+        if self.audit.publish_ms > MAX_PUBLISH_MS {
             return Err(crate::Error::Config(format!(
-                "audit.publish_ms = {}: at most 60000 (readers of the log see checkpoints \
-                 that much behind)",
+                "audit.publish_ms = {}: at most {MAX_PUBLISH_MS} (the gateway holds the log's \
+                 writer lock while records wait for publication, and other writers such as \
+                 `warden keys` wait at most 30 s for it)",
                 self.audit.publish_ms
             )));
         }
@@ -672,6 +676,36 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("workers: at most 256"), "{e}");
+    }
+
+    #[test]
+    fn audit_windows_are_bounded() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let c = gateway(serde_json::json!({"admin": admin.clone()}));
+        assert_eq!((c.audit.batch_ms, c.audit.publish_ms), (5, 1000));
+        for (audit, words) in [
+            (
+                serde_json::json!({"publish_ms": 10_001}),
+                "publish_ms = 10001: at most 10000",
+            ),
+            (
+                serde_json::json!({"batch_ms": 101}),
+                "batch_ms = 101: at most 100",
+            ),
+        ] {
+            let e = gateway(serde_json::json!({"admin": admin.clone(), "audit": audit}))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(words), "{e}");
+        }
+        // Within bounds, validation goes on to the next rule (no models here).
+        let e = gateway(serde_json::json!({"admin": admin, "audit": {"publish_ms": 10_000}}))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no [[gateway.models]]"), "{e}");
     }
 
     #[test]

@@ -173,9 +173,9 @@ enum Frame {
     Good(Header, Vec<Vec<u8>>),
     /// The data ends inside the frame: the last append was torn.
     Torn,
-    /// A complete frame (ending at the given offset) that does not verify: garbage
-    /// where the last append did not land, or tampering if more frames follow.
-    Bad(usize),
+    /// A frame that does not verify: garbage where the last append did not land, or
+    /// tampering if a genuine frame follows.
+    Bad,
 }
 
 /// The frame starting at `*at` (which is left at its end).
@@ -190,8 +190,7 @@ fn frame(
         return Ok(Frame::Torn);
     };
     if note_len > MAX_FRAME_NOTE {
-        // The lengths themselves cannot be trusted: nothing after this can be framed.
-        return Ok(Frame::Bad(data.len()));
+        return Ok(Frame::Bad);
     }
     let Some(note) = take(data, at, note_len) else {
         return Ok(Frame::Torn);
@@ -202,22 +201,18 @@ fn frame(
     let Some(bundle) = take(data, at, len) else {
         return Ok(Frame::Torn);
     };
-    let end = *at;
     let Ok(note) = Note::parse(note, what) else {
-        return Ok(Frame::Bad(end));
+        return Ok(Frame::Bad);
     };
-    // A note is written whole with its signature line: one that parses but does not
-    // verify was not torn, it was made with another key.
-    if let Err(e) = note.verify(verifier, what) {
-        return Err(Error::tampered(
-            what,
-            format!("journal frame ending at byte {end} is not signed by the log's key: {e}"),
-        ));
+    // Zeroed blocks inside a torn note still parse: an unverifiable note is a bad frame,
+    // whose verdict (torn tail or tampering) depends on what follows it.
+    if note.verify(verifier, what).is_err() {
+        return Ok(Frame::Bad);
     }
     // Signed by the log's key: from here on a mismatch is not a torn write.
     let h = parse_header(&note.text, origin, what)?;
     if sha256(bundle) != h.digest {
-        return Ok(Frame::Bad(end));
+        return Ok(Frame::Bad);
     }
     let entries = parse_entries(bundle, what)?;
     if entries.len() as u64 != h.count {
@@ -233,10 +228,40 @@ fn frame(
     Ok(Frame::Good(h, entries))
 }
 
+/// Where, after a damaged frame starting at `start`, a genuine frame (signed by the
+/// log's key) begins, if anywhere: frames are found by the note's first line.
+fn genuine_after(
+    data: &[u8],
+    start: usize,
+    verifier: &Verifier,
+    origin: &str,
+    what: &str,
+) -> Option<usize> {
+    let marker = format!("{FORMAT}\n");
+    let marker = marker.as_bytes();
+    // The damaged frame's own note (at start + 4) does not count.
+    let from = start.checked_add(5)?;
+    let tail = data.get(from..)?;
+    tail.windows(marker.len())
+        .enumerate()
+        .filter(|(_, w)| *w == marker)
+        .filter_map(|(i, _)| (from + i).checked_sub(4))
+        .find(|&at| {
+            let mut pos = at;
+            // A note that verifies but breaks the format is genuine too.
+            matches!(
+                frame(data, &mut pos, verifier, origin, what),
+                Ok(Frame::Good(..)) | Err(_)
+            )
+        })
+}
+
 /// Decode a journal (`what` names it in errors): `Ok(None)` when it holds no complete
 /// frame. Every frame must be signed by `verifier` under `origin`, extend the same
-/// checkpoint and continue where the previous one ended; only the last frame may be
-/// torn or unverifiable (it is ignored).
+/// checkpoint and continue where the previous one ended. Only the last append can be
+/// torn (each is synced before the next), so a damaged frame is ignored as a torn tail
+/// unless a genuine frame follows it, which is tampering (or damage to synced data),
+/// as is any break in the sequence of indices.
 pub fn decode(
     data: &[u8],
     verifier: &Verifier,
@@ -249,20 +274,17 @@ pub fn decode(
         let start = at;
         let (h, entries) = match frame(data, &mut at, verifier, origin, what)? {
             Frame::Good(h, e) => (h, e),
-            Frame::Torn => break,
-            Frame::Bad(end) if end >= data.len() => break,
-            // Blocks of the last append that never landed read as zeros.
-            Frame::Bad(_) if data.get(start..).is_some_and(|t| t.iter().all(|b| *b == 0)) => {
+            Frame::Torn | Frame::Bad => {
+                if let Some(next) = genuine_after(data, start, verifier, origin, what) {
+                    return Err(Error::tampered(
+                        what,
+                        format!(
+                            "journal frame at byte {start} is damaged, yet a frame signed by the \
+                             log's key follows at byte {next}: durable entries were altered"
+                        ),
+                    ));
+                }
                 break;
-            }
-            Frame::Bad(end) => {
-                return Err(Error::tampered(
-                    what,
-                    format!(
-                        "journal frame at byte {start} does not verify, and {} bytes follow it",
-                        data.len() - end
-                    ),
-                ));
             }
         };
         let r = replay.get_or_insert_with(|| Replay {
@@ -286,22 +308,21 @@ pub fn decode(
     Ok(replay)
 }
 
-/// How many entries the log's journal holds beyond the published checkpoint
-/// (`size`, `root`): durable, and published by the writer holding them or, if it died,
-/// by the next writer to take the lock or open the log. Read-only; a journal extending
-/// an older checkpoint (already published) counts zero.
+/// How many entries a journal (its bytes, `data`, read *before* the checkpoint
+/// `size`/`root` was: checkpoints only grow, so a journal read first extends that
+/// checkpoint or an older one) holds beyond the checkpoint: durable, and published by the
+/// writer holding them or, if it died, by the next writer to take the lock or open the
+/// log. A journal extending an older checkpoint was published already and counts zero;
+/// one extending a newer tree, or another tree of the same size, is `Tampered`.
 pub fn unpublished(
-    storage: &dyn crate::storage::Storage,
+    data: &[u8],
     verifier: &Verifier,
     origin: &str,
     size: u64,
     root: &Hash,
+    what: &str,
 ) -> Result<u64> {
-    let Some(journal) = storage.journal() else {
-        return Ok(0);
-    };
-    let what = format!("{}/{}", storage.location(), crate::storage::JOURNAL);
-    match decode(&journal.read()?, verifier, origin, &what)? {
+    match decode(data, verifier, origin, what)? {
         Some(r) if r.base_size == size && r.base_root == *root => Ok(r.entries.len() as u64),
         Some(r) if r.base_size >= size => Err(Error::tampered(
             what,
@@ -396,7 +417,10 @@ mod tests {
         let mut data = journal(&other, &[(10, 2)]);
         data.extend(journal(&s, &[(10, 2)]));
         let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
-        assert!(e.to_string().contains("not signed by the log's key"), "{e}");
+        assert!(
+            e.to_string().contains("signed by the log's key follows"),
+            "{e}"
+        );
         // A gap: the second frame claims index 20 after 10..12.
         let mut data = journal(&s, &[(10, 2)]);
         data.extend(
@@ -408,15 +432,78 @@ mod tests {
         let data = journal(&s, &[(10, 1)]);
         let e = decode(&data, &s.verifier(), "example.org/other", "j").unwrap_err();
         assert!(e.to_string().contains("origin"), "{e}");
-        // Only a forged frame: refused too (a torn write cannot produce a signed note).
+        // Only a forged frame: nothing from it is ever accepted (like a torn write; a
+        // journal can always be deleted by whoever can write it, so nothing is lost).
         let data = journal(&other, &[(10, 2)]);
+        assert_eq!(
+            decode(&data, &s.verifier(), "example.org/log", "j").unwrap(),
+            None
+        );
+    }
+
+    fn two_frames(s: &Signer) -> (Vec<u8>, usize) {
+        let e1: Vec<Vec<u8>> = (0..3).map(|i| format!("a{i}").into_bytes()).collect();
+        let e2: Vec<Vec<u8>> = (0..40).map(|i| vec![b'x'; 100 + i]).collect();
+        let mut data = encode_frame(s, "example.org/log", 10, &[9u8; 32], 10, &e1).unwrap();
+        let one = data.len();
+        data.extend(encode_frame(s, "example.org/log", 10, &[9u8; 32], 13, &e2).unwrap());
+        (data, one)
+    }
+
+    #[test]
+    fn damage_to_any_byte_of_a_synced_frame_is_refused_and_of_the_last_one_ignored() {
+        let s = signer();
+        let (data, one) = two_frames(&s);
+        for pos in 0..data.len() {
+            for bit in [0u8, 7] {
+                let mut d = data.clone();
+                d[pos] ^= 1 << bit;
+                let r = decode(&d, &s.verifier(), "example.org/log", "j");
+                if pos < one {
+                    // The first frame was synced before the second was written: damage
+                    // to it is never a torn write.
+                    assert!(r.is_err(), "flip at {pos} accepted: {r:?}");
+                } else {
+                    let n = r.unwrap().map_or(0, |r| r.entries.len());
+                    assert_eq!(n, 3, "flip at {pos}");
+                }
+            }
+        }
+    }
+
+    /// Power lost during the last append: its later blocks and the new file size landed,
+    /// its first block (shared with the previous frame) did not.
+    #[test]
+    fn a_last_frame_torn_at_its_head_is_ignored_not_tampering() {
+        let s = signer();
+        let (mut data, one) = two_frames(&s);
+        for b in &mut data[one..one + 64] {
+            *b = 0;
+        }
+        let r = decode(&data, &s.verifier(), "example.org/log", "j");
+        assert_eq!(r.unwrap().unwrap().entries.len(), 3);
+    }
+
+    #[test]
+    fn a_bad_length_followed_by_genuine_frames_is_refused() {
+        let s = signer();
+        let (mut data, _) = two_frames(&s);
+        data[..4].copy_from_slice(&0xffff_ffffu32.to_le_bytes());
         let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
-        assert!(e.to_string().contains("not signed by the log's key"), "{e}");
-        // A genuine frame whose bundle was altered, followed by another: tampering.
-        let mut data = journal(&s, &[(10, 2), (12, 1)]);
-        let one = journal(&s, &[(10, 2)]).len();
-        data[one - 1] ^= 1;
-        let e = decode(&data, &s.verifier(), "example.org/log", "j").unwrap_err();
-        assert!(e.to_string().contains("does not verify"), "{e}");
+        assert!(e.to_string().contains("follows at byte"), "{e}");
+    }
+
+    #[test]
+    fn unpublished_counts_a_journal_read_before_the_checkpoint() {
+        let s = signer();
+        let (data, _) = two_frames(&s);
+        let v = s.verifier();
+        let n = |size, root: [u8; 32]| unpublished(&data, &v, "example.org/log", size, &root, "j");
+        assert_eq!(n(10, [9u8; 32]).unwrap(), 43);
+        // The writer published since: the journal extends an older checkpoint.
+        assert_eq!(n(53, [1u8; 32]).unwrap(), 0);
+        // A checkpoint older than the journal's base, or another tree of that size.
+        assert!(n(9, [9u8; 32]).is_err());
+        assert!(n(10, [8u8; 32]).is_err());
     }
 }

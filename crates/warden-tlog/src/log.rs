@@ -187,6 +187,9 @@ impl Edge {
 /// interrupted batch can have written.
 pub const MAX_BATCH: usize = 16_384;
 
+/// Most bytes of entries a writer keeps journaled before publishing them.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
+
 /// Remove objects a crashed batch wrote beyond the published tree of `size` entries.
 /// Renames of one batch may persist in any subset after a crash, so every tile index a
 /// batch could have reached is checked, not only a contiguous run.
@@ -295,6 +298,8 @@ struct Held {
     /// When the first unpublished entry was journaled.
     since: Instant,
     pending: Vec<Vec<u8>>,
+    /// Bytes of `pending`.
+    bytes: usize,
 }
 
 impl Writer {
@@ -371,13 +376,20 @@ impl Writer {
         let Some(journal) = storage.journal() else {
             return self.publish_now(&entries);
         };
+        // A caller waits for an index: publish what is journaled, then this batch as a
+        // commit of its own, so an error it is told means the entries are not in the log
+        // (a journaled batch would be published by recovery after its failure).
+        if publish {
+            self.publish_pending()?;
+            return self.publish_now(&entries);
+        }
         // One publication appends at most MAX_BATCH entries (the reach of recovery's
-        // `discard_unpublished`): publish what is pending before it would grow past that.
-        if self
-            .held
-            .as_ref()
-            .is_some_and(|h| h.pending.len() + entries.len() > MAX_BATCH)
-        {
+        // `discard_unpublished`) and MAX_PENDING_BYTES: publish what is pending before
+        // it would grow past either.
+        let batch_bytes: usize = entries.iter().map(Vec::len).sum();
+        if self.held.as_ref().is_some_and(|h| {
+            h.pending.len() + entries.len() > MAX_BATCH || h.bytes + batch_bytes > MAX_PENDING_BYTES
+        }) {
             self.publish_pending()?;
         }
         let held = match self.held.take() {
@@ -389,6 +401,7 @@ impl Writer {
                     lock,
                     since: Instant::now(),
                     pending: Vec::new(),
+                    bytes: 0,
                 }
             }
         };
@@ -402,21 +415,28 @@ impl Writer {
             &entries,
         )
         .and_then(|frame| journal.append(&frame));
-        self.held = Some(held);
         if let Err(e) = appended {
-            // This batch is not durable; what was journaled before it is: publish that
-            // (or leave it to the next holder's recovery) and let the lock go.
-            let _ = self.publish_pending();
+            // This batch is not durable; what was journaled before it is: publish that,
+            // which empties the journal of the failed frame's remains too (or leave it
+            // to the next holder's recovery), and let the lock go.
+            if held.pending.is_empty() {
+                // Nothing to publish: empty the journal, or leave the lock interrupted
+                // so that its next holder does before appending behind the remains.
+                if journal.clear().is_ok() {
+                    let _ = held.lock.release();
+                }
+            } else {
+                self.held = Some(held);
+                let _ = self.publish_pending();
+            }
             return Err(e);
         }
-        let due = match self.held.as_mut() {
-            Some(h) => {
-                h.pending.extend(entries);
-                h.since.elapsed() >= self.publish_interval
-            }
-            None => false,
-        };
-        if publish || due {
+        let mut held = held;
+        held.bytes += batch_bytes;
+        held.pending.extend(entries);
+        let due = held.since.elapsed() >= self.publish_interval;
+        self.held = Some(held);
+        if due {
             self.publish_pending()?;
         }
         Ok(first)
@@ -438,7 +458,7 @@ impl Writer {
         let Held { lock, pending, .. } = held;
         let target = self.edge.size + pending.len() as u64;
         let r = if pending.is_empty() {
-            Ok(())
+            self.storage.journal().map_or(Ok(()), |j| j.clear())
         } else {
             self.append_batch(&pending)
                 .and_then(|_| self.storage.journal().map_or(Ok(()), |j| j.clear()))
@@ -831,6 +851,21 @@ impl Log {
                     return Err(Error::tampered(
                         format!("{}/{CHECKPOINT}", storage.location()),
                         "missing, but the log has tiles",
+                    ));
+                }
+                // A journal always extends a published checkpoint: one left here belongs
+                // to a log that was removed and must not flow into a new one.
+                if storage
+                    .journal()
+                    .is_some_and(|j| !matches!(j.read(), Ok(d) if d.is_empty()))
+                {
+                    return Err(Error::tampered(
+                        format!("{}/{CHECKPOINT}", storage.location()),
+                        format!(
+                            "missing, but the log directory has a journal ({}): move it away \
+                             to start a new log",
+                            crate::storage::JOURNAL
+                        ),
                     ));
                 }
                 let cp = Checkpoint {
@@ -1794,27 +1829,69 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_frame_signed_by_another_key_is_refused() {
+    fn a_journal_frame_signed_by_another_key_is_never_published() {
         let d = tempfile::tempdir().unwrap();
         let signer = Signer::generate("warden.test/log").unwrap();
         drop(open(d.path(), &signer));
         let forger = Signer::generate("warden.test/log").unwrap();
         let s = PosixStorage::new(d.path());
+        let frame = |by: &Signer, first: u64, e: &[u8]| {
+            crate::journal::encode_frame(
+                by,
+                "warden.test/log",
+                0,
+                &merkle::empty_root(),
+                first,
+                &[e.to_vec()],
+            )
+            .unwrap()
+        };
+        // Alone, it reads as a torn write: ignored, nothing published.
+        s.journal()
+            .unwrap()
+            .append(&frame(&forger, 0, b"forged"))
+            .unwrap();
+        let log = open(d.path(), &signer);
+        assert_eq!(log.size(), 0);
+        drop(log);
+        // Followed by a genuine frame, it is tampering: the log refuses to open.
+        s.journal()
+            .unwrap()
+            .append(&frame(&forger, 0, b"forged"))
+            .unwrap();
+        s.journal()
+            .unwrap()
+            .append(&frame(&signer, 0, b"genuine"))
+            .unwrap();
+        let e = open_options(d.path(), &signer, LogOptions::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("signed by the log's key follows"),
+            "{e}"
+        );
+        assert!(e.to_string().contains(".journal"), "{e}");
+        assert_eq!(published(d.path(), &signer), 0);
+    }
+
+    #[test]
+    fn a_journal_without_a_checkpoint_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
         let frame = crate::journal::encode_frame(
-            &forger,
+            &signer,
             "warden.test/log",
             0,
             &merkle::empty_root(),
             0,
-            &[b"forged".to_vec()],
+            &[b"old".to_vec()],
         )
         .unwrap();
+        let s = PosixStorage::new(d.path());
+        std::fs::create_dir_all(d.path()).unwrap();
         s.journal().unwrap().append(&frame).unwrap();
         let e = open_options(d.path(), &signer, LogOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("not signed by the log's key"), "{e}");
-        assert!(e.to_string().contains(".journal"), "{e}");
-        // Nothing was published from it.
-        assert_eq!(published(d.path(), &signer), 0);
+        assert!(e.to_string().contains("move it away"), "{e}");
+        std::fs::remove_file(d.path().join(crate::storage::JOURNAL)).unwrap();
+        assert_eq!(open(d.path(), &signer).size(), 0);
     }
 
     #[test]
@@ -1822,6 +1899,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let signer = Signer::generate("warden.test/log").unwrap();
         let journaling = open_journaling(d.path(), &signer, Duration::from_millis(300));
+        // (The interval stays below the plain writer's 20 s lock wait, as the gateway's
+        // publish_ms stays below the commands' 30 s.)
         let plain = open_with(d.path(), &signer, Duration::from_secs(20)).unwrap();
         for round in 0..3u32 {
             for i in 0..10u32 {
@@ -1829,7 +1908,11 @@ mod tests {
                     .append_detached(format!("j{round}-{i}").into_bytes())
                     .unwrap();
             }
-            until("journaled", || journaled(d.path(), &signer) == 10);
+            // Journaled, or already published if the interval ran out first.
+            let want = u64::from(round) * 11 + 10;
+            until("journaled", || {
+                journaled(d.path(), &signer) == 10 || published(d.path(), &signer) >= want
+            });
             // The journaling writer holds the lock: this waits for its publication.
             let at = plain.append(format!("p{round}").into_bytes()).unwrap();
             assert_eq!(at, u64::from(round) * 11 + 10);
@@ -1860,5 +1943,99 @@ mod tests {
         assert!(log.size() >= 3000, "published {}", log.size());
         drop(log);
         assert_eq!(read_all(d.path(), &signer).len(), n);
+    }
+
+    /// A PosixStorage whose commits fail while `fail` is set (a full or failing disk).
+    #[derive(Debug)]
+    struct Flaky {
+        inner: PosixStorage,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Storage for Flaky {
+        fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> Result<()> {
+            self.inner.write_durable(objects)
+        }
+        fn publish_checkpoint(&self, data: &[u8]) -> Result<()> {
+            self.inner.publish_checkpoint(data)
+        }
+        fn commit(&self, objects: &[(String, Vec<u8>)], checkpoint: &[u8]) -> Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(Error::Commit("injected: disk full".into()));
+            }
+            self.inner.commit(objects, checkpoint)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.inner.remove(name)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.inner.list(prefix)
+        }
+        fn lock_writer(&self, wait: Duration) -> Result<Box<dyn WriterLock>> {
+            self.inner.lock_writer(wait)
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn journal(&self) -> Option<&dyn crate::storage::Journal> {
+            self.inner.journal()
+        }
+    }
+
+    /// After a failed publication another writer publishes and empties the journal; the
+    /// first writer's next frame must land at the file's start, not behind a hole at
+    /// the length it remembered (which made the journal undecodable after a crash). And
+    /// an append reported as failed is never published later.
+    #[test]
+    fn a_writer_appends_to_the_journal_another_emptied_and_failed_appends_stay_out() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: PosixStorage::new(d.path()),
+            fail: std::sync::atomic::AtomicBool::new(false),
+        });
+        let key = || Signer::parse(&signer.to_key_string()).unwrap();
+        let options = LogOptions {
+            max_delay: Duration::from_millis(1),
+            publish_interval: Duration::from_secs(3600),
+            lock_wait: Duration::from_secs(20),
+            ..LogOptions::default()
+        };
+        let a = Log::open(flaky.clone(), key(), "warden.test/log", options).unwrap();
+        for i in 0..5u32 {
+            a.append_detached(i.to_be_bytes().to_vec()).unwrap();
+        }
+        until("5 journaled", || journaled(d.path(), &signer) == 5);
+        flaky.fail.store(true, Ordering::SeqCst);
+        assert!(a.append(b"waited".to_vec()).is_err());
+        flaky.fail.store(false, Ordering::SeqCst);
+        // Another writer recovers: publishes the 5 journaled entries (not the failed
+        // append) and empties the journal.
+        let b = open(d.path(), &signer);
+        assert_eq!(b.size(), 5);
+        assert_eq!(b.append(b"b".to_vec()).unwrap(), 5);
+        drop(b);
+        a.append_detached(b"late".to_vec()).unwrap();
+        until("late journaled", || journaled(d.path(), &signer) == 1);
+        // `a` dies now: the next writer opens a copy of the directory as it is.
+        let crashed = tempfile::tempdir().unwrap();
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", d.path().display()))
+            .arg(crashed.path())
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let next = open(crashed.path(), &signer);
+        assert_eq!(next.size(), 7);
+        drop(next);
+        let all = read_all(crashed.path(), &signer);
+        assert_eq!(all[5], b"b".to_vec());
+        assert_eq!(all[6], b"late".to_vec());
+        assert!(!all.contains(&b"waited".to_vec()));
+        drop(a);
     }
 }

@@ -134,10 +134,13 @@ impl Journal for PosixJournal {
             .file
             .lock()
             .map_err(|_| Error::Commit("journal state poisoned".into()))?;
-        let (f, len) = match g.take() {
+        let (f, _) = match g.take() {
             Some(open) => open,
             None => self.open()?,
         };
+        // Another handle (another Log, another process) may have emptied the file since
+        // this one last appended: append at its real end, never behind a hole.
+        let len = f.metadata().map_err(|e| Error::io(self.disp(), e))?.len();
         let written = f
             .write_all_at(frame, len)
             .and_then(|()| f.sync_data())
@@ -157,6 +160,17 @@ impl Journal for PosixJournal {
     }
 
     fn read(&self) -> Result<Vec<u8>> {
+        if let Ok(m) = fs::metadata(&self.path)
+            && m.len() > MAX_JOURNAL_BYTES
+        {
+            return Err(Error::tampered(
+                self.disp(),
+                format!(
+                    "{} bytes: larger than any writer makes ({MAX_JOURNAL_BYTES} at most)",
+                    m.len()
+                ),
+            ));
+        }
         match fs::read(&self.path) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -319,6 +333,11 @@ const TMP: &str = ".tmp";
 const LOCK: &str = ".lock";
 /// Name of the journal file in the log directory.
 pub const JOURNAL: &str = ".journal";
+/// Largest journal read back: a writer publishes before its unpublished entries pass
+/// [`crate::log::MAX_PENDING_BYTES`], plus one batch of at most
+/// [`crate::log::MAX_BATCH`] entries of at most 64 KiB (and framing).
+pub const MAX_JOURNAL_BYTES: u64 =
+    crate::log::MAX_PENDING_BYTES as u64 + crate::log::MAX_BATCH as u64 * 65_600;
 /// First byte of the lock file while a holder is inside a commit.
 const DIRTY: u8 = b'1';
 /// First byte of the lock file after a holder released the lock cleanly.

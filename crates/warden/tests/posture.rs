@@ -165,6 +165,10 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
         c["detail"].as_str().unwrap().contains("batch_ms = 5"),
         "{c}"
     );
+    assert!(
+        c["detail"].as_str().unwrap().contains("publish_ms = 1000"),
+        "{c}"
+    );
     let out = posture(home.path(), true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let wp215: Vec<_> = v["checks"]
@@ -185,7 +189,7 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
 
     std::fs::write(
         home.path().join("warden.toml"),
-        "[gateway]\npolicy = \"p.cedar\"\n[gateway.audit]\nbatch_ms = 80\n\
+        "[gateway]\npolicy = \"p.cedar\"\n[gateway.audit]\nbatch_ms = 80\npublish_ms = 250\n\
          [[gateway.models]]\nname = \"remote\"\nupstream = \"http://10.0.0.7:8000\"\n\
          allow_plaintext_upstream = true\n",
     )
@@ -195,6 +199,10 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
     assert_eq!(c["status"], "warn", "{c}");
     assert!(
         c["detail"].as_str().unwrap().contains("batch_ms = 80"),
+        "{c}"
+    );
+    assert!(
+        c["detail"].as_str().unwrap().contains("within 250 ms"),
         "{c}"
     );
     let (_, c) = check(home.path(), "WP215");

@@ -222,6 +222,13 @@ fn verify(
         None => None,
     };
     let storage = PosixStorage::new(&dir);
+    // The journal is read before the checkpoint: a live writer publishes and journals
+    // on meanwhile, and a journal read first extends the checkpoint read after it or an
+    // older one, never a newer one.
+    let journal = match warden_tlog::Storage::journal(&storage) {
+        Some(j) => j.read().with_context(|| dir.display().to_string())?,
+        None => Vec::new(),
+    };
     let started = std::time::Instant::now();
     let bar = crate::ui::progress_entries(0, "verify");
     let result = warden_tlog::verify_log_with_progress(&storage, &key, prev.as_deref(), &|d, t| {
@@ -233,11 +240,12 @@ fn verify(
     // last second, or what a writer that died left for the next one to publish).
     let result = result.and_then(|r| {
         warden_tlog::journal::unpublished(
-            &storage,
+            &journal,
             &key,
             &r.checkpoint.origin,
             r.entries,
             &r.checkpoint.root,
+            &format!("{}/{}", dir.display(), warden_tlog::storage::JOURNAL),
         )
         .map(|j| (r, j))
     });

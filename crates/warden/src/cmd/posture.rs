@@ -340,14 +340,18 @@ fn gateway_checks(
         "CPG 2.T",
         format!(
             "audit batch_ms = {} (default 5): request records are durable within {} ms; a crash \
-             loses at most that window{}",
+             loses at most that window{}; publish_ms = {} (default 1000): readers see them in \
+             a signed checkpoint within {} ms, and a writer that dies leaves them in the signed \
+             journal for the next one to publish",
             audit.batch_ms,
             audit.batch_ms,
             if slow {
                 format!(" (more than {AUDIT_BATCH_WARN_MS} ms)")
             } else {
                 String::new()
-            }
+            },
+            audit.publish_ms,
+            audit.publish_ms.max(audit.batch_ms),
         ),
     );
     let models: Vec<warden_gateway::config::ModelConfig> = match table("models") {
