@@ -83,29 +83,28 @@ REFIT_HEADS = [(256, 60)]
 THREADS = int(os.environ.get("FT_THREADS", "2"))
 # Configurations scored on validation (name -> settings). `layers`: adapted layers,
 # `modules`: which linears, r / alpha: LoRA rank and scale, tokens: training budget.
+def lora(modules: str, r: int, lr: float, **extra) -> dict:
+    """A configuration adapting every layer: AdamW, 1 epoch, batch 32, 128 training tokens,
+    alpha = 2r, head lr 1e-3 (what every scored run shared)."""
+    return dict(layers=[0, 1, 2, 3, 4, 5], modules=modules, r=r, alpha=2 * r, lr=lr, head_lr=1e-3,
+                epochs=1, tokens=128, batch=32, **extra)
+
+
 CONFIGS = {
     # No adapter, the committed head: must reproduce the committed card's validation numbers.
     "base": dict(layers=[], modules="", r=8, alpha=16),
-    # All: AdamW, 1 epoch, batch 32, 128 training tokens. (A 2-epoch r16 run was stopped
-    # after 41 batches when a parallel build made it too slow; it was never scored.)
-    "r8-all-qvof": dict(layers=[0, 1, 2, 3, 4, 5], modules="qvof", r=8, alpha=16, lr=1e-3, head_lr=1e-3,
-                        epochs=1, tokens=128, batch=32),
-    "r16-all-qkvoif": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=16, alpha=32, lr=1e-3,
-                           head_lr=1e-3, epochs=1, tokens=128, batch=32),
-    "r16-all-qkvoif-lr5e-4": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=16, alpha=32, lr=5e-4,
-                                  head_lr=1e-3, epochs=1, tokens=128, batch=32),
+    # (A 2-epoch r16 run was stopped after 41 batches when a parallel build made it too slow;
+    # it was never scored.)
+    "r8-all-qvof": lora("qvof", 8, 1e-3),
+    "r16-all-qkvoif": lora("qkvoif", 16, 1e-3),
+    "r16-all-qkvoif-lr5e-4": lora("qkvoif", 16, 5e-4),
     # Augmentation and multilingual sources at full weight (the head trainer's 0.5 halves them):
     # r16-all-qkvoif raised the augment benign FPR.
-    "r16-all-qkvoif-x1": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=16, alpha=32, lr=1e-3,
-                              head_lr=1e-3, epochs=1, tokens=128, batch=32, extra_weight=1.0),
-    "r16-all-qkvoif-lr3e-4": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=16, alpha=32, lr=3e-4,
-                                  head_lr=1e-3, epochs=1, tokens=128, batch=32),
-    "r8-all-qkvoif-lr5e-4": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=8, alpha=16, lr=5e-4,
-                                 head_lr=1e-3, epochs=1, tokens=128, batch=32),
-    "r16-all-qkvoif-lr5e-4-x1": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=16, alpha=32, lr=5e-4,
-                                     head_lr=1e-3, epochs=1, tokens=128, batch=32, extra_weight=1.0),
-    "r8-all-qkvoif-lr5e-4-x1": dict(layers=[0, 1, 2, 3, 4, 5], modules="qkvoif", r=8, alpha=16, lr=5e-4,
-                                    head_lr=1e-3, epochs=1, tokens=128, batch=32, extra_weight=1.0),
+    "r16-all-qkvoif-x1": lora("qkvoif", 16, 1e-3, extra_weight=1.0),
+    "r16-all-qkvoif-lr3e-4": lora("qkvoif", 16, 3e-4),
+    "r8-all-qkvoif-lr5e-4": lora("qkvoif", 8, 5e-4),
+    "r16-all-qkvoif-lr5e-4-x1": lora("qkvoif", 16, 5e-4, extra_weight=1.0),
+    "r8-all-qkvoif-lr5e-4-x1": lora("qkvoif", 8, 5e-4, extra_weight=1.0),
 }
 
 
