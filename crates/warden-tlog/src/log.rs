@@ -457,12 +457,13 @@ impl Writer {
         };
         let Held { lock, pending, .. } = held;
         let target = self.edge.size + pending.len() as u64;
-        let r = if pending.is_empty() {
-            self.storage.journal().map_or(Ok(()), |j| j.clear())
+        let published = if pending.is_empty() {
+            Ok(())
         } else {
-            self.append_batch(&pending)
-                .and_then(|_| self.storage.journal().map_or(Ok(()), |j| j.clear()))
+            self.append_batch(&pending).map(|_| ())
         };
+        // Emptied in either case: an append that failed may have left a torn frame.
+        let r = published.and_then(|()| self.storage.journal().map_or(Ok(()), |j| j.clear()));
         match r {
             Ok(()) => {
                 let _ = lock.release();
