@@ -343,30 +343,45 @@ async fn refusals_are_audited_and_never_forwarded() {
         "body exceeds",
     )
     .await;
-    let chunked = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
-        big.len()
-    );
-    refused(&env, chunked.as_bytes(), 413, "body exceeds").await;
-    // Request smuggling: Content-Length and Transfer-Encoding together.
-    let smuggle = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nPOST /v1/embeddings HTTP/1.1\r\nhost: localhost\r\n\r\n"
-    );
-    let before = records(&env).len();
-    let resp = raw(&env, env.public, None, smuggle.as_bytes()).await;
-    assert_eq!(status(&resp), 400, "smuggling: {resp}");
-    assert_eq!(
-        resp.matches("HTTP/1.1").count(),
-        1,
-        "a second (smuggled) request was answered: {resp}"
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        records(&env)[before..]
-            .iter()
-            .any(|r| r.status == 400 && r.decision == "deny"),
-        "smuggling not audited"
-    );
+    // Bodies must carry Content-Length: a chunked request is refused before its body is
+    // read (an oversized chunked body included), even a valid one.
+    let chunked = |body: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+    };
+    refused(&env, chunked(&big).as_bytes(), 400, "transfer-encoding").await;
+    refused(&env, chunked(CHAT).as_bytes(), 400, "transfer-encoding").await;
+    // Request smuggling: Content-Length and Transfer-Encoding together, in both orders,
+    // each with a valid chunked chat body (which hyper alone would accept and forward)
+    // followed by a second request the two framings disagree about.
+    let tail = "POST /v1/embeddings HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    for (first, second) in [
+        ("content-length: 4", "transfer-encoding: chunked"),
+        ("transfer-encoding: chunked", "content-length: 4"),
+    ] {
+        let smuggle = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\n{first}\r\n{second}\r\n\r\n{:x}\r\n{CHAT}\r\n0\r\n\r\n{tail}",
+            CHAT.len()
+        );
+        let before = records(&env).len();
+        let resp = raw(&env, env.public, None, smuggle.as_bytes()).await;
+        assert_eq!(status(&resp), 400, "smuggling ({first} first): {resp}");
+        assert_eq!(
+            resp.matches("HTTP/1.1").count(),
+            1,
+            "a second (smuggled) request was answered: {resp}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            records(&env)[before..].iter().any(|r| r.status == 400
+                && r.decision == "deny"
+                && r.reason.contains("transfer-encoding")),
+            "smuggling not audited ({first} first)"
+        );
+        assert_eq!(env.upstream.hits(), 0, "smuggled request was forwarded");
+    }
     // Two different Content-Lengths.
     let dup = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-length: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
