@@ -316,7 +316,7 @@ pub struct RoleConfig {
     #[serde(default)]
     pub max_tokens: Option<u64>,
     /// Parameter policy overrides: `logprobs`, `top_logprobs`, `logit_bias`, `echo`,
-    /// `n`, `seed`, `unknown`.
+    /// `n`, `best_of`, `seed`, `unknown`.
     #[serde(default)]
     pub params: BTreeMap<String, ParamAction>,
     /// Limits for identities with this role.

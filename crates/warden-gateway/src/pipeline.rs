@@ -448,10 +448,11 @@ impl Check for Limits {
             return Err(unauthorized("missing credentials"));
         };
         let limits = self.for_roles(&id.roles);
-        let tokens = ex
-            .validated
-            .as_ref()
-            .map_or(0, |v| (v.prompt_bytes as u64).div_ceil(3) + v.max_tokens);
+        let tokens = ex.validated.as_ref().map_or(0, |v| {
+            (v.prompt_bytes as u64)
+                .div_ceil(3)
+                .saturating_add(v.max_tokens.saturating_mul(v.sequences))
+        });
         match self.limiter.admit(&id.name, limits, tokens) {
             Ok(a) => {
                 ex.admission = Some(a);

@@ -1,7 +1,7 @@
 //! Strict request validation per endpoint: JSON object bodies only, known fields only (or
 //! stripped, per role), size limits on the body and on every message or prompt,
 //! `max_tokens` capped (and set when absent), and the parameter policy that denies or
-//! strips `logprobs`, `top_logprobs`, `logit_bias`, `echo`, `n > 1` and `seed`.
+//! strips `logprobs`, `top_logprobs`, `logit_bias`, `echo`, `n > 1`, `best_of > 1` and `seed`.
 
 use crate::config::{ParamAction, RoleConfig, ValidationConfig};
 use crate::json::Fields;
@@ -150,18 +150,21 @@ pub struct ParamPolicy {
     pub max_tokens_cap: u64,
 }
 
-const PARAMS: [&str; 6] = [
+const PARAMS: [&str; 7] = [
     "logprobs",
     "top_logprobs",
     "logit_bias",
     "echo",
     "n",
+    "best_of",
     "seed",
 ];
 
 fn default_action(p: &str) -> ParamAction {
     match p {
-        "logit_bias" | "echo" | "n" => ParamAction::Deny,
+        // `best_of` makes the server generate that many sequences (and return `n`): as
+        // costly as `n` and a way around its denial.
+        "logit_bias" | "echo" | "n" | "best_of" => ParamAction::Deny,
         _ => ParamAction::Strip,
     }
 }
@@ -176,7 +179,7 @@ fn rank(a: ParamAction) -> u8 {
 
 impl ParamPolicy {
     /// Merge the role settings of `roles` (most permissive role wins for each parameter;
-    /// parameters no role mentions get the defaults: deny `logit_bias`, `echo`, `n > 1`
+    /// parameters no role mentions get the defaults: deny `logit_bias`, `echo`, `n > 1`, `best_of > 1`
     /// and unknown fields; strip `logprobs`, `top_logprobs`, `seed`).
     pub fn for_roles(
         roles: &[String],
@@ -238,6 +241,9 @@ pub struct Validated {
     pub prompt_bytes: usize,
     /// `max_tokens` in force.
     pub max_tokens: u64,
+    /// Sequences the upstream generates (the larger of `n` and `best_of` as forwarded,
+    /// at least 1): the token reservation is `max_tokens` times this.
+    pub sequences: u64,
     /// The gateway asked for a usage chunk the client did not ask for: drop it.
     pub injected_usage: bool,
     /// Fields stripped by policy (names only; for the audit reason).
@@ -520,7 +526,7 @@ pub fn validate(
         let inert = match (p, val) {
             (_, Value::Null) => true,
             ("logprobs" | "echo", Value::Bool(false)) => true,
-            ("n", Value::Number(n)) => n.as_u64() == Some(1),
+            ("n" | "best_of", Value::Number(n)) => n.as_u64() == Some(1),
             ("logprobs" | "top_logprobs", Value::Number(n)) if ep != Endpoint::Chat => {
                 n.as_u64() == Some(0)
             }
@@ -540,6 +546,11 @@ pub fn validate(
             }
         }
     }
+    // What survived the policy: how many sequences the upstream will generate.
+    let sequences = ["n", "best_of"]
+        .iter()
+        .filter_map(|k| obj.field(k).and_then(Value::as_u64))
+        .fold(1, u64::max);
     // max_tokens.
     let max_tokens = if matches!(ep, Endpoint::Embeddings | Endpoint::Models) {
         0
@@ -599,6 +610,7 @@ pub fn validate(
         body,
         prompt_bytes,
         max_tokens,
+        sequences,
         injected_usage,
         stripped,
         parts,
@@ -746,6 +758,51 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn best_of_is_denied_like_n_and_reserved_per_sequence() {
+        let completions = |body: Value, p: &ParamPolicy| {
+            validate(
+                Endpoint::Completions,
+                body.to_string().as_bytes(),
+                p,
+                &ValidationConfig::default(),
+            )
+        };
+        let p = pol(&["user"], BTreeMap::new());
+        let e = completions(json!({"model": "m", "prompt": "hi", "best_of": 20}), &p).unwrap_err();
+        assert!(e.0.contains("best_of: not permitted"), "{e:?}");
+        let v = completions(json!({"model": "m", "prompt": "hi", "best_of": 1}), &p).unwrap();
+        assert_eq!(v.sequences, 1);
+        // A role allowed both: every generated sequence is reserved, not just one.
+        let mut t = BTreeMap::new();
+        t.insert(
+            "batch".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [
+                    ("n".to_owned(), ParamAction::Allow),
+                    ("best_of".to_owned(), ParamAction::Allow),
+                ]
+                .into_iter()
+                .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["batch"], t);
+        let v = completions(
+            json!({"model": "m", "prompt": "hi", "n": 2, "best_of": 5, "max_tokens": 10}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!((v.sequences, v.max_tokens), (5, 10));
+        let v = run(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.sequences, 3);
     }
 
     #[test]
