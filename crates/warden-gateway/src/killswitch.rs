@@ -93,13 +93,15 @@ impl KillSwitch {
 
     /// Enter or lift lockdown. Entering cancels every public connection.
     pub fn set_lockdown(&self, on: bool) {
-        if on {
-            if let Ok(mut c) = self.connections.lock() {
-                c.cancel();
-                *c = CancellationToken::new();
-            }
-        }
+        // The flag changes under the connections lock, the same lock `connection_token`
+        // takes: a connection accepted while lockdown is being entered either got the
+        // old token (cancelled here) or sees the flag (and gets a cancelled one).
+        let guard = self.connections.lock();
         self.lockdown.send_replace(on);
+        if on && let Ok(mut c) = guard {
+            c.cancel();
+            *c = CancellationToken::new();
+        }
     }
 
     /// Watch lockdown changes.
@@ -110,8 +112,9 @@ impl KillSwitch {
     /// Token for a new public connection (cancelled by lockdown).
     pub fn connection_token(&self) -> CancellationToken {
         match self.connections.lock() {
-            Ok(c) => c.clone(),
-            Err(_) => {
+            Ok(c) if !self.locked_down() => c.clone(),
+            // Locked down (or the lock poisoned): the connection is cut at once.
+            _ => {
                 let t = CancellationToken::new();
                 t.cancel();
                 t
@@ -137,8 +140,10 @@ mod tests {
         let c = k.connection_token();
         k.set_lockdown(true);
         assert!(c.is_cancelled() && k.locked_down());
-        assert!(!k.connection_token().is_cancelled());
+        // A connection accepted during lockdown is cut too (it was accepted before the
+        // listener closed).
+        assert!(k.connection_token().is_cancelled());
         k.set_lockdown(false);
-        assert!(!k.locked_down());
+        assert!(!k.locked_down() && !k.connection_token().is_cancelled());
     }
 }
