@@ -1,7 +1,8 @@
 //! TLS for both listeners with rustls (aws-lc-rs): TLS 1.3 only unless TLS 1.2 is
 //! configured, ALPN h2 + http/1.1, optional or required client certificates, and
-//! certificate reload without restart (files are polled; a bad new pair is refused and
-//! the old one kept).
+//! certificate reload without restart (the files' contents are polled: a pair replaced
+//! with its old modification time is still seen; a bad new pair is refused and the old
+//! one kept).
 
 use crate::Error;
 use crate::config::TlsConfig;
@@ -11,7 +12,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 fn tls_err(p: &Path, cause: impl std::fmt::Display) -> Error {
     Error::Tls {
@@ -46,14 +46,20 @@ pub struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
-    stamp: RwLock<Option<(SystemTime, SystemTime)>>,
+    /// SHA-256 of the two files' contents when last loaded (or refused).
+    stamp: RwLock<Option<[u8; 32]>>,
 }
 
-fn mtimes(a: &Path, b: &Path) -> Option<(SystemTime, SystemTime)> {
-    Some((
-        std::fs::metadata(a).ok()?.modified().ok()?,
-        std::fs::metadata(b).ok()?.modified().ok()?,
-    ))
+/// A digest of both files (None when either cannot be read). Contents, not modification
+/// times: `cp -p` or `rsync -t` can install a new pair with the old times.
+fn contents_digest(a: &Path, b: &Path) -> Option<[u8; 32]> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in [a, b] {
+        let data = std::fs::read(p).ok()?;
+        ctx.update(&(data.len() as u64).to_le_bytes());
+        ctx.update(&data);
+    }
+    ctx.finish().as_ref().try_into().ok()
 }
 
 impl ReloadingCert {
@@ -64,13 +70,13 @@ impl ReloadingCert {
             cert: cert.to_owned(),
             key: key.to_owned(),
             current: RwLock::new(ck),
-            stamp: RwLock::new(mtimes(cert, key)),
+            stamp: RwLock::new(contents_digest(cert, key)),
         }))
     }
 
     /// Reload if either file changed. `Ok(true)` when a new pair is now in use.
     pub fn reload_if_changed(&self) -> Result<bool, Error> {
-        let now = mtimes(&self.cert, &self.key);
+        let now = contents_digest(&self.cert, &self.key);
         let same = self.stamp.read().map(|s| *s == now).unwrap_or(false);
         if same {
             return Ok(false);
@@ -135,4 +141,122 @@ pub fn client_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
     let leaf = certs?.first()?;
     let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
     ee.valid_dns_names().next().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let c = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&k)
+            .unwrap();
+        let (cp, kp) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cp, c.pem()).unwrap();
+        std::fs::write(&kp, k.serialize_pem()).unwrap();
+        (cp, kp, c.der().to_vec())
+    }
+
+    fn served(r: &ReloadingCert) -> Vec<u8> {
+        r.current.read().unwrap().cert[0].as_ref().to_vec()
+    }
+
+    /// A full in-memory handshake of a client offering only `versions` with the
+    /// listener configuration built from `t`; the negotiated version or the error.
+    fn handshake(
+        t: &TlsConfig,
+        ca_der: &[u8],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<rustls::ProtocolVersion, rustls::Error> {
+        let server = server_config(t, ReloadingCert::new(&t.cert, &t.key).unwrap()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), "one.test".try_into().unwrap())
+            .unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(c.protocol_version().unwrap());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn tls12_is_refused_unless_configured() {
+        let d = tempfile::tempdir().unwrap();
+        let (cert, key, der) = pair(d.path(), "one.test");
+        let mut t = TlsConfig {
+            cert,
+            key,
+            client_ca: None,
+            require_client_cert: false,
+            allow_tls12: false,
+        };
+        let v12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        let v13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        assert_eq!(
+            handshake(&t, &der, v13).unwrap(),
+            rustls::ProtocolVersion::TLSv1_3
+        );
+        let e = handshake(&t, &der, v12).unwrap_err();
+        assert!(
+            matches!(e, rustls::Error::PeerIncompatible(_)),
+            "TLS 1.2 client: {e:?}"
+        );
+        t.allow_tls12 = true;
+        assert_eq!(
+            handshake(&t, &der, v12).unwrap(),
+            rustls::ProtocolVersion::TLSv1_2
+        );
+        assert_eq!(
+            handshake(&t, &der, v13).unwrap(),
+            rustls::ProtocolVersion::TLSv1_3
+        );
+    }
+
+    #[test]
+    fn a_new_pair_is_served_even_with_the_old_modification_times() {
+        let d = tempfile::tempdir().unwrap();
+        let (cp, kp, first) = pair(d.path(), "one.test");
+        let r = ReloadingCert::new(&cp, &kp).unwrap();
+        assert!(!r.reload_if_changed().unwrap());
+        let times = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let (tc, tk) = (times(&cp), times(&kp));
+        let (_, _, second) = pair(d.path(), "two.test");
+        // Put the old modification times back, as `cp -p` of an older file would.
+        for (p, t) in [(&cp, tc), (&kp, tk)] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        assert_eq!(times(&cp), tc);
+        assert_eq!(served(&r), first);
+        assert!(r.reload_if_changed().unwrap());
+        assert_eq!(served(&r), second);
+        // A broken pair is refused and the working one kept, once (not every poll).
+        std::fs::write(&kp, "not a key").unwrap();
+        assert!(r.reload_if_changed().is_err());
+        assert!(!r.reload_if_changed().unwrap());
+        assert_eq!(served(&r), second);
+    }
 }
