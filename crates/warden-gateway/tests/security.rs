@@ -63,9 +63,22 @@ async fn start() -> Env {
 }
 
 async fn start_with(max_body_bytes: usize) -> Env {
+    start_custom(max_body_bytes, serde_json::json!({}), None).await
+}
+
+/// The gateway with `extra` merged into its configuration (top-level keys) and, when
+/// given, a mock upstream answering with `respond`.
+async fn start_custom(
+    max_body_bytes: usize,
+    extra: serde_json::Value,
+    respond: Option<fn(serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>>>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let upstream = mock_upstream().await;
+    let upstream = match respond {
+        Some(f) => mock_upstream_with(f).await,
+        None => mock_upstream().await,
+    };
     let policy = dir.path().join("policies.cedar");
     std::fs::write(&policy, POLICIES).unwrap();
     let totp = dir.path().join("alice.totp");
@@ -91,6 +104,10 @@ async fn start_with(max_body_bytes: usize) -> Env {
         "policy": policy,
         "validation": {"max_body_bytes": max_body_bytes, "max_message_bytes": max_body_bytes},
     });
+    let mut cfg = cfg;
+    if let (Some(c), Some(x)) = (cfg.as_object_mut(), extra.as_object()) {
+        c.extend(x.clone());
+    }
     let cfg: warden_gateway::config::GatewayConfig = serde_json::from_value(cfg).unwrap();
     let directory = Arc::new(MemoryDirectory::default());
     let (key, hash) = keys::generate().unwrap();
@@ -933,4 +950,60 @@ async fn admin_api_creates_and_revokes_api_keys() {
     )
     .await;
     assert_eq!(status(&resp), 401, "{resp}");
+}
+
+/// Answers with the usage the prompt names: the user message is the total token count.
+fn usage_from_prompt(j: serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let total: u64 = j["messages"][0]["content"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let out = serde_json::json!({"id": "cmpl-1", "object": "chat.completion", "created": 1,
+        "model": j["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": total - 1, "total_tokens": total}});
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+        out.to_string(),
+    )));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
+    // 1,000 tokens a minute; each request reserves max_tokens (300) + its prompt estimate.
+    let env = start_custom(
+        4096,
+        serde_json::json!({"limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000, "concurrency": 8}}),
+        Some(usage_from_prompt),
+    )
+    .await;
+    let key = env.user_key.clone();
+    let ask = |tokens: u64| {
+        post(
+            "/v1/chat/completions",
+            Some(&key),
+            &format!(
+                r#"{{"model":"m1","messages":[{{"role":"user","content":"{tokens}"}}],"max_tokens":300}}"#
+            ),
+        )
+    };
+    // Unreconciled, the fourth reservation (4 x 301 > 1,000) would be refused. Each
+    // answer reports 4 tokens, so the unused reservation comes back: all six pass.
+    for i in 0..6 {
+        let r = raw(&env, env.public, None, &ask(4)).await;
+        assert_eq!(status(&r), 200, "request {i}: {r}");
+    }
+    // An answer that used far more than was reserved is charged in full: the next
+    // request waits.
+    let r = raw(&env, env.public, None, &ask(5000)).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let r = raw(&env, env.public, None, &ask(4)).await;
+    assert_eq!(status(&r), 429, "after an overrun: {r}");
+    assert!(
+        r.to_ascii_lowercase().contains("retry-after:"),
+        "429 without Retry-After: {r}"
+    );
+    assert_eq!(env.upstream.hits(), 7);
 }
