@@ -61,7 +61,9 @@ pub struct RequestContext {
     pub weekday: i64,
     /// Client address.
     pub source_ip: IpAddr,
-    /// Whether MFA was asserted (OIDC `amr`, or client certificate + key).
+    /// Whether MFA was asserted: only an OIDC token whose `amr` lists `mfa` sets it (an
+    /// API key or a client certificate is one factor; policies that want the certificate
+    /// test `context.auth == "mtls"`).
     pub mfa: bool,
     /// `key`, `jwt` or `mtls`.
     pub auth: &'static str,
