@@ -6,9 +6,14 @@
 # Prints added p50/p99 at concurrency 1 and the highest RPS keeping p99 < 10 ms.
 # Usage: bench/gateway.sh [seconds-per-run]   (needs: apt-get install wrk nginx;
 #        LiteLLM is installed into bench/out/litellm-venv on first run)
+# BENCH_MODE=sse asks every path for a streamed answer ("stream": true; the mock answers
+# with a short SSE stream, which Warden minimises and screens event by event); the
+# default, json, asks for a whole JSON completion.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-8}
+MODE=${BENCH_MODE:-json}
+case "$MODE" in json|sse) ;; *) echo "BENCH_MODE must be json or sse" >&2; exit 2 ;; esac
 OUT=bench/out/gateway; rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 2; }
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx" >&2; exit 2; }
@@ -79,6 +84,7 @@ fi
 WARDEN_LOG=warn "${WARDEN_BENCH_BIN:-$BIN/warden}" --home "$H" serve >"$OUT/warden.log" 2>&1 & PIDS+=($!); wait_port 19443
 
 BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+[ "$MODE" = sse ] && BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16,"stream":true}'
 cat > "$OUT/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$BODY'
@@ -124,4 +130,4 @@ for t in $PATHS; do
       (rt>0? r/rt : 0), (rl>0 ? sprintf("%.1f×", r/rl) : "n/a") }'
 done
 echo
-echo "(${BENCH_PROFILE:-release} build; wrk -t1, ${D}s per run, mock upstream JSON mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; nginx-tls: TLS 1.3 proxy_pass; the others plain HTTP)"
+echo "(${BENCH_PROFILE:-release} build; wrk -t1, ${D}s per run, mock upstream $MODE mode; Warden: TLS 1.3 + API key + Cedar + limits + validation + minimisation + audit log; nginx-tls: TLS 1.3 proxy_pass; the others plain HTTP)"

@@ -66,12 +66,15 @@ async fn start_with(max_body_bytes: usize) -> Env {
     start_custom(max_body_bytes, serde_json::json!({}), None).await
 }
 
+/// A mock upstream's answer to a request body.
+type Reply = fn(serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
 /// The gateway with `extra` merged into its configuration (top-level keys) and, when
 /// given, a mock upstream answering with `respond`.
 async fn start_custom(
     max_body_bytes: usize,
     extra: serde_json::Value,
-    respond: Option<fn(serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>>>,
+    respond: Option<Reply>,
 ) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
