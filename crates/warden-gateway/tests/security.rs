@@ -1010,3 +1010,46 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
     );
     assert_eq!(env.upstream.hits(), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let file = env._dir.path().join("policies.cedar");
+    let reload = |code: String| {
+        format!(
+            "POST /v1/policy/reload HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        )
+    };
+    let chat = || post("/v1/chat/completions", Some(&key), CHAT);
+    let r = raw(&env, env.public, None, &chat()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    // Only researchers may do anything now: bob (a user) is refused by default deny.
+    std::fs::write(
+        &file,
+        "@id(\"researchers-only\")\npermit(principal in Warden::Role::\"researcher\", action, resource);\n",
+    )
+    .unwrap();
+    let r = raw(&env, env.admin, admin, reload(totp_code(-1)).as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(records(&env).iter().any(|r| r.kind == "policy-reload"));
+    let r = raw(&env, env.public, None, &chat()).await;
+    assert_eq!(status(&r), 403, "after reload: {r}");
+    // A policy that does not parse is refused and the running one kept.
+    std::fs::write(&file, "permit(principal, action, resource) when {").unwrap();
+    let r = raw(&env, env.admin, admin, reload(totp_code(0)).as_bytes()).await;
+    assert_eq!(status(&r), 400, "broken policy: {r}");
+    let r = raw(&env, env.public, None, &chat()).await;
+    assert_eq!(
+        status(&r),
+        403,
+        "the broken policy replaced the old one: {r}"
+    );
+    std::fs::write(&file, POLICIES).unwrap();
+    let r = raw(&env, env.admin, admin, reload(totp_code(1)).as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let r = raw(&env, env.public, None, &chat()).await;
+    assert_eq!(status(&r), 200, "after the original came back: {r}");
+    assert_eq!(env.upstream.hits(), 2);
+}
