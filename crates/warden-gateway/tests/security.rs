@@ -1053,3 +1053,126 @@ async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
     assert_eq!(status(&r), 200, "after the original came back: {r}");
     assert_eq!(env.upstream.hits(), 2);
 }
+
+/// An upstream that answers every request with an SSE stream of one chunk every 50 ms
+/// for a minute (a long generation to cut).
+async fn slow_sse_upstream() -> std::net::SocketAddr {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let events = futures_util::stream::unfold(0u32, |i| async move {
+                        if i >= 1200 {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let ev = format!(
+                            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}},\"finish_reason\":null}}]}}\n\n"
+                        );
+                        Some((
+                            Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(ev))),
+                            i + 1,
+                        ))
+                    });
+                    let mut r = hyper::Response::new(StreamBody::new(events));
+                    r.headers_mut()
+                        .insert("content-type", "text/event-stream".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
+    let up = slow_sse_upstream().await;
+    let env = start_custom(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{up}"), "classification": 1}]}),
+        None,
+    )
+    .await;
+    let key = env.user_key.clone();
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"Tell a long story."}],"stream":true}"#;
+    let mut curl = tokio::process::Command::new("curl")
+        .args([
+            "--http2",
+            "-sS",
+            "-N",
+            "-w",
+            "\nversion=%{http_version}\n",
+            "--cacert",
+        ])
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("authorization: Bearer {key}"))
+        .args(["--data-binary", body])
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = curl.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The stream flows through the gateway over HTTP/2.
+    while seen.windows(6).filter(|w| w == b"data: ").count() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+            .await
+            .expect("no events within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let block = format!(
+        "POST /v1/block HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {}\r\ncontent-type: application/json\r\ncontent-length: 19\r\nconnection: close\r\n\r\n{{\"identity\": \"bob\"}}",
+        totp_code(0)
+    );
+    let r = raw(&env, env.admin, admin, block.as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let t0 = std::time::Instant::now();
+    // Drain until curl's end of the stream.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), out.read(&mut buf))
+            .await
+            .expect("the stream of a blocked identity went on for 5 s")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let cut = t0.elapsed();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("version=2"), "not over HTTP/2: {text}");
+    let status_code = curl.wait().await.unwrap();
+    assert!(cut < Duration::from_secs(1), "cut after {cut:?}");
+    // Cut, not finished: curl reports the reset stream.
+    assert!(!status_code.success(), "curl saw a complete stream");
+    let r = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&r), 403, "{r}");
+}
