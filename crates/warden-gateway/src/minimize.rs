@@ -61,19 +61,17 @@ fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
 
 fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
     let u = o.field("usage")?.as_object()?;
+    let n = |k: &str| u.field(k).and_then(Value::as_u64).unwrap_or(0);
     let total = u
         .field("total_tokens")
         .and_then(Value::as_u64)
-        .or_else(|| {
-            Some(
-                u.field("prompt_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-                    + u.field("completion_tokens")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-            )
-        })?;
+        // Chat/completions name them prompt/completion, the Responses API input/output.
+        .unwrap_or_else(|| {
+            n("prompt_tokens")
+                .saturating_add(n("completion_tokens"))
+                .saturating_add(n("input_tokens"))
+                .saturating_add(n("output_tokens"))
+        });
     Some(Usage {
         total_tokens: total,
     })
@@ -82,7 +80,15 @@ fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
 /// Minimise one response object in place; returns the usage it reported.
 pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
     let Value::Object(o) = v else { return None };
-    let usage = usage_of(o);
+    // A Responses-API stream reports usage in its `response.completed` event, under
+    // `response`.
+    let usage = usage_of(o).or_else(|| match p.endpoint {
+        Endpoint::Responses => o
+            .field("response")
+            .and_then(Value::as_object)
+            .and_then(usage_of),
+        _ => None,
+    });
     let choice_fields: &[&str] = if p.keep_logprobs {
         &[
             "index",
@@ -326,6 +332,48 @@ mod tests {
             },
         );
         assert!(v["choices"][0].get("logprobs").is_some());
+    }
+
+    #[test]
+    fn completions_and_responses_are_minimised_and_report_usage() {
+        let mut v = json!({"id": "c", "object": "text_completion", "created": 1, "model": "m",
+            "system_fingerprint": "fp", "choices": [{"index": 0, "text": "hi", "finish_reason": "length",
+            "logprobs": {"tokens": ["hi"], "token_logprobs": [-0.2], "top_logprobs": [{"hi": -0.2}], "text_offset": [0]}}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}});
+        let policy = ResponsePolicy {
+            endpoint: Endpoint::Completions,
+            keep_logprobs: false,
+        };
+        assert_eq!(minimize(&mut v, policy).unwrap().total_tokens, 3);
+        assert_eq!(
+            v,
+            json!({"id": "c", "object": "text_completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "text": "hi", "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}})
+        );
+        // Responses API: logprobs inside the output are stripped; a stream's usage comes
+        // in the response.completed event, with input/output token names.
+        let policy = ResponsePolicy {
+            endpoint: Endpoint::Responses,
+            keep_logprobs: false,
+        };
+        let mut ev = json!({"type": "response.completed", "response": {"id": "r", "status": "completed",
+            "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi",
+                "logprobs": [{"token": "hi", "logprob": -0.1, "top_logprobs": []}]}]}],
+            "usage": {"input_tokens": 5, "output_tokens": 7}}});
+        assert_eq!(minimize(&mut ev, policy).unwrap().total_tokens, 12);
+        assert!(
+            ev["response"]["output"][0]["content"][0]
+                .get("logprobs")
+                .is_none()
+        );
+        assert_eq!(ev["response"]["output"][0]["content"][0]["text"], "hi");
+        let mut sse = SseMinimizer::new(policy, false, 1 << 16);
+        let out = sse
+            .feed(format!("event: response.completed\ndata: {ev}\n\n").as_bytes())
+            .unwrap();
+        assert!(out.starts_with(b"event: response.completed\n"));
+        assert_eq!(sse.usage.map(|u| u.total_tokens), Some(12));
     }
 
     /// The stripping before it looked for keys first: remove every key unconditionally.
