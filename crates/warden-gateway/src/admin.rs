@@ -113,14 +113,18 @@ async fn route(
     match (req.method().as_str(), path.as_str()) {
         ("GET", "/healthz") => return reply(StatusCode::OK, serde_json::json!({"status": "ok"})),
         ("GET", "/readyz") => {
-            let ok = gw.audit.healthy();
+            // Ready = may be sent traffic: not while the audit log fails (every request
+            // would be refused) nor during lockdown (the public listener is closed).
+            let audit = gw.audit.healthy();
+            let lockdown = gw.kill.locked_down();
+            let ok = audit && !lockdown;
             return reply(
                 if ok {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 },
-                serde_json::json!({"ready": ok, "lockdown": gw.kill.locked_down(), "checks": gw.checks()}),
+                serde_json::json!({"ready": ok, "audit": audit, "lockdown": lockdown}),
             );
         }
         _ => {}

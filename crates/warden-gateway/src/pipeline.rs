@@ -117,7 +117,7 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Names, in order (for `/readyz` and logs).
+    /// Names, in order (for the start-up log).
     pub fn names(&self) -> Vec<&'static str> {
         self.checks.iter().map(|c| c.name()).collect()
     }

@@ -1176,3 +1176,56 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
     .await;
     assert_eq!(status(&r), 403, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
+    let env = start().await;
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let ready = || async {
+        raw(
+            &env,
+            env.admin,
+            None,
+            b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await
+    };
+    let r = ready().await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("\"ready\":true"), "{r}");
+    let lockdown = |code: String, lift: bool| {
+        let body = if lift { r#"{"lift": true}"# } else { "{}" };
+        format!(
+            "POST /v1/lockdown HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        lockdown(totp_code(0), false).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    // The public listener is closed; readiness says so (a load balancer routes away).
+    // (The accept loop drops the listener as it sees the change: allow it a moment.)
+    let t0 = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(env.public).await.is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(1), "listener still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = ready().await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("\"lockdown\":true"), "{r}");
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        lockdown(totp_code(1), true).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let r = ready().await;
+    assert_eq!(status(&r), 200, "after the lift: {r}");
+}
