@@ -1052,6 +1052,20 @@ async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
     let r = raw(&env, env.public, None, &chat()).await;
     assert_eq!(status(&r), 200, "after the original came back: {r}");
     assert_eq!(env.upstream.hits(), 2);
+    // The metrics count each outcome.
+    let m = raw(
+        &env,
+        env.admin,
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    for line in [
+        "warden_gateway_requests_total{endpoint=\"chat\",status=\"200\"} 2",
+        "warden_gateway_requests_total{endpoint=\"chat\",status=\"403\"} 2",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no {line:?} in {m}");
+    }
 }
 
 /// An upstream that answers every request with an SSE stream of one chunk every 50 ms
