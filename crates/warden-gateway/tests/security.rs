@@ -341,6 +341,38 @@ async fn refusals_are_audited_and_never_forwarded() {
         "algorithm none is not accepted",
     )
     .await;
+    // HS256 signed with the JWKS public key as the HMAC secret (key confusion).
+    let hs = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k1"}"#),
+        URL_SAFE_NO_PAD.encode(claims(now() + 600, now() - 1, "warden").to_string())
+    );
+    let mac = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            env.jwt_key.public_key().as_ref(),
+        ),
+        hs.as_bytes(),
+    );
+    let hs = format!("{hs}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&hs), CHAT),
+        401,
+        "algorithm HS256 is not accepted",
+    )
+    .await;
+    // Signed by the right key, issued by someone else.
+    let mut other = claims(now() + 600, now() - 1, "warden");
+    other["iss"] = "https://evil.test".into();
+    let t = jwt(&env, h.clone(), other);
+    refused(
+        &env,
+        &post("/v1/chat/completions", Some(&t), CHAT),
+        401,
+        "wrong issuer",
+    )
+    .await;
     let good = jwt(&env, h.clone(), claims(now() + 600, now() - 1, "warden"));
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "mallory", "exp": now() + 600, "roles": ["researcher"]}).to_string());
