@@ -57,10 +57,22 @@ pub struct GatewayConfig {
     /// connections). 0: connections are served on the shared work-stealing runtime.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Open client connections on the public listener at most (default 4096, between 1
+    /// and [`MAX_CONNECTIONS`]). A connection accepted beyond it is closed at once, before
+    /// its TLS handshake: unauthenticated clients cannot exhaust the file descriptors.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// Most connection workers `workers` may ask for.
 pub const MAX_WORKERS: usize = 256;
+
+/// Highest `max_connections`.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
+fn default_max_connections() -> usize {
+    4096
+}
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
@@ -464,6 +476,12 @@ impl GatewayConfig {
     /// Check what types cannot: TLS or loopback plaintext, known upstream schemes,
     /// unique model names, admin CA present.
     pub fn validate(&self) -> Result<(), crate::Error> {
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(crate::Error::Config(format!(
+                "max_connections = {}: between 1 and {MAX_CONNECTIONS}",
+                self.max_connections
+            )));
+        }
         if self.workers.is_some_and(|w| w > MAX_WORKERS) {
             return Err(crate::Error::Config(format!(
                 "workers: at most {MAX_WORKERS}"

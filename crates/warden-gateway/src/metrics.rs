@@ -20,6 +20,10 @@ pub struct Metrics {
     count: AtomicU64,
     /// Streams cut by the kill switch.
     pub streams_cut: AtomicU64,
+    /// Open client connections on the public listener.
+    pub connections: AtomicI64,
+    /// Connections closed at accept because `max_connections` were open.
+    pub connections_refused: AtomicU64,
     /// Screening verdicts, alerts and alert delivery.
     pub screening: std::sync::Arc<ScreenCounters>,
 }
@@ -171,6 +175,16 @@ impl Metrics {
             s,
             "# TYPE warden_gateway_streams_cut_total counter\nwarden_gateway_streams_cut_total {}",
             self.streams_cut.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE warden_gateway_connections gauge\nwarden_gateway_connections {}",
+            self.connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE warden_gateway_connections_refused_total counter\nwarden_gateway_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
         );
         s.push_str("# TYPE warden_gateway_added_seconds histogram\n");
         for (i, b) in BUCKETS_US.iter().enumerate() {

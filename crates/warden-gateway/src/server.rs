@@ -86,6 +86,8 @@ pub struct Gateway {
     upstreams: HashMap<String, Upstream>,
     next_id: AtomicU64,
     jwks_refresh: Arc<tokio::sync::Notify>,
+    /// The second in which a refused connection was last logged.
+    conn_refusal_logged: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -218,6 +220,7 @@ impl Gateway {
             upstreams,
             next_id: AtomicU64::new(1),
             jwks_refresh,
+            conn_refusal_logged: AtomicU64::new(0),
         }))
     }
 
@@ -1270,11 +1273,20 @@ async fn serve_public(
                 listener = Some(l);
                 match r {
                     Ok((tcp, peer)) => {
+                        let Some(hold) = ConnSlot::take(&gw) else {
+                            // Closed before any byte is read: no TLS work for it.
+                            drop(tcp);
+                            continue;
+                        };
                         let token = gw.kill.connection_token();
                         match workers {
-                            Some(w) => hand_over(&gw, w, tcp, peer, tls.as_ref(), token),
+                            Some(w) => hand_over(&gw, w, tcp, peer, tls.as_ref(), token, hold),
                             None => {
-                                tokio::spawn(serve_conn(Arc::clone(&gw), tcp, peer, tls.clone(), token));
+                                let (g, t) = (Arc::clone(&gw), tls.clone());
+                                tokio::spawn(async move {
+                                    let _hold = hold;
+                                    serve_conn(g, tcp, peer, t, token).await;
+                                });
                             }
                         }
                     }
@@ -1290,6 +1302,39 @@ async fn serve_public(
     }
 }
 
+/// One open public connection, counted against `max_connections` until dropped.
+struct ConnSlot(Arc<Gateway>);
+
+impl ConnSlot {
+    /// A slot, or None (counted, logged at most once a second) when all are taken.
+    fn take(gw: &Arc<Gateway>) -> Option<ConnSlot> {
+        let open = gw.metrics.connections.fetch_add(1, Ordering::AcqRel);
+        if usize::try_from(open).is_ok_and(|n| n >= gw.config.max_connections) {
+            gw.metrics.connections.fetch_sub(1, Ordering::AcqRel);
+            let refused = gw
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let now = unix_now();
+            if gw.conn_refusal_logged.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(
+                    max_connections = gw.config.max_connections,
+                    refused_so_far = refused + 1,
+                    "public connection refused: max_connections open"
+                );
+            }
+            return None;
+        }
+        Some(ConnSlot(Arc::clone(gw)))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.metrics.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Give an accepted connection to the next worker; if none can take it, serve it here.
 fn hand_over(
     gw: &Arc<Gateway>,
@@ -1298,6 +1343,7 @@ fn hand_over(
     peer: SocketAddr,
     tls: Option<&tokio_rustls::TlsAcceptor>,
     token: CancellationToken,
+    hold: ConnSlot,
 ) {
     let tcp = match tcp.into_std() {
         Ok(t) => t,
@@ -1306,7 +1352,13 @@ fn hand_over(
             return;
         }
     };
-    if let Err(c) = workers.dispatch(crate::workers::Conn { tcp, peer, token }) {
+    let hold = Box::new(hold);
+    if let Err(c) = workers.dispatch(crate::workers::Conn {
+        tcp,
+        peer,
+        token,
+        hold,
+    }) {
         tokio::spawn(serve_handed(Arc::clone(gw), c, tls.cloned()));
     }
 }
@@ -1317,6 +1369,7 @@ async fn serve_handed(
     c: crate::workers::Conn,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let _hold = c.hold;
     match TcpStream::from_std(c.tcp) {
         Ok(tcp) => serve_conn(gw, tcp, c.peer, tls, c.token).await,
         Err(e) => tracing::warn!(peer = %c.peer, error = %e, "cannot register a connection"),

@@ -35,6 +35,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Cancelled by lockdown.
     pub token: CancellationToken,
+    /// Held while the connection lives (the gateway's count of open connections).
+    pub hold: Box<dyn std::any::Any + Send>,
 }
 
 /// The running workers.
@@ -199,6 +201,7 @@ mod tests {
             tcp,
             peer,
             token: CancellationToken::new(),
+            hold: Box::new(()),
         };
         (c, client)
     }

@@ -1275,3 +1275,68 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let r = ready().await;
     assert_eq!(status(&r), 200, "after the lift: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_are_closed_before_any_tls_work() {
+    let env = start_custom(4096, serde_json::json!({"max_connections": 2}), None).await;
+    let key = env.user_key.clone();
+    // Two idle clients that never start TLS hold both slots (until the handshake timeout).
+    let a = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third is closed at once by the gateway.
+    let mut c = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf))
+        .await
+        .expect("the connection over the cap stayed open");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "the connection over the cap got bytes: {n:?}"
+    );
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let m = raw(
+        &env,
+        env.admin,
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        m.lines()
+            .any(|l| l == "warden_gateway_connections_refused_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l == "warden_gateway_connections 2"),
+        "{m}"
+    );
+    // One idle client leaves: its slot is given back and serves a real request.
+    drop(a);
+    let t0 = std::time::Instant::now();
+    loop {
+        let m = raw(
+            &env,
+            env.admin,
+            admin,
+            b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if m.lines().any(|l| l == "warden_gateway_connections 1") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "slot never freed: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+}
