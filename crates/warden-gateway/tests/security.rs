@@ -1275,3 +1275,111 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let r = ready().await;
     assert_eq!(status(&r), 200, "after the lift: {r}");
 }
+
+/// A six-digit code that is valid for no TOTP step within ±2 of now.
+fn wrong_totp() -> String {
+    let valid: Vec<String> = (-2..=2).map(totp_code).collect();
+    (0..10u32)
+        .map(|d| format!("{d}{d}{d}{d}{d}{d}"))
+        .find(|c| !valid.contains(c))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_second_factor_locks_out_after_five_failures_and_audits_every_refusal() {
+    let env = start().await;
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let block = |code: Option<&str>| {
+        let code = code
+            .map(|c| format!("x-warden-totp: {c}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "POST /v1/block HTTP/1.1\r\nhost: localhost\r\n{code}content-type: application/json\r\ncontent-length: 19\r\nconnection: close\r\n\r\n{{\"identity\": \"bob\"}}"
+        )
+    };
+    let denied = |env: &Env| -> Vec<AuditRecord> {
+        records(env)
+            .into_iter()
+            .filter(|r| r.kind == "admin-denied")
+            .collect()
+    };
+    // A mutating call without an administrator certificate is refused and recorded.
+    let r = raw(&env, env.admin, None, block(Some(&totp_code(0))).as_bytes()).await;
+    assert_eq!(status(&r), 401, "{r}");
+    // Four wrong codes and a missing one: each refused (401), each recorded.
+    let bad = wrong_totp();
+    for i in 1..=5 {
+        let code = (i != 3).then_some(bad.as_str());
+        let r = raw(&env, env.admin, admin, block(code).as_bytes()).await;
+        assert_eq!(status(&r), 401, "attempt {i}: {r}");
+        if i == 5 {
+            assert!(r.contains("locked out for 300 s"), "{r}");
+        }
+    }
+    // Locked out: even a valid code is refused, with a reason and Retry-After.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        block(Some(&totp_code(0))).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 429, "locked out: {r}");
+    assert!(r.contains("locked out"), "{r}");
+    let retry: u64 = r
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("Retry-After");
+    assert!((1..=300).contains(&retry), "{retry}");
+    assert!(!env.directory.blocked().unwrap().contains("bob"));
+    // Read-only calls still work for the administrator.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    // Seven refusals, seven records: who (when known), why, the status; no code.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let d = denied(&env);
+    assert_eq!(d.len(), 7, "{d:?}");
+    assert!(d.iter().all(|r| r.decision == "deny"
+        && r.endpoint == "POST /v1/block"
+        && r.outcome == "refused"
+        && r.source_ip == "127.0.0.1"));
+    assert_eq!(
+        d.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![401, 401, 401, 401, 401, 401, 429]
+    );
+    assert_eq!(d[0].auth, None);
+    assert!(
+        d[0].reason
+            .contains("administrator client certificate required")
+    );
+    assert!(
+        d[1..]
+            .iter()
+            .all(|r| r.auth.as_deref() == Some("admin:alice.admin"))
+    );
+    assert!(
+        d[1].reason.contains("wrong TOTP code (1 of 5"),
+        "{:?}",
+        d[1]
+    );
+    assert!(
+        d[3].reason
+            .contains("TOTP code (x-warden-totp) is required")
+    );
+    assert!(d[6].reason.contains("locked out"), "{:?}", d[6]);
+    assert!(
+        !format!("{d:?}").contains(&bad),
+        "a code reached the audit log"
+    );
+    assert_eq!(env.upstream.hits(), 0);
+}
