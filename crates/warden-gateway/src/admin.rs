@@ -590,6 +590,12 @@ fn key_grant(j: &serde_json::Value) -> Result<crate::directory::KeyGrant, String
         .filter(|s| name_ok(s))
         .ok_or("identity: required name (1 to 256 characters, no control characters)")?
         .to_owned();
+    if crate::jwt::is_reserved_name(&identity) {
+        return Err(format!(
+            "identity: names starting with {} are reserved for OIDC token subjects",
+            crate::jwt::IDENTITY_PREFIX
+        ));
+    }
     let roles = match o.get("roles") {
         None => Vec::new(),
         Some(v) => v
@@ -917,6 +923,8 @@ mod tests {
             serde_json::json!({"identity": "carol", "roles": [1]}),
             serde_json::json!({"identity": "carol", "clearance": "high"}),
             serde_json::json!({"identity": "carol", "expires_days": 0}),
+            serde_json::json!({"identity": "jwt:carol"}),
+            serde_json::json!({"identity": "JWT:carol"}),
             serde_json::json!(["carol"]),
         ] {
             assert!(key_grant(&bad).is_err(), "{bad}");

@@ -3,6 +3,11 @@
 //! at, so an RSA public key can never be used as an HMAC secret), keys only from the
 //! configured JWKS (never from `jku`/`x5u`/`jwk` headers), the key's type must match the
 //! algorithm, and `iss`, `aud`, `exp` and `nbf` are checked.
+//!
+//! A token's identity is named `jwt:<sub>` ([`IDENTITY_PREFIX`]): OIDC subjects live in
+//! their own namespace, so a subject can never share the blocks, limits or
+//! `principal == Warden::User::"…"` policies of an API-key or mTLS identity of the same
+//! name; directory identities may not start with the prefix ([`is_reserved_name`]).
 
 use crate::directory::Identity;
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -17,6 +22,23 @@ pub const SUPPORTED_ALGS: &[&str] = &[
 
 /// Longest token accepted, bytes.
 const MAX_TOKEN: usize = 16 * 1024;
+
+/// The namespace of identities that come from tokens: a token with `sub` `alice` is the
+/// identity `jwt:alice`, never the directory identity `alice`.
+pub const IDENTITY_PREFIX: &str = "jwt:";
+
+/// The identity name of an OIDC subject.
+pub fn identity_name(sub: &str) -> String {
+    format!("{IDENTITY_PREFIX}{sub}")
+}
+
+/// Whether `name` lies in the token namespace (compared without regard to ASCII case, so
+/// no directory identity can even look like a token identity). Such names are refused for
+/// API-key and mTLS identities.
+pub fn is_reserved_name(name: &str) -> bool {
+    name.get(..IDENTITY_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_PREFIX))
+}
 
 /// Why a token was refused. Messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,7 +185,7 @@ pub struct JwtPolicy {
 /// A verified token's identity and whether the provider asserted MFA (`amr` contains `mfa`).
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// The identity (name = `sub`).
+    /// The identity (name = `jwt:<sub>`).
     pub identity: Identity,
     /// MFA asserted by the provider.
     pub mfa: bool,
@@ -290,7 +312,7 @@ pub fn verify(
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .filter(|s| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control))
         .ok_or(JwtError::Claim("sub"))?;
     let roles = match claims.get(&policy.roles_claim) {
         None => Vec::new(),
@@ -317,7 +339,7 @@ pub fn verify(
         .is_some_and(|a| a.iter().any(|m| m.as_str() == Some("mfa")));
     Ok(Verified {
         identity: Identity {
-            name: sub.to_owned(),
+            name: identity_name(sub),
             roles,
             team,
             clearance,
@@ -379,7 +401,8 @@ mod tests {
             claims(now),
         );
         let v = verify(&t, &jwks, &policy(), now).unwrap();
-        assert_eq!(v.identity.name, "alice");
+        // Subjects have their own namespace: never the directory identity "alice".
+        assert_eq!(v.identity.name, "jwt:alice");
         assert_eq!(v.identity.roles, vec!["analyst".to_owned()]);
         assert_eq!(v.identity.clearance, 2);
         assert!(v.mfa);
@@ -476,5 +499,26 @@ mod tests {
             verify(&t, &jwks, &p, now),
             Err(JwtError::Algorithm(_))
         ));
+    }
+
+    #[test]
+    fn token_identities_are_namespaced_and_the_prefix_is_reserved() {
+        assert_eq!(identity_name("bob"), "jwt:bob");
+        for n in ["jwt:bob", "JWT:bob", "Jwt:", "jwt:"] {
+            assert!(is_reserved_name(n), "{n}");
+        }
+        for n in ["bob", "jwt", "jwtbob", "bob:jwt:", "", "é"] {
+            assert!(!is_reserved_name(n), "{n}");
+        }
+        // A subject with a control character is refused.
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let mut c = claims(now);
+        c["sub"] = "bob\nforged".into();
+        let t = sign(&kp, serde_json::json!({"alg": "ES256", "kid": "k1"}), c);
+        assert_eq!(
+            verify(&t, &jwks, &policy(), now).unwrap_err(),
+            JwtError::Claim("sub")
+        );
     }
 }

@@ -210,6 +210,19 @@ fn unauthorized(reason: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, "authn", reason)
 }
 
+/// API-key and mTLS identities may not use the token namespace (`jwt:…`): such a name
+/// could only come from a store written before the prefix was reserved, and would share
+/// a token subject's blocks, limits and policies.
+fn directory_name(id: &Identity) -> Result<(), Refusal> {
+    if jwt::is_reserved_name(&id.name) {
+        return Err(unauthorized(format!(
+            "identity names starting with {} are reserved for OIDC tokens",
+            jwt::IDENTITY_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 impl Check for Authenticate {
     fn name(&self) -> &'static str {
         "authn"
@@ -236,6 +249,7 @@ impl Check for Authenticate {
                 let id = self
                     .by_key(token)?
                     .ok_or_else(|| unauthorized("unknown API key"))?;
+                directory_name(&id)?;
                 ex.identity = Some(id);
                 ex.auth = Some("key");
                 return Ok(());
@@ -278,6 +292,7 @@ impl Check for Authenticate {
                     )
                 })?
                 .ok_or_else(|| unauthorized("client certificate identity is not registered"))?;
+            directory_name(&id)?;
             ex.identity = Some(id);
             ex.auth = Some("mtls");
             return Ok(());

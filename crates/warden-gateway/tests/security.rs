@@ -601,7 +601,7 @@ async fn refusals_are_audited_and_never_forwarded() {
             .collect::<Vec<_>>(),
         vec![
             ("bob".into(), "key".into()),
-            ("carol".into(), "jwt".into()),
+            ("jwt:carol".into(), "jwt".into()),
             ("svc-mtls".into(), "mtls".into())
         ]
     );
@@ -1382,4 +1382,70 @@ async fn admin_second_factor_locks_out_after_five_failures_and_audits_every_refu
         "a code reached the audit log"
     );
     assert_eq!(env.upstream.hits(), 0);
+}
+
+/// A valid token for `sub` (role user, clearance 1) signed by `key` under `kid`.
+fn token_for(key: &EcdsaKeyPair, kid: &str, sub: &str) -> String {
+    let h = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string());
+    let p = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": sub,
+            "exp": now() + 600, "nbf": now() - 1, "roles": ["user"], "clearance": 1})
+        .to_string(),
+    );
+    let msg = format!("{h}.{p}");
+    let sig = key.sign(&SystemRandom::new(), msg.as_bytes()).unwrap();
+    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+async fn admin_post(env: &Env, path: &str, code: &str, body: &str) -> String {
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(env, env.admin, admin, req.as_bytes()).await
+}
+
+async fn chat(env: &Env, credential: &str) -> String {
+    raw(
+        env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(credential), CHAT),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subjects_do_not_share_blocks_with_directory_identities() {
+    let env = start().await;
+    // A token whose sub is "bob", the name of the API-key identity bob.
+    let token = token_for(&env.jwt_key, "k1", "bob");
+    assert_eq!(status(&chat(&env, &token).await), 200);
+    let r = records(&env);
+    let last = r.iter().rev().find(|r| r.kind == "request").unwrap();
+    assert_eq!(
+        (last.identity.as_deref(), last.auth.as_deref()),
+        (Some("jwt:bob"), Some("jwt"))
+    );
+    // Blocking the directory identity bob does not block the token subject bob...
+    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(status(&chat(&env, &env.user_key).await), 403);
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 200, "the token subject shares bob's block: {r}");
+    // ...and `warden block jwt:bob` blocks the subject (each TOTP step serves one call).
+    let r = admin_post(
+        &env,
+        "/v1/block",
+        &totp_code(1),
+        r#"{"identity": "jwt:bob"}"#,
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(env.directory.blocked().unwrap().contains("jwt:bob"));
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 403, "{r}");
+    assert!(r.contains("identity is blocked"), "{r}");
+    assert_eq!(env.upstream.hits(), 2);
 }
