@@ -8,6 +8,10 @@
 //! their own namespace, so a subject can never share the blocks, limits or
 //! `principal == Warden::User::"…"` policies of an API-key or mTLS identity of the same
 //! name; directory identities may not start with the prefix ([`is_reserved_name`]).
+//!
+//! A key set is used for at most [`JwtPolicy::max_key_set_age_secs`] after it was
+//! fetched: when the provider cannot be reached for longer, keys it may have rotated out
+//! would otherwise stay valid, so every token is refused ([`JwtError::StaleKeySet`]).
 
 use crate::directory::Identity;
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -70,6 +74,13 @@ pub enum JwtError {
     /// A required claim is missing or has the wrong type.
     #[error("claim {0} missing or invalid")]
     Claim(&'static str),
+    /// The key set was fetched longer ago than the maximum age allows (the provider has
+    /// been unreachable): no token is accepted until a fetch succeeds.
+    #[error("identity provider key set is older than {max_age_secs} s (JWKS refresh failing)")]
+    StaleKeySet {
+        /// The configured maximum age.
+        max_age_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -87,10 +98,13 @@ struct Jwk {
     key: KeyMaterial,
 }
 
-/// A parsed JSON Web Key Set (unsupported or symmetric keys are dropped).
+/// A parsed JSON Web Key Set (unsupported or symmetric keys are dropped), with the time
+/// it was fetched.
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
     keys: Vec<Jwk>,
+    /// Unix seconds of the fetch; 0: never fetched (too old for any maximum age).
+    fetched_at: u64,
 }
 
 fn b64(v: &Value, field: &'static str) -> Option<Vec<u8>> {
@@ -149,7 +163,21 @@ impl Jwks {
                 key,
             });
         }
-        Ok(Jwks { keys })
+        Ok(Jwks {
+            keys,
+            fetched_at: 0,
+        })
+    }
+
+    /// The same set, fetched at `unix_secs`.
+    pub fn fetched(mut self, unix_secs: u64) -> Jwks {
+        self.fetched_at = unix_secs;
+        self
+    }
+
+    /// When the set was fetched (Unix seconds; 0: never).
+    pub fn fetched_at(&self) -> u64 {
+        self.fetched_at
     }
 
     /// Number of usable keys.
@@ -180,6 +208,8 @@ pub struct JwtPolicy {
     pub clearance_claim: String,
     /// Allowed clock skew.
     pub leeway_secs: u64,
+    /// Oldest key set (seconds since its fetch) still used to accept tokens.
+    pub max_key_set_age_secs: u64,
 }
 
 /// A verified token's identity and whether the provider asserted MFA (`amr` contains `mfa`).
@@ -236,6 +266,11 @@ pub fn verify(
     policy: &JwtPolicy,
     now: u64,
 ) -> Result<Verified, JwtError> {
+    if now.saturating_sub(jwks.fetched_at) > policy.max_key_set_age_secs {
+        return Err(JwtError::StaleKeySet {
+            max_age_secs: policy.max_key_set_age_secs,
+        });
+    }
     if token.len() > MAX_TOKEN {
         return Err(JwtError::Malformed);
     }
@@ -363,6 +398,7 @@ mod tests {
             team_claim: "team".into(),
             clearance_claim: "clearance".into(),
             leeway_secs: 0,
+            max_key_set_age_secs: 86_400,
         }
     }
 
@@ -374,7 +410,12 @@ mod tests {
         let pk = kp.public_key().as_ref().to_vec();
         let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
             "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]});
-        (kp, Jwks::parse(jwks.to_string().as_bytes()).unwrap())
+        (
+            kp,
+            Jwks::parse(jwks.to_string().as_bytes())
+                .unwrap()
+                .fetched(1_700_000_000 - 3600),
+        )
     }
 
     fn sign(kp: &EcdsaKeyPair, header: Value, claims: Value) -> String {
@@ -520,5 +561,34 @@ mod tests {
             verify(&t, &jwks, &policy(), now).unwrap_err(),
             JwtError::Claim("sub")
         );
+    }
+
+    #[test]
+    fn a_key_set_older_than_the_maximum_age_accepts_no_token() {
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let t = sign(
+            &kp,
+            serde_json::json!({"alg": "ES256", "kid": "k1"}),
+            claims(now),
+        );
+        let p = policy();
+        // Fetched exactly max_age ago: still good; one second more: refused.
+        let at_limit = jwks.clone().fetched(now - p.max_key_set_age_secs);
+        assert!(verify(&t, &at_limit, &p, now).is_ok());
+        let stale = jwks.clone().fetched(now - p.max_key_set_age_secs - 1);
+        assert_eq!(
+            verify(&t, &stale, &p, now).unwrap_err(),
+            JwtError::StaleKeySet {
+                max_age_secs: 86_400
+            }
+        );
+        // A set never fetched is too old for any maximum age.
+        let never = Jwks::parse(b"{\"keys\": []}").unwrap();
+        assert_eq!(never.fetched_at(), 0);
+        assert!(matches!(
+            verify(&t, &never, &p, now),
+            Err(JwtError::StaleKeySet { .. })
+        ));
     }
 }

@@ -270,6 +270,16 @@ impl Check for Authenticate {
                         ex.mfa = v.mfa;
                         return Ok(());
                     }
+                    Err(e @ jwt::JwtError::StaleKeySet { .. }) => {
+                        // Fail closed: the gateway cannot know which keys are still valid.
+                        // Ask for a fetch now (the refresher spaces them at least 10 s).
+                        self.refresh.notify_one();
+                        return Err(Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "authn",
+                            format!("tokens cannot be checked: {e}"),
+                        ));
+                    }
                     Err(e) => {
                         if e == jwt::JwtError::UnknownKey {
                             self.refresh.notify_one();

@@ -33,29 +33,66 @@ struct Env {
     directory: Arc<MemoryDirectory>,
     user_key: String,
     jwt_key: EcdsaKeyPair,
+    gw: Arc<warden_gateway::server::Gateway>,
+    jwks: Jwks,
 }
 
-async fn jwks_server(doc: String) -> std::net::SocketAddr {
+/// The identity provider's key set endpoint: serves `doc` (a 500 when it is `None`) and
+/// counts fetches.
+#[derive(Clone)]
+struct Jwks {
+    doc: Arc<std::sync::Mutex<Option<String>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Jwks {
+    fn set(&self, doc: Option<String>) {
+        *self.doc.lock().unwrap() = doc;
+    }
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A JWKS document with one P-256 key.
+fn jwks_doc(key: &EcdsaKeyPair, kid: &str) -> String {
+    let pk = key.public_key().as_ref().to_vec();
+    serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]})
+    .to_string()
+}
+
+async fn jwks_server(doc: String) -> (std::net::SocketAddr, Jwks) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let jwks = Jwks {
+        doc: Arc::new(std::sync::Mutex::new(Some(doc))),
+        fetches: Arc::default(),
+    };
+    let served = jwks.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 continue;
             };
-            let doc = doc.clone();
+            let j = served.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf).await;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
-                    doc.len()
-                );
+                j.fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let doc = j.doc.lock().unwrap().clone();
+                let resp = match doc {
+                    Some(doc) => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    ),
+                    None => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+                };
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }
     });
-    addr
+    (addr, jwks)
 }
 
 async fn start() -> Env {
@@ -90,10 +127,7 @@ async fn start_custom(
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let jwt_key =
         EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-    let pk = jwt_key.public_key().as_ref().to_vec();
-    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
-        "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]});
-    let jwks_addr = jwks_server(jwks.to_string()).await;
+    let (jwks_addr, jwks) = jwks_server(jwks_doc(&jwt_key, "k1")).await;
     let cfg = serde_json::json!({
         "listen": "127.0.0.1:0",
         "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
@@ -138,7 +172,7 @@ async fn start_custom(
     )
     .unwrap();
     tokio::spawn(warden_gateway::server::run(
-        gw,
+        Arc::clone(&gw),
         listeners,
         Default::default(),
     ));
@@ -153,6 +187,8 @@ async fn start_custom(
         directory,
         user_key: key.reveal().to_owned(),
         jwt_key,
+        gw,
+        jwks,
     }
 }
 
@@ -1447,5 +1483,83 @@ async fn token_subjects_do_not_share_blocks_with_directory_identities() {
     let r = chat(&env, &token).await;
     assert_eq!(status(&r), 403, "{r}");
     assert!(r.contains("identity is blocked"), "{r}");
+    assert_eq!(env.upstream.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_older_than_its_maximum_age_refuses_tokens_fail_closed() {
+    let env = start().await;
+    let token = token_for(&env.jwt_key, "k1", "carol");
+    assert_eq!(status(&chat(&env, &token).await), 200);
+    // The provider becomes unreachable and the last good key set grows older than the
+    // maximum age (24 h by default): aged here instead of waited for.
+    env.jwks.set(None);
+    assert!(env.gw.refresh_jwks().await.is_err());
+    {
+        let mut g = env.gw.jwks.write().unwrap();
+        let aged = (**g).clone().fetched(now() - 86_401);
+        *g = Arc::new(aged);
+    }
+    // A failed refresh keeps the old set and its age.
+    assert!(env.gw.refresh_jwks().await.is_err());
+    assert!(env.gw.jwks.read().unwrap().fetched_at() <= now() - 86_401);
+    let before = records(&env).len();
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("key set is older than 86400 s"), "{r}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let recs = records(&env);
+    assert!(
+        // 503s are recorded as the gateway's error, not the client's.
+        recs[before..].iter().any(|r| r.status == 503
+            && r.decision == "error"
+            && r.outcome == "refused"
+            && r.reason.contains("key set is older")),
+        "not audited: {:?}",
+        &recs[before..]
+    );
+    assert_eq!(
+        env.upstream.hits(),
+        1,
+        "a token was accepted on a stale key set"
+    );
+    // Other credentials are not affected.
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    // The provider answers again: the next fetch makes tokens work.
+    env.jwks.set(Some(jwks_doc(&env.jwt_key, "k1")));
+    assert_eq!(env.gw.refresh_jwks().await.unwrap(), 1);
+    assert_eq!(status(&chat(&env, &token).await), 200);
+    assert_eq!(env.upstream.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kid_fetches_the_rotated_key_set_and_retires_the_old_key() {
+    let env = start().await;
+    let old = token_for(&env.jwt_key, "k1", "carol");
+    assert_eq!(status(&chat(&env, &old).await), 200);
+    // The provider rotates: k1 out, k2 in.
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let k2 = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    env.jwks.set(Some(jwks_doc(&k2, "k2")));
+    let fetched = env.jwks.fetches();
+    let new = token_for(&k2, "k2", "carol");
+    // The first token under the new kid is refused, and asks for a fetch at once.
+    let r = chat(&env, &new).await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert!(r.contains("no matching signing key"), "{r}");
+    let mut ok = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if env.jwks.fetches() > fetched && status(&chat(&env, &new).await) == 200 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the new key was not fetched within 2 s");
+    assert_eq!(env.jwks.fetches(), fetched + 1);
+    // The rotated-out key no longer verifies.
+    let r = chat(&env, &old).await;
+    assert_eq!(status(&r), 401, "{r}");
     assert_eq!(env.upstream.hits(), 2);
 }
