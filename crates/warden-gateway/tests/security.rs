@@ -1563,3 +1563,61 @@ async fn an_unknown_kid_fetches_the_rotated_key_set_and_retires_the_old_key() {
     assert_eq!(status(&r), 401, "{r}");
     assert_eq!(env.upstream.hits(), 2);
 }
+
+async fn readyz(env: &Env) -> String {
+    raw(
+        env,
+        env.admin,
+        None,
+        b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_failure_refuses_every_request_and_readiness() {
+    let env = start().await;
+    let token = token_for(&env.jwt_key, "k1", "carol");
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    let r = readyz(&env).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("\"ready\":true"), "{r}");
+    // The sink fails. With the tamper-evident log this is a failed batch commit: the
+    // requests whose records were in that batch were already answered (records are
+    // queued, then committed in batches), so only later requests can be refused.
+    env.audit
+        .broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let user_cert = Some((env.pki.user_cert.as_path(), env.pki.user_key.as_path()));
+    for (what, r) in [
+        ("API key", chat(&env, &env.user_key).await),
+        ("token", chat(&env, &token).await),
+        (
+            "mTLS",
+            raw(
+                &env,
+                env.public,
+                user_cert,
+                &post("/v1/chat/completions", None, CHAT),
+            )
+            .await,
+        ),
+        (
+            "no credential",
+            raw(
+                &env,
+                env.public,
+                None,
+                &post("/v1/chat/completions", None, CHAT),
+            )
+            .await,
+        ),
+    ] {
+        assert_eq!(status(&r), 503, "{what}: {r}");
+        assert!(r.contains("audit log unavailable"), "{what}: {r}");
+    }
+    let r = readyz(&env).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("\"ready\":false"), "{r}");
+    assert_eq!(env.upstream.hits(), 1, "forwarded without an audit record");
+}
