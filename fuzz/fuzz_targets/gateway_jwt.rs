@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&data[..0], data),
     };
-    let jwks = Jwks::parse(doc).unwrap_or_default();
+    // Fresh, so verification goes past the key-set age check.
+    let jwks = Jwks::parse(doc).unwrap_or_default().fetched(1_700_000_000);
     let policy = JwtPolicy {
         issuer: "https://issuer.example".into(),
         audience: "warden".into(),
@@ -20,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         team_claim: "team".into(),
         clearance_claim: "clearance".into(),
         leeway_secs: 60,
+        max_key_set_age_secs: 86_400,
     };
     if let Ok(t) = std::str::from_utf8(token) {
         assert!(verify(t, &jwks, &policy, 1_700_000_000).is_err());

@@ -1,7 +1,8 @@
 //! The admin listener: TLS with client certificates (mTLS) always; health and readiness
 //! without a certificate; everything else needs an administrator's certificate, and
-//! mutating calls also a fresh TOTP code (`x-warden-totp`, RFC 6238, no reuse). Users'
-//! API keys and JWTs are not accepted here: administrators are a distinct role.
+//! mutating calls also a fresh TOTP code (`x-warden-totp`, RFC 6238, no reuse, a lockout
+//! after repeated failures: [`SecondFactor`]); every refused mutating call is audited.
+//! Users' API keys and JWTs are not accepted here: administrators are a distinct role.
 //! Also the small HTTPS client the CLI uses to call it, and the JWKS fetcher.
 
 use crate::audit::{AuditRecord, now_ms};
@@ -25,7 +26,148 @@ use tokio_util::sync::CancellationToken;
 pub struct AdminState {
     gw: Arc<Gateway>,
     admins: HashMap<String, Vec<u8>>,
-    last_step: Mutex<HashMap<String, u64>>,
+    factor: SecondFactor,
+}
+
+/// Consecutive refused second factors (missing, wrong or replayed TOTP codes) after which
+/// an administrator is locked out of mutating calls.
+pub const MAX_TOTP_FAILURES: u32 = 5;
+/// How long that lockout lasts, milliseconds. With 3 accepted codes (±1 step) of 10^6 per
+/// guess, this bounds an attacker holding an administrator certificate to 5 guesses per
+/// 5 minutes.
+pub const TOTP_LOCKOUT_MS: u64 = 5 * 60 * 1000;
+
+/// Why a mutating call's second factor was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorRefusal {
+    /// No `x-warden-totp` header (or an empty one).
+    Missing {
+        /// Consecutive failures so far, this one included.
+        failures: u32,
+    },
+    /// Not a code for the current time step ±1.
+    Wrong {
+        /// Consecutive failures so far, this one included.
+        failures: u32,
+    },
+    /// A code of a time step this administrator already used.
+    Replayed {
+        /// Consecutive failures so far, this one included.
+        failures: u32,
+    },
+    /// Locked out after [`MAX_TOTP_FAILURES`] consecutive failures; the code was not
+    /// even looked at.
+    LockedOut {
+        /// Seconds until the lockout ends (at least 1).
+        retry_after_secs: u64,
+    },
+    /// The state lock was poisoned (a panic elsewhere): refused, fail closed.
+    Unavailable,
+}
+
+impl FactorRefusal {
+    /// HTTP status: 429 while locked out, 503 when the state is unusable, else 401.
+    pub fn status(self) -> StatusCode {
+        match self {
+            FactorRefusal::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            FactorRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The reason, for the client and the audit record (never contains the code).
+    pub fn reason(self) -> String {
+        let count = |what: &str, failures: u32| {
+            if failures >= MAX_TOTP_FAILURES {
+                format!(
+                    "{what}; {failures} consecutive failures: mutating calls are locked out for {} s",
+                    TOTP_LOCKOUT_MS / 1000
+                )
+            } else {
+                format!(
+                    "{what} ({failures} of {MAX_TOTP_FAILURES} consecutive failures before a lockout)"
+                )
+            }
+        };
+        match self {
+            FactorRefusal::Missing { failures } => {
+                count("a valid TOTP code (x-warden-totp) is required", failures)
+            }
+            FactorRefusal::Wrong { failures } => count("wrong TOTP code", failures),
+            FactorRefusal::Replayed { failures } => count("TOTP code already used", failures),
+            FactorRefusal::LockedOut { retry_after_secs } => format!(
+                "locked out after {MAX_TOTP_FAILURES} consecutive wrong TOTP codes: mutating \
+                 calls are refused for another {retry_after_secs} s, even with a valid code"
+            ),
+            FactorRefusal::Unavailable => "second-factor state unavailable".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FactorState {
+    /// Last time step accepted (codes of this step or earlier are replays).
+    last_step: Option<u64>,
+    /// Consecutive refusals.
+    failures: u32,
+    /// Unix milliseconds until which mutating calls are refused (0: not locked).
+    locked_until_ms: u64,
+}
+
+/// The second factor of mutating admin calls: RFC 6238 codes (±1 step), each time step
+/// usable once per administrator, and a lockout of [`TOTP_LOCKOUT_MS`] after
+/// [`MAX_TOTP_FAILURES`] consecutive refusals (reset by an accepted code). The state is
+/// in memory, per gateway process; the check, the verification and the update happen
+/// under one lock, so concurrent guesses cannot overrun the limit.
+#[derive(Debug, Default)]
+pub struct SecondFactor {
+    state: Mutex<HashMap<String, FactorState>>,
+}
+
+impl SecondFactor {
+    /// Check `code` for `admin` (whose TOTP secret is `secret`) at `now_ms`.
+    pub fn check(
+        &self,
+        admin: &str,
+        secret: &[u8],
+        code: &str,
+        now_ms: u64,
+    ) -> Result<(), FactorRefusal> {
+        let Ok(mut all) = self.state.lock() else {
+            return Err(FactorRefusal::Unavailable);
+        };
+        let s = all.entry(admin.to_owned()).or_default();
+        if now_ms < s.locked_until_ms {
+            return Err(FactorRefusal::LockedOut {
+                retry_after_secs: (s.locked_until_ms - now_ms).div_ceil(1000).max(1),
+            });
+        }
+        if s.locked_until_ms != 0 {
+            // The lockout has run out: a fresh series of attempts.
+            s.locked_until_ms = 0;
+            s.failures = 0;
+        }
+        let refusal: fn(u32) -> FactorRefusal = if code.is_empty() {
+            |failures| FactorRefusal::Missing { failures }
+        } else {
+            match totp::verify(secret, code, now_ms / 1000) {
+                None => |failures| FactorRefusal::Wrong { failures },
+                Some(step) if s.last_step.is_some_and(|l| l >= step) => {
+                    |failures| FactorRefusal::Replayed { failures }
+                }
+                Some(step) => {
+                    s.last_step = Some(step);
+                    s.failures = 0;
+                    return Ok(());
+                }
+            }
+        };
+        s.failures = s.failures.saturating_add(1);
+        if s.failures >= MAX_TOTP_FAILURES {
+            s.locked_until_ms = now_ms.saturating_add(TOTP_LOCKOUT_MS);
+        }
+        Err(refusal(s.failures))
+    }
 }
 
 impl AdminState {
@@ -51,7 +193,7 @@ impl AdminState {
         Ok(AdminState {
             gw,
             admins,
-            last_step: Mutex::new(HashMap::new()),
+            factor: SecondFactor::default(),
         })
     }
 }
@@ -130,11 +272,20 @@ async fn route(
         _ => {}
     }
     // Everything else: an administrator's certificate.
-    let Some(admin) = who.filter(|w| st.admins.contains_key(w)) else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "administrator client certificate required",
-        );
+    let Some(admin) = who.as_ref().filter(|w| st.admins.contains_key(*w)).cloned() else {
+        let msg = "administrator client certificate required";
+        if req.method() != http::Method::GET {
+            // A refused mutating call leaves a trace, whoever made it.
+            audit_refusal(
+                gw,
+                peer,
+                &req,
+                who.map(|w| format!("mtls:{w}")),
+                StatusCode::UNAUTHORIZED,
+                msg,
+            );
+        }
+        return err(StatusCode::UNAUTHORIZED, msg);
     };
     if req.method() == http::Method::GET {
         return match path.as_str() {
@@ -175,20 +326,23 @@ async fn route(
     let Some(secret) = st.admins.get(&admin) else {
         return err(StatusCode::UNAUTHORIZED, "unknown administrator");
     };
-    let Some(step) = totp::verify(secret, &code, now_ms() / 1000) else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "a valid TOTP code (x-warden-totp) is required",
+    if let Err(refusal) = st.factor.check(&admin, secret, &code, now_ms()) {
+        let (status, reason) = (refusal.status(), refusal.reason());
+        tracing::warn!(admin = %admin, %status, reason = %reason, "admin call refused");
+        audit_refusal(
+            gw,
+            peer,
+            &req,
+            Some(format!("admin:{admin}")),
+            status,
+            &reason,
         );
-    };
-    {
-        let Ok(mut last) = st.last_step.lock() else {
-            return err(StatusCode::SERVICE_UNAVAILABLE, "state unavailable");
-        };
-        if last.get(&admin).is_some_and(|l| *l >= step) {
-            return err(StatusCode::UNAUTHORIZED, "TOTP code already used");
+        let mut r = err(status, &reason);
+        if let FactorRefusal::LockedOut { retry_after_secs } = refusal {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
-        last.insert(admin.clone(), step);
+        return r;
     }
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
@@ -385,6 +539,40 @@ async fn route(
     }
 }
 
+/// Record a refused mutating admin call. Queued like a request record (no wait for
+/// durability: a refusal changes no state); a sink that cannot take it is logged, and
+/// the refusal stands.
+fn audit_refusal(
+    gw: &Gateway,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+    auth: Option<String>,
+    status: StatusCode,
+    reason: &str,
+) {
+    let path = req.uri().path();
+    let rec = AuditRecord {
+        ts_ms: now_ms(),
+        kind: "admin-denied".into(),
+        auth,
+        source_ip: peer.ip().to_string(),
+        // The path as recorded elsewhere: at most 128 characters.
+        endpoint: format!(
+            "{} {}",
+            req.method(),
+            path.chars().take(128).collect::<String>()
+        ),
+        decision: "deny".into(),
+        reason: format!("admin: {reason}"),
+        status: status.as_u16(),
+        outcome: "refused".into(),
+        ..AuditRecord::default()
+    };
+    if let Err(e) = gw.audit.submit(rec) {
+        tracing::error!(error = %e, "audit record of a refused admin call could not be queued");
+    }
+}
+
 /// The body of `POST /v1/keys`: `identity` (required), `roles`, `team`, `clearance`,
 /// `expires_days`; nothing else.
 fn key_grant(j: &serde_json::Value) -> Result<crate::directory::KeyGrant, String> {
@@ -402,6 +590,12 @@ fn key_grant(j: &serde_json::Value) -> Result<crate::directory::KeyGrant, String
         .filter(|s| name_ok(s))
         .ok_or("identity: required name (1 to 256 characters, no control characters)")?
         .to_owned();
+    if crate::jwt::is_reserved_name(&identity) {
+        return Err(format!(
+            "identity: names starting with {} are reserved for OIDC token subjects",
+            crate::jwt::IDENTITY_PREFIX
+        ));
+    }
     let roles = match o.get("roles") {
         None => Vec::new(),
         Some(v) => v
@@ -615,6 +809,102 @@ pub async fn http_get(url: &str, ca: Option<&Path>) -> Result<Vec<u8>, Error> {
 mod tests {
     use super::*;
 
+    const SECRET: &[u8] = b"12345678901234567890";
+    const T0: u64 = 1_700_000_000_000;
+
+    fn code_at(ms: u64) -> String {
+        format!(
+            "{:06}",
+            totp::totp(SECRET, ms / 1000, 30, 6, totp::Algorithm::Sha1)
+        )
+    }
+
+    /// A code valid for no step within ±2 of `ms`.
+    fn wrong_at(ms: u64) -> String {
+        let valid: Vec<String> = (0..5).map(|i| code_at(ms + i * 30_000 - 60_000)).collect();
+        (0..10u32)
+            .map(|d| format!("{d}{d}{d}{d}{d}{d}"))
+            .find(|c| !valid.contains(c))
+            .unwrap()
+    }
+
+    #[test]
+    fn five_refused_codes_lock_an_administrator_out_even_with_a_valid_code() {
+        let f = SecondFactor::default();
+        let bad = wrong_at(T0);
+        for i in 1..=4 {
+            assert_eq!(
+                f.check("alice", SECRET, &bad, T0 + i),
+                Err(FactorRefusal::Wrong { failures: i as u32 })
+            );
+        }
+        // The fifth may be a missing code: it counts too, and starts the lockout.
+        assert_eq!(
+            f.check("alice", SECRET, "", T0 + 5),
+            Err(FactorRefusal::Missing { failures: 5 })
+        );
+        assert!(
+            FactorRefusal::Missing { failures: 5 }
+                .reason()
+                .contains("locked out for 300 s")
+        );
+        // Locked: a valid code is refused without being looked at, with the time left
+        // (299.005 s, rounded up).
+        let r = f.check("alice", SECRET, &code_at(T0 + 1000), T0 + 1000);
+        assert_eq!(
+            r,
+            Err(FactorRefusal::LockedOut {
+                retry_after_secs: 300
+            })
+        );
+        assert_eq!(r.unwrap_err().status(), StatusCode::TOO_MANY_REQUESTS);
+        let late = T0 + 5 + TOTP_LOCKOUT_MS - 1;
+        assert_eq!(
+            f.check("alice", SECRET, &code_at(late), late),
+            Err(FactorRefusal::LockedOut {
+                retry_after_secs: 1
+            })
+        );
+        // Another administrator is not affected.
+        assert_eq!(f.check("bob", SECRET, &code_at(T0), T0), Ok(()));
+        // After the lockout a valid code works, and the count starts again.
+        let after = T0 + 5 + TOTP_LOCKOUT_MS;
+        assert_eq!(f.check("alice", SECRET, &code_at(after), after), Ok(()));
+        assert_eq!(
+            f.check("alice", SECRET, &wrong_at(after), after + 1),
+            Err(FactorRefusal::Wrong { failures: 1 })
+        );
+    }
+
+    #[test]
+    fn an_accepted_code_resets_the_count_and_cannot_be_replayed() {
+        let f = SecondFactor::default();
+        let bad = wrong_at(T0);
+        for i in 1..=4 {
+            assert!(f.check("alice", SECRET, &bad, T0 + i).is_err());
+        }
+        assert_eq!(f.check("alice", SECRET, &code_at(T0), T0 + 10), Ok(()));
+        // Replayed within its window: refused, and counted.
+        assert_eq!(
+            f.check("alice", SECRET, &code_at(T0), T0 + 20),
+            Err(FactorRefusal::Replayed { failures: 1 })
+        );
+        // So is the code of an earlier step that is still inside the ±1 window.
+        assert_eq!(
+            f.check("alice", SECRET, &code_at(T0 - 30_000), T0 + 30),
+            Err(FactorRefusal::Replayed { failures: 2 })
+        );
+        for i in 3..=4 {
+            assert_eq!(
+                f.check("alice", SECRET, &bad, T0 + 40),
+                Err(FactorRefusal::Wrong { failures: i })
+            );
+        }
+        // 4 after the reset: not locked; the next step's code is accepted.
+        let next = T0 + 30_000;
+        assert_eq!(f.check("alice", SECRET, &code_at(next), next), Ok(()));
+    }
+
     #[test]
     fn key_grant_bodies_are_strict() {
         let g = key_grant(&serde_json::json!({"identity": "carol", "roles": ["user"],
@@ -633,6 +923,8 @@ mod tests {
             serde_json::json!({"identity": "carol", "roles": [1]}),
             serde_json::json!({"identity": "carol", "clearance": "high"}),
             serde_json::json!({"identity": "carol", "expires_days": 0}),
+            serde_json::json!({"identity": "jwt:carol"}),
+            serde_json::json!({"identity": "JWT:carol"}),
             serde_json::json!(["carol"]),
         ] {
             assert!(key_grant(&bad).is_err(), "{bad}");

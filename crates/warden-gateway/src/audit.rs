@@ -22,7 +22,7 @@ pub struct AuditRecord {
     /// Unix milliseconds.
     pub ts_ms: u64,
     /// Kind: `request`, `block`, `unblock`, `lockdown`, `lockdown-lift`, `policy-reload`,
-    /// `key-created`, `key-revoked`,
+    /// `key-created`, `key-revoked`, `admin-denied` (a refused mutating admin call),
     /// `malformed` (refused by the HTTP parser), `alert` (behaviour, drift, screening).
     pub kind: String,
     /// Gateway-local request id.

@@ -195,7 +195,17 @@ pub struct OidcConfig {
     /// How often the key set is refreshed, seconds.
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh_secs: u64,
+    /// Oldest key set still used, seconds since its last successful fetch. While the
+    /// provider is unreachable the previous set is kept, but past this age every token is
+    /// refused (503): keys the provider rotated out meanwhile must not stay valid for ever.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_secs: u64,
 }
+
+/// Default [`OidcConfig::jwks_max_age_secs`]: 24 h.
+pub const DEFAULT_JWKS_MAX_AGE_SECS: u64 = 86_400;
+/// Largest accepted [`OidcConfig::jwks_max_age_secs`]: 7 days.
+pub const MAX_JWKS_MAX_AGE_SECS: u64 = 7 * 86_400;
 
 fn default_algs() -> Vec<String> {
     ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
@@ -217,6 +227,9 @@ fn default_leeway() -> u64 {
 }
 fn default_jwks_refresh() -> u64 {
     300
+}
+fn default_jwks_max_age() -> u64 {
+    DEFAULT_JWKS_MAX_AGE_SECS
 }
 
 /// Per-identity limits.
@@ -552,6 +565,16 @@ impl GatewayConfig {
                     )));
                 }
             }
+            // At least two refresh attempts (spaced at least 10 s) fit in the maximum age,
+            // so one failed fetch alone never refuses tokens.
+            let min_age = 2 * o.jwks_refresh_secs.max(10) + 10;
+            if o.jwks_max_age_secs < min_age || o.jwks_max_age_secs > MAX_JWKS_MAX_AGE_SECS {
+                return Err(crate::Error::Config(format!(
+                    "oidc jwks_max_age_secs = {}: from {min_age} (twice jwks_refresh_secs, plus \
+                     10) to {MAX_JWKS_MAX_AGE_SECS} (7 days)",
+                    o.jwks_max_age_secs
+                )));
+            }
         }
         Ok(())
     }
@@ -696,6 +719,47 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("workers: at most 256"), "{e}");
+    }
+
+    #[test]
+    fn the_key_set_age_is_bounded_and_defaults_to_a_day() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |oidc: serde_json::Value| {
+            let mut o = serde_json::json!({"issuer": "https://idp", "audience": "w",
+                "jwks_url": "http://127.0.0.1:1/jwks"});
+            for (k, v) in oidc.as_object().unwrap() {
+                o[k] = v.clone();
+            }
+            gateway(serde_json::json!({"admin": admin.clone(), "oidc": o,
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]}))
+        };
+        let c = with(serde_json::json!({}));
+        assert_eq!(
+            c.oidc.as_ref().unwrap().jwks_max_age_secs,
+            DEFAULT_JWKS_MAX_AGE_SECS
+        );
+        c.validate().unwrap();
+        with(serde_json::json!({"jwks_max_age_secs": 610}))
+            .validate()
+            .unwrap();
+        for (oidc, words) in [
+            (
+                serde_json::json!({"jwks_max_age_secs": 609}),
+                "jwks_max_age_secs = 609: from 610",
+            ),
+            (
+                serde_json::json!({"jwks_refresh_secs": 3600, "jwks_max_age_secs": 3600}),
+                "jwks_max_age_secs = 3600: from 7210",
+            ),
+            (
+                serde_json::json!({"jwks_max_age_secs": 7 * 86_400 + 1}),
+                "to 604800 (7 days)",
+            ),
+        ] {
+            let e = with(oidc).validate().unwrap_err().to_string();
+            assert!(e.contains(words), "{e}");
+        }
     }
 
     #[test]

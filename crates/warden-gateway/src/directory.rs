@@ -123,6 +123,7 @@ impl Directory for MemoryDirectory {
         self.with(|s| s.lockdown = on)
     }
     fn create_key(&self, grant: &KeyGrant, hash: &KeyHash) -> Result<(), Error> {
+        reserved(&grant.identity)?;
         self.with(|s| {
             let i = s
                 .identities
@@ -174,6 +175,17 @@ impl StoreDirectory {
     pub fn new(store: std::sync::Arc<dyn warden_store::Store>) -> Self {
         StoreDirectory { store }
     }
+}
+
+/// Refuse a directory identity in the token namespace (`jwt:…`).
+fn reserved(identity: &str) -> Result<(), Error> {
+    if crate::jwt::is_reserved_name(identity) {
+        return Err(Error::Refused(format!(
+            "{identity}: names starting with {} are reserved for OIDC token subjects",
+            crate::jwt::IDENTITY_PREFIX
+        )));
+    }
+    Ok(())
 }
 
 /// The public id under which a key's hash is stored.
@@ -266,6 +278,7 @@ impl Directory for StoreDirectory {
             .map_err(store_err)
     }
     fn create_key(&self, grant: &KeyGrant, hash: &KeyHash) -> Result<(), Error> {
+        reserved(&grant.identity)?;
         let now = warden_store::now();
         let ident = match self.store.identity(&grant.identity).map_err(store_err)? {
             Some(i) if i.kind == warden_store::IdentityKind::Admin => {
@@ -386,5 +399,18 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Refused(_)), "{e}");
         assert!(store.api_key(&key_id(&h3)).unwrap().is_none());
+        // Nor does the token namespace: no directory identity named jwt:….
+        let (_, h4) = crate::keys::generate().unwrap();
+        let jwt = KeyGrant {
+            identity: "jwt:carol".into(),
+            ..KeyGrant::default()
+        };
+        assert!(matches!(
+            dir.create_key(&jwt, &h4).unwrap_err(),
+            Error::Refused(_)
+        ));
+        assert!(MemoryDirectory::default().create_key(&jwt, &h4).is_err());
+        assert!(store.identity("jwt:carol").unwrap().is_none());
+        assert!(store.api_key(&key_id(&h4)).unwrap().is_none());
     }
 }

@@ -3,6 +3,15 @@
 //! at, so an RSA public key can never be used as an HMAC secret), keys only from the
 //! configured JWKS (never from `jku`/`x5u`/`jwk` headers), the key's type must match the
 //! algorithm, and `iss`, `aud`, `exp` and `nbf` are checked.
+//!
+//! A token's identity is named `jwt:<sub>` ([`IDENTITY_PREFIX`]): OIDC subjects live in
+//! their own namespace, so a subject can never share the blocks, limits or
+//! `principal == Warden::User::"…"` policies of an API-key or mTLS identity of the same
+//! name; directory identities may not start with the prefix ([`is_reserved_name`]).
+//!
+//! A key set is used for at most [`JwtPolicy::max_key_set_age_secs`] after it was
+//! fetched: when the provider cannot be reached for longer, keys it may have rotated out
+//! would otherwise stay valid, so every token is refused ([`JwtError::StaleKeySet`]).
 
 use crate::directory::Identity;
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -17,6 +26,23 @@ pub const SUPPORTED_ALGS: &[&str] = &[
 
 /// Longest token accepted, bytes.
 const MAX_TOKEN: usize = 16 * 1024;
+
+/// The namespace of identities that come from tokens: a token with `sub` `alice` is the
+/// identity `jwt:alice`, never the directory identity `alice`.
+pub const IDENTITY_PREFIX: &str = "jwt:";
+
+/// The identity name of an OIDC subject.
+pub fn identity_name(sub: &str) -> String {
+    format!("{IDENTITY_PREFIX}{sub}")
+}
+
+/// Whether `name` lies in the token namespace (compared without regard to ASCII case, so
+/// no directory identity can even look like a token identity). Such names are refused for
+/// API-key and mTLS identities.
+pub fn is_reserved_name(name: &str) -> bool {
+    name.get(..IDENTITY_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_PREFIX))
+}
 
 /// Why a token was refused. Messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +74,13 @@ pub enum JwtError {
     /// A required claim is missing or has the wrong type.
     #[error("claim {0} missing or invalid")]
     Claim(&'static str),
+    /// The key set was fetched longer ago than the maximum age allows (the provider has
+    /// been unreachable): no token is accepted until a fetch succeeds.
+    #[error("identity provider key set is older than {max_age_secs} s (JWKS refresh failing)")]
+    StaleKeySet {
+        /// The configured maximum age.
+        max_age_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -65,10 +98,13 @@ struct Jwk {
     key: KeyMaterial,
 }
 
-/// A parsed JSON Web Key Set (unsupported or symmetric keys are dropped).
+/// A parsed JSON Web Key Set (unsupported or symmetric keys are dropped), with the time
+/// it was fetched.
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
     keys: Vec<Jwk>,
+    /// Unix seconds of the fetch; 0: never fetched (too old for any maximum age).
+    fetched_at: u64,
 }
 
 fn b64(v: &Value, field: &'static str) -> Option<Vec<u8>> {
@@ -127,7 +163,21 @@ impl Jwks {
                 key,
             });
         }
-        Ok(Jwks { keys })
+        Ok(Jwks {
+            keys,
+            fetched_at: 0,
+        })
+    }
+
+    /// The same set, fetched at `unix_secs`.
+    pub fn fetched(mut self, unix_secs: u64) -> Jwks {
+        self.fetched_at = unix_secs;
+        self
+    }
+
+    /// When the set was fetched (Unix seconds; 0: never).
+    pub fn fetched_at(&self) -> u64 {
+        self.fetched_at
     }
 
     /// Number of usable keys.
@@ -158,12 +208,14 @@ pub struct JwtPolicy {
     pub clearance_claim: String,
     /// Allowed clock skew.
     pub leeway_secs: u64,
+    /// Oldest key set (seconds since its fetch) still used to accept tokens.
+    pub max_key_set_age_secs: u64,
 }
 
 /// A verified token's identity and whether the provider asserted MFA (`amr` contains `mfa`).
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// The identity (name = `sub`).
+    /// The identity (name = `jwt:<sub>`).
     pub identity: Identity,
     /// MFA asserted by the provider.
     pub mfa: bool,
@@ -214,6 +266,11 @@ pub fn verify(
     policy: &JwtPolicy,
     now: u64,
 ) -> Result<Verified, JwtError> {
+    if now.saturating_sub(jwks.fetched_at) > policy.max_key_set_age_secs {
+        return Err(JwtError::StaleKeySet {
+            max_age_secs: policy.max_key_set_age_secs,
+        });
+    }
     if token.len() > MAX_TOKEN {
         return Err(JwtError::Malformed);
     }
@@ -290,7 +347,7 @@ pub fn verify(
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .filter(|s| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control))
         .ok_or(JwtError::Claim("sub"))?;
     let roles = match claims.get(&policy.roles_claim) {
         None => Vec::new(),
@@ -317,7 +374,7 @@ pub fn verify(
         .is_some_and(|a| a.iter().any(|m| m.as_str() == Some("mfa")));
     Ok(Verified {
         identity: Identity {
-            name: sub.to_owned(),
+            name: identity_name(sub),
             roles,
             team,
             clearance,
@@ -341,6 +398,7 @@ mod tests {
             team_claim: "team".into(),
             clearance_claim: "clearance".into(),
             leeway_secs: 0,
+            max_key_set_age_secs: 86_400,
         }
     }
 
@@ -352,7 +410,12 @@ mod tests {
         let pk = kp.public_key().as_ref().to_vec();
         let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
             "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]});
-        (kp, Jwks::parse(jwks.to_string().as_bytes()).unwrap())
+        (
+            kp,
+            Jwks::parse(jwks.to_string().as_bytes())
+                .unwrap()
+                .fetched(1_700_000_000 - 3600),
+        )
     }
 
     fn sign(kp: &EcdsaKeyPair, header: Value, claims: Value) -> String {
@@ -379,7 +442,8 @@ mod tests {
             claims(now),
         );
         let v = verify(&t, &jwks, &policy(), now).unwrap();
-        assert_eq!(v.identity.name, "alice");
+        // Subjects have their own namespace: never the directory identity "alice".
+        assert_eq!(v.identity.name, "jwt:alice");
         assert_eq!(v.identity.roles, vec!["analyst".to_owned()]);
         assert_eq!(v.identity.clearance, 2);
         assert!(v.mfa);
@@ -475,6 +539,56 @@ mod tests {
         assert!(matches!(
             verify(&t, &jwks, &p, now),
             Err(JwtError::Algorithm(_))
+        ));
+    }
+
+    #[test]
+    fn token_identities_are_namespaced_and_the_prefix_is_reserved() {
+        assert_eq!(identity_name("bob"), "jwt:bob");
+        for n in ["jwt:bob", "JWT:bob", "Jwt:", "jwt:"] {
+            assert!(is_reserved_name(n), "{n}");
+        }
+        for n in ["bob", "jwt", "jwtbob", "bob:jwt:", "", "é"] {
+            assert!(!is_reserved_name(n), "{n}");
+        }
+        // A subject with a control character is refused.
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let mut c = claims(now);
+        c["sub"] = "bob\nforged".into();
+        let t = sign(&kp, serde_json::json!({"alg": "ES256", "kid": "k1"}), c);
+        assert_eq!(
+            verify(&t, &jwks, &policy(), now).unwrap_err(),
+            JwtError::Claim("sub")
+        );
+    }
+
+    #[test]
+    fn a_key_set_older_than_the_maximum_age_accepts_no_token() {
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let t = sign(
+            &kp,
+            serde_json::json!({"alg": "ES256", "kid": "k1"}),
+            claims(now),
+        );
+        let p = policy();
+        // Fetched exactly max_age ago: still good; one second more: refused.
+        let at_limit = jwks.clone().fetched(now - p.max_key_set_age_secs);
+        assert!(verify(&t, &at_limit, &p, now).is_ok());
+        let stale = jwks.clone().fetched(now - p.max_key_set_age_secs - 1);
+        assert_eq!(
+            verify(&t, &stale, &p, now).unwrap_err(),
+            JwtError::StaleKeySet {
+                max_age_secs: 86_400
+            }
+        );
+        // A set never fetched is too old for any maximum age.
+        let never = Jwks::parse(b"{\"keys\": []}").unwrap();
+        assert_eq!(never.fetched_at(), 0);
+        assert!(matches!(
+            verify(&t, &never, &p, now),
+            Err(JwtError::StaleKeySet { .. })
         ));
     }
 }

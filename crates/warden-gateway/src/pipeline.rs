@@ -210,6 +210,19 @@ fn unauthorized(reason: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, "authn", reason)
 }
 
+/// API-key and mTLS identities may not use the token namespace (`jwt:…`): such a name
+/// could only come from a store written before the prefix was reserved, and would share
+/// a token subject's blocks, limits and policies.
+fn directory_name(id: &Identity) -> Result<(), Refusal> {
+    if jwt::is_reserved_name(&id.name) {
+        return Err(unauthorized(format!(
+            "identity names starting with {} are reserved for OIDC tokens",
+            jwt::IDENTITY_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 impl Check for Authenticate {
     fn name(&self) -> &'static str {
         "authn"
@@ -236,6 +249,7 @@ impl Check for Authenticate {
                 let id = self
                     .by_key(token)?
                     .ok_or_else(|| unauthorized("unknown API key"))?;
+                directory_name(&id)?;
                 ex.identity = Some(id);
                 ex.auth = Some("key");
                 return Ok(());
@@ -255,6 +269,16 @@ impl Check for Authenticate {
                         ex.auth = Some("jwt");
                         ex.mfa = v.mfa;
                         return Ok(());
+                    }
+                    Err(e @ jwt::JwtError::StaleKeySet { .. }) => {
+                        // Fail closed: the gateway cannot know which keys are still valid.
+                        // Ask for a fetch now (the refresher spaces them at least 10 s).
+                        self.refresh.notify_one();
+                        return Err(Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "authn",
+                            format!("tokens cannot be checked: {e}"),
+                        ));
                     }
                     Err(e) => {
                         if e == jwt::JwtError::UnknownKey {
@@ -278,6 +302,7 @@ impl Check for Authenticate {
                     )
                 })?
                 .ok_or_else(|| unauthorized("client certificate identity is not registered"))?;
+            directory_name(&id)?;
             ex.identity = Some(id);
             ex.auth = Some("mtls");
             return Ok(());

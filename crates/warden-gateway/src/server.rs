@@ -171,6 +171,7 @@ impl Gateway {
             team_claim: o.team_claim.clone(),
             clearance_claim: o.clearance_claim.clone(),
             leeway_secs: o.leeway_secs,
+            max_key_set_age_secs: o.jwks_max_age_secs,
         });
         let authorize = Arc::new(Authorize {
             policies: Arc::clone(&policies),
@@ -242,10 +243,12 @@ impl Gateway {
             return Ok(0);
         };
         let doc = admin::http_get(&o.jwks_url, o.jwks_ca.as_deref()).await?;
-        let jwks = Jwks::parse(&doc).map_err(|cause| Error::Jwks {
-            url: o.jwks_url.clone(),
-            cause,
-        })?;
+        let jwks = Jwks::parse(&doc)
+            .map_err(|cause| Error::Jwks {
+                url: o.jwks_url.clone(),
+                cause,
+            })?
+            .fetched(unix_now());
         let n = jwks.len();
         if let Ok(mut g) = self.jwks.write() {
             *g = Arc::new(jwks);
@@ -1161,7 +1164,7 @@ pub async fn run(
                     () = g.jwks_refresh.notified() => {}
                 }
                 if let Err(e) = g.refresh_jwks().await {
-                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous key set");
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous key set until jwks_max_age_secs");
                 }
                 // At most one fetch per 10 s, however many unknown kids arrive.
                 tokio::time::sleep(Duration::from_secs(10)).await;

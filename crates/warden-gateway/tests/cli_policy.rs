@@ -103,3 +103,60 @@ fn policy_check_and_test_explain_decisions() {
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("decision: ALLOW"));
 }
+
+#[test]
+fn the_cli_keeps_token_identities_in_their_own_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let run = |args: &[&str]| {
+        Command::new(warden_bin())
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // No API key (nor directory identity) in the token namespace.
+    let out = run(&["keys", "create", "jwt:carol", "--role", "user"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reserved for OIDC token subjects"), "{err}");
+    assert!(out.stdout.is_empty());
+    // `policy test` names token principals as the gateway does.
+    let good = dir.path().join("good.cedar");
+    std::fs::write(&good, POLICIES).unwrap();
+    let req = |id: &str, auth: &str| {
+        let p = dir.path().join(format!("req-{auth}.json"));
+        std::fs::write(
+            &p,
+            serde_json::json!({
+                "principal": {"id": id, "roles": ["user"], "team": "blue", "clearance": 1},
+                "action": "chat",
+                "resource": {"model": "m", "classification": 1, "release": "r1"},
+                "context": {"source_ip": "10.0.0.7", "mfa": false, "auth": auth}
+            })
+            .to_string(),
+        )
+        .unwrap();
+        p
+    };
+    let test = |p: std::path::PathBuf| {
+        run(&[
+            "policy",
+            "test",
+            p.to_str().unwrap(),
+            "--policy",
+            good.to_str().unwrap(),
+        ])
+    };
+    let out = test(req("carol", "jwt"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("named jwt:<sub>"), "{err}");
+    let out = test(req("jwt:carol", "key"));
+    assert_eq!(out.status.code(), Some(2));
+    let out = test(req("jwt:carol", "jwt"));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("decision: ALLOW"), "{s}");
+}

@@ -33,29 +33,66 @@ struct Env {
     directory: Arc<MemoryDirectory>,
     user_key: String,
     jwt_key: EcdsaKeyPair,
+    gw: Arc<warden_gateway::server::Gateway>,
+    jwks: Jwks,
 }
 
-async fn jwks_server(doc: String) -> std::net::SocketAddr {
+/// The identity provider's key set endpoint: serves `doc` (a 500 when it is `None`) and
+/// counts fetches.
+#[derive(Clone)]
+struct Jwks {
+    doc: Arc<std::sync::Mutex<Option<String>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Jwks {
+    fn set(&self, doc: Option<String>) {
+        *self.doc.lock().unwrap() = doc;
+    }
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A JWKS document with one P-256 key.
+fn jwks_doc(key: &EcdsaKeyPair, kid: &str) -> String {
+    let pk = key.public_key().as_ref().to_vec();
+    serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]})
+    .to_string()
+}
+
+async fn jwks_server(doc: String) -> (std::net::SocketAddr, Jwks) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let jwks = Jwks {
+        doc: Arc::new(std::sync::Mutex::new(Some(doc))),
+        fetches: Arc::default(),
+    };
+    let served = jwks.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 continue;
             };
-            let doc = doc.clone();
+            let j = served.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf).await;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
-                    doc.len()
-                );
+                j.fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let doc = j.doc.lock().unwrap().clone();
+                let resp = match doc {
+                    Some(doc) => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    ),
+                    None => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+                };
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }
     });
-    addr
+    (addr, jwks)
 }
 
 async fn start() -> Env {
@@ -90,10 +127,7 @@ async fn start_custom(
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let jwt_key =
         EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-    let pk = jwt_key.public_key().as_ref().to_vec();
-    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
-        "x": URL_SAFE_NO_PAD.encode(&pk[1..33]), "y": URL_SAFE_NO_PAD.encode(&pk[33..65])}]});
-    let jwks_addr = jwks_server(jwks.to_string()).await;
+    let (jwks_addr, jwks) = jwks_server(jwks_doc(&jwt_key, "k1")).await;
     let cfg = serde_json::json!({
         "listen": "127.0.0.1:0",
         "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
@@ -138,7 +172,7 @@ async fn start_custom(
     )
     .unwrap();
     tokio::spawn(warden_gateway::server::run(
-        gw,
+        Arc::clone(&gw),
         listeners,
         Default::default(),
     ));
@@ -153,6 +187,8 @@ async fn start_custom(
         directory,
         user_key: key.reveal().to_owned(),
         jwt_key,
+        gw,
+        jwks,
     }
 }
 
@@ -601,7 +637,7 @@ async fn refusals_are_audited_and_never_forwarded() {
             .collect::<Vec<_>>(),
         vec![
             ("bob".into(), "key".into()),
-            ("carol".into(), "jwt".into()),
+            ("jwt:carol".into(), "jwt".into()),
             ("svc-mtls".into(), "mtls".into())
         ]
     );
@@ -1274,6 +1310,316 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     assert_eq!(status(&r), 200, "{r}");
     let r = ready().await;
     assert_eq!(status(&r), 200, "after the lift: {r}");
+}
+
+/// A six-digit code that is valid for no TOTP step within ±2 of now.
+fn wrong_totp() -> String {
+    let valid: Vec<String> = (-2..=2).map(totp_code).collect();
+    (0..10u32)
+        .map(|d| format!("{d}{d}{d}{d}{d}{d}"))
+        .find(|c| !valid.contains(c))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_second_factor_locks_out_after_five_failures_and_audits_every_refusal() {
+    let env = start().await;
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let block = |code: Option<&str>| {
+        let code = code
+            .map(|c| format!("x-warden-totp: {c}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "POST /v1/block HTTP/1.1\r\nhost: localhost\r\n{code}content-type: application/json\r\ncontent-length: 19\r\nconnection: close\r\n\r\n{{\"identity\": \"bob\"}}"
+        )
+    };
+    let denied = |env: &Env| -> Vec<AuditRecord> {
+        records(env)
+            .into_iter()
+            .filter(|r| r.kind == "admin-denied")
+            .collect()
+    };
+    // A mutating call without an administrator certificate is refused and recorded.
+    let r = raw(&env, env.admin, None, block(Some(&totp_code(0))).as_bytes()).await;
+    assert_eq!(status(&r), 401, "{r}");
+    // Four wrong codes and a missing one: each refused (401), each recorded.
+    let bad = wrong_totp();
+    for i in 1..=5 {
+        let code = (i != 3).then_some(bad.as_str());
+        let r = raw(&env, env.admin, admin, block(code).as_bytes()).await;
+        assert_eq!(status(&r), 401, "attempt {i}: {r}");
+        if i == 5 {
+            assert!(r.contains("locked out for 300 s"), "{r}");
+        }
+    }
+    // Locked out: even a valid code is refused, with a reason and Retry-After.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        block(Some(&totp_code(0))).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 429, "locked out: {r}");
+    assert!(r.contains("locked out"), "{r}");
+    let retry: u64 = r
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("Retry-After");
+    assert!((1..=300).contains(&retry), "{retry}");
+    assert!(!env.directory.blocked().unwrap().contains("bob"));
+    // Read-only calls still work for the administrator.
+    let r = raw(
+        &env,
+        env.admin,
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    // Seven refusals, seven records: who (when known), why, the status; no code.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let d = denied(&env);
+    assert_eq!(d.len(), 7, "{d:?}");
+    assert!(d.iter().all(|r| r.decision == "deny"
+        && r.endpoint == "POST /v1/block"
+        && r.outcome == "refused"
+        && r.source_ip == "127.0.0.1"));
+    assert_eq!(
+        d.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![401, 401, 401, 401, 401, 401, 429]
+    );
+    assert_eq!(d[0].auth, None);
+    assert!(
+        d[0].reason
+            .contains("administrator client certificate required")
+    );
+    assert!(
+        d[1..]
+            .iter()
+            .all(|r| r.auth.as_deref() == Some("admin:alice.admin"))
+    );
+    assert!(
+        d[1].reason.contains("wrong TOTP code (1 of 5"),
+        "{:?}",
+        d[1]
+    );
+    assert!(
+        d[3].reason
+            .contains("TOTP code (x-warden-totp) is required")
+    );
+    assert!(d[6].reason.contains("locked out"), "{:?}", d[6]);
+    assert!(
+        !format!("{d:?}").contains(&bad),
+        "a code reached the audit log"
+    );
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+/// A valid token for `sub` (role user, clearance 1) signed by `key` under `kid`.
+fn token_for(key: &EcdsaKeyPair, kid: &str, sub: &str) -> String {
+    let h = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string());
+    let p = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": sub,
+            "exp": now() + 600, "nbf": now() - 1, "roles": ["user"], "clearance": 1})
+        .to_string(),
+    );
+    let msg = format!("{h}.{p}");
+    let sig = key.sign(&SystemRandom::new(), msg.as_bytes()).unwrap();
+    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+async fn admin_post(env: &Env, path: &str, code: &str, body: &str) -> String {
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(env, env.admin, admin, req.as_bytes()).await
+}
+
+async fn chat(env: &Env, credential: &str) -> String {
+    raw(
+        env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(credential), CHAT),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subjects_do_not_share_blocks_with_directory_identities() {
+    let env = start().await;
+    // A token whose sub is "bob", the name of the API-key identity bob.
+    let token = token_for(&env.jwt_key, "k1", "bob");
+    assert_eq!(status(&chat(&env, &token).await), 200);
+    let r = records(&env);
+    let last = r.iter().rev().find(|r| r.kind == "request").unwrap();
+    assert_eq!(
+        (last.identity.as_deref(), last.auth.as_deref()),
+        (Some("jwt:bob"), Some("jwt"))
+    );
+    // Blocking the directory identity bob does not block the token subject bob...
+    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(status(&chat(&env, &env.user_key).await), 403);
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 200, "the token subject shares bob's block: {r}");
+    // ...and `warden block jwt:bob` blocks the subject (each TOTP step serves one call).
+    let r = admin_post(
+        &env,
+        "/v1/block",
+        &totp_code(1),
+        r#"{"identity": "jwt:bob"}"#,
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(env.directory.blocked().unwrap().contains("jwt:bob"));
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 403, "{r}");
+    assert!(r.contains("identity is blocked"), "{r}");
+    assert_eq!(env.upstream.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_older_than_its_maximum_age_refuses_tokens_fail_closed() {
+    let env = start().await;
+    let token = token_for(&env.jwt_key, "k1", "carol");
+    assert_eq!(status(&chat(&env, &token).await), 200);
+    // The provider becomes unreachable and the last good key set grows older than the
+    // maximum age (24 h by default): aged here instead of waited for.
+    env.jwks.set(None);
+    assert!(env.gw.refresh_jwks().await.is_err());
+    {
+        let mut g = env.gw.jwks.write().unwrap();
+        let aged = (**g).clone().fetched(now() - 86_401);
+        *g = Arc::new(aged);
+    }
+    // A failed refresh keeps the old set and its age.
+    assert!(env.gw.refresh_jwks().await.is_err());
+    assert!(env.gw.jwks.read().unwrap().fetched_at() <= now() - 86_401);
+    let before = records(&env).len();
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("key set is older than 86400 s"), "{r}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let recs = records(&env);
+    assert!(
+        // 503s are recorded as the gateway's error, not the client's.
+        recs[before..].iter().any(|r| r.status == 503
+            && r.decision == "error"
+            && r.outcome == "refused"
+            && r.reason.contains("key set is older")),
+        "not audited: {:?}",
+        &recs[before..]
+    );
+    assert_eq!(
+        env.upstream.hits(),
+        1,
+        "a token was accepted on a stale key set"
+    );
+    // Other credentials are not affected.
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    // The provider answers again: the next fetch makes tokens work.
+    env.jwks.set(Some(jwks_doc(&env.jwt_key, "k1")));
+    assert_eq!(env.gw.refresh_jwks().await.unwrap(), 1);
+    assert_eq!(status(&chat(&env, &token).await), 200);
+    assert_eq!(env.upstream.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kid_fetches_the_rotated_key_set_and_retires_the_old_key() {
+    let env = start().await;
+    let old = token_for(&env.jwt_key, "k1", "carol");
+    assert_eq!(status(&chat(&env, &old).await), 200);
+    // The provider rotates: k1 out, k2 in.
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let k2 = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    env.jwks.set(Some(jwks_doc(&k2, "k2")));
+    let fetched = env.jwks.fetches();
+    let new = token_for(&k2, "k2", "carol");
+    // The first token under the new kid is refused, and asks for a fetch at once.
+    let r = chat(&env, &new).await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert!(r.contains("no matching signing key"), "{r}");
+    let mut ok = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if env.jwks.fetches() > fetched && status(&chat(&env, &new).await) == 200 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the new key was not fetched within 2 s");
+    assert_eq!(env.jwks.fetches(), fetched + 1);
+    // The rotated-out key no longer verifies.
+    let r = chat(&env, &old).await;
+    assert_eq!(status(&r), 401, "{r}");
+    assert_eq!(env.upstream.hits(), 2);
+}
+
+async fn readyz(env: &Env) -> String {
+    raw(
+        env,
+        env.admin,
+        None,
+        b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_failure_refuses_every_request_and_readiness() {
+    let env = start().await;
+    let token = token_for(&env.jwt_key, "k1", "carol");
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    let r = readyz(&env).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("\"ready\":true"), "{r}");
+    // The sink fails. With the tamper-evident log this is a failed batch commit: the
+    // requests whose records were in that batch were already answered (records are
+    // queued, then committed in batches), so only later requests can be refused.
+    env.audit
+        .broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let user_cert = Some((env.pki.user_cert.as_path(), env.pki.user_key.as_path()));
+    for (what, r) in [
+        ("API key", chat(&env, &env.user_key).await),
+        ("token", chat(&env, &token).await),
+        (
+            "mTLS",
+            raw(
+                &env,
+                env.public,
+                user_cert,
+                &post("/v1/chat/completions", None, CHAT),
+            )
+            .await,
+        ),
+        (
+            "no credential",
+            raw(
+                &env,
+                env.public,
+                None,
+                &post("/v1/chat/completions", None, CHAT),
+            )
+            .await,
+        ),
+    ] {
+        assert_eq!(status(&r), 503, "{what}: {r}");
+        assert!(r.contains("audit log unavailable"), "{what}: {r}");
+    }
+    let r = readyz(&env).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("\"ready\":false"), "{r}");
+    assert_eq!(env.upstream.hits(), 1, "forwarded without an audit record");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,3 +230,36 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
         "{c}"
     );
 }
+
+#[test]
+fn the_oidc_key_set_age_is_reported() {
+    let home = private_home();
+    let write = |extra: &str| {
+        std::fs::write(
+            home.path().join("warden.toml"),
+            format!(
+                "[gateway]\npolicy = \"p.cedar\"\n\
+                 [gateway.oidc]\nissuer = \"https://idp.example\"\naudience = \"warden\"\n\
+                 jwks_url = \"https://idp.example/jwks\"\n{extra}\
+                 [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let (code, c) = check(home.path(), "WP216");
+    assert_eq!(code, Some(0));
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("jwks_max_age_secs = 86400"),
+        "{c}"
+    );
+    write("jwks_max_age_secs = 604800\n");
+    let (code, c) = check(home.path(), "WP216");
+    assert_eq!(code, Some(0), "warnings do not fail posture");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("rotated out"), "{c}");
+}

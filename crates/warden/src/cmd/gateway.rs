@@ -297,6 +297,12 @@ pub fn run_keys(c: KeysCommand, g: &Global) -> anyhow::Result<ExitCode> {
             {
                 bail!("{identity:?}: not a valid identity name");
             }
+            if warden_gateway::jwt::is_reserved_name(&identity) {
+                bail!(
+                    "{identity}: names starting with {} are reserved for OIDC token subjects",
+                    warden_gateway::jwt::IDENTITY_PREFIX
+                );
+            }
             let log = open_log(&home)?;
             let now = warden_store::now();
             let existing = store.identity(&identity)?;
@@ -547,6 +553,21 @@ pub fn run_policy(c: PolicyCommand, g: &Global) -> anyhow::Result<ExitCode> {
                 "mtls" => "mtls",
                 _ => "key",
             };
+            // The gateway names token identities jwt:<sub>; a test that mixes the
+            // namespaces would explain a decision the gateway never makes.
+            let prefix = warden_gateway::jwt::IDENTITY_PREFIX;
+            if (auth == "jwt") != warden_gateway::jwt::is_reserved_name(&who.name) {
+                bail!(
+                    "{}: principal.id {:?}: {}",
+                    request.display(),
+                    who.name,
+                    if auth == "jwt" {
+                        format!("identities from OIDC tokens are named {prefix}<sub>")
+                    } else {
+                        format!("names starting with {prefix} belong to OIDC tokens (auth \"jwt\")")
+                    }
+                );
+            }
             let t = r
                 .context
                 .time

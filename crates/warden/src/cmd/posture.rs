@@ -52,6 +52,7 @@ pub struct Check {
 const ENV_HARDEN: &str =
     "Secure the deployment environment: harden deployment environment configurations";
 const PROTECT_WEIGHTS: &str = "Continuously protect the AI system: protect model weights";
+const SECURE_APIS: &str = "Continuously protect the AI system: secure exposed APIs";
 const LOGGING: &str =
     "Secure AI operation and maintenance: implement robust logging and monitoring";
 
@@ -406,6 +407,31 @@ fn gateway_checks(
             Err(e) => (Status::Fail, format!("{}: {e}", path.display())),
         };
         push("WP215", status, ENV_HARDEN, "CPG 2.K", detail);
+    }
+    if let Some(t) = table("oidc") {
+        let oidc: warden_gateway::config::OidcConfig = t
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: [gateway.oidc]: {e}", path.display()))?;
+        let default = warden_gateway::config::DEFAULT_JWKS_MAX_AGE_SECS;
+        let long = oidc.jwks_max_age_secs > default;
+        push(
+            "WP216",
+            if long { Status::Warn } else { Status::Pass },
+            SECURE_APIS,
+            "CPG 2.D, 2.K",
+            format!(
+                "oidc jwks_max_age_secs = {} (default {default}): while {} cannot be \
+                 fetched, tokens signed with keys the provider has since rotated out are \
+                 accepted for up to that long; after it every token is refused{}",
+                oidc.jwks_max_age_secs,
+                oidc.jwks_url,
+                if long {
+                    " (longer than the default)"
+                } else {
+                    ""
+                },
+            ),
+        );
     }
     Ok(())
 }
