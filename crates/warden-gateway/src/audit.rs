@@ -167,9 +167,11 @@ impl AuditSink for JsonlSink {
                 self.path.display()
             )));
         }
-        self.tx
-            .try_send((rec, None))
-            .map_err(|_| Error::Audit("queue full".into()))
+        // A record that cannot be queued is lost: fail closed, as for a failed write.
+        self.tx.try_send((rec, None)).map_err(|_| {
+            self.healthy.store(false, Ordering::SeqCst);
+            Error::Audit(format!("{}: queue full", self.path.display()))
+        })
     }
 
     fn append_durable(&self, rec: AuditRecord) -> BoxFuture<'_, Result<(), Error>> {

@@ -62,6 +62,11 @@ pub struct GatewayConfig {
     /// its TLS handshake: unauthenticated clients cannot exhaust the file descriptors.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open public connections from one client address at most (default 512; above
+    /// `max_connections` it has no effect), so one source cannot hold every slot. Behind a proxy or load
+    /// balancer every connection comes from its address: raise it to `max_connections`.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 /// Most connection workers `workers` may ask for.
@@ -72,6 +77,10 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 
 fn default_max_connections() -> usize {
     4096
+}
+
+fn default_max_connections_per_ip() -> usize {
+    512
 }
 
 fn default_listen() -> SocketAddr {
@@ -495,6 +504,12 @@ impl GatewayConfig {
                 self.max_connections
             )));
         }
+        if self.max_connections_per_ip == 0 {
+            return Err(crate::Error::Config(
+                "max_connections_per_ip = 0: at least 1 (above max_connections it has no effect)"
+                    .into(),
+            ));
+        }
         if self.workers.is_some_and(|w| w > MAX_WORKERS) {
             return Err(crate::Error::Config(format!(
                 "workers: at most {MAX_WORKERS}"
@@ -567,7 +582,11 @@ impl GatewayConfig {
             }
             // At least two refresh attempts (spaced at least 10 s) fit in the maximum age,
             // so one failed fetch alone never refuses tokens.
-            let min_age = 2 * o.jwks_refresh_secs.max(10) + 10;
+            let min_age = o
+                .jwks_refresh_secs
+                .max(10)
+                .saturating_mul(2)
+                .saturating_add(10);
             if o.jwks_max_age_secs < min_age || o.jwks_max_age_secs > MAX_JWKS_MAX_AGE_SECS {
                 return Err(crate::Error::Config(format!(
                     "oidc jwks_max_age_secs = {}: from {min_age} (twice jwks_refresh_secs, plus \

@@ -74,6 +74,38 @@ impl KillSwitch {
         }
     }
 
+    /// Apply what the store says now, as changes since the store was last read: a block
+    /// or lockdown that this process entered in memory a moment before writing it to
+    /// the store is not undone by a read that raced the write (nor after a failed write:
+    /// the kill switch stays engaged). The first read applies the store's state whole.
+    pub fn apply_store(
+        &self,
+        seen: &mut StoreSeen,
+        blocked: Option<std::collections::BTreeSet<String>>,
+        lockdown: Option<bool>,
+    ) {
+        if let Some(now) = blocked {
+            match &seen.blocked {
+                None => self.sync_blocked(&now),
+                Some(prev) => {
+                    for id in now.difference(prev) {
+                        self.block(id);
+                    }
+                    for id in prev.difference(&now) {
+                        self.unblock(id);
+                    }
+                }
+            }
+            seen.blocked = Some(now);
+        }
+        if let Some(on) = lockdown {
+            if seen.lockdown != Some(on) && on != self.locked_down() {
+                self.set_lockdown(on);
+            }
+            seen.lockdown = Some(on);
+        }
+    }
+
     /// A token cancelled when `identity` is blocked.
     pub fn stream_token(&self, identity: &str) -> CancellationToken {
         match self.streams.lock() {
@@ -96,9 +128,13 @@ impl KillSwitch {
         // The flag changes under the connections lock, the same lock `connection_token`
         // takes: a connection accepted while lockdown is being entered either got the
         // old token (cancelled here) or sees the flag (and gets a cancelled one).
-        let guard = self.connections.lock();
+        // A poisoned lock still holds a token: lockdown must cut connections regardless.
+        let mut c = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.lockdown.send_replace(on);
-        if on && let Ok(mut c) = guard {
+        if on {
             c.cancel();
             *c = CancellationToken::new();
         }
@@ -123,6 +159,13 @@ impl KillSwitch {
     }
 }
 
+/// The store's state as last read by [`KillSwitch::apply_store`].
+#[derive(Debug, Default)]
+pub struct StoreSeen {
+    blocked: Option<std::collections::BTreeSet<String>>,
+    lockdown: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +188,30 @@ mod tests {
         assert!(k.connection_token().is_cancelled());
         k.set_lockdown(false);
         assert!(!k.locked_down() && !k.connection_token().is_cancelled());
+    }
+
+    #[test]
+    fn a_store_read_racing_an_admin_change_does_not_undo_it() {
+        let k = KillSwitch::default();
+        let mut seen = StoreSeen::default();
+        let set = |ids: &[&str]| -> std::collections::BTreeSet<String> {
+            ids.iter().map(|s| (*s).to_owned()).collect()
+        };
+        k.apply_store(&mut seen, Some(set(&["mallory"])), Some(false));
+        assert!(k.is_blocked("mallory") && !k.locked_down());
+        // The admin API engages both in memory; the store has not been written yet.
+        let t = k.stream_token("eve");
+        k.block("eve");
+        k.set_lockdown(true);
+        k.apply_store(&mut seen, Some(set(&["mallory"])), Some(false));
+        assert!(k.is_blocked("eve") && k.locked_down() && t.is_cancelled());
+        // The write lands; later another process lifts and unblocks through the store.
+        k.apply_store(&mut seen, Some(set(&["mallory", "eve"])), Some(true));
+        assert!(k.is_blocked("eve") && k.locked_down());
+        k.apply_store(&mut seen, Some(set(&["mallory"])), Some(false));
+        assert!(!k.is_blocked("eve") && k.is_blocked("mallory") && !k.locked_down());
+        // A block written by another process is applied.
+        k.apply_store(&mut seen, Some(set(&["mallory", "trudy"])), None);
+        assert!(k.is_blocked("trudy"));
     }
 }

@@ -26,7 +26,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +88,8 @@ pub struct Gateway {
     jwks_refresh: Arc<tokio::sync::Notify>,
     /// The second in which a refused connection was last logged.
     conn_refusal_logged: AtomicU64,
+    /// Open public connections per client address (entries removed at zero).
+    conns_per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
 fn unix_now() -> u64 {
@@ -222,6 +224,7 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             jwks_refresh,
             conn_refusal_logged: AtomicU64::new(0),
+            conns_per_ip: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -1175,6 +1178,14 @@ pub async fn run(
     {
         let g = Arc::clone(&gw);
         let pub_cert = public_tls.as_ref().map(|(_, r)| Arc::clone(r));
+        // Read before the admin listener serves: from here on, only changes of the store
+        // are applied (see `KillSwitch::apply_store`).
+        let mut seen = crate::killswitch::StoreSeen::default();
+        g.kill.apply_store(
+            &mut seen,
+            g.directory.blocked().ok(),
+            g.directory.lockdown().ok(),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
@@ -1190,15 +1201,17 @@ pub async fn run(
                         }
                     }
                 }
-                match g.directory.blocked() {
-                    Ok(b) => g.kill.sync_blocked(&b),
-                    Err(e) => tracing::warn!(error = %e, "cannot read blocks"),
-                }
-                match g.directory.lockdown() {
-                    Ok(on) if on != g.kill.locked_down() => g.kill.set_lockdown(on),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot read lockdown state"),
-                }
+                let blocked = g
+                    .directory
+                    .blocked()
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot read blocks"))
+                    .ok();
+                let lockdown = g
+                    .directory
+                    .lockdown()
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot read lockdown state"))
+                    .ok();
+                g.kill.apply_store(&mut seen, blocked, lockdown);
             }
         });
     }
@@ -1276,7 +1289,7 @@ async fn serve_public(
                 listener = Some(l);
                 match r {
                     Ok((tcp, peer)) => {
-                        let Some(hold) = ConnSlot::take(&gw) else {
+                        let Some(hold) = ConnSlot::take(&gw, peer.ip()) else {
                             // Closed before any byte is read: no TLS work for it.
                             drop(tcp);
                             continue;
@@ -1305,14 +1318,27 @@ async fn serve_public(
     }
 }
 
-/// One open public connection, counted against `max_connections` until dropped.
-struct ConnSlot(Arc<Gateway>);
+/// One open public connection, counted against `max_connections` and its address's
+/// `max_connections_per_ip` until dropped.
+struct ConnSlot(Arc<Gateway>, IpAddr);
 
 impl ConnSlot {
-    /// A slot, or None (counted, logged at most once a second) when all are taken.
-    fn take(gw: &Arc<Gateway>) -> Option<ConnSlot> {
+    /// A slot, or None (counted, logged at most once a second) when all are taken or
+    /// the address holds its share.
+    fn take(gw: &Arc<Gateway>, ip: IpAddr) -> Option<ConnSlot> {
         let open = gw.metrics.connections.fetch_add(1, Ordering::AcqRel);
-        if usize::try_from(open).is_ok_and(|n| n >= gw.config.max_connections) {
+        let global_full = usize::try_from(open).is_ok_and(|n| n >= gw.config.max_connections);
+        let ip_full = global_full
+            || gw.conns_per_ip.lock().map_or(true, |mut m| {
+                let n = m.entry(ip).or_insert(0);
+                if *n >= gw.config.max_connections_per_ip {
+                    true
+                } else {
+                    *n += 1;
+                    false
+                }
+            });
+        if global_full || ip_full {
             gw.metrics.connections.fetch_sub(1, Ordering::AcqRel);
             let refused = gw
                 .metrics
@@ -1321,19 +1347,30 @@ impl ConnSlot {
             let now = unix_now();
             if gw.conn_refusal_logged.swap(now, Ordering::Relaxed) != now {
                 tracing::warn!(
+                    %ip,
                     max_connections = gw.config.max_connections,
+                    max_connections_per_ip = gw.config.max_connections_per_ip,
                     refused_so_far = refused + 1,
-                    "public connection refused: max_connections open"
+                    "public connection refused: {}",
+                    if global_full { "max_connections open" } else { "max_connections_per_ip open from this address" }
                 );
             }
             return None;
         }
-        Some(ConnSlot(Arc::clone(gw)))
+        Some(ConnSlot(Arc::clone(gw), ip))
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        if let Ok(mut m) = self.0.conns_per_ip.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
         self.0.metrics.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -32,12 +32,44 @@ pub fn load_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Error> {
-    let chain = load_certs(cert)?;
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err(key, e))?;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let ck = CertifiedKey::from_der(chain, der, &provider).map_err(|e| tls_err(key, e))?;
-    Ok(Arc::new(ck))
+/// The pair as read from disk: the bytes that are both hashed and parsed, so a file
+/// rewritten between two reads can never leave a hash that matches an unloaded pair.
+struct PairBytes {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl PairBytes {
+    fn read(cert: &Path, key: &Path) -> Result<PairBytes, Error> {
+        Ok(PairBytes {
+            cert: std::fs::read(cert).map_err(|e| tls_err(cert, e))?,
+            key: std::fs::read(key).map_err(|e| tls_err(key, e))?,
+        })
+    }
+
+    /// SHA-256 over both files (each prefixed by its length). Contents, not modification
+    /// times: `cp -p` or `rsync -t` can install a new pair with the old times.
+    fn digest(&self) -> Option<[u8; 32]> {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for data in [&self.cert, &self.key] {
+            ctx.update(&(data.len() as u64).to_le_bytes());
+            ctx.update(data);
+        }
+        ctx.finish().as_ref().try_into().ok()
+    }
+
+    fn certified_key(&self, cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Error> {
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls_err(cert, e))?;
+        if chain.is_empty() {
+            return Err(tls_err(cert, "no certificate in file"));
+        }
+        let der = PrivateKeyDer::from_pem_slice(&self.key).map_err(|e| tls_err(key, e))?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let ck = CertifiedKey::from_der(chain, der, &provider).map_err(|e| tls_err(key, e))?;
+        Ok(Arc::new(ck))
+    }
 }
 
 /// A certificate resolver whose pair can be swapped while serving.
@@ -50,42 +82,33 @@ pub struct ReloadingCert {
     stamp: RwLock<Option<[u8; 32]>>,
 }
 
-/// A digest of both files (None when either cannot be read). Contents, not modification
-/// times: `cp -p` or `rsync -t` can install a new pair with the old times.
-fn contents_digest(a: &Path, b: &Path) -> Option<[u8; 32]> {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for p in [a, b] {
-        let data = std::fs::read(p).ok()?;
-        ctx.update(&(data.len() as u64).to_le_bytes());
-        ctx.update(&data);
-    }
-    ctx.finish().as_ref().try_into().ok()
-}
-
 impl ReloadingCert {
     /// Load the pair.
     pub fn new(cert: &Path, key: &Path) -> Result<Arc<ReloadingCert>, Error> {
-        let ck = load_key(cert, key)?;
+        let bytes = PairBytes::read(cert, key)?;
+        let ck = bytes.certified_key(cert, key)?;
         Ok(Arc::new(ReloadingCert {
             cert: cert.to_owned(),
             key: key.to_owned(),
             current: RwLock::new(ck),
-            stamp: RwLock::new(contents_digest(cert, key)),
+            stamp: RwLock::new(bytes.digest()),
         }))
     }
 
-    /// Reload if either file changed. `Ok(true)` when a new pair is now in use.
+    /// Reload if either file changed. `Ok(true)` when a new pair is now in use; an
+    /// unreadable or bad pair is an error once (until the files change again) and the
+    /// pair in use is kept.
     pub fn reload_if_changed(&self) -> Result<bool, Error> {
-        let now = contents_digest(&self.cert, &self.key);
+        let bytes = PairBytes::read(&self.cert, &self.key);
+        let now = bytes.as_ref().ok().and_then(PairBytes::digest);
         let same = self.stamp.read().map(|s| *s == now).unwrap_or(false);
         if same {
             return Ok(false);
         }
-        let ck = load_key(&self.cert, &self.key);
         if let Ok(mut s) = self.stamp.write() {
             *s = now;
         }
-        let ck = ck?;
+        let ck = bytes?.certified_key(&self.cert, &self.key)?;
         if let Ok(mut c) = self.current.write() {
             *c = ck;
         }

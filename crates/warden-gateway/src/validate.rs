@@ -520,6 +520,18 @@ pub fn validate(
     };
     let (parts, token_ids) = collect_parts(ep, &obj);
     let sampling = sampling_of(&obj);
+    // `n` and `best_of` multiply the work and the token reservation: only whole numbers
+    // (an upstream may read 5.0 or "5" as 5 while the reservation counted 1).
+    for k in ["n", "best_of"] {
+        if let Some(v) = obj.field(k)
+            && !v.is_null()
+            && v.as_u64().is_none_or(|x| x < 1)
+        {
+            return Err(Invalid(format!(
+                "{k}: must be a whole number of at least 1"
+            )));
+        }
+    }
     // Parameter policy.
     for p in PARAMS {
         let Some(val) = obj.field(p) else { continue };
@@ -803,6 +815,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.sequences, 3);
+        // Allowed or not, only whole numbers: 5.0 or "5" would be 5 upstream, 1 here.
+        for bad in [json!(5.0), json!("5"), json!(0), json!(-2), json!(true)] {
+            let e =
+                completions(json!({"model": "m", "prompt": "hi", "best_of": bad}), &p).unwrap_err();
+            assert!(e.0.contains("whole number"), "{bad}: {e:?}");
+            let e = run(
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": bad}),
+                &p,
+            )
+            .unwrap_err();
+            assert!(e.0.contains("whole number"), "{bad}: {e:?}");
+        }
     }
 
     #[test]
