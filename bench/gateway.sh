@@ -91,13 +91,17 @@ wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("AUTH")
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %.1f %.3f %.3f\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+  io.write(string.format("RESULT %.1f %.3f %.3f %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
 end
 LUA
-run() { # url conns -> "rps p50ms p99ms"
+run() { # url conns -> "rps p50ms p99ms"; answers that were not 2xx (or failed) are reported
   local auth=$KEY; [ "$1" = "${URL[litellm]}" ] && auth=${LKEY:-}
-  AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" --timeout 10s -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4}'
+  local r; r=$(AUTH=$auth nice -n 10 wrk -t1 -c"$2" -d"${D}s" --timeout 10s -s "$OUT/post.lua" "$1" 2>/dev/null | awk '/^RESULT/ {print $2, $3, $4, $5}')
+  read -r rps p50 p99 bad <<<"$r"
+  [ "${bad:-0}" -gt 0 ] && echo "WARNING: $1 at c=$2: $bad answers were not 2xx or failed (counted in RPS)" >&2
+  echo "$rps $p50 $p99"
 }
 declare -A URL=(
   [direct]=http://127.0.0.1:19100/v1/chat/completions
