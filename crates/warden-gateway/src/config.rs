@@ -371,6 +371,11 @@ pub struct Timeouts {
     /// Longest silence between two body chunks, seconds.
     #[serde(default = "default_idle_secs")]
     pub idle_secs: u64,
+    /// A client connection with no request in progress (a streamed answer counts until
+    /// its end) for this long is closed, seconds (default 60, 1 to 3600). HTTP/2 has no
+    /// other idle limit; HTTP/1.1 also has the 15-s header read timeout.
+    #[serde(default = "default_client_idle_secs")]
+    pub client_idle_secs: u64,
 }
 
 impl Default for Timeouts {
@@ -379,6 +384,7 @@ impl Default for Timeouts {
             connect_ms: default_connect_ms(),
             response_header_secs: default_header_secs(),
             idle_secs: default_idle_secs(),
+            client_idle_secs: default_client_idle_secs(),
         }
     }
 }
@@ -389,6 +395,9 @@ fn default_header_secs() -> u64 {
     120
 }
 fn default_idle_secs() -> u64 {
+    60
+}
+fn default_client_idle_secs() -> u64 {
     60
 }
 
@@ -498,6 +507,12 @@ impl GatewayConfig {
     /// Check what types cannot: TLS or loopback plaintext, known upstream schemes,
     /// unique model names, admin CA present.
     pub fn validate(&self) -> Result<(), crate::Error> {
+        if !(1..=3600).contains(&self.timeouts.client_idle_secs) {
+            return Err(crate::Error::Config(format!(
+                "timeouts.client_idle_secs = {}: between 1 and 3600",
+                self.timeouts.client_idle_secs
+            )));
+        }
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(crate::Error::Config(format!(
                 "max_connections = {}: between 1 and {MAX_CONNECTIONS}",

@@ -29,7 +29,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -1416,6 +1416,79 @@ async fn serve_handed(
     }
 }
 
+/// Requests in progress on one client connection (a streamed answer counts until its
+/// body ends or is dropped) and when the connection was last busy.
+#[derive(Debug)]
+struct Activity {
+    active: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+/// One request in progress; dropped with its answer's body.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: &Arc<Activity>) -> Busy {
+        a.active.fetch_add(1, Ordering::AcqRel);
+        Busy(Arc::clone(a))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ms.store(now_ms(), Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer's body that keeps its request counted as in progress.
+struct BusyBody {
+    inner: GwBody,
+    _busy: Busy,
+}
+
+impl Body for BusyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer, its request counted as in progress until the body is sent or dropped.
+fn busy_until_sent(resp: Response<GwBody>, busy: Busy) -> Response<GwBody> {
+    resp.map(|inner| BusyBody { inner, _busy: busy }.boxed())
+}
+
+/// Resolves once the connection has had no request in progress for `idle`.
+async fn idle_for(a: &Activity, idle: Duration) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let since = now_ms().saturating_sub(a.last_ms.load(Ordering::Acquire));
+        if a.active.load(Ordering::Acquire) == 0 && since >= idle_ms {
+            return;
+        }
+        let wait = if a.active.load(Ordering::Acquire) > 0 {
+            idle_ms
+        } else {
+            idle_ms - since
+        };
+        tokio::time::sleep(Duration::from_millis(wait.max(10))).await;
+    }
+}
+
 /// Serve one connection (HTTP/1.1 or HTTP/2) until it ends or lockdown cancels it.
 async fn serve_conn(
     gw: Arc<Gateway>,
@@ -1446,9 +1519,17 @@ async fn serve_conn(
         None => (tokio_util::either::Either::Right(tcp), None),
     };
     let g = Arc::clone(&gw);
-    let svc = hyper::service::service_fn(move |req| {
-        handle(Arc::clone(&g), peer, client_cert.clone(), req)
+    let activity = Arc::new(Activity {
+        active: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(now_ms()),
     });
+    let a = Arc::clone(&activity);
+    let svc = hyper::service::service_fn(move |req| {
+        let busy = Busy::new(&a);
+        let answer = handle(Arc::clone(&g), peer, client_cert.clone(), req);
+        async move { Ok::<_, Infallible>(busy_until_sent(answer.await?, busy)) }
+    });
+    let idle = Duration::from_secs(gw.config.timeouts.client_idle_secs);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -1484,6 +1565,9 @@ async fn serve_conn(
         }
         () = token.cancelled() => {
             tracing::info!(%peer, "connection closed by lockdown");
+        }
+        () = idle_for(&activity, idle) => {
+            tracing::debug!(%peer, "idle connection closed");
         }
     }
 }

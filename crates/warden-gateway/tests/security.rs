@@ -1728,3 +1728,75 @@ async fn one_address_cannot_hold_more_than_its_share_of_connections() {
     let r = String::from_utf8_lossy(&out);
     assert_eq!(status(&r), 200, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_but_a_long_stream_is_not() {
+    let up = slow_sse_upstream().await;
+    let env = start_custom(
+        4096,
+        serde_json::json!({"timeouts": {"client_idle_secs": 1},
+            "models": [{"name": "m1", "upstream": format!("http://{up}"), "classification": 1}]}),
+        None,
+    )
+    .await;
+    // A client that opens HTTP/2 (preface and SETTINGS) and then sends nothing.
+    let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let mut cfg = (*tls_config(&env.pki, None)).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(_)) => {} // the server's SETTINGS and its ACK
+            Err(_) => panic!("an idle HTTP/2 connection stayed open for 10 s"),
+        }
+    }
+    let closed = t0.elapsed();
+    assert!(
+        closed >= Duration::from_millis(900),
+        "closed before it was idle: {closed:?}"
+    );
+    // A stream that outlasts the idle time is not cut: events keep coming after 2.5 s.
+    let key = env.user_key.clone();
+    let mut curl = tokio::process::Command::new("curl")
+        .args(["--http2", "-sS", "-N", "--cacert"])
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("authorization: Bearer {key}"))
+        .args([
+            "--data-binary",
+            r#"{"model":"m1","messages":[{"role":"user","content":"Tell a long story."}],"stream":true}"#,
+        ])
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = curl.stdout.take().unwrap();
+    let start = std::time::Instant::now();
+    let mut late = 0;
+    while start.elapsed() < Duration::from_millis(3000) {
+        let n = tokio::time::timeout(Duration::from_secs(5), out.read(&mut buf))
+            .await
+            .expect("the stream stalled")
+            .unwrap();
+        assert!(n > 0, "the stream was cut after {:?}", start.elapsed());
+        if start.elapsed() > Duration::from_millis(2500) {
+            late += n;
+        }
+    }
+    assert!(late > 0, "no events after 2.5 s");
+}
