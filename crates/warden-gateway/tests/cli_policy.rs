@@ -155,6 +155,9 @@ fn the_cli_keeps_token_identities_in_their_own_namespace() {
     assert!(err.contains("named jwt:<sub>"), "{err}");
     let out = test(req("jwt:carol", "key"));
     assert_eq!(out.status.code(), Some(2));
+    // The gateway writes the prefix in lower case only: JWT:carol is a name it never makes.
+    let out = test(req("JWT:carol", "jwt"));
+    assert_eq!(out.status.code(), Some(2));
     let out = test(req("jwt:carol", "jwt"));
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}");

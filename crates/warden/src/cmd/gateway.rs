@@ -556,7 +556,14 @@ pub fn run_policy(c: PolicyCommand, g: &Global) -> anyhow::Result<ExitCode> {
             // The gateway names token identities jwt:<sub>; a test that mixes the
             // namespaces would explain a decision the gateway never makes.
             let prefix = warden_gateway::jwt::IDENTITY_PREFIX;
-            if (auth == "jwt") != warden_gateway::jwt::is_reserved_name(&who.name) {
+            let jwt_name = if auth == "jwt" {
+                // Exactly as the gateway writes it (lower-case prefix).
+                who.name.starts_with(prefix)
+            } else {
+                // Any case of the prefix is reserved for token identities.
+                warden_gateway::jwt::is_reserved_name(&who.name)
+            };
+            if (auth == "jwt") != jwt_name {
                 bail!(
                     "{}: principal.id {:?}: {}",
                     request.display(),
