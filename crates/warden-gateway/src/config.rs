@@ -75,12 +75,19 @@ pub const MAX_WORKERS: usize = 256;
 /// Highest `max_connections`.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default `max_connections_per_ip`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
+/// Default `timeouts.client_idle_secs`.
+pub const DEFAULT_CLIENT_IDLE_SECS: u64 = 60;
+
 fn default_max_connections() -> usize {
-    4096
+    DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_max_connections_per_ip() -> usize {
-    512
+    DEFAULT_MAX_CONNECTIONS_PER_IP
 }
 
 fn default_listen() -> SocketAddr {
@@ -398,7 +405,7 @@ fn default_idle_secs() -> u64 {
     60
 }
 fn default_client_idle_secs() -> u64 {
-    60
+    DEFAULT_CLIENT_IDLE_SECS
 }
 
 /// Audit settings.

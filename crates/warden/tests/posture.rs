@@ -263,3 +263,39 @@ fn the_oidc_key_set_age_is_reported() {
     assert_eq!(c["status"], "warn", "{c}");
     assert!(c["detail"].as_str().unwrap().contains("rotated out"), "{c}");
 }
+
+#[test]
+fn connection_limits_are_reported() {
+    let home = private_home();
+    let write = |extra: &str| {
+        std::fs::write(
+            home.path().join("warden.toml"),
+            format!(
+                "[gateway]\npolicy = \"p.cedar\"\n{extra}\
+                 [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let (code, c) = check(home.path(), "WP217");
+    assert_eq!(code, Some(0));
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4096, 512 per client address"),
+        "{c}"
+    );
+    write("max_connections = 100\nmax_connections_per_ip = 100\n");
+    let (_, c) = check(home.path(), "WP217");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("every connection slot"),
+        "{c}"
+    );
+}

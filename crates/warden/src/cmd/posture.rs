@@ -408,6 +408,57 @@ fn gateway_checks(
         };
         push("WP215", status, ENV_HARDEN, "CPG 2.K", detail);
     }
+    // Connection limits: one address's share of the slots and the idle limit.
+    let int = |v: Option<&toml::Value>, default: i64| {
+        v.and_then(toml::Value::as_integer).unwrap_or(default)
+    };
+    use warden_gateway::config as gc;
+    let max_conns = int(
+        gw.get("max_connections"),
+        gc::DEFAULT_MAX_CONNECTIONS as i64,
+    );
+    let per_ip = int(
+        gw.get("max_connections_per_ip"),
+        gc::DEFAULT_MAX_CONNECTIONS_PER_IP as i64,
+    );
+    let idle = int(
+        gw.get("timeouts")
+            .and_then(|t| t.as_table())
+            .and_then(|t| t.get("client_idle_secs")),
+        gc::DEFAULT_CLIENT_IDLE_SECS as i64,
+    );
+    let mut weak = Vec::new();
+    if per_ip >= max_conns {
+        weak.push(format!(
+            "max_connections_per_ip = {per_ip} is not below max_connections = {max_conns}: one \
+             client address can hold every connection slot (right only behind a proxy that \
+             limits its own clients)"
+        ));
+    }
+    if idle > CLIENT_IDLE_WARN_SECS {
+        weak.push(format!(
+            "timeouts.client_idle_secs = {idle}: idle clients keep their slots for more than \
+             {CLIENT_IDLE_WARN_SECS} s"
+        ));
+    }
+    push(
+        "WP217",
+        if weak.is_empty() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        SECURE_APIS,
+        "CPG 2.K",
+        if weak.is_empty() {
+            format!(
+                "public connections: at most {max_conns}, {per_ip} per client address, closed \
+                 after {idle} s without a request in progress"
+            )
+        } else {
+            weak.join("; ")
+        },
+    );
     if let Some(t) = table("oidc") {
         let oidc: warden_gateway::config::OidcConfig = t
             .try_into()
@@ -435,6 +486,9 @@ fn gateway_checks(
     }
     Ok(())
 }
+
+/// Above this, `warden posture` warns about the client idle limit.
+const CLIENT_IDLE_WARN_SECS: i64 = 300;
 
 /// Above this, `warden posture` warns about the audit batching window.
 const AUDIT_BATCH_WARN_MS: u64 = 50;
