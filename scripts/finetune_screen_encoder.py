@@ -127,7 +127,7 @@ def tokenizer(max_tokens: int):
 class Encoder(torch.nn.Module):
     """BERT (MiniLM-L6-H384) with optional LoRA adapters, mean pooling, L2 norm."""
 
-    def __init__(self, layers=(), modules="", r=8, alpha=16):
+    def __init__(self, layers=(), modules="", r=8, alpha=16, seed=SEED):
         super().__init__()
         from safetensors.torch import load_file
 
@@ -137,7 +137,7 @@ class Encoder(torch.nn.Module):
             v.requires_grad_(False)
         self.r, self.alpha, self.scale = r, alpha, alpha / r
         self.adapted = [(l, m) for l in layers for m in modules]
-        g = torch.Generator().manual_seed(SEED)
+        g = torch.Generator().manual_seed(seed)  # LoRA A initialisation
         self.A = torch.nn.ParameterDict()
         self.B = torch.nn.ParameterDict()
         for l, m in self.adapted:
@@ -320,14 +320,15 @@ def head_blob():
 
 
 def train(name: str, cfg: dict, max_batches=None):
-    torch.manual_seed(cfg.get("seed", SEED))  # LoRA A initialisation and anything else random
+    torch.manual_seed(cfg.get("seed", SEED))  # anything random besides A and the batch order
     tok = tokenizer(MAX_TOKENS)
     encs, _, y, srcs, _ = load("train", tok)
     w = T.balanced_weights(y, srcs)
     w[np.isin(srcs, ["augment", "yanismiraoui"])] *= cfg.get("extra_weight", T.EXTRA_WEIGHT) / T.EXTRA_WEIGHT
     w = torch.tensor(w / w.mean(), dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.float32)
-    enc = Encoder(cfg["layers"], cfg["modules"], cfg["r"], cfg["alpha"])
+    # A is drawn from its own generator: the configuration's seed must reach it too.
+    enc = Encoder(cfg["layers"], cfg["modules"], cfg["r"], cfg["alpha"], seed=cfg.get("seed", SEED))
     head = Head(*head_blob())
     opt = torch.optim.AdamW([{"params": list(enc.A.values()) + list(enc.B.values()), "lr": cfg["lr"]},
                              {"params": list(head.parameters()), "lr": cfg["head_lr"]}], weight_decay=0.0)
@@ -462,7 +463,7 @@ def export(name: str, cfg: dict) -> None:
                        f"python3 scripts/finetune_screen_encoder.py export {name}",
             "config": name,
             "settings": cfg,
-            "seed": SEED,
+            "seed": cfg.get("seed", SEED),
             "optimizer": "AdamW (no weight decay), linear warm-up 5 % then linear decay; "
                          "weighted BCE (scripts/train_screen_head.py balanced_weights); "
                          "batches of similar length (windows of 50 batches)",

