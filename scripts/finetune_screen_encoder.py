@@ -34,12 +34,14 @@ FPR 0.000, benign_triggers.txt blocked 3/121), adopt only if neuralchemy rises >
 S-Labs drops <= 0.5 point, the augment FPR does not rise and at most 3 benign_triggers are
 blocked; among passing candidates (configuration x head x band) the best by the head
 trainer's validation score. No configuration passed (all blocked >= 4 benign_triggers or
-raised the augment FPR), so nothing was adopted and test was not read.
+raised the augment FPR), so nothing was adopted and test was not read. Rule v2 (below,
+`select-v2`) judged two new seeds of v1's best neuralchemy configuration: both pass and it
+adopts seed 9, which is not exported into the crate yet (README "Optional transformer tier").
 
 `export` writes the adapter (crates/warden-screen/model/transformer-adapter.bin), its card
 and torch reference embeddings of the adapted encoder, and pins the adapter in the head card.
-The Rust side that merges it at load (and tests it against those references) is on branch
-`ft-adapter-wip`, not on main: main's tier has no adapter.
+The Rust side merges it at load (crates/warden-screen/src/transformer.rs, head card format
+/2); until an adapter is exported, the committed tier has none.
 """
 
 import hashlib
