@@ -709,13 +709,7 @@ async fn admin_api_needs_mtls_and_totp_and_blocks_at_once() {
     let r = raw(&env, env.admin, admin, block(&code).as_bytes()).await;
     assert_eq!(status(&r), 401, "replayed TOTP: {r}");
     // Metrics for the administrator.
-    let r = raw(
-        &env,
-        env.admin,
-        admin,
-        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let r = metrics(&env).await;
     assert!(r.contains("warden_gateway_requests_total"), "{r}");
     assert_eq!(env.upstream.hits(), 0);
 }
@@ -1083,13 +1077,7 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
 async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
     let env = start().await;
     let key = env.user_key.clone();
-    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
     let file = env._dir.path().join("policies.cedar");
-    let reload = |code: String| {
-        format!(
-            "POST /v1/policy/reload HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
-        )
-    };
     let chat = || post("/v1/chat/completions", Some(&key), CHAT);
     let r = raw(&env, env.public, None, &chat()).await;
     assert_eq!(status(&r), 200, "{r}");
@@ -1099,14 +1087,14 @@ async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
         "@id(\"researchers-only\")\npermit(principal in Warden::Role::\"researcher\", action, resource);\n",
     )
     .unwrap();
-    let r = raw(&env, env.admin, admin, reload(totp_code(-1)).as_bytes()).await;
+    let r = admin_post(&env, "/v1/policy/reload", &totp_code(-1), "{}").await;
     assert_eq!(status(&r), 200, "{r}");
     assert!(records(&env).iter().any(|r| r.kind == "policy-reload"));
     let r = raw(&env, env.public, None, &chat()).await;
     assert_eq!(status(&r), 403, "after reload: {r}");
     // A policy that does not parse is refused and the running one kept.
     std::fs::write(&file, "permit(principal, action, resource) when {").unwrap();
-    let r = raw(&env, env.admin, admin, reload(totp_code(0)).as_bytes()).await;
+    let r = admin_post(&env, "/v1/policy/reload", &totp_code(0), "{}").await;
     assert_eq!(status(&r), 400, "broken policy: {r}");
     let r = raw(&env, env.public, None, &chat()).await;
     assert_eq!(
@@ -1115,25 +1103,61 @@ async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
         "the broken policy replaced the old one: {r}"
     );
     std::fs::write(&file, POLICIES).unwrap();
-    let r = raw(&env, env.admin, admin, reload(totp_code(1)).as_bytes()).await;
+    let r = admin_post(&env, "/v1/policy/reload", &totp_code(1), "{}").await;
     assert_eq!(status(&r), 200, "{r}");
     let r = raw(&env, env.public, None, &chat()).await;
     assert_eq!(status(&r), 200, "after the original came back: {r}");
     assert_eq!(env.upstream.hits(), 2);
     // The metrics count each outcome.
-    let m = raw(
-        &env,
-        env.admin,
-        admin,
-        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let m = metrics(&env).await;
     for line in [
         "warden_gateway_requests_total{endpoint=\"chat\",status=\"200\"} 2",
         "warden_gateway_requests_total{endpoint=\"chat\",status=\"403\"} 2",
     ] {
         assert!(m.lines().any(|l| l == line), "no {line:?} in {m}");
     }
+}
+
+/// curl over HTTP/2 streaming a long chat answer (stdout piped, `-w` prints the HTTP
+/// version at the end), killed when dropped.
+fn curl_h2_stream(env: &Env, key: &str) -> tokio::process::Child {
+    tokio::process::Command::new("curl")
+        .args([
+            "--http2",
+            "-sS",
+            "-N",
+            "-w",
+            "\nversion=%{http_version}\n",
+            "--cacert",
+        ])
+        .arg(&env.pki.ca)
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("authorization: Bearer {key}"))
+        .args([
+            "--data-binary",
+            r#"{"model":"m1","messages":[{"role":"user","content":"Tell a long story."}],"stream":true}"#,
+        ])
+        .arg(format!(
+            "https://localhost:{}/v1/chat/completions",
+            env.public.port()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The admin listener's Prometheus metrics, fetched with the administrator's certificate.
+async fn metrics(env: &Env) -> String {
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    raw(
+        env,
+        env.admin,
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
 }
 
 /// An upstream that answers every request with an SSE stream of one chunk every 50 ms
@@ -1184,30 +1208,7 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
     )
     .await;
     let key = env.user_key.clone();
-    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
-    let body = r#"{"model":"m1","messages":[{"role":"user","content":"Tell a long story."}],"stream":true}"#;
-    let mut curl = tokio::process::Command::new("curl")
-        .args([
-            "--http2",
-            "-sS",
-            "-N",
-            "-w",
-            "\nversion=%{http_version}\n",
-            "--cacert",
-        ])
-        .arg(&env.pki.ca)
-        .args(["-H", "content-type: application/json", "-H"])
-        .arg(format!("authorization: Bearer {key}"))
-        .args(["--data-binary", body])
-        .arg(format!(
-            "https://localhost:{}/v1/chat/completions",
-            env.public.port()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut curl = curl_h2_stream(&env, &key);
     let mut out = curl.stdout.take().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -1224,11 +1225,7 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
         );
         seen.extend_from_slice(&buf[..n]);
     }
-    let block = format!(
-        "POST /v1/block HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {}\r\ncontent-type: application/json\r\ncontent-length: 19\r\nconnection: close\r\n\r\n{{\"identity\": \"bob\"}}",
-        totp_code(0)
-    );
-    let r = raw(&env, env.admin, admin, block.as_bytes()).await;
+    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
     assert_eq!(status(&r), 200, "{r}");
     let t0 = std::time::Instant::now();
     // Drain until curl's end of the stream.
@@ -1264,7 +1261,6 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let env = start().await;
-    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
     let ready = || async {
         raw(
             &env,
@@ -1277,20 +1273,7 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let r = ready().await;
     assert_eq!(status(&r), 200, "{r}");
     assert!(r.contains("\"ready\":true"), "{r}");
-    let lockdown = |code: String, lift: bool| {
-        let body = if lift { r#"{"lift": true}"# } else { "{}" };
-        format!(
-            "POST /v1/lockdown HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let r = raw(
-        &env,
-        env.admin,
-        admin,
-        lockdown(totp_code(0), false).as_bytes(),
-    )
-    .await;
+    let r = admin_post(&env, "/v1/lockdown", &totp_code(0), "{}").await;
     assert_eq!(status(&r), 200, "{r}");
     // The public listener is closed; readiness says so (a load balancer routes away).
     // (The accept loop drops the listener as it sees the change: allow it a moment.)
@@ -1302,13 +1285,7 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let r = ready().await;
     assert_eq!(status(&r), 503, "{r}");
     assert!(r.contains("\"lockdown\":true"), "{r}");
-    let r = raw(
-        &env,
-        env.admin,
-        admin,
-        lockdown(totp_code(1), true).as_bytes(),
-    )
-    .await;
+    let r = admin_post(&env, "/v1/lockdown", &totp_code(1), r#"{"lift": true}"#).await;
     assert_eq!(status(&r), 200, "{r}");
     let r = ready().await;
     assert_eq!(status(&r), 200, "after the lift: {r}");
@@ -1375,13 +1352,7 @@ async fn admin_second_factor_locks_out_after_five_failures_and_audits_every_refu
     assert!((1..=300).contains(&retry), "{retry}");
     assert!(!env.directory.blocked().unwrap().contains("bob"));
     // Read-only calls still work for the administrator.
-    let r = raw(
-        &env,
-        env.admin,
-        admin,
-        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let r = metrics(&env).await;
     assert_eq!(status(&r), 200, "{r}");
     // Seven refusals, seven records: who (when known), why, the status; no code.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1642,14 +1613,7 @@ async fn connections_beyond_max_connections_are_closed_before_any_tls_work() {
         matches!(n, Ok(0) | Err(_)),
         "the connection over the cap got bytes: {n:?}"
     );
-    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
-    let m = raw(
-        &env,
-        env.admin,
-        admin,
-        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let m = metrics(&env).await;
     assert!(
         m.lines()
             .any(|l| l == "warden_gateway_connections_refused_total 1"),
@@ -1663,13 +1627,7 @@ async fn connections_beyond_max_connections_are_closed_before_any_tls_work() {
     drop(a);
     let t0 = std::time::Instant::now();
     loop {
-        let m = raw(
-            &env,
-            env.admin,
-            admin,
-            b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await;
+        let m = metrics(&env).await;
         // (1, or 0 once the other idle client met the 10-s handshake timeout.)
         if m.lines()
             .any(|l| l == "warden_gateway_connections 1" || l == "warden_gateway_connections 0")
@@ -1768,23 +1726,7 @@ async fn an_idle_http2_connection_is_closed_but_a_long_stream_is_not() {
     );
     // A stream that outlasts the idle time is not cut: events keep coming after 2.5 s.
     let key = env.user_key.clone();
-    let mut curl = tokio::process::Command::new("curl")
-        .args(["--http2", "-sS", "-N", "--cacert"])
-        .arg(&env.pki.ca)
-        .args(["-H", "content-type: application/json", "-H"])
-        .arg(format!("authorization: Bearer {key}"))
-        .args([
-            "--data-binary",
-            r#"{"model":"m1","messages":[{"role":"user","content":"Tell a long story."}],"stream":true}"#,
-        ])
-        .arg(format!(
-            "https://localhost:{}/v1/chat/completions",
-            env.public.port()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut curl = curl_h2_stream(&env, &key);
     let mut out = curl.stdout.take().unwrap();
     let start = std::time::Instant::now();
     let mut late = 0;
