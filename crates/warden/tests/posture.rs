@@ -231,20 +231,29 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
     );
 }
 
+/// A warden.toml with a gateway of one loopback model; `settings` go after `policy`.
+fn write_gateway(home: &std::path::Path, settings: &str) {
+    std::fs::write(
+        home.join("warden.toml"),
+        format!(
+            "[gateway]\npolicy = \"p.cedar\"\n{settings}\
+             [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n"
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn the_oidc_key_set_age_is_reported() {
     let home = private_home();
     let write = |extra: &str| {
-        std::fs::write(
-            home.path().join("warden.toml"),
-            format!(
-                "[gateway]\npolicy = \"p.cedar\"\n\
-                 [gateway.oidc]\nissuer = \"https://idp.example\"\naudience = \"warden\"\n\
-                 jwks_url = \"https://idp.example/jwks\"\n{extra}\
-                 [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n"
+        write_gateway(
+            home.path(),
+            &format!(
+                "[gateway.oidc]\nissuer = \"https://idp.example\"\naudience = \"warden\"\n\
+                 jwks_url = \"https://idp.example/jwks\"\n{extra}"
             ),
-        )
-        .unwrap();
+        );
     };
     write("");
     let (code, c) = check(home.path(), "WP216");
@@ -267,16 +276,7 @@ fn the_oidc_key_set_age_is_reported() {
 #[test]
 fn connection_limits_are_reported() {
     let home = private_home();
-    let write = |extra: &str| {
-        std::fs::write(
-            home.path().join("warden.toml"),
-            format!(
-                "[gateway]\npolicy = \"p.cedar\"\n{extra}\
-                 [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n"
-            ),
-        )
-        .unwrap();
-    };
+    let write = |extra: &str| write_gateway(home.path(), extra);
     write("");
     let (code, c) = check(home.path(), "WP217");
     assert_eq!(code, Some(0));
