@@ -360,6 +360,35 @@ fn a_pinned_adapter_is_merged_and_an_unpinned_one_refused() {
     );
 }
 
+/// The shipped adapter, merged by Rust at load, reproduces the embeddings torch made with
+/// the same adapter unmerged (`x W^T + (alpha / r) (x A^T) B^T`, written by
+/// `scripts/finetune_screen_encoder.py export`), and differs measurably from the encoder
+/// as shipped: the committed card pins it and the build embedded it.
+#[test]
+fn the_shipped_adapter_matches_torch() {
+    let t = tier();
+    let pin = t
+        .card()
+        .adapter
+        .as_ref()
+        .expect("the committed head card pins an adapter");
+    let reference = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm_adapted_reference.json"),
+    )
+    .unwrap();
+    assert!(
+        reference.contains(&pin.weights_sha256),
+        "the torch reference was made from another adapter than the card pins"
+    );
+    let d = max_diff_to("tests/data/minilm_adapted_reference.json", &t);
+    assert!(d < 1e-4, "adapted encoder against torch: max |diff| {d}");
+    let moved = max_diff_to("tests/data/minilm_reference.json", &t);
+    assert!(
+        moved > 1e-3,
+        "the adapter changed nothing measurable: {moved}"
+    );
+}
+
 #[test]
 fn a_missing_altered_or_truncated_adapter_is_refused() {
     let (card, good) = synthetic_adapter();
