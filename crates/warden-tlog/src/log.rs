@@ -27,7 +27,7 @@ use crate::storage::{CHECKPOINT, PosixStorage, Storage, WriterLock};
 use crate::tiles::{self, MAX_ENTRY, TILE_WIDTH, bundle_path, tile_path};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -52,7 +52,15 @@ pub struct LogOptions {
     /// [`Log::append_detached`] are only journaled. The writer holds the writer lock
     /// while it has unpublished entries, so other writers wait up to this long.
     pub publish_interval: Duration,
+    /// Most entries submitted and not yet committed (queued, or in the batch being
+    /// made durable) (default [`DEFAULT_MAX_QUEUED`], at least 1). An append beyond it
+    /// fails with [`Error::QueueFull`] and queues nothing, so a writer that falls
+    /// behind (a slow or stalled disk) bounds the memory its callers can fill.
+    pub max_queued: usize,
 }
+
+/// Default of [`LogOptions::max_queued`].
+pub const DEFAULT_MAX_QUEUED: usize = 65_536;
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -61,6 +69,7 @@ impl Default for LogOptions {
             max_delay: Duration::ZERO,
             lock_wait: Duration::from_secs(30),
             publish_interval: Duration::ZERO,
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -774,6 +783,10 @@ impl Future for AppendFuture {
 
 struct Shared {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
+    /// Entries submitted and not yet committed (the writer subtracts a batch once its
+    /// commit is over, durable or failed).
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
@@ -912,13 +925,17 @@ impl Log {
         let (tx, rx) = mpsc::channel::<Request>();
         let max_batch = options.max_batch.clamp(1, MAX_BATCH);
         let max_delay = options.max_delay;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let in_writer = Arc::clone(&queued);
         let handle = std::thread::Builder::new()
             .name("warden-tlog-writer".into())
-            .spawn(move || writer_loop(&mut writer, &rx, max_batch, max_delay))
+            .spawn(move || writer_loop(&mut writer, &rx, max_batch, max_delay, &in_writer))
             .map_err(|e| Error::io("audit log writer thread", e))?;
         Ok(Log {
             shared: Arc::new(Shared {
                 tx: Mutex::new(Some(tx)),
+                queued,
+                max_queued: options.max_queued.max(1),
                 worker: Mutex::new(Some(handle)),
                 published,
                 commits,
@@ -955,12 +972,20 @@ impl Log {
         let tx = tx
             .as_ref()
             .ok_or_else(|| Error::Closed("log closed".into()))?;
+        let queued = &self.shared.queued;
+        if queued.fetch_add(1, Ordering::AcqRel) >= self.shared.max_queued {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::QueueFull(self.shared.max_queued));
+        }
         tx.send(Request {
             entry,
             slot: Arc::clone(&slot),
             waited,
         })
-        .map_err(|_| Error::Closed("writer stopped".into()))?;
+        .map_err(|_| {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            Error::Closed("writer stopped".into())
+        })?;
         Ok(slot)
     }
 
@@ -974,6 +999,16 @@ impl Log {
     /// must fail closed check it). An `Err` means the entry was not queued.
     pub fn append_detached(&self, entry: Vec<u8>) -> Result<()> {
         self.submit(entry, false).map(|_| ())
+    }
+
+    /// Entries submitted and not yet committed (at most [`LogOptions::max_queued`]).
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// [`LogOptions::max_queued`] as applied (at least 1).
+    pub fn max_queued(&self) -> usize {
+        self.shared.max_queued
     }
 
     /// Batches (and batches refused after an unrecoverable failure) whose entries were
@@ -1043,6 +1078,7 @@ fn writer_loop(
     rx: &mpsc::Receiver<Request>,
     max_batch: usize,
     max_delay: Duration,
+    queued: &AtomicUsize,
 ) {
     // A full batch means more may be queued: the next one is taken without waiting.
     let mut backlog = false;
@@ -1085,7 +1121,12 @@ fn writer_loop(
             .iter_mut()
             .map(|r| std::mem::take(&mut r.entry))
             .collect();
-        match writer.commit(entries, publish) {
+        let taken = batch.len();
+        let result = writer.commit(entries, publish);
+        // The batch is no longer held: its room goes back to the callers (before they
+        // are woken, so one that appends again at once finds it).
+        queued.fetch_sub(taken, Ordering::AcqRel);
+        match result {
             Ok(first) => {
                 for (i, r) in batch.into_iter().enumerate() {
                     r.slot.complete(Ok(first + i as u64));
@@ -2038,5 +2079,92 @@ mod tests {
         assert_eq!(all[6], b"late".to_vec());
         assert!(!all.contains(&b"waited".to_vec()));
         drop(a);
+    }
+
+    /// A PosixStorage that grants its writer lock only while `held` is clear: a writer
+    /// stalled by a slow disk or by another writer.
+    #[derive(Debug)]
+    struct Gated {
+        inner: PosixStorage,
+        held: std::sync::atomic::AtomicBool,
+    }
+
+    impl Storage for Gated {
+        fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> Result<()> {
+            self.inner.write_durable(objects)
+        }
+        fn publish_checkpoint(&self, data: &[u8]) -> Result<()> {
+            self.inner.publish_checkpoint(data)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.inner.remove(name)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.inner.list(prefix)
+        }
+        fn lock_writer(&self, wait: Duration) -> Result<Box<dyn WriterLock>> {
+            while self.held.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.inner.lock_writer(wait)
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    }
+
+    /// Opens the gate when dropped, also when a test fails: the writer can then finish
+    /// and the log close (its drop waits for the writer).
+    struct Opens<'a>(&'a Gated);
+
+    impl Drop for Opens<'_> {
+        fn drop(&mut self) {
+            self.0.held.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// While the writer cannot commit, at most `max_queued` entries wait; the next
+    /// append (detached or waited) is refused without being queued, and the room comes
+    /// back once the writer has committed.
+    #[test]
+    fn appends_beyond_max_queued_are_refused_until_the_writer_catches_up() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let gated = Arc::new(Gated {
+            inner: PosixStorage::new(d.path()),
+            held: std::sync::atomic::AtomicBool::new(false),
+        });
+        let options = LogOptions {
+            max_queued: 3,
+            ..LogOptions::default()
+        };
+        let key = Signer::parse(&signer.to_key_string()).unwrap();
+        let log = Log::open(gated.clone(), key, "warden.test/log", options).unwrap();
+        let opens = Opens(&gated);
+        gated.held.store(true, Ordering::SeqCst);
+        for i in 0..3u8 {
+            log.append_detached(vec![i]).unwrap();
+        }
+        assert_eq!(log.queued(), 3);
+        assert!(
+            matches!(log.append_detached(b"x".to_vec()), Err(Error::QueueFull(3))),
+            "a fourth detached entry was queued"
+        );
+        assert!(
+            matches!(log.append(b"y".to_vec()), Err(Error::QueueFull(3))),
+            "a fourth waited entry was queued"
+        );
+        assert_eq!(log.queued(), 3);
+        drop(opens);
+        until("the queue drained", || log.queued() == 0);
+        assert_eq!(log.append(b"z".to_vec()).unwrap(), 3);
+        drop(log);
+        assert_eq!(
+            read_all(d.path(), &signer),
+            vec![vec![0], vec![1], vec![2], b"z".to_vec()]
+        );
     }
 }
