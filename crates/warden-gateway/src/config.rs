@@ -430,6 +430,14 @@ pub struct AuditConfig {
     /// published at once.
     #[serde(default = "default_publish_ms")]
     pub publish_ms: u64,
+    /// Most records waiting for their durable commit (default
+    /// [`DEFAULT_AUDIT_MAX_QUEUED`], 1 to [`MAX_AUDIT_MAX_QUEUED`]). While the queue is
+    /// full (the log's disk stalls or falls behind) the gateway fails closed: requests
+    /// are refused (503, nothing forwarded) and `/readyz` is not ready; a record that
+    /// could not be queued keeps it so until a restart. Bounds the memory a stalled
+    /// writer lets requests fill, and the records a crash can lose.
+    #[serde(default = "default_audit_max_queued")]
+    pub max_queued: usize,
 }
 
 impl Default for AuditConfig {
@@ -438,6 +446,7 @@ impl Default for AuditConfig {
             hash_content: true,
             batch_ms: default_batch_ms(),
             publish_ms: default_publish_ms(),
+            max_queued: DEFAULT_AUDIT_MAX_QUEUED,
         }
     }
 }
@@ -448,6 +457,13 @@ fn default_publish_ms() -> u64 {
     // Off by default: measured at concurrency 1 the journal made the gateway's p99 worse
     // (README, "Gateway benchmark"), while it saved only about 8 % of CPU per request.
     0
+}
+/// Default of `[gateway.audit] max_queued` (the log's own default).
+pub const DEFAULT_AUDIT_MAX_QUEUED: usize = warden_tlog::log::DEFAULT_MAX_QUEUED;
+/// Upper bound of `[gateway.audit] max_queued` (records are a few hundred bytes each).
+pub const MAX_AUDIT_MAX_QUEUED: usize = 1 << 20;
+fn default_audit_max_queued() -> usize {
+    DEFAULT_AUDIT_MAX_QUEUED
 }
 /// Upper bound of `[gateway.audit] publish_ms`, well below the 30 s other writers of
 /// the log wait for its lock.
@@ -575,6 +591,13 @@ impl GatewayConfig {
                  writer lock while records wait for publication, and other writers such as \
                  `warden keys` wait at most 30 s for it)",
                 self.audit.publish_ms
+            )));
+        }
+        if !(1..=MAX_AUDIT_MAX_QUEUED).contains(&self.audit.max_queued) {
+            return Err(crate::Error::Config(format!(
+                "audit.max_queued = {}: between 1 and {MAX_AUDIT_MAX_QUEUED} (records waiting \
+                 for their commit; when full, requests are refused)",
+                self.audit.max_queued
             )));
         }
         if self.models.is_empty() {
@@ -809,7 +832,16 @@ mod tests {
             "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
         let c = gateway(serde_json::json!({"admin": admin.clone()}));
         assert_eq!((c.audit.batch_ms, c.audit.publish_ms), (5, 0));
+        assert_eq!(c.audit.max_queued, 65_536);
         for (audit, words) in [
+            (
+                serde_json::json!({"max_queued": 0}),
+                "max_queued = 0: between 1 and 1048576",
+            ),
+            (
+                serde_json::json!({"max_queued": 1_048_577}),
+                "max_queued = 1048577: between 1 and 1048576",
+            ),
             (
                 serde_json::json!({"publish_ms": 10_001}),
                 "publish_ms = 10001: at most 10000",
@@ -826,10 +858,11 @@ mod tests {
             assert!(e.contains(words), "{e}");
         }
         // Within bounds, validation goes on to the next rule (no models here).
-        let e = gateway(serde_json::json!({"admin": admin, "audit": {"publish_ms": 10_000}}))
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = gateway(serde_json::json!({"admin": admin,
+            "audit": {"publish_ms": 10_000, "max_queued": 1_048_576}}))
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no [[gateway.models]]"), "{e}");
     }
 

@@ -1,8 +1,10 @@
 //! The tamper-evident log as the gateway's [`AuditSink`]: every record becomes a
 //! `warden-tlog` [`AuditEvent`] (request records as `gateway_request`, kill-switch and
 //! policy changes as `block`, `lockdown`, `policy_change`). Request records are appended
-//! without waiting (and without a task per record); any failed commit of the log makes
-//! the sink unhealthy for good, and the gateway then refuses requests (fail closed).
+//! without waiting (and without a task per record) into the log's bounded queue
+//! ([`warden_tlog::LogOptions::max_queued`], `[gateway.audit] max_queued`). The sink is
+//! unhealthy while that queue is full, and for good once a record could not be queued or
+//! any commit of the log failed; the gateway then refuses requests (fail closed).
 
 use crate::Error;
 use crate::audit::{AuditRecord, AuditSink};
@@ -252,9 +254,23 @@ pub fn request_entry(r: &AuditRecord) -> Vec<u8> {
     out
 }
 
+impl TlogSink {
+    /// Whether a record was lost (not queued, or in a failed commit): for good.
+    fn failed(&self) -> bool {
+        if self.log.failed_commits() != self.failures_at_open {
+            if self.healthy.swap(false, Ordering::SeqCst) {
+                tracing::error!("audit append failed; refusing requests");
+            }
+            return true;
+        }
+        !self.healthy.load(Ordering::SeqCst)
+    }
+}
+
 impl AuditSink for TlogSink {
     fn submit(&self, rec: AuditRecord) -> Result<(), Error> {
-        if !self.healthy() {
+        // Not `healthy()`: a full queue must be tried, so that a lost record is noticed.
+        if self.failed() {
             return Err(Error::Audit("a previous append failed".into()));
         }
         let entry = if is_request_kind(&rec.kind) {
@@ -286,13 +302,8 @@ impl AuditSink for TlogSink {
     }
 
     fn healthy(&self) -> bool {
-        if self.log.failed_commits() != self.failures_at_open {
-            if self.healthy.swap(false, Ordering::SeqCst) {
-                tracing::error!("audit append failed; refusing requests");
-            }
-            return false;
-        }
-        self.healthy.load(Ordering::SeqCst)
+        // Full: the next request's record could not be queued, so it is not admitted.
+        !self.failed() && self.log.queued() < self.log.max_queued()
     }
 }
 

@@ -113,6 +113,17 @@ async fn start_custom(
     extra: serde_json::Value,
     respond: Option<Reply>,
 ) -> Env {
+    start_full(max_body_bytes, extra, respond, None).await
+}
+
+/// [`start_custom`], with `sink` instead of the in-memory audit sink when given (then
+/// `Env::audit` stays empty).
+async fn start_full(
+    max_body_bytes: usize,
+    extra: serde_json::Value,
+    respond: Option<Reply>,
+    sink: Option<Arc<dyn warden_gateway::audit::AuditSink>>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let upstream = match respond {
@@ -166,7 +177,7 @@ async fn start_custom(
     let gw = warden_gateway::server::Gateway::new(
         cfg,
         directory.clone(),
-        audit.clone(),
+        sink.unwrap_or_else(|| audit.clone()),
         policies,
         Vec::new(),
     )
@@ -1593,6 +1604,125 @@ async fn an_audit_failure_refuses_every_request_and_readiness() {
     assert_eq!(status(&r), 503, "{r}");
     assert!(r.contains("\"ready\":false"), "{r}");
     assert_eq!(env.upstream.hits(), 1, "forwarded without an audit record");
+}
+
+/// Log storage whose writer lock is not granted while `held` is set: a writer stalled
+/// by a slow disk (its commits never finish, so records pile up in its queue).
+#[derive(Debug)]
+struct StalledDisk {
+    inner: warden_tlog::PosixStorage,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl warden_tlog::Storage for StalledDisk {
+    fn read(&self, name: &str) -> warden_tlog::Result<Option<Vec<u8>>> {
+        self.inner.read(name)
+    }
+    fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> warden_tlog::Result<()> {
+        self.inner.write_durable(objects)
+    }
+    fn publish_checkpoint(&self, data: &[u8]) -> warden_tlog::Result<()> {
+        self.inner.publish_checkpoint(data)
+    }
+    fn remove(&self, name: &str) -> warden_tlog::Result<()> {
+        self.inner.remove(name)
+    }
+    fn list(&self, prefix: &str) -> warden_tlog::Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn lock_writer(&self, wait: Duration) -> warden_tlog::Result<Box<dyn warden_tlog::WriterLock>> {
+        while self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.inner.lock_writer(wait)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// Lets the stalled disk go when dropped, also when the test fails: the log's writer can
+/// then finish, and dropping the log (which waits for it) does not hang.
+struct Recovers(Arc<StalledDisk>);
+
+impl Drop for Recovers {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_log_queue_refuses_requests_and_readiness() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let logdir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(StalledDisk {
+        inner: warden_tlog::PosixStorage::new(logdir.path()),
+        held: std::sync::atomic::AtomicBool::new(false),
+    });
+    let signer = warden_tlog::Signer::generate("warden.test/audit").unwrap();
+    let verifier = signer.verifier();
+    let log = warden_tlog::Log::open(
+        disk.clone(),
+        signer,
+        "warden.test/audit",
+        warden_tlog::LogOptions {
+            max_queued: 2,
+            ..warden_tlog::LogOptions::default()
+        },
+    )
+    .unwrap();
+    let sink = Arc::new(warden_gateway::tlog_sink::TlogSink::new(log.clone()));
+    let env = start_full(4096, serde_json::json!({}), None, Some(sink)).await;
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    let t0 = std::time::Instant::now();
+    while log.size() < 1 || log.queued() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The disk stalls: two records fill the queue (their requests were admitted while
+    // it had room).
+    let recovers = Recovers(disk.clone());
+    disk.held.store(true, SeqCst);
+    for _ in 0..2 {
+        assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    }
+    // (A record is queued as its response ends, a moment after the client has it.)
+    let t0 = std::time::Instant::now();
+    while log.queued() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "records never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(env.upstream.hits(), 3);
+    let r = chat(&env, &env.user_key).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("audit log unavailable"), "{r}");
+    let r = readyz(&env).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("\"ready\":false"), "{r}");
+    // The disk recovers and the queue drains, but the refusal's own record was lost
+    // (no room): the gateway stays closed until it is restarted.
+    drop(recovers);
+    let t0 = std::time::Instant::now();
+    while log.queued() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never drained");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(status(&chat(&env, &env.user_key).await), 503);
+    assert_eq!(status(&readyz(&env).await), 503);
+    assert_eq!(
+        env.upstream.hits(),
+        3,
+        "forwarded while the audit queue was full"
+    );
+    // Every served request is in the log.
+    assert_eq!(log.size(), 3);
+    let report = warden_tlog::verify_log(disk.as_ref(), &verifier, None).unwrap();
+    assert_eq!(report.entries, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

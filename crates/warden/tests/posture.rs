@@ -169,6 +169,10 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
         c["detail"].as_str().unwrap().contains("publish_ms = 0"),
         "{c}"
     );
+    assert!(
+        c["detail"].as_str().unwrap().contains("max_queued = 65536"),
+        "{c}"
+    );
     let out = posture(home.path(), true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let wp215: Vec<_> = v["checks"]
@@ -212,6 +216,18 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
             .as_str()
             .unwrap()
             .contains("allow_plaintext_upstream = true"),
+        "{c}"
+    );
+
+    // A queue deeper than the default is reported.
+    write_gateway(home.path(), "[gateway.audit]\nmax_queued = 100000\n");
+    let (_, c) = check(home.path(), "WP214");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_queued = 100000 (default 65536)"),
         "{c}"
     );
 

@@ -233,6 +233,8 @@ pub fn run_serve(a: ServeArgs, g: &Global) -> anyhow::Result<ExitCode> {
             max_delay: std::time::Duration::from_millis(cfg.audit.batch_ms),
             // Each commit appends to the journal; tiles and the checkpoint follow.
             publish_interval: std::time::Duration::from_millis(cfg.audit.publish_ms),
+            // Bounded: when the writer falls this far behind, the gateway fails closed.
+            max_queued: cfg.audit.max_queued,
             ..LogOptions::default()
         },
     )?;

@@ -334,16 +334,23 @@ fn gateway_checks(
         None => Default::default(),
     };
     let slow = audit.batch_ms > AUDIT_BATCH_WARN_MS;
+    let deep = audit.max_queued > warden_gateway::config::DEFAULT_AUDIT_MAX_QUEUED;
     push(
         "WP214",
-        if slow { Status::Warn } else { Status::Pass },
+        if slow || deep {
+            Status::Warn
+        } else {
+            Status::Pass
+        },
         LOGGING,
         "CPG 2.T",
         format!(
             "audit batch_ms = {} (default 5): request records are durable within {} ms; a crash \
              loses at most that window{}; publish_ms = {} (default 0): readers see them in \
              a signed checkpoint within {} ms, and a writer that dies leaves them in the signed \
-             journal for the next one to publish",
+             journal for the next one to publish; max_queued = {} (default {}): at most that \
+             many records wait for their commit, and when the queue is full requests are \
+             refused (503) rather than served unaudited{}",
             audit.batch_ms,
             audit.batch_ms,
             if slow {
@@ -353,6 +360,14 @@ fn gateway_checks(
             },
             audit.publish_ms,
             audit.publish_ms.max(audit.batch_ms),
+            audit.max_queued,
+            warden_gateway::config::DEFAULT_AUDIT_MAX_QUEUED,
+            if deep {
+                " (more than the default: a writer that stalls holds, and a crash can lose, \
+                 more records)"
+            } else {
+                ""
+            },
         ),
     );
     let models: Vec<warden_gateway::config::ModelConfig> = match table("models") {
