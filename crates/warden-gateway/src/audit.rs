@@ -2,9 +2,10 @@
 //! change. They go through the [`AuditSink`] trait; the CLI wires the tamper-evident log.
 //! Prompts and responses appear only as SHA-256 hashes; keys and tokens never appear.
 //!
-//! Request records are queued (bounded) to a writer so the hot path never waits on disk;
-//! once the sink reports an error or its queue is full, the gateway fails closed and
-//! refuses new requests with 503 until it recovers. State changes (block, lockdown) use
+//! Request records are queued (bounded) to a writer so the hot path never waits on disk.
+//! While a sink's queue is full it reports itself unhealthy, and once a record could not
+//! be queued or written it stays so: the gateway fails closed and refuses new requests
+//! with 503 (nothing forwarded, `/readyz` not ready) until it is restarted. State changes (block, lockdown) use
 //! [`AuditSink::append_durable`] and are acknowledged only after the record is durable.
 
 use crate::Error;
@@ -92,9 +93,18 @@ pub struct JsonlSink {
     path: PathBuf,
 }
 
+/// Default queue capacity of a [`JsonlSink`].
+pub const JSONL_QUEUE: usize = 65_536;
+
 impl JsonlSink {
     /// Open (append) `path` and start the writer task. Must be called inside a runtime.
     pub fn open(path: &Path) -> Result<JsonlSink, Error> {
+        JsonlSink::with_capacity(path, JSONL_QUEUE)
+    }
+
+    /// [`JsonlSink::open`] with at most `capacity` (at least 1) records waiting for the
+    /// writer.
+    pub fn with_capacity(path: &Path, capacity: usize) -> Result<JsonlSink, Error> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,7 +113,7 @@ impl JsonlSink {
                 path: path.display().to_string(),
                 cause,
             })?;
-        let (tx, mut rx) = mpsc::channel::<Job>(65_536);
+        let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
         let healthy = Arc::new(AtomicBool::new(true));
         let h = Arc::clone(&healthy);
         let p = path.display().to_string();
@@ -161,7 +171,8 @@ impl JsonlSink {
 
 impl AuditSink for JsonlSink {
     fn submit(&self, rec: AuditRecord) -> Result<(), Error> {
-        if !self.healthy() {
+        // Not `healthy()`: a full queue must be tried, so that a lost record is noticed.
+        if !self.healthy.load(Ordering::SeqCst) || self.tx.is_closed() {
             return Err(Error::Audit(format!(
                 "{}: writer failed",
                 self.path.display()
@@ -187,7 +198,8 @@ impl AuditSink for JsonlSink {
     }
 
     fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst) && !self.tx.is_closed()
+        // A full queue would lose the next record: admit nothing until it has room.
+        self.healthy.load(Ordering::SeqCst) && !self.tx.is_closed() && self.tx.capacity() > 0
     }
 }
 
@@ -226,4 +238,71 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn rec(id: u64) -> AuditRecord {
+        AuditRecord {
+            kind: "request".into(),
+            request_id: id,
+            ..AuditRecord::default()
+        }
+    }
+
+    /// A full queue admits nothing, a record that cannot be queued makes the sink fail
+    /// closed, and it stays so after the writer has drained the queue.
+    #[test]
+    fn a_full_jsonl_queue_fails_closed_for_good() {
+        // One blocking thread, held until `release`: the writer (`spawn_blocking`)
+        // cannot start, so records stay queued, as behind a stalled disk.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("audit.jsonl");
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        rt.block_on(async {
+            let holder = tokio::task::spawn_blocking(move || {
+                let _ = wait.recv();
+            });
+            let sink = JsonlSink::with_capacity(&path, 2).unwrap();
+            sink.submit(rec(1)).unwrap();
+            assert!(sink.healthy());
+            sink.submit(rec(2)).unwrap();
+            assert!(!sink.healthy(), "a full queue still admits requests");
+            let e = sink.submit(rec(3)).unwrap_err();
+            assert!(e.to_string().contains("queue full"), "{e}");
+            release.send(()).unwrap();
+            holder.await.unwrap();
+            let t0 = Instant::now();
+            while std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .count()
+                < 2
+            {
+                assert!(t0.elapsed() < Duration::from_secs(10), "never written");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Record 3 was lost: the sink does not recover with the writer.
+            assert!(!sink.healthy(), "healthy again after losing a record");
+            assert!(sink.submit(rec(4)).is_err());
+            let ids: Vec<u64> = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(ids, [1, 2]);
+        });
+    }
 }
