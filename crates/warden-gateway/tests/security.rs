@@ -1606,6 +1606,67 @@ async fn an_audit_failure_refuses_every_request_and_readiness() {
     assert_eq!(env.upstream.hits(), 1, "forwarded without an audit record");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_evaluation_error_refuses_fail_closed() {
+    // Cedar skips a policy whose evaluation errors (here an integer overflow, which
+    // schema validation cannot see) and decides with the others: this forbid would
+    // silently not apply and the permit would allow. The gateway must refuse instead.
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("overflow.cedar");
+    std::fs::write(
+        &policy,
+        r#"
+@id("users-all")
+permit(principal in Warden::Role::"user", action, resource);
+
+@id("overflowing-forbid")
+forbid(principal, action, resource)
+when { resource.classification >= 3 && resource.classification + 9223372036854775807 > 0 };
+"#,
+    )
+    .unwrap();
+    let env = start_custom(4096, serde_json::json!({"policy": policy}), None).await;
+    // Where the forbid evaluates without error (classification 1) the request is served.
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    assert_eq!(env.upstream.hits(), 1);
+    let body = r#"{"model":"secret","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&env.user_key), body),
+    )
+    .await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("policy evaluation error"), "{r}");
+    let t0 = std::time::Instant::now();
+    let last = loop {
+        if let Some(r) = records(&env)
+            .into_iter()
+            .find(|r| r.model.as_deref() == Some("secret"))
+        {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no audit record");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        (
+            last.decision.as_str(),
+            last.status,
+            last.identity.as_deref(),
+            last.model.as_deref()
+        ),
+        ("error", 503, Some("bob"), Some("secret")),
+        "{last:?}"
+    );
+    assert!(
+        last.reason.contains("authz: policy evaluation error"),
+        "{last:?}"
+    );
+    assert_eq!(env.upstream.hits(), 1, "forwarded despite a policy error");
+}
+
 /// Log storage whose writer lock is not granted while `held` is set: a writer stalled
 /// by a slow disk (its commits never finish, so records pile up in its queue).
 #[derive(Debug)]
