@@ -2,6 +2,18 @@
 //! (unless the identity's role allows it), `system_fingerprint`, engine timings and any
 //! field not on the per-endpoint allowlist are removed, from whole JSON bodies and from
 //! every `data:` event of an SSE stream.
+//!
+//! Responses API (`/v1/responses`): the response object keeps what a client reads
+//! (`id`, `object`, `created_at`, `status`, `model`, `output`, `usage`, `error`,
+//! `incomplete_details`), not the echo of the request's configuration (instructions,
+//! tools, metadata, ...). Output items keep their shape so indices stay valid: `message`
+//! items their role, status and content parts (`output_text` with its text, `refusal`),
+//! `function_call` items their call id, name and arguments; any other item (reasoning,
+//! hosted tool calls) only its `type` and `id`, any other content part only its `type`.
+//! Annotations are emptied. Stream events pass only when their type is one of the
+//! lifecycle, output item, content part, text, refusal, function-call argument or
+//! `error` events, with that event's fields; every other event (reasoning text, hosted
+//! tools, annotations, audio) is dropped whole.
 
 use crate::json::Fields;
 use crate::validate::Endpoint;
@@ -26,6 +38,167 @@ pub struct ResponsePolicy {
 
 fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
     o.retain(|k, _| allowed.contains(&k.as_str()));
+}
+
+/// Token counts kept in `usage` (chat and completions name them prompt/completion, the
+/// Responses API input/output).
+const USAGE_FIELDS: &[&str] = &[
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_tokens",
+    "output_tokens",
+];
+
+/// Fields of a Responses-API response object a client needs.
+const RESPONSE_FIELDS: &[&str] = &[
+    "id",
+    "object",
+    "created_at",
+    "status",
+    "model",
+    "output",
+    "usage",
+    "error",
+    "incomplete_details",
+];
+
+/// Fields of an error object (a response's `error`, an error body, an `error` event).
+const ERROR_FIELDS: &[&str] = &["code", "message", "type", "param"];
+
+fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    o.field(k).and_then(Value::as_str)
+}
+
+/// One content part of a Responses-API `message` item.
+fn minimize_part(part: &mut Map<String, Value>, keep_logprobs: bool) {
+    match str_field(part, "type") {
+        Some("output_text") => {
+            let fields: &[&str] = if keep_logprobs {
+                &["type", "text", "annotations", "logprobs"]
+            } else {
+                &["type", "text", "annotations"]
+            };
+            retain(part, fields);
+            // Citations come from hosted tools: none of a self-hosted model's business.
+            if let Some(a) = part.field_mut("annotations") {
+                *a = Value::Array(Vec::new());
+            }
+        }
+        Some("refusal") => retain(part, &["type", "refusal"]),
+        _ => retain(part, &["type"]),
+    }
+}
+
+/// One item of a Responses-API `output`.
+fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
+    match str_field(item, "type") {
+        Some("message") => {
+            retain(item, &["type", "id", "role", "status", "content"]);
+            if let Some(Value::Array(parts)) = item.field_mut("content") {
+                parts.retain(Value::is_object);
+                for p in parts.iter_mut() {
+                    if let Value::Object(p) = p {
+                        minimize_part(p, keep_logprobs);
+                    }
+                }
+            }
+        }
+        Some("function_call") => retain(
+            item,
+            &["type", "id", "call_id", "name", "arguments", "status"],
+        ),
+        // Reasoning, hosted tool calls, anything newer: kept as a placeholder so the
+        // `output_index` of later items and events still points at the right one.
+        _ => retain(item, &["type", "id"]),
+    }
+}
+
+fn minimize_error(o: &mut Map<String, Value>) {
+    if let Some(Value::Object(e)) = o.field_mut("error") {
+        retain(e, ERROR_FIELDS);
+    }
+}
+
+/// A Responses-API response object (a body, or the `response` of a lifecycle event).
+fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
+    retain(o, RESPONSE_FIELDS);
+    if let Some(Value::Array(items)) = o.field_mut("output") {
+        items.retain(Value::is_object);
+        for it in items.iter_mut() {
+            if let Value::Object(it) = it {
+                minimize_item(it, keep_logprobs);
+            }
+        }
+    }
+    if let Some(Value::Object(u)) = o.field_mut("usage") {
+        retain(u, USAGE_FIELDS);
+    }
+    if let Some(Value::Object(d)) = o.field_mut("incomplete_details") {
+        retain(d, &["reason"]);
+    }
+    minimize_error(o);
+}
+
+/// A Responses-API stream event; false when the event is not passed on at all.
+fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> bool {
+    const LOCATED: [&str; 4] = ["type", "sequence_number", "item_id", "output_index"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        LOCATED.iter().chain(extra).copied().collect()
+    };
+    let logprobs: &[&str] = if keep_logprobs { &["logprobs"] } else { &[] };
+    let Some(ty) = str_field(o, "type") else {
+        // An upstream error sent as a bare `{"error": …}` event.
+        if o.field("error").is_some() {
+            retain(o, &["error"]);
+            minimize_error(o);
+            return true;
+        }
+        return false;
+    };
+    match ty {
+        "response.created"
+        | "response.queued"
+        | "response.in_progress"
+        | "response.completed"
+        | "response.failed"
+        | "response.incomplete" => {
+            retain(o, &["type", "sequence_number", "response"]);
+            if let Some(Value::Object(r)) = o.field_mut("response") {
+                minimize_response(r, keep_logprobs);
+            }
+        }
+        "response.output_item.added" | "response.output_item.done" => {
+            retain(o, &["type", "sequence_number", "output_index", "item"]);
+            if let Some(Value::Object(it)) = o.field_mut("item") {
+                minimize_item(it, keep_logprobs);
+            }
+        }
+        "response.content_part.added" | "response.content_part.done" => {
+            retain(o, &with(&["content_index", "part"]));
+            if let Some(Value::Object(p)) = o.field_mut("part") {
+                minimize_part(p, keep_logprobs);
+            }
+        }
+        "response.output_text.delta" => {
+            let mut f = with(&["content_index", "delta"]);
+            f.extend_from_slice(logprobs);
+            retain(o, &f);
+        }
+        "response.output_text.done" => {
+            let mut f = with(&["content_index", "text"]);
+            f.extend_from_slice(logprobs);
+            retain(o, &f);
+        }
+        "response.refusal.delta" => retain(o, &with(&["content_index", "delta"])),
+        "response.refusal.done" => retain(o, &with(&["content_index", "refusal"])),
+        "response.function_call_arguments.delta" => retain(o, &with(&["delta"])),
+        "response.function_call_arguments.done" => retain(o, &with(&["name", "arguments"])),
+        "error" => retain(o, &["type", "sequence_number", "code", "message", "param"]),
+        // Reasoning text, hosted tools, annotations, audio, anything newer.
+        _ => return false,
+    }
+    true
 }
 
 fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
@@ -80,15 +253,7 @@ fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
 /// Minimise one response object in place; returns the usage it reported.
 pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
     let Value::Object(o) = v else { return None };
-    // A Responses-API stream reports usage in its `response.completed` event, under
-    // `response`.
-    let usage = usage_of(o).or_else(|| match p.endpoint {
-        Endpoint::Responses => o
-            .field("response")
-            .and_then(Value::as_object)
-            .and_then(usage_of),
-        _ => None,
-    });
+    let usage = usage_of(o);
     let choice_fields: &[&str] = if p.keep_logprobs {
         &[
             "index",
@@ -132,22 +297,33 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
                 }
             }
         }
-        Endpoint::Models | Endpoint::Responses => {}
+        Endpoint::Responses => minimize_response(o, p.keep_logprobs),
+        Endpoint::Models => {}
     }
     if let Some(Value::Object(u)) = o.field_mut("usage") {
-        retain(
-            u,
-            &[
-                "prompt_tokens",
-                "completion_tokens",
-                "total_tokens",
-                "input_tokens",
-                "output_tokens",
-            ],
-        );
+        retain(u, USAGE_FIELDS);
     }
     strip_recursive(v, p.keep_logprobs);
     usage
+}
+
+/// Minimise one event of a stream in place: `None` when the event is dropped whole
+/// (a Responses-API event type not on the allowlist), else the usage it reported.
+pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>> {
+    if p.endpoint != Endpoint::Responses {
+        return Some(minimize(v, p));
+    }
+    let Value::Object(o) = v else { return None };
+    // The usage of a stream comes in its `response.completed` event, under `response`.
+    let usage = o
+        .field("response")
+        .and_then(Value::as_object)
+        .and_then(usage_of);
+    if !minimize_response_event(o, p.keep_logprobs) {
+        return None;
+    }
+    strip_recursive(v, p.keep_logprobs);
+    Some(usage)
 }
 
 /// Why a stream had to be cut.
@@ -231,7 +407,10 @@ impl SseMinimizer {
                 }
                 // Not JSON: nothing we can vouch for; the line is dropped.
                 if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
-                    let usage = minimize(&mut v, self.policy);
+                    let Some(usage) = minimize_event(&mut v, self.policy) else {
+                        drop_event = true;
+                        continue;
+                    };
                     if usage.is_some() {
                         self.usage = usage;
                     }
@@ -361,7 +540,13 @@ mod tests {
             "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi",
                 "logprobs": [{"token": "hi", "logprob": -0.1, "top_logprobs": []}]}]}],
             "usage": {"input_tokens": 5, "output_tokens": 7}}});
-        assert_eq!(minimize(&mut ev, policy).unwrap().total_tokens, 12);
+        assert_eq!(
+            minimize_event(&mut ev, policy)
+                .unwrap()
+                .unwrap()
+                .total_tokens,
+            12
+        );
         assert!(
             ev["response"]["output"][0]["content"][0]
                 .get("logprobs")
@@ -399,7 +584,7 @@ mod tests {
 
     #[test]
     fn stripping_at_any_depth_keeps_the_same_bytes() {
-        // Responses are not allowlisted, so only the recursive stripping applies; the
+        // Model lists are not allowlisted, so only the recursive stripping applies; the
         // removed keys sit first, in the middle and last, nested in objects and arrays.
         let doc = r#"{"timings":{"x":1},"id":"r","output":[{"type":"message",
             "content":[{"type":"output_text","text":"hi","logprobs":[{"token":"hi",
@@ -412,7 +597,7 @@ mod tests {
             minimize(
                 &mut got,
                 ResponsePolicy {
-                    endpoint: Endpoint::Responses,
+                    endpoint: Endpoint::Models,
                     keep_logprobs,
                 },
             );
@@ -424,6 +609,331 @@ mod tests {
             }
             assert_eq!(got.contains("logprobs"), keep_logprobs, "{got}");
         }
+    }
+
+    const RESPONSES: ResponsePolicy = ResponsePolicy {
+        endpoint: Endpoint::Responses,
+        keep_logprobs: false,
+    };
+
+    #[test]
+    fn responses_bodies_keep_only_allowlisted_fields() {
+        let output = json!([
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "why"}],
+                 "content": [{"type": "reasoning_text", "text": "chain of thought"}],
+                 "encrypted_content": "opaque"},
+                {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                 "engine": "llama", "content": [
+                    {"type": "output_text", "text": "hi", "extra": 1,
+                     "annotations": [{"type": "url_citation", "url": "https://x.example/?q=secret"}],
+                     "logprobs": [{"token": "hi", "logprob": -0.1, "top_logprobs": []}]},
+                    {"type": "refusal", "refusal": "no", "why": "policy"},
+                    {"type": "reasoning_text", "text": "hidden"},
+                    "not an object"]},
+                {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get",
+                 "arguments": "{}", "status": "completed", "debug": "x"},
+                {"type": "web_search_call", "id": "ws_1", "status": "completed",
+                 "action": {"query": "q"}},
+                7
+        ]);
+        let mut v = json!({
+            "id": "resp_1", "object": "response", "created_at": 1_741_476_542,
+            "status": "incomplete", "model": "m",
+            "incomplete_details": {"reason": "max_output_tokens", "detail": "x"},
+            "error": null,
+            "instructions": "the system prompt", "metadata": {"k": "v"},
+            "tools": [{"type": "function", "name": "f", "parameters": {}}],
+            "tool_choice": "auto", "parallel_tool_calls": true, "temperature": 1.0,
+            "top_p": 1.0, "user": "u", "store": true, "reasoning": {"effort": null},
+            "text": {"format": {"type": "text"}}, "truncation": "disabled",
+            "service_tier": "default", "output_text": "unscreened copy", "kv_cache": [1, 2],
+            "output": output,
+            "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 3}}
+        });
+        let u = minimize(&mut v, RESPONSES).unwrap();
+        assert_eq!(u.total_tokens, 12);
+        assert_eq!(
+            v,
+            json!({
+                "id": "resp_1", "object": "response", "created_at": 1_741_476_542,
+                "status": "incomplete", "model": "m",
+                "incomplete_details": {"reason": "max_output_tokens"}, "error": null,
+                "output": [
+                    {"type": "reasoning", "id": "rs_1"},
+                    {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                     "content": [
+                        {"type": "output_text", "text": "hi", "annotations": []},
+                        {"type": "refusal", "refusal": "no"},
+                        {"type": "reasoning_text"}]},
+                    {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get",
+                     "arguments": "{}", "status": "completed"},
+                    {"type": "web_search_call", "id": "ws_1"}
+                ],
+                "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+            })
+        );
+        // Logprobs stay where the role allows them; an upstream error body keeps the
+        // error's message, type, code and param.
+        let mut v = json!({"output": [{"type": "message", "content": [{"type": "output_text",
+            "text": "hi", "logprobs": [{"token": "hi", "logprob": -0.1}]}]}]});
+        minimize(
+            &mut v,
+            ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: true,
+            },
+        );
+        assert_eq!(
+            v["output"][0]["content"][0]["logprobs"],
+            json!([{"token": "hi", "logprob": -0.1}])
+        );
+        let mut v = json!({"error": {"message": "bad", "type": "invalid_request_error",
+            "code": 400, "param": null, "trace": "/srv/engine.py:12"}, "debug": 1});
+        minimize(&mut v, RESPONSES);
+        assert_eq!(
+            v,
+            json!({"error": {"message": "bad", "type": "invalid_request_error", "code": 400,
+                "param": null}})
+        );
+    }
+
+    /// Feeds `events` (name, data) as one stream; returns the (name, data) pairs sent on.
+    fn stream(
+        policy: ResponsePolicy,
+        events: &[(&str, Value)],
+    ) -> (Vec<(String, Value)>, Option<Usage>) {
+        let mut m = SseMinimizer::new(policy, false, 1 << 16);
+        let mut out = Vec::new();
+        for (name, data) in events {
+            out.extend_from_slice(
+                &m.feed(format!("event: {name}\ndata: {data}\n\n").as_bytes())
+                    .unwrap(),
+            );
+        }
+        out.extend_from_slice(&m.finish());
+        let text = String::from_utf8(out).unwrap();
+        let sent = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e.split_once('\n').unwrap();
+                (
+                    name.strip_prefix("event: ").unwrap().to_owned(),
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        (sent, m.usage)
+    }
+
+    #[test]
+    fn responses_stream_events_keep_only_allowlisted_fields_and_types() {
+        let response = |status: &str| {
+            json!({"id": "resp_1", "object": "response",
+            "created_at": 1, "status": status, "model": "m", "output": [],
+            "instructions": "the system prompt", "tools": [], "metadata": {"k": "v"},
+            "system_fingerprint": "fp"})
+        };
+        let mut completed = response("completed");
+        completed["usage"] = json!({"input_tokens": 5, "output_tokens": 7, "total_tokens": 12,
+            "output_tokens_details": {"reasoning_tokens": 3}});
+        let loc = |seq: u64| {
+            json!({"sequence_number": seq, "item_id": "msg_1", "output_index": 1,
+            "content_index": 0, "obfuscation": "pad"})
+        };
+        let with = |seq: u64, ty: &str, extra: Value| {
+            let mut v = loc(seq);
+            v["type"] = json!(ty);
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let events = [
+            (
+                "response.created",
+                json!({"type": "response.created", "sequence_number": 0,
+                "response": response("in_progress"), "debug": 1}),
+            ),
+            (
+                "response.output_item.added",
+                json!({"type": "response.output_item.added",
+                "sequence_number": 1, "output_index": 0, "item": {"type": "reasoning",
+                "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "hmm"}]}}),
+            ),
+            (
+                "response.reasoning_text.delta",
+                with(
+                    2,
+                    "response.reasoning_text.delta",
+                    json!({"delta": "chain of thought", "item_id": "rs_1", "output_index": 0}),
+                ),
+            ),
+            (
+                "response.output_item.added",
+                json!({"type": "response.output_item.added",
+                "sequence_number": 3, "output_index": 1, "item": {"type": "message", "id": "msg_1",
+                "role": "assistant", "status": "in_progress", "content": [], "engine": "x"}}),
+            ),
+            (
+                "response.content_part.added",
+                with(
+                    4,
+                    "response.content_part.added",
+                    json!({"part": {"type": "output_text", "text": "", "annotations": [], "extra": 1}}),
+                ),
+            ),
+            (
+                "response.output_text.delta",
+                with(
+                    5,
+                    "response.output_text.delta",
+                    json!({"delta": "hi", "logprobs": [{"token": "hi", "logprob": -0.1}]}),
+                ),
+            ),
+            (
+                "response.output_text.annotation.added",
+                with(
+                    6,
+                    "response.output_text.annotation.added",
+                    json!({"annotation_index": 0, "annotation": {"type": "url_citation", "url": "https://x.example/?q=s"}}),
+                ),
+            ),
+            (
+                "response.output_text.done",
+                with(
+                    7,
+                    "response.output_text.done",
+                    json!({"text": "hi", "logprobs": []}),
+                ),
+            ),
+            (
+                "response.refusal.delta",
+                with(8, "response.refusal.delta", json!({"delta": "no"})),
+            ),
+            (
+                "response.refusal.done",
+                with(9, "response.refusal.done", json!({"refusal": "no"})),
+            ),
+            (
+                "response.function_call_arguments.delta",
+                json!({"type": "response.function_call_arguments.delta",
+                "sequence_number": 10, "item_id": "fc_1", "output_index": 2, "delta": "{}", "x": 1}),
+            ),
+            (
+                "response.function_call_arguments.done",
+                json!({"type": "response.function_call_arguments.done",
+                "sequence_number": 11, "item_id": "fc_1", "output_index": 2, "name": "get",
+                "arguments": "{}", "x": 1}),
+            ),
+            (
+                "response.web_search_call.searching",
+                json!({"type": "response.web_search_call.searching",
+                "sequence_number": 12, "item_id": "ws_1", "output_index": 3}),
+            ),
+            (
+                "response.completed",
+                json!({"type": "response.completed", "sequence_number": 13,
+                "response": completed}),
+            ),
+            (
+                "error",
+                json!({"type": "error", "sequence_number": 14, "code": "server_error",
+                "message": "boom", "param": null, "trace": "/srv/engine.py"}),
+            ),
+            (
+                "something.new",
+                json!({"type": "something.new", "sequence_number": 15, "text": "x"}),
+            ),
+        ];
+        let (sent, usage) = stream(RESPONSES, &events);
+        assert_eq!(usage, Some(Usage { total_tokens: 12 }));
+        let names: Vec<&str> = sent.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.output_item.added",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.refusal.delta",
+                "response.refusal.done",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.completed",
+                "error",
+            ]
+        );
+        let lean = |status: &str| {
+            json!({"id": "resp_1", "object": "response", "created_at": 1,
+            "status": status, "model": "m", "output": []})
+        };
+        let located = |seq: u64, ty: &str, extra: Value| {
+            let mut v = json!({"type": ty, "sequence_number": seq, "item_id": "msg_1",
+                "output_index": 1, "content_index": 0});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let mut done = lean("completed");
+        done["usage"] = json!({"input_tokens": 5, "output_tokens": 7, "total_tokens": 12});
+        let want = [
+            json!({"type": "response.created", "sequence_number": 0, "response": lean("in_progress")}),
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                "item": {"type": "reasoning", "id": "rs_1"}}),
+            json!({"type": "response.output_item.added", "sequence_number": 3, "output_index": 1,
+                "item": {"type": "message", "id": "msg_1", "role": "assistant",
+                         "status": "in_progress", "content": []}}),
+            located(
+                4,
+                "response.content_part.added",
+                json!({"part": {"type": "output_text", "text": "", "annotations": []}}),
+            ),
+            located(5, "response.output_text.delta", json!({"delta": "hi"})),
+            located(7, "response.output_text.done", json!({"text": "hi"})),
+            located(8, "response.refusal.delta", json!({"delta": "no"})),
+            located(9, "response.refusal.done", json!({"refusal": "no"})),
+            json!({"type": "response.function_call_arguments.delta", "sequence_number": 10,
+                "item_id": "fc_1", "output_index": 2, "delta": "{}"}),
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 11,
+                "item_id": "fc_1", "output_index": 2, "name": "get", "arguments": "{}"}),
+            json!({"type": "response.completed", "sequence_number": 13, "response": done}),
+            json!({"type": "error", "sequence_number": 14, "code": "server_error",
+                "message": "boom", "param": null}),
+        ];
+        for ((name, got), want) in sent.iter().zip(want.iter()) {
+            assert_eq!(got, want, "{name}");
+        }
+        // With logprobs allowed, the text events keep them.
+        let (sent, _) = stream(
+            ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: true,
+            },
+            &events[5..6],
+        );
+        assert_eq!(
+            sent[0].1["logprobs"],
+            json!([{"token": "hi", "logprob": -0.1}])
+        );
+        // A bare upstream error event passes with the error's fields only.
+        let (sent, _) = stream(
+            RESPONSES,
+            &[(
+                "error",
+                json!({"error": {"message": "m", "type": "t", "code": 1, "param": null,
+                "trace": "x"}, "debug": 1}),
+            )],
+        );
+        assert_eq!(
+            sent[0].1,
+            json!({"error": {"message": "m", "type": "t", "code": 1, "param": null}})
+        );
     }
 
     #[test]
