@@ -827,6 +827,37 @@ mod tests {
     }
 
     #[test]
+    fn the_minimum_key_set_age_saturates_and_uses_a_10_s_refresh_floor() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |refresh: u64, max_age: u64| {
+            gateway(serde_json::json!({"admin": admin.clone(),
+                "oidc": {"issuer": "https://idp", "audience": "w",
+                         "jwks_url": "http://127.0.0.1:1/jwks",
+                         "jwks_refresh_secs": refresh, "jwks_max_age_secs": max_age},
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]}))
+            .validate()
+        };
+        // 2 × refresh + 10 overflows u64: the minimum saturates (no panic, no wrap to a
+        // small minimum that would accept any age) and every age is refused.
+        for refresh in [u64::MAX, u64::MAX / 2, u64::MAX / 2 - 4] {
+            let e = with(refresh, MAX_JWKS_MAX_AGE_SECS)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("from {}", u64::MAX)),
+                "refresh {refresh}: {e}"
+            );
+        }
+        // Refresh periods under 10 s count as 10 s: the minimum is 30 s.
+        for refresh in [0, 1, 10] {
+            with(refresh, 30).unwrap();
+            let e = with(refresh, 29).unwrap_err().to_string();
+            assert!(e.contains("jwks_max_age_secs = 29: from 30"), "{e}");
+        }
+    }
+
+    #[test]
     fn audit_windows_are_bounded() {
         let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
             "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
