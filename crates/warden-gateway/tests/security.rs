@@ -1667,6 +1667,114 @@ when { resource.classification >= 3 && resource.classification + 922337203685477
     assert_eq!(env.upstream.hits(), 1, "forwarded despite a policy error");
 }
 
+/// A Responses-API upstream that adds what a client must not get: the echoed
+/// instructions and metadata, reasoning text, engine extras.
+fn responses_reply(j: serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use serde_json::json;
+    let reasoning = json!({"type": "reasoning", "id": "rs_1",
+        "content": [{"type": "reasoning_text", "text": "PRIVATE-REASONING"}]});
+    let message = json!({"type": "message", "id": "msg_1", "role": "assistant",
+        "status": "completed", "engine_note": "ENGINE-EXTRA",
+        "content": [{"type": "output_text", "text": "hello there", "annotations": []}]});
+    let response = |output: serde_json::Value| {
+        json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+            "model": "m1", "instructions": "ECHOED-INSTRUCTIONS",
+            "metadata": {"k": "ECHOED-METADATA"}, "output": output,
+            "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}})
+    };
+    let (body, ctype) = if j["stream"] == true {
+        let events = [
+            json!({"type": "response.created", "sequence_number": 0, "response": response(json!([]))}),
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                "item": reasoning}),
+            json!({"type": "response.reasoning_text.delta", "sequence_number": 2,
+                "item_id": "rs_1", "output_index": 0, "content_index": 0,
+                "delta": "PRIVATE-REASONING"}),
+            json!({"type": "response.output_item.added", "sequence_number": 3, "output_index": 1,
+                "item": message}),
+            json!({"type": "response.output_text.delta", "sequence_number": 4, "item_id": "msg_1",
+                "output_index": 1, "content_index": 0, "delta": "hello there",
+                "obfuscation": "ENGINE-EXTRA"}),
+            json!({"type": "response.completed", "sequence_number": 5,
+                "response": response(json!([reasoning, message]))}),
+        ];
+        let mut s = String::new();
+        for e in events {
+            s.push_str(&format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap()
+            ));
+        }
+        (s, "text/event-stream")
+    } else {
+        (
+            response(json!([reasoning, message])).to_string(),
+            "application/json",
+        )
+    };
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    r.headers_mut()
+        .insert("content-type", ctype.parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_answers_reach_the_client_minimised_in_json_and_sse() {
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("all.cedar");
+    std::fs::write(
+        &policy,
+        "permit(principal in Warden::Role::\"user\", action, resource);\n",
+    )
+    .unwrap();
+    let env = start_custom(
+        4096,
+        serde_json::json!({"policy": policy}),
+        Some(responses_reply),
+    )
+    .await;
+    for (stream, must) in [
+        (
+            false,
+            &["\"output_text\"", "hello there", "\"total_tokens\":5"][..],
+        ),
+        (
+            true,
+            &[
+                "event: response.output_text.delta",
+                "event: response.completed",
+                "hello there",
+            ][..],
+        ),
+    ] {
+        let body = format!(r#"{{"model":"m1","input":"hi","stream":{stream}}}"#);
+        let r = raw(
+            &env,
+            env.public,
+            None,
+            &post("/v1/responses", Some(&env.user_key), &body),
+        )
+        .await;
+        assert_eq!(status(&r), 200, "stream {stream}: {r}");
+        for m in must {
+            assert!(r.contains(m), "stream {stream}: {m} missing: {r}");
+        }
+        for leak in [
+            "ECHOED-INSTRUCTIONS",
+            "ECHOED-METADATA",
+            "PRIVATE-REASONING",
+            "ENGINE-EXTRA",
+            "reasoning_text",
+        ] {
+            assert!(
+                !r.contains(leak),
+                "stream {stream}: {leak} reached the client: {r}"
+            );
+        }
+    }
+    assert_eq!(env.upstream.hits(), 2);
+}
+
 /// Log storage whose writer lock is not granted while `held` is set: a writer stalled
 /// by a slow disk (its commits never finish, so records pile up in its queue).
 #[derive(Debug)]
