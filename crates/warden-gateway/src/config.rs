@@ -430,12 +430,13 @@ pub struct AuditConfig {
     /// published at once.
     #[serde(default = "default_publish_ms")]
     pub publish_ms: u64,
-    /// Most records waiting for their durable commit (default
-    /// [`DEFAULT_AUDIT_MAX_QUEUED`], 1 to [`MAX_AUDIT_MAX_QUEUED`]). While the queue is
-    /// full (the log's disk stalls or falls behind) the gateway fails closed: requests
-    /// are refused (503, nothing forwarded) and `/readyz` is not ready; a record that
-    /// could not be queued keeps it so until a restart. Bounds the memory a stalled
-    /// writer lets requests fill, and the records a crash can lose.
+    /// Most records waiting for their durable commit, counting the room each request
+    /// in flight reserves for its record (default [`DEFAULT_AUDIT_MAX_QUEUED`], 1 to
+    /// [`MAX_AUDIT_MAX_QUEUED`]). While none is left (the log's disk stalls or falls
+    /// behind) the gateway fails closed: requests are refused (503, nothing forwarded)
+    /// and `/readyz` is not ready, until the queue drains (records lost meanwhile are
+    /// reported by an `audit-gap` record first). Bounds the memory a stalled writer
+    /// lets requests fill, and the records a crash can lose.
     #[serde(default = "default_audit_max_queued")]
     pub max_queued: usize,
 }

@@ -1822,12 +1822,20 @@ impl Drop for Recovers {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_audit_log_queue_refuses_requests_and_readiness() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let logdir = tempfile::tempdir().unwrap();
+/// A tamper-evident log on a disk that can be stalled, with room for `max_queued`
+/// records (and `headroom` more without a reservation), as the gateway's sink.
+fn stalled_log(
+    dir: &std::path::Path,
+    max_queued: usize,
+    headroom: usize,
+) -> (
+    Arc<StalledDisk>,
+    warden_tlog::Log,
+    warden_tlog::Verifier,
+    Arc<warden_gateway::tlog_sink::TlogSink>,
+) {
     let disk = Arc::new(StalledDisk {
-        inner: warden_tlog::PosixStorage::new(logdir.path()),
+        inner: warden_tlog::PosixStorage::new(dir),
         held: std::sync::atomic::AtomicBool::new(false),
     });
     let signer = warden_tlog::Signer::generate("warden.test/audit").unwrap();
@@ -1837,35 +1845,143 @@ async fn a_full_audit_log_queue_refuses_requests_and_readiness() {
         signer,
         "warden.test/audit",
         warden_tlog::LogOptions {
-            max_queued: 2,
+            max_queued,
+            headroom,
             ..warden_tlog::LogOptions::default()
         },
     )
     .unwrap();
     let sink = Arc::new(warden_gateway::tlog_sink::TlogSink::new(log.clone()));
-    let env = start_full(4096, serde_json::json!({}), None, Some(sink)).await;
-    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    (disk, log, verifier, sink)
+}
+
+/// Every entry of the log, as text.
+fn log_entries(disk: &StalledDisk, verifier: &warden_tlog::Verifier) -> Vec<String> {
+    warden_tlog::verify_log(disk, verifier, None).unwrap();
+    let (cp, _, mut r) = warden_tlog::tiles::LogReader::open(disk, verifier).unwrap();
+    (0..cp.size)
+        .map(|i| String::from_utf8(r.entry(i).unwrap()).unwrap())
+        .collect()
+}
+
+async fn until_async(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = std::time::Instant::now();
-    while log.size() < 1 || log.queued() > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "never committed");
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The disk stalls: two records fill the queue (their requests were admitted while
-    // it had room).
+}
+
+/// An upstream that counts requests and answers none of them before `release` is set.
+async fn held_upstream() -> (MockUpstream, tokio::sync::watch::Sender<bool>) {
+    use http_body_util::BodyExt as _;
+    let (release, held) = tokio::sync::watch::channel(false);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (h, held) = (Arc::clone(&h), held.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (h, mut held) = (Arc::clone(&h), held.clone());
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = held.wait_for(|r| *r).await;
+                            let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            r.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (MockUpstream { addr, hits }, release)
+}
+
+/// Room for a request's record is reserved when it is admitted: with the disk stalled
+/// and room for two records, two requests in flight hold it, a third is refused (503,
+/// nothing forwarded), and both that were forwarded get their record when they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_requests_reserve_room_for_their_audit_records() {
+    let logdir = tempfile::tempdir().unwrap();
+    let (disk, log, verifier, sink) = stalled_log(logdir.path(), 2, 4);
+    let (held, release) = held_upstream().await;
+    let env = start_full(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{}", held.addr),
+                                       "classification": 1}]}),
+        None,
+        Some(sink),
+    )
+    .await;
+    let recovers = Recovers(disk.clone());
+    disk.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    let third = async {
+        until_async("two requests never reached the upstream", || {
+            held.hits() == 2
+        })
+        .await;
+        let r = chat(&env, &env.user_key).await;
+        // Only now do the two in flight end (and queue their records).
+        release.send(true).unwrap();
+        r
+    };
+    let (a, b, c) = tokio::join!(chat(&env, &env.user_key), chat(&env, &env.user_key), third);
+    assert_eq!((status(&a), status(&b)), (200, 200), "{a}\n{b}");
+    assert_eq!(status(&c), 503, "{c}");
+    assert!(c.contains("audit log unavailable"), "{c}");
+    assert_eq!(held.hits(), 2, "forwarded without room for its record");
+    // Both records and the refusal's wait for the disk; none was lost.
+    until_async("records never queued", || log.queued() == 3).await;
+    drop(recovers);
+    until_async("never committed", || log.queued() == 0 && log.size() == 3).await;
+    let entries = log_entries(&disk, &verifier);
+    let served = entries
+        .iter()
+        .filter(|e| e.contains("\"status\":200"))
+        .count();
+    assert_eq!(served, held.hits(), "{entries:#?}");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.contains("\"status\":503"))
+            .count(),
+        1,
+        "{entries:#?}"
+    );
+}
+
+/// A full queue refuses requests, and a refusal record lost for want of room closes the
+/// gateway only until the queue drains: then a durable `audit-gap` record says how many
+/// records were lost, and requests are served again. Nothing is forwarded meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_log_queue_refuses_requests_until_it_drains_and_records_the_gap() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let logdir = tempfile::tempdir().unwrap();
+    // No headroom: the refusal's own record cannot be queued while the queue is full.
+    let (disk, log, verifier, sink) = stalled_log(logdir.path(), 2, 0);
+    let env = start_full(4096, serde_json::json!({}), None, Some(sink.clone())).await;
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    until_async("never committed", || log.size() == 1 && log.queued() == 0).await;
+    // The disk stalls: two records fill the queue.
     let recovers = Recovers(disk.clone());
     disk.held.store(true, SeqCst);
     for _ in 0..2 {
         assert_eq!(status(&chat(&env, &env.user_key).await), 200);
     }
-    // (A record is queued as its response ends, a moment after the client has it.)
-    let t0 = std::time::Instant::now();
-    while log.queued() < 2 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "records never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_async("records never queued", || log.queued() == 2).await;
     assert_eq!(env.upstream.hits(), 3);
     let r = chat(&env, &env.user_key).await;
     assert_eq!(status(&r), 503, "{r}");
@@ -1873,25 +1989,60 @@ async fn a_full_audit_log_queue_refuses_requests_and_readiness() {
     let r = readyz(&env).await;
     assert_eq!(status(&r), 503, "{r}");
     assert!(r.contains("\"ready\":false"), "{r}");
-    // The disk recovers and the queue drains, but the refusal's own record was lost
-    // (no room): the gateway stays closed until it is restarted.
+    assert_eq!(
+        sink.lost(),
+        1,
+        "the refusal's record was not counted as lost"
+    );
+    // The disk recovers: the queue drains, the gap is recorded, the gateway reopens.
     drop(recovers);
+    let mut refused = 1;
     let t0 = std::time::Instant::now();
-    while log.queued() > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "never drained");
+    loop {
+        let r = chat(&env, &env.user_key).await;
+        if status(&r) == 200 {
+            break;
+        }
+        assert_eq!(status(&r), 503, "{r}");
+        refused += 1;
+        assert!(t0.elapsed() < Duration::from_secs(10), "never reopened");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(status(&chat(&env, &env.user_key).await), 503);
-    assert_eq!(status(&readyz(&env).await), 503);
     assert_eq!(
         env.upstream.hits(),
-        3,
+        4,
         "forwarded while the audit queue was full"
     );
-    // Every served request is in the log.
-    assert_eq!(log.size(), 3);
-    let report = warden_tlog::verify_log(disk.as_ref(), &verifier, None).unwrap();
-    assert_eq!(report.entries, 3);
+    until_async("never committed", || log.queued() == 0).await;
+    assert_eq!(status(&readyz(&env).await), 200);
+    let entries = log_entries(&disk, &verifier);
+    // Every refusal is in the log or counted in a gap record.
+    let lost: usize = entries
+        .iter()
+        .filter_map(|e| {
+            let n = e.split("audit gap: ").nth(1)?.split(' ').next()?;
+            Some(n.parse::<usize>().unwrap())
+        })
+        .sum();
+    let gap = entries
+        .iter()
+        .position(|e| e.contains("audit gap: "))
+        .unwrap_or_else(|| panic!("no gap record: {entries:#?}"));
+    assert!(lost >= 1, "{entries:#?}");
+    let recorded = entries
+        .iter()
+        .filter(|e| e.contains("\"status\":503"))
+        .count();
+    assert_eq!(recorded + lost, refused, "{entries:#?}");
+    // Served requests: the three before the gap and the one after it.
+    let served: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.contains("\"status\":200"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(served.len(), 4, "{entries:#?}");
+    assert!(served[2] < gap && gap < served[3], "{entries:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

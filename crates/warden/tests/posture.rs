@@ -230,6 +230,27 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
             .contains("max_queued = 100000 (default 65536)"),
         "{c}"
     );
+    // So is one that requests in flight alone can fill: below max_connections, or tiny.
+    for (settings, words) in [
+        (
+            "max_connections = 8192\n[gateway.audit]\nmax_queued = 8000\n",
+            "below max_connections = 8192",
+        ),
+        (
+            "max_connections = 16\n[gateway.audit]\nmax_queued = 32\n",
+            "below max_connections = 16 or 64",
+        ),
+    ] {
+        write_gateway(home.path(), settings);
+        let (_, c) = check(home.path(), "WP214");
+        assert_eq!(c["status"], "warn", "{c}");
+        assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
+    }
+    write_gateway(
+        home.path(),
+        "max_connections = 16\n[gateway.audit]\nmax_queued = 64\n",
+    );
+    assert_eq!(check(home.path(), "WP214").1["status"], "pass");
 
     // Plain http to another host without the opt-in is a failure, named.
     std::fs::write(
