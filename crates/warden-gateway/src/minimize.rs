@@ -13,7 +13,10 @@
 //! Annotations are emptied. Stream events pass only when their type is one of the
 //! lifecycle, output item, content part, text, refusal, function-call argument or
 //! `error` events, with that event's fields; every other event (reasoning text, hosted
-//! tools, annotations, audio) is dropped whole.
+//! tools, annotations, audio) is dropped whole. Each kept field must have its shape
+//! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
+//! array field becomes `[]`), so text cannot ride past output screening inside an
+//! object under `text` or `id`.
 
 use crate::json::Fields;
 use crate::validate::Endpoint;
@@ -50,43 +53,85 @@ const USAGE_FIELDS: &[&str] = &[
     "output_tokens",
 ];
 
-/// Fields of a Responses-API response object a client needs.
-const RESPONSE_FIELDS: &[&str] = &[
-    "id",
-    "object",
-    "created_at",
-    "status",
-    "model",
-    "output",
-    "usage",
-    "error",
-    "incomplete_details",
-];
-
-/// Fields of an error object (a response's `error`, an error body, an `error` event).
-const ERROR_FIELDS: &[&str] = &["code", "message", "type", "param"];
-
 fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     o.field(k).and_then(Value::as_str)
+}
+
+/// What a field kept by [`shape`] may hold.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A string, number, boolean or null; anything else is dropped.
+    Scalar,
+    /// An array; anything else becomes `[]`.
+    Array,
+    /// An object (or null, as OpenAI sends an absent `error`); anything else is dropped.
+    Object,
+    /// Anything (logprob data, only where the role allows it).
+    Any,
+}
+
+use Kind::{Any, Array as Arr, Object as Obj, Scalar};
+
+/// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
+/// another shape (an object under `text` or `id` would pass unscreened, since output
+/// screening reads the strings under text keys).
+fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
+    o.retain(|k, v| {
+        let Some((_, kind)) = fields.iter().find(|(f, _)| *f == k.as_str()) else {
+            return false;
+        };
+        match kind {
+            Scalar => !matches!(v, Value::Array(_) | Value::Object(_)),
+            Arr => {
+                if !v.is_array() {
+                    *v = Value::Array(Vec::new());
+                }
+                true
+            }
+            Obj => v.is_object() || v.is_null(),
+            Any => true,
+        }
+    });
+}
+
+/// Minimise each object of an array with `f`; any other entry becomes `{}` (removing it
+/// would shift the `output_index`/`content_index` of what follows).
+fn each_object(a: &mut [Value], mut f: impl FnMut(&mut Map<String, Value>)) {
+    for x in a.iter_mut() {
+        match x {
+            Value::Object(o) => f(o),
+            other => *other = Value::Object(Map::new()),
+        }
+    }
+}
+
+fn usage_shape(o: &mut Map<String, Value>) {
+    let fields: Vec<(&str, Kind)> = USAGE_FIELDS.iter().map(|f| (*f, Scalar)).collect();
+    shape(o, &fields);
 }
 
 /// One content part of a Responses-API `message` item.
 fn minimize_part(part: &mut Map<String, Value>, keep_logprobs: bool) {
     match str_field(part, "type") {
         Some("output_text") => {
-            let fields: &[&str] = if keep_logprobs {
-                &["type", "text", "annotations", "logprobs"]
+            let fields: &[(&str, Kind)] = if keep_logprobs {
+                &[
+                    ("type", Scalar),
+                    ("text", Scalar),
+                    ("annotations", Arr),
+                    ("logprobs", Any),
+                ]
             } else {
-                &["type", "text", "annotations"]
+                &[("type", Scalar), ("text", Scalar), ("annotations", Arr)]
             };
-            retain(part, fields);
+            shape(part, fields);
             // Citations come from hosted tools: none of a self-hosted model's business.
             if let Some(a) = part.field_mut("annotations") {
                 *a = Value::Array(Vec::new());
             }
         }
-        Some("refusal") => retain(part, &["type", "refusal"]),
-        _ => retain(part, &["type"]),
+        Some("refusal") => shape(part, &[("type", Scalar), ("refusal", Scalar)]),
+        _ => shape(part, &[("type", Scalar)]),
     }
 }
 
@@ -94,68 +139,121 @@ fn minimize_part(part: &mut Map<String, Value>, keep_logprobs: bool) {
 fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
     match str_field(item, "type") {
         Some("message") => {
-            retain(item, &["type", "id", "role", "status", "content"]);
+            shape(
+                item,
+                &[
+                    ("type", Scalar),
+                    ("id", Scalar),
+                    ("role", Scalar),
+                    ("status", Scalar),
+                    ("content", Arr),
+                ],
+            );
             if let Some(Value::Array(parts)) = item.field_mut("content") {
-                parts.retain(Value::is_object);
-                for p in parts.iter_mut() {
-                    if let Value::Object(p) = p {
-                        minimize_part(p, keep_logprobs);
-                    }
-                }
+                each_object(parts, |p| minimize_part(p, keep_logprobs));
             }
         }
-        Some("function_call") => retain(
+        Some("function_call") => shape(
             item,
-            &["type", "id", "call_id", "name", "arguments", "status"],
+            &[
+                ("type", Scalar),
+                ("id", Scalar),
+                ("call_id", Scalar),
+                ("name", Scalar),
+                ("arguments", Scalar),
+                ("status", Scalar),
+            ],
         ),
         // Reasoning, hosted tool calls, anything newer: kept as a placeholder so the
         // `output_index` of later items and events still points at the right one.
-        _ => retain(item, &["type", "id"]),
+        _ => shape(item, &[("type", Scalar), ("id", Scalar)]),
     }
 }
 
+/// Fields of an error object, all scalars.
+const ERROR_SHAPE: &[(&str, Kind)] = &[
+    ("code", Scalar),
+    ("message", Scalar),
+    ("type", Scalar),
+    ("param", Scalar),
+];
+
 fn minimize_error(o: &mut Map<String, Value>) {
     if let Some(Value::Object(e)) = o.field_mut("error") {
-        retain(e, ERROR_FIELDS);
+        shape(e, ERROR_SHAPE);
     }
 }
 
 /// A Responses-API response object (a body, or the `response` of a lifecycle event).
 fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
-    retain(o, RESPONSE_FIELDS);
+    shape(
+        o,
+        &[
+            ("id", Scalar),
+            ("object", Scalar),
+            ("created_at", Scalar),
+            ("status", Scalar),
+            ("model", Scalar),
+            ("output", Arr),
+            ("usage", Obj),
+            ("error", Obj),
+            ("incomplete_details", Obj),
+        ],
+    );
     if let Some(Value::Array(items)) = o.field_mut("output") {
-        items.retain(Value::is_object);
-        for it in items.iter_mut() {
-            if let Value::Object(it) = it {
-                minimize_item(it, keep_logprobs);
-            }
-        }
+        each_object(items, |it| minimize_item(it, keep_logprobs));
     }
     if let Some(Value::Object(u)) = o.field_mut("usage") {
-        retain(u, USAGE_FIELDS);
+        usage_shape(u);
     }
     if let Some(Value::Object(d)) = o.field_mut("incomplete_details") {
-        retain(d, &["reason"]);
+        shape(d, &[("reason", Scalar)]);
     }
     minimize_error(o);
 }
 
 /// A Responses-API stream event; false when the event is not passed on at all.
 fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> bool {
-    const LOCATED: [&str; 4] = ["type", "sequence_number", "item_id", "output_index"];
-    let with = |extra: &[&'static str]| -> Vec<&'static str> {
-        LOCATED.iter().chain(extra).copied().collect()
+    const LOCATED: [(&str, Kind); 4] = [
+        ("type", Scalar),
+        ("sequence_number", Scalar),
+        ("item_id", Scalar),
+        ("output_index", Scalar),
+    ];
+    // `logprobs`: text events only, and only when the role keeps them.
+    let with = |extra: &[(&'static str, Kind)], logprobs: bool| -> Vec<(&'static str, Kind)> {
+        let mut f: Vec<(&str, Kind)> = LOCATED.iter().chain(extra).copied().collect();
+        if logprobs && keep_logprobs {
+            f.push(("logprobs", Any));
+        }
+        f
     };
-    let logprobs: &[&str] = if keep_logprobs { &["logprobs"] } else { &[] };
     let Some(ty) = str_field(o, "type") else {
         // An upstream error sent as a bare `{"error": …}` event.
-        if o.field("error").is_some() {
-            retain(o, &["error"]);
+        if o.field("error").is_some_and(Value::is_object) {
+            shape(o, &[("error", Obj)]);
             minimize_error(o);
             return true;
         }
         return false;
     };
+    // The object an event carries (kept by `shape` whatever it is, `Any`, so that it is
+    // judged here), minimised by `f`; with a value of another shape (null included)
+    // the event is dropped.
+    fn carried(
+        o: &mut Map<String, Value>,
+        key: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) -> bool {
+        match o.field_mut(key) {
+            Some(Value::Object(x)) => {
+                f(x);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
     match ty {
         "response.created"
         | "response.queued"
@@ -163,42 +261,84 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
         | "response.completed"
         | "response.failed"
         | "response.incomplete" => {
-            retain(o, &["type", "sequence_number", "response"]);
-            if let Some(Value::Object(r)) = o.field_mut("response") {
-                minimize_response(r, keep_logprobs);
-            }
+            shape(
+                o,
+                &[
+                    ("type", Scalar),
+                    ("sequence_number", Scalar),
+                    ("response", Any),
+                ],
+            );
+            carried(o, "response", |r| minimize_response(r, keep_logprobs))
         }
         "response.output_item.added" | "response.output_item.done" => {
-            retain(o, &["type", "sequence_number", "output_index", "item"]);
-            if let Some(Value::Object(it)) = o.field_mut("item") {
-                minimize_item(it, keep_logprobs);
-            }
+            shape(
+                o,
+                &[
+                    ("type", Scalar),
+                    ("sequence_number", Scalar),
+                    ("output_index", Scalar),
+                    ("item", Any),
+                ],
+            );
+            carried(o, "item", |it| minimize_item(it, keep_logprobs))
         }
         "response.content_part.added" | "response.content_part.done" => {
-            retain(o, &with(&["content_index", "part"]));
-            if let Some(Value::Object(p)) = o.field_mut("part") {
-                minimize_part(p, keep_logprobs);
-            }
+            shape(o, &with(&[("content_index", Scalar), ("part", Any)], false));
+            carried(o, "part", |p| minimize_part(p, keep_logprobs))
         }
         "response.output_text.delta" => {
-            let mut f = with(&["content_index", "delta"]);
-            f.extend_from_slice(logprobs);
-            retain(o, &f);
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("delta", Scalar)], true),
+            );
+            true
         }
         "response.output_text.done" => {
-            let mut f = with(&["content_index", "text"]);
-            f.extend_from_slice(logprobs);
-            retain(o, &f);
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("text", Scalar)], true),
+            );
+            true
         }
-        "response.refusal.delta" => retain(o, &with(&["content_index", "delta"])),
-        "response.refusal.done" => retain(o, &with(&["content_index", "refusal"])),
-        "response.function_call_arguments.delta" => retain(o, &with(&["delta"])),
-        "response.function_call_arguments.done" => retain(o, &with(&["name", "arguments"])),
-        "error" => retain(o, &["type", "sequence_number", "code", "message", "param"]),
+        "response.refusal.delta" => {
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("delta", Scalar)], false),
+            );
+            true
+        }
+        "response.refusal.done" => {
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("refusal", Scalar)], false),
+            );
+            true
+        }
+        "response.function_call_arguments.delta" => {
+            shape(o, &with(&[("delta", Scalar)], false));
+            true
+        }
+        "response.function_call_arguments.done" => {
+            shape(o, &with(&[("name", Scalar), ("arguments", Scalar)], false));
+            true
+        }
+        "error" => {
+            shape(
+                o,
+                &[
+                    ("type", Scalar),
+                    ("sequence_number", Scalar),
+                    ("code", Scalar),
+                    ("message", Scalar),
+                    ("param", Scalar),
+                ],
+            );
+            true
+        }
         // Reasoning text, hosted tools, annotations, audio, anything newer.
-        _ => return false,
+        _ => false,
     }
-    true
 }
 
 fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
@@ -301,15 +441,21 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
         Endpoint::Models => {}
     }
     if let Some(Value::Object(u)) = o.field_mut("usage") {
-        retain(u, USAGE_FIELDS);
+        usage_shape(u);
     }
     strip_recursive(v, p.keep_logprobs);
     usage
 }
 
 /// Minimise one event of a stream in place: `None` when the event is dropped whole
-/// (a Responses-API event type not on the allowlist), else the usage it reported.
+/// (not a JSON object, or a Responses-API event type not on the allowlist), else the
+/// usage it reported.
 pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>> {
+    // Not an object (an array, a string): no allowlist applies to it, so it is dropped,
+    // as a body of that kind is refused (502).
+    if !v.is_object() {
+        return None;
+    }
     if p.endpoint != Endpoint::Responses {
         return Some(minimize(v, p));
     }
@@ -397,12 +543,16 @@ impl SseMinimizer {
     fn emit(&mut self, event: &[u8], out: &mut BytesMut) {
         let mut lines_out: Vec<Vec<u8>> = Vec::new();
         let mut drop_event = false;
+        // An event passes only with a data line that was parsed and allowed: one whose
+        // data is all dropped (not JSON, say) must not pass its `event:` name alone.
+        let mut allowed_data = false;
         for line in event.split(|b| *b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(data) = line.strip_prefix(b"data:") {
                 let data = data.strip_prefix(b" ").unwrap_or(data);
                 if data == b"[DONE]" {
                     lines_out.push(b"data: [DONE]".to_vec());
+                    allowed_data = true;
                     continue;
                 }
                 // Not JSON: nothing we can vouch for; the line is dropped.
@@ -434,6 +584,7 @@ impl SseMinimizer {
                         continue;
                     }
                     self.events += 1;
+                    allowed_data = true;
                     lines_out.push(l);
                 }
             } else if let Some(name) = line.strip_prefix(b"event:") {
@@ -450,7 +601,7 @@ impl SseMinimizer {
             // `id:`, `retry:`, comments and unknown lines are dropped: OpenAI clients
             // need none of them, and each could carry arbitrary upstream text.
         }
-        if drop_event || lines_out.is_empty() {
+        if drop_event || !allowed_data {
             return;
         }
         for l in lines_out {
@@ -666,10 +817,13 @@ mod tests {
                      "content": [
                         {"type": "output_text", "text": "hi", "annotations": []},
                         {"type": "refusal", "refusal": "no"},
-                        {"type": "reasoning_text"}]},
+                        {"type": "reasoning_text"},
+                        // Not removed: later parts keep their `content_index`.
+                        {}]},
                     {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get",
                      "arguments": "{}", "status": "completed"},
-                    {"type": "web_search_call", "id": "ws_1"}
+                    {"type": "web_search_call", "id": "ws_1"},
+                    {}
                 ],
                 "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
             })
@@ -964,5 +1118,128 @@ mod tests {
     fn sse_event_limit() {
         let mut m = SseMinimizer::new(CHAT, false, 16);
         assert!(m.feed(b"data: 0123456789012345678").is_err());
+    }
+
+    /// An allowlisted key keeps only a value of its shape: text planted in objects or
+    /// arrays under scalar fields (which output screening would not read), non-array
+    /// `output`/`content`, non-object `usage`/`error`/`incomplete_details`, and events
+    /// whose item, part or response is not an object, never reach the client.
+    #[test]
+    fn responses_fields_of_the_wrong_type_are_dropped_bodies_and_streams() {
+        let mut v = json!({
+            "id": {"x": "LEAK-id"}, "object": ["LEAK-object"], "status": "completed",
+            "model": "m", "created_at": 1,
+            "output": [
+                {"type": "message", "id": "msg_1", "role": {"x": "LEAK-role"},
+                 "status": ["LEAK-status"], "content": "LEAK-content"},
+                {"type": "message", "id": "msg_2", "content": [
+                    {"type": "output_text", "text": {"nested": "LEAK-text"},
+                     "annotations": "LEAK-annotations"},
+                    {"type": "refusal", "refusal": ["LEAK-refusal"]}]},
+                {"type": "function_call", "id": "fc_1", "call_id": {"x": "LEAK-call"},
+                 "name": ["LEAK-name"], "arguments": {"cmd": "LEAK-arguments"}},
+                {"type": {"x": "LEAK-type"}, "id": ["LEAK-item-id"]}
+            ],
+            "usage": "LEAK-usage", "incomplete_details": ["LEAK-details"],
+            "error": "LEAK-error"
+        });
+        minimize(&mut v, RESPONSES);
+        assert!(!v.to_string().contains("LEAK"), "{v}");
+        assert_eq!(
+            v,
+            json!({"status": "completed", "model": "m", "created_at": 1, "output": [
+                {"type": "message", "id": "msg_1", "content": []},
+                {"type": "message", "id": "msg_2", "content": [
+                    {"type": "output_text", "annotations": []}, {"type": "refusal"}]},
+                {"type": "function_call", "id": "fc_1"},
+                {}
+            ]})
+        );
+        let mut v = json!({"output": {"x": "LEAK-output"}, "usage": {"total_tokens": {"x": "LEAK"}},
+            "error": {"message": {"x": "LEAK-message"}, "code": 500}});
+        minimize(&mut v, RESPONSES);
+        assert_eq!(
+            v,
+            json!({"output": [], "usage": {}, "error": {"code": 500}})
+        );
+
+        let events = [
+            json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m",
+                   "output_index": 0, "content_index": 0, "delta": {"x": "LEAK-delta"}}),
+            json!({"type": "response.output_text.delta", "sequence_number": 2,
+                   "item_id": {"x": "LEAK-item-id"}, "output_index": 0, "delta": "ok"}),
+            json!({"type": "response.output_item.added", "sequence_number": 3,
+                   "output_index": 0, "item": "LEAK-item"}),
+            json!({"type": "response.output_item.done", "sequence_number": 4,
+                   "output_index": 0}),
+            json!({"type": "response.content_part.added", "sequence_number": 5,
+                   "part": ["LEAK-part"]}),
+            json!({"type": "response.completed", "sequence_number": 6,
+                   "response": "LEAK-response"}),
+            json!({"type": "response.in_progress", "sequence_number": 7,
+                   "response": {"status": "in_progress", "output": "LEAK-output"}}),
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 8,
+                   "name": "f", "arguments": {"cmd": "LEAK-arguments"}}),
+            json!({"type": "error", "sequence_number": 9, "message": {"x": "LEAK-message"},
+                   "code": ["LEAK-code"]}),
+            json!({"error": "LEAK-bare-error"}),
+        ];
+        let mut sse = SseMinimizer::new(RESPONSES, false, 1 << 20);
+        let mut input = String::new();
+        for e in &events {
+            input.push_str(&format!("data: {e}\n\n"));
+        }
+        let out = String::from_utf8(sse.feed(input.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("LEAK"), "{out}");
+        let got: Vec<Value> = out
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                json!({"type": "response.output_text.delta", "sequence_number": 1,
+                       "item_id": "m", "output_index": 0, "content_index": 0}),
+                json!({"type": "response.output_text.delta", "sequence_number": 2,
+                       "output_index": 0, "delta": "ok"}),
+                json!({"type": "response.output_item.done", "sequence_number": 4,
+                       "output_index": 0}),
+                json!({"type": "response.in_progress", "sequence_number": 7,
+                       "response": {"status": "in_progress", "output": []}}),
+                json!({"type": "response.function_call_arguments.done", "sequence_number": 8,
+                       "name": "f"}),
+                json!({"type": "error", "sequence_number": 9}),
+            ]
+        );
+    }
+
+    /// An event whose data is not JSON passes nothing, not even its `event:` name; for
+    /// every endpoint a data line that is not a JSON object is dropped.
+    #[test]
+    fn events_without_an_allowed_data_line_are_dropped_whole() {
+        let mut sse = SseMinimizer::new(RESPONSES, false, 1 << 20);
+        let out = sse
+            .feed(
+                b"event: response.reasoning_text.delta\ndata: not json at all\n\n\
+                  event: response.leak_name_here\ndata: {\"type\": \"response.reasoning_text.delta\"}\n\n\
+                  event: response.output_text.delta\ndata: {\"type\": \"response.output_text.delta\", \"delta\": \"hi\"}\n\n",
+            )
+            .unwrap();
+        assert_eq!(
+            &out[..],
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n"
+        );
+        for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
+            let p = ResponsePolicy {
+                endpoint: ep,
+                keep_logprobs: false,
+            };
+            let mut sse = SseMinimizer::new(p, false, 1 << 20);
+            let out = sse
+                .feed(b"data: [\"LEAK-array\"]\n\ndata: \"LEAK-string\"\n\nevent: x\ndata: 7\n\n")
+                .unwrap();
+            assert!(out.is_empty(), "{ep:?}: {out:?}");
+        }
     }
 }

@@ -932,6 +932,16 @@ async fn forward(
     };
     let out_bytes = if status.is_success() {
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            // Every forwarded endpoint answers with an object; anything else (an array, a
+            // string) has no allowlist to go through and is refused, as a stream drops
+            // such an event.
+            Ok(j) if !j.is_object() => {
+                return fail(
+                    fin,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream sent a JSON body that is not an object",
+                );
+            }
             Ok(mut j) => {
                 if let Some(u) = minimize::minimize(&mut j, policy) {
                     fin.usage = Some(u.total_tokens);

@@ -1775,6 +1775,58 @@ async fn responses_answers_reach_the_client_minimised_in_json_and_sse() {
     assert_eq!(env.upstream.hits(), 2);
 }
 
+/// An upstream whose 200 answer is JSON but not an object, leaking text in it.
+fn array_reply(_: serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let body = r#"[{"instructions":"ECHOED-INSTRUCTIONS","text":"PRIVATE"}]"#;
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// A 200 body that is not a JSON object has no allowlist to go through: every
+/// forwarded endpoint answers 502 and records why, as the stream path drops such events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_object_json_body_from_the_upstream_is_refused() {
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("all.cedar");
+    std::fs::write(
+        &policy,
+        "permit(principal in Warden::Role::\"user\", action, resource);\n",
+    )
+    .unwrap();
+    let env = start_custom(
+        4096,
+        serde_json::json!({"policy": policy}),
+        Some(array_reply),
+    )
+    .await;
+    for (path, body) in [
+        ("/v1/responses", r#"{"model":"m1","input":"hi"}"#),
+        ("/v1/chat/completions", CHAT),
+    ] {
+        let r = raw(
+            &env,
+            env.public,
+            None,
+            &post(path, Some(&env.user_key), body),
+        )
+        .await;
+        assert_eq!(status(&r), 502, "{path}: {r}");
+        assert!(
+            !r.contains("PRIVATE") && !r.contains("ECHOED"),
+            "{path}: {r}"
+        );
+    }
+    let recs = env.audit.records.lock().unwrap();
+    let last: Vec<&AuditRecord> = recs.iter().rev().take(2).collect();
+    for rec in last {
+        assert_eq!(rec.status, 502, "{rec:?}");
+        assert!(rec.reason.contains("not an object"), "{rec:?}");
+    }
+    assert_eq!(env.upstream.hits(), 2);
+}
+
 /// Log storage whose writer lock is not granted while `held` is set: a writer stalled
 /// by a slow disk (its commits never finish, so records pile up in its queue).
 #[derive(Debug)]
