@@ -124,12 +124,15 @@ pub fn headroom(max_queued: usize) -> usize {
     (max_queued / 16).clamp(16, 4096)
 }
 
+/// A gap record being made durable.
+type GapWrite = BoxFuture<'static, Result<(), Error>>;
+
 /// Records lost for want of room, and the `audit-gap` record that reports them.
 #[derive(Default)]
 pub struct Gap {
     lost: AtomicU64,
-    /// The gap record on its way to durable storage.
-    writing: Mutex<Option<BoxFuture<'static, Result<(), Error>>>>,
+    /// The gap record on its way to durable storage, and how many it reports.
+    writing: Mutex<Option<(u64, GapWrite)>>,
 }
 
 impl std::fmt::Debug for Gap {
@@ -167,12 +170,14 @@ impl Gap {
         let Ok(mut w) = self.writing.lock() else {
             return false;
         };
-        if let Some(f) = w.as_mut() {
+        if let Some((n, f)) = w.as_mut() {
             match f.now_or_never() {
                 None => return false,
                 Some(Ok(())) => *w = None,
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "the audit gap record could not be written");
+                    // Still unreported: the next gap record counts them.
+                    self.lost.fetch_add(*n, Ordering::SeqCst);
                     *w = None;
                     return false;
                 }
@@ -202,7 +207,7 @@ impl Gap {
                 false
             }
             None => {
-                *w = Some(f);
+                *w = Some((n, f));
                 false
             }
         }
@@ -582,5 +587,47 @@ mod tests {
             assert_eq!(ids.len(), 2 + headroom(2));
             assert!(ids.contains(&1) && ids.contains(&2) && !ids.contains(&999));
         });
+    }
+
+    /// Lost records are reported before the sink reopens: not while the queue is still
+    /// full, not while the gap record is on its way, and when that record fails they are
+    /// still counted for the next one.
+    #[test]
+    fn a_gap_reopens_only_once_its_record_is_durable() {
+        fn never(_: AuditRecord) -> GapWrite {
+            unreachable!("no gap record expected here")
+        }
+        let gap = Gap::default();
+        assert!(gap.open(false, never), "nothing lost");
+        gap.lost();
+        gap.lost();
+        assert!(!gap.open(false, never), "reopened before the queue drained");
+        let (tx, rx) = oneshot::channel::<Result<(), Error>>();
+        let first = move |r: AuditRecord| -> GapWrite {
+            assert_eq!(r.kind, "audit-gap");
+            assert_eq!(r.reason, "audit gap: 2 records lost (audit queue full)");
+            Box::pin(rx.map(|r| r.unwrap_or_else(|_| Err(Error::Audit("gone".into())))))
+        };
+        assert!(
+            !gap.open(true, first),
+            "reopened before the gap record was durable"
+        );
+        assert!(!gap.open(true, never));
+        tx.send(Err(Error::Audit("disk".into()))).unwrap();
+        assert!(
+            !gap.open(true, never),
+            "reopened after the gap record failed"
+        );
+        assert_eq!(
+            gap.pending(),
+            2,
+            "the failed gap record's count was dropped"
+        );
+        let second = |r: AuditRecord| -> GapWrite {
+            assert!(r.reason.contains("2 records lost"), "{}", r.reason);
+            Box::pin(async { Ok(()) })
+        };
+        assert!(gap.open(true, second));
+        assert!(gap.open(true, never));
     }
 }
