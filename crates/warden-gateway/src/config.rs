@@ -430,6 +430,15 @@ pub struct AuditConfig {
     /// published at once.
     #[serde(default = "default_publish_ms")]
     pub publish_ms: u64,
+    /// Most records waiting for their durable commit, counting the room each request
+    /// in flight reserves for its record (default [`DEFAULT_AUDIT_MAX_QUEUED`], 1 to
+    /// [`MAX_AUDIT_MAX_QUEUED`]). While none is left (the log's disk stalls or falls
+    /// behind) the gateway fails closed: requests are refused (503, nothing forwarded)
+    /// and `/readyz` is not ready, until the queue drains (records lost meanwhile are
+    /// reported by an `audit-gap` record first). Bounds the memory a stalled writer
+    /// lets requests fill, and the records a crash can lose.
+    #[serde(default = "default_audit_max_queued")]
+    pub max_queued: usize,
 }
 
 impl Default for AuditConfig {
@@ -438,6 +447,7 @@ impl Default for AuditConfig {
             hash_content: true,
             batch_ms: default_batch_ms(),
             publish_ms: default_publish_ms(),
+            max_queued: DEFAULT_AUDIT_MAX_QUEUED,
         }
     }
 }
@@ -448,6 +458,13 @@ fn default_publish_ms() -> u64 {
     // Off by default: measured at concurrency 1 the journal made the gateway's p99 worse
     // (README, "Gateway benchmark"), while it saved only about 8 % of CPU per request.
     0
+}
+/// Default of `[gateway.audit] max_queued` (the log's own default).
+pub const DEFAULT_AUDIT_MAX_QUEUED: usize = warden_tlog::log::DEFAULT_MAX_QUEUED;
+/// Upper bound of `[gateway.audit] max_queued` (records are a few hundred bytes each).
+pub const MAX_AUDIT_MAX_QUEUED: usize = 1 << 20;
+fn default_audit_max_queued() -> usize {
+    DEFAULT_AUDIT_MAX_QUEUED
 }
 /// Upper bound of `[gateway.audit] publish_ms`, well below the 30 s other writers of
 /// the log wait for its lock.
@@ -575,6 +592,13 @@ impl GatewayConfig {
                  writer lock while records wait for publication, and other writers such as \
                  `warden keys` wait at most 30 s for it)",
                 self.audit.publish_ms
+            )));
+        }
+        if !(1..=MAX_AUDIT_MAX_QUEUED).contains(&self.audit.max_queued) {
+            return Err(crate::Error::Config(format!(
+                "audit.max_queued = {}: between 1 and {MAX_AUDIT_MAX_QUEUED} (records waiting \
+                 for their commit; when full, requests are refused)",
+                self.audit.max_queued
             )));
         }
         if self.models.is_empty() {
@@ -804,12 +828,52 @@ mod tests {
     }
 
     #[test]
+    fn the_minimum_key_set_age_saturates_and_uses_a_10_s_refresh_floor() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |refresh: u64, max_age: u64| {
+            gateway(serde_json::json!({"admin": admin.clone(),
+                "oidc": {"issuer": "https://idp", "audience": "w",
+                         "jwks_url": "http://127.0.0.1:1/jwks",
+                         "jwks_refresh_secs": refresh, "jwks_max_age_secs": max_age},
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]}))
+            .validate()
+        };
+        // 2 × refresh + 10 overflows u64: the minimum saturates (no panic, no wrap to a
+        // small minimum that would accept any age) and every age is refused.
+        for refresh in [u64::MAX, u64::MAX / 2, u64::MAX / 2 - 4] {
+            let e = with(refresh, MAX_JWKS_MAX_AGE_SECS)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("from {}", u64::MAX)),
+                "refresh {refresh}: {e}"
+            );
+        }
+        // Refresh periods under 10 s count as 10 s: the minimum is 30 s.
+        for refresh in [0, 1, 10] {
+            with(refresh, 30).unwrap();
+            let e = with(refresh, 29).unwrap_err().to_string();
+            assert!(e.contains("jwks_max_age_secs = 29: from 30"), "{e}");
+        }
+    }
+
+    #[test]
     fn audit_windows_are_bounded() {
         let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
             "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
         let c = gateway(serde_json::json!({"admin": admin.clone()}));
         assert_eq!((c.audit.batch_ms, c.audit.publish_ms), (5, 0));
+        assert_eq!(c.audit.max_queued, 65_536);
         for (audit, words) in [
+            (
+                serde_json::json!({"max_queued": 0}),
+                "max_queued = 0: between 1 and 1048576",
+            ),
+            (
+                serde_json::json!({"max_queued": 1_048_577}),
+                "max_queued = 1048577: between 1 and 1048576",
+            ),
             (
                 serde_json::json!({"publish_ms": 10_001}),
                 "publish_ms = 10001: at most 10000",
@@ -826,10 +890,11 @@ mod tests {
             assert!(e.contains(words), "{e}");
         }
         // Within bounds, validation goes on to the next rule (no models here).
-        let e = gateway(serde_json::json!({"admin": admin, "audit": {"publish_ms": 10_000}}))
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = gateway(serde_json::json!({"admin": admin,
+            "audit": {"publish_ms": 10_000, "max_queued": 1_048_576}}))
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no [[gateway.models]]"), "{e}");
     }
 

@@ -2,6 +2,21 @@
 //! (unless the identity's role allows it), `system_fingerprint`, engine timings and any
 //! field not on the per-endpoint allowlist are removed, from whole JSON bodies and from
 //! every `data:` event of an SSE stream.
+//!
+//! Responses API (`/v1/responses`): the response object keeps what a client reads
+//! (`id`, `object`, `created_at`, `status`, `model`, `output`, `usage`, `error`,
+//! `incomplete_details`), not the echo of the request's configuration (instructions,
+//! tools, metadata, ...). Output items keep their shape so indices stay valid: `message`
+//! items their role, status and content parts (`output_text` with its text, `refusal`),
+//! `function_call` items their call id, name and arguments; any other item (reasoning,
+//! hosted tool calls) only its `type` and `id`, any other content part only its `type`.
+//! Annotations are emptied. Stream events pass only when their type is one of the
+//! lifecycle, output item, content part, text, refusal, function-call argument or
+//! `error` events, with that event's fields; every other event (reasoning text, hosted
+//! tools, annotations, audio) is dropped whole. Each kept field must have its shape
+//! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
+//! array field becomes `[]`), so text cannot ride past output screening inside an
+//! object under `text` or `id`.
 
 use crate::json::Fields;
 use crate::validate::Endpoint;
@@ -26,6 +41,304 @@ pub struct ResponsePolicy {
 
 fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
     o.retain(|k, _| allowed.contains(&k.as_str()));
+}
+
+/// Token counts kept in `usage` (chat and completions name them prompt/completion, the
+/// Responses API input/output).
+const USAGE_FIELDS: &[&str] = &[
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_tokens",
+    "output_tokens",
+];
+
+fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    o.field(k).and_then(Value::as_str)
+}
+
+/// What a field kept by [`shape`] may hold.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A string, number, boolean or null; anything else is dropped.
+    Scalar,
+    /// An array; anything else becomes `[]`.
+    Array,
+    /// An object (or null, as OpenAI sends an absent `error`); anything else is dropped.
+    Object,
+    /// Anything (logprob data, only where the role allows it).
+    Any,
+}
+
+use Kind::{Any, Array as Arr, Object as Obj, Scalar};
+
+/// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
+/// another shape (an object under `text` or `id` would pass unscreened, since output
+/// screening reads the strings under text keys).
+fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
+    o.retain(|k, v| {
+        let Some((_, kind)) = fields.iter().find(|(f, _)| *f == k.as_str()) else {
+            return false;
+        };
+        match kind {
+            Scalar => !matches!(v, Value::Array(_) | Value::Object(_)),
+            Arr => {
+                if !v.is_array() {
+                    *v = Value::Array(Vec::new());
+                }
+                true
+            }
+            Obj => v.is_object() || v.is_null(),
+            Any => true,
+        }
+    });
+}
+
+/// Minimise each object of an array with `f`; any other entry becomes `{}` (removing it
+/// would shift the `output_index`/`content_index` of what follows).
+fn each_object(a: &mut [Value], mut f: impl FnMut(&mut Map<String, Value>)) {
+    for x in a.iter_mut() {
+        match x {
+            Value::Object(o) => f(o),
+            other => *other = Value::Object(Map::new()),
+        }
+    }
+}
+
+fn usage_shape(o: &mut Map<String, Value>) {
+    let fields: Vec<(&str, Kind)> = USAGE_FIELDS.iter().map(|f| (*f, Scalar)).collect();
+    shape(o, &fields);
+}
+
+/// One content part of a Responses-API `message` item.
+fn minimize_part(part: &mut Map<String, Value>, keep_logprobs: bool) {
+    match str_field(part, "type") {
+        Some("output_text") => {
+            let fields: &[(&str, Kind)] = if keep_logprobs {
+                &[
+                    ("type", Scalar),
+                    ("text", Scalar),
+                    ("annotations", Arr),
+                    ("logprobs", Any),
+                ]
+            } else {
+                &[("type", Scalar), ("text", Scalar), ("annotations", Arr)]
+            };
+            shape(part, fields);
+            // Citations come from hosted tools: none of a self-hosted model's business.
+            if let Some(a) = part.field_mut("annotations") {
+                *a = Value::Array(Vec::new());
+            }
+        }
+        Some("refusal") => shape(part, &[("type", Scalar), ("refusal", Scalar)]),
+        _ => shape(part, &[("type", Scalar)]),
+    }
+}
+
+/// One item of a Responses-API `output`.
+fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
+    match str_field(item, "type") {
+        Some("message") => {
+            shape(
+                item,
+                &[
+                    ("type", Scalar),
+                    ("id", Scalar),
+                    ("role", Scalar),
+                    ("status", Scalar),
+                    ("content", Arr),
+                ],
+            );
+            if let Some(Value::Array(parts)) = item.field_mut("content") {
+                each_object(parts, |p| minimize_part(p, keep_logprobs));
+            }
+        }
+        Some("function_call") => shape(
+            item,
+            &[
+                ("type", Scalar),
+                ("id", Scalar),
+                ("call_id", Scalar),
+                ("name", Scalar),
+                ("arguments", Scalar),
+                ("status", Scalar),
+            ],
+        ),
+        // Reasoning, hosted tool calls, anything newer: kept as a placeholder so the
+        // `output_index` of later items and events still points at the right one.
+        _ => shape(item, &[("type", Scalar), ("id", Scalar)]),
+    }
+}
+
+/// Fields of an error object, all scalars.
+const ERROR_SHAPE: &[(&str, Kind)] = &[
+    ("code", Scalar),
+    ("message", Scalar),
+    ("type", Scalar),
+    ("param", Scalar),
+];
+
+fn minimize_error(o: &mut Map<String, Value>) {
+    if let Some(Value::Object(e)) = o.field_mut("error") {
+        shape(e, ERROR_SHAPE);
+    }
+}
+
+/// A Responses-API response object (a body, or the `response` of a lifecycle event).
+fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
+    shape(
+        o,
+        &[
+            ("id", Scalar),
+            ("object", Scalar),
+            ("created_at", Scalar),
+            ("status", Scalar),
+            ("model", Scalar),
+            ("output", Arr),
+            ("usage", Obj),
+            ("error", Obj),
+            ("incomplete_details", Obj),
+        ],
+    );
+    if let Some(Value::Array(items)) = o.field_mut("output") {
+        each_object(items, |it| minimize_item(it, keep_logprobs));
+    }
+    if let Some(Value::Object(u)) = o.field_mut("usage") {
+        usage_shape(u);
+    }
+    if let Some(Value::Object(d)) = o.field_mut("incomplete_details") {
+        shape(d, &[("reason", Scalar)]);
+    }
+    minimize_error(o);
+}
+
+/// A Responses-API stream event; false when the event is not passed on at all.
+fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> bool {
+    const LOCATED: [(&str, Kind); 4] = [
+        ("type", Scalar),
+        ("sequence_number", Scalar),
+        ("item_id", Scalar),
+        ("output_index", Scalar),
+    ];
+    // `logprobs`: text events only, and only when the role keeps them.
+    let with = |extra: &[(&'static str, Kind)], logprobs: bool| -> Vec<(&'static str, Kind)> {
+        let mut f: Vec<(&str, Kind)> = LOCATED.iter().chain(extra).copied().collect();
+        if logprobs && keep_logprobs {
+            f.push(("logprobs", Any));
+        }
+        f
+    };
+    let Some(ty) = str_field(o, "type") else {
+        // An upstream error sent as a bare `{"error": …}` event.
+        if o.field("error").is_some_and(Value::is_object) {
+            shape(o, &[("error", Obj)]);
+            minimize_error(o);
+            return true;
+        }
+        return false;
+    };
+    // The object an event carries (kept by `shape` whatever it is, `Any`, so that it is
+    // judged here), minimised by `f`; with a value of another shape (null included)
+    // the event is dropped.
+    fn carried(
+        o: &mut Map<String, Value>,
+        key: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) -> bool {
+        match o.field_mut(key) {
+            Some(Value::Object(x)) => {
+                f(x);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+    match ty {
+        "response.created"
+        | "response.queued"
+        | "response.in_progress"
+        | "response.completed"
+        | "response.failed"
+        | "response.incomplete" => {
+            shape(
+                o,
+                &[
+                    ("type", Scalar),
+                    ("sequence_number", Scalar),
+                    ("response", Any),
+                ],
+            );
+            carried(o, "response", |r| minimize_response(r, keep_logprobs))
+        }
+        "response.output_item.added" | "response.output_item.done" => {
+            shape(
+                o,
+                &[
+                    ("type", Scalar),
+                    ("sequence_number", Scalar),
+                    ("output_index", Scalar),
+                    ("item", Any),
+                ],
+            );
+            carried(o, "item", |it| minimize_item(it, keep_logprobs))
+        }
+        "response.content_part.added" | "response.content_part.done" => {
+            shape(o, &with(&[("content_index", Scalar), ("part", Any)], false));
+            carried(o, "part", |p| minimize_part(p, keep_logprobs))
+        }
+        "response.output_text.delta" => {
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("delta", Scalar)], true),
+            );
+            true
+        }
+        "response.output_text.done" => {
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("text", Scalar)], true),
+            );
+            true
+        }
+        "response.refusal.delta" => {
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("delta", Scalar)], false),
+            );
+            true
+        }
+        "response.refusal.done" => {
+            shape(
+                o,
+                &with(&[("content_index", Scalar), ("refusal", Scalar)], false),
+            );
+            true
+        }
+        "response.function_call_arguments.delta" => {
+            shape(o, &with(&[("delta", Scalar)], false));
+            true
+        }
+        "response.function_call_arguments.done" => {
+            shape(o, &with(&[("name", Scalar), ("arguments", Scalar)], false));
+            true
+        }
+        "error" => {
+            shape(
+                o,
+                &[
+                    ("type", Scalar),
+                    ("sequence_number", Scalar),
+                    ("code", Scalar),
+                    ("message", Scalar),
+                    ("param", Scalar),
+                ],
+            );
+            true
+        }
+        // Reasoning text, hosted tools, annotations, audio, anything newer.
+        _ => false,
+    }
 }
 
 fn strip_recursive(v: &mut Value, keep_logprobs: bool) {
@@ -80,15 +393,7 @@ fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
 /// Minimise one response object in place; returns the usage it reported.
 pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
     let Value::Object(o) = v else { return None };
-    // A Responses-API stream reports usage in its `response.completed` event, under
-    // `response`.
-    let usage = usage_of(o).or_else(|| match p.endpoint {
-        Endpoint::Responses => o
-            .field("response")
-            .and_then(Value::as_object)
-            .and_then(usage_of),
-        _ => None,
-    });
+    let usage = usage_of(o);
     let choice_fields: &[&str] = if p.keep_logprobs {
         &[
             "index",
@@ -132,22 +437,39 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
                 }
             }
         }
-        Endpoint::Models | Endpoint::Responses => {}
+        Endpoint::Responses => minimize_response(o, p.keep_logprobs),
+        Endpoint::Models => {}
     }
     if let Some(Value::Object(u)) = o.field_mut("usage") {
-        retain(
-            u,
-            &[
-                "prompt_tokens",
-                "completion_tokens",
-                "total_tokens",
-                "input_tokens",
-                "output_tokens",
-            ],
-        );
+        usage_shape(u);
     }
     strip_recursive(v, p.keep_logprobs);
     usage
+}
+
+/// Minimise one event of a stream in place: `None` when the event is dropped whole
+/// (not a JSON object, or a Responses-API event type not on the allowlist), else the
+/// usage it reported.
+pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>> {
+    // Not an object (an array, a string): no allowlist applies to it, so it is dropped,
+    // as a body of that kind is refused (502).
+    if !v.is_object() {
+        return None;
+    }
+    if p.endpoint != Endpoint::Responses {
+        return Some(minimize(v, p));
+    }
+    let Value::Object(o) = v else { return None };
+    // The usage of a stream comes in its `response.completed` event, under `response`.
+    let usage = o
+        .field("response")
+        .and_then(Value::as_object)
+        .and_then(usage_of);
+    if !minimize_response_event(o, p.keep_logprobs) {
+        return None;
+    }
+    strip_recursive(v, p.keep_logprobs);
+    Some(usage)
 }
 
 /// Why a stream had to be cut.
@@ -221,17 +543,24 @@ impl SseMinimizer {
     fn emit(&mut self, event: &[u8], out: &mut BytesMut) {
         let mut lines_out: Vec<Vec<u8>> = Vec::new();
         let mut drop_event = false;
+        // An event passes only with a data line that was parsed and allowed: one whose
+        // data is all dropped (not JSON, say) must not pass its `event:` name alone.
+        let mut allowed_data = false;
         for line in event.split(|b| *b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(data) = line.strip_prefix(b"data:") {
                 let data = data.strip_prefix(b" ").unwrap_or(data);
                 if data == b"[DONE]" {
                     lines_out.push(b"data: [DONE]".to_vec());
+                    allowed_data = true;
                     continue;
                 }
                 // Not JSON: nothing we can vouch for; the line is dropped.
                 if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
-                    let usage = minimize(&mut v, self.policy);
+                    let Some(usage) = minimize_event(&mut v, self.policy) else {
+                        drop_event = true;
+                        continue;
+                    };
                     if usage.is_some() {
                         self.usage = usage;
                     }
@@ -255,6 +584,7 @@ impl SseMinimizer {
                         continue;
                     }
                     self.events += 1;
+                    allowed_data = true;
                     lines_out.push(l);
                 }
             } else if let Some(name) = line.strip_prefix(b"event:") {
@@ -271,7 +601,7 @@ impl SseMinimizer {
             // `id:`, `retry:`, comments and unknown lines are dropped: OpenAI clients
             // need none of them, and each could carry arbitrary upstream text.
         }
-        if drop_event || lines_out.is_empty() {
+        if drop_event || !allowed_data {
             return;
         }
         for l in lines_out {
@@ -361,7 +691,13 @@ mod tests {
             "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi",
                 "logprobs": [{"token": "hi", "logprob": -0.1, "top_logprobs": []}]}]}],
             "usage": {"input_tokens": 5, "output_tokens": 7}}});
-        assert_eq!(minimize(&mut ev, policy).unwrap().total_tokens, 12);
+        assert_eq!(
+            minimize_event(&mut ev, policy)
+                .unwrap()
+                .unwrap()
+                .total_tokens,
+            12
+        );
         assert!(
             ev["response"]["output"][0]["content"][0]
                 .get("logprobs")
@@ -399,7 +735,7 @@ mod tests {
 
     #[test]
     fn stripping_at_any_depth_keeps_the_same_bytes() {
-        // Responses are not allowlisted, so only the recursive stripping applies; the
+        // Model lists are not allowlisted, so only the recursive stripping applies; the
         // removed keys sit first, in the middle and last, nested in objects and arrays.
         let doc = r#"{"timings":{"x":1},"id":"r","output":[{"type":"message",
             "content":[{"type":"output_text","text":"hi","logprobs":[{"token":"hi",
@@ -412,7 +748,7 @@ mod tests {
             minimize(
                 &mut got,
                 ResponsePolicy {
-                    endpoint: Endpoint::Responses,
+                    endpoint: Endpoint::Models,
                     keep_logprobs,
                 },
             );
@@ -424,6 +760,334 @@ mod tests {
             }
             assert_eq!(got.contains("logprobs"), keep_logprobs, "{got}");
         }
+    }
+
+    const RESPONSES: ResponsePolicy = ResponsePolicy {
+        endpoint: Endpoint::Responses,
+        keep_logprobs: false,
+    };
+
+    #[test]
+    fn responses_bodies_keep_only_allowlisted_fields() {
+        let output = json!([
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "why"}],
+                 "content": [{"type": "reasoning_text", "text": "chain of thought"}],
+                 "encrypted_content": "opaque"},
+                {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                 "engine": "llama", "content": [
+                    {"type": "output_text", "text": "hi", "extra": 1,
+                     "annotations": [{"type": "url_citation", "url": "https://x.example/?q=secret"}],
+                     "logprobs": [{"token": "hi", "logprob": -0.1, "top_logprobs": []}]},
+                    {"type": "refusal", "refusal": "no", "why": "policy"},
+                    {"type": "reasoning_text", "text": "hidden"},
+                    "not an object"]},
+                {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get",
+                 "arguments": "{}", "status": "completed", "debug": "x"},
+                {"type": "web_search_call", "id": "ws_1", "status": "completed",
+                 "action": {"query": "q"}},
+                7
+        ]);
+        let mut v = json!({
+            "id": "resp_1", "object": "response", "created_at": 1_741_476_542,
+            "status": "incomplete", "model": "m",
+            "incomplete_details": {"reason": "max_output_tokens", "detail": "x"},
+            "error": null,
+            "instructions": "the system prompt", "metadata": {"k": "v"},
+            "tools": [{"type": "function", "name": "f", "parameters": {}}],
+            "tool_choice": "auto", "parallel_tool_calls": true, "temperature": 1.0,
+            "top_p": 1.0, "user": "u", "store": true, "reasoning": {"effort": null},
+            "text": {"format": {"type": "text"}}, "truncation": "disabled",
+            "service_tier": "default", "output_text": "unscreened copy", "kv_cache": [1, 2],
+            "output": output,
+            "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 3}}
+        });
+        let u = minimize(&mut v, RESPONSES).unwrap();
+        assert_eq!(u.total_tokens, 12);
+        assert_eq!(
+            v,
+            json!({
+                "id": "resp_1", "object": "response", "created_at": 1_741_476_542,
+                "status": "incomplete", "model": "m",
+                "incomplete_details": {"reason": "max_output_tokens"}, "error": null,
+                "output": [
+                    {"type": "reasoning", "id": "rs_1"},
+                    {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                     "content": [
+                        {"type": "output_text", "text": "hi", "annotations": []},
+                        {"type": "refusal", "refusal": "no"},
+                        {"type": "reasoning_text"},
+                        // Not removed: later parts keep their `content_index`.
+                        {}]},
+                    {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get",
+                     "arguments": "{}", "status": "completed"},
+                    {"type": "web_search_call", "id": "ws_1"},
+                    {}
+                ],
+                "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+            })
+        );
+        // Logprobs stay where the role allows them; an upstream error body keeps the
+        // error's message, type, code and param.
+        let mut v = json!({"output": [{"type": "message", "content": [{"type": "output_text",
+            "text": "hi", "logprobs": [{"token": "hi", "logprob": -0.1}]}]}]});
+        minimize(
+            &mut v,
+            ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: true,
+            },
+        );
+        assert_eq!(
+            v["output"][0]["content"][0]["logprobs"],
+            json!([{"token": "hi", "logprob": -0.1}])
+        );
+        let mut v = json!({"error": {"message": "bad", "type": "invalid_request_error",
+            "code": 400, "param": null, "trace": "/srv/engine.py:12"}, "debug": 1});
+        minimize(&mut v, RESPONSES);
+        assert_eq!(
+            v,
+            json!({"error": {"message": "bad", "type": "invalid_request_error", "code": 400,
+                "param": null}})
+        );
+    }
+
+    /// Feeds `events` (name, data) as one stream; returns the (name, data) pairs sent on.
+    fn stream(
+        policy: ResponsePolicy,
+        events: &[(&str, Value)],
+    ) -> (Vec<(String, Value)>, Option<Usage>) {
+        let mut m = SseMinimizer::new(policy, false, 1 << 16);
+        let mut out = Vec::new();
+        for (name, data) in events {
+            out.extend_from_slice(
+                &m.feed(format!("event: {name}\ndata: {data}\n\n").as_bytes())
+                    .unwrap(),
+            );
+        }
+        out.extend_from_slice(&m.finish());
+        let text = String::from_utf8(out).unwrap();
+        let sent = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e.split_once('\n').unwrap();
+                (
+                    name.strip_prefix("event: ").unwrap().to_owned(),
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        (sent, m.usage)
+    }
+
+    #[test]
+    fn responses_stream_events_keep_only_allowlisted_fields_and_types() {
+        let response = |status: &str| {
+            json!({"id": "resp_1", "object": "response",
+            "created_at": 1, "status": status, "model": "m", "output": [],
+            "instructions": "the system prompt", "tools": [], "metadata": {"k": "v"},
+            "system_fingerprint": "fp"})
+        };
+        let mut completed = response("completed");
+        completed["usage"] = json!({"input_tokens": 5, "output_tokens": 7, "total_tokens": 12,
+            "output_tokens_details": {"reasoning_tokens": 3}});
+        let loc = |seq: u64| {
+            json!({"sequence_number": seq, "item_id": "msg_1", "output_index": 1,
+            "content_index": 0, "obfuscation": "pad"})
+        };
+        let with = |seq: u64, ty: &str, extra: Value| {
+            let mut v = loc(seq);
+            v["type"] = json!(ty);
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let events = [
+            (
+                "response.created",
+                json!({"type": "response.created", "sequence_number": 0,
+                "response": response("in_progress"), "debug": 1}),
+            ),
+            (
+                "response.output_item.added",
+                json!({"type": "response.output_item.added",
+                "sequence_number": 1, "output_index": 0, "item": {"type": "reasoning",
+                "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "hmm"}]}}),
+            ),
+            (
+                "response.reasoning_text.delta",
+                with(
+                    2,
+                    "response.reasoning_text.delta",
+                    json!({"delta": "chain of thought", "item_id": "rs_1", "output_index": 0}),
+                ),
+            ),
+            (
+                "response.output_item.added",
+                json!({"type": "response.output_item.added",
+                "sequence_number": 3, "output_index": 1, "item": {"type": "message", "id": "msg_1",
+                "role": "assistant", "status": "in_progress", "content": [], "engine": "x"}}),
+            ),
+            (
+                "response.content_part.added",
+                with(
+                    4,
+                    "response.content_part.added",
+                    json!({"part": {"type": "output_text", "text": "", "annotations": [], "extra": 1}}),
+                ),
+            ),
+            (
+                "response.output_text.delta",
+                with(
+                    5,
+                    "response.output_text.delta",
+                    json!({"delta": "hi", "logprobs": [{"token": "hi", "logprob": -0.1}]}),
+                ),
+            ),
+            (
+                "response.output_text.annotation.added",
+                with(
+                    6,
+                    "response.output_text.annotation.added",
+                    json!({"annotation_index": 0, "annotation": {"type": "url_citation", "url": "https://x.example/?q=s"}}),
+                ),
+            ),
+            (
+                "response.output_text.done",
+                with(
+                    7,
+                    "response.output_text.done",
+                    json!({"text": "hi", "logprobs": []}),
+                ),
+            ),
+            (
+                "response.refusal.delta",
+                with(8, "response.refusal.delta", json!({"delta": "no"})),
+            ),
+            (
+                "response.refusal.done",
+                with(9, "response.refusal.done", json!({"refusal": "no"})),
+            ),
+            (
+                "response.function_call_arguments.delta",
+                json!({"type": "response.function_call_arguments.delta",
+                "sequence_number": 10, "item_id": "fc_1", "output_index": 2, "delta": "{}", "x": 1}),
+            ),
+            (
+                "response.function_call_arguments.done",
+                json!({"type": "response.function_call_arguments.done",
+                "sequence_number": 11, "item_id": "fc_1", "output_index": 2, "name": "get",
+                "arguments": "{}", "x": 1}),
+            ),
+            (
+                "response.web_search_call.searching",
+                json!({"type": "response.web_search_call.searching",
+                "sequence_number": 12, "item_id": "ws_1", "output_index": 3}),
+            ),
+            (
+                "response.completed",
+                json!({"type": "response.completed", "sequence_number": 13,
+                "response": completed}),
+            ),
+            (
+                "error",
+                json!({"type": "error", "sequence_number": 14, "code": "server_error",
+                "message": "boom", "param": null, "trace": "/srv/engine.py"}),
+            ),
+            (
+                "something.new",
+                json!({"type": "something.new", "sequence_number": 15, "text": "x"}),
+            ),
+        ];
+        let (sent, usage) = stream(RESPONSES, &events);
+        assert_eq!(usage, Some(Usage { total_tokens: 12 }));
+        let names: Vec<&str> = sent.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.output_item.added",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.refusal.delta",
+                "response.refusal.done",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.completed",
+                "error",
+            ]
+        );
+        let lean = |status: &str| {
+            json!({"id": "resp_1", "object": "response", "created_at": 1,
+            "status": status, "model": "m", "output": []})
+        };
+        let located = |seq: u64, ty: &str, extra: Value| {
+            let mut v = json!({"type": ty, "sequence_number": seq, "item_id": "msg_1",
+                "output_index": 1, "content_index": 0});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let mut done = lean("completed");
+        done["usage"] = json!({"input_tokens": 5, "output_tokens": 7, "total_tokens": 12});
+        let want = [
+            json!({"type": "response.created", "sequence_number": 0, "response": lean("in_progress")}),
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                "item": {"type": "reasoning", "id": "rs_1"}}),
+            json!({"type": "response.output_item.added", "sequence_number": 3, "output_index": 1,
+                "item": {"type": "message", "id": "msg_1", "role": "assistant",
+                         "status": "in_progress", "content": []}}),
+            located(
+                4,
+                "response.content_part.added",
+                json!({"part": {"type": "output_text", "text": "", "annotations": []}}),
+            ),
+            located(5, "response.output_text.delta", json!({"delta": "hi"})),
+            located(7, "response.output_text.done", json!({"text": "hi"})),
+            located(8, "response.refusal.delta", json!({"delta": "no"})),
+            located(9, "response.refusal.done", json!({"refusal": "no"})),
+            json!({"type": "response.function_call_arguments.delta", "sequence_number": 10,
+                "item_id": "fc_1", "output_index": 2, "delta": "{}"}),
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 11,
+                "item_id": "fc_1", "output_index": 2, "name": "get", "arguments": "{}"}),
+            json!({"type": "response.completed", "sequence_number": 13, "response": done}),
+            json!({"type": "error", "sequence_number": 14, "code": "server_error",
+                "message": "boom", "param": null}),
+        ];
+        for ((name, got), want) in sent.iter().zip(want.iter()) {
+            assert_eq!(got, want, "{name}");
+        }
+        // With logprobs allowed, the text events keep them.
+        let (sent, _) = stream(
+            ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: true,
+            },
+            &events[5..6],
+        );
+        assert_eq!(
+            sent[0].1["logprobs"],
+            json!([{"token": "hi", "logprob": -0.1}])
+        );
+        // A bare upstream error event passes with the error's fields only.
+        let (sent, _) = stream(
+            RESPONSES,
+            &[(
+                "error",
+                json!({"error": {"message": "m", "type": "t", "code": 1, "param": null,
+                "trace": "x"}, "debug": 1}),
+            )],
+        );
+        assert_eq!(
+            sent[0].1,
+            json!({"error": {"message": "m", "type": "t", "code": 1, "param": null}})
+        );
     }
 
     #[test]
@@ -454,5 +1118,128 @@ mod tests {
     fn sse_event_limit() {
         let mut m = SseMinimizer::new(CHAT, false, 16);
         assert!(m.feed(b"data: 0123456789012345678").is_err());
+    }
+
+    /// An allowlisted key keeps only a value of its shape: text planted in objects or
+    /// arrays under scalar fields (which output screening would not read), non-array
+    /// `output`/`content`, non-object `usage`/`error`/`incomplete_details`, and events
+    /// whose item, part or response is not an object, never reach the client.
+    #[test]
+    fn responses_fields_of_the_wrong_type_are_dropped_bodies_and_streams() {
+        let mut v = json!({
+            "id": {"x": "LEAK-id"}, "object": ["LEAK-object"], "status": "completed",
+            "model": "m", "created_at": 1,
+            "output": [
+                {"type": "message", "id": "msg_1", "role": {"x": "LEAK-role"},
+                 "status": ["LEAK-status"], "content": "LEAK-content"},
+                {"type": "message", "id": "msg_2", "content": [
+                    {"type": "output_text", "text": {"nested": "LEAK-text"},
+                     "annotations": "LEAK-annotations"},
+                    {"type": "refusal", "refusal": ["LEAK-refusal"]}]},
+                {"type": "function_call", "id": "fc_1", "call_id": {"x": "LEAK-call"},
+                 "name": ["LEAK-name"], "arguments": {"cmd": "LEAK-arguments"}},
+                {"type": {"x": "LEAK-type"}, "id": ["LEAK-item-id"]}
+            ],
+            "usage": "LEAK-usage", "incomplete_details": ["LEAK-details"],
+            "error": "LEAK-error"
+        });
+        minimize(&mut v, RESPONSES);
+        assert!(!v.to_string().contains("LEAK"), "{v}");
+        assert_eq!(
+            v,
+            json!({"status": "completed", "model": "m", "created_at": 1, "output": [
+                {"type": "message", "id": "msg_1", "content": []},
+                {"type": "message", "id": "msg_2", "content": [
+                    {"type": "output_text", "annotations": []}, {"type": "refusal"}]},
+                {"type": "function_call", "id": "fc_1"},
+                {}
+            ]})
+        );
+        let mut v = json!({"output": {"x": "LEAK-output"}, "usage": {"total_tokens": {"x": "LEAK"}},
+            "error": {"message": {"x": "LEAK-message"}, "code": 500}});
+        minimize(&mut v, RESPONSES);
+        assert_eq!(
+            v,
+            json!({"output": [], "usage": {}, "error": {"code": 500}})
+        );
+
+        let events = [
+            json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m",
+                   "output_index": 0, "content_index": 0, "delta": {"x": "LEAK-delta"}}),
+            json!({"type": "response.output_text.delta", "sequence_number": 2,
+                   "item_id": {"x": "LEAK-item-id"}, "output_index": 0, "delta": "ok"}),
+            json!({"type": "response.output_item.added", "sequence_number": 3,
+                   "output_index": 0, "item": "LEAK-item"}),
+            json!({"type": "response.output_item.done", "sequence_number": 4,
+                   "output_index": 0}),
+            json!({"type": "response.content_part.added", "sequence_number": 5,
+                   "part": ["LEAK-part"]}),
+            json!({"type": "response.completed", "sequence_number": 6,
+                   "response": "LEAK-response"}),
+            json!({"type": "response.in_progress", "sequence_number": 7,
+                   "response": {"status": "in_progress", "output": "LEAK-output"}}),
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 8,
+                   "name": "f", "arguments": {"cmd": "LEAK-arguments"}}),
+            json!({"type": "error", "sequence_number": 9, "message": {"x": "LEAK-message"},
+                   "code": ["LEAK-code"]}),
+            json!({"error": "LEAK-bare-error"}),
+        ];
+        let mut sse = SseMinimizer::new(RESPONSES, false, 1 << 20);
+        let mut input = String::new();
+        for e in &events {
+            input.push_str(&format!("data: {e}\n\n"));
+        }
+        let out = String::from_utf8(sse.feed(input.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("LEAK"), "{out}");
+        let got: Vec<Value> = out
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                json!({"type": "response.output_text.delta", "sequence_number": 1,
+                       "item_id": "m", "output_index": 0, "content_index": 0}),
+                json!({"type": "response.output_text.delta", "sequence_number": 2,
+                       "output_index": 0, "delta": "ok"}),
+                json!({"type": "response.output_item.done", "sequence_number": 4,
+                       "output_index": 0}),
+                json!({"type": "response.in_progress", "sequence_number": 7,
+                       "response": {"status": "in_progress", "output": []}}),
+                json!({"type": "response.function_call_arguments.done", "sequence_number": 8,
+                       "name": "f"}),
+                json!({"type": "error", "sequence_number": 9}),
+            ]
+        );
+    }
+
+    /// An event whose data is not JSON passes nothing, not even its `event:` name; for
+    /// every endpoint a data line that is not a JSON object is dropped.
+    #[test]
+    fn events_without_an_allowed_data_line_are_dropped_whole() {
+        let mut sse = SseMinimizer::new(RESPONSES, false, 1 << 20);
+        let out = sse
+            .feed(
+                b"event: response.reasoning_text.delta\ndata: not json at all\n\n\
+                  event: response.leak_name_here\ndata: {\"type\": \"response.reasoning_text.delta\"}\n\n\
+                  event: response.output_text.delta\ndata: {\"type\": \"response.output_text.delta\", \"delta\": \"hi\"}\n\n",
+            )
+            .unwrap();
+        assert_eq!(
+            &out[..],
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n"
+        );
+        for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
+            let p = ResponsePolicy {
+                endpoint: ep,
+                keep_logprobs: false,
+            };
+            let mut sse = SseMinimizer::new(p, false, 1 << 20);
+            let out = sse
+                .feed(b"data: [\"LEAK-array\"]\n\ndata: \"LEAK-string\"\n\nevent: x\ndata: 7\n\n")
+                .unwrap();
+            assert!(out.is_empty(), "{ep:?}: {out:?}");
+        }
     }
 }

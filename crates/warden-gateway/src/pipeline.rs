@@ -85,6 +85,9 @@ pub struct Exchange {
     pub now: u64,
     /// What input screening learned (fed to the behaviour monitor when the response ends).
     pub screen: Option<crate::screening::Track>,
+    /// Room for this request's audit record, reserved at admission and used when the
+    /// response ends (or by its refusal).
+    pub audit: Option<crate::audit::AuditPermit>,
 }
 
 /// One step of the pipeline.
@@ -134,15 +137,19 @@ impl Check for AuditHealth {
     fn phase(&self) -> Phase {
         Phase::Head
     }
-    fn check(&self, _ex: &mut Exchange) -> Result<(), Refusal> {
-        if self.0.healthy() {
-            Ok(())
-        } else {
-            Err(Refusal::new(
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        // Room for the record is reserved before anything else: a request admitted is
+        // never answered without its record.
+        match self.0.reserve() {
+            Ok(p) => {
+                ex.audit = Some(p);
+                Ok(())
+            }
+            Err(_) => Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit",
                 "audit log unavailable",
-            ))
+            )),
         }
     }
 }

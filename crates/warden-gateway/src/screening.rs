@@ -1008,14 +1008,16 @@ impl Check for InputCheck {
     }
 }
 
-/// Keys whose string values are model output.
-const TEXT_KEYS: [&str; 6] = [
+/// Keys whose string values are model output (`message`: an error's text, which an
+/// upstream writes as it likes; a chat `message` is an object and is walked into).
+const TEXT_KEYS: [&str; 7] = [
     "content",
     "text",
     "output_text",
     "arguments",
     "refusal",
     "delta",
+    "message",
 ];
 
 /// Screens every model-output string of `v` with a fresh full screen (redacting in place).
@@ -1786,5 +1788,35 @@ mod tests {
             write_event(x, &mut out);
         }
         assert_eq!(&out[..], b"event: x\ndata: {\"a\":1}\n\ndata: [DONE]\n\n");
+    }
+
+    /// The text of an `error` event (or a response's `error`) is upstream text like any
+    /// other output: a canary in it stops the stream, a body with it is refused.
+    #[test]
+    fn error_messages_are_screened_in_streams_and_bodies() {
+        let rules = canary_rules();
+        let m = "CANARY-7f3a9c2e1b4d5a60";
+        let mut minimizer = crate::minimize::SseMinimizer::new(
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: false,
+            },
+            false,
+            4096,
+        );
+        let b = minimizer
+            .feed(
+                format!("event: error\ndata: {{\"type\":\"error\",\"message\":\"{m}\"}}\n\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&b).contains(m),
+            "minimiser keeps the message"
+        );
+        let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Responses);
+        assert!(s.feed(&b).is_err(), "an error event carried the canary");
+        let mut v = serde_json::json!({"status": "failed", "error": {"code": "x", "message": m}});
+        assert!(screen_value(&rules, &mut v, None).is_err());
     }
 }

@@ -259,7 +259,7 @@ impl Gateway {
         Ok(n)
     }
 
-    fn audit_refusal(&self, ex: &Exchange, path: &str, r: &Refusal, started: Instant) {
+    fn audit_refusal(&self, ex: &mut Exchange, path: &str, r: &Refusal, started: Instant) {
         let rec = AuditRecord {
             ts_ms: now_ms(),
             kind: "request".into(),
@@ -292,7 +292,12 @@ impl Gateway {
             reason = %rec.reason,
             "refused"
         );
-        if let Err(e) = self.audit.submit(rec) {
+        // Into the room reserved at admission if the request got that far.
+        let queued = match ex.audit.take() {
+            Some(p) => p.submit(rec),
+            None => self.audit.submit(rec),
+        };
+        if let Err(e) = queued {
             tracing::error!(error = %e, "audit record could not be queued; failing closed");
         }
     }
@@ -435,8 +440,8 @@ pub async fn handle(
                 "internal",
                 "internal error",
             );
-            let ex = empty_exchange(id, peer, None);
-            gw2.audit_refusal(&ex, &path, &refusal, Instant::now());
+            let mut ex = empty_exchange(id, peer, None);
+            gw2.audit_refusal(&mut ex, &path, &refusal, Instant::now());
             tracing::error!(request_id = id, "request handler panicked; isolated");
             json_error(&refusal, id)
         }
@@ -468,6 +473,7 @@ fn empty_exchange(id: u64, peer: SocketAddr, client_cert: Option<String>) -> Exc
         admission: None,
         now: unix_now(),
         screen: None,
+        audit: None,
     }
 }
 
@@ -481,7 +487,7 @@ async fn handle_inner(
     let started = Instant::now();
     let path = clip_path(req.uri().path());
     let mut ex = empty_exchange(id, peer, client_cert);
-    let refuse = |gw: &Gateway, ex: &Exchange, r: Refusal| {
+    let refuse = |gw: &Gateway, ex: &mut Exchange, r: Refusal| {
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
@@ -506,16 +512,16 @@ async fn handle_inner(
             "killswitch",
             "gateway in lockdown",
         );
-        return unread.answer(refuse(&gw, &ex, r), body).await;
+        return unread.answer(refuse(&gw, &mut ex, r), body).await;
     }
     let ep = match route(&parts) {
         Ok(ep) => ep,
-        Err(r) => return unread.answer(refuse(&gw, &ex, r), body).await,
+        Err(r) => return unread.answer(refuse(&gw, &mut ex, r), body).await,
     };
     ex.endpoint = ep;
     ex.headers = parts.headers;
     if let Err(r) = gw.pipeline.run(Phase::Head, &mut ex) {
-        return unread.answer(refuse(&gw, &ex, r), body).await;
+        return unread.answer(refuse(&gw, &mut ex, r), body).await;
     }
     // Bounded body.
     if declared.is_some_and(|n| n > max as u64) {
@@ -524,7 +530,7 @@ async fn handle_inner(
             "validate",
             format!("body exceeds {max} bytes"),
         );
-        return unread.answer(refuse(&gw, &ex, r), body).await;
+        return unread.answer(refuse(&gw, &mut ex, r), body).await;
     }
     // Collected through a borrow, so an HTTP/2 body over the limit can still be discarded.
     let collected = tokio::time::timeout(
@@ -556,7 +562,7 @@ async fn handle_inner(
                     "unreadable request body",
                 )
             };
-            return refuse(&gw, &ex, r);
+            return refuse(&gw, &mut ex, r);
         }
         Err(_) => {
             let r = Refusal::new(
@@ -564,11 +570,11 @@ async fn handle_inner(
                 "validate",
                 "request body too slow",
             );
-            return refuse(&gw, &ex, r);
+            return refuse(&gw, &mut ex, r);
         }
     };
     if let Err(r) = gw.pipeline.run(Phase::Body, &mut ex) {
-        return refuse(&gw, &ex, r);
+        return refuse(&gw, &mut ex, r);
     }
     if ep == Endpoint::Models {
         return list_models(&gw, ex, &path, started);
@@ -637,7 +643,7 @@ async fn discard(mut body: Incoming, max_bytes: u64, max_time: Duration) {
     .await;
 }
 
-fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {
+fn list_models(gw: &Gateway, mut ex: Exchange, path: &str, started: Instant) -> Response<GwBody> {
     let mut data = Vec::new();
     let mut names: Vec<&String> = gw.models.keys().collect();
     names.sort();
@@ -648,7 +654,7 @@ fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Resp
                 .push(serde_json::json!({"id": m.name, "object": "model", "owned_by": "warden"})),
             Ok(false) => {}
             Err(r) => {
-                gw.audit_refusal(&ex, path, &r, started);
+                gw.audit_refusal(&mut ex, path, &r, started);
                 return json_error(&r, ex.request_id);
             }
         }
@@ -672,7 +678,13 @@ fn list_models(gw: &Gateway, ex: Exchange, path: &str, started: Instant) -> Resp
         ..AuditRecord::default()
     };
     gw.metrics.request("models", 200);
-    let _ = gw.audit.submit(rec);
+    let queued = match ex.audit.take() {
+        Some(p) => p.submit(rec),
+        None => gw.audit.submit(rec),
+    };
+    if let Err(e) = queued {
+        tracing::error!(error = %e, "audit record could not be queued; failing closed");
+    }
     let mut resp = Response::new(full(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -690,6 +702,8 @@ struct Finisher {
     admission: Option<crate::limits::Admission>,
     usage: Option<u64>,
     screen: Option<crate::screening::Track>,
+    /// Room reserved for the record at admission.
+    permit: Option<crate::audit::AuditPermit>,
 }
 
 impl Finisher {
@@ -736,7 +750,11 @@ impl Drop for Finisher {
             "request"
         );
         let rec = std::mem::take(&mut self.rec);
-        if let Err(e) = self.gw.audit.submit(rec) {
+        let queued = match self.permit.take() {
+            Some(p) => p.submit(rec),
+            None => self.gw.audit.submit(rec),
+        };
+        if let Err(e) = queued {
             tracing::error!(error = %e, "audit record could not be queued; failing closed");
         }
     }
@@ -754,12 +772,12 @@ async fn forward(
             "internal",
             "request not validated",
         );
-        gw.audit_refusal(&ex, &path, &r, started);
+        gw.audit_refusal(&mut ex, &path, &r, started);
         return json_error(&r, ex.request_id);
     };
     let Some(up) = gw.upstreams.get(&v.model).cloned() else {
         let r = Refusal::new(StatusCode::NOT_FOUND, "route", "model not available");
-        gw.audit_refusal(&ex, &path, &r, started);
+        gw.audit_refusal(&mut ex, &path, &r, started);
         return json_error(&r, ex.request_id);
     };
     let identity = ex
@@ -801,6 +819,7 @@ async fn forward(
         admission: ex.admission.take(),
         usage: None,
         screen: ex.screen.take(),
+        permit: ex.audit.take(),
     };
     if let Some(t) = &fin.screen {
         t.annotate(&mut fin.rec.reason);
@@ -913,6 +932,16 @@ async fn forward(
     };
     let out_bytes = if status.is_success() {
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            // Every forwarded endpoint answers with an object; anything else (an array, a
+            // string) has no allowlist to go through and is refused, as a stream drops
+            // such an event.
+            Ok(j) if !j.is_object() => {
+                return fail(
+                    fin,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream sent a JSON body that is not an object",
+                );
+            }
             Ok(mut j) => {
                 if let Some(u) = minimize::minimize(&mut j, policy) {
                     fin.usage = Some(u.total_tokens);

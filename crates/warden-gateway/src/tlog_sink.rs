@@ -1,11 +1,18 @@
 //! The tamper-evident log as the gateway's [`AuditSink`]: every record becomes a
 //! `warden-tlog` [`AuditEvent`] (request records as `gateway_request`, kill-switch and
 //! policy changes as `block`, `lockdown`, `policy_change`). Request records are appended
-//! without waiting (and without a task per record); any failed commit of the log makes
-//! the sink unhealthy for good, and the gateway then refuses requests (fail closed).
+//! without waiting (and without a task per record) into the log's bounded queue
+//! ([`warden_tlog::LogOptions::max_queued`], `[gateway.audit] max_queued`), into room
+//! reserved when the request was admitted ([`warden_tlog::Log::reserve`]); records
+//! without a reservation use the log's headroom. While the queue is full no request is
+//! admitted; a record lost for want of room keeps the sink closed until the queue has
+//! drained and a durable `audit-gap` record says how many were lost. Once any commit
+//! of the log failed, or its writer stopped, the sink is unhealthy for good and the
+//! gateway refuses requests (fail closed).
 
 use crate::Error;
-use crate::audit::{AuditRecord, AuditSink};
+use crate::audit::{AuditPermit, AuditRecord, AuditSink, Gap, Reserved};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +23,10 @@ use warden_tlog::{AuditEvent, Log};
 #[derive(Debug)]
 pub struct TlogSink {
     log: Log,
+    /// False for good once a record could not be written (commit failed, writer stopped).
     healthy: Arc<AtomicBool>,
     failures_at_open: u64,
+    gap: Gap,
 }
 
 impl TlogSink {
@@ -27,7 +36,13 @@ impl TlogSink {
             failures_at_open: log.failed_commits(),
             log,
             healthy: Arc::new(AtomicBool::new(true)),
+            gap: Gap::default(),
         }
+    }
+
+    /// Records lost for want of room and not yet reported by a gap record.
+    pub fn lost(&self) -> u64 {
+        self.gap.pending()
     }
 }
 
@@ -252,22 +267,116 @@ pub fn request_entry(r: &AuditRecord) -> Vec<u8> {
     out
 }
 
+/// The log entry of a record.
+fn entry(rec: AuditRecord) -> Result<Vec<u8>, Error> {
+    if is_request_kind(&rec.kind) {
+        Ok(request_entry(&rec))
+    } else {
+        to_event(rec)
+            .to_entry()
+            .map_err(|e| Error::Audit(e.to_string()))
+    }
+}
+
+/// An error that means the log cannot write (as opposed to no room, or a bad entry).
+fn is_storage_error(e: &warden_tlog::Error) -> bool {
+    matches!(
+        e,
+        warden_tlog::Error::Commit(_) | warden_tlog::Error::Closed(_)
+    )
+}
+
+impl TlogSink {
+    /// Whether a record could not be written (a failed commit, a stopped writer): for
+    /// good.
+    fn failed(&self) -> bool {
+        if self.log.failed_commits() != self.failures_at_open {
+            if self.healthy.swap(false, Ordering::SeqCst) {
+                tracing::error!("audit append failed; refusing requests");
+            }
+            return true;
+        }
+        !self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Whether requests may be admitted, apart from room: not failed, and no lost
+    /// records left unreported (once the queue is at most half full, a durable gap
+    /// record reports them; the sink reopens when it is committed).
+    fn open_for_requests(&self) -> bool {
+        if self.failed() {
+            return false;
+        }
+        let drained = self.log.queued() <= self.log.max_queued() / 2;
+        self.gap.open(drained, |rec| {
+            let healthy = Arc::clone(&self.healthy);
+            match entry(rec) {
+                Ok(e) => Box::pin(self.log.append_async(e).map(move |r| match r {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        if is_storage_error(&e) {
+                            healthy.store(false, Ordering::SeqCst);
+                        }
+                        Err(Error::Audit(e.to_string()))
+                    }
+                })),
+                Err(e) => Box::pin(async move { Err(e) }),
+            }
+        })
+    }
+}
+
+/// A [`TlogSink`] reservation.
+#[derive(Debug)]
+struct TlogPermit {
+    permit: warden_tlog::Permit,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Reserved for TlogPermit {
+    fn submit(self: Box<Self>, rec: AuditRecord) -> Result<(), Error> {
+        let TlogPermit { permit, healthy } = *self;
+        let e = entry(rec)?;
+        // No task and no wake-up per record: a failed commit is counted by the log and
+        // `reserve` sees it before the next request is admitted.
+        permit.append_detached(e).map_err(|e| {
+            healthy.store(false, Ordering::SeqCst);
+            Error::Audit(e.to_string())
+        })
+    }
+}
+
 impl AuditSink for TlogSink {
+    fn reserve(&self) -> Result<AuditPermit, Error> {
+        if !self.open_for_requests() {
+            return Err(Error::Audit(
+                "audit log failed, or records lost and not yet recorded".into(),
+            ));
+        }
+        match self.log.reserve() {
+            Ok(permit) => Ok(AuditPermit::new(Box::new(TlogPermit {
+                permit,
+                healthy: Arc::clone(&self.healthy),
+            }))),
+            Err(e) => {
+                if is_storage_error(&e) {
+                    self.healthy.store(false, Ordering::SeqCst);
+                }
+                Err(Error::Audit(e.to_string()))
+            }
+        }
+    }
+
     fn submit(&self, rec: AuditRecord) -> Result<(), Error> {
-        if !self.healthy() {
+        if self.failed() {
             return Err(Error::Audit("a previous append failed".into()));
         }
-        let entry = if is_request_kind(&rec.kind) {
-            request_entry(&rec)
-        } else {
-            to_event(rec)
-                .to_entry()
-                .map_err(|e| Error::Audit(e.to_string()))?
-        };
-        // No task and no wake-up per record: a failed commit is counted by the log and
-        // `healthy` sees it before the next request is admitted.
-        self.log.append_detached(entry).map_err(|e| {
-            self.healthy.store(false, Ordering::SeqCst);
+        self.log.append_detached(entry(rec)?).map_err(|e| {
+            if matches!(e, warden_tlog::Error::QueueFull(_)) {
+                // Counted, and reported by a gap record once the queue drains.
+                self.gap.lost();
+            } else {
+                self.healthy.store(false, Ordering::SeqCst);
+            }
             Error::Audit(e.to_string())
         })
     }
@@ -277,8 +386,12 @@ impl AuditSink for TlogSink {
             let entry = to_event(rec)
                 .to_entry()
                 .map_err(|e| Error::Audit(e.to_string()))?;
+            // Never refused for room (a waited append); only a failure to write it
+            // closes the sink.
             self.log.append_async(entry).await.map_err(|e| {
-                self.healthy.store(false, Ordering::SeqCst);
+                if is_storage_error(&e) {
+                    self.healthy.store(false, Ordering::SeqCst);
+                }
                 Error::Audit(e.to_string())
             })?;
             Ok(())
@@ -286,13 +399,8 @@ impl AuditSink for TlogSink {
     }
 
     fn healthy(&self) -> bool {
-        if self.log.failed_commits() != self.failures_at_open {
-            if self.healthy.swap(false, Ordering::SeqCst) {
-                tracing::error!("audit append failed; refusing requests");
-            }
-            return false;
-        }
-        self.healthy.load(Ordering::SeqCst)
+        // Full: the next request could not reserve room for its record.
+        self.open_for_requests() && self.log.queued() < self.log.max_queued()
     }
 }
 
@@ -306,6 +414,8 @@ mod tests {
     struct Flaky {
         inner: PosixStorage,
         fail: AtomicBool,
+        /// The writer cannot take its lock while set: a stalled disk.
+        stall: AtomicBool,
     }
 
     impl Storage for Flaky {
@@ -331,6 +441,9 @@ mod tests {
             &self,
             wait: std::time::Duration,
         ) -> warden_tlog::Result<Box<dyn warden_tlog::storage::WriterLock>> {
+            while self.stall.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             self.inner.lock_writer(wait)
         }
         fn location(&self) -> String {
@@ -471,6 +584,7 @@ mod tests {
         let storage = Arc::new(Flaky {
             inner: PosixStorage::new(d.path()),
             fail: AtomicBool::new(false),
+            stall: AtomicBool::new(false),
         });
         let signer = Signer::generate("warden.test/audit").unwrap();
         let log = Log::open(
@@ -500,5 +614,60 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!sink.healthy());
         assert!(sink.submit(rec(3)).is_err());
+    }
+
+    /// Ends the stall when dropped (also when a test fails), so the log can close.
+    struct Unstall<'a>(&'a Flaky);
+
+    impl Drop for Unstall<'_> {
+        fn drop(&mut self) {
+            self.0.stall.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// A state change (block, lockdown, policy reload) is not refused because request
+    /// records fill the queue: it waits behind them, and the sink stays healthy.
+    #[test]
+    fn a_durable_append_waits_for_a_full_queue_instead_of_failing() {
+        let d = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Flaky {
+            inner: PosixStorage::new(d.path()),
+            fail: AtomicBool::new(false),
+            stall: AtomicBool::new(false),
+        });
+        let signer = Signer::generate("warden.test/audit").unwrap();
+        let options = LogOptions {
+            max_queued: 1,
+            ..LogOptions::default()
+        };
+        let log = Log::open(storage.clone(), signer, "warden.test/audit", options).unwrap();
+        let sink = TlogSink::new(log.clone());
+        let unstall = Unstall(&storage);
+        storage.stall.store(true, Ordering::SeqCst);
+        let permit = sink.reserve().unwrap();
+        assert!(sink.reserve().is_err(), "room for two");
+        let mut durable = sink.append_durable(AuditRecord {
+            kind: "block".into(),
+            identity: Some("mallory".into()),
+            ..AuditRecord::default()
+        });
+        assert!(
+            (&mut durable).now_or_never().is_none(),
+            "a durable append was answered while the disk stalled"
+        );
+        permit.submit(rec(1)).unwrap();
+        drop(unstall);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(durable).unwrap();
+        let t0 = std::time::Instant::now();
+        while log.size() < 2 {
+            assert!(t0.elapsed().as_secs() < 10, "never committed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(sink.healthy());
+        sink.reserve().unwrap();
     }
 }

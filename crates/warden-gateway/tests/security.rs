@@ -113,6 +113,17 @@ async fn start_custom(
     extra: serde_json::Value,
     respond: Option<Reply>,
 ) -> Env {
+    start_full(max_body_bytes, extra, respond, None).await
+}
+
+/// [`start_custom`], with `sink` instead of the in-memory audit sink when given (then
+/// `Env::audit` stays empty).
+async fn start_full(
+    max_body_bytes: usize,
+    extra: serde_json::Value,
+    respond: Option<Reply>,
+    sink: Option<Arc<dyn warden_gateway::audit::AuditSink>>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let upstream = match respond {
@@ -166,7 +177,7 @@ async fn start_custom(
     let gw = warden_gateway::server::Gateway::new(
         cfg,
         directory.clone(),
-        audit.clone(),
+        sink.unwrap_or_else(|| audit.clone()),
         policies,
         Vec::new(),
     )
@@ -1593,6 +1604,497 @@ async fn an_audit_failure_refuses_every_request_and_readiness() {
     assert_eq!(status(&r), 503, "{r}");
     assert!(r.contains("\"ready\":false"), "{r}");
     assert_eq!(env.upstream.hits(), 1, "forwarded without an audit record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_evaluation_error_refuses_fail_closed() {
+    // Cedar skips a policy whose evaluation errors (here an integer overflow, which
+    // schema validation cannot see) and decides with the others: this forbid would
+    // silently not apply and the permit would allow. The gateway must refuse instead.
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("overflow.cedar");
+    std::fs::write(
+        &policy,
+        r#"
+@id("users-all")
+permit(principal in Warden::Role::"user", action, resource);
+
+@id("overflowing-forbid")
+forbid(principal, action, resource)
+when { resource.classification >= 3 && resource.classification + 9223372036854775807 > 0 };
+"#,
+    )
+    .unwrap();
+    let env = start_custom(4096, serde_json::json!({"policy": policy}), None).await;
+    // Where the forbid evaluates without error (classification 1) the request is served.
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    assert_eq!(env.upstream.hits(), 1);
+    let body = r#"{"model":"secret","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&env.user_key), body),
+    )
+    .await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("policy evaluation error"), "{r}");
+    let t0 = std::time::Instant::now();
+    let last = loop {
+        if let Some(r) = records(&env)
+            .into_iter()
+            .find(|r| r.model.as_deref() == Some("secret"))
+        {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no audit record");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        (
+            last.decision.as_str(),
+            last.status,
+            last.identity.as_deref(),
+            last.model.as_deref()
+        ),
+        ("error", 503, Some("bob"), Some("secret")),
+        "{last:?}"
+    );
+    assert!(
+        last.reason.contains("authz: policy evaluation error"),
+        "{last:?}"
+    );
+    assert_eq!(env.upstream.hits(), 1, "forwarded despite a policy error");
+}
+
+/// A Responses-API upstream that adds what a client must not get: the echoed
+/// instructions and metadata, reasoning text, engine extras.
+fn responses_reply(j: serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use serde_json::json;
+    let reasoning = json!({"type": "reasoning", "id": "rs_1",
+        "content": [{"type": "reasoning_text", "text": "PRIVATE-REASONING"}]});
+    let message = json!({"type": "message", "id": "msg_1", "role": "assistant",
+        "status": "completed", "engine_note": "ENGINE-EXTRA",
+        "content": [{"type": "output_text", "text": "hello there", "annotations": []}]});
+    let response = |output: serde_json::Value| {
+        json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+            "model": "m1", "instructions": "ECHOED-INSTRUCTIONS",
+            "metadata": {"k": "ECHOED-METADATA"}, "output": output,
+            "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}})
+    };
+    let (body, ctype) = if j["stream"] == true {
+        let events = [
+            json!({"type": "response.created", "sequence_number": 0, "response": response(json!([]))}),
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                "item": reasoning}),
+            json!({"type": "response.reasoning_text.delta", "sequence_number": 2,
+                "item_id": "rs_1", "output_index": 0, "content_index": 0,
+                "delta": "PRIVATE-REASONING"}),
+            json!({"type": "response.output_item.added", "sequence_number": 3, "output_index": 1,
+                "item": message}),
+            json!({"type": "response.output_text.delta", "sequence_number": 4, "item_id": "msg_1",
+                "output_index": 1, "content_index": 0, "delta": "hello there",
+                "obfuscation": "ENGINE-EXTRA"}),
+            json!({"type": "response.completed", "sequence_number": 5,
+                "response": response(json!([reasoning, message]))}),
+        ];
+        let mut s = String::new();
+        for e in events {
+            s.push_str(&format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap()
+            ));
+        }
+        (s, "text/event-stream")
+    } else {
+        (
+            response(json!([reasoning, message])).to_string(),
+            "application/json",
+        )
+    };
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    r.headers_mut()
+        .insert("content-type", ctype.parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_answers_reach_the_client_minimised_in_json_and_sse() {
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("all.cedar");
+    std::fs::write(
+        &policy,
+        "permit(principal in Warden::Role::\"user\", action, resource);\n",
+    )
+    .unwrap();
+    let env = start_custom(
+        4096,
+        serde_json::json!({"policy": policy}),
+        Some(responses_reply),
+    )
+    .await;
+    for (stream, must) in [
+        (
+            false,
+            &["\"output_text\"", "hello there", "\"total_tokens\":5"][..],
+        ),
+        (
+            true,
+            &[
+                "event: response.output_text.delta",
+                "event: response.completed",
+                "hello there",
+            ][..],
+        ),
+    ] {
+        let body = format!(r#"{{"model":"m1","input":"hi","stream":{stream}}}"#);
+        let r = raw(
+            &env,
+            env.public,
+            None,
+            &post("/v1/responses", Some(&env.user_key), &body),
+        )
+        .await;
+        assert_eq!(status(&r), 200, "stream {stream}: {r}");
+        for m in must {
+            assert!(r.contains(m), "stream {stream}: {m} missing: {r}");
+        }
+        for leak in [
+            "ECHOED-INSTRUCTIONS",
+            "ECHOED-METADATA",
+            "PRIVATE-REASONING",
+            "ENGINE-EXTRA",
+            "reasoning_text",
+        ] {
+            assert!(
+                !r.contains(leak),
+                "stream {stream}: {leak} reached the client: {r}"
+            );
+        }
+    }
+    assert_eq!(env.upstream.hits(), 2);
+}
+
+/// An upstream whose 200 answer is JSON but not an object, leaking text in it.
+fn array_reply(_: serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let body = r#"[{"instructions":"ECHOED-INSTRUCTIONS","text":"PRIVATE"}]"#;
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// A 200 body that is not a JSON object has no allowlist to go through: every
+/// forwarded endpoint answers 502 and records why, as the stream path drops such events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_object_json_body_from_the_upstream_is_refused() {
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("all.cedar");
+    std::fs::write(
+        &policy,
+        "permit(principal in Warden::Role::\"user\", action, resource);\n",
+    )
+    .unwrap();
+    let env = start_custom(
+        4096,
+        serde_json::json!({"policy": policy}),
+        Some(array_reply),
+    )
+    .await;
+    for (path, body) in [
+        ("/v1/responses", r#"{"model":"m1","input":"hi"}"#),
+        ("/v1/chat/completions", CHAT),
+    ] {
+        let r = raw(
+            &env,
+            env.public,
+            None,
+            &post(path, Some(&env.user_key), body),
+        )
+        .await;
+        assert_eq!(status(&r), 502, "{path}: {r}");
+        assert!(
+            !r.contains("PRIVATE") && !r.contains("ECHOED"),
+            "{path}: {r}"
+        );
+    }
+    let recs = env.audit.records.lock().unwrap();
+    let last: Vec<&AuditRecord> = recs.iter().rev().take(2).collect();
+    for rec in last {
+        assert_eq!(rec.status, 502, "{rec:?}");
+        assert!(rec.reason.contains("not an object"), "{rec:?}");
+    }
+    assert_eq!(env.upstream.hits(), 2);
+}
+
+/// Log storage whose writer lock is not granted while `held` is set: a writer stalled
+/// by a slow disk (its commits never finish, so records pile up in its queue).
+#[derive(Debug)]
+struct StalledDisk {
+    inner: warden_tlog::PosixStorage,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl warden_tlog::Storage for StalledDisk {
+    fn read(&self, name: &str) -> warden_tlog::Result<Option<Vec<u8>>> {
+        self.inner.read(name)
+    }
+    fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> warden_tlog::Result<()> {
+        self.inner.write_durable(objects)
+    }
+    fn publish_checkpoint(&self, data: &[u8]) -> warden_tlog::Result<()> {
+        self.inner.publish_checkpoint(data)
+    }
+    fn remove(&self, name: &str) -> warden_tlog::Result<()> {
+        self.inner.remove(name)
+    }
+    fn list(&self, prefix: &str) -> warden_tlog::Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn lock_writer(&self, wait: Duration) -> warden_tlog::Result<Box<dyn warden_tlog::WriterLock>> {
+        while self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.inner.lock_writer(wait)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// Lets the stalled disk go when dropped, also when the test fails: the log's writer can
+/// then finish, and dropping the log (which waits for it) does not hang.
+struct Recovers(Arc<StalledDisk>);
+
+impl Drop for Recovers {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A tamper-evident log on a disk that can be stalled, with room for `max_queued`
+/// records (and `headroom` more without a reservation), as the gateway's sink.
+fn stalled_log(
+    dir: &std::path::Path,
+    max_queued: usize,
+    headroom: usize,
+) -> (
+    Arc<StalledDisk>,
+    warden_tlog::Log,
+    warden_tlog::Verifier,
+    Arc<warden_gateway::tlog_sink::TlogSink>,
+) {
+    let disk = Arc::new(StalledDisk {
+        inner: warden_tlog::PosixStorage::new(dir),
+        held: std::sync::atomic::AtomicBool::new(false),
+    });
+    let signer = warden_tlog::Signer::generate("warden.test/audit").unwrap();
+    let verifier = signer.verifier();
+    let log = warden_tlog::Log::open(
+        disk.clone(),
+        signer,
+        "warden.test/audit",
+        warden_tlog::LogOptions {
+            max_queued,
+            headroom,
+            ..warden_tlog::LogOptions::default()
+        },
+    )
+    .unwrap();
+    let sink = Arc::new(warden_gateway::tlog_sink::TlogSink::new(log.clone()));
+    (disk, log, verifier, sink)
+}
+
+/// Every entry of the log, as text.
+fn log_entries(disk: &StalledDisk, verifier: &warden_tlog::Verifier) -> Vec<String> {
+    warden_tlog::verify_log(disk, verifier, None).unwrap();
+    let (cp, _, mut r) = warden_tlog::tiles::LogReader::open(disk, verifier).unwrap();
+    (0..cp.size)
+        .map(|i| String::from_utf8(r.entry(i).unwrap()).unwrap())
+        .collect()
+}
+
+async fn until_async(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An upstream that counts requests and answers none of them before `release` is set.
+async fn held_upstream() -> (MockUpstream, tokio::sync::watch::Sender<bool>) {
+    use http_body_util::BodyExt as _;
+    let (release, held) = tokio::sync::watch::channel(false);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (h, held) = (Arc::clone(&h), held.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (h, mut held) = (Arc::clone(&h), held.clone());
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = held.wait_for(|r| *r).await;
+                            let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            r.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (MockUpstream { addr, hits }, release)
+}
+
+/// Room for a request's record is reserved when it is admitted: with the disk stalled
+/// and room for two records, two requests in flight hold it, a third is refused (503,
+/// nothing forwarded), and both that were forwarded get their record when they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_requests_reserve_room_for_their_audit_records() {
+    let logdir = tempfile::tempdir().unwrap();
+    let (disk, log, verifier, sink) = stalled_log(logdir.path(), 2, 4);
+    let (held, release) = held_upstream().await;
+    let env = start_full(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{}", held.addr),
+                                       "classification": 1}]}),
+        None,
+        Some(sink),
+    )
+    .await;
+    let recovers = Recovers(disk.clone());
+    disk.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    let third = async {
+        until_async("two requests never reached the upstream", || {
+            held.hits() == 2
+        })
+        .await;
+        let r = chat(&env, &env.user_key).await;
+        // Only now do the two in flight end (and queue their records).
+        release.send(true).unwrap();
+        r
+    };
+    let (a, b, c) = tokio::join!(chat(&env, &env.user_key), chat(&env, &env.user_key), third);
+    assert_eq!((status(&a), status(&b)), (200, 200), "{a}\n{b}");
+    assert_eq!(status(&c), 503, "{c}");
+    assert!(c.contains("audit log unavailable"), "{c}");
+    assert_eq!(held.hits(), 2, "forwarded without room for its record");
+    // Both records and the refusal's wait for the disk; none was lost.
+    until_async("records never queued", || log.queued() == 3).await;
+    drop(recovers);
+    until_async("never committed", || log.queued() == 0 && log.size() == 3).await;
+    let entries = log_entries(&disk, &verifier);
+    let served = entries
+        .iter()
+        .filter(|e| e.contains("\"status\":200"))
+        .count();
+    assert_eq!(served, held.hits(), "{entries:#?}");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.contains("\"status\":503"))
+            .count(),
+        1,
+        "{entries:#?}"
+    );
+}
+
+/// A full queue refuses requests, and a refusal record lost for want of room closes the
+/// gateway only until the queue drains: then a durable `audit-gap` record says how many
+/// records were lost, and requests are served again. Nothing is forwarded meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_log_queue_refuses_requests_until_it_drains_and_records_the_gap() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let logdir = tempfile::tempdir().unwrap();
+    // No headroom: the refusal's own record cannot be queued while the queue is full.
+    let (disk, log, verifier, sink) = stalled_log(logdir.path(), 2, 0);
+    let env = start_full(4096, serde_json::json!({}), None, Some(sink.clone())).await;
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    until_async("never committed", || log.size() == 1 && log.queued() == 0).await;
+    // The disk stalls: two records fill the queue.
+    let recovers = Recovers(disk.clone());
+    disk.held.store(true, SeqCst);
+    for _ in 0..2 {
+        assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    }
+    until_async("records never queued", || log.queued() == 2).await;
+    assert_eq!(env.upstream.hits(), 3);
+    let r = chat(&env, &env.user_key).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("audit log unavailable"), "{r}");
+    let r = readyz(&env).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("\"ready\":false"), "{r}");
+    assert_eq!(
+        sink.lost(),
+        1,
+        "the refusal's record was not counted as lost"
+    );
+    // The disk recovers: the queue drains, the gap is recorded, the gateway reopens.
+    drop(recovers);
+    let mut refused = 1;
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = chat(&env, &env.user_key).await;
+        if status(&r) == 200 {
+            break;
+        }
+        assert_eq!(status(&r), 503, "{r}");
+        refused += 1;
+        assert!(t0.elapsed() < Duration::from_secs(10), "never reopened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        env.upstream.hits(),
+        4,
+        "forwarded while the audit queue was full"
+    );
+    until_async("never committed", || log.queued() == 0).await;
+    assert_eq!(status(&readyz(&env).await), 200);
+    let entries = log_entries(&disk, &verifier);
+    // Every refusal is in the log or counted in a gap record.
+    let lost: usize = entries
+        .iter()
+        .filter_map(|e| {
+            let n = e.split("audit gap: ").nth(1)?.split(' ').next()?;
+            Some(n.parse::<usize>().unwrap())
+        })
+        .sum();
+    let gap = entries
+        .iter()
+        .position(|e| e.contains("audit gap: "))
+        .unwrap_or_else(|| panic!("no gap record: {entries:#?}"));
+    assert!(lost >= 1, "{entries:#?}");
+    let recorded = entries
+        .iter()
+        .filter(|e| e.contains("\"status\":503"))
+        .count();
+    assert_eq!(recorded + lost, refused, "{entries:#?}");
+    // Served requests: the three before the gap and the one after it.
+    let served: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.contains("\"status\":200"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(served.len(), 4, "{entries:#?}");
+    assert!(served[2] < gap && gap < served[3], "{entries:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,10 @@ pub enum Error {
     /// A batch could not be made durable; the entries in it were not acknowledged.
     #[error("audit log commit failed: {0}")]
     Commit(String),
+    /// Too many entries wait to be committed ([`crate::LogOptions::max_queued`]); this
+    /// one was not queued.
+    #[error("audit log queue is full ({0} entries wait to be committed)")]
+    QueueFull(usize),
     /// The log was closed or its writer stopped.
     #[error("audit log is closed: {0}")]
     Closed(String),

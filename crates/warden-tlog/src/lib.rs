@@ -32,7 +32,7 @@ pub mod verify;
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
 pub use event::{AuditEvent, ContentPolicy, EventKind, GatewayRecord};
-pub use log::{AppendFuture, Log, LogOptions};
+pub use log::{AppendFuture, Log, LogOptions, Permit};
 pub use merkle::Hash;
 pub use note::{Note, Signer, Verifier};
 pub use receipt::Receipt;

@@ -27,7 +27,7 @@ use crate::storage::{CHECKPOINT, PosixStorage, Storage, WriterLock};
 use crate::tiles::{self, MAX_ENTRY, TILE_WIDTH, bundle_path, tile_path};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -52,7 +52,22 @@ pub struct LogOptions {
     /// [`Log::append_detached`] are only journaled. The writer holds the writer lock
     /// while it has unpublished entries, so other writers wait up to this long.
     pub publish_interval: Duration,
+    /// Most entries submitted and not yet committed (queued, or in the batch being
+    /// made durable) (default [`DEFAULT_MAX_QUEUED`], at least 1), counting the room
+    /// held by [`Permit`]s. [`Log::reserve`] and [`Log::append_detached`] beyond it fail
+    /// with [`Error::QueueFull`] and queue nothing, so a writer that falls behind (a
+    /// slow or stalled disk) bounds the memory its callers can fill. A waited append
+    /// ([`Log::append`], [`Log::append_async`]) is counted but never refused for room:
+    /// its caller waits for it, which bounds those.
+    pub max_queued: usize,
+    /// Room beyond `max_queued` that only [`Log::append_detached`] (an entry without a
+    /// [`Permit`]) may use (default 0): callers that reserve room for their main entries
+    /// keep some for occasional ones (refusals) that must not compete with them.
+    pub headroom: usize,
 }
+
+/// Default of [`LogOptions::max_queued`].
+pub const DEFAULT_MAX_QUEUED: usize = 65_536;
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -61,6 +76,8 @@ impl Default for LogOptions {
             max_delay: Duration::ZERO,
             lock_wait: Duration::from_secs(30),
             publish_interval: Duration::ZERO,
+            max_queued: DEFAULT_MAX_QUEUED,
+            headroom: 0,
         }
     }
 }
@@ -772,8 +789,70 @@ impl Future for AppendFuture {
     }
 }
 
+/// Where an entry's room in the queue comes from.
+enum Room {
+    /// Taken now, if fewer than this many are counted.
+    Below(usize),
+    /// Taken now whatever is counted (a waited append: its caller bounds them).
+    Any,
+    /// Already counted by a [`Permit`].
+    Permit,
+}
+
+/// Room counted in [`Log::queued`] and not yet handed to the writer; given back when
+/// dropped armed.
+struct Counted<'a> {
+    queued: &'a AtomicUsize,
+    armed: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Room for one entry in a log's queue, from [`Log::reserve`]; dropping it unused gives
+/// the room back.
+pub struct Permit {
+    log: Option<Log>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("used", &self.log.is_none())
+            .finish()
+    }
+}
+
+impl Permit {
+    /// [`Log::append_detached`] into the reserved room: never [`Error::QueueFull`].
+    pub fn append_detached(mut self, entry: Vec<u8>) -> Result<()> {
+        let Some(log) = self.log.take() else {
+            return Err(Error::Closed("permit already used".into()));
+        };
+        log.submit(entry, false, Room::Permit).map(|_| ())
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 struct Shared {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
+    /// Entries submitted and not yet committed, and room held by permits (the writer
+    /// subtracts a batch once its commit is over, durable or failed).
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+    headroom: usize,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     published: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
@@ -912,13 +991,18 @@ impl Log {
         let (tx, rx) = mpsc::channel::<Request>();
         let max_batch = options.max_batch.clamp(1, MAX_BATCH);
         let max_delay = options.max_delay;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let in_writer = Arc::clone(&queued);
         let handle = std::thread::Builder::new()
             .name("warden-tlog-writer".into())
-            .spawn(move || writer_loop(&mut writer, &rx, max_batch, max_delay))
+            .spawn(move || writer_loop(&mut writer, &rx, max_batch, max_delay, &in_writer))
             .map_err(|e| Error::io("audit log writer thread", e))?;
         Ok(Log {
             shared: Arc::new(Shared {
                 tx: Mutex::new(Some(tx)),
+                queued,
+                max_queued: options.max_queued.max(1),
+                headroom: options.headroom,
                 worker: Mutex::new(Some(handle)),
                 published,
                 commits,
@@ -942,7 +1026,14 @@ impl Log {
         Log::open(Arc::new(PosixStorage::new(dir)), signer, &origin, options)
     }
 
-    fn submit(&self, entry: Vec<u8>, waited: bool) -> Result<Arc<Slot>> {
+    fn submit(&self, entry: Vec<u8>, waited: bool, room: Room) -> Result<Arc<Slot>> {
+        let queued = &*self.shared.queued;
+        // Room taken (or brought by a permit) and not yet given to the writer: given
+        // back on every early return.
+        let mut held = Counted {
+            queued,
+            armed: matches!(room, Room::Permit),
+        };
         if entry.len() > MAX_ENTRY {
             return Err(Error::EntryTooLarge(entry.len()));
         }
@@ -955,25 +1046,81 @@ impl Log {
         let tx = tx
             .as_ref()
             .ok_or_else(|| Error::Closed("log closed".into()))?;
+        match room {
+            Room::Below(limit) => {
+                // Compare and swap: never counts past the limit, even for a moment.
+                queued
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                        (q < limit).then_some(q + 1)
+                    })
+                    .map_err(|_| Error::QueueFull(self.shared.max_queued))?;
+                held.armed = true;
+            }
+            Room::Any => {
+                queued.fetch_add(1, Ordering::AcqRel);
+                held.armed = true;
+            }
+            Room::Permit => {}
+        }
         tx.send(Request {
             entry,
             slot: Arc::clone(&slot),
             waited,
         })
         .map_err(|_| Error::Closed("writer stopped".into()))?;
+        // The writer gives the room back once the entry's commit is over.
+        held.armed = false;
         Ok(slot)
+    }
+
+    /// Reserve room for one entry (counted in [`Log::queued`], at most
+    /// [`LogOptions::max_queued`]), to be appended later with
+    /// [`Permit::append_detached`], which then cannot fail for want of room; dropping
+    /// the permit unused gives the room back. [`Error::QueueFull`] when there is none.
+    pub fn reserve(&self) -> Result<Permit> {
+        if self
+            .shared
+            .tx
+            .lock()
+            .map_err(|_| Error::Closed("writer state poisoned".into()))?
+            .is_none()
+        {
+            return Err(Error::Closed("log closed".into()));
+        }
+        let max = self.shared.max_queued;
+        self.shared
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < max).then_some(q + 1)
+            })
+            .map_err(|_| Error::QueueFull(max))?;
+        Ok(Permit {
+            log: Some(self.clone()),
+        })
     }
 
     /// Append an entry and block until it is durable; returns its index.
     pub fn append(&self, entry: Vec<u8>) -> Result<u64> {
-        self.submit(entry, true)?.wait()
+        self.submit(entry, true, Room::Any)?.wait()
     }
 
     /// Queue an entry without waiting for it. Nothing wakes the caller when it is
     /// durable; a failed commit shows in [`Log::failed_commits`] instead (callers that
     /// must fail closed check it). An `Err` means the entry was not queued.
     pub fn append_detached(&self, entry: Vec<u8>) -> Result<()> {
-        self.submit(entry, false).map(|_| ())
+        let limit = self.shared.max_queued.saturating_add(self.shared.headroom);
+        self.submit(entry, false, Room::Below(limit)).map(|_| ())
+    }
+
+    /// Entries submitted and not yet committed, and room held by permits (at most
+    /// [`LogOptions::max_queued`] plus the headroom, and waited appends).
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// [`LogOptions::max_queued`] as applied (at least 1).
+    pub fn max_queued(&self) -> usize {
+        self.shared.max_queued
     }
 
     /// Batches (and batches refused after an unrecoverable failure) whose entries were
@@ -984,7 +1131,7 @@ impl Log {
 
     /// Append an entry; the future resolves to its index once it is durable.
     pub fn append_async(&self, entry: Vec<u8>) -> AppendFuture {
-        match self.submit(entry, true) {
+        match self.submit(entry, true, Room::Any) {
             Ok(slot) => AppendFuture {
                 slot: Some(slot),
                 early: None,
@@ -1043,6 +1190,7 @@ fn writer_loop(
     rx: &mpsc::Receiver<Request>,
     max_batch: usize,
     max_delay: Duration,
+    queued: &AtomicUsize,
 ) {
     // A full batch means more may be queued: the next one is taken without waiting.
     let mut backlog = false;
@@ -1085,7 +1233,12 @@ fn writer_loop(
             .iter_mut()
             .map(|r| std::mem::take(&mut r.entry))
             .collect();
-        match writer.commit(entries, publish) {
+        let taken = batch.len();
+        let result = writer.commit(entries, publish);
+        // The batch is no longer held: its room goes back to the callers (before they
+        // are woken, so one that appends again at once finds it).
+        queued.fetch_sub(taken, Ordering::AcqRel);
+        match result {
             Ok(first) => {
                 for (i, r) in batch.into_iter().enumerate() {
                     r.slot.complete(Ok(first + i as u64));
@@ -2038,5 +2191,118 @@ mod tests {
         assert_eq!(all[6], b"late".to_vec());
         assert!(!all.contains(&b"waited".to_vec()));
         drop(a);
+    }
+
+    /// A PosixStorage that grants its writer lock only while `held` is clear: a writer
+    /// stalled by a slow disk or by another writer.
+    #[derive(Debug)]
+    struct Gated {
+        inner: PosixStorage,
+        held: std::sync::atomic::AtomicBool,
+    }
+
+    impl Storage for Gated {
+        fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn write_durable(&self, objects: &[(String, Vec<u8>)]) -> Result<()> {
+            self.inner.write_durable(objects)
+        }
+        fn publish_checkpoint(&self, data: &[u8]) -> Result<()> {
+            self.inner.publish_checkpoint(data)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.inner.remove(name)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.inner.list(prefix)
+        }
+        fn lock_writer(&self, wait: Duration) -> Result<Box<dyn WriterLock>> {
+            while self.held.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.inner.lock_writer(wait)
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    }
+
+    /// Opens the gate when dropped, also when a test fails: the writer can then finish
+    /// and the log close (its drop waits for the writer).
+    struct Opens<'a>(&'a Gated);
+
+    impl Drop for Opens<'_> {
+        fn drop(&mut self) {
+            self.0.held.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// While the writer cannot commit, at most `max_queued` entries wait (permits
+    /// count); the next detached append or reservation is refused without being queued,
+    /// `headroom` more are open to detached appends only, waited appends are never
+    /// refused for room, and the room comes back once the writer has committed.
+    #[test]
+    fn appends_beyond_max_queued_are_refused_until_the_writer_catches_up() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = Signer::generate("warden.test/log").unwrap();
+        let gated = Arc::new(Gated {
+            inner: PosixStorage::new(d.path()),
+            held: std::sync::atomic::AtomicBool::new(false),
+        });
+        let options = LogOptions {
+            max_queued: 3,
+            headroom: 1,
+            ..LogOptions::default()
+        };
+        let key = Signer::parse(&signer.to_key_string()).unwrap();
+        let log = Log::open(gated.clone(), key, "warden.test/log", options).unwrap();
+        let opens = Opens(&gated);
+        gated.held.store(true, Ordering::SeqCst);
+        log.append_detached(vec![0]).unwrap();
+        let p1 = log.reserve().unwrap();
+        let p2 = log.reserve().unwrap();
+        assert_eq!(log.queued(), 3);
+        assert!(
+            matches!(log.reserve(), Err(Error::QueueFull(3))),
+            "a fourth entry was reserved"
+        );
+        // An unused permit gives its room back.
+        drop(p2);
+        assert_eq!(log.queued(), 2);
+        let p2 = log.reserve().unwrap();
+        // The headroom takes one detached entry, not a reservation.
+        log.append_detached(b"h".to_vec()).unwrap();
+        assert!(
+            matches!(log.append_detached(b"x".to_vec()), Err(Error::QueueFull(3))),
+            "a detached entry beyond the headroom was queued"
+        );
+        assert!(matches!(log.reserve(), Err(Error::QueueFull(3))));
+        // Reserved room is always there.
+        p1.append_detached(vec![1]).unwrap();
+        p2.append_detached(vec![2]).unwrap();
+        assert_eq!(log.queued(), 4);
+        // A waited append is queued (its caller waits for room on the disk).
+        let waiter = {
+            let log = log.clone();
+            std::thread::spawn(move || log.append(b"w".to_vec()))
+        };
+        until("the waited entry queued", || log.queued() == 5);
+        drop(opens);
+        assert_eq!(waiter.join().unwrap().unwrap(), 4);
+        until("the queue drained", || log.queued() == 0);
+        assert_eq!(log.append(b"z".to_vec()).unwrap(), 5);
+        drop(log);
+        assert_eq!(
+            read_all(d.path(), &signer),
+            vec![
+                vec![0],
+                b"h".to_vec(),
+                vec![1],
+                vec![2],
+                b"w".to_vec(),
+                b"z".to_vec()
+            ]
+        );
     }
 }

@@ -85,14 +85,18 @@ fn proofs_from_tiles_equal_proofs_from_memory() {
     let d = tempfile::tempdir().unwrap();
     let signer = Signer::generate("warden.test/p").unwrap();
     let v = signer.verifier();
+    let n = 66_000u64; // crosses a level-1 tile boundary (65,536)
     let log = Log::open(
         Arc::new(PosixStorage::new(d.path())),
         signer,
         "warden.test/p",
-        LogOptions::default(),
+        // Every append is in flight at once: room for all of them.
+        LogOptions {
+            max_queued: n as usize,
+            ..LogOptions::default()
+        },
     )
     .unwrap();
-    let n = 66_000u64; // crosses a level-1 tile boundary (65,536)
     let mut pending = Vec::new();
     for i in 0..n {
         pending.push(log.append_async(i.to_le_bytes().to_vec()));

@@ -169,6 +169,10 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
         c["detail"].as_str().unwrap().contains("publish_ms = 0"),
         "{c}"
     );
+    assert!(
+        c["detail"].as_str().unwrap().contains("max_queued = 65536"),
+        "{c}"
+    );
     let out = posture(home.path(), true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let wp215: Vec<_> = v["checks"]
@@ -214,6 +218,39 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
             .contains("allow_plaintext_upstream = true"),
         "{c}"
     );
+
+    // A queue deeper than the default is reported.
+    write_gateway(home.path(), "[gateway.audit]\nmax_queued = 100000\n");
+    let (_, c) = check(home.path(), "WP214");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_queued = 100000 (default 65536)"),
+        "{c}"
+    );
+    // So is one that requests in flight alone can fill: below max_connections, or tiny.
+    for (settings, words) in [
+        (
+            "max_connections = 8192\n[gateway.audit]\nmax_queued = 8000\n",
+            "below max_connections = 8192",
+        ),
+        (
+            "max_connections = 16\n[gateway.audit]\nmax_queued = 32\n",
+            "below max_connections = 16 or 64",
+        ),
+    ] {
+        write_gateway(home.path(), settings);
+        let (_, c) = check(home.path(), "WP214");
+        assert_eq!(c["status"], "warn", "{c}");
+        assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
+    }
+    write_gateway(
+        home.path(),
+        "max_connections = 16\n[gateway.audit]\nmax_queued = 64\n",
+    );
+    assert_eq!(check(home.path(), "WP214").1["status"], "pass");
 
     // Plain http to another host without the opt-in is a failure, named.
     std::fs::write(

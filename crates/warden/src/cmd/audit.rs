@@ -443,7 +443,15 @@ fn append(dir: PathBuf, signer: PathBuf, writers: usize, stats: bool) -> anyhow:
         Arc::new(PosixStorage::new(&dir)),
         signer_key,
         &origin,
-        LogOptions::default(),
+        LogOptions {
+            // At most `writers` + 2 entries are in flight (the channel below, the one
+            // the printer waits for, the one being sent): never refused as queue full.
+            max_queued: writers
+                .max(1)
+                .saturating_add(2)
+                .max(warden_tlog::log::DEFAULT_MAX_QUEUED),
+            ..LogOptions::default()
+        },
     )
     .with_context(|| dir.display().to_string())?;
     // Entries are submitted in input order from one thread and acknowledged in the same

@@ -233,6 +233,11 @@ pub fn run_serve(a: ServeArgs, g: &Global) -> anyhow::Result<ExitCode> {
             max_delay: std::time::Duration::from_millis(cfg.audit.batch_ms),
             // Each commit appends to the journal; tiles and the checkpoint follow.
             publish_interval: std::time::Duration::from_millis(cfg.audit.publish_ms),
+            // Bounded: every admitted request reserves room for its record here, and
+            // when the writer falls this far behind the gateway refuses requests.
+            max_queued: cfg.audit.max_queued,
+            // Refusals before admission and malformed requests have room of their own.
+            headroom: warden_gateway::audit::headroom(cfg.audit.max_queued),
             ..LogOptions::default()
         },
     )?;

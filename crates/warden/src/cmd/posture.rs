@@ -334,16 +334,32 @@ fn gateway_checks(
         None => Default::default(),
     };
     let slow = audit.batch_ms > AUDIT_BATCH_WARN_MS;
+    let deep = audit.max_queued > warden_gateway::config::DEFAULT_AUDIT_MAX_QUEUED;
+    // Every request in flight holds room for its record: a queue smaller than the
+    // connections (each can have a request in flight) refuses requests on a healthy disk.
+    let conns = gw
+        .get("max_connections")
+        .and_then(toml::Value::as_integer)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(warden_gateway::config::DEFAULT_MAX_CONNECTIONS);
+    let shallow = audit.max_queued < AUDIT_QUEUE_WARN_MIN || audit.max_queued < conns;
     push(
         "WP214",
-        if slow { Status::Warn } else { Status::Pass },
+        if slow || deep || shallow {
+            Status::Warn
+        } else {
+            Status::Pass
+        },
         LOGGING,
         "CPG 2.T",
         format!(
             "audit batch_ms = {} (default 5): request records are durable within {} ms; a crash \
              loses at most that window{}; publish_ms = {} (default 0): readers see them in \
              a signed checkpoint within {} ms, and a writer that dies leaves them in the signed \
-             journal for the next one to publish",
+             journal for the next one to publish; max_queued = {} (default {}): every request \
+             in flight holds room for its record, at most that many records wait for their \
+             commit, and while none is left requests are refused (503) rather than served \
+             unaudited{}",
             audit.batch_ms,
             audit.batch_ms,
             if slow {
@@ -353,6 +369,21 @@ fn gateway_checks(
             },
             audit.publish_ms,
             audit.publish_ms.max(audit.batch_ms),
+            audit.max_queued,
+            warden_gateway::config::DEFAULT_AUDIT_MAX_QUEUED,
+            if deep {
+                " (more than the default: a writer that stalls holds, and a crash can lose, \
+                 more records)"
+                    .to_owned()
+            } else if shallow {
+                format!(
+                    " (below max_connections = {conns} or {AUDIT_QUEUE_WARN_MIN}: requests in \
+                     flight alone can fill it, and requests are refused while the disk is \
+                     healthy)"
+                )
+            } else {
+                String::new()
+            },
         ),
     );
     let models: Vec<warden_gateway::config::ModelConfig> = match table("models") {
@@ -491,6 +522,8 @@ fn gateway_checks(
 const CLIENT_IDLE_WARN_SECS: i64 = 300;
 
 /// Above this, `warden posture` warns about the audit batching window.
+/// Below this `[gateway.audit] max_queued` is reported (WP214).
+const AUDIT_QUEUE_WARN_MIN: usize = 64;
 const AUDIT_BATCH_WARN_MS: u64 = 50;
 
 fn read_trim(path: &str) -> Option<String> {
