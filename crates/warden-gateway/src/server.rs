@@ -429,7 +429,9 @@ pub async fn handle(
     let id = gw.next_id.fetch_add(1, Ordering::Relaxed);
     let gw2 = Arc::clone(&gw);
     let path = clip_path(req.uri().path());
-    let r = AssertUnwindSafe(handle_inner(gw, id, peer, client_cert, req))
+    // Boxed: the request's state machine (exchange, audit record, upstream call) is
+    // several KB, and hyper moves the future it is given; a box is moved as a pointer.
+    let r = AssertUnwindSafe(Box::pin(handle_inner(gw, id, peer, client_cert, req)))
         .catch_unwind()
         .await;
     Ok(match r {
