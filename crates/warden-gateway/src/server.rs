@@ -47,18 +47,91 @@ pub type GwBody = BoxBody<Bytes, BodyError>;
 /// A model's upstream.
 #[derive(Debug, Clone)]
 struct Upstream {
-    base: String,
+    /// The request URI per endpoint (`base` + the endpoint's path), parsed once; None
+    /// where that string is not a URI (the request then fails as it did when built).
+    uris: [Option<http::Uri>; ENDPOINTS.len()],
+    /// The `Host` header hyper-util's client would write for those URIs (host, and the
+    /// port unless it is the scheme's default), computed once instead of per request.
+    host: Option<HeaderValue>,
     auth: Option<HeaderValue>,
     /// One pool for the shared runtime, then one per connection worker: a connection
     /// lives on the thread that opened it, so each worker uses only its own.
     clients: Arc<[crate::upstream::UpstreamClient]>,
 }
 
+/// Every endpoint, in the order of `Upstream::uris`.
+const ENDPOINTS: [Endpoint; 5] = [
+    Endpoint::Chat,
+    Endpoint::Completions,
+    Endpoint::Embeddings,
+    Endpoint::Models,
+    Endpoint::Responses,
+];
+
 impl Upstream {
+    fn new(
+        base: &str,
+        auth: Option<HeaderValue>,
+        clients: Arc<[crate::upstream::UpstreamClient]>,
+    ) -> Upstream {
+        let base = base.trim_end_matches('/');
+        let uris = ENDPOINTS.map(|ep| http::Uri::try_from(format!("{base}{}", ep.path())).ok());
+        let host = uris.iter().flatten().next().and_then(host_header);
+        Upstream {
+            uris,
+            host,
+            auth,
+            clients,
+        }
+    }
+
+    fn uri(&self, ep: Endpoint) -> Option<&http::Uri> {
+        let i = ENDPOINTS.iter().position(|e| *e == ep)?;
+        self.uris.get(i)?.as_ref()
+    }
+
     fn client(&self) -> Option<&crate::upstream::UpstreamClient> {
         let n = self.clients.len().max(1);
         self.clients.get(crate::workers::current() % n)
     }
+}
+
+/// The `Host` header hyper-util's HTTP/1 client sets for `uri` when a request has none
+/// (`Client::send_request`: the host, plus `:port` unless the port is the scheme's
+/// default), so setting it here sends the same bytes.
+fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let port = match (uri.port_u16(), secure) {
+        (Some(443), true) | (Some(80), false) => None,
+        _ => uri.port(),
+    };
+    match port {
+        Some(p) => HeaderValue::from_str(&format!("{host}:{p}")).ok(),
+        None => HeaderValue::from_str(host).ok(),
+    }
+}
+
+/// `ip.to_string()`, without the formatter for IPv4 (every request's audit record
+/// carries the client's address).
+pub fn ip_string(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
 }
 
 /// Everything the running gateway shares.
@@ -153,16 +226,12 @@ impl Gateway {
             };
             upstreams.insert(
                 m.name.clone(),
-                Upstream {
-                    base: m.upstream.trim_end_matches('/').to_owned(),
+                Upstream::new(
+                    &m.upstream,
                     auth,
-                    clients: crate::upstream::clients(
-                        m,
-                        &config.timeouts,
-                        config.effective_workers() + 1,
-                    )?
-                    .into(),
-                },
+                    crate::upstream::clients(m, &config.timeouts, config.effective_workers() + 1)?
+                        .into(),
+                ),
             );
         }
         let jwt = config.oidc.as_ref().map(|o| JwtPolicy {
@@ -266,7 +335,7 @@ impl Gateway {
             request_id: ex.request_id,
             identity: ex.identity.as_ref().map(|i| i.name.clone()),
             auth: ex.auth.map(str::to_owned),
-            source_ip: ex.peer.ip().to_string(),
+            source_ip: ip_string(ex.peer.ip()),
             endpoint: path.to_owned(),
             model: ex.validated.as_ref().map(|v| v.model.clone()),
             decision: if r.status.is_server_error() {
@@ -429,7 +498,9 @@ pub async fn handle(
     let id = gw.next_id.fetch_add(1, Ordering::Relaxed);
     let gw2 = Arc::clone(&gw);
     let path = clip_path(req.uri().path());
-    let r = AssertUnwindSafe(handle_inner(gw, id, peer, client_cert, req))
+    // Boxed: the request's state machine (exchange, audit record, upstream call) is
+    // several KB, and hyper moves the future it is given; a box is moved as a pointer.
+    let r = AssertUnwindSafe(Box::pin(handle_inner(gw, id, peer, client_cert, req)))
         .catch_unwind()
         .await;
     Ok(match r {
@@ -666,7 +737,7 @@ fn list_models(gw: &Gateway, mut ex: Exchange, path: &str, started: Instant) -> 
         request_id: ex.request_id,
         identity: ex.identity.as_ref().map(|i| i.name.clone()),
         auth: ex.auth.map(str::to_owned),
-        source_ip: ex.peer.ip().to_string(),
+        source_ip: ip_string(ex.peer.ip()),
         endpoint: path.to_owned(),
         decision: "allow".into(),
         reason: format!("{} models visible", data.len()),
@@ -801,7 +872,7 @@ async fn forward(
             request_id: ex.request_id,
             identity: Some(identity.clone()),
             auth: ex.auth.map(str::to_owned),
-            source_ip: ex.peer.ip().to_string(),
+            source_ip: ip_string(ex.peer.ip()),
             endpoint: path,
             model: Some(v.model.clone()),
             decision: "allow".into(),
@@ -827,9 +898,16 @@ async fn forward(
     let gw_us = started.elapsed().as_micros() as u64;
     fin.rec.gateway_us = gw_us;
     gw.metrics.gateway_time(gw_us);
+    let Some(uri) = up.uri(ex.endpoint) else {
+        return fail(
+            fin,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not build upstream request",
+        );
+    };
     let mut builder = Request::builder()
         .method(http::Method::POST)
-        .uri(format!("{}{}", up.base, ex.endpoint.path()))
+        .uri(uri.clone())
         .header(header::CONTENT_TYPE, "application/json")
         .header(
             header::ACCEPT,
@@ -841,6 +919,10 @@ async fn forward(
         );
     if let Some(a) = &up.auth {
         builder = builder.header(header::AUTHORIZATION, a.clone());
+    }
+    // Last, where hyper-util's client would have added it.
+    if let Some(h) = &up.host {
+        builder = builder.header(header::HOST, h.clone());
     }
     let Ok(upreq) = builder.body(Full::new(Bytes::from(v.body))) else {
         return fail(
@@ -1580,7 +1662,7 @@ async fn serve_conn(
                         ts_ms: now_ms(),
                         kind: "malformed".into(),
                         request_id: gw.next_id.fetch_add(1, Ordering::Relaxed),
-                        source_ip: peer.ip().to_string(),
+                        source_ip: ip_string(peer.ip()),
                         decision: "deny".into(),
                         reason: format!("http: {e}"),
                         status: 400,
@@ -1598,5 +1680,65 @@ async fn serve_conn(
         () = idle_for(&activity, idle) => {
             tracing::debug!(%peer, "idle connection closed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_string_is_display() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        for o in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(o, 0, 10, 255),
+                Ipv4Addr::new(127, o, 1, 99),
+                Ipv4Addr::new(1, 100, o, 9),
+                Ipv4Addr::new(250, 3, 42, o),
+            ] {
+                assert_eq!(ip_string(IpAddr::V4(ip)), ip.to_string());
+            }
+        }
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(ip_string(v6), "::1");
+    }
+
+    #[test]
+    fn host_header_is_what_hyper_util_writes() {
+        // hyper-util (`Client::send_request`): the host, plus the port as written unless
+        // it is 443 on https/wss or 80 otherwise.
+        for (uri, want) in [
+            (
+                "http://127.0.0.1:19200/v1/chat/completions",
+                "127.0.0.1:19200",
+            ),
+            ("http://localhost/v1/models", "localhost"),
+            ("http://h.example:80/x", "h.example"),
+            ("http://h.example:443/x", "h.example:443"),
+            ("https://h.example:443/x", "h.example"),
+            ("https://h.example:80/x", "h.example:80"),
+            ("https://h.example/x", "h.example"),
+            ("http://[::1]:8080/v1/embeddings", "[::1]:8080"),
+            // `Port` displays its number (hyper-util formats the same `Port`).
+            ("http://h.example:08080/x", "h.example:8080"),
+        ] {
+            let u: http::Uri = uri.parse().unwrap();
+            assert_eq!(host_header(&u).unwrap(), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn upstream_uris_are_base_plus_endpoint_path() {
+        let up = Upstream::new("http://127.0.0.1:9/api/", None, Arc::from(Vec::new()));
+        for ep in ENDPOINTS {
+            assert_eq!(
+                up.uri(ep).unwrap().to_string(),
+                format!("http://127.0.0.1:9/api{}", ep.path())
+            );
+        }
+        assert_eq!(up.host.as_ref().unwrap(), "127.0.0.1:9");
+        let bad = Upstream::new("http://bad host", None, Arc::from(Vec::new()));
+        assert!(bad.uri(Endpoint::Chat).is_none() && bad.host.is_none());
     }
 }

@@ -144,7 +144,9 @@ pub struct Invalid(pub String);
 /// The parameter policy in force for one identity (merged over its roles).
 #[derive(Debug, Clone)]
 pub struct ParamPolicy {
-    actions: BTreeMap<&'static str, ParamAction>,
+    /// The action for each of [`PARAMS`], in that order (merged once per request: an
+    /// array, not a map built and searched per request).
+    actions: [ParamAction; PARAMS.len()],
     unknown: ParamAction,
     /// `max_tokens` cap.
     pub max_tokens_cap: u64,
@@ -186,13 +188,13 @@ impl ParamPolicy {
         table: &BTreeMap<String, RoleConfig>,
         v: &ValidationConfig,
     ) -> ParamPolicy {
-        let mut actions = BTreeMap::new();
+        let mut merged: [Option<ParamAction>; PARAMS.len()] = [None; PARAMS.len()];
         let mut unknown: Option<ParamAction> = None;
         let mut cap: Option<u64> = None;
         for r in roles.iter().filter_map(|r| table.get(r)) {
-            for p in PARAMS {
-                if let Some(a) = r.params.get(p) {
-                    let e = actions.entry(p).or_insert(*a);
+            for (p, e) in PARAMS.iter().zip(merged.iter_mut()) {
+                if let Some(a) = r.params.get(*p) {
+                    let e = e.get_or_insert(*a);
                     if rank(*a) > rank(*e) {
                         *e = *a;
                     }
@@ -207,8 +209,9 @@ impl ParamPolicy {
                 cap = Some(cap.map_or(c, |x: u64| x.max(c)));
             }
         }
-        for p in PARAMS {
-            actions.entry(p).or_insert_with(|| default_action(p));
+        let mut actions = [ParamAction::Deny; PARAMS.len()];
+        for ((p, m), a) in PARAMS.iter().zip(merged).zip(actions.iter_mut()) {
+            *a = m.unwrap_or_else(|| default_action(p));
         }
         ParamPolicy {
             actions,
@@ -218,7 +221,12 @@ impl ParamPolicy {
     }
 
     fn action(&self, p: &str) -> ParamAction {
-        self.actions.get(p).copied().unwrap_or(ParamAction::Deny)
+        PARAMS
+            .iter()
+            .position(|x| *x == p)
+            .and_then(|i| self.actions.get(i))
+            .copied()
+            .unwrap_or(ParamAction::Deny)
     }
 
     /// Whether logprob data may be returned to this identity.
@@ -770,6 +778,52 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_most_permissive_role_wins_per_parameter() {
+        use ParamAction::{Allow, Deny, Strip};
+        let role = |params: &[(&str, ParamAction)]| RoleConfig {
+            max_tokens: None,
+            params: params.iter().map(|(k, a)| ((*k).to_owned(), *a)).collect(),
+            limits: None,
+        };
+        let mut t = BTreeMap::new();
+        t.insert(
+            "a".to_owned(),
+            role(&[
+                ("seed", Deny),
+                ("n", Strip),
+                ("echo", Allow),
+                ("unknown", Strip),
+            ]),
+        );
+        t.insert(
+            "b".to_owned(),
+            role(&[
+                ("seed", Strip),
+                ("n", Deny),
+                ("logit_bias", Strip),
+                ("unknown", Deny),
+            ]),
+        );
+        let p = pol(&["a", "b", "nobody"], t);
+        for (param, want) in [
+            ("seed", Strip),
+            ("n", Strip),
+            ("echo", Allow),
+            ("logit_bias", Strip),
+            // Defaults for what no role names.
+            ("logprobs", Strip),
+            ("top_logprobs", Strip),
+            ("best_of", Deny),
+            // Not a policed parameter.
+            ("temperature", Deny),
+        ] {
+            assert_eq!(p.action(param), want, "{param}");
+        }
+        assert_eq!(p.unknown, Strip);
+        assert!(!p.logprobs_allowed());
     }
 
     #[test]
