@@ -1962,6 +1962,45 @@ async fn held_upstream() -> (MockUpstream, tokio::sync::watch::Sender<bool>) {
     (MockUpstream { addr, hits }, release)
 }
 
+/// A busy gateway is ready: with every permit held by requests in flight (the log
+/// keeping up), the next request is refused (503) but `/readyz` stays 200, so a load
+/// balancer does not drop a replica for being busy. Only lost records (a gap) or a
+/// failed log make it not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_does_not_flap_when_every_audit_permit_is_in_use() {
+    let logdir = tempfile::tempdir().unwrap();
+    let (_disk, log, _verifier, sink) = stalled_log(logdir.path(), 2, 4);
+    let (held, release) = held_upstream().await;
+    let env = start_full(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{}", held.addr),
+                                       "classification": 1}]}),
+        None,
+        Some(sink.clone()),
+    )
+    .await;
+    let third = async {
+        until_async("two requests never reached the upstream", || {
+            held.hits() == 2
+        })
+        .await;
+        let r = chat(&env, &env.user_key).await;
+        let ready = readyz(&env).await;
+        release.send(true).unwrap();
+        (r, ready)
+    };
+    let (a, b, (c, ready)) =
+        tokio::join!(chat(&env, &env.user_key), chat(&env, &env.user_key), third);
+    assert_eq!((status(&a), status(&b)), (200, 200), "{a}\n{b}");
+    assert_eq!(status(&c), 503, "{c}");
+    assert!(c.contains("audit log unavailable"), "{c}");
+    assert_eq!(status(&ready), 200, "busy, not unready: {ready}");
+    assert!(ready.contains("\"audit\":true"), "{ready}");
+    assert_eq!(sink.lost(), 0);
+    until_async("never committed", || log.queued() == 0).await;
+    assert_eq!(status(&readyz(&env).await), 200);
+}
+
 /// Room for a request's record is reserved when it is admitted: with the disk stalled
 /// and room for two records, two requests in flight hold it, a third is refused (503,
 /// nothing forwarded), and both that were forwarded get their record when they end.
