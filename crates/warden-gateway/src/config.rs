@@ -258,7 +258,8 @@ pub struct LimitsConfig {
     /// Tokens (prompt estimate + `max_tokens`) per minute.
     #[serde(default = "default_tpm")]
     pub tokens_per_minute: u64,
-    /// Requests in flight at once.
+    /// Requests in flight at once, counted from authentication (before the body is
+    /// read) until the response ends.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
 }

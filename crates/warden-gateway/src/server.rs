@@ -12,8 +12,8 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::minimize::{self, ResponsePolicy, SseMinimizer};
 use crate::pipeline::{
-    AuditHealth, Authenticate, Authorize, Blocked, Exchange, Limits, Phase, Pipeline, Refusal,
-    Validate,
+    AuditHealth, Authenticate, Authorize, Blocked, Concurrency, Exchange, Limits, Phase, Pipeline,
+    Refusal, Validate,
 };
 use crate::tls::{self, ReloadingCert};
 use crate::validate::Endpoint;
@@ -188,6 +188,12 @@ impl Gateway {
             Arc::clone(&jwks_refresh),
         )));
         pipeline.push(Arc::new(Blocked(Arc::clone(&kill))));
+        let limits = Arc::new(Limits {
+            limiter: Arc::new(Limiter::default()),
+            config: Arc::clone(&config),
+        });
+        // Before the body: a slow client holds at most its concurrency cap of requests.
+        pipeline.push(Arc::new(Concurrency(Arc::clone(&limits))));
         pipeline.push(Arc::new(Validate(Arc::clone(&config))));
         pipeline.push(authorize.clone());
         let metrics = Metrics::default();
@@ -204,10 +210,7 @@ impl Gateway {
         for c in extra {
             pipeline.push(c);
         }
-        pipeline.push(Arc::new(Limits {
-            limiter: Arc::new(Limiter::default()),
-            config: Arc::clone(&config),
-        }));
+        pipeline.push(limits);
         Ok(Arc::new(Gateway {
             config,
             directory,
