@@ -556,7 +556,7 @@ mod tests {
                 "a full queue still admits requests"
             );
             assert!(sink.healthy(), "busy (every permit held) is not unready");
-            // Refusals have their own room.
+            // Refusals still have the headroom, which reservations cannot take.
             for i in 0..headroom(2) {
                 sink.submit(rec(100 + i as u64)).unwrap();
             }
