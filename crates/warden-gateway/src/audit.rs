@@ -6,10 +6,12 @@
 //! ([`AuditSink::reserve`], held until the response ends), so a record is never lost
 //! after the client has its answer; when no room can be reserved (the log's writer fell
 //! behind: a stalled or slow disk) the request is refused with 503 and nothing is
-//! forwarded. Records without a reservation (refusals before admission, malformed
-//! requests, alerts) use a small separate headroom; one that finds no room is counted,
-//! the sink admits nothing until its queue has drained, writes a durable
-//! `audit-gap` record (`audit gap: n records lost`) and then reopens. Only a record
+//! forwarded (readiness is not affected: a busy gateway is still ready). Records
+//! without a reservation (refusals before admission, malformed requests, alerts) use
+//! the room reservations left, then a small headroom beyond `max_queued`; one that
+//! finds no room is counted, the sink is not ready and admits nothing until its queue
+//! has drained, writes a durable `audit-gap` record (`audit gap: n records lost`) and
+//! then reopens. Only a record
 //! that could not be written (a failed commit, a stopped writer) closes the gateway
 //! until it is restarted. State changes (block, lockdown) use
 //! [`AuditSink::append_durable`]: never refused for room, acknowledged only once the
@@ -115,7 +117,10 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Append a state-change record and resolve once it is durable (never refused for
     /// room: it waits behind the queue).
     fn append_durable(&self, rec: AuditRecord) -> BoxFuture<'_, Result<(), Error>>;
-    /// Whether the sink is accepting requests (room left, no unrecorded gap, not failed).
+    /// Whether the gateway is ready for traffic (`/readyz`): not failed, and no lost
+    /// records waiting for their gap record. A queue whose room is all reserved by
+    /// requests in flight is busy, not unready: a request that finds no room is refused
+    /// (503) by [`AuditSink::reserve`], while readiness does not flap with the load.
     fn healthy(&self) -> bool;
 }
 
@@ -430,7 +435,7 @@ impl AuditSink for JsonlSink {
     }
 
     fn healthy(&self) -> bool {
-        self.open_for_requests() && self.queued.load(Ordering::Acquire) < self.max_queued
+        self.open_for_requests()
     }
 }
 
@@ -546,15 +551,19 @@ mod tests {
             let p1 = sink.reserve().unwrap();
             assert!(sink.healthy());
             let p2 = sink.reserve().unwrap();
-            assert!(!sink.healthy(), "a full queue still admits requests");
-            assert!(sink.reserve().is_err());
-            // Refusals have their own room.
+            assert!(
+                sink.reserve().is_err(),
+                "a full queue still admits requests"
+            );
+            assert!(sink.healthy(), "busy (every permit held) is not unready");
+            // Refusals still have the headroom, which reservations cannot take.
             for i in 0..headroom(2) {
                 sink.submit(rec(100 + i as u64)).unwrap();
             }
             let e = sink.submit(rec(999)).unwrap_err();
             assert!(e.to_string().contains("queue full"), "{e}");
             assert_eq!(sink.lost(), 1);
+            assert!(!sink.healthy(), "ready with records lost and unreported");
             let mut durable = sink.append_durable(AuditRecord {
                 kind: "lockdown".into(),
                 ..AuditRecord::default()
@@ -571,6 +580,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert_eq!(sink.lost(), 0);
+            assert!(sink.healthy());
             let all = lines(&path);
             let gaps: Vec<&serde_json::Value> =
                 all.iter().filter(|r| r["kind"] == "audit-gap").collect();

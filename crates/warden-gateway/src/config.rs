@@ -258,7 +258,8 @@ pub struct LimitsConfig {
     /// Tokens (prompt estimate + `max_tokens`) per minute.
     #[serde(default = "default_tpm")]
     pub tokens_per_minute: u64,
-    /// Requests in flight at once.
+    /// Requests in flight at once, counted from authentication (before the body is
+    /// read) until the response ends.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
 }
@@ -432,10 +433,11 @@ pub struct AuditConfig {
     pub publish_ms: u64,
     /// Most records waiting for their durable commit, counting the room each request
     /// in flight reserves for its record (default [`DEFAULT_AUDIT_MAX_QUEUED`], 1 to
-    /// [`MAX_AUDIT_MAX_QUEUED`]). While none is left (the log's disk stalls or falls
-    /// behind) the gateway fails closed: requests are refused (503, nothing forwarded)
-    /// and `/readyz` is not ready, until the queue drains (records lost meanwhile are
-    /// reported by an `audit-gap` record first). Bounds the memory a stalled writer
+    /// [`MAX_AUDIT_MAX_QUEUED`]). While none is left (requests in flight hold it all,
+    /// or the log's disk stalls or falls behind) the gateway fails closed: requests are
+    /// refused (503, nothing forwarded) until room frees. `/readyz` stays ready for
+    /// that alone (busy is not unready); it is not ready while records lost meanwhile
+    /// wait for their `audit-gap` record (after the queue drains). Bounds the memory a stalled writer
     /// lets requests fill, and the records a crash can lose.
     #[serde(default = "default_audit_max_queued")]
     pub max_queued: usize,

@@ -1,6 +1,9 @@
 //! Per-identity limits: requests per minute and tokens per minute as token buckets, and a
-//! cap on requests in flight. Tokens are reserved before forwarding (prompt estimate +
-//! `max_tokens`) and reconciled from the upstream's reported usage when the response ends.
+//! cap on requests in flight. The in-flight cap is taken right after authentication
+//! ([`Limiter::enter`], before the body is read); requests and tokens are charged after
+//! validation ([`Limiter::charge`]). Tokens are reserved before forwarding (prompt
+//! estimate + `max_tokens`) and reconciled from the upstream's reported usage when the
+//! response ends.
 
 use crate::config::LimitsConfig;
 use std::collections::HashMap;
@@ -40,6 +43,16 @@ struct Entry {
     requests: Bucket,
     tokens: Bucket,
     inflight: u32,
+}
+
+impl Entry {
+    fn full(limits: LimitsConfig, now: Instant) -> Self {
+        Entry {
+            requests: Bucket::full(f64::from(limits.requests_per_minute), now),
+            tokens: Bucket::full(limits.tokens_per_minute as f64, now),
+            inflight: 0,
+        }
+    }
 }
 
 /// A refusal by the limiter: 429 with `Retry-After`.
@@ -90,33 +103,58 @@ impl Drop for Admission {
 }
 
 impl Limiter {
-    /// Admit one request of `identity` reserving `tokens`, or say how long to wait.
-    pub fn admit(
+    /// Take one of `identity`'s concurrency slots, or say how long to wait. The
+    /// admission holds the slot until dropped; [`Limiter::charge`] then reserves the
+    /// request's share of the per-minute limits. Taken right after authentication,
+    /// before the body is read, so a client trickling bodies holds at most its
+    /// concurrency cap of requests (and of the audit room they reserved).
+    pub fn enter(
         self: &Arc<Self>,
         identity: &str,
         limits: LimitsConfig,
-        tokens: u64,
     ) -> Result<Admission, Limited> {
         let now = Instant::now();
-        let rcap = f64::from(limits.requests_per_minute);
-        let tcap = limits.tokens_per_minute as f64;
         let mut s = self.state.lock().map_err(|_| Limited {
             which: "limiter unavailable",
             retry_after: 1,
         })?;
-        let e = s.entry(identity.to_owned()).or_insert_with(|| Entry {
-            requests: Bucket::full(rcap, now),
-            tokens: Bucket::full(tcap, now),
-            inflight: 0,
-        });
-        e.requests.refill(rcap, rcap, now);
-        e.tokens.refill(tcap, tcap, now);
+        let e = s
+            .entry(identity.to_owned())
+            .or_insert_with(|| Entry::full(limits, now));
         if e.inflight >= limits.concurrency {
             return Err(Limited {
                 which: "concurrent requests",
                 retry_after: 1,
             });
         }
+        e.inflight += 1;
+        Ok(Admission {
+            limiter: Arc::clone(self),
+            identity: identity.to_owned(),
+            limits,
+            reserved: 0,
+            actual: None,
+        })
+    }
+
+    /// Charge one request and `tokens` to an admission from [`Limiter::enter`] (its
+    /// limits), or say how long to wait (the caller drops the admission, which frees
+    /// its slot).
+    pub fn charge(&self, a: &mut Admission, tokens: u64) -> Result<(), Limited> {
+        let now = Instant::now();
+        let limits = a.limits;
+        let rcap = f64::from(limits.requests_per_minute);
+        let tcap = limits.tokens_per_minute as f64;
+        let mut s = self.state.lock().map_err(|_| Limited {
+            which: "limiter unavailable",
+            retry_after: 1,
+        })?;
+        // Entries are never removed, so the one `enter` made is still there.
+        let e = s
+            .entry(a.identity.clone())
+            .or_insert_with(|| Entry::full(limits, now));
+        e.requests.refill(rcap, rcap, now);
+        e.tokens.refill(tcap, tcap, now);
         if e.requests.level < 1.0 {
             return Err(Limited {
                 which: "requests per minute",
@@ -136,14 +174,21 @@ impl Limiter {
         }
         e.requests.level -= 1.0;
         e.tokens.level -= t;
-        e.inflight += 1;
-        Ok(Admission {
-            limiter: Arc::clone(self),
-            identity: identity.to_owned(),
-            limits,
-            reserved: tokens,
-            actual: None,
-        })
+        a.reserved = a.reserved.saturating_add(tokens);
+        Ok(())
+    }
+
+    /// Admit one request of `identity` reserving `tokens` ([`Limiter::enter`], then
+    /// [`Limiter::charge`]), or say how long to wait.
+    pub fn admit(
+        self: &Arc<Self>,
+        identity: &str,
+        limits: LimitsConfig,
+        tokens: u64,
+    ) -> Result<Admission, Limited> {
+        let mut a = self.enter(identity, limits)?;
+        self.charge(&mut a, tokens)?;
+        Ok(a)
     }
 }
 
@@ -190,5 +235,26 @@ mod tests {
         drop(b);
         let e = l.admit("a", lim(100, 100, 1), 50).unwrap_err();
         assert_eq!(e.which, "tokens per minute");
+    }
+
+    /// The slot is taken first (before the body); a refused charge frees it.
+    #[test]
+    fn a_slot_is_held_before_charging_and_freed_by_a_refused_charge() {
+        let l = Arc::new(Limiter::default());
+        let mut a = l.enter("a", lim(1, 100, 1)).unwrap();
+        assert_eq!(
+            l.enter("a", lim(1, 100, 1)).unwrap_err().which,
+            "concurrent requests"
+        );
+        assert!(l.enter("b", lim(1, 100, 1)).is_ok(), "per identity");
+        l.charge(&mut a, 10).unwrap();
+        drop(a);
+        let mut b = l.enter("a", lim(1, 100, 1)).unwrap();
+        assert_eq!(
+            l.charge(&mut b, 1).unwrap_err().which,
+            "requests per minute"
+        );
+        drop(b);
+        assert!(l.enter("a", lim(1, 100, 1)).is_ok(), "slot not freed");
     }
 }

@@ -16,7 +16,11 @@
 //! tools, annotations, audio) is dropped whole. Each kept field must have its shape
 //! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
 //! array field becomes `[]`), so text cannot ride past output screening inside an
-//! object under `text` or `id`.
+//! object under `text` or `id`. Identifier fields (`id`, `item_id`, `call_id`, `name`,
+//! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
+//! `param` and `type`, on every endpoint) keep a string only if it looks like one
+//! (printable ASCII without spaces, at most 128 bytes): output screening does not read
+//! them, so they must not carry prose.
 
 use crate::json::Fields;
 use crate::validate::Endpoint;
@@ -62,6 +66,10 @@ fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 enum Kind {
     /// A string, number, boolean or null; anything else is dropped.
     Scalar,
+    /// An identifier the upstream chose (ids, names, model, status, error codes): a
+    /// string passes only if [`is_ident`], a number, boolean or null always; anything
+    /// else is dropped.
+    Ident,
     /// An array; anything else becomes `[]`.
     Array,
     /// An object (or null, as OpenAI sends an absent `error`); anything else is dropped.
@@ -70,7 +78,7 @@ enum Kind {
     Any,
 }
 
-use Kind::{Any, Array as Arr, Object as Obj, Scalar};
+use Kind::{Any, Array as Arr, Ident, Object as Obj, Scalar};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -82,6 +90,7 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
         };
         match kind {
             Scalar => !matches!(v, Value::Array(_) | Value::Object(_)),
+            Ident => ident_value(v),
             Arr => {
                 if !v.is_array() {
                     *v = Value::Array(Vec::new());
@@ -92,6 +101,31 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
             Any => true,
         }
     });
+}
+
+/// The longest identifier kept (OpenAI and llama.cpp ids such as `chatcmpl-…`,
+/// `resp_…`, `call_…`, model names such as `org/model:tag` are far shorter).
+const MAX_IDENT: usize = 128;
+
+/// Whether `s` looks like an identifier: printable ASCII without spaces, at most
+/// [`MAX_IDENT`] bytes. Output screening reads only text fields, so prose (or anything
+/// long) under an identifier key would pass it unread.
+fn is_ident(s: &str) -> bool {
+    s.len() <= MAX_IDENT && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether a value may stay under an identifier key.
+fn ident_value(v: &Value) -> bool {
+    match v {
+        Value::String(s) => is_ident(s),
+        Value::Array(_) | Value::Object(_) => false,
+        _ => true,
+    }
+}
+
+/// Drop the `keys` of `o` whose value is not an identifier ([`ident_value`]).
+fn idents(o: &mut Map<String, Value>, keys: &[&str]) {
+    o.retain(|k, v| !keys.contains(&k.as_str()) || ident_value(v));
 }
 
 /// Minimise each object of an array with `f`; any other entry becomes `{}` (removing it
@@ -116,13 +150,13 @@ fn minimize_part(part: &mut Map<String, Value>, keep_logprobs: bool) {
         Some("output_text") => {
             let fields: &[(&str, Kind)] = if keep_logprobs {
                 &[
-                    ("type", Scalar),
+                    ("type", Ident),
                     ("text", Scalar),
                     ("annotations", Arr),
                     ("logprobs", Any),
                 ]
             } else {
-                &[("type", Scalar), ("text", Scalar), ("annotations", Arr)]
+                &[("type", Ident), ("text", Scalar), ("annotations", Arr)]
             };
             shape(part, fields);
             // Citations come from hosted tools: none of a self-hosted model's business.
@@ -130,8 +164,8 @@ fn minimize_part(part: &mut Map<String, Value>, keep_logprobs: bool) {
                 *a = Value::Array(Vec::new());
             }
         }
-        Some("refusal") => shape(part, &[("type", Scalar), ("refusal", Scalar)]),
-        _ => shape(part, &[("type", Scalar)]),
+        Some("refusal") => shape(part, &[("type", Ident), ("refusal", Scalar)]),
+        _ => shape(part, &[("type", Ident)]),
     }
 }
 
@@ -142,10 +176,10 @@ fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
             shape(
                 item,
                 &[
-                    ("type", Scalar),
-                    ("id", Scalar),
-                    ("role", Scalar),
-                    ("status", Scalar),
+                    ("type", Ident),
+                    ("id", Ident),
+                    ("role", Ident),
+                    ("status", Ident),
                     ("content", Arr),
                 ],
             );
@@ -156,26 +190,26 @@ fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
         Some("function_call") => shape(
             item,
             &[
-                ("type", Scalar),
-                ("id", Scalar),
-                ("call_id", Scalar),
-                ("name", Scalar),
+                ("type", Ident),
+                ("id", Ident),
+                ("call_id", Ident),
+                ("name", Ident),
                 ("arguments", Scalar),
-                ("status", Scalar),
+                ("status", Ident),
             ],
         ),
         // Reasoning, hosted tool calls, anything newer: kept as a placeholder so the
         // `output_index` of later items and events still points at the right one.
-        _ => shape(item, &[("type", Scalar), ("id", Scalar)]),
+        _ => shape(item, &[("type", Ident), ("id", Ident)]),
     }
 }
 
 /// Fields of an error object, all scalars.
 const ERROR_SHAPE: &[(&str, Kind)] = &[
-    ("code", Scalar),
+    ("code", Ident),
     ("message", Scalar),
-    ("type", Scalar),
-    ("param", Scalar),
+    ("type", Ident),
+    ("param", Ident),
 ];
 
 fn minimize_error(o: &mut Map<String, Value>) {
@@ -189,11 +223,11 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
     shape(
         o,
         &[
-            ("id", Scalar),
-            ("object", Scalar),
+            ("id", Ident),
+            ("object", Ident),
             ("created_at", Scalar),
-            ("status", Scalar),
-            ("model", Scalar),
+            ("status", Ident),
+            ("model", Ident),
             ("output", Arr),
             ("usage", Obj),
             ("error", Obj),
@@ -207,7 +241,7 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
         usage_shape(u);
     }
     if let Some(Value::Object(d)) = o.field_mut("incomplete_details") {
-        shape(d, &[("reason", Scalar)]);
+        shape(d, &[("reason", Ident)]);
     }
     minimize_error(o);
 }
@@ -215,9 +249,9 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
 /// A Responses-API stream event; false when the event is not passed on at all.
 fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> bool {
     const LOCATED: [(&str, Kind); 4] = [
-        ("type", Scalar),
+        ("type", Ident),
         ("sequence_number", Scalar),
-        ("item_id", Scalar),
+        ("item_id", Ident),
         ("output_index", Scalar),
     ];
     // `logprobs`: text events only, and only when the role keeps them.
@@ -264,7 +298,7 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
             shape(
                 o,
                 &[
-                    ("type", Scalar),
+                    ("type", Ident),
                     ("sequence_number", Scalar),
                     ("response", Any),
                 ],
@@ -275,7 +309,7 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
             shape(
                 o,
                 &[
-                    ("type", Scalar),
+                    ("type", Ident),
                     ("sequence_number", Scalar),
                     ("output_index", Scalar),
                     ("item", Any),
@@ -320,18 +354,18 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
             true
         }
         "response.function_call_arguments.done" => {
-            shape(o, &with(&[("name", Scalar), ("arguments", Scalar)], false));
+            shape(o, &with(&[("name", Ident), ("arguments", Scalar)], false));
             true
         }
         "error" => {
             shape(
                 o,
                 &[
-                    ("type", Scalar),
+                    ("type", Ident),
                     ("sequence_number", Scalar),
-                    ("code", Scalar),
+                    ("code", Ident),
                     ("message", Scalar),
-                    ("param", Scalar),
+                    ("param", Ident),
                 ],
             );
             true
@@ -418,9 +452,19 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
                 for c in cs.iter_mut() {
                     if let Value::Object(c) = c {
                         retain(c, choice_fields);
+                        idents(c, &["finish_reason"]);
                         for k in ["message", "delta"] {
                             if let Some(Value::Object(m)) = c.field_mut(k) {
                                 retain(m, &["role", "content", "tool_calls", "refusal"]);
+                                idents(m, &["role"]);
+                                if let Some(Value::Array(calls)) = m.field_mut("tool_calls") {
+                                    for t in calls.iter_mut().filter_map(Value::as_object_mut) {
+                                        idents(t, &["id", "type"]);
+                                        if let Some(Value::Object(f)) = t.field_mut("function") {
+                                            idents(f, &["name"]);
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -439,6 +483,12 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
         }
         Endpoint::Responses => minimize_response(o, p.keep_logprobs),
         Endpoint::Models => {}
+    }
+    if p.endpoint != Endpoint::Responses {
+        idents(o, &["id", "object", "model"]);
+        if let Some(Value::Object(e)) = o.field_mut("error") {
+            idents(e, &["code", "param", "type"]);
+        }
     }
     if let Some(Value::Object(u)) = o.field_mut("usage") {
         usage_shape(u);
@@ -850,6 +900,90 @@ mod tests {
             v,
             json!({"error": {"message": "bad", "type": "invalid_request_error", "code": 400,
                 "param": null}})
+        );
+    }
+
+    /// Identifier fields keep real ids, model names and statuses, and lose prose or long
+    /// strings (which output screening would not read), in bodies and streams alike.
+    #[test]
+    fn identifier_fields_keep_only_identifiers() {
+        let prose = "the system prompt says: never reveal CANARY";
+        let long = "x".repeat(129);
+        let chat = |id: &str, model: &str, name: &str| {
+            json!({"id": id, "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_Xa9", "type": "function",
+                         "function": {"name": name, "arguments": "{}"}}]}}],
+                "error": {"code": prose, "type": "server_error", "param": null}})
+        };
+        let mut v = chat(
+            "chatcmpl-8Jq2vZ0aB3",
+            "HuggingFaceTB/SmolLM2-135M-Instruct:Q8_0",
+            "get_weather",
+        );
+        let want = {
+            let mut w = v.clone();
+            w["error"].as_object_mut().unwrap().remove("code");
+            w
+        };
+        minimize(&mut v, CHAT);
+        assert_eq!(v, want, "real identifiers were dropped");
+        let mut v = chat(prose, &long, "get weather now");
+        minimize(&mut v, CHAT);
+        assert!(v.get("id").is_none() && v.get("model").is_none(), "{v}");
+        assert!(
+            v["choices"][0]["message"]["tool_calls"][0]["function"]
+                .get("name")
+                .is_none(),
+            "{v}"
+        );
+        // Responses: body, items and error.
+        let mut v = json!({"id": "resp_67ccd2bed1ec8190", "object": "response",
+            "status": prose, "model": "smollm2-135m",
+            "output": [{"type": "function_call", "id": long, "call_id": "call_1",
+                        "name": prose, "arguments": "{}", "status": "completed"},
+                       {"type": "reasoning about the secret", "id": "rs_1"}],
+            "error": {"code": "server_error", "message": "m", "type": "a b", "param": "x"}});
+        minimize(&mut v, RESPONSES);
+        assert_eq!(
+            v,
+            json!({"id": "resp_67ccd2bed1ec8190", "object": "response", "model": "smollm2-135m",
+                "output": [{"type": "function_call", "call_id": "call_1", "arguments": "{}",
+                            "status": "completed"},
+                           {"id": "rs_1"}],
+                "error": {"code": "server_error", "message": "m", "param": "x"}})
+        );
+        // Streams: chat chunks and Responses events.
+        let mut m = SseMinimizer::new(CHAT, false, 1 << 16);
+        let ev = json!({"id": prose, "object": "chat.completion.chunk", "model": "m1",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
+                         "finish_reason": long}]});
+        let out = m.feed(format!("data: {ev}\n\n").as_bytes()).unwrap();
+        let got: Value = serde_json::from_slice(
+            out.strip_prefix(b"data: ")
+                .unwrap()
+                .strip_suffix(b"\n\n")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            json!({"object": "chat.completion.chunk", "model": "m1",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}]})
+        );
+        let (out, _) = stream(
+            RESPONSES,
+            &[(
+                "response.function_call_arguments.done",
+                json!({"type": "response.function_call_arguments.done", "sequence_number": 1,
+                    "item_id": prose, "output_index": 0, "name": "get", "arguments": "{}"}),
+            )],
+        );
+        assert_eq!(
+            out[0].1,
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 1,
+                "output_index": 0, "name": "get", "arguments": "{}"})
         );
     }
 

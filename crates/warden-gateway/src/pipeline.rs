@@ -1,6 +1,7 @@
 //! The request pipeline: an ordered list of [`Check`]s over one [`Exchange`]. Head checks
-//! run on the request line and headers (authentication, kill switch, audit health), body
-//! checks after the body is read (validation, authorization, screening, limits; the
+//! run on the request line and headers (audit room, authentication, kill switch, the
+//! per-identity in-flight cap), body checks after the body is read (validation,
+//! authorization, screening, per-minute limits; the
 //! screening checks live in [`crate::screening`]). The first refusal ends the request; nothing is forwarded.
 
 use crate::audit::AuditSink;
@@ -449,7 +450,7 @@ impl Check for Authorize {
     }
 }
 
-/// Per-identity limits (requests/min, tokens/min, concurrency).
+/// Per-identity limits (requests/min, tokens/min; concurrency with [`Concurrency`]).
 #[derive(Debug)]
 pub struct Limits {
     /// The limiter.
@@ -468,6 +469,15 @@ impl Limits {
     }
 }
 
+fn limited(l: crate::limits::Limited) -> Refusal {
+    Refusal {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        check: "limits",
+        reason: format!("{} limit reached", l.which),
+        retry_after: Some(l.retry_after),
+    }
+}
+
 impl Check for Limits {
     fn name(&self) -> &'static str {
         "limits"
@@ -479,23 +489,49 @@ impl Check for Limits {
         let Some(id) = &ex.identity else {
             return Err(unauthorized("missing credentials"));
         };
-        let limits = self.for_roles(&id.roles);
         let tokens = ex.validated.as_ref().map_or(0, |v| {
             (v.prompt_bytes as u64)
                 .div_ceil(3)
                 .saturating_add(v.max_tokens.saturating_mul(v.sequences))
         });
-        match self.limiter.admit(&id.name, limits, tokens) {
-            Ok(a) => {
+        // The slot taken by `Concurrency` in the head phase; without that check
+        // (a pipeline built otherwise) the slot is taken here.
+        match ex.admission.as_mut() {
+            Some(a) => self.limiter.charge(a, tokens).map_err(limited),
+            None => {
+                let limits = self.for_roles(&id.roles);
+                let a = self
+                    .limiter
+                    .admit(&id.name, limits, tokens)
+                    .map_err(limited)?;
                 ex.admission = Some(a);
                 Ok(())
             }
-            Err(l) => Err(Refusal {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                check: "limits",
-                reason: format!("{} limit reached", l.which),
-                retry_after: Some(l.retry_after),
-            }),
         }
+    }
+}
+
+/// The per-identity cap on requests in flight, right after authentication and before
+/// the body is read: an identity holds at most its `concurrency` of requests, and so of
+/// the audit room they reserved, however slowly it sends bodies. The slot rides in
+/// [`Exchange::admission`]; [`Limits`] charges the per-minute limits to it later.
+#[derive(Debug)]
+pub struct Concurrency(pub Arc<Limits>);
+
+impl Check for Concurrency {
+    fn name(&self) -> &'static str {
+        "concurrency"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Head
+    }
+    fn check(&self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let Some(id) = &ex.identity else {
+            return Err(unauthorized("missing credentials"));
+        };
+        let limits = self.0.for_roles(&id.roles);
+        let a = self.0.limiter.enter(&id.name, limits).map_err(limited)?;
+        ex.admission = Some(a);
+        Ok(())
     }
 }

@@ -12,8 +12,8 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::minimize::{self, ResponsePolicy, SseMinimizer};
 use crate::pipeline::{
-    AuditHealth, Authenticate, Authorize, Blocked, Exchange, Limits, Phase, Pipeline, Refusal,
-    Validate,
+    AuditHealth, Authenticate, Authorize, Blocked, Concurrency, Exchange, Limits, Phase, Pipeline,
+    Refusal, Validate,
 };
 use crate::tls::{self, ReloadingCert};
 use crate::validate::Endpoint;
@@ -257,6 +257,12 @@ impl Gateway {
             Arc::clone(&jwks_refresh),
         )));
         pipeline.push(Arc::new(Blocked(Arc::clone(&kill))));
+        let limits = Arc::new(Limits {
+            limiter: Arc::new(Limiter::default()),
+            config: Arc::clone(&config),
+        });
+        // Before the body: a slow client holds at most its concurrency cap of requests.
+        pipeline.push(Arc::new(Concurrency(Arc::clone(&limits))));
         pipeline.push(Arc::new(Validate(Arc::clone(&config))));
         pipeline.push(authorize.clone());
         let metrics = Metrics::default();
@@ -273,10 +279,7 @@ impl Gateway {
         for c in extra {
             pipeline.push(c);
         }
-        pipeline.push(Arc::new(Limits {
-            limiter: Arc::new(Limiter::default()),
-            config: Arc::clone(&config),
-        }));
+        pipeline.push(limits);
         Ok(Arc::new(Gateway {
             config,
             directory,
@@ -1062,12 +1065,31 @@ async fn forward(
                     .map(|s| s.chars().take(300).collect::<String>())
             })
             .unwrap_or_else(|| format!("upstream returned {}", status.as_u16()));
+        let generic = || format!("upstream returned {}", status.as_u16());
+        let error = |m: String| serde_json::json!({"error": {"message": m, "type": "upstream_error", "code": status.as_u16()}});
+        let mut j = error(msg);
         fin.rec.decision = "error".into();
         fin.rec.reason = format!("upstream: {}", status.as_u16());
-        Bytes::from(serde_json::json!({"error": {"message": msg, "type": "upstream_error", "code": status.as_u16()}}).to_string())
+        // The message is upstream text like any answer: screened the same way. A block
+        // keeps the status but releases only the generic message.
+        if let Err(rule) = gw
+            .screening
+            .screen_json(&mut j, &identity, fin.screen.as_mut())
+        {
+            fin.rec.decision = "deny".into();
+            fin.rec.reason = format!(
+                "screen: output blocked ({rule}) in upstream error {}",
+                status.as_u16()
+            );
+            fin.rec.outcome = "blocked".into();
+            j = error(generic());
+        }
+        Bytes::from(j.to_string())
     };
     fin.sent(&out_bytes);
-    fin.rec.outcome = "complete".into();
+    if fin.rec.outcome != "blocked" {
+        fin.rec.outcome = "complete".into();
+    }
     let mut out = Response::new(full(out_bytes));
     *out.status_mut() = status;
     out.headers_mut().insert(

@@ -4,8 +4,9 @@
 //! without waiting (and without a task per record) into the log's bounded queue
 //! ([`warden_tlog::LogOptions::max_queued`], `[gateway.audit] max_queued`), into room
 //! reserved when the request was admitted ([`warden_tlog::Log::reserve`]); records
-//! without a reservation use the log's headroom. While the queue is full no request is
-//! admitted; a record lost for want of room keeps the sink closed until the queue has
+//! without a reservation use the room reservations left, then the log's headroom. While
+//! the queue is full no request is admitted (the sink stays ready: busy is not
+//! unready); a record lost for want of room keeps the sink closed until the queue has
 //! drained and a durable `audit-gap` record says how many were lost. Once any commit
 //! of the log failed, or its writer stopped, the sink is unhealthy for good and the
 //! gateway refuses requests (fail closed).
@@ -399,8 +400,9 @@ impl AuditSink for TlogSink {
     }
 
     fn healthy(&self) -> bool {
-        // Full: the next request could not reserve room for its record.
-        self.open_for_requests() && self.log.queued() < self.log.max_queued()
+        // Not the room left: every permit held by requests in flight means busy, and
+        // readiness must not flap with the load (`reserve` refuses those requests).
+        self.open_for_requests()
     }
 }
 
@@ -646,6 +648,7 @@ mod tests {
         storage.stall.store(true, Ordering::SeqCst);
         let permit = sink.reserve().unwrap();
         assert!(sink.reserve().is_err(), "room for two");
+        assert!(sink.healthy(), "a full queue made the sink unready");
         let mut durable = sink.append_durable(AuditRecord {
             kind: "block".into(),
             identity: Some("mallory".into()),

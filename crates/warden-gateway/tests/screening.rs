@@ -65,6 +65,20 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
         .and_then(|m| m.last())
         .map(|m| m["content"].to_string())
         .unwrap_or_default();
+    if last.contains("say-error") {
+        // An upstream error whose message echoes the canary (or, benign, does not).
+        let m = if last.contains("say-error-canary") {
+            format!("template failed near: {CANARY}")
+        } else {
+            "the model is overloaded".to_owned()
+        };
+        let out = json!({"error": {"message": m, "type": "server_error", "code": 500}});
+        let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return r;
+    }
     let text = reply_for(&last);
     let mut r = if j["stream"] == true {
         let mut s = String::new();
@@ -610,6 +624,45 @@ async fn canaries_and_secrets_are_stopped_in_json_and_sse_responses() {
     let m = env.gw.metrics.render();
     assert!(
         m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 4"),
+        "{m}"
+    );
+}
+
+/// An upstream's error message is upstream text too: a canary it echoes in a 500 is
+/// stopped (the status stays, the message becomes the generic one) and the block is
+/// audited like any output block; a benign error message still reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_in_an_upstream_error_message_is_stopped() {
+    let env = start(json!({"canaries": [CANARY]})).await;
+    let (st, _, body) = env.chat("bob", user(&ask("say-error-canary"))).await;
+    assert_eq!(st, 500, "{body}");
+    assert!(!body.contains(CANARY), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["message"], "upstream returned 500", "{body}");
+    let (st, _, body) = env.chat("bob", user(&ask("say-error"))).await;
+    assert_eq!(st, 500, "{body}");
+    assert!(body.contains("the model is overloaded"), "{body}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let recs: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "request")
+        .collect();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0].decision, "deny", "{recs:?}");
+    assert!(
+        recs[0]
+            .reason
+            .starts_with("screen: output blocked (OUT-CANARY)"),
+        "{recs:?}"
+    );
+    assert_eq!(recs[0].outcome, "blocked");
+    assert_eq!(recs[0].status, 500);
+    assert_eq!(recs[1].decision, "error");
+    assert_eq!(recs[1].reason, "upstream: 500");
+    let m = env.gw.metrics.render();
+    assert!(
+        m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 1"),
         "{m}"
     );
 }

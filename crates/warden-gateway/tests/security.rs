@@ -1084,6 +1084,79 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
     assert_eq!(env.upstream.hits(), 7);
 }
 
+/// The per-identity in-flight cap applies before the body is read: an identity that
+/// holds its cap with bodies it trickles gets 429 (`Retry-After`, audited) for the next
+/// request without sending its body (so it cannot hold more requests, nor their audit
+/// room, than its cap); another identity is still served, and the slow ones finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_cap_applies_before_slow_bodies_are_read() {
+    let env = start_custom(
+        4096,
+        serde_json::json!({"limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000000, "concurrency": 2}}),
+        None,
+    )
+    .await;
+    let key = env.user_key.clone();
+    let open = |part: usize| {
+        let env = &env;
+        let key = key.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, None))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let req = post("/v1/chat/completions", Some(&key), CHAT);
+            let head = req.len() - CHAT.len();
+            s.write_all(&req[..head + part]).await.unwrap();
+            s.flush().await.unwrap();
+            (s, req[head + part..].to_vec())
+        }
+    };
+    // Two requests whose bodies trickle: the identity is at its cap.
+    let (mut a, rest_a) = open(10).await;
+    let (mut b, rest_b) = open(10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The third: headers only. Refused before its body (the 30-s body timeout would
+    // answer 408 much later).
+    let (mut c, _) = open(0).await;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .expect("no answer before the body was sent")
+        .unwrap();
+    let r = String::from_utf8_lossy(&out);
+    assert_eq!(status(&r), 429, "{r}");
+    assert!(r.contains("concurrent requests limit reached"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    // Another identity is served meanwhile.
+    let token = token_for(&env.jwt_key, "k1", "carol");
+    let r = chat(&env, &token).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(env.upstream.hits(), 1);
+    // The slow ones finish and are served.
+    for (s, rest) in [(&mut a, rest_a), (&mut b, rest_b)] {
+        s.write_all(&rest).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        let r = String::from_utf8_lossy(&out);
+        assert_eq!(status(&r), 200, "{r}");
+    }
+    assert_eq!(env.upstream.hits(), 3);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let recs = records(&env);
+    assert!(
+        recs.iter().any(|r| r.status == 429
+            && r.decision == "deny"
+            && r.identity.as_deref() == Some("bob")
+            && r.reason == "limits: concurrent requests limit reached"),
+        "{recs:?}"
+    );
+    // With the slots back, bob is served again.
+    assert_eq!(status(&chat(&env, &key).await), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_reload_takes_effect_and_a_broken_policy_keeps_the_old_one() {
     let env = start().await;
@@ -1960,6 +2033,45 @@ async fn held_upstream() -> (MockUpstream, tokio::sync::watch::Sender<bool>) {
         }
     });
     (MockUpstream { addr, hits }, release)
+}
+
+/// A busy gateway is ready: with every permit held by requests in flight (the log
+/// keeping up), the next request is refused (503) but `/readyz` stays 200, so a load
+/// balancer does not drop a replica for being busy. Only lost records (a gap) or a
+/// failed log make it not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_does_not_flap_when_every_audit_permit_is_in_use() {
+    let logdir = tempfile::tempdir().unwrap();
+    let (_disk, log, _verifier, sink) = stalled_log(logdir.path(), 2, 4);
+    let (held, release) = held_upstream().await;
+    let env = start_full(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{}", held.addr),
+                                       "classification": 1}]}),
+        None,
+        Some(sink.clone()),
+    )
+    .await;
+    let third = async {
+        until_async("two requests never reached the upstream", || {
+            held.hits() == 2
+        })
+        .await;
+        let r = chat(&env, &env.user_key).await;
+        let ready = readyz(&env).await;
+        release.send(true).unwrap();
+        (r, ready)
+    };
+    let (a, b, (c, ready)) =
+        tokio::join!(chat(&env, &env.user_key), chat(&env, &env.user_key), third);
+    assert_eq!((status(&a), status(&b)), (200, 200), "{a}\n{b}");
+    assert_eq!(status(&c), 503, "{c}");
+    assert!(c.contains("audit log unavailable"), "{c}");
+    assert_eq!(status(&ready), 200, "busy, not unready: {ready}");
+    assert!(ready.contains("\"audit\":true"), "{ready}");
+    assert_eq!(sink.lost(), 0);
+    until_async("never committed", || log.queued() == 0).await;
+    assert_eq!(status(&readyz(&env).await), 200);
 }
 
 /// Room for a request's record is reserved when it is admitted: with the disk stalled

@@ -173,6 +173,14 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
         c["detail"].as_str().unwrap().contains("max_queued = 65536"),
         "{c}"
     );
+    // Sized by requests in flight, not connections (one HTTP/2 connection carries many).
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("identities x [gateway.limits] concurrency, and max_connections x 256"),
+        "{c}"
+    );
     let out = posture(home.path(), true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let wp215: Vec<_> = v["checks"]

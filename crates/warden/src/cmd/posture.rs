@@ -335,8 +335,11 @@ fn gateway_checks(
     };
     let slow = audit.batch_ms > AUDIT_BATCH_WARN_MS;
     let deep = audit.max_queued > warden_gateway::config::DEFAULT_AUDIT_MAX_QUEUED;
-    // Every request in flight holds room for its record: a queue smaller than the
-    // connections (each can have a request in flight) refuses requests on a healthy disk.
+    // Every request in flight holds room for its record. Requests in flight are at most
+    // identities x `[gateway.limits] concurrency` and connections x 256 (HTTP/2 streams);
+    // neither is known here, so only the clear case is reported: a queue smaller than
+    // the connections is filled by one request per connection, and then refuses
+    // requests on a healthy disk.
     let conns = gw
         .get("max_connections")
         .and_then(toml::Value::as_integer)
@@ -357,9 +360,10 @@ fn gateway_checks(
              loses at most that window{}; publish_ms = {} (default 0): readers see them in \
              a signed checkpoint within {} ms, and a writer that dies leaves them in the signed \
              journal for the next one to publish; max_queued = {} (default {}): every request \
-             in flight holds room for its record, at most that many records wait for their \
-             commit, and while none is left requests are refused (503) rather than served \
-             unaudited{}",
+             in flight holds room for its record (requests in flight: at most identities x \
+             [gateway.limits] concurrency, and max_connections x 256 HTTP/2 streams), at \
+             most that many records wait for their commit, and while none is left requests \
+             are refused (503) rather than served unaudited{}",
             audit.batch_ms,
             audit.batch_ms,
             if slow {
@@ -377,8 +381,8 @@ fn gateway_checks(
                     .to_owned()
             } else if shallow {
                 format!(
-                    " (below max_connections = {conns} or {AUDIT_QUEUE_WARN_MIN}: requests in \
-                     flight alone can fill it, and requests are refused while the disk is \
+                    " (below max_connections = {conns} or {AUDIT_QUEUE_WARN_MIN}: one request \
+                     per connection fills it, and requests are refused while the disk is \
                      healthy)"
                 )
             } else {
@@ -521,9 +525,10 @@ fn gateway_checks(
 /// Above this, `warden posture` warns about the client idle limit.
 const CLIENT_IDLE_WARN_SECS: i64 = 300;
 
-/// Above this, `warden posture` warns about the audit batching window.
 /// Below this `[gateway.audit] max_queued` is reported (WP214).
 const AUDIT_QUEUE_WARN_MIN: usize = 64;
+
+/// Above this, `warden posture` warns about the audit batching window.
 const AUDIT_BATCH_WARN_MS: u64 = 50;
 
 fn read_trim(path: &str) -> Option<String> {
