@@ -16,7 +16,8 @@
 //! tools, annotations, audio) is dropped whole. Each kept field must have its shape
 //! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
 //! array field becomes `[]`), so text cannot ride past output screening inside an
-//! object under `text` or `id`. Identifier fields (`id`, `item_id`, `call_id`, `name`,
+//! object under `text` or `id`. Chat and completions answers are shaped alike (text
+//! fields strings or null, `index`/`created` numbers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
 //! (printable ASCII without spaces, at most 128 bytes): output screening does not read
@@ -74,11 +75,16 @@ enum Kind {
     Array,
     /// An object (or null, as OpenAI sends an absent `error`); anything else is dropped.
     Object,
+    /// Model output a client reads as text (chat and completions `content`, `refusal`,
+    /// `text`, tool-call `arguments`): a string or null; anything else is dropped.
+    Text,
+    /// A number or null (`index`, `created`); anything else is dropped.
+    Num,
     /// Anything (logprob data, only where the role allows it).
     Any,
 }
 
-use Kind::{Any, Array as Arr, Ident, Object as Obj, Scalar};
+use Kind::{Any, Array as Arr, Ident, Num, Object as Obj, Scalar, Text};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -98,6 +104,8 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
                 true
             }
             Obj => v.is_object() || v.is_null(),
+            Text => v.is_string() || v.is_null(),
+            Num => v.is_number() || v.is_null(),
             Any => true,
         }
     });
@@ -424,53 +432,89 @@ fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
     })
 }
 
+/// A chat or completions answer (a body or a stream chunk). Like the Responses API,
+/// every kept field must have its shape: text fields are strings (or null), so nothing
+/// rides past output screening inside an object under `content` or `text`, and tool
+/// calls keep only their index, id, type and function name and arguments.
+fn minimize_chat(o: &mut Map<String, Value>, keep_logprobs: bool) {
+    shape(
+        o,
+        &[
+            ("id", Ident),
+            ("object", Ident),
+            ("created", Num),
+            ("model", Ident),
+            ("choices", Arr),
+            ("usage", Obj),
+            ("error", Obj),
+        ],
+    );
+    let choice: &[(&str, Kind)] = if keep_logprobs {
+        &[
+            ("index", Num),
+            ("message", Obj),
+            ("delta", Obj),
+            ("text", Text),
+            ("finish_reason", Ident),
+            ("logprobs", Any),
+        ]
+    } else {
+        &[
+            ("index", Num),
+            ("message", Obj),
+            ("delta", Obj),
+            ("text", Text),
+            ("finish_reason", Ident),
+        ]
+    };
+    if let Some(Value::Array(cs)) = o.field_mut("choices") {
+        each_object(cs, |c| {
+            shape(c, choice);
+            for k in ["message", "delta"] {
+                if let Some(Value::Object(m)) = c.field_mut(k) {
+                    minimize_message(m);
+                }
+            }
+        });
+    }
+    minimize_error(o);
+}
+
+/// A chat `message` or stream `delta`.
+fn minimize_message(m: &mut Map<String, Value>) {
+    shape(
+        m,
+        &[
+            ("role", Ident),
+            ("content", Text),
+            ("tool_calls", Arr),
+            ("refusal", Text),
+        ],
+    );
+    if let Some(Value::Array(calls)) = m.field_mut("tool_calls") {
+        each_object(calls, |t| {
+            shape(
+                t,
+                &[
+                    ("index", Num),
+                    ("id", Ident),
+                    ("type", Ident),
+                    ("function", Obj),
+                ],
+            );
+            if let Some(Value::Object(f)) = t.field_mut("function") {
+                shape(f, &[("name", Ident), ("arguments", Text)]);
+            }
+        });
+    }
+}
+
 /// Minimise one response object in place; returns the usage it reported.
 pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
     let Value::Object(o) = v else { return None };
     let usage = usage_of(o);
-    let choice_fields: &[&str] = if p.keep_logprobs {
-        &[
-            "index",
-            "message",
-            "delta",
-            "text",
-            "finish_reason",
-            "logprobs",
-        ]
-    } else {
-        &["index", "message", "delta", "text", "finish_reason"]
-    };
     match p.endpoint {
-        Endpoint::Chat | Endpoint::Completions => {
-            retain(
-                o,
-                &[
-                    "id", "object", "created", "model", "choices", "usage", "error",
-                ],
-            );
-            if let Some(Value::Array(cs)) = o.field_mut("choices") {
-                for c in cs.iter_mut() {
-                    if let Value::Object(c) = c {
-                        retain(c, choice_fields);
-                        idents(c, &["finish_reason"]);
-                        for k in ["message", "delta"] {
-                            if let Some(Value::Object(m)) = c.field_mut(k) {
-                                retain(m, &["role", "content", "tool_calls", "refusal"]);
-                                idents(m, &["role"]);
-                                if let Some(Value::Array(calls)) = m.field_mut("tool_calls") {
-                                    for t in calls.iter_mut().filter_map(Value::as_object_mut) {
-                                        idents(t, &["id", "type"]);
-                                        if let Some(Value::Object(f)) = t.field_mut("function") {
-                                            idents(f, &["name"]);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        Endpoint::Chat | Endpoint::Completions => minimize_chat(o, p.keep_logprobs),
         Endpoint::Embeddings => {
             retain(o, &["object", "data", "model", "usage", "error"]);
             if let Some(Value::Array(ds)) = o.field_mut("data") {
@@ -1346,6 +1390,66 @@ mod tests {
                 json!({"type": "error", "sequence_number": 9}),
             ]
         );
+    }
+
+    /// Chat and completions answers keep text only as strings: an object under `content`,
+    /// `refusal` or `text`, extra keys in a tool call, strings under `index` or `created`
+    /// are dropped, so no planted text passes output screening unread (bodies and streams).
+    #[test]
+    fn chat_fields_of_the_wrong_type_are_dropped_bodies_and_streams() {
+        let completions = ResponsePolicy {
+            endpoint: Endpoint::Completions,
+            keep_logprobs: false,
+        };
+        let mut v = json!({
+            "id": "c1", "object": "chat.completion", "created": "CANARY-created", "model": "m",
+            "choices": [
+                {"index": "CANARY-index", "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": {"x": "CANARY-content"},
+                     "refusal": ["CANARY-refusal"],
+                     "tool_calls": [
+                         {"index": 0, "id": "call_1", "type": "function", "x": "CANARY-extra",
+                          "function": {"name": "f", "arguments": {"x": "CANARY-args"},
+                              "x": "CANARY-fn-extra"}},
+                         "CANARY-call"]}},
+                "CANARY-choice"
+            ],
+            "error": {"message": {"x": "CANARY-error"}, "code": 500, "x": "CANARY-error-extra"}
+        });
+        minimize(&mut v, CHAT);
+        assert!(!v.to_string().contains("CANARY"), "{v}");
+        assert_eq!(
+            v,
+            json!({"id": "c1", "object": "chat.completion", "model": "m", "choices": [
+                {"finish_reason": "stop", "message": {"role": "assistant", "tool_calls": [
+                    {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}},
+                    {}]}},
+                {}], "error": {"code": 500}})
+        );
+        let mut v = json!({"id": "c2", "choices": [{"index": 0, "text": {"x": "CANARY-text"}}]});
+        minimize(&mut v, completions);
+        assert_eq!(v, json!({"id": "c2", "choices": [{"index": 0}]}));
+
+        let events = [
+            json!({"id": "c3", "choices": [{"index": 0, "delta": {"content": {"x": "CANARY-delta"}}}]}),
+            json!({"id": "c3", "choices": [{"index": 0, "delta": {"refusal": {"x": "CANARY-r"}}}]}),
+            json!({"id": "c3", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0,
+                "function": {"arguments": "{}", "y": "CANARY-fn"}, "z": {"x": "CANARY-tc"}}]}}]}),
+            json!({"id": "c3", "created": {"x": "CANARY-c"}, "choices": [{"index": 0,
+                "delta": {"content": "ok"}}]}),
+        ];
+        let mut sse = SseMinimizer::new(CHAT, false, 1 << 20);
+        let mut input = String::new();
+        for e in &events {
+            input.push_str(&format!("data: {e}\n\n"));
+        }
+        let out = String::from_utf8(sse.feed(input.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("CANARY"), "{out}");
+        assert!(out.contains(r#""content":"ok""#), "{out}");
+        let mut sse = SseMinimizer::new(completions, false, 1 << 20);
+        let e = json!({"id": "c4", "choices": [{"index": 0, "text": {"x": "CANARY-text"}}]});
+        let out = sse.feed(format!("data: {e}\n\n").as_bytes()).unwrap();
+        assert!(!String::from_utf8_lossy(&out).contains("CANARY"));
     }
 
     /// An event whose data is not JSON passes nothing, not even its `event:` name; for
