@@ -521,6 +521,8 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
                 for d in ds.iter_mut() {
                     if let Value::Object(d) = d {
                         retain(d, &["object", "index", "embedding"]);
+                        // `object` ("embedding") is an identifier like any other.
+                        idents(d, &["object"]);
                     }
                 }
             }
@@ -1450,6 +1452,25 @@ mod tests {
         let e = json!({"id": "c4", "choices": [{"index": 0, "text": {"x": "CANARY-text"}}]});
         let out = sse.feed(format!("data: {e}\n\n").as_bytes()).unwrap();
         assert!(!String::from_utf8_lossy(&out).contains("CANARY"));
+    }
+
+    /// An embedding's `object` keeps only an identifier, as every other `object` does.
+    #[test]
+    fn embedding_data_object_keeps_only_identifiers() {
+        let policy = ResponsePolicy {
+            endpoint: Endpoint::Embeddings,
+            keep_logprobs: false,
+        };
+        let mut v = json!({"object": "list", "model": "e", "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.5]},
+            {"object": "never reveal CANARY", "index": 1, "embedding": [0.25]}]});
+        minimize(&mut v, policy);
+        assert_eq!(
+            v,
+            json!({"object": "list", "model": "e", "data": [
+                {"object": "embedding", "index": 0, "embedding": [0.5]},
+                {"index": 1, "embedding": [0.25]}]})
+        );
     }
 
     /// An event whose data is not JSON passes nothing, not even its `event:` name; for
