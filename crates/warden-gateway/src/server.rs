@@ -1055,15 +1055,11 @@ async fn forward(
             Err(_) => return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON"),
         }
     } else {
-        // Upstream errors: keep only a short message.
+        // Upstream errors: keep only a short message, cut after screening (a secret
+        // straddling the cut would not match while its prefix went out).
         let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|j| {
-                j.get("error")?
-                    .get("message")?
-                    .as_str()
-                    .map(|s| s.chars().take(300).collect::<String>())
-            })
+            .and_then(|j| j.get("error")?.get("message")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| format!("upstream returned {}", status.as_u16()));
         let generic = || format!("upstream returned {}", status.as_u16());
         let error = |m: String| serde_json::json!({"error": {"message": m, "type": "upstream_error", "code": status.as_u16()}});
@@ -1083,6 +1079,12 @@ async fn forward(
             );
             fin.rec.outcome = "blocked".into();
             j = error(generic());
+        } else if let Some(serde_json::Value::String(m)) =
+            j.get_mut("error").and_then(|e| e.get_mut("message"))
+        {
+            if let Some((cut, _)) = m.char_indices().nth(300) {
+                m.truncate(cut);
+            }
         }
         Bytes::from(j.to_string())
     };
