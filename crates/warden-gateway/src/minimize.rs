@@ -21,7 +21,9 @@
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
 //! (printable ASCII without spaces, at most 128 bytes): output screening does not read
-//! them, so they must not carry prose.
+//! them, so they must not carry prose. A top-level `model` or `id` that fails is
+//! replaced rather than dropped (typed clients require both): by the model the request
+//! was routed to, and by `""`. Tool names may be non-ASCII (no whitespace or controls).
 
 use crate::json::Fields;
 use crate::validate::Endpoint;
@@ -80,11 +82,14 @@ enum Kind {
     Text,
     /// A number or null (`index`, `created`); anything else is dropped.
     Num,
+    /// A tool (function) name: a string passes only if [`is_name`] (non-ASCII allowed,
+    /// unlike [`Ident`]), a number, boolean or null always; anything else is dropped.
+    Name,
     /// Anything (logprob data, only where the role allows it).
     Any,
 }
 
-use Kind::{Any, Array as Arr, Ident, Num, Object as Obj, Scalar, Text};
+use Kind::{Any, Array as Arr, Ident, Name, Num, Object as Obj, Scalar, Text};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -106,6 +111,11 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
             Obj => v.is_object() || v.is_null(),
             Text => v.is_string() || v.is_null(),
             Num => v.is_number() || v.is_null(),
+            Name => match v {
+                Value::String(s) => is_name(s),
+                Value::Array(_) | Value::Object(_) => false,
+                _ => true,
+            },
             Any => true,
         }
     });
@@ -120,6 +130,33 @@ const MAX_IDENT: usize = 128;
 /// long) under an identifier key would pass it unread.
 fn is_ident(s: &str) -> bool {
     s.len() <= MAX_IDENT && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether `s` may be a tool name: at most [`MAX_IDENT`] bytes without whitespace or
+/// control characters (names in other scripts pass; prose does not).
+fn is_name(s: &str) -> bool {
+    s.len() <= MAX_IDENT && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// What a non-identifier top-level `model` or `id` becomes, instead of being removed
+/// (strictly typed clients require both): `model` the model the request was routed to
+/// (`routed`, validated; removed without one), `id` the empty string.
+fn fix_model_and_id(o: &mut Map<String, Value>, routed: Option<&str>) {
+    if let Some(m) = o.field_mut("model")
+        && !ident_value(m)
+    {
+        match routed {
+            Some(r) => *m = Value::String(r.to_owned()),
+            None => {
+                o.remove("model");
+            }
+        }
+    }
+    if let Some(id) = o.field_mut("id")
+        && !ident_value(id)
+    {
+        *id = Value::String(String::new());
+    }
 }
 
 /// Whether a value may stay under an identifier key.
@@ -201,7 +238,7 @@ fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
                 ("type", Ident),
                 ("id", Ident),
                 ("call_id", Ident),
-                ("name", Ident),
+                ("name", Name),
                 ("arguments", Scalar),
                 ("status", Ident),
             ],
@@ -255,7 +292,11 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
 }
 
 /// A Responses-API stream event; false when the event is not passed on at all.
-fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> bool {
+fn minimize_response_event(
+    o: &mut Map<String, Value>,
+    keep_logprobs: bool,
+    routed: Option<&str>,
+) -> bool {
     const LOCATED: [(&str, Kind); 4] = [
         ("type", Ident),
         ("sequence_number", Scalar),
@@ -311,7 +352,10 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
                     ("response", Any),
                 ],
             );
-            carried(o, "response", |r| minimize_response(r, keep_logprobs))
+            carried(o, "response", |r| {
+                fix_model_and_id(r, routed);
+                minimize_response(r, keep_logprobs);
+            })
         }
         "response.output_item.added" | "response.output_item.done" => {
             shape(
@@ -362,7 +406,7 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
             true
         }
         "response.function_call_arguments.done" => {
-            shape(o, &with(&[("name", Ident), ("arguments", Scalar)], false));
+            shape(o, &with(&[("name", Name), ("arguments", Scalar)], false));
             true
         }
         "error" => {
@@ -503,7 +547,7 @@ fn minimize_message(m: &mut Map<String, Value>) {
                 ],
             );
             if let Some(Value::Object(f)) = t.field_mut("function") {
-                shape(f, &[("name", Ident), ("arguments", Text)]);
+                shape(f, &[("name", Name), ("arguments", Text)]);
             }
         });
     }
@@ -511,8 +555,15 @@ fn minimize_message(m: &mut Map<String, Value>) {
 
 /// Minimise one response object in place; returns the usage it reported.
 pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
+    minimize_routed(v, p, None)
+}
+
+/// [`minimize`] for a request routed to the model `routed`: a non-identifier `model`
+/// becomes that name, a non-identifier `id` the empty string.
+pub fn minimize_routed(v: &mut Value, p: ResponsePolicy, routed: Option<&str>) -> Option<Usage> {
     let Value::Object(o) = v else { return None };
     let usage = usage_of(o);
+    fix_model_and_id(o, routed);
     match p.endpoint {
         Endpoint::Chat | Endpoint::Completions => minimize_chat(o, p.keep_logprobs),
         Endpoint::Embeddings => {
@@ -547,13 +598,23 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
 /// (not a JSON object, or a Responses-API event type not on the allowlist), else the
 /// usage it reported.
 pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>> {
+    minimize_event_routed(v, p, None)
+}
+
+/// [`minimize_event`] for a request routed to the model `routed` (see
+/// [`minimize_routed`]).
+pub fn minimize_event_routed(
+    v: &mut Value,
+    p: ResponsePolicy,
+    routed: Option<&str>,
+) -> Option<Option<Usage>> {
     // Not an object (an array, a string): no allowlist applies to it, so it is dropped,
     // as a body of that kind is refused (502).
     if !v.is_object() {
         return None;
     }
     if p.endpoint != Endpoint::Responses {
-        return Some(minimize(v, p));
+        return Some(minimize_routed(v, p, routed));
     }
     let Value::Object(o) = v else { return None };
     // The usage of a stream comes in its `response.completed` event, under `response`.
@@ -561,7 +622,7 @@ pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>>
         .field("response")
         .and_then(Value::as_object)
         .and_then(usage_of);
-    if !minimize_response_event(o, p.keep_logprobs) {
+    if !minimize_response_event(o, p.keep_logprobs, routed) {
         return None;
     }
     strip_recursive(v, p.keep_logprobs);
@@ -581,6 +642,7 @@ pub enum SseError {
 #[derive(Debug)]
 pub struct SseMinimizer {
     policy: ResponsePolicy,
+    routed: Option<String>,
     buf: BytesMut,
     max_event: usize,
     drop_usage_only: bool,
@@ -603,12 +665,20 @@ impl SseMinimizer {
     pub fn new(policy: ResponsePolicy, drop_usage_only: bool, max_event: usize) -> Self {
         SseMinimizer {
             policy,
+            routed: None,
             buf: BytesMut::new(),
             max_event,
             drop_usage_only,
             usage: None,
             events: 0,
         }
+    }
+
+    /// The model the request was routed to (see [`minimize_routed`]).
+    #[must_use]
+    pub fn routed_to(mut self, model: &str) -> Self {
+        self.routed = Some(model.to_owned());
+        self
     }
 
     /// Feed a chunk; returns what to send on.
@@ -653,7 +723,9 @@ impl SseMinimizer {
                 }
                 // Not JSON: nothing we can vouch for; the line is dropped.
                 if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
-                    let Some(usage) = minimize_event(&mut v, self.policy) else {
+                    let Some(usage) =
+                        minimize_event_routed(&mut v, self.policy, self.routed.as_deref())
+                    else {
                         drop_event = true;
                         continue;
                     };
@@ -977,7 +1049,7 @@ mod tests {
         assert_eq!(v, want, "real identifiers were dropped");
         let mut v = chat(prose, &long, "get weather now");
         minimize(&mut v, CHAT);
-        assert!(v.get("id").is_none() && v.get("model").is_none(), "{v}");
+        assert!(v["id"] == "" && v.get("model").is_none(), "{v}");
         assert!(
             v["choices"][0]["message"]["tool_calls"][0]["function"]
                 .get("name")
@@ -1015,7 +1087,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            json!({"object": "chat.completion.chunk", "model": "m1",
+            json!({"id": "", "object": "chat.completion.chunk", "model": "m1",
                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}]})
         );
         let (out, _) = stream(
@@ -1327,7 +1399,7 @@ mod tests {
         assert!(!v.to_string().contains("LEAK"), "{v}");
         assert_eq!(
             v,
-            json!({"status": "completed", "model": "m", "created_at": 1, "output": [
+            json!({"id": "", "status": "completed", "model": "m", "created_at": 1, "output": [
                 {"type": "message", "id": "msg_1", "content": []},
                 {"type": "message", "id": "msg_2", "content": [
                     {"type": "output_text", "annotations": []}, {"type": "refusal"}]},
@@ -1470,6 +1542,41 @@ mod tests {
             json!({"object": "list", "model": "e", "data": [
                 {"object": "embedding", "index": 0, "embedding": [0.5]},
                 {"index": 1, "embedding": [0.25]}]})
+        );
+    }
+
+    /// A `model` or `id` that is not an identifier is replaced, not removed (typed
+    /// clients require both): `model` by the routed model, `id` by ""; tool names may
+    /// be non-ASCII but not contain whitespace.
+    #[test]
+    fn non_identifier_model_and_id_are_replaced() {
+        let body = json!({"id": "a long prose id", "object": "chat.completion", "created": 1,
+            "model": "/models/My Model.gguf", "choices": [{"index": 0, "message": {
+                "role": "assistant", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "wetter_prüfen"}},
+                    {"id": "c2", "type": "function", "function": {"name": "get weather"}}]}}]});
+        let mut v = body.clone();
+        minimize_routed(&mut v, CHAT, Some("smollm2"));
+        assert_eq!(v["model"], "smollm2", "{v}");
+        assert_eq!(v["id"], "", "{v}");
+        let calls = &v["choices"][0]["message"]["tool_calls"];
+        assert_eq!(calls[0]["function"]["name"], "wetter_prüfen", "{v}");
+        assert!(calls[1]["function"].get("name").is_none(), "{v}");
+        // Streams, chat chunks and Responses lifecycle events.
+        let mut m = SseMinimizer::new(CHAT, false, 1 << 16).routed_to("smollm2");
+        let out = m.feed(format!("data: {body}\n\n").as_bytes()).unwrap();
+        let got: Value =
+            serde_json::from_slice(out.strip_prefix(b"data: ").unwrap().trim_ascii_end()).unwrap();
+        assert_eq!((&got["model"], &got["id"]), (&json!("smollm2"), &json!("")));
+        let ev = json!({"type": "response.completed", "sequence_number": 1, "response": {
+            "id": "prose id", "model": "/models/My Model.gguf", "status": "completed"}});
+        let mut m = SseMinimizer::new(RESPONSES, false, 1 << 16).routed_to("smollm2");
+        let out = m.feed(format!("data: {ev}\n\n").as_bytes()).unwrap();
+        let got: Value =
+            serde_json::from_slice(out.strip_prefix(b"data: ").unwrap().trim_ascii_end()).unwrap();
+        assert_eq!(
+            got["response"],
+            json!({"id": "", "model": "smollm2", "status": "completed"})
         );
     }
 

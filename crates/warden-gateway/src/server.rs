@@ -981,7 +981,7 @@ async fn forward(
             cancel: Box::pin(cancel.cancelled_owned()),
             idle: Box::pin(tokio::time::sleep(idle)),
             idle_dur: idle,
-            sse: SseMinimizer::new(policy, v.injected_usage, 1 << 20),
+            sse: SseMinimizer::new(policy, v.injected_usage, 1 << 20).routed_to(&v.model),
             screen: gw.screening.sse(ex.endpoint, &identity),
             fin,
             done: false,
@@ -1028,7 +1028,7 @@ async fn forward(
                 );
             }
             Ok(mut j) => {
-                if let Some(u) = minimize::minimize(&mut j, policy) {
+                if let Some(u) = minimize::minimize_routed(&mut j, policy, Some(&v.model)) {
                     fin.usage = Some(u.total_tokens);
                 }
                 if let Err(rule) = gw
