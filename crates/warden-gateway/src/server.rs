@@ -562,6 +562,9 @@ async fn handle_inner(
     let path = clip_path(req.uri().path());
     let mut ex = empty_exchange(id, peer, client_cert);
     let refuse = |gw: &Gateway, ex: &mut Exchange, r: Refusal| {
+        // A refused request gives its concurrency slot back now, not after its body is
+        // drained (up to 2 s): a throttled client must not hold its cap that way.
+        ex.admission.take();
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
