@@ -16,11 +16,14 @@
 //! tools, annotations, audio) is dropped whole. Each kept field must have its shape
 //! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
 //! array field becomes `[]`), so text cannot ride past output screening inside an
-//! object under `text` or `id`. Identifier fields (`id`, `item_id`, `call_id`, `name`,
+//! object under `text` or `id`. Chat and completions answers are shaped alike (text
+//! fields strings or null, `index`/`created` numbers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
 //! (printable ASCII without spaces, at most 128 bytes): output screening does not read
-//! them, so they must not carry prose.
+//! them, so they must not carry prose. A top-level `model` or `id` that fails is
+//! replaced rather than dropped (typed clients require both): by the model the request
+//! was routed to, and by `""`. Tool names may be non-ASCII (no whitespace or controls).
 
 use crate::json::Fields;
 use crate::validate::Endpoint;
@@ -74,11 +77,19 @@ enum Kind {
     Array,
     /// An object (or null, as OpenAI sends an absent `error`); anything else is dropped.
     Object,
+    /// Model output a client reads as text (chat and completions `content`, `refusal`,
+    /// `text`, tool-call `arguments`): a string or null; anything else is dropped.
+    Text,
+    /// A number or null (`index`, `created`); anything else is dropped.
+    Num,
+    /// A tool (function) name: a string passes only if [`is_name`] (non-ASCII allowed,
+    /// unlike [`Ident`]), a number, boolean or null always; anything else is dropped.
+    Name,
     /// Anything (logprob data, only where the role allows it).
     Any,
 }
 
-use Kind::{Any, Array as Arr, Ident, Object as Obj, Scalar};
+use Kind::{Any, Array as Arr, Ident, Name, Num, Object as Obj, Scalar, Text};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -98,6 +109,13 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
                 true
             }
             Obj => v.is_object() || v.is_null(),
+            Text => v.is_string() || v.is_null(),
+            Num => v.is_number() || v.is_null(),
+            Name => match v {
+                Value::String(s) => is_name(s),
+                Value::Array(_) | Value::Object(_) => false,
+                _ => true,
+            },
             Any => true,
         }
     });
@@ -112,6 +130,33 @@ const MAX_IDENT: usize = 128;
 /// long) under an identifier key would pass it unread.
 fn is_ident(s: &str) -> bool {
     s.len() <= MAX_IDENT && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether `s` may be a tool name: at most [`MAX_IDENT`] bytes without whitespace or
+/// control characters (names in other scripts pass; prose does not).
+fn is_name(s: &str) -> bool {
+    s.len() <= MAX_IDENT && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// What a non-identifier top-level `model` or `id` becomes, instead of being removed
+/// (strictly typed clients require both): `model` the model the request was routed to
+/// (`routed`, validated; removed without one), `id` the empty string.
+fn fix_model_and_id(o: &mut Map<String, Value>, routed: Option<&str>) {
+    if let Some(m) = o.field_mut("model")
+        && !ident_value(m)
+    {
+        match routed {
+            Some(r) => *m = Value::String(r.to_owned()),
+            None => {
+                o.remove("model");
+            }
+        }
+    }
+    if let Some(id) = o.field_mut("id")
+        && !ident_value(id)
+    {
+        *id = Value::String(String::new());
+    }
 }
 
 /// Whether a value may stay under an identifier key.
@@ -193,7 +238,7 @@ fn minimize_item(item: &mut Map<String, Value>, keep_logprobs: bool) {
                 ("type", Ident),
                 ("id", Ident),
                 ("call_id", Ident),
-                ("name", Ident),
+                ("name", Name),
                 ("arguments", Scalar),
                 ("status", Ident),
             ],
@@ -247,7 +292,11 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
 }
 
 /// A Responses-API stream event; false when the event is not passed on at all.
-fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> bool {
+fn minimize_response_event(
+    o: &mut Map<String, Value>,
+    keep_logprobs: bool,
+    routed: Option<&str>,
+) -> bool {
     const LOCATED: [(&str, Kind); 4] = [
         ("type", Ident),
         ("sequence_number", Scalar),
@@ -303,7 +352,10 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
                     ("response", Any),
                 ],
             );
-            carried(o, "response", |r| minimize_response(r, keep_logprobs))
+            carried(o, "response", |r| {
+                fix_model_and_id(r, routed);
+                minimize_response(r, keep_logprobs);
+            })
         }
         "response.output_item.added" | "response.output_item.done" => {
             shape(
@@ -354,7 +406,7 @@ fn minimize_response_event(o: &mut Map<String, Value>, keep_logprobs: bool) -> b
             true
         }
         "response.function_call_arguments.done" => {
-            shape(o, &with(&[("name", Ident), ("arguments", Scalar)], false));
+            shape(o, &with(&[("name", Name), ("arguments", Scalar)], false));
             true
         }
         "error" => {
@@ -424,59 +476,104 @@ fn usage_of(o: &Map<String, Value>) -> Option<Usage> {
     })
 }
 
-/// Minimise one response object in place; returns the usage it reported.
-pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
-    let Value::Object(o) = v else { return None };
-    let usage = usage_of(o);
-    let choice_fields: &[&str] = if p.keep_logprobs {
+/// A chat or completions answer (a body or a stream chunk). Like the Responses API,
+/// every kept field must have its shape: text fields are strings (or null), so nothing
+/// rides past output screening inside an object under `content` or `text`, and tool
+/// calls keep only their index, id, type and function name and arguments.
+fn minimize_chat(o: &mut Map<String, Value>, keep_logprobs: bool) {
+    shape(
+        o,
         &[
-            "index",
-            "message",
-            "delta",
-            "text",
-            "finish_reason",
-            "logprobs",
+            ("id", Ident),
+            ("object", Ident),
+            ("created", Num),
+            ("model", Ident),
+            ("choices", Arr),
+            ("usage", Obj),
+            ("error", Obj),
+        ],
+    );
+    let choice: &[(&str, Kind)] = if keep_logprobs {
+        &[
+            ("index", Num),
+            ("message", Obj),
+            ("delta", Obj),
+            ("text", Text),
+            ("finish_reason", Ident),
+            ("logprobs", Any),
         ]
     } else {
-        &["index", "message", "delta", "text", "finish_reason"]
+        &[
+            ("index", Num),
+            ("message", Obj),
+            ("delta", Obj),
+            ("text", Text),
+            ("finish_reason", Ident),
+        ]
     };
-    match p.endpoint {
-        Endpoint::Chat | Endpoint::Completions => {
-            retain(
-                o,
-                &[
-                    "id", "object", "created", "model", "choices", "usage", "error",
-                ],
-            );
-            if let Some(Value::Array(cs)) = o.field_mut("choices") {
-                for c in cs.iter_mut() {
-                    if let Value::Object(c) = c {
-                        retain(c, choice_fields);
-                        idents(c, &["finish_reason"]);
-                        for k in ["message", "delta"] {
-                            if let Some(Value::Object(m)) = c.field_mut(k) {
-                                retain(m, &["role", "content", "tool_calls", "refusal"]);
-                                idents(m, &["role"]);
-                                if let Some(Value::Array(calls)) = m.field_mut("tool_calls") {
-                                    for t in calls.iter_mut().filter_map(Value::as_object_mut) {
-                                        idents(t, &["id", "type"]);
-                                        if let Some(Value::Object(f)) = t.field_mut("function") {
-                                            idents(f, &["name"]);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+    if let Some(Value::Array(cs)) = o.field_mut("choices") {
+        each_object(cs, |c| {
+            shape(c, choice);
+            for k in ["message", "delta"] {
+                if let Some(Value::Object(m)) = c.field_mut(k) {
+                    minimize_message(m);
                 }
             }
-        }
+        });
+    }
+    minimize_error(o);
+}
+
+/// A chat `message` or stream `delta`.
+fn minimize_message(m: &mut Map<String, Value>) {
+    shape(
+        m,
+        &[
+            ("role", Ident),
+            ("content", Text),
+            ("tool_calls", Arr),
+            ("refusal", Text),
+        ],
+    );
+    if let Some(Value::Array(calls)) = m.field_mut("tool_calls") {
+        each_object(calls, |t| {
+            shape(
+                t,
+                &[
+                    ("index", Num),
+                    ("id", Ident),
+                    ("type", Ident),
+                    ("function", Obj),
+                ],
+            );
+            if let Some(Value::Object(f)) = t.field_mut("function") {
+                shape(f, &[("name", Name), ("arguments", Text)]);
+            }
+        });
+    }
+}
+
+/// Minimise one response object in place; returns the usage it reported.
+pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
+    minimize_routed(v, p, None)
+}
+
+/// [`minimize`] for a request routed to the model `routed`: a non-identifier `model`
+/// becomes that name, a non-identifier `id` the empty string.
+pub fn minimize_routed(v: &mut Value, p: ResponsePolicy, routed: Option<&str>) -> Option<Usage> {
+    let Value::Object(o) = v else { return None };
+    let usage = usage_of(o);
+    fix_model_and_id(o, routed);
+    match p.endpoint {
+        Endpoint::Chat | Endpoint::Completions => minimize_chat(o, p.keep_logprobs),
         Endpoint::Embeddings => {
             retain(o, &["object", "data", "model", "usage", "error"]);
             if let Some(Value::Array(ds)) = o.field_mut("data") {
                 for d in ds.iter_mut() {
                     if let Value::Object(d) = d {
                         retain(d, &["object", "index", "embedding"]);
+                        // `object` ("embedding") is an identifier like any other.
+                        idents(d, &["object"]);
                     }
                 }
             }
@@ -501,13 +598,23 @@ pub fn minimize(v: &mut Value, p: ResponsePolicy) -> Option<Usage> {
 /// (not a JSON object, or a Responses-API event type not on the allowlist), else the
 /// usage it reported.
 pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>> {
+    minimize_event_routed(v, p, None)
+}
+
+/// [`minimize_event`] for a request routed to the model `routed` (see
+/// [`minimize_routed`]).
+pub fn minimize_event_routed(
+    v: &mut Value,
+    p: ResponsePolicy,
+    routed: Option<&str>,
+) -> Option<Option<Usage>> {
     // Not an object (an array, a string): no allowlist applies to it, so it is dropped,
     // as a body of that kind is refused (502).
     if !v.is_object() {
         return None;
     }
     if p.endpoint != Endpoint::Responses {
-        return Some(minimize(v, p));
+        return Some(minimize_routed(v, p, routed));
     }
     let Value::Object(o) = v else { return None };
     // The usage of a stream comes in its `response.completed` event, under `response`.
@@ -515,7 +622,7 @@ pub fn minimize_event(v: &mut Value, p: ResponsePolicy) -> Option<Option<Usage>>
         .field("response")
         .and_then(Value::as_object)
         .and_then(usage_of);
-    if !minimize_response_event(o, p.keep_logprobs) {
+    if !minimize_response_event(o, p.keep_logprobs, routed) {
         return None;
     }
     strip_recursive(v, p.keep_logprobs);
@@ -535,6 +642,7 @@ pub enum SseError {
 #[derive(Debug)]
 pub struct SseMinimizer {
     policy: ResponsePolicy,
+    routed: Option<String>,
     buf: BytesMut,
     max_event: usize,
     drop_usage_only: bool,
@@ -557,12 +665,20 @@ impl SseMinimizer {
     pub fn new(policy: ResponsePolicy, drop_usage_only: bool, max_event: usize) -> Self {
         SseMinimizer {
             policy,
+            routed: None,
             buf: BytesMut::new(),
             max_event,
             drop_usage_only,
             usage: None,
             events: 0,
         }
+    }
+
+    /// The model the request was routed to (see [`minimize_routed`]).
+    #[must_use]
+    pub fn routed_to(mut self, model: &str) -> Self {
+        self.routed = Some(model.to_owned());
+        self
     }
 
     /// Feed a chunk; returns what to send on.
@@ -607,7 +723,9 @@ impl SseMinimizer {
                 }
                 // Not JSON: nothing we can vouch for; the line is dropped.
                 if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
-                    let Some(usage) = minimize_event(&mut v, self.policy) else {
+                    let Some(usage) =
+                        minimize_event_routed(&mut v, self.policy, self.routed.as_deref())
+                    else {
                         drop_event = true;
                         continue;
                     };
@@ -931,7 +1049,7 @@ mod tests {
         assert_eq!(v, want, "real identifiers were dropped");
         let mut v = chat(prose, &long, "get weather now");
         minimize(&mut v, CHAT);
-        assert!(v.get("id").is_none() && v.get("model").is_none(), "{v}");
+        assert!(v["id"] == "" && v.get("model").is_none(), "{v}");
         assert!(
             v["choices"][0]["message"]["tool_calls"][0]["function"]
                 .get("name")
@@ -969,7 +1087,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            json!({"object": "chat.completion.chunk", "model": "m1",
+            json!({"id": "", "object": "chat.completion.chunk", "model": "m1",
                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}]})
         );
         let (out, _) = stream(
@@ -1281,7 +1399,7 @@ mod tests {
         assert!(!v.to_string().contains("LEAK"), "{v}");
         assert_eq!(
             v,
-            json!({"status": "completed", "model": "m", "created_at": 1, "output": [
+            json!({"id": "", "status": "completed", "model": "m", "created_at": 1, "output": [
                 {"type": "message", "id": "msg_1", "content": []},
                 {"type": "message", "id": "msg_2", "content": [
                     {"type": "output_text", "annotations": []}, {"type": "refusal"}]},
@@ -1345,6 +1463,120 @@ mod tests {
                        "name": "f"}),
                 json!({"type": "error", "sequence_number": 9}),
             ]
+        );
+    }
+
+    /// Chat and completions answers keep text only as strings: an object under `content`,
+    /// `refusal` or `text`, extra keys in a tool call, strings under `index` or `created`
+    /// are dropped, so no planted text passes output screening unread (bodies and streams).
+    #[test]
+    fn chat_fields_of_the_wrong_type_are_dropped_bodies_and_streams() {
+        let completions = ResponsePolicy {
+            endpoint: Endpoint::Completions,
+            keep_logprobs: false,
+        };
+        let mut v = json!({
+            "id": "c1", "object": "chat.completion", "created": "CANARY-created", "model": "m",
+            "choices": [
+                {"index": "CANARY-index", "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": {"x": "CANARY-content"},
+                     "refusal": ["CANARY-refusal"],
+                     "tool_calls": [
+                         {"index": 0, "id": "call_1", "type": "function", "x": "CANARY-extra",
+                          "function": {"name": "f", "arguments": {"x": "CANARY-args"},
+                              "x": "CANARY-fn-extra"}},
+                         "CANARY-call"]}},
+                "CANARY-choice"
+            ],
+            "error": {"message": {"x": "CANARY-error"}, "code": 500, "x": "CANARY-error-extra"}
+        });
+        minimize(&mut v, CHAT);
+        assert!(!v.to_string().contains("CANARY"), "{v}");
+        assert_eq!(
+            v,
+            json!({"id": "c1", "object": "chat.completion", "model": "m", "choices": [
+                {"finish_reason": "stop", "message": {"role": "assistant", "tool_calls": [
+                    {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}},
+                    {}]}},
+                {}], "error": {"code": 500}})
+        );
+        let mut v = json!({"id": "c2", "choices": [{"index": 0, "text": {"x": "CANARY-text"}}]});
+        minimize(&mut v, completions);
+        assert_eq!(v, json!({"id": "c2", "choices": [{"index": 0}]}));
+
+        let events = [
+            json!({"id": "c3", "choices": [{"index": 0, "delta": {"content": {"x": "CANARY-delta"}}}]}),
+            json!({"id": "c3", "choices": [{"index": 0, "delta": {"refusal": {"x": "CANARY-r"}}}]}),
+            json!({"id": "c3", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0,
+                "function": {"arguments": "{}", "y": "CANARY-fn"}, "z": {"x": "CANARY-tc"}}]}}]}),
+            json!({"id": "c3", "created": {"x": "CANARY-c"}, "choices": [{"index": 0,
+                "delta": {"content": "ok"}}]}),
+        ];
+        let mut sse = SseMinimizer::new(CHAT, false, 1 << 20);
+        let mut input = String::new();
+        for e in &events {
+            input.push_str(&format!("data: {e}\n\n"));
+        }
+        let out = String::from_utf8(sse.feed(input.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("CANARY"), "{out}");
+        assert!(out.contains(r#""content":"ok""#), "{out}");
+        let mut sse = SseMinimizer::new(completions, false, 1 << 20);
+        let e = json!({"id": "c4", "choices": [{"index": 0, "text": {"x": "CANARY-text"}}]});
+        let out = sse.feed(format!("data: {e}\n\n").as_bytes()).unwrap();
+        assert!(!String::from_utf8_lossy(&out).contains("CANARY"));
+    }
+
+    /// An embedding's `object` keeps only an identifier, as every other `object` does.
+    #[test]
+    fn embedding_data_object_keeps_only_identifiers() {
+        let policy = ResponsePolicy {
+            endpoint: Endpoint::Embeddings,
+            keep_logprobs: false,
+        };
+        let mut v = json!({"object": "list", "model": "e", "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.5]},
+            {"object": "never reveal CANARY", "index": 1, "embedding": [0.25]}]});
+        minimize(&mut v, policy);
+        assert_eq!(
+            v,
+            json!({"object": "list", "model": "e", "data": [
+                {"object": "embedding", "index": 0, "embedding": [0.5]},
+                {"index": 1, "embedding": [0.25]}]})
+        );
+    }
+
+    /// A `model` or `id` that is not an identifier is replaced, not removed (typed
+    /// clients require both): `model` by the routed model, `id` by ""; tool names may
+    /// be non-ASCII but not contain whitespace.
+    #[test]
+    fn non_identifier_model_and_id_are_replaced() {
+        let body = json!({"id": "a long prose id", "object": "chat.completion", "created": 1,
+            "model": "/models/My Model.gguf", "choices": [{"index": 0, "message": {
+                "role": "assistant", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "wetter_prüfen"}},
+                    {"id": "c2", "type": "function", "function": {"name": "get weather"}}]}}]});
+        let mut v = body.clone();
+        minimize_routed(&mut v, CHAT, Some("smollm2"));
+        assert_eq!(v["model"], "smollm2", "{v}");
+        assert_eq!(v["id"], "", "{v}");
+        let calls = &v["choices"][0]["message"]["tool_calls"];
+        assert_eq!(calls[0]["function"]["name"], "wetter_prüfen", "{v}");
+        assert!(calls[1]["function"].get("name").is_none(), "{v}");
+        // Streams, chat chunks and Responses lifecycle events.
+        let mut m = SseMinimizer::new(CHAT, false, 1 << 16).routed_to("smollm2");
+        let out = m.feed(format!("data: {body}\n\n").as_bytes()).unwrap();
+        let got: Value =
+            serde_json::from_slice(out.strip_prefix(b"data: ").unwrap().trim_ascii_end()).unwrap();
+        assert_eq!((&got["model"], &got["id"]), (&json!("smollm2"), &json!("")));
+        let ev = json!({"type": "response.completed", "sequence_number": 1, "response": {
+            "id": "prose id", "model": "/models/My Model.gguf", "status": "completed"}});
+        let mut m = SseMinimizer::new(RESPONSES, false, 1 << 16).routed_to("smollm2");
+        let out = m.feed(format!("data: {ev}\n\n").as_bytes()).unwrap();
+        let got: Value =
+            serde_json::from_slice(out.strip_prefix(b"data: ").unwrap().trim_ascii_end()).unwrap();
+        assert_eq!(
+            got["response"],
+            json!({"id": "", "model": "smollm2", "status": "completed"})
         );
     }
 

@@ -562,6 +562,9 @@ async fn handle_inner(
     let path = clip_path(req.uri().path());
     let mut ex = empty_exchange(id, peer, client_cert);
     let refuse = |gw: &Gateway, ex: &mut Exchange, r: Refusal| {
+        // A refused request gives its concurrency slot back now, not after its body is
+        // drained (up to 2 s): a throttled client must not hold its cap that way.
+        ex.admission.take();
         gw.audit_refusal(ex, &path, &r, started);
         json_error(&r, ex.request_id)
     };
@@ -981,7 +984,7 @@ async fn forward(
             cancel: Box::pin(cancel.cancelled_owned()),
             idle: Box::pin(tokio::time::sleep(idle)),
             idle_dur: idle,
-            sse: SseMinimizer::new(policy, v.injected_usage, 1 << 20),
+            sse: SseMinimizer::new(policy, v.injected_usage, 1 << 20).routed_to(&v.model),
             screen: gw.screening.sse(ex.endpoint, &identity),
             fin,
             done: false,
@@ -1028,7 +1031,7 @@ async fn forward(
                 );
             }
             Ok(mut j) => {
-                if let Some(u) = minimize::minimize(&mut j, policy) {
+                if let Some(u) = minimize::minimize_routed(&mut j, policy, Some(&v.model)) {
                     fin.usage = Some(u.total_tokens);
                 }
                 if let Err(rule) = gw
@@ -1055,15 +1058,11 @@ async fn forward(
             Err(_) => return fail(fin, StatusCode::BAD_GATEWAY, "upstream sent invalid JSON"),
         }
     } else {
-        // Upstream errors: keep only a short message.
+        // Upstream errors: keep only a short message, cut after screening (a secret
+        // straddling the cut would not match while its prefix went out).
         let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|j| {
-                j.get("error")?
-                    .get("message")?
-                    .as_str()
-                    .map(|s| s.chars().take(300).collect::<String>())
-            })
+            .and_then(|j| j.get("error")?.get("message")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| format!("upstream returned {}", status.as_u16()));
         let generic = || format!("upstream returned {}", status.as_u16());
         let error = |m: String| serde_json::json!({"error": {"message": m, "type": "upstream_error", "code": status.as_u16()}});
@@ -1083,6 +1082,12 @@ async fn forward(
             );
             fin.rec.outcome = "blocked".into();
             j = error(generic());
+        } else if let Some(serde_json::Value::String(m)) =
+            j.get_mut("error").and_then(|e| e.get_mut("message"))
+        {
+            if let Some((cut, _)) = m.char_indices().nth(300) {
+                m.truncate(cut);
+            }
         }
         Bytes::from(j.to_string())
     };

@@ -69,6 +69,9 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
         // An upstream error whose message echoes the canary (or, benign, does not).
         let m = if last.contains("say-error-canary") {
             format!("template failed near: {CANARY}")
+        } else if last.contains("say-error-straddle") {
+            // The canary straddles the 300th character, where the message is cut.
+            format!("{}{CANARY}", "x".repeat(290))
         } else {
             "the model is overloaded".to_owned()
         };
@@ -642,13 +645,19 @@ async fn a_canary_in_an_upstream_error_message_is_stopped() {
     let (st, _, body) = env.chat("bob", user(&ask("say-error"))).await;
     assert_eq!(st, 500, "{body}");
     assert!(body.contains("the model is overloaded"), "{body}");
+    // Screened whole, then cut: a canary across the cut is stopped, not half sent.
+    let (st, _, body) = env.chat("bob", user(&ask("say-error-straddle"))).await;
+    assert_eq!(st, 500, "{body}");
+    assert!(!body.contains("CANARY-"), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["message"], "upstream returned 500", "{body}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let recs: Vec<_> = env
         .records()
         .into_iter()
         .filter(|r| r.kind == "request")
         .collect();
-    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs.len(), 3, "{recs:?}");
     assert_eq!(recs[0].decision, "deny", "{recs:?}");
     assert!(
         recs[0]
@@ -662,7 +671,7 @@ async fn a_canary_in_an_upstream_error_message_is_stopped() {
     assert_eq!(recs[1].reason, "upstream: 500");
     let m = env.gw.metrics.render();
     assert!(
-        m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 1"),
+        m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 2"),
         "{m}"
     );
 }

@@ -124,6 +124,17 @@ async fn start_full(
     respond: Option<Reply>,
     sink: Option<Arc<dyn warden_gateway::audit::AuditSink>>,
 ) -> Env {
+    start_checks(max_body_bytes, extra, respond, sink, Vec::new()).await
+}
+
+/// [`start_full`], with `checks` appended to the gateway's pipeline.
+async fn start_checks(
+    max_body_bytes: usize,
+    extra: serde_json::Value,
+    respond: Option<Reply>,
+    sink: Option<Arc<dyn warden_gateway::audit::AuditSink>>,
+    checks: Vec<Arc<dyn warden_gateway::pipeline::Check>>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let upstream = match respond {
@@ -179,7 +190,7 @@ async fn start_full(
         directory.clone(),
         sink.unwrap_or_else(|| audit.clone()),
         policies,
-        Vec::new(),
+        checks,
     )
     .unwrap();
     tokio::spawn(warden_gateway::server::run(
@@ -1155,6 +1166,70 @@ async fn the_concurrency_cap_applies_before_slow_bodies_are_read() {
     );
     // With the slots back, bob is served again.
     assert_eq!(status(&chat(&env, &key).await), 200);
+}
+
+/// A head check (after `Concurrency`, as the screen throttle is) refusing requests
+/// marked `x-refuse`.
+#[derive(Debug)]
+struct RefuseMarked;
+
+impl warden_gateway::pipeline::Check for RefuseMarked {
+    fn name(&self) -> &'static str {
+        "refuse-marked"
+    }
+    fn phase(&self) -> warden_gateway::pipeline::Phase {
+        warden_gateway::pipeline::Phase::Head
+    }
+    fn check(
+        &self,
+        ex: &mut warden_gateway::pipeline::Exchange,
+    ) -> Result<(), warden_gateway::pipeline::Refusal> {
+        if ex.headers.contains_key("x-refuse") {
+            return Err(warden_gateway::pipeline::Refusal::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "refuse-marked",
+                "marked",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A request refused by a head check after `Concurrency` gives its slot back before its
+/// body is drained (up to 2 s): with a cap of 1, the identity's next request is served
+/// meanwhile instead of refused 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_releases_its_concurrency_slot_before_draining() {
+    let env = start_checks(
+        4096,
+        serde_json::json!({"limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000000, "concurrency": 1}}),
+        None,
+        None,
+        vec![Arc::new(RefuseMarked)],
+    )
+    .await;
+    let key = env.user_key.clone();
+    let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut a = tokio_rustls::TlsConnector::from(tls_config(&env.pki, None))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = String::from_utf8(post("/v1/chat/completions", Some(&key), CHAT))
+        .unwrap()
+        .replacen(
+            "host: localhost\r\n",
+            "host: localhost\r\nx-refuse: 1\r\n",
+            1,
+        );
+    let head = req.len() - CHAT.len();
+    // Headers and part of the body: the gateway refuses, then drains the rest.
+    a.write_all(&req.as_bytes()[..head + 10]).await.unwrap();
+    a.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = chat(&env, &key).await;
+    assert_eq!(status(&r), 200, "{r}");
+    drop(a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
