@@ -420,6 +420,17 @@ mod tests {
         stall: AtomicBool,
     }
 
+    impl Flaky {
+        /// A storage in `dir` that neither fails nor stalls until told to.
+        fn healthy(dir: &std::path::Path) -> Arc<Self> {
+            Arc::new(Flaky {
+                inner: PosixStorage::new(dir),
+                fail: AtomicBool::new(false),
+                stall: AtomicBool::new(false),
+            })
+        }
+    }
+
     impl Storage for Flaky {
         fn read(&self, name: &str) -> warden_tlog::Result<Option<Vec<u8>>> {
             self.inner.read(name)
@@ -583,11 +594,7 @@ mod tests {
     #[test]
     fn a_failed_commit_of_queued_records_fails_closed() {
         let d = tempfile::tempdir().unwrap();
-        let storage = Arc::new(Flaky {
-            inner: PosixStorage::new(d.path()),
-            fail: AtomicBool::new(false),
-            stall: AtomicBool::new(false),
-        });
+        let storage = Flaky::healthy(d.path());
         let signer = Signer::generate("warden.test/audit").unwrap();
         let log = Log::open(
             storage.clone(),
@@ -632,11 +639,7 @@ mod tests {
     #[test]
     fn a_durable_append_waits_for_a_full_queue_instead_of_failing() {
         let d = tempfile::tempdir().unwrap();
-        let storage = Arc::new(Flaky {
-            inner: PosixStorage::new(d.path()),
-            fail: AtomicBool::new(false),
-            stall: AtomicBool::new(false),
-        });
+        let storage = Flaky::healthy(d.path());
         let signer = Signer::generate("warden.test/audit").unwrap();
         let options = LogOptions {
             max_queued: 1,

@@ -106,6 +106,20 @@ async fn start_with(max_body_bytes: usize) -> Env {
 /// A mock upstream's answer to a request body.
 type Reply = fn(serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
+/// The gateway under a policy permitting every user action on every model, with a mock
+/// upstream answering with `respond` (the policy's directory lives as long as the guard).
+async fn start_permit_all(respond: Reply) -> (Env, tempfile::TempDir) {
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("all.cedar");
+    std::fs::write(
+        &policy,
+        "permit(principal in Warden::Role::\"user\", action, resource);\n",
+    )
+    .unwrap();
+    let env = start_custom(4096, serde_json::json!({"policy": policy}), Some(respond)).await;
+    (env, pdir)
+}
+
 /// The gateway with `extra` merged into its configuration (top-level keys) and, when
 /// given, a mock upstream answering with `respond`.
 async fn start_custom(
@@ -1868,19 +1882,7 @@ fn responses_reply(j: serde_json::Value) -> hyper::Response<http_body_util::Full
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_answers_reach_the_client_minimised_in_json_and_sse() {
-    let pdir = tempfile::tempdir().unwrap();
-    let policy = pdir.path().join("all.cedar");
-    std::fs::write(
-        &policy,
-        "permit(principal in Warden::Role::\"user\", action, resource);\n",
-    )
-    .unwrap();
-    let env = start_custom(
-        4096,
-        serde_json::json!({"policy": policy}),
-        Some(responses_reply),
-    )
-    .await;
+    let (env, _pdir) = start_permit_all(responses_reply).await;
     for (stream, must) in [
         (
             false,
@@ -1936,19 +1938,7 @@ fn array_reply(_: serde_json::Value) -> hyper::Response<http_body_util::Full<byt
 /// forwarded endpoint answers 502 and records why, as the stream path drops such events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_object_json_body_from_the_upstream_is_refused() {
-    let pdir = tempfile::tempdir().unwrap();
-    let policy = pdir.path().join("all.cedar");
-    std::fs::write(
-        &policy,
-        "permit(principal in Warden::Role::\"user\", action, resource);\n",
-    )
-    .unwrap();
-    let env = start_custom(
-        4096,
-        serde_json::json!({"policy": policy}),
-        Some(array_reply),
-    )
-    .await;
+    let (env, _pdir) = start_permit_all(array_reply).await;
     for (path, body) in [
         ("/v1/responses", r#"{"model":"m1","input":"hi"}"#),
         ("/v1/chat/completions", CHAT),
