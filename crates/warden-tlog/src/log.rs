@@ -736,21 +736,36 @@ impl Slot {
 
 struct Request {
     entry: Vec<u8>,
-    slot: Arc<Slot>,
-    /// A caller waits for the index: publish the batch at once.
-    waited: bool,
+    /// Where a caller waits for the index (and then the batch is published at once);
+    /// `None` for a detached append, which nothing waits for: completing a slot costs a
+    /// lock and a futex wake (the condvar's notify is a system call even with no
+    /// waiter), once per entry on the writer thread.
+    slot: Option<Arc<Slot>>,
+}
+
+impl Request {
+    fn waited(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    fn complete(&self, r: Result<u64>) {
+        if let Some(slot) = &self.slot {
+            slot.complete(r);
+        }
+    }
 }
 
 impl Drop for Request {
     /// A request dropped without an answer (the writer stopped) must not leave its
     /// caller waiting forever.
     fn drop(&mut self) {
-        let pending = match self.slot.state.lock() {
+        let Some(slot) = &self.slot else { return };
+        let pending = match slot.state.lock() {
             Ok(s) => !s.done,
             Err(_) => true,
         };
         if pending {
-            self.slot.complete(Err(Error::Closed(
+            slot.complete(Err(Error::Closed(
                 "the writer stopped before committing".into(),
             )));
         }
@@ -834,7 +849,7 @@ impl Permit {
         let Some(log) = self.log.take() else {
             return Err(Error::Closed("permit already used".into()));
         };
-        log.submit(entry, false, Room::Permit).map(|_| ())
+        log.submit(entry, None, Room::Permit)
     }
 }
 
@@ -1026,7 +1041,8 @@ impl Log {
         Log::open(Arc::new(PosixStorage::new(dir)), signer, &origin, options)
     }
 
-    fn submit(&self, entry: Vec<u8>, waited: bool, room: Room) -> Result<Arc<Slot>> {
+    /// Queue `entry`; `slot` (a waited append) is completed with its index or error.
+    fn submit(&self, entry: Vec<u8>, slot: Option<Arc<Slot>>, room: Room) -> Result<()> {
         let queued = &*self.shared.queued;
         // Room taken (or brought by a permit) and not yet given to the writer: given
         // back on every early return.
@@ -1037,7 +1053,6 @@ impl Log {
         if entry.len() > MAX_ENTRY {
             return Err(Error::EntryTooLarge(entry.len()));
         }
-        let slot = Arc::new(Slot::default());
         let tx = self
             .shared
             .tx
@@ -1062,15 +1077,13 @@ impl Log {
             }
             Room::Permit => {}
         }
-        tx.send(Request {
-            entry,
-            slot: Arc::clone(&slot),
-            waited,
-        })
-        .map_err(|_| Error::Closed("writer stopped".into()))?;
+        // A send that fails hands the request back, and dropping it completes the slot
+        // with an error that the caller ignores in favour of this one.
+        tx.send(Request { entry, slot })
+            .map_err(|_| Error::Closed("writer stopped".into()))?;
         // The writer gives the room back once the entry's commit is over.
         held.armed = false;
-        Ok(slot)
+        Ok(())
     }
 
     /// Reserve room for one entry (counted in [`Log::queued`], at most
@@ -1101,7 +1114,9 @@ impl Log {
 
     /// Append an entry and block until it is durable; returns its index.
     pub fn append(&self, entry: Vec<u8>) -> Result<u64> {
-        self.submit(entry, true, Room::Any)?.wait()
+        let slot = Arc::new(Slot::default());
+        self.submit(entry, Some(Arc::clone(&slot)), Room::Any)?;
+        slot.wait()
     }
 
     /// Queue an entry without waiting for it. Nothing wakes the caller when it is
@@ -1109,7 +1124,7 @@ impl Log {
     /// must fail closed check it). An `Err` means the entry was not queued.
     pub fn append_detached(&self, entry: Vec<u8>) -> Result<()> {
         let limit = self.shared.max_queued.saturating_add(self.shared.headroom);
-        self.submit(entry, false, Room::Below(limit)).map(|_| ())
+        self.submit(entry, None, Room::Below(limit))
     }
 
     /// Entries submitted and not yet committed, and room held by permits (at most
@@ -1131,8 +1146,9 @@ impl Log {
 
     /// Append an entry; the future resolves to its index once it is durable.
     pub fn append_async(&self, entry: Vec<u8>) -> AppendFuture {
-        match self.submit(entry, true, Room::Any) {
-            Ok(slot) => AppendFuture {
+        let slot = Arc::new(Slot::default());
+        match self.submit(entry, Some(Arc::clone(&slot)), Room::Any) {
+            Ok(()) => AppendFuture {
                 slot: Some(slot),
                 early: None,
             },
@@ -1228,7 +1244,7 @@ fn writer_loop(
             }
         }
         backlog = batch.len() == max_batch;
-        let publish = batch.iter().any(|r| r.waited);
+        let publish = batch.iter().any(Request::waited);
         let entries: Vec<Vec<u8>> = batch
             .iter_mut()
             .map(|r| std::mem::take(&mut r.entry))
@@ -1241,14 +1257,14 @@ fn writer_loop(
         match result {
             Ok(first) => {
                 for (i, r) in batch.into_iter().enumerate() {
-                    r.slot.complete(Ok(first + i as u64));
+                    r.complete(Ok(first + i as u64));
                 }
             }
             Err(e) => {
                 writer.failures.fetch_add(1, Ordering::Release);
                 let msg = e.to_string();
                 for r in batch {
-                    r.slot.complete(Err(Error::Commit(msg.clone())));
+                    r.complete(Err(Error::Commit(msg.clone())));
                 }
             }
         }
@@ -1324,18 +1340,16 @@ mod tests {
         let slot = Arc::new(Slot::default());
         drop(Request {
             entry: vec![1],
-            slot: Arc::clone(&slot),
-            waited: true,
+            slot: Some(Arc::clone(&slot)),
         });
         assert!(matches!(slot.wait(), Err(Error::Closed(_))));
         // An answered request keeps its answer.
         let slot = Arc::new(Slot::default());
         let r = Request {
             entry: vec![1],
-            slot: Arc::clone(&slot),
-            waited: true,
+            slot: Some(Arc::clone(&slot)),
         };
-        r.slot.complete(Ok(7));
+        r.complete(Ok(7));
         drop(r);
         assert_eq!(slot.wait().unwrap(), 7);
     }
