@@ -424,7 +424,7 @@ pub struct AuditConfig {
     #[serde(default = "default_batch_ms")]
     pub batch_ms: u64,
     /// How long request records may stay durable in the log's journal before they are
-    /// published as tiles and a signed checkpoint, in milliseconds (default 0, at
+    /// published as tiles and a signed checkpoint, in milliseconds (default 1000, at
     /// most [`MAX_PUBLISH_MS`]; 0 publishes every commit). Durability is `batch_ms` either way: this
     /// trades the many small files of a publication per commit for one journal append
     /// per commit. Block, lockdown and other events that wait for their index are
@@ -457,9 +457,10 @@ fn default_batch_ms() -> u64 {
     5
 }
 fn default_publish_ms() -> u64 {
-    // Off by default: measured at concurrency 1 the journal made the gateway's p99 worse
-    // (README, "Gateway benchmark"), while it saved only about 8 % of CPU per request.
-    0
+    // A publication per commit creates and replaces several small files every batch_ms;
+    // on a busy gateway that was a fifth of its CPU (README, "Gateway benchmark": ext4's
+    // inode allocator, file creation and directory syncs), against one journal append.
+    1000
 }
 /// Default of `[gateway.audit] max_queued` (the log's own default).
 pub const DEFAULT_AUDIT_MAX_QUEUED: usize = warden_tlog::log::DEFAULT_MAX_QUEUED;
@@ -865,7 +866,7 @@ mod tests {
         let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
             "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
         let c = gateway(serde_json::json!({"admin": admin.clone()}));
-        assert_eq!((c.audit.batch_ms, c.audit.publish_ms), (5, 0));
+        assert_eq!((c.audit.batch_ms, c.audit.publish_ms), (5, 1000));
         assert_eq!(c.audit.max_queued, 65_536);
         for (audit, words) in [
             (

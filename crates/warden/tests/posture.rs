@@ -166,7 +166,7 @@ fn audit_batching_and_plaintext_upstreams_are_reported() {
         "{c}"
     );
     assert!(
-        c["detail"].as_str().unwrap().contains("publish_ms = 0"),
+        c["detail"].as_str().unwrap().contains("publish_ms = 1000"),
         "{c}"
     );
     assert!(

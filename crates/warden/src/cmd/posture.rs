@@ -357,7 +357,7 @@ fn gateway_checks(
         "CPG 2.T",
         format!(
             "audit batch_ms = {} (default 5): request records are durable within {} ms; a crash \
-             loses at most that window{}; publish_ms = {} (default 0): readers see them in \
+             loses at most that window{}; publish_ms = {} (default 1000): readers see them in \
              a signed checkpoint within {} ms, and a writer that dies leaves them in the signed \
              journal for the next one to publish; max_queued = {} (default {}): every request \
              in flight holds room for its record (requests in flight: at most identities x \
