@@ -16,8 +16,8 @@
 //!
 //! Each alert kind has an action in [`MonitorConfig::actions`] (alert, throttle, block via
 //! the kill switch) and a per-identity cooldown. Memory is bounded: at most `max_events`
-//! events per identity and `max_identities` identities (the least recently seen is
-//! dropped first).
+//! events per identity and `max_identities` identities (at the bound, the least
+//! recently seen sixteenth is dropped in one pass).
 
 use crate::alert::{Alert, AlertAction, AlertKind, Severity};
 use std::collections::{HashMap, VecDeque};
@@ -354,6 +354,8 @@ impl IdentityState {
 pub struct Monitor {
     cfg: MonitorConfig,
     ids: HashMap<String, IdentityState>,
+    /// Eviction passes so far (each drops a sixteenth of the identities).
+    evictions: u64,
 }
 
 impl Monitor {
@@ -362,6 +364,7 @@ impl Monitor {
         Self {
             cfg,
             ids: HashMap::new(),
+            evictions: 0,
         }
     }
 
@@ -370,17 +373,35 @@ impl Monitor {
         self.ids.len()
     }
 
+    /// Makes room for a new identity: drops the least recently seen sixteenth of those
+    /// tracked (at least one) in one pass over the map, so a stream of new identities
+    /// at the bound costs O(16) per identity amortised, not a scan of the whole map
+    /// (100,000 entries by default) for each.
+    fn evict_least_recent(&mut self) {
+        let n = (self.cfg.max_identities / 16).max(1);
+        let mut seen: Vec<(u64, &String)> =
+            self.ids.iter().map(|(k, s)| (s.last_seen, k)).collect();
+        let doomed: Vec<String> = if seen.len() <= n {
+            seen.into_iter().map(|(_, k)| k.clone()).collect()
+        } else {
+            seen.select_nth_unstable_by_key(n - 1, |&(t, _)| t);
+            seen[..n].iter().map(|(_, k)| (*k).clone()).collect()
+        };
+        for k in doomed {
+            self.ids.remove(&k);
+        }
+        self.evictions += 1;
+    }
+
+    /// Whether `identity` is tracked.
+    pub fn tracks(&self, identity: &str) -> bool {
+        self.ids.contains_key(identity)
+    }
+
     /// Records `ev`; returns the alerts it raises (usually none).
     pub fn observe(&mut self, ev: &Event<'_>) -> Vec<Alert> {
         if !self.ids.contains_key(ev.identity) && self.ids.len() >= self.cfg.max_identities {
-            let oldest = self
-                .ids
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.ids.remove(&k);
-            }
+            self.evict_least_recent();
         }
         let cfg = &self.cfg;
         let st = self.ids.entry(ev.identity.to_owned()).or_default();
@@ -740,6 +761,34 @@ mod tests {
             m.observe(&ev(i, &id, "hello"));
         }
         assert_eq!(m.identities(), 10);
+    }
+
+    #[test]
+    fn new_identities_at_the_bound_evict_in_batches_least_recent_first() {
+        let cfg = MonitorConfig {
+            max_identities: 1_600,
+            ..MonitorConfig::default()
+        };
+        let mut m = Monitor::new(cfg);
+        let mut t = 0u64;
+        for i in 0..6_400u64 {
+            t += 1;
+            m.observe(&ev(t, &format!("id{i}"), "hello"));
+            // One identity stays active throughout: never the least recently seen.
+            if i % 50 == 0 {
+                t += 1;
+                m.observe(&ev(t, "alice", "hello again"));
+            }
+        }
+        assert!(m.identities() <= 1_600);
+        assert!(m.tracks("alice"), "the active identity was evicted");
+        assert!(m.tracks("id6399") && !m.tracks("id0"));
+        // 4,800 and more arrivals past the bound, a hundred per pass: no scan per arrival.
+        assert!(
+            m.evictions <= 6_400 / 100,
+            "{} eviction passes",
+            m.evictions
+        );
     }
 
     #[test]
