@@ -20,7 +20,9 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; exit 2; }
 UP=19300 PORT=19643 APORT=19644
 bench_gateway_env $UP $PORT $APORT
-client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C"; }
+# BENCH_MODE=sse asks for the mock's SSE stream ("stream": true) instead of a JSON answer.
+STREAM=$([ "${BENCH_MODE:-json}" = sse ] && echo stream || true)
+client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C" $STREAM; }
 WARDEN_LOG=warn $WB --home "$H" serve >"$OUT/warden.log" 2>&1 & WPID=$!; PIDS+=($WPID)
 wait_port $PORT
 client 500 >/dev/null

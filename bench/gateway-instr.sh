@@ -7,7 +7,7 @@
 #  2. CPU time (user + system, all threads, from /proc) per request of the same gateway
 #     running natively, which also counts the kernel's share (TLS records, sockets, the
 #     audit log's fsyncs) that callgrind does not see.
-# Usage: bench/gateway-instr.sh [REQUESTS] [CONNECTIONS]   (defaults 2000 and 4)
+# Usage: [BENCH_MODE=sse] bench/gateway-instr.sh [REQUESTS] [CONNECTIONS]   (defaults 2000 and 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -25,7 +25,9 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 never opened" >&2; exit 2; }
 UP=19200 PORT=19543 APORT=19544
 bench_gateway_env $UP $PORT $APORT
-client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C"; }
+# BENCH_MODE=sse asks for the mock's SSE stream ("stream": true) instead of a JSON answer.
+STREAM=$([ "${BENCH_MODE:-json}" = sse ] && echo stream || true)
+client() { python3 bench/gateway_client.py "$URL" "$KEY" "$H/tls.pem" "$1" "$C" $STREAM; }
 
 # 1. Instructions (callgrind).
 WARDEN_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" \
