@@ -829,6 +829,7 @@ impl Screening {
             template: None,
             blocked: None,
             head: String::new(),
+            fields: HashMap::new(),
         })
     }
 }
@@ -1020,7 +1021,11 @@ const TEXT_KEYS: [&str; 7] = [
     "message",
 ];
 
-/// Screens every model-output string of `v` with a fresh full screen (redacting in place).
+/// Screens every string of `v`: model output under [`TEXT_KEYS`] with a fresh full
+/// screen (redacting in place), every other string (ids, model names, tool names,
+/// statuses, which the minimiser keeps identifier-shaped) with the canary and secret
+/// rules ([`OutputRules::check_identifier`]): a canary is itself identifier-shaped, so it
+/// could leave as a tool name or an `id`.
 fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result<(), String> {
     match v {
         Value::String(s) if key.is_some_and(|k| TEXT_KEYS.contains(&k)) => {
@@ -1034,6 +1039,7 @@ fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result
                 Err(b) => Err(b.rule),
             }
         }
+        Value::String(s) => rules.check_identifier(s).map_err(|b| b.rule),
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
                 screen_value(rules, x, Some(k))?;
@@ -1129,10 +1135,95 @@ fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
     }
 }
 
+/// Most streamed fields (besides the text slot) one stream keeps a tail of; a stream
+/// with more is stopped (a chat stream has a few per tool call).
+const MAX_STREAM_FIELDS: usize = 256;
+
+/// Shortest tail kept per streamed field, whatever the hold-back window.
+const MIN_FIELD_TAIL: usize = 256;
+
+/// The strings of an event that arrive in pieces across events, besides the text slot
+/// (which the caller has taken out): chat `choices[i].delta` (tool-call ids, names and
+/// arguments, refusals, other choices' content), completions `choices[i].text`,
+/// the `delta` of Responses delta events other than output text (function-call
+/// arguments, refusals). Each with a key naming the field across events and whether it
+/// is text (a [`TEXT_KEYS`] key) or identifier-like.
+fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<(String, &'a str, bool)>) {
+    fn walk<'a>(
+        v: &'a Value,
+        path: &mut String,
+        key: Option<&str>,
+        out: &mut Vec<(String, &'a str, bool)>,
+    ) {
+        let at = path.len();
+        match v {
+            Value::String(s) => {
+                out.push((path.clone(), s, key.is_some_and(|k| TEXT_KEYS.contains(&k))))
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    path.push('/');
+                    path.push_str(k);
+                    walk(x, path, Some(k), out);
+                    path.truncate(at);
+                }
+            }
+            Value::Array(a) => {
+                for (pos, x) in a.iter().enumerate() {
+                    // Tool calls and choices name their slot with `index`.
+                    let i = x.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                    path.push_str(&format!("/{i}"));
+                    walk(x, path, key, out);
+                    path.truncate(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut path = String::new();
+    match ep {
+        Endpoint::Chat | Endpoint::Completions => {
+            let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+                return;
+            };
+            let field = if ep == Endpoint::Chat {
+                "delta"
+            } else {
+                "text"
+            };
+            for (pos, c) in choices.iter().enumerate() {
+                let i = c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                if let Some(x) = c.get(field) {
+                    path.clear();
+                    path.push_str(&format!("{i}/{field}"));
+                    walk(x, &mut path, Some(field), out);
+                }
+            }
+        }
+        Endpoint::Responses => {
+            let Some(t) = v.get("type").and_then(Value::as_str) else {
+                return;
+            };
+            if t.ends_with(".delta")
+                && let Some(x) = v.get("delta")
+            {
+                let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+                path.push_str(&format!("{t}/{}/{}", n("output_index"), n("content_index")));
+                walk(x, &mut path, Some("delta"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Streaming output screen over minimised SSE events: the text of delta events goes
 /// through one [`OutputScreen`] (hold-back window), re-emitted as it is released; events
-/// without streamed text flush what is held first, and their own text fields are
-/// screened whole. A block ends the stream with an error event.
+/// without streamed text flush what is held first. Every other string of an event is
+/// screened whole ([`screen_value`]: text fields fully, identifier-like ones for
+/// canaries and secrets), and fields that stream in pieces (tool-call names and
+/// arguments, other choices, Responses argument deltas) are screened again with the
+/// tail of what came before in the same field, so a canary split across deltas is
+/// caught on the piece that completes it. A block ends the stream with an error event.
 pub struct SseScreen {
     owner: Option<Arc<Screening>>,
     identity: String,
@@ -1142,6 +1233,8 @@ pub struct SseScreen {
     template: Option<SseEvent>,
     blocked: Option<String>,
     head: String,
+    /// Per streamed field, the tail of what it carried so far.
+    fields: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1172,6 +1265,7 @@ impl SseScreen {
             template: None,
             blocked: None,
             head: String::new(),
+            fields: HashMap::new(),
         }
     }
 
@@ -1214,6 +1308,43 @@ impl SseScreen {
         }
     }
 
+    /// Screens the pieces of streamed fields in `d` together with what the same field
+    /// carried before (each piece alone was screened whole already).
+    fn screen_pieces(&mut self, d: &Value) -> Result<(), String> {
+        let mut pieces = Vec::new();
+        stream_pieces(self.ep, d, &mut pieces);
+        let keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
+        for (key, piece, text) in pieces {
+            if piece.is_empty() {
+                continue;
+            }
+            if !self.fields.contains_key(&key) && self.fields.len() >= MAX_STREAM_FIELDS {
+                return Err(self.block("OUT-STREAM-FIELDS".to_owned()));
+            }
+            let tail = self.fields.entry(key).or_default();
+            let seen = !tail.is_empty();
+            tail.push_str(piece);
+            let r = if !seen {
+                Ok(())
+            } else if text {
+                self.rules.check(tail)
+            } else {
+                self.rules.check_identifier(tail)
+            };
+            if tail.len() > keep {
+                let mut cut = tail.len() - keep;
+                while !tail.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                tail.drain(..cut);
+            }
+            if let Err(b) = r {
+                return Err(self.block(b.rule));
+            }
+        }
+        Ok(())
+    }
+
     /// Screens minimised SSE bytes (whole events); `Err(rule)` when the stream must end.
     pub fn feed(&mut self, b: &[u8]) -> Result<Bytes, String> {
         if let Some(r) = &self.blocked {
@@ -1234,11 +1365,24 @@ impl SseScreen {
                 }
             }
             e.lines = kept;
-            let text = e
-                .data
-                .as_mut()
-                .and_then(|d| delta_slot(self.ep, d))
-                .and_then(|s| s.as_str().map(str::to_owned));
+            // The streamed text goes through the hold-back screen; everything else in
+            // the event is screened here, with the slot taken out meanwhile.
+            let text = match e.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
+                Some(slot) if slot.is_string() => match std::mem::take(slot) {
+                    Value::String(t) => Some(t),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(d) = e.data.as_mut() {
+                screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
+                self.screen_pieces(d)?;
+                if let Some(t) = &text
+                    && let Some(slot) = delta_slot(self.ep, d)
+                {
+                    *slot = Value::String(t.clone());
+                }
+            }
             match text {
                 Some(t) => {
                     let pushed = self.screen.push(&t);
@@ -1273,9 +1417,6 @@ impl SseScreen {
                 }
                 None => {
                     self.flush(&mut out)?;
-                    if let Some(d) = e.data.as_mut() {
-                        screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
-                    }
                     write_event(&e, &mut out);
                 }
             }
@@ -1818,5 +1959,156 @@ mod tests {
         assert!(s.feed(&b).is_err(), "an error event carried the canary");
         let mut v = serde_json::json!({"status": "failed", "error": {"code": "x", "message": m}});
         assert!(screen_value(&rules, &mut v, None).is_err());
+    }
+
+    /// A chat answer calling `name`, with `id` as its id, minimised as the gateway does.
+    fn tool_call_body(id: &str, name: &str) -> Value {
+        let mut v = serde_json::json!({"id": id, "object": "chat.completion", "created": 1,
+            "model": "m1", "choices": [{"index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_Xa9", "type": "function",
+                     "function": {"name": name, "arguments": "{\"city\":\"Oslo\"}"}}]}}]});
+        crate::minimize::minimize(
+            &mut v,
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Chat,
+                keep_logprobs: false,
+            },
+        );
+        v
+    }
+
+    /// Canaries are identifier-shaped, so the minimiser lets one through as a tool name
+    /// or an id: those fields are screened for canaries and secrets too.
+    #[test]
+    fn identifier_fields_of_bodies_are_screened_for_canaries_and_secrets() {
+        let rules = canary_rules();
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        for (id, name, rule) in [
+            ("chatcmpl-1", canary, "OUT-CANARY"),
+            ("chatcmpl-1", "lookup_canary7f3a9c2e1b4d5a60x", "OUT-CANARY"),
+            (canary, "get_weather", "OUT-CANARY"),
+            ("chatcmpl-1", "AKIAIOSFODNN7EXAMPLE", "OUT-SECRET-AWS-KEY"),
+        ] {
+            let mut v = tool_call_body(id, name);
+            assert_eq!(v["id"], id, "kept by the minimiser: {v}");
+            assert_eq!(
+                screen_value(&rules, &mut v, None),
+                Err(rule.to_owned()),
+                "{id} {name}"
+            );
+        }
+        // Ordinary ids and names pass unchanged; PII rules do not touch identifiers.
+        for (id, name) in [
+            ("chatcmpl-9f8e7d6c5b4a", "get_weather"),
+            ("chatcmpl-4111111111111111", "wetter_abfragen"),
+            ("resp_67ccd2bed1ec8190", "mail_jane.doe@example.com"),
+        ] {
+            let mut v = tool_call_body(id, name);
+            let before = v.clone();
+            assert_eq!(screen_value(&rules, &mut v, None), Ok(()), "{id} {name}");
+            assert_eq!(v, before);
+        }
+    }
+
+    /// Chat stream events carrying tool-call deltas, minimised as the gateway does.
+    fn tool_call_stream(id: &str, name_pieces: &[&str], args: &[&str]) -> Vec<u8> {
+        let ev = |delta: Value, fin: Value| {
+            let j = serde_json::json!({"id": id, "object": "chat.completion.chunk",
+                "created": 1, "model": "m1",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]});
+            format!("data: {j}\n\n")
+        };
+        let mut s = ev(
+            serde_json::json!({"role": "assistant", "content": null}),
+            Value::Null,
+        );
+        for (i, n) in name_pieces.iter().enumerate() {
+            let mut call = serde_json::json!({"index": 0, "function": {"name": n}});
+            if i == 0 {
+                call["id"] = "call_Xa9".into();
+                call["type"] = "function".into();
+                call["function"]["arguments"] = "".into();
+            }
+            s.push_str(&ev(serde_json::json!({"tool_calls": [call]}), Value::Null));
+        }
+        for a in args {
+            s.push_str(&ev(
+                serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+                Value::Null,
+            ));
+        }
+        s.push_str(&ev(serde_json::json!({}), "tool_calls".into()));
+        s.push_str("data: [DONE]\n\n");
+        let mut m = crate::minimize::SseMinimizer::new(
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Chat,
+                keep_logprobs: false,
+            },
+            false,
+            4096,
+        );
+        let mut out = m.feed(s.as_bytes()).unwrap().to_vec();
+        out.extend_from_slice(&m.finish());
+        out
+    }
+
+    /// Everything `s` lets out of `stream` (fed one event at a time) and how it ended.
+    fn screen_stream(s: &mut SseScreen, stream: &[u8]) -> (String, Result<(), String>) {
+        let mut out = String::new();
+        for e in String::from_utf8_lossy(stream).split_inclusive("\n\n") {
+            match s.feed(e.as_bytes()) {
+                Ok(b) => out.push_str(&String::from_utf8_lossy(&b)),
+                Err(r) => return (out, Err(r)),
+            }
+        }
+        match s.finish() {
+            Ok(b) => out.push_str(&String::from_utf8_lossy(&b)),
+            Err(r) => return (out, Err(r)),
+        }
+        (out, Ok(()))
+    }
+
+    /// In a stream, a canary in a tool name (whole, or split across two deltas), in a
+    /// chunk's `id`, or split across argument deltas stops the stream; ordinary tool
+    /// calls pass unchanged.
+    #[test]
+    fn identifier_fields_and_tool_calls_of_streams_are_screened() {
+        let rules = canary_rules();
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let args_head = format!("{{\"q\":\"{head}");
+        let args_tail = format!("{tail}\"}}");
+        for (what, stream) in [
+            ("name", tool_call_stream("c1", &[canary], &["{}"])),
+            ("split name", tool_call_stream("c1", &[head, tail], &["{}"])),
+            ("id", tool_call_stream(canary, &["get_weather"], &["{}"])),
+            (
+                "split arguments",
+                tool_call_stream("c1", &["get_weather"], &[&args_head, &args_tail]),
+            ),
+        ] {
+            assert!(
+                String::from_utf8_lossy(&stream).contains(tail),
+                "{what}: the minimiser keeps it"
+            );
+            let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
+            let (out, r) = screen_stream(&mut s, &stream);
+            assert_eq!(r, Err("OUT-CANARY".to_owned()), "{what}: {out}");
+            assert!(
+                !out.contains(tail) && !out.contains(canary),
+                "{what}: {out}"
+            );
+            assert!(s.feed(b"data: {}\n\n").is_err(), "{what}: stays blocked");
+        }
+        let stream = tool_call_stream(
+            "chatcmpl-9f8e7d",
+            &["get_", "weather"],
+            &["{\"city\"", ":\"Oslo\"}"],
+        );
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, &stream);
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, String::from_utf8_lossy(&stream));
     }
 }
