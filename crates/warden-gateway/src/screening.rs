@@ -830,6 +830,9 @@ impl Screening {
             blocked: None,
             head: String::new(),
             fields: HashMap::new(),
+            piece_events: 0,
+            held: std::collections::VecDeque::new(),
+            held_bytes: 0,
         })
     }
 }
@@ -1136,8 +1139,12 @@ fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
 }
 
 /// Most streamed fields (besides the text slot) one stream keeps a tail of; a stream
-/// with more is stopped (a chat stream has a few per tool call).
-const MAX_STREAM_FIELDS: usize = 256;
+/// with more is stopped (a chat stream has four per tool call).
+const MAX_STREAM_FIELDS: usize = 1024;
+
+/// Most bytes of events held back for their streamed fields; beyond, the oldest go out
+/// (their fields were screened with everything before them, not with what follows).
+const MAX_HELD_BYTES: usize = 256 * 1024;
 
 /// Shortest tail kept per streamed field, whatever the hold-back window.
 const MIN_FIELD_TAIL: usize = 256;
@@ -1216,14 +1223,33 @@ fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<(String, &'a str,
     }
 }
 
+/// A streamed field: the tail of what it carried, how many bytes in all, and the last
+/// event (counting events with pieces) that carried a piece of it.
+#[derive(Default)]
+struct Field {
+    tail: String,
+    total: u64,
+    last: u64,
+}
+
+/// An event held back for its streamed fields: its bytes, and per field the total the
+/// field must reach before the event may go.
+struct Held {
+    bytes: Bytes,
+    until: Vec<(String, u64)>,
+}
+
 /// Streaming output screen over minimised SSE events: the text of delta events goes
 /// through one [`OutputScreen`] (hold-back window), re-emitted as it is released; events
 /// without streamed text flush what is held first. Every other string of an event is
 /// screened whole ([`screen_value`]: text fields fully, identifier-like ones for
-/// canaries and secrets), and fields that stream in pieces (tool-call names and
-/// arguments, other choices, Responses argument deltas) are screened again with the
-/// tail of what came before in the same field, so a canary split across deltas is
-/// caught on the piece that completes it. A block ends the stream with an error event.
+/// canaries and secrets). Fields that stream in pieces (tool-call ids, names and
+/// arguments, other choices, Responses argument and refusal deltas) are screened again
+/// joined with the tail of what the same field carried before, and an event carrying
+/// such pieces is held back until each of its fields has carried the hold-back window
+/// more, or a later event with pieces did not continue it, or an event without pieces
+/// comes (the end of a tool call): a canary split across two deltas is stopped before
+/// either part leaves. A block ends the stream with an error event.
 pub struct SseScreen {
     owner: Option<Arc<Screening>>,
     identity: String,
@@ -1233,8 +1259,13 @@ pub struct SseScreen {
     template: Option<SseEvent>,
     blocked: Option<String>,
     head: String,
-    /// Per streamed field, the tail of what it carried so far.
-    fields: HashMap<String, String>,
+    /// Per streamed field, what it carried so far.
+    fields: HashMap<String, Field>,
+    /// Events with pieces seen so far.
+    piece_events: u64,
+    /// Events held back for their streamed fields, in order.
+    held: std::collections::VecDeque<Held>,
+    held_bytes: usize,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1266,10 +1297,15 @@ impl SseScreen {
             blocked: None,
             head: String::new(),
             fields: HashMap::new(),
+            piece_events: 0,
+            held: std::collections::VecDeque::new(),
+            held_bytes: 0,
         }
     }
 
     fn block(&mut self, rule: String) -> String {
+        self.held.clear();
+        self.held_bytes = 0;
         if let Some(o) = &self.owner {
             o.output_blocked(&self.identity, &rule);
         }
@@ -1309,40 +1345,72 @@ impl SseScreen {
     }
 
     /// Screens the pieces of streamed fields in `d` together with what the same field
-    /// carried before (each piece alone was screened whole already).
-    fn screen_pieces(&mut self, d: &Value) -> Result<(), String> {
+    /// carried before (each piece alone was screened whole already). Returns, per field
+    /// with a piece here, the total it must reach before this event may go out (empty:
+    /// the event has no pieces and need not wait).
+    fn screen_pieces(&mut self, d: &Value) -> Result<Vec<(String, u64)>, String> {
         let mut pieces = Vec::new();
         stream_pieces(self.ep, d, &mut pieces);
+        pieces.retain(|(_, p, _)| !p.is_empty());
+        if pieces.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.piece_events += 1;
         let keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
+        let mut until = Vec::with_capacity(pieces.len());
         for (key, piece, text) in pieces {
-            if piece.is_empty() {
-                continue;
-            }
             if !self.fields.contains_key(&key) && self.fields.len() >= MAX_STREAM_FIELDS {
                 return Err(self.block("OUT-STREAM-FIELDS".to_owned()));
             }
-            let tail = self.fields.entry(key).or_default();
-            let seen = !tail.is_empty();
-            tail.push_str(piece);
+            let f = self.fields.entry(key.clone()).or_default();
+            let seen = !f.tail.is_empty();
+            f.tail.push_str(piece);
+            f.total = f.total.saturating_add(piece.len() as u64);
+            f.last = self.piece_events;
             let r = if !seen {
                 Ok(())
             } else if text {
-                self.rules.check(tail)
+                self.rules.check(&f.tail)
             } else {
-                self.rules.check_identifier(tail)
+                self.rules.check_identifier(&f.tail)
             };
-            if tail.len() > keep {
-                let mut cut = tail.len() - keep;
-                while !tail.is_char_boundary(cut) {
+            if f.tail.len() > keep {
+                let mut cut = f.tail.len() - keep;
+                while !f.tail.is_char_boundary(cut) {
                     cut += 1;
                 }
-                tail.drain(..cut);
+                f.tail.drain(..cut);
             }
+            until.push((key, f.total.saturating_add(keep as u64)));
             if let Err(b) = r {
                 return Err(self.block(b.rule));
             }
         }
-        Ok(())
+        Ok(until)
+    }
+
+    /// Whether a held event's field is settled: it carried `need` bytes in all, or a
+    /// later event with pieces did not continue it.
+    fn settled(&self, key: &str, need: u64) -> bool {
+        self.fields
+            .get(key)
+            .is_none_or(|f| f.total >= need || self.piece_events > f.last)
+    }
+
+    /// Sends the held events that may go (all of them with `all`), in order.
+    fn release_held(&mut self, all: bool, out: &mut BytesMut) {
+        while let Some(h) = self.held.front() {
+            let go = all
+                || self.held_bytes > MAX_HELD_BYTES
+                || h.until.iter().all(|(k, need)| self.settled(k, *need));
+            if !go {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.held_bytes = self.held_bytes.saturating_sub(h.bytes.len());
+                out.extend_from_slice(&h.bytes);
+            }
+        }
     }
 
     /// Screens minimised SSE bytes (whole events); `Err(rule)` when the stream must end.
@@ -1374,9 +1442,10 @@ impl SseScreen {
                 },
                 _ => None,
             };
+            let mut until = Vec::new();
             if let Some(d) = e.data.as_mut() {
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
-                self.screen_pieces(d)?;
+                until = self.screen_pieces(d)?;
                 if let Some(t) = &text
                     && let Some(slot) = delta_slot(self.ep, d)
                 {
@@ -1385,6 +1454,7 @@ impl SseScreen {
             }
             match text {
                 Some(t) => {
+                    self.release_held(true, &mut out);
                     let pushed = self.screen.push(&t);
                     // Keep the event as the template for released text (role etc. once).
                     let first = self.template.is_none();
@@ -1415,8 +1485,21 @@ impl SseScreen {
                         delta.remove("role");
                     }
                 }
+                None if !until.is_empty() => {
+                    // Streamed text held so far came before this event.
+                    self.flush(&mut out)?;
+                    let mut b = BytesMut::new();
+                    write_event(&e, &mut b);
+                    self.held_bytes = self.held_bytes.saturating_add(b.len());
+                    self.held.push_back(Held {
+                        bytes: b.freeze(),
+                        until,
+                    });
+                    self.release_held(false, &mut out);
+                }
                 None => {
                     self.flush(&mut out)?;
+                    self.release_held(true, &mut out);
                     write_event(&e, &mut out);
                 }
             }
@@ -1431,6 +1514,7 @@ impl SseScreen {
         }
         let mut out = BytesMut::new();
         self.flush(&mut out)?;
+        self.release_held(true, &mut out);
         Ok(out.freeze())
     }
 }
@@ -2096,19 +2180,75 @@ mod tests {
             let (out, r) = screen_stream(&mut s, &stream);
             assert_eq!(r, Err("OUT-CANARY".to_owned()), "{what}: {out}");
             assert!(
-                !out.contains(tail) && !out.contains(canary),
-                "{what}: {out}"
+                !out.contains(head) && !out.contains(tail),
+                "{what}: part of the canary left: {out}"
             );
             assert!(s.feed(b"data: {}\n\n").is_err(), "{what}: stays blocked");
         }
+        // Responses: function-call argument deltas, split the same way.
+        let ev = |t: &str, extra: Value| {
+            let mut j = serde_json::json!({"type": t, "sequence_number": 1,
+                "item_id": "fc_1", "output_index": 0});
+            for (k, v) in extra.as_object().unwrap() {
+                j[k] = v.clone();
+            }
+            format!("event: {t}\ndata: {j}\n\n")
+        };
+        let d = "response.function_call_arguments.delta";
+        let raw = [
+            ev(d, serde_json::json!({"delta": args_head})),
+            ev(d, serde_json::json!({"delta": args_tail})),
+        ]
+        .concat();
+        let mut m = crate::minimize::SseMinimizer::new(
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: false,
+            },
+            false,
+            4096,
+        );
+        let stream = m.feed(raw.as_bytes()).unwrap();
+        assert!(String::from_utf8_lossy(&stream).contains(tail));
+        let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, &stream);
+        assert_eq!(r, Err("OUT-CANARY".to_owned()), "responses: {out}");
+        assert!(
+            !out.contains(head) && !out.contains(tail),
+            "responses: {out}"
+        );
+
         let stream = tool_call_stream(
             "chatcmpl-9f8e7d",
             &["get_", "weather"],
             &["{\"city\"", ":\"Oslo\"}"],
         );
-        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
         let (out, r) = screen_stream(&mut s, &stream);
         assert_eq!(r, Ok(()));
         assert_eq!(out, String::from_utf8_lossy(&stream));
+        // Held back only as long as needed: the name goes once the arguments start
+        // without it; the arguments wait for more (or for the end of the call).
+        let stream = tool_call_stream("c1", &["get_weather"], &["{\"city\"", ":\"Oslo\"}"]);
+        let stream = String::from_utf8_lossy(&stream).into_owned();
+        let events: Vec<&str> = stream.split_inclusive("\n\n").collect();
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let mut out = String::new();
+        for e in &events[..2] {
+            out.push_str(&String::from_utf8_lossy(&s.feed(e.as_bytes()).unwrap()));
+        }
+        assert!(!out.contains("get_weather"), "{out}");
+        out.push_str(&String::from_utf8_lossy(
+            &s.feed(events[2].as_bytes()).unwrap(),
+        ));
+        assert!(
+            out.contains("get_weather") && !out.contains("city"),
+            "{out}"
+        );
+        for e in &events[3..] {
+            out.push_str(&String::from_utf8_lossy(&s.feed(e.as_bytes()).unwrap()));
+        }
+        out.push_str(&String::from_utf8_lossy(&s.finish().unwrap()));
+        assert_eq!(out, stream);
     }
 }
