@@ -9,7 +9,7 @@
 //! one (both buckets refilled to their caps, nothing in flight), so the map holds the
 //! identities active in about the last minute, not every subject an IdP ever issued.
 //! Forgetting is amortised: a sweep runs when the map has doubled since the last one
-//! (and has at least [`SWEEP_MIN`] entries), so a request costs O(1) on average.
+//! (and has at least 1024 entries), so a request costs O(1) on average.
 
 use crate::config::LimitsConfig;
 use std::collections::HashMap;

@@ -1242,7 +1242,7 @@ struct Held {
 /// Streaming output screen over minimised SSE events: the text of delta events goes
 /// through one [`OutputScreen`] (hold-back window), re-emitted as it is released; events
 /// without streamed text flush what is held first. Every other string of an event is
-/// screened whole ([`screen_value`]: text fields fully, identifier-like ones for
+/// screened whole (`screen_value`: text fields fully, identifier-like ones for
 /// canaries and secrets). Fields that stream in pieces (tool-call ids, names and
 /// arguments, other choices, Responses argument and refusal deltas) are screened again
 /// joined with the tail of what the same field carried before, and an event carrying
