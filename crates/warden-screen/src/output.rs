@@ -212,6 +212,30 @@ impl OutputRules {
         self.check_block(text)
     }
 
+    /// The rules over text joined from pieces a caller already screened (and redacted)
+    /// one by one: the blocking rules, and a redaction match too, which can only lie
+    /// across a join: part of it may have left already, so it blocks (with its rule).
+    pub fn check_joined(&self, text: &str) -> Result<(), OutputBlock> {
+        self.check_block(text)?;
+        match self.redactions(text, false).first() {
+            Some((_, rule)) => Err(OutputBlock {
+                rule: (*rule).into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of an identifier a match of the identifier rules can span: twice the
+    /// longest canary (separators between its letters are ignored), at least 256.
+    pub fn identifier_span(&self) -> usize {
+        self.canaries
+            .iter()
+            .map(|c| c.len().saturating_mul(2))
+            .max()
+            .unwrap_or(0)
+            .max(256)
+    }
+
     /// The rules for an identifier-like value a model chose (an id, a model name, a
     /// tool name, a status): canaries block, and so do secrets unless their action is
     /// allow (an identifier cannot be partly redacted without naming something else).
