@@ -6,8 +6,11 @@
 //! response ends.
 //!
 //! Memory: an identity's entry is forgotten once it is indistinguishable from a fresh
-//! one (both buckets refilled to their caps, nothing in flight), so the map holds the
-//! identities active in about the last minute, not every subject an IdP ever issued.
+//! one whatever limits its next request comes under (nothing in flight, both buckets
+//! untouched for a minute and not overdrawn: every limit refills its cap per minute;
+//! an overdrawn bucket is judged under the limits it was last used under), so the map
+//! holds the identities active in about the last minute, not every subject an IdP
+//! ever issued.
 //! Forgetting is amortised: a sweep runs when the map has doubled since the last one
 //! (and has at least 1024 entries), so a request costs O(1) on average.
 
@@ -35,7 +38,9 @@ impl Bucket {
     fn refill(&mut self, cap: f64, per_min: f64, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.level = (self.level + dt * per_min / 60.0).min(cap);
-        self.at = now;
+        // Monotonic: a caller that read the clock before another took the lock must
+        // not move `at` back (the interval between would be refilled twice).
+        self.at = self.at.max(now);
     }
     /// Seconds until `n` is available.
     fn wait_for(&self, n: f64, per_min: f64) -> u64 {
@@ -45,12 +50,19 @@ impl Bucket {
         let missing = (n - self.level).max(0.0);
         ((missing * 60.0 / per_min).ceil() as u64).clamp(1, 3600)
     }
-    /// Whether a refill at `now` would bring the bucket to its cap (the computation
-    /// [`Bucket::refill`] does, so the answer is exactly what the next charge would see).
-    fn full_at(&self, cap: f64, now: Instant) -> bool {
-        let mut b = *self;
-        b.refill(cap, cap, now);
-        b.level >= cap
+    /// Whether the bucket is full at `now` under any limits: every limit refills its
+    /// cap per minute, so a bucket at zero or more is full a minute later whatever the
+    /// cap. One that went negative (an overrun charged on completion) is judged under
+    /// `cap`, the limits it was last used under.
+    fn idle_at(&self, cap: f64, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        if self.level >= 0.0 {
+            dt >= 60.0
+        } else {
+            let mut b = *self;
+            b.refill(cap, cap, now);
+            dt >= 60.0 && b.level >= cap
+        }
     }
 }
 
@@ -73,17 +85,19 @@ impl Entry {
         }
     }
 
-    /// Whether the entry is indistinguishable from [`Entry::full`] at `now` under its
-    /// limits: nothing in flight and both buckets back at their caps. Every later
-    /// decision is then the same with the entry as without it.
+    /// Whether the entry is indistinguishable from [`Entry::full`] at `now`, whatever
+    /// limits the identity's next request comes under (they follow its credential and
+    /// roles, and a reload): nothing in flight and both buckets full under any caps
+    /// (see `Bucket::idle_at`). Every later decision is then the same with the entry
+    /// as without it.
     fn idle(&self, now: Instant) -> bool {
         self.inflight == 0
             && self
                 .requests
-                .full_at(f64::from(self.limits.requests_per_minute), now)
+                .idle_at(f64::from(self.limits.requests_per_minute), now)
             && self
                 .tokens
-                .full_at(self.limits.tokens_per_minute as f64, now)
+                .idle_at(self.limits.tokens_per_minute as f64, now)
     }
 }
 
@@ -373,20 +387,28 @@ mod tests {
     fn a_sweep_keeps_drained_buckets_and_requests_in_flight() {
         let l = Arc::new(Limiter::default());
         let t0 = Instant::now();
+        // Many identities that only took (and gave back) a slot: idle a minute later.
+        for i in 0..3 * SWEEP_MIN {
+            drop(
+                l.enter_at(&format!("idle-{i}"), lim(2, 1000, 10), t0)
+                    .unwrap(),
+            );
+        }
+        let t1 = t0 + Duration::from_secs(61);
         // Two requests per minute, both used.
-        drop(l.admit_at("drained", lim(2, 1000, 10), 1, t0).unwrap());
-        drop(l.admit_at("drained", lim(2, 1000, 10), 1, t0).unwrap());
+        drop(l.admit_at("drained", lim(2, 1000, 10), 1, t1).unwrap());
+        drop(l.admit_at("drained", lim(2, 1000, 10), 1, t1).unwrap());
         // Tokens nearly used up, the request bucket full again a minute later.
-        let mut t = l.admit_at("tokens", lim(100, 100, 10), 90, t0).unwrap();
+        let mut t = l.admit_at("tokens", lim(100, 100, 10), 90, t1).unwrap();
         t.set_actual(95);
         drop(t);
         // One request in flight with a concurrency of one, its buckets full again later.
-        let held = l.enter_at("held", lim(100, 1000, 1), t0).unwrap();
-        // Many identities that only took (and gave back) a slot: fresh, so idle.
-        let later = t0 + Duration::from_secs(5);
-        for i in 0..3 * SWEEP_MIN {
+        let held = l.enter_at("held", lim(100, 1000, 1), t1).unwrap();
+        // New identities until the next sweep.
+        let later = t1 + Duration::from_secs(5);
+        for i in 0..SWEEP_MIN + 100 {
             drop(
-                l.enter_at(&format!("idle-{i}"), lim(2, 1000, 10), later)
+                l.enter_at(&format!("new-{i}"), lim(2, 1000, 10), later)
                     .unwrap(),
             );
         }
@@ -411,5 +433,43 @@ mod tests {
         );
         drop(held);
         assert!(l.enter_at("held", lim(100, 1000, 1), later).is_ok());
+    }
+
+    /// Idleness does not depend on the limits of the last request: a bucket drained
+    /// under big limits is not forgotten after one request under small ones (which
+    /// would hand the next big-limit request a fresh bucket).
+    #[test]
+    fn a_bucket_drained_under_big_limits_is_kept_after_small_ones() {
+        let l = Arc::new(Limiter::default());
+        let t0 = Instant::now();
+        let big = lim(100, 10_000, 10);
+        let small = lim(100, 1000, 10);
+        drop(l.admit_at("x", big, 9000, t0).unwrap());
+        drop(l.admit_at("x", small, 1, t0).unwrap());
+        let later = t0 + Duration::from_secs(2);
+        for i in 0..2 * SWEEP_MIN {
+            drop(l.enter_at(&format!("other-{i}"), small, later).unwrap());
+        }
+        assert_eq!(
+            l.admit_at("x", big, 5000, later + Duration::from_secs(1))
+                .unwrap_err()
+                .which,
+            "tokens per minute"
+        );
+    }
+
+    /// A request timed before another one that got the lock first does not move the
+    /// buckets' clock back (which would refill the same interval twice).
+    #[test]
+    fn refill_never_moves_the_clock_back() {
+        let mut b = Bucket::full(60.0, Instant::now());
+        let t0 = b.at + Duration::from_secs(10);
+        b.level = 0.0;
+        b.refill(60.0, 60.0, t0);
+        assert!((b.level - 10.0).abs() < 1e-9);
+        b.level = 0.0;
+        b.refill(60.0, 60.0, t0 - Duration::from_secs(5));
+        b.refill(60.0, 60.0, t0);
+        assert!(b.level.abs() < 1e-9, "refilled twice: {}", b.level);
     }
 }
