@@ -2565,4 +2565,52 @@ mod tests {
         let longest = s.fields.values().map(|f| f.tail.len()).max().unwrap();
         assert!(longest <= 256, "{longest} bytes kept");
     }
+
+    /// Ordinary streams pass whole and in order: parallel tool calls one after the
+    /// other, and two choices interleaved with text (n=2).
+    #[test]
+    fn parallel_calls_and_interleaved_choices_pass_unchanged() {
+        let call = |i: u64, c: u64, name: &str| {
+            serde_json::json!([{"index": i, "delta": {"tool_calls": [{"index": c,
+                "id": format!("call_{c}"), "type": "function",
+                "function": {"name": name, "arguments": ""}}]}, "finish_reason": null}])
+        };
+        let events = [
+            chunk(
+                serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": null}}]),
+            ),
+            chunk(call(0, 0, "get_weather")),
+            chunk(serde_json::json!([args(0, 0, "{\"city\":")])),
+            chunk(serde_json::json!([args(0, 0, "\"Oslo\"}")])),
+            chunk(call(0, 1, "get_time")),
+            chunk(serde_json::json!([args(0, 1, "{\"tz\":\"CET\"}")])),
+            chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+
+        let text =
+            |i: u64, t: &str| chunk(serde_json::json!([{"index": i, "delta": {"content": t}}]));
+        let mut events = Vec::new();
+        for w in ["Hello", " there", ", how", " are", " you?"] {
+            events.push(text(0, w));
+            events.push(text(1, w));
+        }
+        for i in 0..2 {
+            events.push(chunk(
+                serde_json::json!([{"index": i, "delta": {}, "finish_reason": "stop"}]),
+            ));
+        }
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        // Choice 1 streams as pieces, unchanged; choice 0 through the hold-back window.
+        for e in events.iter().filter(|e| e.contains("\"index\":1")) {
+            assert!(out.contains(e.as_str()), "{e} missing from {out}");
+        }
+        assert!(out.contains("Hello there, how are you?"), "{out}");
+    }
 }
