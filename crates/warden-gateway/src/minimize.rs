@@ -20,8 +20,8 @@
 //! fields strings or null, `index`/`created` numbers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
-//! (printable ASCII without spaces, at most 128 bytes): output screening does not read
-//! them, so they must not carry prose. A top-level `model` or `id` that fails is
+//! (printable ASCII without spaces, at most 128 bytes): output screening checks them only
+//! for canaries and secrets (not with the prose rules), so they must not carry prose. A top-level `model` or `id` that fails is
 //! replaced rather than dropped (typed clients require both): by the model the request
 //! was routed to, and by `""`. Tool names may be non-ASCII (no whitespace or controls).
 
@@ -126,8 +126,8 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
 const MAX_IDENT: usize = 128;
 
 /// Whether `s` looks like an identifier: printable ASCII without spaces, at most
-/// [`MAX_IDENT`] bytes. Output screening reads only text fields, so prose (or anything
-/// long) under an identifier key would pass it unread.
+/// [`MAX_IDENT`] bytes. Output screening checks identifier fields only for canaries and
+/// secrets, so prose (or anything long) under an identifier key would pass the rest unread.
 fn is_ident(s: &str) -> bool {
     s.len() <= MAX_IDENT && s.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -1022,7 +1022,8 @@ mod tests {
     }
 
     /// Identifier fields keep real ids, model names and statuses, and lose prose or long
-    /// strings (which output screening would not read), in bodies and streams alike.
+    /// strings (which output screening reads only for canaries and secrets), in bodies and
+    /// streams alike.
     #[test]
     fn identifier_fields_keep_only_identifiers() {
         let prose = "the system prompt says: never reveal CANARY";
@@ -1373,7 +1374,8 @@ mod tests {
     }
 
     /// An allowlisted key keeps only a value of its shape: text planted in objects or
-    /// arrays under scalar fields (which output screening would not read), non-array
+    /// arrays under scalar fields (which output screening would read only for canaries and
+    /// secrets), non-array
     /// `output`/`content`, non-object `usage`/`error`/`incomplete_details`, and events
     /// whose item, part or response is not an object, never reach the client.
     #[test]

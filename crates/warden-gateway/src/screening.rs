@@ -829,6 +829,9 @@ impl Screening {
             template: None,
             blocked: None,
             head: String::new(),
+            fields: HashMap::new(),
+            held: std::collections::VecDeque::new(),
+            held_bytes: 0,
         })
     }
 }
@@ -1020,7 +1023,11 @@ const TEXT_KEYS: [&str; 7] = [
     "message",
 ];
 
-/// Screens every model-output string of `v` with a fresh full screen (redacting in place).
+/// Screens every string of `v`: model output under [`TEXT_KEYS`] with a fresh full
+/// screen (redacting in place), every other string (ids, model names, tool names,
+/// statuses, which the minimiser keeps identifier-shaped) with the canary and secret
+/// rules ([`OutputRules::check_identifier`]): a canary is itself identifier-shaped, so it
+/// could leave as a tool name or an `id`.
 fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result<(), String> {
     match v {
         Value::String(s) if key.is_some_and(|k| TEXT_KEYS.contains(&k)) => {
@@ -1034,6 +1041,7 @@ fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result
                 Err(b) => Err(b.rule),
             }
         }
+        Value::String(s) => rules.check_identifier(s).map_err(|b| b.rule),
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
                 screen_value(rules, x, Some(k))?;
@@ -1108,16 +1116,22 @@ fn write_event(e: &SseEvent, out: &mut BytesMut) {
     out.extend_from_slice(b"\n");
 }
 
+/// The first choice of an event when it is choice 0 (with `n` > 1, upstreams send one
+/// choice per chunk, and the text of the others streams as pieces).
+fn choice0(v: &mut Value) -> Option<&mut Value> {
+    let c = v.get_mut("choices")?.get_mut(0)?;
+    match c.get("index").map(Value::as_u64) {
+        None | Some(Some(0)) => Some(c),
+        _ => None,
+    }
+}
+
 /// The streamed text slot of an event: chat `choices[0].delta.content`, completions
-/// `choices[0].text`, responses `delta` of `response.output_text.delta`.
+/// `choices[0].text` (choice 0 only), responses `delta` of `response.output_text.delta`.
 fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
     match ep {
-        Endpoint::Chat => v
-            .get_mut("choices")?
-            .get_mut(0)?
-            .get_mut("delta")?
-            .get_mut("content"),
-        Endpoint::Completions => v.get_mut("choices")?.get_mut(0)?.get_mut("text"),
+        Endpoint::Chat => choice0(v)?.get_mut("delta")?.get_mut("content"),
+        Endpoint::Completions => choice0(v)?.get_mut("text"),
         Endpoint::Responses => {
             if v.get("type").and_then(Value::as_str) == Some("response.output_text.delta") {
                 v.get_mut("delta")
@@ -1129,10 +1143,199 @@ fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
     }
 }
 
-/// Streaming output screen over minimised SSE events: the text of delta events goes
-/// through one [`OutputScreen`] (hold-back window), re-emitted as it is released; events
-/// without streamed text flush what is held first, and their own text fields are
-/// screened whole. A block ends the stream with an error event.
+/// Most streamed fields (besides the text slot) one stream keeps a tail of; a stream
+/// with more is stopped (a chat stream has four per tool call).
+const MAX_STREAM_FIELDS: usize = 1024;
+
+/// Most bytes of events held back (for their streamed fields, or queued behind such an
+/// event to keep the order); a stream that needs more is stopped (`OUT-STREAM-HOLD`):
+/// letting an event out before its fields settled could let half a canary out.
+const MAX_HELD_BYTES: usize = 256 * 1024;
+
+/// Shortest tail kept per streamed text field, whatever the hold-back window.
+const MIN_FIELD_TAIL: usize = 256;
+
+/// A piece of a streamed field in one event.
+struct Piece<'a> {
+    /// Names the field across events.
+    key: String,
+    s: &'a str,
+    /// A [`TEXT_KEYS`] field (else identifier-like).
+    text: bool,
+    /// The choice (chat, completions) or output item (Responses) it belongs to.
+    scope: u64,
+}
+
+/// The strings of an event that arrive in pieces across events, besides the text slot
+/// (which the caller has taken out): chat `choices[i].delta` (tool-call ids, names and
+/// arguments, refusals, other choices' content; not the `role`), completions
+/// `choices[i].text`, the `delta` of Responses delta events other than output text
+/// (function-call arguments, refusals).
+fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
+    fn walk<'a>(
+        v: &'a Value,
+        path: &mut String,
+        key: Option<&str>,
+        scope: u64,
+        out: &mut Vec<Piece<'a>>,
+    ) {
+        let at = path.len();
+        match v {
+            Value::String(s) if key != Some("role") => out.push(Piece {
+                key: path.clone(),
+                s,
+                text: key.is_some_and(|k| TEXT_KEYS.contains(&k)),
+                scope,
+            }),
+            Value::Object(o) => {
+                for (k, x) in o {
+                    path.push('/');
+                    path.push_str(k);
+                    walk(x, path, Some(k), scope, out);
+                    path.truncate(at);
+                }
+            }
+            Value::Array(a) => {
+                for (pos, x) in a.iter().enumerate() {
+                    // Tool calls and choices name their slot with `index`.
+                    let i = x.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                    path.push_str(&format!("/{i}"));
+                    walk(x, path, key, scope, out);
+                    path.truncate(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut path = String::new();
+    match ep {
+        Endpoint::Chat | Endpoint::Completions => {
+            let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+                return;
+            };
+            let field = if ep == Endpoint::Chat {
+                "delta"
+            } else {
+                "text"
+            };
+            for (pos, c) in choices.iter().enumerate() {
+                let i = c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                if let Some(x) = c.get(field) {
+                    path.clear();
+                    path.push_str(&format!("{i}/{field}"));
+                    walk(x, &mut path, Some(field), i, out);
+                }
+            }
+        }
+        Endpoint::Responses => {
+            let Some(t) = v.get("type").and_then(Value::as_str) else {
+                return;
+            };
+            if t.ends_with(".delta")
+                && let Some(x) = v.get("delta")
+            {
+                let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+                path.push_str(&format!("{t}/{}/{}", n("output_index"), n("content_index")));
+                walk(x, &mut path, Some("delta"), n("output_index"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The choices (chat, completions) or the output item (Responses) an event is about,
+/// each with whether the event ends it (a `finish_reason`, a `.done` event); `None`:
+/// the event is about the whole stream (usage, `response.completed`, `[DONE]`).
+fn event_scopes(ep: Endpoint, d: Option<&Value>) -> Option<Vec<(u64, bool)>> {
+    let d = d?;
+    match ep {
+        Endpoint::Chat | Endpoint::Completions => {
+            let choices = d.get("choices")?.as_array()?;
+            if choices.is_empty() {
+                return None;
+            }
+            Some(
+                choices
+                    .iter()
+                    .enumerate()
+                    .map(|(pos, c)| {
+                        (
+                            c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64),
+                            c.get("finish_reason").is_some_and(|f| !f.is_null()),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        Endpoint::Responses => {
+            let oi = d.get("output_index").and_then(Value::as_u64)?;
+            let t = d.get("type").and_then(Value::as_str).unwrap_or("");
+            Some(vec![(oi, t.ends_with(".done"))])
+        }
+        _ => None,
+    }
+}
+
+/// The text part of an event that also carries pieces (`d`, the text slot in place):
+/// chat choice 0 with its `role` and `content` alone, completions choice 0, no
+/// `finish_reason` (the pieces part, sent after, carries it).
+fn text_part(ep: Endpoint, d: &mut Value) {
+    if let Some(choices) = d.get_mut("choices").and_then(Value::as_array_mut) {
+        choices.truncate(1);
+        if let Some(c) = choices.first_mut().and_then(Value::as_object_mut) {
+            if c.contains_key("finish_reason") {
+                c.insert("finish_reason".to_owned(), Value::Null);
+            }
+            if ep == Endpoint::Chat
+                && let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut)
+            {
+                delta.retain(|k, _| k == "content" || k == "role");
+            }
+        }
+    }
+}
+
+/// A streamed field: the tail of what it carried, how many bytes in all, how many of
+/// them an end-of-field signal settled, and the choice or output item it belongs to.
+#[derive(Default)]
+struct Field {
+    tail: String,
+    total: u64,
+    closed: u64,
+    scope: u64,
+}
+
+/// What a held event waits for in one field: the field carried `need` bytes in all, or
+/// an end-of-field signal came after its piece (which ends at `end`).
+struct Until {
+    key: String,
+    end: u64,
+    need: u64,
+    scope: u64,
+}
+
+/// An event held back for its streamed fields (or queued behind one, `until` empty).
+struct Held {
+    bytes: Bytes,
+    until: Vec<Until>,
+}
+
+/// Streaming output screen over minimised SSE events: the text of delta events (chat
+/// and completions choice 0, Responses output text) goes through one [`OutputScreen`]
+/// (hold-back window), re-emitted as it is released. Every other string of an event
+/// is screened whole (`screen_value`: text fields fully, identifier-like ones for
+/// canaries and secrets). Fields that stream in pieces (tool-call ids, names and
+/// arguments, other choices, Responses argument and refusal deltas) are screened again
+/// joined with the tail of what the same field carried before (a match of a redact
+/// rule across a join blocks too: part of it may be out), and an event carrying such
+/// pieces is held back until each of its fields has carried the hold-back window more
+/// (at least 256 bytes) or ended: a `finish_reason` or an event without pieces of the
+/// same choice, the arguments of the same tool call starting (for its id and name), a
+/// `.done` event or an event without pieces of the same Responses output item, an
+/// event about the whole stream, or the end of the stream. Pieces of other choices or
+/// other tool calls do not end a field, and events behind a held one wait for it, so a
+/// canary split across deltas is stopped before either part leaves. An event with text
+/// and pieces is split in two (text first). A block ends the stream with an error event.
 pub struct SseScreen {
     owner: Option<Arc<Screening>>,
     identity: String,
@@ -1142,6 +1345,11 @@ pub struct SseScreen {
     template: Option<SseEvent>,
     blocked: Option<String>,
     head: String,
+    /// Per streamed field, what it carried so far.
+    fields: HashMap<String, Field>,
+    /// Events held back for their streamed fields, in order.
+    held: std::collections::VecDeque<Held>,
+    held_bytes: usize,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1172,10 +1380,15 @@ impl SseScreen {
             template: None,
             blocked: None,
             head: String::new(),
+            fields: HashMap::new(),
+            held: std::collections::VecDeque::new(),
+            held_bytes: 0,
         }
     }
 
     fn block(&mut self, rule: String) -> String {
+        self.held.clear();
+        self.held_bytes = 0;
         if let Some(o) = &self.owner {
             o.output_blocked(&self.identity, &rule);
         }
@@ -1188,30 +1401,146 @@ impl SseScreen {
         is_refusal(&self.head)
     }
 
-    fn release(&mut self, text: String, out: &mut BytesMut) {
+    fn release(&mut self, text: String, out: &mut BytesMut) -> Result<(), String> {
         if text.is_empty() {
-            return;
+            return Ok(());
         }
         if self.head.len() < 64 {
             self.head.extend(text.chars().take(64));
         }
+        let mut b = BytesMut::new();
         if let Some(t) = &mut self.template
             && let Some(d) = t.data.as_mut()
             && let Some(slot) = delta_slot(self.ep, d)
         {
             *slot = Value::String(text);
-            write_event(t, out);
+            write_event(t, &mut b);
         }
+        self.emit(b.freeze(), Vec::new(), out)
     }
 
     fn flush(&mut self, out: &mut BytesMut) -> Result<(), String> {
         match self.screen.finish() {
-            Push::Released(t) => {
-                self.release(t, out);
-                Ok(())
-            }
+            Push::Released(t) => self.release(t, out),
             Push::Blocked(b) => Err(self.block(b.rule)),
         }
+    }
+
+    /// Screens the pieces of streamed fields in `d` together with what the same field
+    /// carried before (each piece alone was screened, and redacted, whole already).
+    /// Returns what this event must wait for (empty: it has no pieces).
+    fn screen_pieces(&mut self, d: &Value) -> Result<Vec<Until>, String> {
+        let mut pieces = Vec::new();
+        stream_pieces(self.ep, d, &mut pieces);
+        pieces.retain(|p| !p.s.is_empty());
+        let text_keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
+        let id_keep = self.rules.identifier_span();
+        let mut until = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let new = !self.fields.contains_key(&p.key);
+            if new && self.fields.len() >= MAX_STREAM_FIELDS {
+                return Err(self.block("OUT-STREAM-FIELDS".to_owned()));
+            }
+            // A tool call's id, type and name end where its arguments start.
+            if new && let Some(call) = p.key.strip_suffix("function/arguments") {
+                for (k, f) in self.fields.iter_mut() {
+                    if k.starts_with(call) {
+                        f.closed = f.total;
+                    }
+                }
+            }
+            let f = self.fields.entry(p.key.clone()).or_insert_with(|| Field {
+                scope: p.scope,
+                ..Field::default()
+            });
+            let seen = !f.tail.is_empty();
+            f.tail.push_str(p.s);
+            f.total = f.total.saturating_add(p.s.len() as u64);
+            let r = if !seen {
+                Ok(())
+            } else if p.text {
+                self.rules.check_joined(&f.tail)
+            } else {
+                self.rules.check_identifier(&f.tail)
+            };
+            let keep = if p.text { text_keep } else { id_keep };
+            if f.tail.len() > keep {
+                let mut cut = f.tail.len() - keep;
+                while !f.tail.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                f.tail.drain(..cut);
+            }
+            until.push(Until {
+                key: p.key,
+                end: f.total,
+                need: f.total.saturating_add(keep as u64),
+                scope: p.scope,
+            });
+            if let Err(b) = r {
+                return Err(self.block(b.rule));
+            }
+        }
+        Ok(until)
+    }
+
+    /// Applies the end-of-field signals of an event (`d`, with pieces in the scopes
+    /// `with_pieces`): a choice or output item ends when the event finishes it or is
+    /// about it without carrying pieces of it; an event about the whole stream ends
+    /// every field.
+    fn close_fields(&mut self, d: Option<&Value>, with_pieces: &[u64]) {
+        match event_scopes(self.ep, d) {
+            None => {
+                for f in self.fields.values_mut() {
+                    f.closed = f.total;
+                }
+            }
+            Some(scopes) => {
+                for (s, fin) in scopes {
+                    if fin || !with_pieces.contains(&s) {
+                        for f in self.fields.values_mut().filter(|f| f.scope == s) {
+                            f.closed = f.total;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a held event may go as far as `u` is concerned.
+    fn settled(&self, u: &Until) -> bool {
+        self.fields
+            .get(&u.key)
+            .is_none_or(|f| f.total >= u.need || f.closed >= u.end)
+    }
+
+    /// Sends the held events that may go, in order.
+    fn release_held(&mut self, out: &mut BytesMut) {
+        while let Some(h) = self.held.front() {
+            if !h.until.iter().all(|u| self.settled(u)) {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.held_bytes = self.held_bytes.saturating_sub(h.bytes.len());
+                out.extend_from_slice(&h.bytes);
+            }
+        }
+    }
+
+    /// Sends `bytes` (an event waiting for `until`) now, or queues it behind what is
+    /// held; stops the stream when too much is held.
+    fn emit(&mut self, bytes: Bytes, until: Vec<Until>, out: &mut BytesMut) -> Result<(), String> {
+        if until.is_empty() && self.held.is_empty() {
+            out.extend_from_slice(&bytes);
+            return Ok(());
+        }
+        self.held_bytes = self.held_bytes.saturating_add(bytes.len());
+        self.held.push_back(Held { bytes, until });
+        self.release_held(out);
+        if self.held_bytes > MAX_HELD_BYTES {
+            return Err(self.block("OUT-STREAM-HOLD".to_owned()));
+        }
+        Ok(())
     }
 
     /// Screens minimised SSE bytes (whole events); `Err(rule)` when the stream must end.
@@ -1234,13 +1563,51 @@ impl SseScreen {
                 }
             }
             e.lines = kept;
-            let text = e
-                .data
-                .as_mut()
-                .and_then(|d| delta_slot(self.ep, d))
-                .and_then(|s| s.as_str().map(str::to_owned));
+            // The streamed text goes through the hold-back screen; everything else in
+            // the event is screened here, with the slot taken out meanwhile.
+            let text = match e.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
+                Some(slot) if slot.is_string() => match std::mem::take(slot) {
+                    Value::String(t) => Some(t),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let mut until = Vec::new();
+            if let Some(d) = e.data.as_mut() {
+                screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
+                until = self.screen_pieces(d)?;
+            }
+            let with_pieces: Vec<u64> = until.iter().map(|u| u.scope).collect();
+            self.close_fields(e.data.as_ref(), &with_pieces);
+            self.release_held(&mut out);
+            // Text held so far comes before this event, unless the event is about
+            // other choices only (their pieces do not end choice 0's text).
+            let scopes = event_scopes(self.ep, e.data.as_ref());
+            let ends_text = self.ep == Endpoint::Responses
+                || scopes.is_none_or(|s| s.iter().any(|(i, _)| *i == 0));
             match text {
                 Some(t) => {
+                    // With pieces too, the event is split: the pieces (the event with
+                    // an empty text slot) are held like any others, after the text.
+                    let mut rest = None;
+                    if !until.is_empty() {
+                        let mut r = SseEvent {
+                            lines: e.lines.clone(),
+                            data: e.data.clone(),
+                            done: e.done,
+                        };
+                        if let Some(slot) = r.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
+                            *slot = Value::String(String::new());
+                        }
+                        rest = Some(r);
+                        e.done = false;
+                        if let Some(d) = e.data.as_mut() {
+                            text_part(self.ep, d);
+                        }
+                    }
+                    if let Some(slot) = e.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
+                        *slot = Value::String(t.clone());
+                    }
                     let pushed = self.screen.push(&t);
                     // Keep the event as the template for released text (role etc. once).
                     let first = self.template.is_none();
@@ -1252,9 +1619,11 @@ impl SseScreen {
                     match pushed {
                         Push::Released(r) => {
                             if first && r.is_empty() && t.is_empty() {
-                                write_event(&e, &mut out);
+                                let mut b = BytesMut::new();
+                                write_event(&e, &mut b);
+                                self.emit(b.freeze(), Vec::new(), &mut out)?;
                             } else {
-                                self.release(r, &mut out);
+                                self.release(r, &mut out)?;
                             }
                         }
                         Push::Blocked(blk) => return Err(self.block(blk.rule)),
@@ -1270,13 +1639,19 @@ impl SseScreen {
                     {
                         delta.remove("role");
                     }
+                    if let Some(r) = rest {
+                        let mut b = BytesMut::new();
+                        write_event(&r, &mut b);
+                        self.emit(b.freeze(), until, &mut out)?;
+                    }
                 }
                 None => {
-                    self.flush(&mut out)?;
-                    if let Some(d) = e.data.as_mut() {
-                        screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
+                    if ends_text {
+                        self.flush(&mut out)?;
                     }
-                    write_event(&e, &mut out);
+                    let mut b = BytesMut::new();
+                    write_event(&e, &mut b);
+                    self.emit(b.freeze(), until, &mut out)?;
                 }
             }
         }
@@ -1290,6 +1665,10 @@ impl SseScreen {
         }
         let mut out = BytesMut::new();
         self.flush(&mut out)?;
+        for f in self.fields.values_mut() {
+            f.closed = f.total;
+        }
+        self.release_held(&mut out);
         Ok(out.freeze())
     }
 }
@@ -1818,5 +2197,420 @@ mod tests {
         assert!(s.feed(&b).is_err(), "an error event carried the canary");
         let mut v = serde_json::json!({"status": "failed", "error": {"code": "x", "message": m}});
         assert!(screen_value(&rules, &mut v, None).is_err());
+    }
+
+    /// A chat answer calling `name`, with `id` as its id, minimised as the gateway does.
+    fn tool_call_body(id: &str, name: &str) -> Value {
+        let mut v = serde_json::json!({"id": id, "object": "chat.completion", "created": 1,
+            "model": "m1", "choices": [{"index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_Xa9", "type": "function",
+                     "function": {"name": name, "arguments": "{\"city\":\"Oslo\"}"}}]}}]});
+        crate::minimize::minimize(
+            &mut v,
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Chat,
+                keep_logprobs: false,
+            },
+        );
+        v
+    }
+
+    /// Canaries are identifier-shaped, so the minimiser lets one through as a tool name
+    /// or an id: those fields are screened for canaries and secrets too.
+    #[test]
+    fn identifier_fields_of_bodies_are_screened_for_canaries_and_secrets() {
+        let rules = canary_rules();
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        for (id, name, rule) in [
+            ("chatcmpl-1", canary, "OUT-CANARY"),
+            ("chatcmpl-1", "lookup_canary7f3a9c2e1b4d5a60x", "OUT-CANARY"),
+            (canary, "get_weather", "OUT-CANARY"),
+            ("chatcmpl-1", "AKIAIOSFODNN7EXAMPLE", "OUT-SECRET-AWS-KEY"),
+        ] {
+            let mut v = tool_call_body(id, name);
+            assert_eq!(v["id"], id, "kept by the minimiser: {v}");
+            assert_eq!(
+                screen_value(&rules, &mut v, None),
+                Err(rule.to_owned()),
+                "{id} {name}"
+            );
+        }
+        // Ordinary ids and names pass unchanged; PII rules do not touch identifiers.
+        for (id, name) in [
+            ("chatcmpl-9f8e7d6c5b4a", "get_weather"),
+            ("chatcmpl-4111111111111111", "wetter_abfragen"),
+            ("resp_67ccd2bed1ec8190", "mail_jane.doe@example.com"),
+        ] {
+            let mut v = tool_call_body(id, name);
+            let before = v.clone();
+            assert_eq!(screen_value(&rules, &mut v, None), Ok(()), "{id} {name}");
+            assert_eq!(v, before);
+        }
+    }
+
+    /// Chat stream events carrying tool-call deltas, minimised as the gateway does.
+    fn tool_call_stream(id: &str, name_pieces: &[&str], args: &[&str]) -> Vec<u8> {
+        let ev = |delta: Value, fin: Value| {
+            let j = serde_json::json!({"id": id, "object": "chat.completion.chunk",
+                "created": 1, "model": "m1",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]});
+            format!("data: {j}\n\n")
+        };
+        let mut s = ev(
+            serde_json::json!({"role": "assistant", "content": null}),
+            Value::Null,
+        );
+        for (i, n) in name_pieces.iter().enumerate() {
+            let mut call = serde_json::json!({"index": 0, "function": {"name": n}});
+            if i == 0 {
+                call["id"] = "call_Xa9".into();
+                call["type"] = "function".into();
+                call["function"]["arguments"] = "".into();
+            }
+            s.push_str(&ev(serde_json::json!({"tool_calls": [call]}), Value::Null));
+        }
+        for a in args {
+            s.push_str(&ev(
+                serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+                Value::Null,
+            ));
+        }
+        s.push_str(&ev(serde_json::json!({}), "tool_calls".into()));
+        s.push_str("data: [DONE]\n\n");
+        let mut m = crate::minimize::SseMinimizer::new(
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Chat,
+                keep_logprobs: false,
+            },
+            false,
+            4096,
+        );
+        let mut out = m.feed(s.as_bytes()).unwrap().to_vec();
+        out.extend_from_slice(&m.finish());
+        out
+    }
+
+    /// Everything `s` lets out of `stream` (fed one event at a time) and how it ended.
+    fn screen_stream(s: &mut SseScreen, stream: &[u8]) -> (String, Result<(), String>) {
+        let mut out = String::new();
+        for e in String::from_utf8_lossy(stream).split_inclusive("\n\n") {
+            match s.feed(e.as_bytes()) {
+                Ok(b) => out.push_str(&String::from_utf8_lossy(&b)),
+                Err(r) => return (out, Err(r)),
+            }
+        }
+        match s.finish() {
+            Ok(b) => out.push_str(&String::from_utf8_lossy(&b)),
+            Err(r) => return (out, Err(r)),
+        }
+        (out, Ok(()))
+    }
+
+    /// In a stream, a canary in a tool name (whole, or split across two deltas), in a
+    /// chunk's `id`, or split across argument deltas stops the stream; ordinary tool
+    /// calls pass unchanged.
+    #[test]
+    fn identifier_fields_and_tool_calls_of_streams_are_screened() {
+        let rules = canary_rules();
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let args_head = format!("{{\"q\":\"{head}");
+        let args_tail = format!("{tail}\"}}");
+        for (what, stream) in [
+            ("name", tool_call_stream("c1", &[canary], &["{}"])),
+            ("split name", tool_call_stream("c1", &[head, tail], &["{}"])),
+            ("id", tool_call_stream(canary, &["get_weather"], &["{}"])),
+            (
+                "split arguments",
+                tool_call_stream("c1", &["get_weather"], &[&args_head, &args_tail]),
+            ),
+        ] {
+            assert!(
+                String::from_utf8_lossy(&stream).contains(tail),
+                "{what}: the minimiser keeps it"
+            );
+            let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
+            let (out, r) = screen_stream(&mut s, &stream);
+            assert_eq!(r, Err("OUT-CANARY".to_owned()), "{what}: {out}");
+            assert!(
+                !out.contains(head) && !out.contains(tail),
+                "{what}: part of the canary left: {out}"
+            );
+            assert!(s.feed(b"data: {}\n\n").is_err(), "{what}: stays blocked");
+        }
+        // Responses: function-call argument deltas, split the same way.
+        let ev = |t: &str, extra: Value| {
+            let mut j = serde_json::json!({"type": t, "sequence_number": 1,
+                "item_id": "fc_1", "output_index": 0});
+            for (k, v) in extra.as_object().unwrap() {
+                j[k] = v.clone();
+            }
+            format!("event: {t}\ndata: {j}\n\n")
+        };
+        let d = "response.function_call_arguments.delta";
+        let raw = [
+            ev(d, serde_json::json!({"delta": args_head})),
+            ev(d, serde_json::json!({"delta": args_tail})),
+        ]
+        .concat();
+        let mut m = crate::minimize::SseMinimizer::new(
+            crate::minimize::ResponsePolicy {
+                endpoint: Endpoint::Responses,
+                keep_logprobs: false,
+            },
+            false,
+            4096,
+        );
+        let stream = m.feed(raw.as_bytes()).unwrap();
+        assert!(String::from_utf8_lossy(&stream).contains(tail));
+        let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, &stream);
+        assert_eq!(r, Err("OUT-CANARY".to_owned()), "responses: {out}");
+        assert!(
+            !out.contains(head) && !out.contains(tail),
+            "responses: {out}"
+        );
+
+        let stream = tool_call_stream(
+            "chatcmpl-9f8e7d",
+            &["get_", "weather"],
+            &["{\"city\"", ":\"Oslo\"}"],
+        );
+        let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, &stream);
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, String::from_utf8_lossy(&stream));
+        // Held back only as long as needed: the name goes once the arguments start
+        // without it; the arguments wait for more (or for the end of the call).
+        let stream = tool_call_stream("c1", &["get_weather"], &["{\"city\"", ":\"Oslo\"}"]);
+        let stream = String::from_utf8_lossy(&stream).into_owned();
+        let events: Vec<&str> = stream.split_inclusive("\n\n").collect();
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let mut out = String::new();
+        for e in &events[..2] {
+            out.push_str(&String::from_utf8_lossy(&s.feed(e.as_bytes()).unwrap()));
+        }
+        assert!(!out.contains("get_weather"), "{out}");
+        out.push_str(&String::from_utf8_lossy(
+            &s.feed(events[2].as_bytes()).unwrap(),
+        ));
+        assert!(
+            out.contains("get_weather") && !out.contains("city"),
+            "{out}"
+        );
+        for e in &events[3..] {
+            out.push_str(&String::from_utf8_lossy(&s.feed(e.as_bytes()).unwrap()));
+        }
+        out.push_str(&String::from_utf8_lossy(&s.finish().unwrap()));
+        assert_eq!(out, stream);
+    }
+
+    /// A chat chunk with `choices` (raw, as an upstream sends it).
+    fn chunk(choices: Value) -> String {
+        let j = serde_json::json!({"id": "c1", "object": "chat.completion.chunk",
+            "created": 1, "model": "m1", "choices": choices});
+        format!("data: {j}\n\n")
+    }
+
+    /// Choice `i` carrying tool call `call`'s argument piece `a`.
+    fn args(i: u64, call: u64, a: &str) -> Value {
+        serde_json::json!({"index": i, "delta": {"tool_calls": [
+            {"index": call, "function": {"arguments": a}}]}, "finish_reason": null})
+    }
+
+    /// Feeds `events` and says whether the stream was stopped with `rule` before
+    /// anything containing `head` left.
+    fn stopped_in_time(rules: Arc<OutputRules>, events: &[String], head: &str, rule: &str) {
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err(rule.to_owned()), "{out}");
+        assert!(!out.contains(head), "half of it left: {out}");
+    }
+
+    /// A text event never releases tool-call pieces that have not settled, and an
+    /// event carrying both text and pieces has its pieces held like any other.
+    #[test]
+    fn text_events_do_not_release_unsettled_pieces() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        // n=2: choice 1 starts a canary in its arguments, choice 0 streams text.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(
+                    1,
+                    0,
+                    &format!("{{\"q\":\"{head}")
+                )])),
+                chunk(serde_json::json!([{"index": 0, "delta": {"content": "x"}}])),
+                chunk(serde_json::json!([args(1, 0, &format!("{tail}\"}}"))])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        // Text (even empty) and tool-call pieces in one event.
+        let both = serde_json::json!([{"index": 0, "delta": {"content": "", "tool_calls": [
+            {"index": 0, "function": {"arguments": format!("{{\"q\":\"{head}")}}]}}]);
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(both),
+                chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+    }
+
+    /// Pieces of other choices, or of other tool calls of the same choice, do not
+    /// settle a field: interleaved choices and parallel calls keep a canary held.
+    #[test]
+    fn interleaved_choices_and_calls_do_not_settle_fields() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let h = format!("{{\"q\":\"{head}");
+        let t = format!("{tail}\"}}");
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(1, 0, &h)])),
+                chunk(serde_json::json!([args(0, 0, "{}")])),
+                chunk(serde_json::json!([args(1, 0, &t)])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(0, 0, &h)])),
+                chunk(serde_json::json!([args(0, 1, "{}")])),
+                chunk(serde_json::json!([args(0, 0, &t)])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        // The choice's own end settles its fields: everything goes, in order.
+        let events = [
+            chunk(serde_json::json!([args(1, 0, "{\"city\":")])),
+            chunk(serde_json::json!([args(0, 0, "{}")])),
+            chunk(serde_json::json!([{"index": 1, "delta": {}, "finish_reason": "tool_calls"}])),
+            chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let mut out = String::new();
+        for e in &events[..3] {
+            out.push_str(&String::from_utf8_lossy(&s.feed(e.as_bytes()).unwrap()));
+        }
+        assert!(out.contains("city") && !out.contains("{}"), "{out}");
+        out.push_str(&String::from_utf8_lossy(
+            &s.feed(events[3].as_bytes()).unwrap(),
+        ));
+        out.push_str(&String::from_utf8_lossy(&s.finish().unwrap()));
+        assert_eq!(out, events.concat());
+    }
+
+    /// Under the default redact action, an e-mail address split across argument
+    /// deltas cannot be redacted in pieces already sent: the stream is stopped.
+    #[test]
+    fn redactable_matches_across_pieces_stop_the_stream() {
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        stopped_in_time(
+            rules,
+            &[
+                chunk(serde_json::json!([args(0, 0, "{\"to\":\"jane.doe@exa")])),
+                chunk(serde_json::json!([args(0, 0, "mple.com\"}")])),
+            ],
+            "jane.doe",
+            "OUT-PII-EMAIL",
+        );
+    }
+
+    /// Past the cap on held bytes, the stream is stopped rather than letting unsettled
+    /// pieces out.
+    #[test]
+    fn too_much_held_stops_the_stream() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, _) = canary.split_at(11);
+        let mut events = vec![chunk(serde_json::json!([args(
+            0,
+            0,
+            &format!("{{\"q\":\"{head}")
+        )]))];
+        let pad = "x".repeat(200);
+        for i in 1..2000u64 {
+            events.push(chunk(serde_json::json!([args(0, i % 500 + 1, &pad[..1])])));
+        }
+        stopped_in_time(canary_rules(), &events, head, "OUT-STREAM-HOLD");
+    }
+
+    /// Identifier fields keep a tail as long as a canary or secret can be, not the
+    /// hold-back window: a large window does not multiply per field.
+    #[test]
+    fn identifier_tails_are_capped_whatever_the_window() {
+        let rules = Arc::new(
+            OutputRules::new(OutputPolicy {
+                hold_back: 16 * 1024,
+                canaries: vec!["CANARY-7f3a9c2e1b4d5a60".into()],
+                ..OutputPolicy::default()
+            })
+            .unwrap(),
+        );
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let name = "n".repeat(20_000);
+        let call = serde_json::json!([{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"name": name}}]}}]);
+        s.feed(chunk(call).as_bytes()).unwrap();
+        let longest = s.fields.values().map(|f| f.tail.len()).max().unwrap();
+        assert!(longest <= 256, "{longest} bytes kept");
+    }
+
+    /// Ordinary streams pass whole and in order: parallel tool calls one after the
+    /// other, and two choices interleaved with text (n=2).
+    #[test]
+    fn parallel_calls_and_interleaved_choices_pass_unchanged() {
+        let call = |i: u64, c: u64, name: &str| {
+            serde_json::json!([{"index": i, "delta": {"tool_calls": [{"index": c,
+                "id": format!("call_{c}"), "type": "function",
+                "function": {"name": name, "arguments": ""}}]}, "finish_reason": null}])
+        };
+        let events = [
+            chunk(
+                serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": null}}]),
+            ),
+            chunk(call(0, 0, "get_weather")),
+            chunk(serde_json::json!([args(0, 0, "{\"city\":")])),
+            chunk(serde_json::json!([args(0, 0, "\"Oslo\"}")])),
+            chunk(call(0, 1, "get_time")),
+            chunk(serde_json::json!([args(0, 1, "{\"tz\":\"CET\"}")])),
+            chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+
+        let text =
+            |i: u64, t: &str| chunk(serde_json::json!([{"index": i, "delta": {"content": t}}]));
+        let mut events = Vec::new();
+        for w in ["Hello", " there", ", how", " are", " you?"] {
+            events.push(text(0, w));
+            events.push(text(1, w));
+        }
+        for i in 0..2 {
+            events.push(chunk(
+                serde_json::json!([{"index": i, "delta": {}, "finish_reason": "stop"}]),
+            ));
+        }
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        // Choice 1 streams as pieces, unchanged; choice 0 through the hold-back window.
+        for e in events.iter().filter(|e| e.contains("\"index\":1")) {
+            assert!(out.contains(e.as_str()), "{e} missing from {out}");
+        }
+        assert!(out.contains("Hello there, how are you?"), "{out}");
     }
 }

@@ -82,6 +82,9 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
             .insert("content-type", "application/json".parse().unwrap());
         return r;
     }
+    if last.contains("say-tool") {
+        return tool_reply(&last, j["stream"] == true);
+    }
     let text = reply_for(&last);
     let mut r = if j["stream"] == true {
         let mut s = String::new();
@@ -116,6 +119,63 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
     } else {
         let out = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m1",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}});
+        let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        r
+    };
+    r.headers_mut().insert("x-mock", "1".parse().unwrap());
+    r
+}
+
+/// A tool call: named by the canary (`say-tool-canary`; in a stream, the name split
+/// across two deltas), with the canary as the answer's id (`say-tool-id-canary`), or
+/// benign (`get_weather`, its name split too).
+fn tool_reply(last: &str, stream: bool) -> Response<Full<Bytes>> {
+    let name = if last.contains("say-tool-canary") {
+        CANARY
+    } else {
+        "get_weather"
+    };
+    let id = if last.contains("say-tool-id-canary") {
+        CANARY
+    } else {
+        "c1"
+    };
+    let mut r = if stream {
+        let ev = |delta: Value, fin: Value| {
+            let j = json!({"id": id, "object": "chat.completion.chunk", "created": 1,
+                "model": "m1", "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]});
+            format!("data: {j}\n\n")
+        };
+        let (a, b) = name.split_at(name.len() / 2);
+        let mut s = ev(json!({"role": "assistant", "content": null}), Value::Null);
+        s.push_str(&ev(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": a, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        s.push_str(&ev(
+            json!({"tool_calls": [{"index": 0, "function": {"name": b}}]}),
+            Value::Null,
+        ));
+        s.push_str(&ev(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}]}),
+            Value::Null,
+        ));
+        s.push_str(&ev(json!({}), json!("tool_calls")));
+        s.push_str("data: [DONE]\n\n");
+        let mut r = Response::new(Full::new(Bytes::from(s)));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    } else {
+        let out = json!({"id": id, "object": "chat.completion", "created": 1, "model": "m1",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                    "type": "function", "function": {"name": name,
+                    "arguments": "{\"city\":\"Paris\"}"}}]}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}});
         let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
         r.headers_mut()
@@ -629,6 +689,80 @@ async fn canaries_and_secrets_are_stopped_in_json_and_sse_responses() {
         m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 4"),
         "{m}"
     );
+}
+
+/// A canary is identifier-shaped, so the minimiser keeps it as a tool name or an id:
+/// output screening reads those fields too, and stops the answer as it does a canary in
+/// content (JSON 403, stream ended with nothing of the canary sent, audited as blocked),
+/// also when the name is split across two stream deltas. A benign tool call passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_as_a_tool_name_or_an_id_is_stopped_in_json_and_sse() {
+    let env = start(json!({"canaries": [CANARY]})).await;
+    let (head, tail) = CANARY.split_at(CANARY.len() / 2);
+    for marker in ["say-tool-canary", "say-tool-id-canary"] {
+        let (st, _, body) = env.chat("bob", user(&ask(marker))).await;
+        assert_eq!(st, 403, "{marker}: {body}");
+        assert!(body.contains("OUT-CANARY"), "{marker}: {body}");
+        assert!(!body.contains(head) && !body.contains(tail), "{body}");
+        let (st, _, body) = env
+            .post(
+                "bob",
+                "/v1/chat/completions",
+                &json!({"model": "m1", "stream": true, "messages": user(&ask(marker))}),
+            )
+            .await;
+        assert_eq!(st, 200);
+        assert!(
+            !body.contains(head) && !body.contains(tail),
+            "{marker}: part of the canary left: {body}"
+        );
+        let last = body.lines().rfind(|l| l.starts_with("data: ")).unwrap();
+        assert!(
+            last.contains("output_blocked") && last.contains("OUT-CANARY"),
+            "{marker}: {body}"
+        );
+        assert!(!body.contains("[DONE]"), "{body}");
+    }
+    let (st, _, body) = env.chat("bob", user(&ask("say-tool"))).await;
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    let (st, _, body) = env
+        .post(
+            "bob",
+            "/v1/chat/completions",
+            &json!({"model": "m1", "stream": true, "messages": user(&ask("say-tool"))}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let mut name = String::new();
+    for l in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if let Ok(v) = serde_json::from_str::<Value>(l)
+            && let Some(n) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].as_str()
+        {
+            name.push_str(n);
+        }
+    }
+    assert_eq!(name, "get_weather", "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recs: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "request")
+        .collect();
+    assert_eq!(recs.len(), 6, "{recs:?}");
+    for r in &recs[..4] {
+        assert_eq!(r.decision, "deny", "{recs:?}");
+        assert!(
+            r.reason.starts_with("screen: output blocked (OUT-CANARY)"),
+            "{recs:?}"
+        );
+    }
+    assert!(recs[4..].iter().all(|r| r.decision == "allow"), "{recs:?}");
 }
 
 /// An upstream's error message is upstream text too: a canary it echoes in a 500 is

@@ -205,6 +205,66 @@ impl OutputRules {
         Ok(out)
     }
 
+    /// The blocking rules alone over `text` (secrets and PII when their action is
+    /// block, canaries), nothing redacted: for text seen in pieces by a caller that
+    /// keeps the pieces together itself.
+    pub fn check(&self, text: &str) -> Result<(), OutputBlock> {
+        self.check_block(text)
+    }
+
+    /// The rules over text joined from pieces a caller already screened (and redacted)
+    /// one by one: the blocking rules, and a redaction match too, which can only lie
+    /// across a join: part of it may have left already, so it blocks (with its rule).
+    pub fn check_joined(&self, text: &str) -> Result<(), OutputBlock> {
+        self.check_block(text)?;
+        match self.redactions(text, false).first() {
+            Some((_, rule)) => Err(OutputBlock {
+                rule: (*rule).into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of an identifier a match of the identifier rules can span: twice the
+    /// longest canary (separators between its letters are ignored), at least 256.
+    pub fn identifier_span(&self) -> usize {
+        self.canaries
+            .iter()
+            .map(|c| c.len().saturating_mul(2))
+            .max()
+            .unwrap_or(0)
+            .max(256)
+    }
+
+    /// The rules for an identifier-like value a model chose (an id, a model name, a
+    /// tool name, a status): canaries block, and so do secrets unless their action is
+    /// allow (an identifier cannot be partly redacted without naming something else).
+    /// PII rules do not apply: long digit runs in ids would pass the Luhn check one
+    /// time in ten, and an identifier is not where personal data leaks.
+    pub fn check_identifier(&self, s: &str) -> Result<(), OutputBlock> {
+        if self.policy.secrets != OutputAction::Allow {
+            for p in &self.secrets {
+                if p.re.is_match(s) {
+                    return Err(OutputBlock { rule: p.id.into() });
+                }
+            }
+        }
+        if !self.canaries.is_empty() {
+            let sq = squash(s);
+            if self.canaries.iter().any(|c| sq.contains(c.as_str())) {
+                return Err(OutputBlock {
+                    rule: "OUT-CANARY".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The hold-back window in bytes.
+    pub fn hold_back(&self) -> usize {
+        self.policy.hold_back
+    }
+
     /// Blocking rules over everything held: secrets (when blocking) and canaries.
     fn check_block(&self, buf: &str) -> Result<(), OutputBlock> {
         let pii_blocks = self.policy.pii == OutputAction::Block;
