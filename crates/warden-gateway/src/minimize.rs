@@ -683,31 +683,42 @@ impl SseMinimizer {
 
     /// Feed a chunk; returns what to send on.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, SseError> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = BytesMut::new();
-        while let Some((end, sep)) = find_event_end(&self.buf) {
-            let event = self.buf.split_to(end + sep);
-            let text = event.get(..end).unwrap_or_default();
-            self.emit(text, &mut out);
-        }
-        if self.buf.len() > self.max_event {
-            return Err(SseError::EventTooLarge(self.max_event));
-        }
-        Ok(out.freeze())
+        let events = self.feed_events(chunk)?;
+        Ok(write_events(&events))
     }
 
     /// The stream ended: flush an unterminated last event.
     pub fn finish(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
-        if !self.buf.is_empty() {
-            let rest = self.buf.split();
-            self.emit(&rest, &mut out);
-        }
-        out.freeze()
+        write_events(&self.finish_events())
     }
 
-    fn emit(&mut self, event: &[u8], out: &mut BytesMut) {
-        let mut lines_out: Vec<Vec<u8>> = Vec::new();
+    /// [`SseMinimizer::feed`] before serialisation: the minimised events themselves, so
+    /// output screening can take them without parsing the bytes again.
+    pub fn feed_events(&mut self, chunk: &[u8]) -> Result<Vec<MinEvent>, SseError> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some((end, sep)) = find_event_end(&self.buf) {
+            let event = self.buf.split_to(end + sep);
+            let text = event.get(..end).unwrap_or_default();
+            out.extend(self.emit(text));
+        }
+        if self.buf.len() > self.max_event {
+            return Err(SseError::EventTooLarge(self.max_event));
+        }
+        Ok(out)
+    }
+
+    /// [`SseMinimizer::finish`] before serialisation.
+    pub fn finish_events(&mut self) -> Vec<MinEvent> {
+        if self.buf.is_empty() {
+            return Vec::new();
+        }
+        let rest = self.buf.split();
+        self.emit(&rest).into_iter().collect()
+    }
+
+    fn emit(&mut self, event: &[u8]) -> Option<MinEvent> {
+        let mut lines_out: Vec<MinLine> = Vec::new();
         let mut drop_event = false;
         // An event passes only with a data line that was parsed and allowed: one whose
         // data is all dropped (not JSON, say) must not pass its `event:` name alone.
@@ -717,7 +728,7 @@ impl SseMinimizer {
             if let Some(data) = line.strip_prefix(b"data:") {
                 let data = data.strip_prefix(b" ").unwrap_or(data);
                 if data == b"[DONE]" {
-                    lines_out.push(b"data: [DONE]".to_vec());
+                    lines_out.push(MinLine::Done);
                     allowed_data = true;
                     continue;
                 }
@@ -745,15 +756,9 @@ impl SseMinimizer {
                     {
                         o.remove("usage");
                     }
-                    let mut l = b"data: ".to_vec();
-                    // Writing a `Value` into a Vec cannot fail; if it ever did, the
-                    // event is dropped rather than sent half-written.
-                    if serde_json::to_writer(&mut l, &v).is_err() {
-                        continue;
-                    }
                     self.events += 1;
                     allowed_data = true;
-                    lines_out.push(l);
+                    lines_out.push(MinLine::Data(v));
                 }
             } else if let Some(name) = line.strip_prefix(b"event:") {
                 // Event names (the Responses API's `response.output_text.delta` etc.)
@@ -761,23 +766,70 @@ impl SseMinimizer {
                 // the field to carry text past screening and minimisation.
                 let name = name.strip_prefix(b" ").unwrap_or(name);
                 if is_event_name(name) {
-                    let mut l = b"event: ".to_vec();
-                    l.extend_from_slice(name);
-                    lines_out.push(l);
+                    lines_out.push(MinLine::Name(name.to_vec()));
                 }
             }
             // `id:`, `retry:`, comments and unknown lines are dropped: OpenAI clients
             // need none of them, and each could carry arbitrary upstream text.
         }
         if drop_event || !allowed_data {
-            return;
+            return None;
         }
-        for l in lines_out {
-            out.extend_from_slice(&l);
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(b"\n");
+        Some(MinEvent { lines: lines_out })
     }
+}
+
+/// One line of a minimised event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MinLine {
+    /// `event: NAME` (a name [`is_event_name`] allowed).
+    Name(Vec<u8>),
+    /// `data: JSON`, minimised.
+    Data(Value),
+    /// `data: [DONE]`.
+    Done,
+}
+
+/// A minimised event: its lines in the upstream's order (at least one data line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinEvent {
+    /// The lines.
+    pub lines: Vec<MinLine>,
+}
+
+impl MinEvent {
+    /// Appends the event as SSE bytes (lines, then the blank line). An event whose JSON
+    /// cannot be written (writing a `Value` into memory does not fail; if it ever did)
+    /// is left out whole rather than sent half-written.
+    pub fn write(&self, out: &mut BytesMut) {
+        let mut b = Vec::new();
+        for l in &self.lines {
+            match l {
+                MinLine::Name(n) => {
+                    b.extend_from_slice(b"event: ");
+                    b.extend_from_slice(n);
+                }
+                MinLine::Data(v) => {
+                    b.extend_from_slice(b"data: ");
+                    if serde_json::to_writer(&mut b, v).is_err() {
+                        return;
+                    }
+                }
+                MinLine::Done => b.extend_from_slice(b"data: [DONE]"),
+            }
+            b.push(b'\n');
+        }
+        b.push(b'\n');
+        out.extend_from_slice(&b);
+    }
+}
+
+fn write_events(events: &[MinEvent]) -> Bytes {
+    let mut out = BytesMut::new();
+    for e in events {
+        e.write(&mut out);
+    }
+    out.freeze()
 }
 
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {

@@ -12,6 +12,7 @@ use crate::audit::{AuditRecord, AuditSink, now_ms};
 use crate::directory::Directory;
 use crate::killswitch::KillSwitch;
 use crate::metrics::ScreenCounters;
+use crate::minimize::{MinEvent, MinLine};
 use crate::pipeline::{Check, Exchange, Phase, Refusal};
 use crate::validate::Endpoint;
 use bytes::{Bytes, BytesMut};
@@ -1065,6 +1066,30 @@ struct SseEvent {
     done: bool,
 }
 
+impl From<MinEvent> for SseEvent {
+    /// What [`parse_events`] makes of the event's bytes as [`MinEvent::write`] writes
+    /// them: names as lines, the last data line's JSON, `[DONE]` as `done`.
+    fn from(e: MinEvent) -> Self {
+        let mut out = SseEvent {
+            lines: Vec::new(),
+            data: None,
+            done: false,
+        };
+        for l in e.lines {
+            match l {
+                MinLine::Name(n) => {
+                    let mut line = b"event: ".to_vec();
+                    line.extend_from_slice(&n);
+                    out.lines.push(line);
+                }
+                MinLine::Data(v) => out.data = Some(v),
+                MinLine::Done => out.done = true,
+            }
+        }
+        out
+    }
+}
+
 fn parse_events(b: &[u8]) -> Vec<SseEvent> {
     let mut out = Vec::new();
     let mut cur = SseEvent {
@@ -1545,11 +1570,22 @@ impl SseScreen {
 
     /// Screens minimised SSE bytes (whole events); `Err(rule)` when the stream must end.
     pub fn feed(&mut self, b: &[u8]) -> Result<Bytes, String> {
+        self.feed_parsed(parse_events(b))
+    }
+
+    /// [`SseScreen::feed`] for the minimiser's events as they are, not yet written
+    /// (the same result as writing them and feeding the bytes, without a second parse
+    /// of every event's JSON).
+    pub fn feed_events(&mut self, events: Vec<MinEvent>) -> Result<Bytes, String> {
+        self.feed_parsed(events.into_iter().map(SseEvent::from).collect())
+    }
+
+    fn feed_parsed(&mut self, events: Vec<SseEvent>) -> Result<Bytes, String> {
         if let Some(r) = &self.blocked {
             return Err(r.clone());
         }
         let mut out = BytesMut::new();
-        for mut e in parse_events(b) {
+        for mut e in events {
             // Lines other than `data:` (the minimiser passes only event names) are
             // screened too: one that would need redacting is dropped, one that blocks
             // ends the stream.
@@ -2289,6 +2325,108 @@ mod tests {
         let mut out = m.feed(s.as_bytes()).unwrap().to_vec();
         out.extend_from_slice(&m.finish());
         out
+    }
+
+    /// The gateway hands the minimiser's events to the screen unwritten
+    /// (`feed_events`); that must let out exactly what writing them and feeding the
+    /// bytes lets out (`feed`), blocks included, whatever the chunking.
+    #[test]
+    fn screening_minimised_events_equals_screening_their_bytes() {
+        use crate::minimize::{ResponsePolicy, SseMinimizer};
+        let filler = "The answer, in some detail, goes here. ".repeat(3);
+        let mut streams: Vec<(Endpoint, Vec<u8>)> = Vec::new();
+        for text in [
+            format!("{filler}nothing to see"),
+            format!("{filler}then CANARY-7f3a9c2e1b4d5a60 leaks"),
+            format!("{filler}Mail jane.doe@example.com if needed, key AKIAIOSFODNN7EXAMPLE."),
+        ] {
+            for piece in [1, 4, 13] {
+                streams.push((Endpoint::Chat, chat_stream(&text, piece).concat()));
+            }
+        }
+        streams.push((
+            Endpoint::Chat,
+            tool_call_stream("c1", &["get_", "weather"], &["{\"a\":", "1}"]),
+        ));
+        streams.push((
+            Endpoint::Chat,
+            tool_call_stream("c2", &["CANARY-7f3a", "9c2e1b4d5a60"], &["{}"]),
+        ));
+        // Names, several data lines in one event, unknown lines, an upstream usage chunk.
+        let mut r = String::new();
+        for d in ["Hel", "lo CANARY-7f3a9c", "2e1b4d5a60", " bye"] {
+            let j = serde_json::json!({"type": "response.output_text.delta", "item_id": "msg_1",
+                "output_index": 0, "content_index": 0, "delta": d});
+            r.push_str(&format!(
+                "event: response.output_text.delta\nid: 7\ndata: {j}\n\n"
+            ));
+        }
+        r.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2,\"total_tokens\":3}}}\n\n");
+        streams.push((Endpoint::Responses, r.clone().into_bytes()));
+        streams.push((
+            Endpoint::Responses,
+            r.replace("CANARY-7f3a9c", "tame").into_bytes(),
+        ));
+        streams.push((
+            Endpoint::Chat,
+            b"data: {\"id\":\"a\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\ndata: {\"id\":\"b\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"y\"}}]}\n\ndata: not json\n\n: comment\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]".to_vec(),
+        ));
+        let policy = |endpoint| ResponsePolicy {
+            endpoint,
+            keep_logprobs: false,
+        };
+        let mut blocked = 0;
+        for (ep, stream) in &streams {
+            for chunk in [1, 7, 64, usize::MAX] {
+                let run = |parsed: bool| -> (Vec<u8>, Result<(), String>) {
+                    let mut m = SseMinimizer::new(policy(*ep), true, 1 << 20).routed_to("m1");
+                    let mut sc = SseScreen::standalone(canary_rules(), *ep);
+                    let mut out = Vec::new();
+                    let mut feed = |m: &mut SseMinimizer, c: Option<&[u8]>| {
+                        if parsed {
+                            let evs = match c {
+                                Some(c) => m.feed_events(c).unwrap(),
+                                None => m.finish_events(),
+                            };
+                            sc.feed_events(evs)
+                        } else {
+                            let b = match c {
+                                Some(c) => m.feed(c).unwrap(),
+                                None => m.finish(),
+                            };
+                            sc.feed(&b)
+                        }
+                    };
+                    for c in stream.chunks(chunk.min(stream.len())) {
+                        match feed(&mut m, Some(c)) {
+                            Ok(b) => out.extend_from_slice(&b),
+                            Err(e) => return (out, Err(e)),
+                        }
+                    }
+                    let end = feed(&mut m, None).and_then(|b| {
+                        out.extend_from_slice(&b);
+                        sc.finish()
+                    });
+                    match end {
+                        Ok(b) => {
+                            out.extend_from_slice(&b);
+                            (out, Ok(()))
+                        }
+                        Err(e) => (out, Err(e)),
+                    }
+                };
+                let (a, b) = (run(false), run(true));
+                assert_eq!(
+                    String::from_utf8_lossy(&a.0),
+                    String::from_utf8_lossy(&b.0),
+                    "{ep:?} chunk {chunk}"
+                );
+                assert_eq!(a.1, b.1, "{ep:?} chunk {chunk}");
+                blocked += usize::from(a.1.is_err());
+            }
+        }
+        // The set exercises both outcomes.
+        assert!(blocked > 0 && blocked < streams.len() * 4, "{blocked}");
     }
 
     /// Everything `s` lets out of `stream` (fed one event at a time) and how it ended.

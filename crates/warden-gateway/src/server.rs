@@ -10,7 +10,7 @@ use crate::jwt::{Jwks, JwtPolicy};
 use crate::killswitch::KillSwitch;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
-use crate::minimize::{self, ResponsePolicy, SseMinimizer};
+use crate::minimize::{self, MinEvent, ResponsePolicy, SseError, SseMinimizer};
 use crate::pipeline::{
     AuditHealth, Authenticate, Authorize, Blocked, Concurrency, Exchange, Limits, Phase, Pipeline,
     Refusal, Validate,
@@ -1130,12 +1130,27 @@ struct StreamBody {
 }
 
 impl StreamBody {
-    /// Output screening of minimised events; a block ends the stream with an error event.
-    fn screened(&mut self, out: Bytes, last: bool) -> Bytes {
-        let Some(s) = self.screen.as_mut() else {
-            return out;
+    /// Minimises `data` (`None`: the stream ended) and screens the result.
+    fn pass(&mut self, data: Option<&[u8]>) -> Result<Bytes, SseError> {
+        if self.screen.is_none() {
+            return Ok(match data {
+                Some(d) => self.sse.feed(d)?,
+                None => self.sse.finish(),
+            });
+        }
+        let events = match data {
+            Some(d) => self.sse.feed_events(d)?,
+            None => self.sse.finish_events(),
         };
-        let r = s.feed(&out).and_then(|mut b| {
+        Ok(self.screened(events, data.is_none()))
+    }
+
+    /// Output screening of minimised events; a block ends the stream with an error event.
+    fn screened(&mut self, events: Vec<MinEvent>, last: bool) -> Bytes {
+        let Some(s) = self.screen.as_mut() else {
+            return Bytes::new();
+        };
+        let r = s.feed_events(events).and_then(|mut b| {
             if last {
                 let rest = s.finish()?;
                 let mut m = bytes::BytesMut::from(&b[..]);
@@ -1194,7 +1209,7 @@ impl Body for StreamBody {
                     this.idle
                         .as_mut()
                         .reset(tokio::time::Instant::now() + this.idle_dur);
-                    match this.sse.feed(&data).map(|o| this.screened(o, false)) {
+                    match this.pass(Some(&data)) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => {
                             if let Some(u) = this.sse.usage {
@@ -1218,14 +1233,14 @@ impl Body for StreamBody {
                 }
                 Poll::Ready(None) => {
                     this.done = true;
-                    let rest = this.sse.finish();
+                    // Ending cannot fail: only a chunk can make an event too large.
+                    let rest = this.pass(None).unwrap_or_default();
                     if let Some(u) = this.sse.usage {
                         this.fin.usage = Some(u.total_tokens);
                     } else {
                         this.fin.usage = Some(this.sse.events);
                     }
                     this.fin.rec.outcome = "complete".into();
-                    let rest = this.screened(rest, true);
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }
