@@ -1645,19 +1645,23 @@ impl SseScreen {
                         *slot = Value::String(t.clone());
                     }
                     let pushed = self.screen.push(&t);
-                    // Keep the event as the template for released text (role etc. once).
-                    let first = self.template.is_none();
+                    // An empty first text event (the role) goes out as it is.
+                    let first = (self.template.is_none() && t.is_empty()).then(|| {
+                        let mut b = BytesMut::new();
+                        write_event(&e, &mut b);
+                        b.freeze()
+                    });
+                    // Keep the event as the template for released text (role etc. once);
+                    // moved, not copied: nothing below reads `e` again.
                     self.template = Some(SseEvent {
-                        lines: e.lines.clone(),
-                        data: e.data.clone(),
+                        lines: std::mem::take(&mut e.lines),
+                        data: e.data.take(),
                         done: false,
                     });
                     match pushed {
                         Push::Released(r) => {
-                            if first && r.is_empty() && t.is_empty() {
-                                let mut b = BytesMut::new();
-                                write_event(&e, &mut b);
-                                self.emit(b.freeze(), Vec::new(), &mut out)?;
+                            if let Some(b) = first.filter(|_| r.is_empty()) {
+                                self.emit(b, Vec::new(), &mut out)?;
                             } else {
                                 self.release(r, &mut out)?;
                             }
