@@ -744,7 +744,7 @@ impl SseMinimizer {
                         self.usage = usage;
                     }
                     let no_choices = v
-                        .get("choices")
+                        .field("choices")
                         .and_then(Value::as_array)
                         .is_some_and(|c| c.is_empty());
                     if self.drop_usage_only && usage.is_some() && no_choices {

@@ -10,6 +10,7 @@
 
 use crate::audit::{AuditRecord, AuditSink, now_ms};
 use crate::directory::Directory;
+use crate::json::Fields;
 use crate::killswitch::KillSwitch;
 use crate::metrics::ScreenCounters;
 use crate::minimize::{MinEvent, MinLine};
@@ -546,7 +547,6 @@ pub fn is_refusal(answer: &str) -> bool {
 }
 
 fn answer_text(v: &Value) -> Option<&str> {
-    use crate::json::Fields;
     let c = v.field("choices")?.get(0)?;
     c.field("message")
         .and_then(|m| m.field("content"))
@@ -1144,8 +1144,8 @@ fn write_event(e: &SseEvent, out: &mut BytesMut) {
 /// The first choice of an event when it is choice 0 (with `n` > 1, upstreams send one
 /// choice per chunk, and the text of the others streams as pieces).
 fn choice0(v: &mut Value) -> Option<&mut Value> {
-    let c = v.get_mut("choices")?.get_mut(0)?;
-    match c.get("index").map(Value::as_u64) {
+    let c = v.field_mut("choices")?.get_mut(0)?;
+    match c.field("index").map(Value::as_u64) {
         None | Some(Some(0)) => Some(c),
         _ => None,
     }
@@ -1155,11 +1155,11 @@ fn choice0(v: &mut Value) -> Option<&mut Value> {
 /// `choices[0].text` (choice 0 only), responses `delta` of `response.output_text.delta`.
 fn delta_slot(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
     match ep {
-        Endpoint::Chat => choice0(v)?.get_mut("delta")?.get_mut("content"),
-        Endpoint::Completions => choice0(v)?.get_mut("text"),
+        Endpoint::Chat => choice0(v)?.field_mut("delta")?.field_mut("content"),
+        Endpoint::Completions => choice0(v)?.field_mut("text"),
         Endpoint::Responses => {
-            if v.get("type").and_then(Value::as_str) == Some("response.output_text.delta") {
-                v.get_mut("delta")
+            if v.field("type").and_then(Value::as_str) == Some("response.output_text.delta") {
+                v.field_mut("delta")
             } else {
                 None
             }
@@ -1223,7 +1223,10 @@ fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
             Value::Array(a) => {
                 for (pos, x) in a.iter().enumerate() {
                     // Tool calls and choices name their slot with `index`.
-                    let i = x.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                    let i = x
+                        .field("index")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(pos as u64);
                     path.push_str(&format!("/{i}"));
                     walk(x, path, key, scope, out);
                     path.truncate(at);
@@ -1235,7 +1238,7 @@ fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
     let mut path = String::new();
     match ep {
         Endpoint::Chat | Endpoint::Completions => {
-            let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            let Some(choices) = v.field("choices").and_then(Value::as_array) else {
                 return;
             };
             let field = if ep == Endpoint::Chat {
@@ -1244,7 +1247,10 @@ fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
                 "text"
             };
             for (pos, c) in choices.iter().enumerate() {
-                let i = c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                let i = c
+                    .field("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(pos as u64);
                 if let Some(x) = c.get(field) {
                     path.clear();
                     path.push_str(&format!("{i}/{field}"));
@@ -1253,11 +1259,11 @@ fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
             }
         }
         Endpoint::Responses => {
-            let Some(t) = v.get("type").and_then(Value::as_str) else {
+            let Some(t) = v.field("type").and_then(Value::as_str) else {
                 return;
             };
             if t.ends_with(".delta")
-                && let Some(x) = v.get("delta")
+                && let Some(x) = v.field("delta")
             {
                 let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
                 path.push_str(&format!("{t}/{}/{}", n("output_index"), n("content_index")));
@@ -1275,7 +1281,7 @@ fn event_scopes(ep: Endpoint, d: Option<&Value>) -> Option<Vec<(u64, bool)>> {
     let d = d?;
     match ep {
         Endpoint::Chat | Endpoint::Completions => {
-            let choices = d.get("choices")?.as_array()?;
+            let choices = d.field("choices")?.as_array()?;
             if choices.is_empty() {
                 return None;
             }
@@ -1285,16 +1291,18 @@ fn event_scopes(ep: Endpoint, d: Option<&Value>) -> Option<Vec<(u64, bool)>> {
                     .enumerate()
                     .map(|(pos, c)| {
                         (
-                            c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64),
-                            c.get("finish_reason").is_some_and(|f| !f.is_null()),
+                            c.field("index")
+                                .and_then(Value::as_u64)
+                                .unwrap_or(pos as u64),
+                            c.field("finish_reason").is_some_and(|f| !f.is_null()),
                         )
                     })
                     .collect(),
             )
         }
         Endpoint::Responses => {
-            let oi = d.get("output_index").and_then(Value::as_u64)?;
-            let t = d.get("type").and_then(Value::as_str).unwrap_or("");
+            let oi = d.field("output_index").and_then(Value::as_u64)?;
+            let t = d.field("type").and_then(Value::as_str).unwrap_or("");
             Some(vec![(oi, t.ends_with(".done"))])
         }
         _ => None,
@@ -1305,14 +1313,14 @@ fn event_scopes(ep: Endpoint, d: Option<&Value>) -> Option<Vec<(u64, bool)>> {
 /// chat choice 0 with its `role` and `content` alone, completions choice 0, no
 /// `finish_reason` (the pieces part, sent after, carries it).
 fn text_part(ep: Endpoint, d: &mut Value) {
-    if let Some(choices) = d.get_mut("choices").and_then(Value::as_array_mut) {
+    if let Some(choices) = d.field_mut("choices").and_then(Value::as_array_mut) {
         choices.truncate(1);
         if let Some(c) = choices.first_mut().and_then(Value::as_object_mut) {
             if c.contains_key("finish_reason") {
                 c.insert("finish_reason".to_owned(), Value::Null);
             }
             if ep == Endpoint::Chat
-                && let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut)
+                && let Some(delta) = c.field_mut("delta").and_then(Value::as_object_mut)
             {
                 delta.retain(|k, _| k == "content" || k == "role");
             }
@@ -1672,9 +1680,9 @@ impl SseScreen {
                     if let Some(tpl) = self.template.as_mut()
                         && let Some(d) = tpl.data.as_mut()
                         && let Some(delta) = d
-                            .get_mut("choices")
+                            .field_mut("choices")
                             .and_then(|c| c.get_mut(0))
-                            .and_then(|c| c.get_mut("delta"))
+                            .and_then(|c| c.field_mut("delta"))
                             .and_then(Value::as_object_mut)
                     {
                         delta.remove("role");
