@@ -1,6 +1,7 @@
 //! Fuzz the gateway's streaming output screen (`SseScreen`) the way the gateway drives
 //! it: untrusted upstream SSE bytes go through the minimiser, in arbitrary chunkings,
-//! and what it emits is fed to the screen. It must never panic, must fail closed (after
+//! and what it emits is fed to the screen, once written and once as events (the two must
+//! agree). It must never panic, must fail closed (after
 //! an `Err`, every later call errs), and must never release a planted canary.
 #![no_main]
 
@@ -33,41 +34,66 @@ fuzz_target!(|data: &[u8]| {
         1 => Endpoint::Completions,
         _ => Endpoint::Responses,
     };
-    let mut m = SseMinimizer::new(
-        ResponsePolicy {
-            endpoint,
-            keep_logprobs: false,
-        },
-        ctl & 0x10 != 0,
-        4096,
-    );
-    let mut s = SseScreen::standalone(Arc::clone(rules), endpoint);
-    let step = usize::from(ctl >> 5) + 1;
-    let mut out = Vec::new();
-    let mut failed = false;
-    let mut feed = |bytes: &[u8], s: &mut SseScreen, out: &mut Vec<u8>| match s.feed(bytes) {
-        Ok(b) => {
-            assert!(!failed, "a blocked stream released more bytes");
-            out.extend_from_slice(&b);
-        }
-        Err(_) => failed = true,
+    let policy = ResponsePolicy {
+        endpoint,
+        keep_logprobs: false,
     };
-    for chunk in rest.chunks(step) {
-        let Ok(b) = m.feed(chunk) else {
-            return;
+    let step = usize::from(ctl >> 5) + 1;
+    // Both hand-offs: written bytes (`feed`) and the minimiser's events as they are
+    // (`feed_events`, the gateway's); they must let out the same bytes and end the same.
+    let run = |parsed: bool| -> (Vec<u8>, bool) {
+        let mut m = SseMinimizer::new(policy, ctl & 0x10 != 0, 4096);
+        let mut s = SseScreen::standalone(Arc::clone(rules), endpoint);
+        let mut out = Vec::new();
+        let mut failed = false;
+        let mut step_once = |m: &mut SseMinimizer, s: &mut SseScreen, chunk: Option<&[u8]>| {
+            let r = if parsed {
+                let evs = match chunk {
+                    Some(c) => m.feed_events(c).ok(),
+                    None => Some(m.finish_events()),
+                };
+                evs.map(|e| s.feed_events(e))
+            } else {
+                let b = match chunk {
+                    Some(c) => m.feed(c).ok(),
+                    None => Some(m.finish()),
+                };
+                b.map(|b| s.feed(&b))
+            };
+            match r {
+                None => false,
+                Some(Ok(b)) => {
+                    assert!(!failed, "a blocked stream released more bytes");
+                    out.extend_from_slice(&b);
+                    true
+                }
+                Some(Err(_)) => {
+                    failed = true;
+                    true
+                }
+            }
         };
-        feed(&b, &mut s, &mut out);
-    }
-    let tail = m.finish();
-    feed(&tail, &mut s, &mut out);
-    match s.finish() {
-        Ok(b) => {
-            assert!(!failed, "a blocked stream finished cleanly");
-            out.extend_from_slice(&b);
+        for chunk in rest.chunks(step) {
+            if !step_once(&mut m, &mut s, Some(chunk)) {
+                return (out, true);
+            }
         }
-        Err(_) => assert!(s.feed(b"data: {}\n\n").is_err(), "not fail-closed"),
-    }
+        step_once(&mut m, &mut s, None);
+        match s.finish() {
+            Ok(b) => {
+                assert!(!failed, "a blocked stream finished cleanly");
+                out.extend_from_slice(&b);
+            }
+            Err(_) => {
+                failed = true;
+                assert!(s.feed(b"data: {}\n\n").is_err(), "not fail-closed");
+            }
+        }
+        (out, failed)
+    };
+    let (bytes, parsed) = (run(false), run(true));
+    assert_eq!(bytes, parsed, "the two hand-offs differ");
     // The canary may not leave the screen, whatever the event shapes or chunking.
-    let text = String::from_utf8_lossy(&out);
+    let text = String::from_utf8_lossy(&parsed.0);
     assert!(!text.contains(CANARY), "canary released: {text}");
 });
