@@ -346,6 +346,16 @@ impl Env {
         .await
     }
 
+    /// A streamed chat request for model m1.
+    async fn stream_chat(&self, who: &str, messages: Value) -> (u16, http::HeaderMap, String) {
+        self.post(
+            who,
+            "/v1/chat/completions",
+            &json!({"model": "m1", "stream": true, "messages": messages}),
+        )
+        .await
+    }
+
     fn records(&self) -> Vec<AuditRecord> {
         self.audit.records.lock().unwrap().clone()
     }
@@ -621,13 +631,7 @@ async fn canaries_and_secrets_are_stopped_in_json_and_sse_responses() {
         ("say-secret", "OUT-SECRET-AWS-KEY", AWS_KEY),
         ("say-canary", "OUT-CANARY", CANARY),
     ] {
-        let (st, h, body) = env
-            .post(
-                "bob",
-                "/v1/chat/completions",
-                &json!({"model": "m1", "stream": true, "messages": user(&ask(marker))}),
-            )
-            .await;
+        let (st, h, body) = env.stream_chat("bob", user(&ask(marker))).await;
         assert_eq!(st, 200);
         assert_eq!(h["content-type"], "text/event-stream");
         let mut text = String::new();
@@ -704,13 +708,7 @@ async fn a_canary_as_a_tool_name_or_an_id_is_stopped_in_json_and_sse() {
         assert_eq!(st, 403, "{marker}: {body}");
         assert!(body.contains("OUT-CANARY"), "{marker}: {body}");
         assert!(!body.contains(head) && !body.contains(tail), "{body}");
-        let (st, _, body) = env
-            .post(
-                "bob",
-                "/v1/chat/completions",
-                &json!({"model": "m1", "stream": true, "messages": user(&ask(marker))}),
-            )
-            .await;
+        let (st, _, body) = env.stream_chat("bob", user(&ask(marker))).await;
         assert_eq!(st, 200);
         assert!(
             !body.contains(head) && !body.contains(tail),
@@ -730,13 +728,7 @@ async fn a_canary_as_a_tool_name_or_an_id_is_stopped_in_json_and_sse() {
         v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
         "get_weather"
     );
-    let (st, _, body) = env
-        .post(
-            "bob",
-            "/v1/chat/completions",
-            &json!({"model": "m1", "stream": true, "messages": user(&ask("say-tool"))}),
-        )
-        .await;
+    let (st, _, body) = env.stream_chat("bob", user(&ask("say-tool"))).await;
     assert_eq!(st, 200);
     let mut name = String::new();
     for l in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
@@ -1135,13 +1127,7 @@ async fn repeated_model_refusals_alert() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(refusals(&got), 0);
     // The third refusal alerts.
-    let (st, _, _) = env
-        .post(
-            "bob",
-            "/v1/chat/completions",
-            &json!({"model": "m1", "stream": true, "messages": user(&ask("say-refuse"))}),
-        )
-        .await;
+    let (st, _, _) = env.stream_chat("bob", user(&ask("say-refuse"))).await;
     assert_eq!(st, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(refusals(&got), 1, "{:?}", got.lock().unwrap());
