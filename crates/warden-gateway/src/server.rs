@@ -10,7 +10,7 @@ use crate::jwt::{Jwks, JwtPolicy};
 use crate::killswitch::KillSwitch;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
-use crate::minimize::{self, MinEvent, ResponsePolicy, SseError, SseMinimizer};
+use crate::minimize::{self, ResponsePolicy, SseError, SseMinimizer};
 use crate::pipeline::{
     AuditHealth, Authenticate, Authorize, Blocked, Concurrency, Exchange, Limits, Phase, Pipeline,
     Refusal, Validate,
@@ -1132,23 +1132,18 @@ struct StreamBody {
 impl StreamBody {
     /// Minimises `data` (`None`: the stream ended) and screens the result.
     fn pass(&mut self, data: Option<&[u8]>) -> Result<Bytes, SseError> {
-        if self.screen.is_none() {
+        let last = data.is_none();
+        let Some(s) = self.screen.as_mut() else {
             return Ok(match data {
                 Some(d) => self.sse.feed(d)?,
                 None => self.sse.finish(),
             });
-        }
+        };
+        // Output screening of the minimised events; a block ends the stream with an
+        // error event.
         let events = match data {
             Some(d) => self.sse.feed_events(d)?,
             None => self.sse.finish_events(),
-        };
-        Ok(self.screened(events, data.is_none()))
-    }
-
-    /// Output screening of minimised events; a block ends the stream with an error event.
-    fn screened(&mut self, events: Vec<MinEvent>, last: bool) -> Bytes {
-        let Some(s) = self.screen.as_mut() else {
-            return Bytes::new();
         };
         let r = s.feed_events(events).and_then(|mut b| {
             if last {
@@ -1165,7 +1160,7 @@ impl StreamBody {
         {
             t.set_refused();
         }
-        match r {
+        Ok(match r {
             Ok(b) => b,
             Err(rule) => {
                 self.done = true;
@@ -1174,7 +1169,7 @@ impl StreamBody {
                 self.fin.rec.outcome = "blocked".into();
                 crate::screening::blocked_event(&rule)
             }
-        }
+        })
     }
 }
 
