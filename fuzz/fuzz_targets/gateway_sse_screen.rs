@@ -1,7 +1,8 @@
 //! Fuzz the gateway's streaming output screen (`SseScreen`) the way the gateway drives
 //! it: untrusted upstream SSE bytes go through the minimiser, in arbitrary chunkings,
 //! and what it emits is fed to the screen, once written and once as events (the two must
-//! agree). It must never panic, must fail closed (after
+//! agree), and once more without the minimiser's reuse of repeated text events (the
+//! same again). It must never panic, must fail closed (after
 //! an `Err`, every later call errs), and must never release a planted canary.
 #![no_main]
 
@@ -41,8 +42,9 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(ctl >> 5) + 1;
     // Both hand-offs: written bytes (`feed`) and the minimiser's events as they are
     // (`feed_events`, the gateway's); they must let out the same bytes and end the same.
-    let run = |parsed: bool| -> (Vec<u8>, bool) {
-        let mut m = SseMinimizer::new(policy, ctl & 0x10 != 0, 4096);
+    let run = |parsed: bool, reuse: bool| -> (Vec<u8>, bool) {
+        let m = SseMinimizer::new(policy, ctl & 0x10 != 0, 4096);
+        let mut m = if reuse { m } else { m.without_reuse() };
         let mut s = SseScreen::standalone(Arc::clone(rules), endpoint);
         let mut out = Vec::new();
         let mut failed = false;
@@ -91,8 +93,10 @@ fuzz_target!(|data: &[u8]| {
         }
         (out, failed)
     };
-    let (bytes, parsed) = (run(false), run(true));
+    let (bytes, parsed) = (run(false, true), run(true, true));
     assert_eq!(bytes, parsed, "the two hand-offs differ");
+    assert_eq!(parsed, run(true, false), "reusing text events changed the output");
+    assert_eq!(bytes, run(false, false), "reusing text events changed the bytes");
     // The canary may not leave the screen, whatever the event shapes or chunking.
     let text = String::from_utf8_lossy(&parsed.0);
     assert!(!text.contains(CANARY), "canary released: {text}");

@@ -71,6 +71,158 @@ impl Fields for Value {
     }
 }
 
+/// One step of a path into a JSON document: an object's member or an array's element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// The member named so.
+    Key(&'a str),
+    /// The element at this position.
+    Index(usize),
+}
+
+/// Where, in the bytes of a JSON document that `serde_json` accepted, the string at
+/// `path` is: the byte range of its token, quotes included. `None` when the path leads
+/// elsewhere or to something other than a string, and whenever the bytes alone could
+/// disagree with the parsed document about which token that is: a key on the way that
+/// appears twice in its object (the parse keeps the last), or any key of an object on
+/// the way written with an escape (`"c\u006fntent"` is `content` to the parse).
+///
+/// Only for bytes that parsed: the scan skips values by counting brackets outside
+/// strings, which is right for valid JSON and merely gives up (or finds no string)
+/// otherwise. Every access is bounded; it never panics.
+pub fn string_span(raw: &[u8], path: &[Step<'_>]) -> Option<(usize, usize)> {
+    let mut s = Scan { b: raw, i: 0 };
+    s.ws();
+    for step in path {
+        match *step {
+            Step::Key(k) => {
+                s.eat(b'{')?;
+                let mut found = None;
+                s.ws();
+                if s.peek()? == b'}' {
+                    return None;
+                }
+                loop {
+                    s.ws();
+                    let (ks, ke) = s.string()?;
+                    let key = raw.get(ks + 1..ke - 1)?;
+                    if key.contains(&b'\\') {
+                        return None;
+                    }
+                    s.ws();
+                    s.eat(b':')?;
+                    s.ws();
+                    if key == k.as_bytes() {
+                        if found.is_some() {
+                            return None;
+                        }
+                        found = Some(s.i);
+                    }
+                    s.value()?;
+                    s.ws();
+                    match s.next()? {
+                        b',' => {}
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
+                s.i = found?;
+            }
+            Step::Index(n) => {
+                s.eat(b'[')?;
+                for _ in 0..n {
+                    s.ws();
+                    s.value()?;
+                    s.ws();
+                    s.eat(b',')?;
+                }
+                s.ws();
+            }
+        }
+    }
+    if s.peek()? != b'"' {
+        return None;
+    }
+    s.string()
+}
+
+/// A cursor over JSON bytes for [`string_span`].
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+    /// A string token starting here: its range, quotes included.
+    fn string(&mut self) -> Option<(usize, usize)> {
+        let start = self.i;
+        self.eat(b'"')?;
+        loop {
+            match self.next()? {
+                b'"' => return Some((start, self.i)),
+                b'\\' => {
+                    self.next()?;
+                }
+                _ => {}
+            }
+        }
+    }
+    /// Skips the value starting here (valid JSON: brackets balance outside strings).
+    fn value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.checked_sub(1)?;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+            }
+            _ => {
+                // A number or literal: up to the next delimiter.
+                let start = self.i;
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.i += 1;
+                }
+                (self.i > start).then_some(())
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Seed<'a>(&'a Cell<bool>);
 
@@ -194,5 +346,76 @@ mod tests {
         for bad in ["{", "{\"a\":1} x", "[1,]", "{\"a\" 1}", "\"\\ud800\""] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn string_span_finds_the_token_the_parse_keeps_or_nothing() {
+        let path = [
+            Step::Key("choices"),
+            Step::Index(0),
+            Step::Key("delta"),
+            Step::Key("content"),
+        ];
+        let span = |doc: &str| -> Option<String> {
+            let (a, b) = string_span(doc.as_bytes(), &path)?;
+            Some(doc[a..b].to_owned())
+        };
+        // Found, whatever surrounds it: other members before and after, nested values
+        // with brackets and quotes inside strings, whitespace anywhere.
+        for (doc, want) in [
+            (r#"{"choices":[{"delta":{"content":"hi"}}]}"#, r#""hi""#),
+            (
+                r#" { "id" : "x]}" , "choices" : [ { "index" : 0 , "delta" : { "role" : "assistant" , "content" : "a\"b\\" } , "finish_reason" : null } ] , "n" : -1.5e3 } "#,
+                r#""a\"b\\""#,
+            ),
+            (
+                r#"{"m":{"x":[1,{"y":"}]"}],"z":true},"choices":[{"logprobs":{"content":[{"t":"]"}]},"delta":{"content":"\u00e9"}}],"u":null}"#,
+                r#""\u00e9""#,
+            ),
+        ] {
+            assert_eq!(span(doc).as_deref(), Some(want), "{doc}");
+            // And it is what the parse holds at that path.
+            let v: Value = serde_json::from_str(doc).unwrap();
+            let tok: String = serde_json::from_str(want).unwrap();
+            assert_eq!(
+                v.pointer("/choices/0/delta/content"),
+                Some(&Value::String(tok))
+            );
+        }
+        // Nothing: duplicates on the way (the parse keeps the last), escaped keys in an
+        // object on the way (they may name the same member), other shapes or positions.
+        for doc in [
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a"}}],"choices":[{"delta":{"content":"b"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a","c\u006fntent":"b"}}]}"#,
+            r#"{"choices":[{"d\u0065lta":{"content":"b"},"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"delta":{"content":1}}]}"#,
+            r#"{"choices":[{"delta":{"content":null}}]}"#,
+            r#"{"choices":[{"delta":{}}]}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":{"0":{"delta":{"content":"a"}}}}"#,
+            r#"[{"choices":[{"delta":{"content":"a"}}]}]"#,
+            r#""choices""#,
+            "",
+            "{",
+            r#"{"choices":[{"delta":{"content":"a"#,
+        ] {
+            assert_eq!(span(doc), None, "{doc}");
+        }
+        // The second element of an array.
+        let doc = r#"{"a":[{"s":"x"},{"s":"y, z"}]}"#;
+        let (a, b) = string_span(
+            doc.as_bytes(),
+            &[Step::Key("a"), Step::Index(1), Step::Key("s")],
+        )
+        .unwrap();
+        assert_eq!(&doc[a..b], r#""y, z""#);
+        assert_eq!(
+            string_span(
+                doc.as_bytes(),
+                &[Step::Key("a"), Step::Index(2), Step::Key("s")]
+            ),
+            None
+        );
     }
 }

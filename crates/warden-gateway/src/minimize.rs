@@ -25,7 +25,7 @@
 //! replaced rather than dropped (typed clients require both): by the model the request
 //! was routed to, and by `""`. Tool names may be non-ASCII (no whitespace or controls).
 
-use crate::json::Fields;
+use crate::json::{Fields, Step, string_span};
 use crate::validate::Endpoint;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
@@ -650,6 +650,93 @@ pub struct SseMinimizer {
     pub usage: Option<Usage>,
     /// Content events seen (a fallback estimate of tokens).
     pub events: u64,
+    /// The last event, when a later one may repeat it with other text ([`Reuse`]).
+    reuse: Option<Reuse>,
+    /// Whether [`Reuse`] is tried at all (off only to compare against).
+    reuse_on: bool,
+    /// Events passed as [`MinLine::Text`] (for tests and measurements).
+    pub reused: u64,
+}
+
+/// A text event of choice 0 that nothing else in the stream can tell apart from the
+/// next ones but its text: engines such as llama.cpp and vLLM repeat the `id`, `model`,
+/// `created` and shape of every chunk byte for byte. An event whose bytes are `head`,
+/// then one JSON string token, then `tail` is the same document as this one with that
+/// string in the text slot (JSON's grammar reads `head` and `tail` alike around any
+/// string token), so its minimised form is `value` with the new text: no parse, no
+/// minimisation, and (see `SseScreen`) no screening besides the text's own.
+#[derive(Debug)]
+struct Reuse {
+    /// The event's bytes before its text slot's string token (`data: ` included).
+    head: Vec<u8>,
+    /// The bytes after it (a trailing `\r` included).
+    tail: Vec<u8>,
+    /// The event minimised (its slot holds the text last written).
+    value: Value,
+}
+
+/// Where a chat or completions event's streamed text is: `choices[0].delta.content`,
+/// `choices[0].text`.
+fn slot_path(ep: Endpoint) -> Option<&'static [Step<'static>]> {
+    match ep {
+        Endpoint::Chat => Some(&[
+            Step::Key("choices"),
+            Step::Index(0),
+            Step::Key("delta"),
+            Step::Key("content"),
+        ]),
+        Endpoint::Completions => Some(&[Step::Key("choices"), Step::Index(0), Step::Key("text")]),
+        _ => None,
+    }
+}
+
+/// The text slot of a minimised event that carries nothing but choice 0's text (and
+/// the chunk's identifiers, a chat `role`, null `usage`/`error`/`logprobs`/
+/// `finish_reason`): an event that output screening would handle as text alone, with
+/// no pieces of other fields, no end of choice, no usage.
+fn text_slot_only(ep: Endpoint, v: &mut Value) -> Option<&mut String> {
+    let o = v.as_object_mut()?;
+    let ok = o.iter().all(|(k, x)| match k.as_str() {
+        "id" | "object" | "created" | "model" | "choices" => true,
+        "usage" | "error" => x.is_null(),
+        _ => false,
+    });
+    if !ok {
+        return None;
+    }
+    let Value::Array(cs) = o.field_mut("choices")? else {
+        return None;
+    };
+    let [Value::Object(c)] = cs.as_mut_slice() else {
+        return None;
+    };
+    let slot_key = if ep == Endpoint::Chat {
+        "delta"
+    } else {
+        "text"
+    };
+    let ok = c.iter().all(|(k, x)| match k.as_str() {
+        "index" => x.as_u64() == Some(0),
+        "finish_reason" | "logprobs" => x.is_null(),
+        k => k == slot_key,
+    });
+    if !ok {
+        return None;
+    }
+    let slot = c.field_mut(slot_key)?;
+    let slot = if ep == Endpoint::Chat {
+        let d = slot.as_object_mut()?;
+        if !d.keys().all(|k| k == "role" || k == "content") {
+            return None;
+        }
+        d.field_mut("content")?
+    } else {
+        slot
+    };
+    match slot {
+        Value::String(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// A Responses-API style event name: 1–64 bytes of `a-z`, `.` and `_`.
@@ -671,7 +758,18 @@ impl SseMinimizer {
             drop_usage_only,
             usage: None,
             events: 0,
+            reuse: None,
+            reuse_on: true,
+            reused: 0,
         }
+    }
+
+    /// A minimiser that parses every event ([`Reuse`] off): the reference the reuse of
+    /// text events is checked against.
+    #[must_use]
+    pub fn without_reuse(mut self) -> Self {
+        self.reuse_on = false;
+        self
     }
 
     /// The model the request was routed to (see [`minimize_routed`]).
@@ -683,13 +781,52 @@ impl SseMinimizer {
 
     /// Feed a chunk; returns what to send on.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, SseError> {
-        let events = self.feed_events(chunk)?;
-        Ok(write_events(&events))
+        self.buf.extend_from_slice(chunk);
+        let mut out = BytesMut::new();
+        while let Some(event) = self.next_event() {
+            if let Some(e) = self.emit(&event) {
+                self.write(e, &mut out);
+            }
+        }
+        if self.buf.len() > self.max_event {
+            return Err(SseError::EventTooLarge(self.max_event));
+        }
+        Ok(out.freeze())
     }
 
     /// The stream ended: flush an unterminated last event.
     pub fn finish(&mut self) -> Bytes {
-        write_events(&self.finish_events())
+        let mut out = BytesMut::new();
+        for e in self.finish_events() {
+            self.write(e, &mut out);
+        }
+        out.freeze()
+    }
+
+    /// Writes `e`, just emitted: a [`MinLine::Text`] as the event it repeats (the one
+    /// [`Reuse`] holds now) with its text.
+    fn write(&mut self, e: MinEvent, out: &mut BytesMut) {
+        match (e.lines.as_slice(), &mut self.reuse) {
+            ([MinLine::Text(t)], Some(r)) => {
+                if let Some(slot) = text_slot_only(self.policy.endpoint, &mut r.value) {
+                    slot.clone_from(t);
+                }
+                let mut b = b"data: ".to_vec();
+                if serde_json::to_writer(&mut b, &r.value).is_ok() {
+                    b.extend_from_slice(b"\n\n");
+                    out.extend_from_slice(&b);
+                }
+            }
+            _ => e.write(out),
+        }
+    }
+
+    /// The next whole event's bytes (without its blank line), taken from the buffer.
+    fn next_event(&mut self) -> Option<BytesMut> {
+        let (end, sep) = find_event_end(&self.buf)?;
+        let mut event = self.buf.split_to(end + sep);
+        event.truncate(end);
+        Some(event)
     }
 
     /// [`SseMinimizer::feed`] before serialisation: the minimised events themselves, so
@@ -697,10 +834,8 @@ impl SseMinimizer {
     pub fn feed_events(&mut self, chunk: &[u8]) -> Result<Vec<MinEvent>, SseError> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some((end, sep)) = find_event_end(&self.buf) {
-            let event = self.buf.split_to(end + sep);
-            let text = event.get(..end).unwrap_or_default();
-            out.extend(self.emit(text));
+        while let Some(event) = self.next_event() {
+            out.extend(self.emit(&event));
         }
         if self.buf.len() > self.max_event {
             return Err(SseError::EventTooLarge(self.max_event));
@@ -717,7 +852,68 @@ impl SseMinimizer {
         self.emit(&rest).into_iter().collect()
     }
 
+    /// The text of `event` when it repeats the last event but for its text ([`Reuse`]).
+    fn repeated(&self, event: &[u8]) -> Option<String> {
+        let r = self.reuse.as_ref()?;
+        let token = event
+            .strip_prefix(r.head.as_slice())?
+            .strip_suffix(r.tail.as_slice())?;
+        // Exactly one string token: quotes at both ends (no whitespace, so no line
+        // break either), and `serde_json` reads all of it as one string.
+        if token.len() < 2 || token.first() != Some(&b'"') || token.last() != Some(&b'"') {
+            return None;
+        }
+        serde_json::from_slice::<String>(token).ok()
+    }
+
+    /// Remembers `event` (minimised to `v`) for [`Reuse`] when it is a text event of
+    /// choice 0 alone, written on one line whose text token the bytes locate without
+    /// doubt; forgets the last one otherwise.
+    fn remember(&mut self, event: &[u8], data_at: usize, v: &Value) {
+        self.reuse = None;
+        if !self.reuse_on || event.contains(&b'\n') {
+            return;
+        }
+        let Some(path) = slot_path(self.policy.endpoint) else {
+            return;
+        };
+        let mut value = v.clone();
+        let Some(text) = text_slot_only(self.policy.endpoint, &mut value) else {
+            return;
+        };
+        let Some(data) = event.get(data_at..) else {
+            return;
+        };
+        let Some((start, end)) = string_span(data, path) else {
+            return;
+        };
+        // The token found must be the slot's text (belt and braces over the scan).
+        let found = data
+            .get(start..end)
+            .and_then(|t| serde_json::from_slice::<String>(t).ok());
+        if found.as_deref() != Some(text.as_str()) {
+            return;
+        }
+        let (Some(head), Some(tail)) = (event.get(..data_at + start), event.get(data_at + end..))
+        else {
+            return;
+        };
+        self.reuse = Some(Reuse {
+            head: head.to_vec(),
+            tail: tail.to_vec(),
+            value,
+        });
+    }
+
     fn emit(&mut self, event: &[u8]) -> Option<MinEvent> {
+        if let Some(text) = self.repeated(event) {
+            self.events += 1;
+            self.reused += 1;
+            return Some(MinEvent {
+                lines: vec![MinLine::Text(text)],
+            });
+        }
+        let mut single: Option<usize> = None;
         let mut lines_out: Vec<MinLine> = Vec::new();
         let mut drop_event = false;
         // An event passes only with a data line that was parsed and allowed: one whose
@@ -727,6 +923,8 @@ impl SseMinimizer {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(data) = line.strip_prefix(b"data:") {
                 let data = data.strip_prefix(b" ").unwrap_or(data);
+                // Where the data starts, for an event of this one line.
+                single = Some(line.len() - data.len());
                 if data == b"[DONE]" {
                     lines_out.push(MinLine::Done);
                     allowed_data = true;
@@ -773,7 +971,15 @@ impl SseMinimizer {
             // need none of them, and each could carry arbitrary upstream text.
         }
         if drop_event || !allowed_data {
+            self.reuse = None;
             return None;
+        }
+        match (lines_out.as_slice(), single) {
+            ([MinLine::Data(v)], Some(at)) => {
+                // `remember` wants a single line; `at` is only right for one.
+                self.remember(event, at, v);
+            }
+            _ => self.reuse = None,
         }
         Some(MinEvent { lines: lines_out })
     }
@@ -788,6 +994,11 @@ pub enum MinLine {
     Data(Value),
     /// `data: [DONE]`.
     Done,
+    /// The last [`MinLine::Data`] of the stream with this text in its text slot (chat
+    /// `choices[0].delta.content`, completions `choices[0].text`): the upstream sent the
+    /// same event but for its text ([`SseMinimizer`] checked the bytes), so it was
+    /// neither parsed nor minimised again. Only ever alone in its event.
+    Text(String),
 }
 
 /// A minimised event: its lines in the upstream's order (at least one data line).
@@ -816,20 +1027,15 @@ impl MinEvent {
                     }
                 }
                 MinLine::Done => b.extend_from_slice(b"data: [DONE]"),
+                // Written by `SseMinimizer`, which has the event it repeats; alone it
+                // cannot be written, and an event is never sent half-written.
+                MinLine::Text(_) => return,
             }
             b.push(b'\n');
         }
         b.push(b'\n');
         out.extend_from_slice(&b);
     }
-}
-
-fn write_events(events: &[MinEvent]) -> Bytes {
-    let mut out = BytesMut::new();
-    for e in events {
-        e.write(&mut out);
-    }
-    out.freeze()
 }
 
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {

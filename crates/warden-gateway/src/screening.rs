@@ -1064,6 +1064,9 @@ struct SseEvent {
     lines: Vec<Vec<u8>>,
     data: Option<Value>,
     done: bool,
+    /// The minimiser's [`MinLine::Text`]: the last text event again with this text (its
+    /// only content; `lines`, `data` and `done` are empty).
+    repeat: Option<String>,
 }
 
 impl From<MinEvent> for SseEvent {
@@ -1074,6 +1077,7 @@ impl From<MinEvent> for SseEvent {
             lines: Vec::new(),
             data: None,
             done: false,
+            repeat: None,
         };
         for l in e.lines {
             match l {
@@ -1084,6 +1088,7 @@ impl From<MinEvent> for SseEvent {
                 }
                 MinLine::Data(v) => out.data = Some(v),
                 MinLine::Done => out.done = true,
+                MinLine::Text(t) => out.repeat = Some(t),
             }
         }
         out
@@ -1096,6 +1101,7 @@ fn parse_events(b: &[u8]) -> Vec<SseEvent> {
         lines: Vec::new(),
         data: None,
         done: false,
+        repeat: None,
     };
     for line in b.split(|c| *c == b'\n') {
         if line.is_empty() {
@@ -1106,6 +1112,7 @@ fn parse_events(b: &[u8]) -> Vec<SseEvent> {
                         lines: Vec::new(),
                         data: None,
                         done: false,
+                        repeat: None,
                     },
                 ));
             }
@@ -1594,6 +1601,10 @@ impl SseScreen {
         }
         let mut out = BytesMut::new();
         for mut e in events {
+            if let Some(t) = e.repeat.take() {
+                self.repeat_text(t, &mut out)?;
+                continue;
+            }
             // Lines other than `data:` (the minimiser passes only event names) are
             // screened too: one that would need redacting is dropped, one that blocks
             // ends the stream.
@@ -1639,6 +1650,7 @@ impl SseScreen {
                             lines: e.lines.clone(),
                             data: e.data.clone(),
                             done: e.done,
+                            repeat: None,
                         };
                         if let Some(slot) = r.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
                             *slot = Value::String(String::new());
@@ -1665,6 +1677,7 @@ impl SseScreen {
                         lines: std::mem::take(&mut e.lines),
                         data: e.data.take(),
                         done: false,
+                        repeat: None,
                     });
                     match pushed {
                         Push::Released(r) => {
@@ -1704,6 +1717,23 @@ impl SseScreen {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// A text event that repeats the last one but for its text (the minimiser's
+    /// [`MinLine::Text`]). For such an event the general path below would screen the
+    /// same identifiers again with the same result, find no pieces, apply the same
+    /// end-of-field signals (already applied: no field changed since), release nothing
+    /// more from the held queue, and keep an equal template; what is left is the text's
+    /// own screening and release. A repeat with no text event before it cannot come
+    /// from the minimiser; it stops the stream rather than pass unscreened.
+    fn repeat_text(&mut self, t: String, out: &mut BytesMut) -> Result<(), String> {
+        if self.template.is_none() {
+            return Err(self.block("OUT-STREAM-STATE".to_owned()));
+        }
+        match self.screen.push(&t) {
+            Push::Released(r) => self.release(r, out),
+            Push::Blocked(blk) => Err(self.block(blk.rule)),
+        }
     }
 
     /// The stream ended: release what is held.

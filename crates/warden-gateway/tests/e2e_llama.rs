@@ -111,6 +111,75 @@ fn create_key(home: &Path, identity: &str, role: &str) -> String {
     key
 }
 
+/// llama.cpp's own stream, read directly: the minimiser passes its text chunks on
+/// without parsing them again (they repeat id, model, created and shape byte for byte),
+/// and the gateway's pipeline lets out exactly what parsing every chunk lets out.
+fn llama_chunks_are_reused(py: &Path, lport: u16, key: &str) {
+    use std::sync::Arc;
+    use warden_gateway::minimize::{ResponsePolicy, SseMinimizer};
+    use warden_gateway::screening::SseScreen;
+    use warden_gateway::validate::Endpoint;
+    let fetch = r#"
+import http.client, json, os, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=120)
+body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Count from one to ten."}],
+        "max_tokens": 24, "stream": True, "stream_options": {"include_usage": True}}
+c.request("POST", "/v1/chat/completions", body=json.dumps(body),
+          headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["K"]})
+r = c.getresponse()
+assert r.status == 200, r.status
+sys.stdout.buffer.write(r.read())
+"#;
+    let out = Command::new(py)
+        .args(["-c", fetch, &lport.to_string()])
+        .env("K", key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = out.stdout;
+    let data_lines = raw
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"data: {"))
+        .count();
+    assert!(data_lines >= 10, "{}", String::from_utf8_lossy(&raw));
+    let policy = ResponsePolicy {
+        endpoint: Endpoint::Chat,
+        keep_logprobs: false,
+    };
+    let rules = Arc::new(
+        warden_screen::output::OutputRules::new(warden_screen::output::OutputPolicy::default())
+            .unwrap(),
+    );
+    let run = |reuse: bool| {
+        let m = SseMinimizer::new(policy, true, 1 << 20).routed_to("smollm2-135m");
+        let mut m = if reuse { m } else { m.without_reuse() };
+        let mut s = SseScreen::standalone(Arc::clone(&rules), Endpoint::Chat);
+        let mut out = s
+            .feed_events(m.feed_events(&raw).unwrap())
+            .unwrap()
+            .to_vec();
+        out.extend_from_slice(&s.feed_events(m.finish_events()).unwrap());
+        out.extend_from_slice(&s.finish().unwrap());
+        (out, m.reused)
+    };
+    let ((got, reused), (want, _)) = (run(true), run(false));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    // Not reused: the role chunk, the first text chunk, the finish and usage chunks, and
+    // (when `max_tokens` ends the answer) a last text chunk that carries the finish.
+    assert!(
+        reused as usize + 5 >= data_lines,
+        "{reused} of {data_lines} chunks reused:\n{}",
+        String::from_utf8_lossy(&raw)
+    );
+}
+
 #[test]
 fn openai_client_through_warden_to_llama_cpp() {
     let py = python();
@@ -207,6 +276,7 @@ top_logprobs = "allow"
     assert!(out.status.success());
     wait_http_ok(lport, "/health", 300, &mut llama);
     let llama = Kill(llama);
+    llama_chunks_are_reused(&py, lport, upstream_key);
     let mut serve = Command::new(warden_bin())
         .args([
             "--home",
