@@ -691,8 +691,8 @@ fn slot_path(ep: Endpoint) -> Option<&'static [Step<'static>]> {
 }
 
 /// The text slot of a minimised event that carries nothing but choice 0's text (and
-/// the chunk's identifiers, a chat `role`, null `usage`/`error`/`logprobs`/
-/// `finish_reason`): an event that output screening would handle as text alone, with
+/// the chunk's identifiers, null `usage`/`error`/`logprobs`/`finish_reason`; a chat
+/// delta with a `role` does not count): an event that output screening would handle as text alone, with
 /// no pieces of other fields, no end of choice, no usage.
 fn text_slot_only(ep: Endpoint, v: &mut Value) -> Option<&mut String> {
     let o = v.as_object_mut()?;
@@ -726,7 +726,10 @@ fn text_slot_only(ep: Endpoint, v: &mut Value) -> Option<&mut String> {
     let slot = c.field_mut(slot_key)?;
     let slot = if ep == Endpoint::Chat {
         let d = slot.as_object_mut()?;
-        if !d.keys().all(|k| k == "role" || k == "content") {
+        // Content alone: the output screen writes text released during an event with a
+        // `role` with that role, and removes it from its template only afterwards, so
+        // a repeat of such an event would be written without it.
+        if d.len() != 1 {
             return None;
         }
         d.field_mut("content")?
@@ -1009,7 +1012,10 @@ pub struct MinEvent {
 }
 
 impl MinEvent {
-    /// Appends the event as SSE bytes (lines, then the blank line). An event whose JSON
+    /// Appends the event as SSE bytes (lines, then the blank line). A [`MinLine::Text`]
+    /// event is not written here (only [`SseMinimizer::feed`], which holds the event it
+    /// repeats, and `SseScreen`, which holds it as its template, can); such an event is
+    /// left out, never written half. An event whose JSON
     /// cannot be written (writing a `Value` into memory does not fail; if it ever did)
     /// is left out whole rather than sent half-written.
     pub fn write(&self, out: &mut BytesMut) {

@@ -1723,8 +1723,10 @@ impl SseScreen {
     /// [`MinLine::Text`]). For such an event the general path below would screen the
     /// same identifiers again with the same result, find no pieces, apply the same
     /// end-of-field signals (already applied: no field changed since), release nothing
-    /// more from the held queue, and keep an equal template; what is left is the text's
-    /// own screening and release. A repeat with no text event before it cannot come
+    /// more from the held queue, and keep a template equal to the last one but for the
+    /// text slot, which a release overwrites (the minimiser remembers no event with a
+    /// `role`, the one field the template drops after its first release); what is left
+    /// is the text's own screening and release. A repeat with no text event before it cannot come
     /// from the minimiser; it stops the stream rather than pass unscreened.
     fn repeat_text(&mut self, t: String, out: &mut BytesMut) -> Result<(), String> {
         if self.template.is_none() {

@@ -69,6 +69,8 @@ enum Ev {
     /// Text of choice 0: the string, its token escaped, the chunk's id (0 or 1), spaces
     /// around the token.
     Text(String, bool, u8, bool),
+    /// Text with the role again, as Ollama sends every chunk.
+    RoleText(String),
     /// Text written with the content key twice (the parse keeps the second).
     DupKey(String, String),
     /// Text under an escaped `content` key.
@@ -99,6 +101,8 @@ fn text_str() -> impl Strategy<Value = String> {
         Just("0c3a9b7d2468".to_owned()),
         Just(CANARY.to_owned()),
         "[ -~é😀\"\\\\/\n\t]{0,12}",
+        // Longer than the hold-back window: released while later events come.
+        "[a-z ]{150,300}",
     ]
 }
 
@@ -106,6 +110,7 @@ fn ev() -> impl Strategy<Value = Ev> {
     prop_oneof![
         2 => Just(Ev::Role),
         12 => (text_str(), any::<bool>(), 0u8..2, any::<bool>()).prop_map(|(s, e, id, sp)| Ev::Text(s, e, id, sp)),
+        3 => text_str().prop_map(Ev::RoleText),
         1 => (text_str(), text_str()).prop_map(|(a, b)| Ev::DupKey(a, b)),
         1 => text_str().prop_map(Ev::EscKey),
         1 => text_str().prop_map(Ev::Logprobs),
@@ -156,6 +161,12 @@ fn stream(ep: Endpoint, evs: &[Ev], crlf: bool) -> Vec<u8> {
                 let tok = if *sp { format!(" {tok} ") } else { tok };
                 format!("{}{}]}}", head(*id), text(&tok, ""))
             }
+            Ev::RoleText(s) if chat => format!(
+                r#"{}{{"index":0,"delta":{{"role":"assistant","content":{}}},"finish_reason":null}}]}}"#,
+                head(0),
+                token(s, false)
+            ),
+            Ev::RoleText(s) => format!("{}{}]}}", head(0), text(&token(s, false), "")),
             Ev::DupKey(a, b) if chat => format!(
                 r#"{}{{"index":0,"delta":{{"content":{},"content":{}}},"finish_reason":null}}]}}"#,
                 head(0),
