@@ -1180,11 +1180,12 @@ const MAX_HELD_BYTES: usize = 256 * 1024;
 /// Shortest tail kept per streamed text field, whatever the hold-back window.
 const MIN_FIELD_TAIL: usize = 256;
 
-/// A piece of a streamed field in one event.
-struct Piece<'a> {
+/// A piece of a streamed field in one event, as the upstream sent it (before
+/// `screen_value` redacted anything in it: joined checks read the text as it came).
+struct Piece {
     /// Names the field across events.
     key: String,
-    s: &'a str,
+    s: String,
     /// A [`TEXT_KEYS`] field (else identifier-like).
     text: bool,
     /// The choice (chat, completions) or output item (Responses) it belongs to.
@@ -1196,19 +1197,13 @@ struct Piece<'a> {
 /// arguments, refusals, other choices' content; not the `role`), completions
 /// `choices[i].text`, the `delta` of Responses delta events other than output text
 /// (function-call arguments, refusals).
-fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
-    fn walk<'a>(
-        v: &'a Value,
-        path: &mut String,
-        key: Option<&str>,
-        scope: u64,
-        out: &mut Vec<Piece<'a>>,
-    ) {
+fn stream_pieces(ep: Endpoint, v: &Value, out: &mut Vec<Piece>) {
+    fn walk(v: &Value, path: &mut String, key: Option<&str>, scope: u64, out: &mut Vec<Piece>) {
         let at = path.len();
         match v {
-            Value::String(s) if key != Some("role") => out.push(Piece {
+            Value::String(s) if key != Some("role") && !s.is_empty() => out.push(Piece {
                 key: path.clone(),
-                s,
+                s: s.clone(),
                 text: key.is_some_and(|k| TEXT_KEYS.contains(&k)),
                 scope,
             }),
@@ -1459,13 +1454,10 @@ impl SseScreen {
         }
     }
 
-    /// Screens the pieces of streamed fields in `d` together with what the same field
-    /// carried before (each piece alone was screened, and redacted, whole already).
-    /// Returns what this event must wait for (empty: it has no pieces).
-    fn screen_pieces(&mut self, d: &Value) -> Result<Vec<Until>, String> {
-        let mut pieces = Vec::new();
-        stream_pieces(self.ep, d, &mut pieces);
-        pieces.retain(|p| !p.s.is_empty());
+    /// Screens `pieces` of streamed fields (taken from an event before `screen_value`
+    /// screened, and redacted, each of them whole) together with what the same field
+    /// carried before. Returns what the event must wait for (empty: it has no pieces).
+    fn screen_pieces(&mut self, pieces: Vec<Piece>) -> Result<Vec<Until>, String> {
         let text_keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
         let id_keep = self.rules.identifier_span();
         let mut until = Vec::with_capacity(pieces.len());
@@ -1486,13 +1478,13 @@ impl SseScreen {
                 scope: p.scope,
                 ..Field::default()
             });
-            let seen = !f.tail.is_empty();
-            f.tail.push_str(p.s);
+            let from = f.tail.len();
+            f.tail.push_str(&p.s);
             f.total = f.total.saturating_add(p.s.len() as u64);
-            let r = if !seen {
+            let r = if from == 0 {
                 Ok(())
             } else if p.text {
-                self.rules.check_joined(&f.tail)
+                self.rules.check_joined(&f.tail, from)
             } else {
                 self.rules.check_identifier(&f.tail)
             };
@@ -1618,8 +1610,10 @@ impl SseScreen {
             };
             let mut until = Vec::new();
             if let Some(d) = e.data.as_mut() {
+                let mut pieces = Vec::new();
+                stream_pieces(self.ep, d, &mut pieces);
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
-                until = self.screen_pieces(d)?;
+                until = self.screen_pieces(pieces)?;
             }
             let with_pieces: Vec<u64> = until.iter().map(|u| u.scope).collect();
             self.close_fields(e.data.as_ref(), &with_pieces);
@@ -2674,6 +2668,36 @@ mod tests {
             ],
             "jane.doe",
             "OUT-PII-EMAIL",
+        );
+    }
+
+    /// A redactable match whose later piece also matches alone (".doe@example.com" is
+    /// an address by itself) is not redacted only in that piece: it reaches into a
+    /// piece that may be out already, so the stream stops before "jane" leaves.
+    #[test]
+    fn redactable_matches_reaching_into_earlier_pieces_stop_the_stream() {
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        stopped_in_time(
+            Arc::clone(&rules),
+            &[
+                chunk(serde_json::json!([args(0, 0, "{\"to\":\"jane")])),
+                chunk(serde_json::json!([args(0, 0, ".doe@example.com\"}")])),
+            ],
+            "jane",
+            "OUT-PII-EMAIL",
+        );
+        // An address inside one piece is redacted there and the stream goes on.
+        let events = [
+            chunk(serde_json::json!([args(0, 0, "{\"to\":")])),
+            chunk(serde_json::json!([args(0, 0, "\"jane.doe@example.com\"}")])),
+            chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
+        ];
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()), "{out}");
+        assert!(
+            out.contains("[redacted:email]") && !out.contains("jane"),
+            "{out}"
         );
     }
 
