@@ -833,6 +833,7 @@ impl Screening {
             fields: HashMap::new(),
             held: std::collections::VecDeque::new(),
             held_bytes: 0,
+            text_in: 0,
         })
     }
 }
@@ -1342,10 +1343,13 @@ struct Until {
     scope: u64,
 }
 
-/// An event held back for its streamed fields (or queued behind one, `until` empty).
+/// An event held back for its streamed fields (or queued behind one, `until` empty),
+/// or for the text of choice 0 (Chat, Completions) sent before it: `after_text`, the
+/// bytes of text the window must have let go of first.
 struct Held {
     bytes: Bytes,
     until: Vec<Until>,
+    after_text: Option<u64>,
 }
 
 /// Streaming output screen over minimised SSE events: the text of delta events (chat
@@ -1378,6 +1382,8 @@ pub struct SseScreen {
     /// Events held back for their streamed fields, in order.
     held: std::collections::VecDeque<Held>,
     held_bytes: usize,
+    /// Bytes of text pushed into `screen` so far.
+    text_in: u64,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1411,6 +1417,7 @@ impl SseScreen {
             fields: HashMap::new(),
             held: std::collections::VecDeque::new(),
             held_bytes: 0,
+            text_in: 0,
         }
     }
 
@@ -1429,7 +1436,13 @@ impl SseScreen {
         is_refusal(&self.head)
     }
 
-    fn release(&mut self, text: String, out: &mut BytesMut) -> Result<(), String> {
+    /// Bytes of text the window has let go of.
+    fn text_out(&self) -> u64 {
+        self.text_in.saturating_sub(self.screen.held() as u64)
+    }
+
+    /// Sends `text`, released by the window from text position `start` on.
+    fn release(&mut self, text: String, start: u64, out: &mut BytesMut) -> Result<(), String> {
         if text.is_empty() {
             return Ok(());
         }
@@ -1444,12 +1457,13 @@ impl SseScreen {
             *slot = Value::String(text);
             write_event(t, &mut b);
         }
-        self.emit(b.freeze(), Vec::new(), out)
+        self.emit_text(b.freeze(), start, out)
     }
 
     fn flush(&mut self, out: &mut BytesMut) -> Result<(), String> {
+        let start = self.text_out();
         match self.screen.finish() {
-            Push::Released(t) => self.release(t, out),
+            Push::Released(t) => self.release(t, start, out),
             Push::Blocked(b) => Err(self.block(b.rule)),
         }
     }
@@ -1539,10 +1553,15 @@ impl SseScreen {
             .is_none_or(|f| f.total >= u.need || f.closed >= u.end)
     }
 
+    /// Whether a held event may go (once everything before it went).
+    fn ready(&self, h: &Held) -> bool {
+        h.after_text.is_none_or(|m| m <= self.text_out()) && h.until.iter().all(|u| self.settled(u))
+    }
+
     /// Sends the held events that may go, in order.
     fn release_held(&mut self, out: &mut BytesMut) {
         while let Some(h) = self.held.front() {
-            if !h.until.iter().all(|u| self.settled(u)) {
+            if !self.ready(h) {
                 break;
             }
             if let Some(h) = self.held.pop_front() {
@@ -1552,16 +1571,62 @@ impl SseScreen {
         }
     }
 
-    /// Sends `bytes` (an event waiting for `until`) now, or queues it behind what is
-    /// held; stops the stream when too much is held.
-    fn emit(&mut self, bytes: Bytes, until: Vec<Until>, out: &mut BytesMut) -> Result<(), String> {
-        if until.is_empty() && self.held.is_empty() {
+    /// Sends `bytes` (an event waiting for `until`, and for the text window to have let
+    /// go of `after_text` bytes) now, or queues it behind what is held.
+    fn emit(
+        &mut self,
+        bytes: Bytes,
+        until: Vec<Until>,
+        after_text: Option<u64>,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        let h = Held {
+            bytes,
+            until,
+            after_text,
+        };
+        if self.held.is_empty() && self.ready(&h) {
+            out.extend_from_slice(&h.bytes);
+            return Ok(());
+        }
+        self.queue(h, self.held.len(), out)
+    }
+
+    /// Sends an event of text the window released from text position `start` on: it
+    /// goes before the held events that wait for text from after `start` (so text sent
+    /// before an event of choice 0 goes out before it), behind the others.
+    fn emit_text(&mut self, bytes: Bytes, start: u64, out: &mut BytesMut) -> Result<(), String> {
+        let at = self
+            .held
+            .iter()
+            .position(|h| h.after_text.is_some_and(|m| m > start))
+            .unwrap_or(self.held.len());
+        if self.held.is_empty() {
             out.extend_from_slice(&bytes);
             return Ok(());
         }
-        self.held_bytes = self.held_bytes.saturating_add(bytes.len());
-        self.held.push_back(Held { bytes, until });
+        let h = Held {
+            bytes,
+            until: Vec::new(),
+            after_text: None,
+        };
+        self.queue(h, at, out)
+    }
+
+    /// Holds `h` at position `at` of the queue and sends what may go; stops the stream
+    /// when too much is held. Past half of that, events waiting for choice 0's text stop
+    /// waiting for it (they still wait for their own fields): the order yields, never
+    /// the window (a long tool call after a short text would fill the queue otherwise).
+    fn queue(&mut self, h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
+        self.held_bytes = self.held_bytes.saturating_add(h.bytes.len());
+        self.held.insert(at, h);
         self.release_held(out);
+        if self.held_bytes > MAX_HELD_BYTES / 2 {
+            for h in self.held.iter_mut() {
+                h.after_text = None;
+            }
+            self.release_held(out);
+        }
         if self.held_bytes > MAX_HELD_BYTES {
             return Err(self.block("OUT-STREAM-HOLD".to_owned()));
         }
@@ -1618,11 +1683,6 @@ impl SseScreen {
             let with_pieces: Vec<u64> = until.iter().map(|u| u.scope).collect();
             self.close_fields(e.data.as_ref(), &with_pieces);
             self.release_held(&mut out);
-            // Text held so far comes before this event, unless the event is about
-            // other choices only (their pieces do not end choice 0's text).
-            let scopes = event_scopes(self.ep, e.data.as_ref());
-            let ends_text = self.ep == Endpoint::Responses
-                || scopes.is_none_or(|s| s.iter().any(|(i, _)| *i == 0));
             match text {
                 Some(t) => {
                     // With pieces too, the event is split: the pieces (the event with
@@ -1646,6 +1706,8 @@ impl SseScreen {
                     if let Some(slot) = e.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
                         *slot = Value::String(t.clone());
                     }
+                    let start = self.text_out();
+                    self.text_in = self.text_in.saturating_add(t.len() as u64);
                     let pushed = self.screen.push(&t);
                     // An empty first text event (the role) goes out as it is.
                     let first = (self.template.is_none() && t.is_empty()).then(|| {
@@ -1663,9 +1725,9 @@ impl SseScreen {
                     match pushed {
                         Push::Released(r) => {
                             if let Some(b) = first.filter(|_| r.is_empty()) {
-                                self.emit(b, Vec::new(), &mut out)?;
+                                self.emit_text(b, start, &mut out)?;
                             } else {
-                                self.release(r, &mut out)?;
+                                self.release(r, start, &mut out)?;
                             }
                         }
                         Push::Blocked(blk) => return Err(self.block(blk.rule)),
@@ -1684,16 +1746,30 @@ impl SseScreen {
                     if let Some(r) = rest {
                         let mut b = BytesMut::new();
                         write_event(&r, &mut b);
-                        self.emit(b.freeze(), until, &mut out)?;
+                        let after = Some(self.text_in);
+                        self.emit(b.freeze(), until, after, &mut out)?;
                     }
                 }
                 None => {
+                    // Text held so far comes before an event about choice 0 (Responses:
+                    // any event). Only the choice's end, or the stream's, ends its text;
+                    // its own pieces (a tool call, a refusal) wait behind the text
+                    // instead, so the window goes on across them and nothing of a match
+                    // split around them leaves early. Other choices' pieces do not wait.
+                    let scopes = event_scopes(self.ep, e.data.as_ref());
+                    let (ends_text, after) = match (self.ep, scopes) {
+                        (Endpoint::Responses, _) | (_, None) => (true, None),
+                        (_, Some(s)) => (
+                            s.iter().any(|(i, fin)| *i == 0 && *fin),
+                            s.iter().any(|(i, _)| *i == 0).then_some(self.text_in),
+                        ),
+                    };
                     if ends_text {
                         self.flush(&mut out)?;
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
-                    self.emit(b.freeze(), until, &mut out)?;
+                    self.emit(b.freeze(), until, after, &mut out)?;
                 }
             }
         }
@@ -2699,6 +2775,86 @@ mod tests {
             out.contains("[redacted:email]") && !out.contains("jane"),
             "{out}"
         );
+    }
+
+    /// Choice 0's own pieces (a tool call, a refusal) do not end its text: the window
+    /// goes on across them, so text split around such an event is screened joined and
+    /// nothing of it left before (a canary stops the stream, an address is redacted
+    /// whole). Text before the event still goes out before it.
+    #[test]
+    fn pieces_of_choice_0_do_not_reset_its_text_window() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let role =
+            chunk(serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": ""}}]));
+        let call = chunk(
+            serde_json::json!([{"index": 0, "delta": {"tool_calls": [{"index": 0,
+            "id": "call_0", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]),
+        );
+        let refusal = chunk(serde_json::json!([{"index": 0, "delta": {"refusal": "No."}}]));
+        let fin = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        for between in [&call, &refusal] {
+            stopped_in_time(
+                canary_rules(),
+                &[
+                    role.clone(),
+                    text(&format!("The reference is {head}")),
+                    between.clone(),
+                    text(&format!("{tail} as asked.")),
+                    fin.clone(),
+                ],
+                head,
+                "OUT-CANARY",
+            );
+        }
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let events = [
+            role.clone(),
+            text("Mail jane"),
+            call.clone(),
+            text(".doe@example.com today."),
+            fin.clone(),
+        ];
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()), "{out}");
+        assert!(!out.contains("jane"), "{out}");
+        assert!(out.contains("Mail [redacted:email] today."), "{out}");
+        // Ordinary: text, then a call, then the end: byte for byte, in order.
+        let events = [
+            role,
+            text("Let me check the weather."),
+            call,
+            chunk(serde_json::json!([args(0, 0, "{\"city\":\"Oslo\"}")])),
+            fin,
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+    }
+
+    /// A long tool call after a short text waits behind that text only until the
+    /// queue would fill: then its events go on as their own fields settle, ahead of the
+    /// text, which the window still holds until the choice ends.
+    #[test]
+    fn a_long_tool_call_after_short_text_is_not_stopped() {
+        let mut events = vec![chunk(
+            serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": "Writing it."}}]),
+        )];
+        for _ in 0..3000 {
+            events.push(chunk(serde_json::json!([args(0, 0, "abcd")])));
+        }
+        events.push(chunk(
+            serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out.matches("abcd").count(), 3000);
+        assert_eq!(out.matches("Writing it.").count(), 1);
     }
 
     /// Past the cap on held bytes, the stream is stopped rather than letting unsettled

@@ -461,6 +461,11 @@ impl<'r> OutputScreen<'r> {
         Push::Released(apply(&head, &matches))
     }
 
+    /// Bytes pushed and not yet released (what the window holds back).
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether this response was blocked.
     pub fn is_blocked(&self) -> bool {
         self.blocked.is_some()
