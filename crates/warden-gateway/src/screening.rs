@@ -1025,6 +1025,80 @@ const TEXT_KEYS: [&str; 7] = [
     "message",
 ];
 
+/// Ranks of logprob alternatives joined apart; later ranks join into the last one.
+const LOGPROB_RANKS: usize = 20;
+
+/// The tokens of a `logprobs` value, joined in order (a token alone is screened as an
+/// identifier, so a canary spelt over tokens would pass): per list (chat `content` and
+/// `refusal`, a Responses list, completions `tokens`) one strand of the sampled tokens
+/// (named `path`) and one per rank of the alternatives (`path/top/j`), each with its name.
+fn logprob_strands(v: &Value, path: &mut String, out: &mut Vec<(String, String)>) {
+    fn add(strands: &mut Vec<String>, j: usize, t: &str) {
+        let j = j.min(LOGPROB_RANKS - 1);
+        if strands.len() <= j {
+            strands.resize(j + 1, String::new());
+        }
+        if let Some(s) = strands.get_mut(j) {
+            s.push_str(t);
+        }
+    }
+    fn put(path: &str, sampled: String, ranks: Vec<String>, out: &mut Vec<(String, String)>) {
+        if !sampled.is_empty() {
+            out.push((path.to_owned(), sampled));
+        }
+        for (j, r) in ranks.into_iter().enumerate() {
+            if !r.is_empty() {
+                out.push((format!("{path}/top/{j}"), r));
+            }
+        }
+    }
+    let at = path.len();
+    match v {
+        // Chat and Responses: entries with a `token` and `top_logprobs` entries.
+        Value::Array(a) => {
+            let (mut sampled, mut ranks) = (String::new(), Vec::new());
+            for e in a {
+                if let Some(t) = e.field("token").and_then(Value::as_str) {
+                    sampled.push_str(t);
+                }
+                let top = e.field("top_logprobs").and_then(Value::as_array);
+                for (j, alt) in top.into_iter().flatten().enumerate() {
+                    if let Some(t) = alt.field("token").and_then(Value::as_str) {
+                        add(&mut ranks, j, t);
+                    }
+                }
+            }
+            put(path, sampled, ranks, out);
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                path.push('/');
+                path.push_str(k);
+                match (k.as_str(), x) {
+                    // Completions: `tokens`, and `top_logprobs` as objects keyed by token.
+                    ("tokens", Value::Array(a)) => {
+                        let sampled: String = a.iter().filter_map(Value::as_str).collect();
+                        put(path, sampled, Vec::new(), out);
+                    }
+                    ("top_logprobs", Value::Array(a)) => {
+                        let mut ranks = Vec::new();
+                        for pos in a.iter().filter_map(Value::as_object) {
+                            for (j, t) in pos.keys().enumerate() {
+                                add(&mut ranks, j, t);
+                            }
+                        }
+                        put(path, String::new(), ranks, out);
+                    }
+                    (_, Value::Array(_)) => logprob_strands(x, path, out),
+                    _ => {}
+                }
+                path.truncate(at);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Screens every string of `v`: model output under [`TEXT_KEYS`] with a fresh full
 /// screen (redacting in place), every other string (ids, model names, tool names,
 /// statuses, which the minimiser keeps identifier-shaped) with the canary and secret
@@ -1046,6 +1120,13 @@ fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result
         Value::String(s) => rules.check_identifier(s).map_err(|b| b.rule),
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
+                if k == "logprobs" {
+                    let mut strands = Vec::new();
+                    logprob_strands(x, &mut String::new(), &mut strands);
+                    for (_, s) in strands {
+                        rules.check_identifier(&s).map_err(|b| b.rule)?;
+                    }
+                }
                 screen_value(rules, x, Some(k))?;
             }
             Ok(())
@@ -1252,22 +1333,50 @@ fn stream_pieces(ep: Endpoint, v: &Value, out: &mut Vec<Piece>) {
                     path.push_str(&format!("{i}/{field}"));
                     walk(x, &mut path, Some(field), i, out);
                 }
+                if let Some(x) = c.get("logprobs") {
+                    path.clear();
+                    path.push_str(&format!("{i}/logprobs"));
+                    logprob_pieces(x, &mut path, i, out);
+                }
             }
         }
         Endpoint::Responses => {
             let Some(t) = v.field("type").and_then(Value::as_str) else {
                 return;
             };
+            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
             if t.ends_with(".delta")
                 && let Some(x) = v.field("delta")
             {
-                let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
                 path.push_str(&format!("{t}/{}/{}", n("output_index"), n("content_index")));
                 walk(x, &mut path, Some("delta"), n("output_index"), out);
+            }
+            if t.ends_with(".delta")
+                && let Some(x) = v.field("logprobs")
+            {
+                path.clear();
+                path.push_str(&format!(
+                    "{t}/{}/{}/logprobs",
+                    n("output_index"),
+                    n("content_index")
+                ));
+                logprob_pieces(x, &mut path, n("output_index"), out);
             }
         }
         _ => {}
     }
+}
+
+/// The logprob strands of a streamed event as pieces (identifier-like, in `scope`).
+fn logprob_pieces(v: &Value, path: &mut String, scope: u64, out: &mut Vec<Piece>) {
+    let mut strands = Vec::new();
+    logprob_strands(v, path, &mut strands);
+    out.extend(strands.into_iter().map(|(key, s)| Piece {
+        key,
+        s,
+        text: false,
+        scope,
+    }));
 }
 
 /// The choices (chat, completions) or the output item (Responses) an event is about,
@@ -1307,11 +1416,18 @@ fn event_scopes(ep: Endpoint, d: Option<&Value>) -> Option<Vec<(u64, bool)>> {
 
 /// The text part of an event that also carries pieces (`d`, the text slot in place):
 /// chat choice 0 with its `role` and `content` alone, completions choice 0, no
-/// `finish_reason` (the pieces part, sent after, carries it).
+/// `finish_reason` and no `logprobs` (the pieces part, sent after it, carries them:
+/// logprob tokens are pieces held on their own, not released with the text).
 fn text_part(ep: Endpoint, d: &mut Value) {
+    if ep == Endpoint::Responses
+        && let Some(o) = d.as_object_mut()
+    {
+        o.retain(|k, _| k != "logprobs");
+    }
     if let Some(choices) = d.field_mut("choices").and_then(Value::as_array_mut) {
         choices.truncate(1);
         if let Some(c) = choices.first_mut().and_then(Value::as_object_mut) {
+            c.retain(|k, _| k != "logprobs");
             if c.contains_key("finish_reason") {
                 c.insert("finish_reason".to_owned(), Value::Null);
             }
@@ -2855,6 +2971,79 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(out.matches("abcd").count(), 3000);
         assert_eq!(out.matches("Writing it.").count(), 1);
+    }
+
+    /// Logprob tokens (sampled, and each rank of the alternatives) are checked joined
+    /// across tokens and events, and an event carrying them is held like other pieces:
+    /// a canary split over tokens stops the stream before any token of it leaves.
+    #[test]
+    fn logprob_tokens_are_screened_joined() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let entry = |t: &str, alt: &str| {
+            serde_json::json!({"token": t, "logprob": -0.1,
+                "top_logprobs": [{"token": alt, "logprob": -2.5}]})
+        };
+        let text = |t: &str, lp: Vec<Value>| {
+            chunk(serde_json::json!([{"index": 0, "delta": {"content": t},
+                "logprobs": {"content": lp}, "finish_reason": null}]))
+        };
+        let fin = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        let filler = "Some words go here. ".repeat(20);
+        // The sampled tokens, after enough text that the window releases text with
+        // every event: the tokens must not ride out ahead of their text.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                text(&filler, vec![entry("Some", "A")]),
+                text(head, vec![entry(head, "B")]),
+                text(tail, vec![entry(tail, "C")]),
+                text(&filler, vec![entry("Some", "D")]),
+                fin.clone(),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        // Alternatives of the same rank spell it while the sampled text is harmless.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                text("a", vec![entry("a", head)]),
+                text("b", vec![entry("b", tail)]),
+                fin.clone(),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        // Several tokens in one event, and the same list in a whole body.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                text("ab", vec![entry(head, "x"), entry(tail, "y")]),
+                fin.clone(),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        let mut body = serde_json::json!({"choices": [{"index": 0, "message":
+            {"role": "assistant", "content": "ab"},
+            "logprobs": {"content": [entry(head, "x"), entry(tail, "y")]}}]});
+        assert_eq!(
+            screen_value(&canary_rules(), &mut body, None),
+            Err("OUT-CANARY".to_owned())
+        );
+        // Ordinary logprobs pass, text and tokens all there.
+        let events = [
+            text("Hello", vec![entry("Hello", "Hi")]),
+            text(" there", vec![entry(" there", " you")]),
+            fin,
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        for w in ["Hello", "Hi", " there", " you", "\"stop\""] {
+            assert!(out.contains(w), "{w} missing: {out}");
+        }
     }
 
     /// Past the cap on held bytes, the stream is stopped rather than letting unsettled
