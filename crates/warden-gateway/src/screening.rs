@@ -1456,7 +1456,6 @@ struct Until {
     key: String,
     end: u64,
     need: u64,
-    scope: u64,
 }
 
 /// An event held back for its streamed fields (or queued behind one, `until` empty),
@@ -1477,13 +1476,15 @@ struct Held {
 /// joined with the tail of what the same field carried before (a match of a redact
 /// rule across a join blocks too: part of it may be out), and an event carrying such
 /// pieces is held back until each of its fields has carried the hold-back window more
-/// (at least 256 bytes) or ended: a `finish_reason` or an event without pieces of the
-/// same choice, the arguments of the same tool call starting (for its id and name), a
-/// `.done` event or an event without pieces of the same Responses output item, an
-/// event about the whole stream, or the end of the stream. Pieces of other choices or
-/// other tool calls do not end a field, and events behind a held one wait for it, so a
-/// canary split across deltas is stopped before either part leaves. An event with text
-/// and pieces is split in two (text first). A block ends the stream with an error event.
+/// (at least 256 bytes) or ended: a `finish_reason` of the same choice, the arguments
+/// of the same tool call starting (for its id and name), a `.done` event of the same
+/// Responses output item, an event about the whole stream, or the end of the stream.
+/// Nothing else ends a field (not pieces of other choices or other tool calls, not the
+/// choice's text), and events behind a held one wait for it, so a canary split across
+/// deltas is stopped before either part leaves. An event with text and pieces is split
+/// in two (text first). Choice 0's text window is not ended by its own pieces either:
+/// they wait behind the text held before them. A block ends the stream with an error
+/// event.
 pub struct SseScreen {
     owner: Option<Arc<Screening>>,
     identity: String,
@@ -1630,7 +1631,6 @@ impl SseScreen {
                 key: p.key,
                 end: f.total,
                 need: f.total.saturating_add(keep as u64),
-                scope: p.scope,
             });
             if let Err(b) = r {
                 return Err(self.block(b.rule));
@@ -1639,11 +1639,10 @@ impl SseScreen {
         Ok(until)
     }
 
-    /// Applies the end-of-field signals of an event (`d`, with pieces in the scopes
-    /// `with_pieces`): a choice or output item ends when the event finishes it or is
-    /// about it without carrying pieces of it; an event about the whole stream ends
-    /// every field.
-    fn close_fields(&mut self, d: Option<&Value>, with_pieces: &[u64]) {
+    /// Applies the end-of-field signals of an event (`d`): a choice or output item ends
+    /// when the event finishes it (an event about it without pieces does not: its
+    /// fields may go on after it); an event about the whole stream ends every field.
+    fn close_fields(&mut self, d: Option<&Value>) {
         match event_scopes(self.ep, d) {
             None => {
                 for f in self.fields.values_mut() {
@@ -1652,7 +1651,7 @@ impl SseScreen {
             }
             Some(scopes) => {
                 for (s, fin) in scopes {
-                    if fin || !with_pieces.contains(&s) {
+                    if fin {
                         for f in self.fields.values_mut().filter(|f| f.scope == s) {
                             f.closed = f.total;
                         }
@@ -1796,8 +1795,7 @@ impl SseScreen {
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
                 until = self.screen_pieces(pieces)?;
             }
-            let with_pieces: Vec<u64> = until.iter().map(|u| u.scope).collect();
-            self.close_fields(e.data.as_ref(), &with_pieces);
+            self.close_fields(e.data.as_ref());
             self.release_held(&mut out);
             match text {
                 Some(t) => {
@@ -2950,6 +2948,29 @@ mod tests {
         let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
         assert_eq!(r, Ok(()));
         assert_eq!(out, events.concat());
+    }
+
+    /// The mirror of the above: an event of choice 0 without pieces (its text) does not
+    /// end its tool call, so arguments split around it are still held joined.
+    #[test]
+    fn text_of_choice_0_does_not_settle_its_pieces() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"q\":\"{head}")
+                )])),
+                text("Checking."),
+                chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
     }
 
     /// A long tool call after a short text waits behind that text only until the
