@@ -834,6 +834,8 @@ impl Screening {
             held: std::collections::VecDeque::new(),
             held_bytes: 0,
             text_in: 0,
+            text_tail: String::new(),
+            boundary: None,
         })
     }
 }
@@ -1461,10 +1463,13 @@ struct Until {
 /// An event held back for its streamed fields (or queued behind one, `until` empty),
 /// or for the text of choice 0 (Chat, Completions) sent before it: `after_text`, the
 /// bytes of text the window must have let go of first.
+/// Or (Responses) text released where an output item ended, held until `text_in` is
+/// `text_more`: the window's worth of text more came after it.
 struct Held {
     bytes: Bytes,
     until: Vec<Until>,
     after_text: Option<u64>,
+    text_more: Option<u64>,
 }
 
 /// Streaming output screen over minimised SSE events: the text of delta events (chat
@@ -1501,6 +1506,11 @@ pub struct SseScreen {
     held_bytes: usize,
     /// Bytes of text pushed into `screen` so far.
     text_in: u64,
+    /// Responses: the last bytes of text pushed (the hold-back window's worth), as they
+    /// came, and where the text last ended at an output item while its end is held
+    /// (`Held::text_more`): later text is screened joined with the text before it.
+    text_tail: String,
+    boundary: Option<u64>,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1535,6 +1545,8 @@ impl SseScreen {
             held: std::collections::VecDeque::new(),
             held_bytes: 0,
             text_in: 0,
+            text_tail: String::new(),
+            boundary: None,
         }
     }
 
@@ -1563,6 +1575,12 @@ impl SseScreen {
         if text.is_empty() {
             return Ok(());
         }
+        let b = self.text_event(text);
+        self.emit_text(b, start, out)
+    }
+
+    /// The event that carries released `text` (the template with it in the slot).
+    fn text_event(&mut self, text: String) -> Bytes {
         if self.head.len() < 64 {
             self.head.extend(text.chars().take(64));
         }
@@ -1574,15 +1592,76 @@ impl SseScreen {
             *slot = Value::String(text);
             write_event(t, &mut b);
         }
-        self.emit_text(b.freeze(), start, out)
+        b.freeze()
     }
 
-    fn flush(&mut self, out: &mut BytesMut) -> Result<(), String> {
+    /// Ends the text: the window releases what it holds. For good (`hold` false: the
+    /// choice or the stream ended), or where a Responses output item ends: text may go
+    /// on in a later item, so what is released is held until the window's worth of text
+    /// more came (or the stream ended), while that text is screened joined with it.
+    fn flush(&mut self, hold: bool, out: &mut BytesMut) -> Result<(), String> {
         let start = self.text_out();
         match self.screen.finish() {
-            Push::Released(t) => self.release(t, start, out),
+            Push::Released(t) if hold && !t.is_empty() => {
+                let bytes = self.text_event(t);
+                self.boundary = Some(self.text_in);
+                let more = self.text_in.saturating_add(self.rules.hold_back() as u64);
+                let h = Held {
+                    bytes,
+                    until: Vec::new(),
+                    after_text: None,
+                    text_more: Some(more),
+                };
+                self.queue(h, self.held.len(), out)
+            }
+            Push::Released(t) => {
+                if !hold {
+                    self.boundary = None;
+                    for h in self.held.iter_mut() {
+                        h.text_more = None;
+                    }
+                }
+                self.release(t, start, out)?;
+                self.release_held(out);
+                Ok(())
+            }
             Push::Blocked(b) => Err(self.block(b.rule)),
         }
+    }
+
+    /// Counts `t` as pushed into the window and, for Responses, keeps it in the tail:
+    /// while text held at an item's end waits, the tail is screened joined across that
+    /// end (a redactable match reaching back over it blocks, like one across pieces).
+    fn push_tail(&mut self, t: &str) -> Result<(), String> {
+        let tail_start = self.text_in.saturating_sub(self.text_tail.len() as u64);
+        self.text_in = self.text_in.saturating_add(t.len() as u64);
+        if self.ep != Endpoint::Responses {
+            return Ok(());
+        }
+        self.text_tail.push_str(t);
+        let keep = self.rules.hold_back();
+        if let Some(b) = self.boundary {
+            let from = b
+                .checked_sub(tail_start)
+                .and_then(|f| usize::try_from(f).ok())
+                .filter(|f| *f > 0);
+            if let Some(from) = from
+                && let Err(blk) = self.rules.check_joined(&self.text_tail, from)
+            {
+                return Err(self.block(blk.rule));
+            }
+            if self.text_in >= b.saturating_add(keep as u64) {
+                self.boundary = None;
+            }
+        }
+        if self.text_tail.len() > keep {
+            let mut cut = self.text_tail.len() - keep;
+            while !self.text_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text_tail.drain(..cut);
+        }
+        Ok(())
     }
 
     /// Screens `pieces` of streamed fields (taken from an event before `screen_value`
@@ -1670,7 +1749,9 @@ impl SseScreen {
 
     /// Whether a held event may go (once everything before it went).
     fn ready(&self, h: &Held) -> bool {
-        h.after_text.is_none_or(|m| m <= self.text_out()) && h.until.iter().all(|u| self.settled(u))
+        h.after_text.is_none_or(|m| m <= self.text_out())
+            && h.text_more.is_none_or(|m| m <= self.text_in)
+            && h.until.iter().all(|u| self.settled(u))
     }
 
     /// Sends the held events that may go, in order.
@@ -1699,6 +1780,7 @@ impl SseScreen {
             bytes,
             until,
             after_text,
+            text_more: None,
         };
         if self.held.is_empty() && self.ready(&h) {
             out.extend_from_slice(&h.bytes);
@@ -1724,6 +1806,7 @@ impl SseScreen {
             bytes,
             until: Vec::new(),
             after_text: None,
+            text_more: None,
         };
         self.queue(h, at, out)
     }
@@ -1732,6 +1815,8 @@ impl SseScreen {
     /// when too much is held. Past half of that, events waiting for choice 0's text stop
     /// waiting for it (they still wait for their own fields): the order yields, never
     /// the window (a long tool call after a short text would fill the queue otherwise).
+    /// Text held at a Responses item's end goes too then (its order cannot yield): a
+    /// match across that end still stops the stream, but its first part may be out.
     fn queue(&mut self, h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
         self.held_bytes = self.held_bytes.saturating_add(h.bytes.len());
         self.held.insert(at, h);
@@ -1739,6 +1824,7 @@ impl SseScreen {
         if self.held_bytes > MAX_HELD_BYTES / 2 {
             for h in self.held.iter_mut() {
                 h.after_text = None;
+                h.text_more = None;
             }
             self.release_held(out);
         }
@@ -1821,7 +1907,7 @@ impl SseScreen {
                         *slot = Value::String(t.clone());
                     }
                     let start = self.text_out();
-                    self.text_in = self.text_in.saturating_add(t.len() as u64);
+                    self.push_tail(&t)?;
                     let pushed = self.screen.push(&t);
                     // An empty first text event (the role) goes out as it is.
                     let first = (self.template.is_none() && t.is_empty()).then(|| {
@@ -1846,6 +1932,8 @@ impl SseScreen {
                         }
                         Push::Blocked(blk) => return Err(self.block(blk.rule)),
                     }
+                    // Text held at an item's end may go now that more text came.
+                    self.release_held(&mut out);
                     // Later templates carry no role.
                     if let Some(tpl) = self.template.as_mut()
                         && let Some(d) = tpl.data.as_mut()
@@ -1871,6 +1959,9 @@ impl SseScreen {
                     // instead, so the window goes on across them and nothing of a match
                     // split around them leaves early. Other choices' pieces do not wait.
                     let scopes = event_scopes(self.ep, e.data.as_ref());
+                    // Responses: an event about one output item ends the text held
+                    // only until more text came (it may go on in a later item).
+                    let hold = self.ep == Endpoint::Responses && scopes.is_some();
                     let (ends_text, after) = match (self.ep, scopes) {
                         (Endpoint::Responses, _) | (_, None) => (true, None),
                         (_, Some(s)) => (
@@ -1879,7 +1970,7 @@ impl SseScreen {
                         ),
                     };
                     if ends_text {
-                        self.flush(&mut out)?;
+                        self.flush(hold, &mut out)?;
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
@@ -1896,7 +1987,7 @@ impl SseScreen {
             return Err(r.clone());
         }
         let mut out = BytesMut::new();
-        self.flush(&mut out)?;
+        self.flush(false, &mut out)?;
         for f in self.fields.values_mut() {
             f.closed = f.total;
         }
@@ -2971,6 +3062,95 @@ mod tests {
             head,
             "OUT-CANARY",
         );
+    }
+
+    /// A Responses event, as the minimiser writes it.
+    fn resp_event(ty: &str, oi: u64, rest: Value) -> String {
+        let mut j = serde_json::json!({"type": ty, "sequence_number": 1, "output_index": oi});
+        if let (Some(o), Value::Object(r)) = (j.as_object_mut(), rest) {
+            o.extend(r);
+        }
+        format!("event: {ty}\ndata: {j}\n\n")
+    }
+
+    /// Responses: text ends at each output item, but the text of a later item is still
+    /// screened joined with the end of the earlier one, which is held until that much
+    /// more text came (or the stream ended): a canary split around a function call
+    /// stops the stream before its first part leaves.
+    #[test]
+    fn responses_text_is_screened_joined_across_output_items() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let delta = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+            )
+        };
+        let done = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.done",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "text": t}),
+            )
+        };
+        let item = |ty: &str, oi: u64, kind: &str| {
+            resp_event(
+                ty,
+                oi,
+                serde_json::json!({"item": {"type": kind, "id": format!("m{oi}")}}),
+            )
+        };
+        let call_args = |a: &str| {
+            resp_event(
+                "response.function_call_arguments.delta",
+                1,
+                serde_json::json!({"item_id": "m1", "delta": a}),
+            )
+        };
+        let completed = resp_event(
+            "response.completed",
+            0,
+            serde_json::json!({"response": {"id": "r", "status": "completed"}}),
+        )
+        .replace(",\"output_index\":0", "");
+        let first = format!("The reference is {head}");
+        let second = format!("{tail} as asked.");
+        let mut events = vec![
+            item("response.output_item.added", 0, "message"),
+            delta(0, &first),
+            done(0, &first),
+            item("response.output_item.done", 0, "message"),
+            item("response.output_item.added", 1, "function_call"),
+            call_args("{}"),
+            item("response.output_item.done", 1, "function_call"),
+            item("response.output_item.added", 2, "message"),
+            delta(2, &second),
+            done(2, &second),
+            completed.clone(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()), "{out}");
+        assert!(!out.contains(head), "half of it left: {out}");
+        // Ordinary: the same shape with harmless text passes byte for byte, in order.
+        events[1] = delta(0, "Let me look.");
+        events[2] = done(0, "Let me look.");
+        events[8] = delta(2, "Done.");
+        events[9] = done(2, "Done.");
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+        // A long function call after a short text is not stopped for holding it.
+        let mut events = events[..5].to_vec();
+        events.extend((0..3000).map(|_| call_args("abcd")));
+        events.push(completed);
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out.matches("abcd").count(), 3000);
     }
 
     /// A long tool call after a short text waits behind that text only until the
