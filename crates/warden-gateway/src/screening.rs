@@ -836,6 +836,7 @@ impl Screening {
             text_in: 0,
             text_tail: String::new(),
             boundary: None,
+            text_waits: 0,
         })
     }
 }
@@ -1472,6 +1473,12 @@ struct Held {
     text_more: Option<u64>,
 }
 
+impl Held {
+    fn waits_for_text(&self) -> bool {
+        self.after_text.is_some() || self.text_more.is_some()
+    }
+}
+
 /// Streaming output screen over minimised SSE events: the text of delta events (chat
 /// and completions choice 0, Responses output text) goes through one [`OutputScreen`]
 /// (hold-back window), re-emitted as it is released. Every other string of an event
@@ -1511,6 +1518,9 @@ pub struct SseScreen {
     /// (`Held::text_more`): later text is screened joined with the text before it.
     text_tail: String,
     boundary: Option<u64>,
+    /// Held events that wait for text (`after_text` or `text_more`): none, and the
+    /// queue need not be searched or changed for text.
+    text_waits: usize,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1547,12 +1557,14 @@ impl SseScreen {
             text_in: 0,
             text_tail: String::new(),
             boundary: None,
+            text_waits: 0,
         }
     }
 
     fn block(&mut self, rule: String) -> String {
         self.held.clear();
         self.held_bytes = 0;
+        self.text_waits = 0;
         if let Some(o) = &self.owner {
             o.output_blocked(&self.identity, &rule);
         }
@@ -1615,13 +1627,14 @@ impl SseScreen {
                 self.queue(h, self.held.len(), out)
             }
             Push::Released(t) => {
+                // Placed by the marks first; then, the text over, nothing waits for it.
+                self.release(t, start, out)?;
                 if !hold {
                     self.boundary = None;
-                    for h in self.held.iter_mut() {
-                        h.text_more = None;
+                    if self.text_waits > 0 {
+                        self.stop_text_waits();
                     }
                 }
-                self.release(t, start, out)?;
                 self.release_held(out);
                 Ok(())
             }
@@ -1762,6 +1775,9 @@ impl SseScreen {
             }
             if let Some(h) = self.held.pop_front() {
                 self.held_bytes = self.held_bytes.saturating_sub(h.bytes.len());
+                if h.waits_for_text() {
+                    self.text_waits = self.text_waits.saturating_sub(1);
+                }
                 out.extend_from_slice(&h.bytes);
             }
         }
@@ -1789,15 +1805,27 @@ impl SseScreen {
         self.queue(h, self.held.len(), out)
     }
 
+    /// No held event waits for text any more.
+    fn stop_text_waits(&mut self) {
+        for h in self.held.iter_mut() {
+            h.after_text = None;
+            h.text_more = None;
+        }
+        self.text_waits = 0;
+    }
+
     /// Sends an event of text the window released from text position `start` on: it
     /// goes before the held events that wait for text from after `start` (so text sent
     /// before an event of choice 0 goes out before it), behind the others.
     fn emit_text(&mut self, bytes: Bytes, start: u64, out: &mut BytesMut) -> Result<(), String> {
-        let at = self
-            .held
-            .iter()
-            .position(|h| h.after_text.is_some_and(|m| m > start))
-            .unwrap_or(self.held.len());
+        let at = if self.text_waits == 0 {
+            self.held.len()
+        } else {
+            self.held
+                .iter()
+                .position(|h| h.after_text.is_some_and(|m| m > start))
+                .unwrap_or(self.held.len())
+        };
         if self.held.is_empty() {
             out.extend_from_slice(&bytes);
             return Ok(());
@@ -1817,17 +1845,20 @@ impl SseScreen {
     /// the window (a long tool call after a short text would fill the queue otherwise).
     /// Text held at a Responses item's end goes too then (its order cannot yield): a
     /// match across that end still stops the stream, but its first part may be out.
-    fn queue(&mut self, h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
+    fn queue(&mut self, mut h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
         self.held_bytes = self.held_bytes.saturating_add(h.bytes.len());
+        if self.held_bytes > MAX_HELD_BYTES / 2 {
+            // Once: later events find nothing waiting and queue at the end.
+            h.after_text = None;
+            h.text_more = None;
+            if self.text_waits > 0 {
+                self.stop_text_waits();
+            }
+        } else if h.waits_for_text() {
+            self.text_waits += 1;
+        }
         self.held.insert(at, h);
         self.release_held(out);
-        if self.held_bytes > MAX_HELD_BYTES / 2 {
-            for h in self.held.iter_mut() {
-                h.after_text = None;
-                h.text_more = None;
-            }
-            self.release_held(out);
-        }
         if self.held_bytes > MAX_HELD_BYTES {
             return Err(self.block("OUT-STREAM-HOLD".to_owned()));
         }
