@@ -1484,9 +1484,10 @@ impl Held {
 /// (hold-back window), re-emitted as it is released. Every other string of an event
 /// is screened whole (`screen_value`: text fields fully, identifier-like ones for
 /// canaries and secrets). Fields that stream in pieces (tool-call ids, names and
-/// arguments, other choices, Responses argument and refusal deltas) are screened again
-/// joined with the tail of what the same field carried before (a match of a redact
-/// rule across a join blocks too: part of it may be out), and an event carrying such
+/// arguments, other choices, Responses argument and refusal deltas, logprob strands)
+/// are screened again joined, as they came, with the tail of what the same field
+/// carried before (a match of a redact rule reaching back over a join blocks too: part
+/// of it may be out), and an event carrying such
 /// pieces is held back until each of its fields has carried the hold-back window more
 /// (at least 256 bytes) or ended: a `finish_reason` of the same choice, the arguments
 /// of the same tool call starting (for its id and name), a `.done` event of the same
@@ -1494,9 +1495,11 @@ impl Held {
 /// Nothing else ends a field (not pieces of other choices or other tool calls, not the
 /// choice's text), and events behind a held one wait for it, so a canary split across
 /// deltas is stopped before either part leaves. An event with text and pieces is split
-/// in two (text first). Choice 0's text window is not ended by its own pieces either:
-/// they wait behind the text held before them. A block ends the stream with an error
-/// event.
+/// in two (text first; logprobs go with the pieces). Choice 0's text window is not
+/// ended by its own pieces either: they wait behind the text held before them. The
+/// Responses text ends at each output item, but what is released there is held until
+/// the window's worth of text more came, screened joined with it. A block ends the
+/// stream with an error event.
 pub struct SseScreen {
     owner: Option<Arc<Screening>>,
     identity: String,
