@@ -3168,6 +3168,17 @@ mod tests {
         let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
         assert_eq!(r, Err("OUT-CANARY".to_owned()), "{out}");
         assert!(!out.contains(head), "half of it left: {out}");
+        // An address split the same way cannot be redacted whole: its first part was
+        // released at the item's end (held still), so the stream stops.
+        events[1] = delta(0, "Mail jane");
+        events[2] = done(0, "Mail jane");
+        events[8] = delta(2, ".doe@example.com today.");
+        events[9] = done(2, ".doe@example.com today.");
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        let mut s = SseScreen::standalone(rules, Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-PII-EMAIL".to_owned()), "{out}");
+        assert!(!out.contains("jane"), "{out}");
         // Ordinary: the same shape with harmless text passes byte for byte, in order.
         events[1] = delta(0, "Let me look.");
         events[2] = done(0, "Let me look.");
