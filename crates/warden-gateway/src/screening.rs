@@ -833,6 +833,10 @@ impl Screening {
             fields: HashMap::new(),
             held: std::collections::VecDeque::new(),
             held_bytes: 0,
+            text_in: 0,
+            text_tail: String::new(),
+            boundary: None,
+            text_waits: 0,
         })
     }
 }
@@ -1024,6 +1028,80 @@ const TEXT_KEYS: [&str; 7] = [
     "message",
 ];
 
+/// Ranks of logprob alternatives joined apart; later ranks join into the last one.
+const LOGPROB_RANKS: usize = 20;
+
+/// The tokens of a `logprobs` value, joined in order (a token alone is screened as an
+/// identifier, so a canary spelt over tokens would pass): per list (chat `content` and
+/// `refusal`, a Responses list, completions `tokens`) one strand of the sampled tokens
+/// (named `path`) and one per rank of the alternatives (`path/top/j`), each with its name.
+fn logprob_strands(v: &Value, path: &mut String, out: &mut Vec<(String, String)>) {
+    fn add(strands: &mut Vec<String>, j: usize, t: &str) {
+        let j = j.min(LOGPROB_RANKS - 1);
+        if strands.len() <= j {
+            strands.resize(j + 1, String::new());
+        }
+        if let Some(s) = strands.get_mut(j) {
+            s.push_str(t);
+        }
+    }
+    fn put(path: &str, sampled: String, ranks: Vec<String>, out: &mut Vec<(String, String)>) {
+        if !sampled.is_empty() {
+            out.push((path.to_owned(), sampled));
+        }
+        for (j, r) in ranks.into_iter().enumerate() {
+            if !r.is_empty() {
+                out.push((format!("{path}/top/{j}"), r));
+            }
+        }
+    }
+    let at = path.len();
+    match v {
+        // Chat and Responses: entries with a `token` and `top_logprobs` entries.
+        Value::Array(a) => {
+            let (mut sampled, mut ranks) = (String::new(), Vec::new());
+            for e in a {
+                if let Some(t) = e.field("token").and_then(Value::as_str) {
+                    sampled.push_str(t);
+                }
+                let top = e.field("top_logprobs").and_then(Value::as_array);
+                for (j, alt) in top.into_iter().flatten().enumerate() {
+                    if let Some(t) = alt.field("token").and_then(Value::as_str) {
+                        add(&mut ranks, j, t);
+                    }
+                }
+            }
+            put(path, sampled, ranks, out);
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                path.push('/');
+                path.push_str(k);
+                match (k.as_str(), x) {
+                    // Completions: `tokens`, and `top_logprobs` as objects keyed by token.
+                    ("tokens", Value::Array(a)) => {
+                        let sampled: String = a.iter().filter_map(Value::as_str).collect();
+                        put(path, sampled, Vec::new(), out);
+                    }
+                    ("top_logprobs", Value::Array(a)) => {
+                        let mut ranks = Vec::new();
+                        for pos in a.iter().filter_map(Value::as_object) {
+                            for (j, t) in pos.keys().enumerate() {
+                                add(&mut ranks, j, t);
+                            }
+                        }
+                        put(path, String::new(), ranks, out);
+                    }
+                    (_, Value::Array(_)) => logprob_strands(x, path, out),
+                    _ => {}
+                }
+                path.truncate(at);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Screens every string of `v`: model output under [`TEXT_KEYS`] with a fresh full
 /// screen (redacting in place), every other string (ids, model names, tool names,
 /// statuses, which the minimiser keeps identifier-shaped) with the canary and secret
@@ -1045,6 +1123,13 @@ fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result
         Value::String(s) => rules.check_identifier(s).map_err(|b| b.rule),
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
+                if k == "logprobs" {
+                    let mut strands = Vec::new();
+                    logprob_strands(x, &mut String::new(), &mut strands);
+                    for (_, s) in strands {
+                        rules.check_identifier(&s).map_err(|b| b.rule)?;
+                    }
+                }
                 screen_value(rules, x, Some(k))?;
             }
             Ok(())
@@ -1187,11 +1272,12 @@ const MAX_HELD_BYTES: usize = 256 * 1024;
 /// Shortest tail kept per streamed text field, whatever the hold-back window.
 const MIN_FIELD_TAIL: usize = 256;
 
-/// A piece of a streamed field in one event.
-struct Piece<'a> {
+/// A piece of a streamed field in one event, as the upstream sent it (before
+/// `screen_value` redacted anything in it: joined checks read the text as it came).
+struct Piece {
     /// Names the field across events.
     key: String,
-    s: &'a str,
+    s: String,
     /// A [`TEXT_KEYS`] field (else identifier-like).
     text: bool,
     /// The choice (chat, completions) or output item (Responses) it belongs to.
@@ -1203,19 +1289,13 @@ struct Piece<'a> {
 /// arguments, refusals, other choices' content; not the `role`), completions
 /// `choices[i].text`, the `delta` of Responses delta events other than output text
 /// (function-call arguments, refusals).
-fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
-    fn walk<'a>(
-        v: &'a Value,
-        path: &mut String,
-        key: Option<&str>,
-        scope: u64,
-        out: &mut Vec<Piece<'a>>,
-    ) {
+fn stream_pieces(ep: Endpoint, v: &Value, out: &mut Vec<Piece>) {
+    fn walk(v: &Value, path: &mut String, key: Option<&str>, scope: u64, out: &mut Vec<Piece>) {
         let at = path.len();
         match v {
-            Value::String(s) if key != Some("role") => out.push(Piece {
+            Value::String(s) if key != Some("role") && !s.is_empty() => out.push(Piece {
                 key: path.clone(),
-                s,
+                s: s.clone(),
                 text: key.is_some_and(|k| TEXT_KEYS.contains(&k)),
                 scope,
             }),
@@ -1263,22 +1343,50 @@ fn stream_pieces<'a>(ep: Endpoint, v: &'a Value, out: &mut Vec<Piece<'a>>) {
                     path.push_str(&format!("{i}/{field}"));
                     walk(x, &mut path, Some(field), i, out);
                 }
+                if let Some(x) = c.get("logprobs") {
+                    path.clear();
+                    path.push_str(&format!("{i}/logprobs"));
+                    logprob_pieces(x, &mut path, i, out);
+                }
             }
         }
         Endpoint::Responses => {
             let Some(t) = v.field("type").and_then(Value::as_str) else {
                 return;
             };
+            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
             if t.ends_with(".delta")
                 && let Some(x) = v.field("delta")
             {
-                let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
                 path.push_str(&format!("{t}/{}/{}", n("output_index"), n("content_index")));
                 walk(x, &mut path, Some("delta"), n("output_index"), out);
+            }
+            if t.ends_with(".delta")
+                && let Some(x) = v.field("logprobs")
+            {
+                path.clear();
+                path.push_str(&format!(
+                    "{t}/{}/{}/logprobs",
+                    n("output_index"),
+                    n("content_index")
+                ));
+                logprob_pieces(x, &mut path, n("output_index"), out);
             }
         }
         _ => {}
     }
+}
+
+/// The logprob strands of a streamed event as pieces (identifier-like, in `scope`).
+fn logprob_pieces(v: &Value, path: &mut String, scope: u64, out: &mut Vec<Piece>) {
+    let mut strands = Vec::new();
+    logprob_strands(v, path, &mut strands);
+    out.extend(strands.into_iter().map(|(key, s)| Piece {
+        key,
+        s,
+        text: false,
+        scope,
+    }));
 }
 
 /// The choices (chat, completions) or the output item (Responses) an event is about,
@@ -1318,11 +1426,18 @@ fn event_scopes(ep: Endpoint, d: Option<&Value>) -> Option<Vec<(u64, bool)>> {
 
 /// The text part of an event that also carries pieces (`d`, the text slot in place):
 /// chat choice 0 with its `role` and `content` alone, completions choice 0, no
-/// `finish_reason` (the pieces part, sent after, carries it).
+/// `finish_reason` and no `logprobs` (the pieces part, sent after it, carries them:
+/// logprob tokens are pieces held on their own, not released with the text).
 fn text_part(ep: Endpoint, d: &mut Value) {
+    if ep == Endpoint::Responses
+        && let Some(o) = d.as_object_mut()
+    {
+        o.retain(|k, _| k != "logprobs");
+    }
     if let Some(choices) = d.field_mut("choices").and_then(Value::as_array_mut) {
         choices.truncate(1);
         if let Some(c) = choices.first_mut().and_then(Value::as_object_mut) {
+            c.retain(|k, _| k != "logprobs");
             if c.contains_key("finish_reason") {
                 c.insert("finish_reason".to_owned(), Value::Null);
             }
@@ -1351,13 +1466,24 @@ struct Until {
     key: String,
     end: u64,
     need: u64,
-    scope: u64,
 }
 
-/// An event held back for its streamed fields (or queued behind one, `until` empty).
+/// An event held back for its streamed fields (or queued behind one, `until` empty),
+/// or for the text of choice 0 (Chat, Completions) sent before it: `after_text`, the
+/// bytes of text the window must have let go of first.
+/// Or (Responses) text released where an output item ended, held until `text_in` is
+/// `text_more`: the window's worth of text more came after it.
 struct Held {
     bytes: Bytes,
     until: Vec<Until>,
+    after_text: Option<u64>,
+    text_more: Option<u64>,
+}
+
+impl Held {
+    fn waits_for_text(&self) -> bool {
+        self.after_text.is_some() || self.text_more.is_some()
+    }
 }
 
 /// Streaming output screen over minimised SSE events: the text of delta events (chat
@@ -1365,17 +1491,22 @@ struct Held {
 /// (hold-back window), re-emitted as it is released. Every other string of an event
 /// is screened whole (`screen_value`: text fields fully, identifier-like ones for
 /// canaries and secrets). Fields that stream in pieces (tool-call ids, names and
-/// arguments, other choices, Responses argument and refusal deltas) are screened again
-/// joined with the tail of what the same field carried before (a match of a redact
-/// rule across a join blocks too: part of it may be out), and an event carrying such
+/// arguments, other choices, Responses argument and refusal deltas, logprob strands)
+/// are screened again joined, as they came, with the tail of what the same field
+/// carried before (a match of a redact rule reaching back over a join blocks too: part
+/// of it may be out), and an event carrying such
 /// pieces is held back until each of its fields has carried the hold-back window more
-/// (at least 256 bytes) or ended: a `finish_reason` or an event without pieces of the
-/// same choice, the arguments of the same tool call starting (for its id and name), a
-/// `.done` event or an event without pieces of the same Responses output item, an
-/// event about the whole stream, or the end of the stream. Pieces of other choices or
-/// other tool calls do not end a field, and events behind a held one wait for it, so a
-/// canary split across deltas is stopped before either part leaves. An event with text
-/// and pieces is split in two (text first). A block ends the stream with an error event.
+/// (at least 256 bytes) or ended: a `finish_reason` of the same choice, the arguments
+/// of the same tool call starting (for its id and name), a `.done` event of the same
+/// Responses output item, an event about the whole stream, or the end of the stream.
+/// Nothing else ends a field (not pieces of other choices or other tool calls, not the
+/// choice's text), and events behind a held one wait for it, so a canary split across
+/// deltas is stopped before either part leaves. An event with text and pieces is split
+/// in two (text first; logprobs go with the pieces). Choice 0's text window is not
+/// ended by its own pieces either: they wait behind the text held before them. The
+/// Responses text ends at each output item, but what is released there is held until
+/// the window's worth of text more came, screened joined with it. A block ends the
+/// stream with an error event.
 pub struct SseScreen {
     owner: Option<Arc<Screening>>,
     identity: String,
@@ -1390,6 +1521,16 @@ pub struct SseScreen {
     /// Events held back for their streamed fields, in order.
     held: std::collections::VecDeque<Held>,
     held_bytes: usize,
+    /// Bytes of text pushed into `screen` so far.
+    text_in: u64,
+    /// Responses: the last bytes of text pushed (the hold-back window's worth), as they
+    /// came, and where the text last ended at an output item while its end is held
+    /// (`Held::text_more`): later text is screened joined with the text before it.
+    text_tail: String,
+    boundary: Option<u64>,
+    /// Held events that wait for text (`after_text` or `text_more`): none, and the
+    /// queue need not be searched or changed for text.
+    text_waits: usize,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1423,12 +1564,17 @@ impl SseScreen {
             fields: HashMap::new(),
             held: std::collections::VecDeque::new(),
             held_bytes: 0,
+            text_in: 0,
+            text_tail: String::new(),
+            boundary: None,
+            text_waits: 0,
         }
     }
 
     fn block(&mut self, rule: String) -> String {
         self.held.clear();
         self.held_bytes = 0;
+        self.text_waits = 0;
         if let Some(o) = &self.owner {
             o.output_blocked(&self.identity, &rule);
         }
@@ -1441,10 +1587,22 @@ impl SseScreen {
         is_refusal(&self.head)
     }
 
-    fn release(&mut self, text: String, out: &mut BytesMut) -> Result<(), String> {
+    /// Bytes of text the window has let go of.
+    fn text_out(&self) -> u64 {
+        self.text_in.saturating_sub(self.screen.held() as u64)
+    }
+
+    /// Sends `text`, released by the window from text position `start` on.
+    fn release(&mut self, text: String, start: u64, out: &mut BytesMut) -> Result<(), String> {
         if text.is_empty() {
             return Ok(());
         }
+        let b = self.text_event(text);
+        self.emit_text(b, start, out)
+    }
+
+    /// The event that carries released `text` (the template with it in the slot).
+    fn text_event(&mut self, text: String) -> Bytes {
         if self.head.len() < 64 {
             self.head.extend(text.chars().take(64));
         }
@@ -1456,23 +1614,83 @@ impl SseScreen {
             *slot = Value::String(text);
             write_event(t, &mut b);
         }
-        self.emit(b.freeze(), Vec::new(), out)
+        b.freeze()
     }
 
-    fn flush(&mut self, out: &mut BytesMut) -> Result<(), String> {
+    /// Ends the text: the window releases what it holds. For good (`hold` false: the
+    /// choice or the stream ended), or where a Responses output item ends: text may go
+    /// on in a later item, so what is released is held until the window's worth of text
+    /// more came (or the stream ended), while that text is screened joined with it.
+    fn flush(&mut self, hold: bool, out: &mut BytesMut) -> Result<(), String> {
+        let start = self.text_out();
         match self.screen.finish() {
-            Push::Released(t) => self.release(t, out),
+            Push::Released(t) if hold && !t.is_empty() => {
+                let bytes = self.text_event(t);
+                self.boundary = Some(self.text_in);
+                let more = self.text_in.saturating_add(self.rules.hold_back() as u64);
+                let h = Held {
+                    bytes,
+                    until: Vec::new(),
+                    after_text: None,
+                    text_more: Some(more),
+                };
+                self.queue(h, self.held.len(), out)
+            }
+            Push::Released(t) => {
+                // Placed by the marks first; then, the text over, nothing waits for it.
+                self.release(t, start, out)?;
+                if !hold {
+                    self.boundary = None;
+                    if self.text_waits > 0 {
+                        self.stop_text_waits();
+                    }
+                }
+                self.release_held(out);
+                Ok(())
+            }
             Push::Blocked(b) => Err(self.block(b.rule)),
         }
     }
 
-    /// Screens the pieces of streamed fields in `d` together with what the same field
-    /// carried before (each piece alone was screened, and redacted, whole already).
-    /// Returns what this event must wait for (empty: it has no pieces).
-    fn screen_pieces(&mut self, d: &Value) -> Result<Vec<Until>, String> {
-        let mut pieces = Vec::new();
-        stream_pieces(self.ep, d, &mut pieces);
-        pieces.retain(|p| !p.s.is_empty());
+    /// Counts `t` as pushed into the window and, for Responses, keeps it in the tail:
+    /// while text held at an item's end waits, the tail is screened joined across that
+    /// end (a redactable match reaching back over it blocks, like one across pieces).
+    fn push_tail(&mut self, t: &str) -> Result<(), String> {
+        let tail_start = self.text_in.saturating_sub(self.text_tail.len() as u64);
+        self.text_in = self.text_in.saturating_add(t.len() as u64);
+        if self.ep != Endpoint::Responses {
+            return Ok(());
+        }
+        self.text_tail.push_str(t);
+        let keep = self.rules.hold_back();
+        if let Some(b) = self.boundary {
+            let from = b
+                .checked_sub(tail_start)
+                .and_then(|f| usize::try_from(f).ok())
+                .filter(|f| *f > 0);
+            if let Some(from) = from
+                && let Err(blk) = self.rules.check_joined(&self.text_tail, from)
+            {
+                return Err(self.block(blk.rule));
+            }
+            if self.text_in >= b.saturating_add(keep as u64) {
+                self.boundary = None;
+            }
+        }
+        if self.text_tail.len() > keep {
+            let mut cut = self.text_tail.len() - keep;
+            while !self.text_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text_tail.drain(..cut);
+        }
+        Ok(())
+    }
+
+    /// Screens `pieces` of streamed fields (taken from an event before `screen_value`
+    /// screened, and redacted, each of them whole) together with what the same field
+    /// carried before. Returns what the event must wait for (empty: it has no pieces).
+    fn screen_pieces(&mut self, pieces: Vec<Piece>) -> Result<Vec<Until>, String> {
         let text_keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
         let id_keep = self.rules.identifier_span();
         let mut until = Vec::with_capacity(pieces.len());
@@ -1493,13 +1711,13 @@ impl SseScreen {
                 scope: p.scope,
                 ..Field::default()
             });
-            let seen = !f.tail.is_empty();
-            f.tail.push_str(p.s);
+            let from = f.tail.len();
+            f.tail.push_str(&p.s);
             f.total = f.total.saturating_add(p.s.len() as u64);
-            let r = if !seen {
+            let r = if from == 0 {
                 Ok(())
             } else if p.text {
-                self.rules.check_joined(&f.tail)
+                self.rules.check_joined(&f.tail, from)
             } else {
                 self.rules.check_identifier(&f.tail)
             };
@@ -1515,7 +1733,6 @@ impl SseScreen {
                 key: p.key,
                 end: f.total,
                 need: f.total.saturating_add(keep as u64),
-                scope: p.scope,
             });
             if let Err(b) = r {
                 return Err(self.block(b.rule));
@@ -1524,11 +1741,10 @@ impl SseScreen {
         Ok(until)
     }
 
-    /// Applies the end-of-field signals of an event (`d`, with pieces in the scopes
-    /// `with_pieces`): a choice or output item ends when the event finishes it or is
-    /// about it without carrying pieces of it; an event about the whole stream ends
-    /// every field.
-    fn close_fields(&mut self, d: Option<&Value>, with_pieces: &[u64]) {
+    /// Applies the end-of-field signals of an event (`d`): a choice or output item ends
+    /// when the event finishes it (an event about it without pieces does not: its
+    /// fields may go on after it); an event about the whole stream ends every field.
+    fn close_fields(&mut self, d: Option<&Value>) {
         match event_scopes(self.ep, d) {
             None => {
                 for f in self.fields.values_mut() {
@@ -1537,7 +1753,7 @@ impl SseScreen {
             }
             Some(scopes) => {
                 for (s, fin) in scopes {
-                    if fin || !with_pieces.contains(&s) {
+                    if fin {
                         for f in self.fields.values_mut().filter(|f| f.scope == s) {
                             f.closed = f.total;
                         }
@@ -1554,28 +1770,104 @@ impl SseScreen {
             .is_none_or(|f| f.total >= u.need || f.closed >= u.end)
     }
 
+    /// Whether a held event may go (once everything before it went).
+    fn ready(&self, h: &Held) -> bool {
+        h.after_text.is_none_or(|m| m <= self.text_out())
+            && h.text_more.is_none_or(|m| m <= self.text_in)
+            && h.until.iter().all(|u| self.settled(u))
+    }
+
     /// Sends the held events that may go, in order.
     fn release_held(&mut self, out: &mut BytesMut) {
         while let Some(h) = self.held.front() {
-            if !h.until.iter().all(|u| self.settled(u)) {
+            if !self.ready(h) {
                 break;
             }
             if let Some(h) = self.held.pop_front() {
                 self.held_bytes = self.held_bytes.saturating_sub(h.bytes.len());
+                if h.waits_for_text() {
+                    self.text_waits = self.text_waits.saturating_sub(1);
+                }
                 out.extend_from_slice(&h.bytes);
             }
         }
     }
 
-    /// Sends `bytes` (an event waiting for `until`) now, or queues it behind what is
-    /// held; stops the stream when too much is held.
-    fn emit(&mut self, bytes: Bytes, until: Vec<Until>, out: &mut BytesMut) -> Result<(), String> {
-        if until.is_empty() && self.held.is_empty() {
+    /// Sends `bytes` (an event waiting for `until`, and for the text window to have let
+    /// go of `after_text` bytes) now, or queues it behind what is held.
+    fn emit(
+        &mut self,
+        bytes: Bytes,
+        until: Vec<Until>,
+        after_text: Option<u64>,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        let h = Held {
+            bytes,
+            until,
+            after_text,
+            text_more: None,
+        };
+        if self.held.is_empty() && self.ready(&h) {
+            out.extend_from_slice(&h.bytes);
+            return Ok(());
+        }
+        self.queue(h, self.held.len(), out)
+    }
+
+    /// No held event waits for text any more.
+    fn stop_text_waits(&mut self) {
+        for h in self.held.iter_mut() {
+            h.after_text = None;
+            h.text_more = None;
+        }
+        self.text_waits = 0;
+    }
+
+    /// Sends an event of text the window released from text position `start` on: it
+    /// goes before the held events that wait for text from after `start` (so text sent
+    /// before an event of choice 0 goes out before it), behind the others.
+    fn emit_text(&mut self, bytes: Bytes, start: u64, out: &mut BytesMut) -> Result<(), String> {
+        let at = if self.text_waits == 0 {
+            self.held.len()
+        } else {
+            self.held
+                .iter()
+                .position(|h| h.after_text.is_some_and(|m| m > start))
+                .unwrap_or(self.held.len())
+        };
+        if self.held.is_empty() {
             out.extend_from_slice(&bytes);
             return Ok(());
         }
-        self.held_bytes = self.held_bytes.saturating_add(bytes.len());
-        self.held.push_back(Held { bytes, until });
+        let h = Held {
+            bytes,
+            until: Vec::new(),
+            after_text: None,
+            text_more: None,
+        };
+        self.queue(h, at, out)
+    }
+
+    /// Holds `h` at position `at` of the queue and sends what may go; stops the stream
+    /// when too much is held. Past half of that, events waiting for choice 0's text stop
+    /// waiting for it (they still wait for their own fields): the order yields, never
+    /// the window (a long tool call after a short text would fill the queue otherwise).
+    /// Text held at a Responses item's end goes too then (its order cannot yield): a
+    /// match across that end still stops the stream, but its first part may be out.
+    fn queue(&mut self, mut h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
+        self.held_bytes = self.held_bytes.saturating_add(h.bytes.len());
+        if self.held_bytes > MAX_HELD_BYTES / 2 {
+            // Once: later events find nothing waiting and queue at the end.
+            h.after_text = None;
+            h.text_more = None;
+            if self.text_waits > 0 {
+                self.stop_text_waits();
+            }
+        } else if h.waits_for_text() {
+            self.text_waits += 1;
+        }
+        self.held.insert(at, h);
         self.release_held(out);
         if self.held_bytes > MAX_HELD_BYTES {
             return Err(self.block("OUT-STREAM-HOLD".to_owned()));
@@ -1629,17 +1921,13 @@ impl SseScreen {
             };
             let mut until = Vec::new();
             if let Some(d) = e.data.as_mut() {
+                let mut pieces = Vec::new();
+                stream_pieces(self.ep, d, &mut pieces);
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
-                until = self.screen_pieces(d)?;
+                until = self.screen_pieces(pieces)?;
             }
-            let with_pieces: Vec<u64> = until.iter().map(|u| u.scope).collect();
-            self.close_fields(e.data.as_ref(), &with_pieces);
+            self.close_fields(e.data.as_ref());
             self.release_held(&mut out);
-            // Text held so far comes before this event, unless the event is about
-            // other choices only (their pieces do not end choice 0's text).
-            let scopes = event_scopes(self.ep, e.data.as_ref());
-            let ends_text = self.ep == Endpoint::Responses
-                || scopes.is_none_or(|s| s.iter().any(|(i, _)| *i == 0));
             match text {
                 Some(t) => {
                     // With pieces too, the event is split: the pieces (the event with
@@ -1664,7 +1952,6 @@ impl SseScreen {
                     if let Some(slot) = e.data.as_mut().and_then(|d| delta_slot(self.ep, d)) {
                         *slot = Value::String(t.clone());
                     }
-                    let pushed = self.screen.push(&t);
                     // An empty first text event (the role) goes out as it is.
                     let first = (self.template.is_none() && t.is_empty()).then(|| {
                         let mut b = BytesMut::new();
@@ -1679,16 +1966,7 @@ impl SseScreen {
                         done: false,
                         repeat: None,
                     });
-                    match pushed {
-                        Push::Released(r) => {
-                            if let Some(b) = first.filter(|_| r.is_empty()) {
-                                self.emit(b, Vec::new(), &mut out)?;
-                            } else {
-                                self.release(r, &mut out)?;
-                            }
-                        }
-                        Push::Blocked(blk) => return Err(self.block(blk.rule)),
-                    }
+                    self.text_through_window(&t, first, &mut out)?;
                     // Later templates carry no role.
                     if let Some(tpl) = self.template.as_mut()
                         && let Some(d) = tpl.data.as_mut()
@@ -1703,39 +1981,81 @@ impl SseScreen {
                     if let Some(r) = rest {
                         let mut b = BytesMut::new();
                         write_event(&r, &mut b);
-                        self.emit(b.freeze(), until, &mut out)?;
+                        let after = Some(self.text_in);
+                        self.emit(b.freeze(), until, after, &mut out)?;
                     }
                 }
                 None => {
+                    // Text held so far comes before an event about choice 0 (Responses:
+                    // any event). Only the choice's end, or the stream's, ends its text;
+                    // its own pieces (a tool call, a refusal) wait behind the text
+                    // instead, so the window goes on across them and nothing of a match
+                    // split around them leaves early. Other choices' pieces do not wait.
+                    let scopes = event_scopes(self.ep, e.data.as_ref());
+                    // Responses: an event about one output item ends the text held
+                    // only until more text came (it may go on in a later item).
+                    let hold = self.ep == Endpoint::Responses && scopes.is_some();
+                    let (ends_text, after) = match (self.ep, scopes) {
+                        (Endpoint::Responses, _) | (_, None) => (true, None),
+                        (_, Some(s)) => (
+                            s.iter().any(|(i, fin)| *i == 0 && *fin),
+                            s.iter().any(|(i, _)| *i == 0).then_some(self.text_in),
+                        ),
+                    };
                     if ends_text {
-                        self.flush(&mut out)?;
+                        self.flush(hold, &mut out)?;
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
-                    self.emit(b.freeze(), until, &mut out)?;
+                    self.emit(b.freeze(), until, after, &mut out)?;
                 }
             }
         }
         Ok(out.freeze())
     }
 
+    /// Pushes text `t` into the window and sends what it releases (`first` instead, the
+    /// opening event as it came, when the window released nothing), then the held
+    /// events that may go now.
+    fn text_through_window(
+        &mut self,
+        t: &str,
+        first: Option<Bytes>,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        let start = self.text_out();
+        self.push_tail(t)?;
+        match self.screen.push(t) {
+            Push::Released(r) => {
+                if let Some(b) = first.filter(|_| r.is_empty()) {
+                    self.emit_text(b, start, out)?;
+                } else {
+                    self.release(r, start, out)?;
+                }
+            }
+            Push::Blocked(blk) => return Err(self.block(blk.rule)),
+        }
+        // Text held at an item's end may go now that more text came.
+        self.release_held(out);
+        Ok(())
+    }
+
     /// A text event that repeats the last one but for its text (the minimiser's
     /// [`MinLine::Text`]). For such an event the general path below would screen the
-    /// same identifiers again with the same result, find no pieces, apply the same
-    /// end-of-field signals (already applied: no field changed since), release nothing
-    /// more from the held queue, and keep a template equal to the last one but for the
-    /// text slot, which a release overwrites (the minimiser remembers no event with a
-    /// `role`, the one field the template drops after its first release); what is left
-    /// is the text's own screening and release. A repeat with no text event before it cannot come
-    /// from the minimiser; it stops the stream rather than pass unscreened.
+    /// same identifiers again with the same result, find no pieces (a remembered event
+    /// has no logprobs, tool calls or other choices), end no field (no finish), release
+    /// nothing from the held queue before its text (the last event ended with that
+    /// release, and nothing changed since), and keep a template equal to the last one
+    /// but for the text slot, which a release overwrites (the minimiser remembers no
+    /// event with a `role`, the one field the template drops after its first release).
+    /// What is left is [`SseScreen::text_through_window`], as for any text event. A
+    /// repeat with no text event before it cannot come from the minimiser; it stops the
+    /// stream rather than pass unscreened.
     fn repeat_text(&mut self, t: String, out: &mut BytesMut) -> Result<(), String> {
         if self.template.is_none() {
             return Err(self.block("OUT-STREAM-STATE".to_owned()));
         }
-        match self.screen.push(&t) {
-            Push::Released(r) => self.release(r, out),
-            Push::Blocked(blk) => Err(self.block(blk.rule)),
-        }
+        self.text_through_window(&t, None, out)
     }
 
     /// The stream ended: release what is held.
@@ -1744,7 +2064,7 @@ impl SseScreen {
             return Err(r.clone());
         }
         let mut out = BytesMut::new();
-        self.flush(&mut out)?;
+        self.flush(false, &mut out)?;
         for f in self.fields.values_mut() {
             f.closed = f.total;
         }
@@ -2707,6 +3027,312 @@ mod tests {
             "jane.doe",
             "OUT-PII-EMAIL",
         );
+    }
+
+    /// A redactable match whose later piece also matches alone (".doe@example.com" is
+    /// an address by itself) is not redacted only in that piece: it reaches into a
+    /// piece that may be out already, so the stream stops before "jane" leaves.
+    #[test]
+    fn redactable_matches_reaching_into_earlier_pieces_stop_the_stream() {
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        stopped_in_time(
+            Arc::clone(&rules),
+            &[
+                chunk(serde_json::json!([args(0, 0, "{\"to\":\"jane")])),
+                chunk(serde_json::json!([args(0, 0, ".doe@example.com\"}")])),
+            ],
+            "jane",
+            "OUT-PII-EMAIL",
+        );
+        // An address inside one piece is redacted there and the stream goes on.
+        let events = [
+            chunk(serde_json::json!([args(0, 0, "{\"to\":")])),
+            chunk(serde_json::json!([args(0, 0, "\"jane.doe@example.com\"}")])),
+            chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
+        ];
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()), "{out}");
+        assert!(
+            out.contains("[redacted:email]") && !out.contains("jane"),
+            "{out}"
+        );
+    }
+
+    /// Choice 0's own pieces (a tool call, a refusal) do not end its text: the window
+    /// goes on across them, so text split around such an event is screened joined and
+    /// nothing of it left before (a canary stops the stream, an address is redacted
+    /// whole). Text before the event still goes out before it.
+    #[test]
+    fn pieces_of_choice_0_do_not_reset_its_text_window() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let role =
+            chunk(serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": ""}}]));
+        let call = chunk(
+            serde_json::json!([{"index": 0, "delta": {"tool_calls": [{"index": 0,
+            "id": "call_0", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]),
+        );
+        let refusal = chunk(serde_json::json!([{"index": 0, "delta": {"refusal": "No."}}]));
+        let fin = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        for between in [&call, &refusal] {
+            stopped_in_time(
+                canary_rules(),
+                &[
+                    role.clone(),
+                    text(&format!("The reference is {head}")),
+                    between.clone(),
+                    text(&format!("{tail} as asked.")),
+                    fin.clone(),
+                ],
+                head,
+                "OUT-CANARY",
+            );
+        }
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let events = [
+            role.clone(),
+            text("Mail jane"),
+            call.clone(),
+            text(".doe@example.com today."),
+            fin.clone(),
+        ];
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()), "{out}");
+        assert!(!out.contains("jane"), "{out}");
+        assert!(out.contains("Mail [redacted:email] today."), "{out}");
+        // Ordinary: text, then a call, then the end: byte for byte, in order.
+        let events = [
+            role,
+            text("Let me check the weather."),
+            call,
+            chunk(serde_json::json!([args(0, 0, "{\"city\":\"Oslo\"}")])),
+            fin,
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+    }
+
+    /// The mirror of the above: an event of choice 0 without pieces (its text) does not
+    /// end its tool call, so arguments split around it are still held joined.
+    #[test]
+    fn text_of_choice_0_does_not_settle_its_pieces() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"q\":\"{head}")
+                )])),
+                text("Checking."),
+                chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+    }
+
+    /// A Responses event, as the minimiser writes it.
+    fn resp_event(ty: &str, oi: u64, rest: Value) -> String {
+        let mut j = serde_json::json!({"type": ty, "sequence_number": 1, "output_index": oi});
+        if let (Some(o), Value::Object(r)) = (j.as_object_mut(), rest) {
+            o.extend(r);
+        }
+        format!("event: {ty}\ndata: {j}\n\n")
+    }
+
+    /// Responses: text ends at each output item, but the text of a later item is still
+    /// screened joined with the end of the earlier one, which is held until that much
+    /// more text came (or the stream ended): a canary split around a function call
+    /// stops the stream before its first part leaves.
+    #[test]
+    fn responses_text_is_screened_joined_across_output_items() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let delta = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+            )
+        };
+        let done = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.done",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "text": t}),
+            )
+        };
+        let item = |ty: &str, oi: u64, kind: &str| {
+            resp_event(
+                ty,
+                oi,
+                serde_json::json!({"item": {"type": kind, "id": format!("m{oi}")}}),
+            )
+        };
+        let call_args = |a: &str| {
+            resp_event(
+                "response.function_call_arguments.delta",
+                1,
+                serde_json::json!({"item_id": "m1", "delta": a}),
+            )
+        };
+        let completed = resp_event(
+            "response.completed",
+            0,
+            serde_json::json!({"response": {"id": "r", "status": "completed"}}),
+        )
+        .replace(",\"output_index\":0", "");
+        let first = format!("The reference is {head}");
+        let second = format!("{tail} as asked.");
+        let mut events = vec![
+            item("response.output_item.added", 0, "message"),
+            delta(0, &first),
+            done(0, &first),
+            item("response.output_item.done", 0, "message"),
+            item("response.output_item.added", 1, "function_call"),
+            call_args("{}"),
+            item("response.output_item.done", 1, "function_call"),
+            item("response.output_item.added", 2, "message"),
+            delta(2, &second),
+            done(2, &second),
+            completed.clone(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()), "{out}");
+        assert!(!out.contains(head), "half of it left: {out}");
+        // An address split the same way cannot be redacted whole: its first part was
+        // released at the item's end (held still), so the stream stops.
+        events[1] = delta(0, "Mail jane");
+        events[2] = done(0, "Mail jane");
+        events[8] = delta(2, ".doe@example.com today.");
+        events[9] = done(2, ".doe@example.com today.");
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        let mut s = SseScreen::standalone(rules, Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-PII-EMAIL".to_owned()), "{out}");
+        assert!(!out.contains("jane"), "{out}");
+        // Ordinary: the same shape with harmless text passes byte for byte, in order.
+        events[1] = delta(0, "Let me look.");
+        events[2] = done(0, "Let me look.");
+        events[8] = delta(2, "Done.");
+        events[9] = done(2, "Done.");
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+        // A long function call after a short text is not stopped for holding it.
+        let mut events = events[..5].to_vec();
+        events.extend((0..3000).map(|_| call_args("abcd")));
+        events.push(completed);
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out.matches("abcd").count(), 3000);
+    }
+
+    /// A long tool call after a short text waits behind that text only until the
+    /// queue would fill: then its events go on as their own fields settle, ahead of the
+    /// text, which the window still holds until the choice ends.
+    #[test]
+    fn a_long_tool_call_after_short_text_is_not_stopped() {
+        let mut events = vec![chunk(
+            serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": "Writing it."}}]),
+        )];
+        for _ in 0..3000 {
+            events.push(chunk(serde_json::json!([args(0, 0, "abcd")])));
+        }
+        events.push(chunk(
+            serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out.matches("abcd").count(), 3000);
+        assert_eq!(out.matches("Writing it.").count(), 1);
+    }
+
+    /// Logprob tokens (sampled, and each rank of the alternatives) are checked joined
+    /// across tokens and events, and an event carrying them is held like other pieces:
+    /// a canary split over tokens stops the stream before any token of it leaves.
+    #[test]
+    fn logprob_tokens_are_screened_joined() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let entry = |t: &str, alt: &str| {
+            serde_json::json!({"token": t, "logprob": -0.1,
+                "top_logprobs": [{"token": alt, "logprob": -2.5}]})
+        };
+        let text = |t: &str, lp: Vec<Value>| {
+            chunk(serde_json::json!([{"index": 0, "delta": {"content": t},
+                "logprobs": {"content": lp}, "finish_reason": null}]))
+        };
+        let fin = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        let filler = "Some words go here. ".repeat(20);
+        // The sampled tokens, after enough text that the window releases text with
+        // every event: the tokens must not ride out ahead of their text.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                text(&filler, vec![entry("Some", "A")]),
+                text(head, vec![entry(head, "B")]),
+                text(tail, vec![entry(tail, "C")]),
+                text(&filler, vec![entry("Some", "D")]),
+                fin.clone(),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        // Alternatives of the same rank spell it while the sampled text is harmless.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                text("a", vec![entry("a", head)]),
+                text("b", vec![entry("b", tail)]),
+                fin.clone(),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        // Several tokens in one event, and the same list in a whole body.
+        stopped_in_time(
+            canary_rules(),
+            &[
+                text("ab", vec![entry(head, "x"), entry(tail, "y")]),
+                fin.clone(),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        let mut body = serde_json::json!({"choices": [{"index": 0, "message":
+            {"role": "assistant", "content": "ab"},
+            "logprobs": {"content": [entry(head, "x"), entry(tail, "y")]}}]});
+        assert_eq!(
+            screen_value(&canary_rules(), &mut body, None),
+            Err("OUT-CANARY".to_owned())
+        );
+        // Ordinary logprobs pass, text and tokens all there.
+        let events = [
+            text("Hello", vec![entry("Hello", "Hi")]),
+            text(" there", vec![entry(" there", " you")]),
+            fin,
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        for w in ["Hello", "Hi", " there", " you", "\"stop\""] {
+            assert!(out.contains(w), "{w} missing: {out}");
+        }
     }
 
     /// Past the cap on held bytes, the stream is stopped rather than letting unsettled

@@ -36,6 +36,13 @@ fn policy(ep: Endpoint) -> ResponsePolicy {
     }
 }
 
+fn policy_with(ep: Endpoint, keep_logprobs: bool) -> ResponsePolicy {
+    ResponsePolicy {
+        endpoint: ep,
+        keep_logprobs,
+    }
+}
+
 /// A JSON string token for `s`, written plainly or with every non-ASCII character (and
 /// `/`) escaped: the same string to a parser, other bytes.
 fn token(s: &str, escaped: bool) -> String {
@@ -296,11 +303,14 @@ proptest! {
         crlf in any::<bool>(),
         step in prop_oneof![Just(usize::MAX), 1usize..80],
         drop_usage in any::<bool>(),
+        keep_logprobs in any::<bool>(),
     ) {
         let ep = if chat { Endpoint::Chat } else { Endpoint::Completions };
         let s = stream(ep, &evs, crlf);
         let step = step.min(s.len().max(1));
-        let fresh = || SseMinimizer::new(policy(ep), drop_usage, 1 << 20).routed_to("m");
+        let fresh = || {
+            SseMinimizer::new(policy_with(ep, keep_logprobs), drop_usage, 1 << 20).routed_to("m")
+        };
         let (mut a, mut b) = (fresh(), fresh().without_reuse());
         prop_assert_eq!(minimised(&mut a, &s, step), minimised(&mut b, &s, step));
         prop_assert_eq!(b.reused, 0);

@@ -212,15 +212,19 @@ impl OutputRules {
         self.check_block(text)
     }
 
-    /// The rules over text joined from pieces a caller already screened (and redacted)
-    /// one by one: the blocking rules, and a redaction match too, which can only lie
-    /// across a join: part of it may have left already, so it blocks (with its rule).
-    pub fn check_joined(&self, text: &str) -> Result<(), OutputBlock> {
+    /// The rules over text joined, as it came, from pieces a caller screened (and
+    /// redacted) one by one, the last piece starting at byte `from`: the blocking rules,
+    /// and a redaction match that starts before `from` and ends after it: it reaches
+    /// into a piece that may have left already, so it blocks (with its rule), even when
+    /// its part in the last piece was redacted there on its own.
+    pub fn check_joined(&self, text: &str, from: usize) -> Result<(), OutputBlock> {
         self.check_block(text)?;
-        match self.redactions(text, false).first() {
-            Some((_, rule)) => Err(OutputBlock {
-                rule: (*rule).into(),
-            }),
+        match self
+            .redactions(text, false)
+            .into_iter()
+            .find(|(r, _)| r.start < from && r.end > from)
+        {
+            Some((_, rule)) => Err(OutputBlock { rule: rule.into() }),
             None => Ok(()),
         }
     }
@@ -455,6 +459,11 @@ impl<'r> OutputScreen<'r> {
         let matches = self.rules.redactions(&self.buf, false);
         let head = std::mem::take(&mut self.buf);
         Push::Released(apply(&head, &matches))
+    }
+
+    /// Bytes pushed and not yet released (what the window holds back).
+    pub fn held(&self) -> usize {
+        self.buf.len()
     }
 
     /// Whether this response was blocked.
