@@ -821,23 +821,10 @@ impl Screening {
     /// A stream screen for one SSE response (None when output screening is off).
     pub fn sse(self: &Arc<Self>, ep: Endpoint, identity: &str) -> Option<SseScreen> {
         let rules = self.output.as_ref()?;
-        Some(SseScreen {
-            owner: Some(Arc::clone(self)),
-            identity: identity.to_owned(),
-            ep,
-            screen: OutputScreen::shared(Arc::clone(rules)),
-            rules: Arc::clone(rules),
-            template: None,
-            blocked: None,
-            head: String::new(),
-            fields: HashMap::new(),
-            held: std::collections::VecDeque::new(),
-            held_bytes: 0,
-            text_in: 0,
-            text_tail: String::new(),
-            boundary: None,
-            text_waits: 0,
-        })
+        let mut s = SseScreen::standalone(Arc::clone(rules), ep);
+        s.owner = Some(Arc::clone(self));
+        s.identity = identity.to_owned();
+        Some(s)
     }
 }
 
@@ -1478,6 +1465,9 @@ struct Held {
     until: Vec<Until>,
     after_text: Option<u64>,
     text_more: Option<u64>,
+    /// Released text (of the window or held at an item's end): text keeps its order
+    /// even where other events may overtake it (see [`SseScreen::release_held`]).
+    text: bool,
 }
 
 impl Held {
@@ -1531,6 +1521,9 @@ pub struct SseScreen {
     /// Held events that wait for text (`after_text` or `text_more`): none, and the
     /// queue need not be searched or changed for text.
     text_waits: usize,
+    /// Past half the held cap once: text held at a Responses item's end (and text
+    /// behind it) no longer holds up the other events.
+    yielded: bool,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1568,6 +1561,7 @@ impl SseScreen {
             text_tail: String::new(),
             boundary: None,
             text_waits: 0,
+            yielded: false,
         }
     }
 
@@ -1633,6 +1627,7 @@ impl SseScreen {
                     until: Vec::new(),
                     after_text: None,
                     text_more: Some(more),
+                    text: true,
                 };
                 self.queue(h, self.held.len(), out)
             }
@@ -1642,7 +1637,7 @@ impl SseScreen {
                 if !hold {
                     self.boundary = None;
                     if self.text_waits > 0 {
-                        self.stop_text_waits();
+                        self.end_text_waits();
                     }
                 }
                 self.release_held(out);
@@ -1777,13 +1772,28 @@ impl SseScreen {
             && h.until.iter().all(|u| self.settled(u))
     }
 
-    /// Sends the held events that may go, in order.
+    /// Sends the held events that may go, in order. Once `yielded`, text (held at a
+    /// Responses item's end, or queued behind such text) that may not go yet no longer
+    /// holds up the other events: they go past it in their own order, the text stays.
     fn release_held(&mut self, out: &mut BytesMut) {
-        while let Some(h) = self.held.front() {
+        let mut i = 0;
+        let mut text_stuck = false;
+        while i < self.held.len() {
+            let h = &self.held[i];
+            let lane = self.yielded && (h.text || h.text_more.is_some());
+            if lane && text_stuck {
+                i += 1;
+                continue;
+            }
             if !self.ready(h) {
+                if lane {
+                    text_stuck = true;
+                    i += 1;
+                    continue;
+                }
                 break;
             }
-            if let Some(h) = self.held.pop_front() {
+            if let Some(h) = self.held.remove(i) {
                 self.held_bytes = self.held_bytes.saturating_sub(h.bytes.len());
                 if h.waits_for_text() {
                     self.text_waits = self.text_waits.saturating_sub(1);
@@ -1807,6 +1817,7 @@ impl SseScreen {
             until,
             after_text,
             text_more: None,
+            text: false,
         };
         if self.held.is_empty() && self.ready(&h) {
             out.extend_from_slice(&h.bytes);
@@ -1815,13 +1826,22 @@ impl SseScreen {
         self.queue(h, self.held.len(), out)
     }
 
-    /// No held event waits for text any more.
-    fn stop_text_waits(&mut self) {
+    /// The text ended for good: no held event waits for text any more.
+    fn end_text_waits(&mut self) {
         for h in self.held.iter_mut() {
             h.after_text = None;
             h.text_more = None;
         }
         self.text_waits = 0;
+    }
+
+    /// Past half the held cap: no held event waits for text sent before it any more
+    /// (`after_text`); text held at an item's end stays held (`text_more`).
+    fn yield_text_order(&mut self) {
+        for h in self.held.iter_mut() {
+            h.after_text = None;
+        }
+        self.text_waits = self.held.iter().filter(|h| h.waits_for_text()).count();
     }
 
     /// Sends an event of text the window released from text position `start` on: it
@@ -1845,26 +1865,28 @@ impl SseScreen {
             until: Vec::new(),
             after_text: None,
             text_more: None,
+            text: true,
         };
         self.queue(h, at, out)
     }
 
     /// Holds `h` at position `at` of the queue and sends what may go; stops the stream
     /// when too much is held. Past half of that, events waiting for choice 0's text stop
-    /// waiting for it (they still wait for their own fields): the order yields, never
-    /// the window (a long tool call after a short text would fill the queue otherwise).
-    /// Text held at a Responses item's end goes too then (its order cannot yield): a
-    /// match across that end still stops the stream, but its first part may be out.
+    /// waiting for it (they still wait for their own fields), and text held at a
+    /// Responses item's end (with text behind it) stops holding up other events: the
+    /// order yields, never the window (a long tool call after a short text would fill
+    /// the queue otherwise). That text itself stays held until more text came.
     fn queue(&mut self, mut h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
         self.held_bytes = self.held_bytes.saturating_add(h.bytes.len());
         if self.held_bytes > MAX_HELD_BYTES / 2 {
-            // Once: later events find nothing waiting and queue at the end.
+            // Later events find nothing waiting for text before them.
             h.after_text = None;
-            h.text_more = None;
+            self.yielded = true;
             if self.text_waits > 0 {
-                self.stop_text_waits();
+                self.yield_text_order();
             }
-        } else if h.waits_for_text() {
+        }
+        if h.waits_for_text() {
             self.text_waits += 1;
         }
         self.held.insert(at, h);
@@ -3420,5 +3442,43 @@ mod tests {
             assert!(out.contains(e.as_str()), "{e} missing from {out}");
         }
         assert!(out.contains("Hello there, how are you?"), "{out}");
+    }
+
+    /// Responses: text held at an output item's end stays held past half the held cap
+    /// (later events overtake it instead), so a canary split across a long function
+    /// call between two message items is stopped before its first part leaves.
+    #[test]
+    fn responses_text_held_at_an_item_end_outlasts_the_half_cap() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let delta = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+            )
+        };
+        let mut events = vec![
+            delta(0, &format!("The reference is {head}")),
+            resp_event(
+                "response.output_item.added",
+                1,
+                serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
+            ),
+        ];
+        let call_args = resp_event(
+            "response.function_call_arguments.delta",
+            1,
+            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
+        );
+        let n = MAX_HELD_BYTES / call_args.len() + 10;
+        events.extend(std::iter::repeat_n(call_args, n));
+        events.push(delta(2, &format!("{tail} as asked.")));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()));
+        assert!(!out.contains(head), "{out}");
+        // The function call was not held up behind the text.
+        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
     }
 }
