@@ -1524,6 +1524,8 @@ pub struct SseScreen {
     /// Past half the held cap once: text held at a Responses item's end (and text
     /// behind it) no longer holds up the other events.
     yielded: bool,
+    /// Chat, completions: choice 0 finished or `[DONE]` came; more text stops the stream.
+    text_ended: bool,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1562,6 +1564,7 @@ impl SseScreen {
             boundary: None,
             text_waits: 0,
             yielded: false,
+            text_ended: false,
         }
     }
 
@@ -1736,11 +1739,14 @@ impl SseScreen {
         Ok(until)
     }
 
-    /// Applies the end-of-field signals of an event (`d`): a choice or output item ends
-    /// when the event finishes it (an event about it without pieces does not: its
-    /// fields may go on after it); an event about the whole stream ends every field.
-    fn close_fields(&mut self, d: Option<&Value>) {
+    /// Applies the end-of-field signals of an event (`d`, `done`: it carries `[DONE]`): a
+    /// choice or output item ends when the event finishes it (an event about it without
+    /// pieces does not: its fields may go on after it); an event about the whole stream
+    /// ends every field: Responses any, chat and completions `[DONE]` only (a usage
+    /// chunk, or any chunk without choices, may come mid-stream from a hostile engine).
+    fn close_fields(&mut self, d: Option<&Value>, done: bool) {
         match event_scopes(self.ep, d) {
+            None if self.ep != Endpoint::Responses && !done => {}
             None => {
                 for f in self.fields.values_mut() {
                     f.closed = f.total;
@@ -1948,7 +1954,7 @@ impl SseScreen {
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
                 until = self.screen_pieces(pieces)?;
             }
-            self.close_fields(e.data.as_ref());
+            self.close_fields(e.data.as_ref(), e.done);
             self.release_held(&mut out);
             match text {
                 Some(t) => {
@@ -2017,8 +2023,13 @@ impl SseScreen {
                     // Responses: an event about one output item ends the text held
                     // only until more text came (it may go on in a later item).
                     let hold = self.ep == Endpoint::Responses && scopes.is_some();
+                    // Chat, completions: of the events about the whole stream only `[DONE]`
+                    // ends the text; any other (a usage chunk, a chunk without choices)
+                    // waits behind the text held before it, like choice 0's own pieces.
                     let (ends_text, after) = match (self.ep, scopes) {
-                        (Endpoint::Responses, _) | (_, None) => (true, None),
+                        (Endpoint::Responses, _) => (true, None),
+                        (_, None) if e.done => (true, None),
+                        (_, None) => (false, Some(self.text_in)),
                         (_, Some(s)) => (
                             s.iter().any(|(i, fin)| *i == 0 && *fin),
                             s.iter().any(|(i, _)| *i == 0).then_some(self.text_in),
@@ -2026,6 +2037,8 @@ impl SseScreen {
                     };
                     if ends_text {
                         self.flush(hold, &mut out)?;
+                        // Chat, completions: choice 0's text is over for good.
+                        self.text_ended |= self.ep != Endpoint::Responses;
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
@@ -2045,6 +2058,11 @@ impl SseScreen {
         first: Option<Bytes>,
         out: &mut BytesMut,
     ) -> Result<(), String> {
+        // Chat, completions: text after choice 0 finished (or after `[DONE]`) would
+        // start a fresh window, unjoined with the text before: stop instead.
+        if self.text_ended && !t.is_empty() {
+            return Err(self.block("OUT-STREAM-STATE".to_owned()));
+        }
         let start = self.text_out();
         self.push_tail(t)?;
         match self.screen.push(t) {
@@ -3480,5 +3498,75 @@ mod tests {
         assert!(!out.contains(head), "{out}");
         // The function call was not held up behind the text.
         assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+    }
+
+    /// Chat: a chunk about the whole stream mid-stream (no choices, a usage chunk) does
+    /// not end choice 0's text or its fields: it waits behind the text held before it,
+    /// and a canary split around it is stopped before either half leaves. Ordinary
+    /// streams (text, finish, usage chunk, `[DONE]`) pass unchanged.
+    #[test]
+    fn whole_stream_chunks_mid_stream_end_neither_text_nor_fields() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let usage = "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n";
+        for mid in [chunk(serde_json::json!([])), usage.to_owned()] {
+            stopped_in_time(
+                canary_rules(),
+                &[
+                    text(&format!("ref {head}")),
+                    mid.clone(),
+                    text(&format!("{tail} ok")),
+                ],
+                head,
+                "OUT-CANARY",
+            );
+            stopped_in_time(
+                canary_rules(),
+                &[
+                    chunk(serde_json::json!([args(
+                        0,
+                        0,
+                        &format!("{{\"q\":\"{head}")
+                    )])),
+                    mid.clone(),
+                    chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+                ],
+                head,
+                "OUT-CANARY",
+            );
+        }
+        let finish = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        let events = [
+            text("Hello there."),
+            finish,
+            usage.to_owned(),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+    }
+
+    /// Chat: text of choice 0 after it finished, or after `[DONE]`, stops the stream
+    /// instead of starting a fresh window (unjoined with the text before).
+    #[test]
+    fn choice_0_text_after_its_end_stops_the_stream() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let finish = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        for end in [finish, "data: [DONE]\n\n".to_owned()] {
+            let events = [
+                text(&format!("ref {head}")),
+                end,
+                text(&format!("{tail} ok")),
+            ];
+            let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+            let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+            assert_eq!(r, Err("OUT-STREAM-STATE".to_owned()), "{out}");
+            assert!(!out.contains(tail), "{out}");
+        }
     }
 }
