@@ -1692,6 +1692,23 @@ impl SseScreen {
         let text_keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
         let id_keep = self.rules.identifier_span();
         let mut until = Vec::with_capacity(pieces.len());
+        // Choice 0's text streams through the window only (`delta_slot`), never as a
+        // piece (an `index` of `0.0`, or choice 0 not first in `choices`, would have it
+        // screened apart from the text around it).
+        let own = match self.ep {
+            Endpoint::Chat => "0/delta/content",
+            Endpoint::Completions => "0/text",
+            _ => "",
+        };
+        if !own.is_empty()
+            && pieces.iter().any(|p| {
+                p.key
+                    .strip_prefix(own)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+            })
+        {
+            return Err(self.block("OUT-STREAM-STATE".to_owned()));
+        }
         for p in pieces {
             let new = !self.fields.contains_key(&p.key);
             if new && self.fields.len() >= MAX_STREAM_FIELDS {
@@ -3568,5 +3585,40 @@ mod tests {
             assert_eq!(r, Err("OUT-STREAM-STATE".to_owned()), "{out}");
             assert!(!out.contains(tail), "{out}");
         }
+    }
+
+    /// Choice 0's text never streams as a piece outside the window: an `index` of `0.0`
+    /// (another choice to the screen's `choice0`, choice 0 to the piece paths) or choice
+    /// 0 not first in `choices` stops the stream (chat and completions).
+    #[test]
+    fn choice_0_text_outside_the_window_stops_the_stream() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        for odd in [
+            serde_json::json!([{"index": 0.0, "delta": {"content": format!("{tail} ok")}}]),
+            serde_json::json!([{"index": 1, "delta": {"content": "b"}},
+                {"index": 0, "delta": {"content": format!("{tail} ok")}}]),
+            serde_json::json!([{"index": "0", "delta": {"content": [format!("{tail} ok")]}}]),
+        ] {
+            stopped_in_time(
+                canary_rules(),
+                &[text(&format!("ref {head}")), chunk(odd)],
+                head,
+                "OUT-STREAM-STATE",
+            );
+        }
+        let comp = |c: Value| {
+            let j = serde_json::json!({"id": "c1", "object": "text_completion", "choices": c});
+            format!("data: {j}\n\n")
+        };
+        let events = [
+            comp(serde_json::json!([{"index": 0, "text": format!("ref {head}")}])),
+            comp(serde_json::json!([{"index": 0.0, "text": format!("{tail} ok")}])),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Completions);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-STREAM-STATE".to_owned()), "{out}");
+        assert!(!out.contains(head), "{out}");
     }
 }
