@@ -1364,6 +1364,21 @@ fn stream_pieces(ep: Endpoint, v: &Value, out: &mut Vec<Piece>) {
     }
 }
 
+/// The tool call (`<n>/delta/tool_calls/<m>`) whose arguments field `key` is, when it
+/// is exactly `<n>/delta/tool_calls/<m>/function/arguments` (a crafted key such as
+/// `…/function/function/arguments` must not end another call's fields).
+fn arguments_call(key: &str) -> Option<&str> {
+    let call = key.strip_suffix("/function/arguments")?;
+    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = call.split('/');
+    let ok = parts.next().is_some_and(num)
+        && parts.next() == Some("delta")
+        && parts.next() == Some("tool_calls")
+        && parts.next().is_some_and(num)
+        && parts.next().is_none();
+    ok.then_some(call)
+}
+
 /// The logprob strands of a streamed event as pieces (identifier-like, in `scope`).
 fn logprob_pieces(v: &Value, path: &mut String, scope: u64, out: &mut Vec<Piece>) {
     let mut strands = Vec::new();
@@ -1715,9 +1730,9 @@ impl SseScreen {
                 return Err(self.block("OUT-STREAM-FIELDS".to_owned()));
             }
             // A tool call's id, type and name end where its arguments start.
-            if new && let Some(call) = p.key.strip_suffix("function/arguments") {
-                for (k, f) in self.fields.iter_mut() {
-                    if k.starts_with(call) {
+            if new && let Some(call) = arguments_call(&p.key) {
+                for k in ["id", "type", "function/name"] {
+                    if let Some(f) = self.fields.get_mut(&format!("{call}/{k}")) {
                         f.closed = f.total;
                     }
                 }
@@ -3620,5 +3635,41 @@ mod tests {
         let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
         assert_eq!(r, Err("OUT-STREAM-STATE".to_owned()), "{out}");
         assert!(!out.contains(head), "{out}");
+    }
+
+    /// Only a tool call's own arguments end its id, type and name: a crafted field
+    /// ending in `function/arguments` under the call ends nothing, so arguments split
+    /// around it are still screened joined before either part leaves.
+    #[test]
+    fn only_a_calls_own_arguments_end_its_fields() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let crafted = serde_json::json!([{"index": 0, "delta": {"tool_calls": [{"index": 0,
+            "function": {"function": {"arguments": "z"}}}]}}]);
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"q\":\"{head}")
+                )])),
+                chunk(crafted),
+                chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        assert_eq!(
+            arguments_call("0/delta/tool_calls/12/function/arguments"),
+            Some("0/delta/tool_calls/12")
+        );
+        for k in [
+            "0/delta/tool_calls/0/function/function/arguments",
+            "x/0/delta/tool_calls/0/function/arguments",
+            "0/delta/tool_calls//function/arguments",
+        ] {
+            assert_eq!(arguments_call(k), None, "{k}");
+        }
     }
 }
