@@ -3672,4 +3672,25 @@ mod tests {
             assert_eq!(arguments_call(k), None, "{k}");
         }
     }
+
+    /// A text match left open forever (an e-mail whose domain never ends) stops the
+    /// stream once the window holds its cap, instead of holding (and rescanning) ever
+    /// more.
+    #[test]
+    fn an_open_match_in_the_text_stops_the_stream_at_the_window_cap() {
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        let cap = rules.max_held();
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        s.feed(text("x a@b").as_bytes()).unwrap();
+        let mut r = Ok(());
+        for _ in 0..20_000 {
+            if let Err(e) = s.feed(text(".cc").as_bytes()) {
+                r = Err(e);
+                break;
+            }
+            assert!(s.screen.held() <= cap + 3, "{}", s.screen.held());
+        }
+        assert_eq!(r, Err("OUT-STREAM-HOLD".to_owned()));
+    }
 }
