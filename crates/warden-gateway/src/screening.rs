@@ -1483,6 +1483,10 @@ struct Held {
     /// Released text (of the window or held at an item's end): text keeps its order
     /// even where other events may overtake it (see [`SseScreen::release_held`]).
     text: bool,
+    /// Responses: the output item the event is about (text held at an item's end: the
+    /// item of that text). Events of the item whose text is held never overtake it
+    /// (its `.done` events carry that text whole).
+    item: Option<u64>,
 }
 
 impl Held {
@@ -1541,6 +1545,8 @@ pub struct SseScreen {
     yielded: bool,
     /// Chat, completions: choice 0 finished or `[DONE]` came; more text stops the stream.
     text_ended: bool,
+    /// Responses: the output item of the last text.
+    text_item: Option<u64>,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1580,6 +1586,7 @@ impl SseScreen {
             text_waits: 0,
             yielded: false,
             text_ended: false,
+            text_item: None,
         }
     }
 
@@ -1646,6 +1653,7 @@ impl SseScreen {
                     after_text: None,
                     text_more: Some(more),
                     text: true,
+                    item: self.text_item,
                 };
                 self.queue(h, self.held.len(), out)
             }
@@ -1816,19 +1824,25 @@ impl SseScreen {
     fn release_held(&mut self, out: &mut BytesMut) {
         let mut i = 0;
         let mut text_stuck = false;
+        // The items whose text (or an event of which) stays held.
+        let mut stuck_items: Vec<u64> = Vec::new();
         while i < self.held.len() {
             let h = &self.held[i];
-            let lane = self.yielded && (h.text || h.text_more.is_some());
-            if lane && text_stuck {
+            let lane = self.yielded
+                && (h.text
+                    || h.text_more.is_some()
+                    || h.item.is_some_and(|x| stuck_items.contains(&x)));
+            if lane && (text_stuck || !self.ready(h)) {
+                text_stuck = true;
+                if let Some(x) = h.item
+                    && !stuck_items.contains(&x)
+                {
+                    stuck_items.push(x);
+                }
                 i += 1;
                 continue;
             }
             if !self.ready(h) {
-                if lane {
-                    text_stuck = true;
-                    i += 1;
-                    continue;
-                }
                 break;
             }
             if let Some(h) = self.held.remove(i) {
@@ -1848,6 +1862,7 @@ impl SseScreen {
         bytes: Bytes,
         until: Vec<Until>,
         after_text: Option<u64>,
+        item: Option<u64>,
         out: &mut BytesMut,
     ) -> Result<(), String> {
         let h = Held {
@@ -1856,6 +1871,7 @@ impl SseScreen {
             after_text,
             text_more: None,
             text: false,
+            item,
         };
         if self.held.is_empty() && self.ready(&h) {
             out.extend_from_slice(&h.bytes);
@@ -1904,6 +1920,7 @@ impl SseScreen {
             after_text: None,
             text_more: None,
             text: true,
+            item: None,
         };
         self.queue(h, at, out)
     }
@@ -1979,6 +1996,13 @@ impl SseScreen {
                 },
                 _ => None,
             };
+            // Responses: the output item the event is about.
+            let item = e
+                .data
+                .as_ref()
+                .filter(|_| self.ep == Endpoint::Responses)
+                .and_then(|d| d.field("output_index"))
+                .and_then(Value::as_u64);
             let mut until = Vec::new();
             if let Some(d) = e.data.as_mut() {
                 let mut pieces = Vec::new();
@@ -2026,6 +2050,9 @@ impl SseScreen {
                         done: false,
                         repeat: None,
                     });
+                    if item.is_some() {
+                        self.text_item = item;
+                    }
                     self.text_through_window(&t, first, &mut out)?;
                     // Later templates carry no role.
                     if let Some(tpl) = self.template.as_mut()
@@ -2042,7 +2069,7 @@ impl SseScreen {
                         let mut b = BytesMut::new();
                         write_event(&r, &mut b);
                         let after = Some(self.text_in);
-                        self.emit(b.freeze(), until, after, &mut out)?;
+                        self.emit(b.freeze(), until, after, item, &mut out)?;
                     }
                 }
                 None => {
@@ -2074,7 +2101,7 @@ impl SseScreen {
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
-                    self.emit(b.freeze(), until, after, &mut out)?;
+                    self.emit(b.freeze(), until, after, item, &mut out)?;
                 }
             }
         }
@@ -3692,5 +3719,54 @@ mod tests {
             assert!(s.screen.held() <= cap + 3, "{}", s.screen.held());
         }
         assert_eq!(r, Err("OUT-STREAM-HOLD".to_owned()));
+    }
+
+    /// Past half the held cap, events of the output item whose text is held at its end
+    /// (`output_text.done`, `output_item.done`: they carry that text whole) stay behind
+    /// it; only other items' events go past it.
+    #[test]
+    fn events_of_the_item_whose_text_is_held_do_not_overtake_it() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let first = format!("The reference is {head}");
+        let delta = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+            )
+        };
+        let mut events = vec![
+            delta(0, &first),
+            resp_event(
+                "response.output_text.done",
+                0,
+                serde_json::json!({"item_id": "m0", "content_index": 0, "text": first}),
+            ),
+            resp_event(
+                "response.output_item.done",
+                0,
+                serde_json::json!({"item": {"type": "message", "id": "m0", "role": "assistant",
+                    "content": [{"type": "output_text", "text": first}]}}),
+            ),
+            resp_event(
+                "response.output_item.added",
+                1,
+                serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
+            ),
+        ];
+        let call_args = resp_event(
+            "response.function_call_arguments.delta",
+            1,
+            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
+        );
+        let n = MAX_HELD_BYTES / call_args.len() + 10;
+        events.extend(std::iter::repeat_n(call_args, n));
+        events.push(delta(2, &format!("{tail} as asked.")));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()));
+        assert!(!out.contains(head), "{out}");
+        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
     }
 }
