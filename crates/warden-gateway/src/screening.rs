@@ -1256,6 +1256,15 @@ const MAX_STREAM_FIELDS: usize = 1024;
 /// letting an event out before its fields settled could let half a canary out.
 const MAX_HELD_BYTES: usize = 256 * 1024;
 
+/// Responses events that end the response (besides `[DONE]`): they end its text and
+/// fields for good; other events about the whole response do not.
+const RESPONSE_ENDS: [&str; 4] = [
+    "response.completed",
+    "response.failed",
+    "response.incomplete",
+    "error",
+];
+
 /// Shortest tail kept per streamed text field, whatever the hold-back window.
 const MIN_FIELD_TAIL: usize = 256;
 
@@ -1779,14 +1788,15 @@ impl SseScreen {
         Ok(until)
     }
 
-    /// Applies the end-of-field signals of an event (`d`, `done`: it carries `[DONE]`): a
-    /// choice or output item ends when the event finishes it (an event about it without
-    /// pieces does not: its fields may go on after it); an event about the whole stream
-    /// ends every field: Responses any, chat and completions `[DONE]` only (a usage
-    /// chunk, or any chunk without choices, may come mid-stream from a hostile engine).
-    fn close_fields(&mut self, d: Option<&Value>, done: bool) {
+    /// Applies the end-of-field signals of an event (`d`; `terminal`: it ends the
+    /// stream, see [`RESPONSE_ENDS`]): a choice or output item ends when the event
+    /// finishes it (an event about it without pieces does not: its fields may go on
+    /// after it); an event that ends the stream ends every field (not other events about
+    /// the whole stream: a usage chunk, a chunk without choices, `response.in_progress`
+    /// may come mid-stream from a hostile engine).
+    fn close_fields(&mut self, d: Option<&Value>, terminal: bool) {
         match event_scopes(self.ep, d) {
-            None if self.ep != Endpoint::Responses && !done => {}
+            None if !terminal => {}
             None => {
                 for f in self.fields.values_mut() {
                     f.closed = f.total;
@@ -2010,7 +2020,15 @@ impl SseScreen {
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
                 until = self.screen_pieces(pieces)?;
             }
-            self.close_fields(e.data.as_ref(), e.done);
+            // The event ends the stream: `[DONE]`, or (Responses) the response's end.
+            let terminal = e.done
+                || (self.ep == Endpoint::Responses
+                    && e.data
+                        .as_ref()
+                        .and_then(|d| d.field("type"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| RESPONSE_ENDS.contains(&t)));
+            self.close_fields(e.data.as_ref(), terminal);
             self.release_held(&mut out);
             match text {
                 Some(t) => {
@@ -2081,7 +2099,9 @@ impl SseScreen {
                     let scopes = event_scopes(self.ep, e.data.as_ref());
                     // Responses: an event about one output item ends the text held
                     // only until more text came (it may go on in a later item).
-                    let hold = self.ep == Endpoint::Responses && scopes.is_some();
+                    // So does (held the same way) one about the whole response that does
+                    // not end it (`response.in_progress` mid-stream, from a hostile engine).
+                    let hold = self.ep == Endpoint::Responses && (scopes.is_some() || !terminal);
                     // Chat, completions: of the events about the whole stream only `[DONE]`
                     // ends the text; any other (a usage chunk, a chunk without choices)
                     // waits behind the text held before it, like choice 0's own pieces.
@@ -2096,8 +2116,8 @@ impl SseScreen {
                     };
                     if ends_text {
                         self.flush(hold, &mut out)?;
-                        // Chat, completions: choice 0's text is over for good.
-                        self.text_ended |= self.ep != Endpoint::Responses;
+                        // The text is over for good (choice 0's, or the response's).
+                        self.text_ended |= !hold;
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
@@ -3768,5 +3788,64 @@ mod tests {
         assert_eq!(r, Err("OUT-CANARY".to_owned()));
         assert!(!out.contains(head), "{out}");
         assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+    }
+
+    /// Responses: an event about the whole response that does not end it (e.g.
+    /// `response.in_progress` mid-stream) ends neither the text nor the fields for good:
+    /// a canary split around it is stopped before either half leaves; text after the
+    /// response ended (`response.completed`) stops the stream.
+    #[test]
+    fn responses_whole_stream_events_mid_stream_end_nothing_for_good() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let whole = |ty: &str| {
+            let j = serde_json::json!({"type": ty, "sequence_number": 1,
+                "response": {"id": "r1", "status": "in_progress"}});
+            format!("event: {ty}\ndata: {j}\n\n")
+        };
+        let delta = |t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                0,
+                serde_json::json!({"item_id": "m0", "content_index": 0, "delta": t}),
+            )
+        };
+        let args = |t: &str| {
+            resp_event(
+                "response.function_call_arguments.delta",
+                0,
+                serde_json::json!({"item_id": "f0", "delta": t}),
+            )
+        };
+        let cases = [
+            (
+                delta(&format!("ref {head}")),
+                whole("response.in_progress"),
+                delta(&format!("{tail} ok")),
+                "OUT-CANARY",
+            ),
+            (
+                args(&format!("{{\"q\":\"{head}")),
+                whole("response.in_progress"),
+                args(&format!("{tail}\"}}")),
+                "OUT-CANARY",
+            ),
+            (
+                delta(&format!("ref {head}")),
+                whole("response.completed"),
+                delta(&format!("{tail} ok")),
+                "OUT-STREAM-STATE",
+            ),
+        ];
+        for (a, mid, b, rule) in cases {
+            let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+            let (out, r) = screen_stream(&mut s, [a, mid, b].concat().as_bytes());
+            assert_eq!(r, Err(rule.to_owned()), "{out}");
+            if rule == "OUT-CANARY" {
+                assert!(!out.contains(head), "{out}");
+            } else {
+                assert!(!out.contains(tail), "{out}");
+            }
+        }
     }
 }
