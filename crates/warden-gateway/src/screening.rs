@@ -1552,7 +1552,8 @@ pub struct SseScreen {
     /// Past half the held cap once: text held at a Responses item's end (and text
     /// behind it) no longer holds up the other events.
     yielded: bool,
-    /// Chat, completions: choice 0 finished or `[DONE]` came; more text stops the stream.
+    /// Choice 0 finished, `[DONE]` came or (Responses) the response ended: more text
+    /// stops the stream.
     text_ended: bool,
     /// Responses: the output item of the last text.
     text_item: Option<u64>,
@@ -2137,8 +2138,8 @@ impl SseScreen {
         first: Option<Bytes>,
         out: &mut BytesMut,
     ) -> Result<(), String> {
-        // Chat, completions: text after choice 0 finished (or after `[DONE]`) would
-        // start a fresh window, unjoined with the text before: stop instead.
+        // Text after choice 0 finished, `[DONE]` or the response's end would start a
+        // fresh window, unjoined with the text before: stop instead.
         if self.text_ended && !t.is_empty() {
             return Err(self.block("OUT-STREAM-STATE".to_owned()));
         }
