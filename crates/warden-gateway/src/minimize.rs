@@ -17,7 +17,7 @@
 //! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
 //! array field becomes `[]`), so text cannot ride past output screening inside an
 //! object under `text` or `id`. Chat and completions answers are shaped alike (text
-//! fields strings or null, `index`/`created` numbers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
+//! fields strings or null, `created` numbers, `index` non-negative integers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
 //! (printable ASCII without spaces, at most 128 bytes): output screening checks them only
@@ -80,8 +80,13 @@ enum Kind {
     /// Model output a client reads as text (chat and completions `content`, `refusal`,
     /// `text`, tool-call `arguments`): a string or null; anything else is dropped.
     Text,
-    /// A number or null (`index`, `created`); anything else is dropped.
+    /// A number or null (`created`); anything else is dropped.
     Num,
+    /// A slot index (choices, tool calls): a non-negative integer; anything else (`0.0`,
+    /// `-1`, `"0"`, null) is dropped, so the output screen and the client read the slot
+    /// the same way (a `0.0` the screen took for another choice would stream choice 0's
+    /// text outside its window).
+    Index,
     /// A tool (function) name: a string passes only if [`is_name`] (non-ASCII allowed,
     /// unlike [`Ident`]), a number, boolean or null always; anything else is dropped.
     Name,
@@ -89,7 +94,7 @@ enum Kind {
     Any,
 }
 
-use Kind::{Any, Array as Arr, Ident, Name, Num, Object as Obj, Scalar, Text};
+use Kind::{Any, Array as Arr, Ident, Index, Name, Num, Object as Obj, Scalar, Text};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -111,6 +116,7 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
             Obj => v.is_object() || v.is_null(),
             Text => v.is_string() || v.is_null(),
             Num => v.is_number() || v.is_null(),
+            Index => v.is_u64(),
             Name => match v {
                 Value::String(s) => is_name(s),
                 Value::Array(_) | Value::Object(_) => false,
@@ -495,7 +501,7 @@ fn minimize_chat(o: &mut Map<String, Value>, keep_logprobs: bool) {
     );
     let choice: &[(&str, Kind)] = if keep_logprobs {
         &[
-            ("index", Num),
+            ("index", Index),
             ("message", Obj),
             ("delta", Obj),
             ("text", Text),
@@ -504,7 +510,7 @@ fn minimize_chat(o: &mut Map<String, Value>, keep_logprobs: bool) {
         ]
     } else {
         &[
-            ("index", Num),
+            ("index", Index),
             ("message", Obj),
             ("delta", Obj),
             ("text", Text),
@@ -540,7 +546,7 @@ fn minimize_message(m: &mut Map<String, Value>) {
             shape(
                 t,
                 &[
-                    ("index", Num),
+                    ("index", Index),
                     ("id", Ident),
                     ("type", Ident),
                     ("function", Obj),
@@ -1872,6 +1878,36 @@ mod tests {
                 .feed(b"data: [\"LEAK-array\"]\n\ndata: \"LEAK-string\"\n\nevent: x\ndata: 7\n\n")
                 .unwrap();
             assert!(out.is_empty(), "{ep:?}: {out:?}");
+        }
+    }
+
+    /// Choice and tool-call indexes are kept only as non-negative integers: the screen
+    /// and the client then agree on which choice an event is about.
+    #[test]
+    fn slot_indexes_are_kept_only_as_non_negative_integers() {
+        let mut m = SseMinimizer::new(CHAT, false, 1 << 16);
+        let mut out = Vec::new();
+        for i in [json!(0.0), json!(-1), json!("0"), json!(null), json!(1)] {
+            let ev = json!({"id": "c1", "object": "chat.completion.chunk",
+                "choices": [{"index": i, "delta": {"content": "hi", "tool_calls": [
+                    {"index": i, "function": {"arguments": "{}"}}]}}]});
+            out.extend_from_slice(&m.feed(format!("data: {ev}\n\n").as_bytes()).unwrap());
+        }
+        let text = String::from_utf8(out).unwrap();
+        let got: Vec<Value> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        assert_eq!(got.len(), 5, "{text}");
+        for (g, kept) in got.iter().zip([false, false, false, false, true]) {
+            let c = &g["choices"][0];
+            assert_eq!(c.get("index").is_some(), kept, "{g}");
+            assert_eq!(
+                c["delta"]["tool_calls"][0].get("index").is_some(),
+                kept,
+                "{g}"
+            );
         }
     }
 }

@@ -821,23 +821,10 @@ impl Screening {
     /// A stream screen for one SSE response (None when output screening is off).
     pub fn sse(self: &Arc<Self>, ep: Endpoint, identity: &str) -> Option<SseScreen> {
         let rules = self.output.as_ref()?;
-        Some(SseScreen {
-            owner: Some(Arc::clone(self)),
-            identity: identity.to_owned(),
-            ep,
-            screen: OutputScreen::shared(Arc::clone(rules)),
-            rules: Arc::clone(rules),
-            template: None,
-            blocked: None,
-            head: String::new(),
-            fields: HashMap::new(),
-            held: std::collections::VecDeque::new(),
-            held_bytes: 0,
-            text_in: 0,
-            text_tail: String::new(),
-            boundary: None,
-            text_waits: 0,
-        })
+        let mut s = SseScreen::standalone(Arc::clone(rules), ep);
+        s.owner = Some(Arc::clone(self));
+        s.identity = identity.to_owned();
+        Some(s)
     }
 }
 
@@ -1269,6 +1256,15 @@ const MAX_STREAM_FIELDS: usize = 1024;
 /// letting an event out before its fields settled could let half a canary out.
 const MAX_HELD_BYTES: usize = 256 * 1024;
 
+/// Responses events that end the response (besides `[DONE]`): they end its text and
+/// fields for good; other events about the whole response do not.
+const RESPONSE_ENDS: [&str; 4] = [
+    "response.completed",
+    "response.failed",
+    "response.incomplete",
+    "error",
+];
+
 /// Shortest tail kept per streamed text field, whatever the hold-back window.
 const MIN_FIELD_TAIL: usize = 256;
 
@@ -1377,6 +1373,21 @@ fn stream_pieces(ep: Endpoint, v: &Value, out: &mut Vec<Piece>) {
     }
 }
 
+/// The tool call (`<n>/delta/tool_calls/<m>`) whose arguments field `key` is, when it
+/// is exactly `<n>/delta/tool_calls/<m>/function/arguments` (a crafted key such as
+/// `…/function/function/arguments` must not end another call's fields).
+fn arguments_call(key: &str) -> Option<&str> {
+    let call = key.strip_suffix("/function/arguments")?;
+    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = call.split('/');
+    let ok = parts.next().is_some_and(num)
+        && parts.next() == Some("delta")
+        && parts.next() == Some("tool_calls")
+        && parts.next().is_some_and(num)
+        && parts.next().is_none();
+    ok.then_some(call)
+}
+
 /// The logprob strands of a streamed event as pieces (identifier-like, in `scope`).
 fn logprob_pieces(v: &Value, path: &mut String, scope: u64, out: &mut Vec<Piece>) {
     let mut strands = Vec::new();
@@ -1478,6 +1489,13 @@ struct Held {
     until: Vec<Until>,
     after_text: Option<u64>,
     text_more: Option<u64>,
+    /// Released text (of the window or held at an item's end): text keeps its order
+    /// even where other events may overtake it (see [`SseScreen::release_held`]).
+    text: bool,
+    /// Responses: the output item the event is about (text held at an item's end: the
+    /// item of that text). Events of the item whose text is held never overtake it
+    /// (its `.done` events carry that text whole).
+    item: Option<u64>,
 }
 
 impl Held {
@@ -1531,6 +1549,14 @@ pub struct SseScreen {
     /// Held events that wait for text (`after_text` or `text_more`): none, and the
     /// queue need not be searched or changed for text.
     text_waits: usize,
+    /// Past half the held cap once: text held at a Responses item's end (and text
+    /// behind it) no longer holds up the other events.
+    yielded: bool,
+    /// Choice 0 finished, `[DONE]` came or (Responses) the response ended: more text
+    /// stops the stream.
+    text_ended: bool,
+    /// Responses: the output item of the last text.
+    text_item: Option<u64>,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1568,6 +1594,9 @@ impl SseScreen {
             text_tail: String::new(),
             boundary: None,
             text_waits: 0,
+            yielded: false,
+            text_ended: false,
+            text_item: None,
         }
     }
 
@@ -1633,6 +1662,8 @@ impl SseScreen {
                     until: Vec::new(),
                     after_text: None,
                     text_more: Some(more),
+                    text: true,
+                    item: self.text_item,
                 };
                 self.queue(h, self.held.len(), out)
             }
@@ -1642,7 +1673,7 @@ impl SseScreen {
                 if !hold {
                     self.boundary = None;
                     if self.text_waits > 0 {
-                        self.stop_text_waits();
+                        self.end_text_waits();
                     }
                 }
                 self.release_held(out);
@@ -1694,15 +1725,32 @@ impl SseScreen {
         let text_keep = self.rules.hold_back().max(MIN_FIELD_TAIL);
         let id_keep = self.rules.identifier_span();
         let mut until = Vec::with_capacity(pieces.len());
+        // Choice 0's text streams through the window only (`delta_slot`), never as a
+        // piece (an `index` of `0.0`, or choice 0 not first in `choices`, would have it
+        // screened apart from the text around it).
+        let own = match self.ep {
+            Endpoint::Chat => "0/delta/content",
+            Endpoint::Completions => "0/text",
+            _ => "",
+        };
+        if !own.is_empty()
+            && pieces.iter().any(|p| {
+                p.key
+                    .strip_prefix(own)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+            })
+        {
+            return Err(self.block("OUT-STREAM-STATE".to_owned()));
+        }
         for p in pieces {
             let new = !self.fields.contains_key(&p.key);
             if new && self.fields.len() >= MAX_STREAM_FIELDS {
                 return Err(self.block("OUT-STREAM-FIELDS".to_owned()));
             }
             // A tool call's id, type and name end where its arguments start.
-            if new && let Some(call) = p.key.strip_suffix("function/arguments") {
-                for (k, f) in self.fields.iter_mut() {
-                    if k.starts_with(call) {
+            if new && let Some(call) = arguments_call(&p.key) {
+                for k in ["id", "type", "function/name"] {
+                    if let Some(f) = self.fields.get_mut(&format!("{call}/{k}")) {
                         f.closed = f.total;
                     }
                 }
@@ -1741,11 +1789,15 @@ impl SseScreen {
         Ok(until)
     }
 
-    /// Applies the end-of-field signals of an event (`d`): a choice or output item ends
-    /// when the event finishes it (an event about it without pieces does not: its
-    /// fields may go on after it); an event about the whole stream ends every field.
-    fn close_fields(&mut self, d: Option<&Value>) {
+    /// Applies the end-of-field signals of an event (`d`; `terminal`: it ends the
+    /// stream, see [`RESPONSE_ENDS`]): a choice or output item ends when the event
+    /// finishes it (an event about it without pieces does not: its fields may go on
+    /// after it); an event that ends the stream ends every field (not other events about
+    /// the whole stream: a usage chunk, a chunk without choices, `response.in_progress`
+    /// may come mid-stream from a hostile engine).
+    fn close_fields(&mut self, d: Option<&Value>, terminal: bool) {
         match event_scopes(self.ep, d) {
+            None if !terminal => {}
             None => {
                 for f in self.fields.values_mut() {
                     f.closed = f.total;
@@ -1777,13 +1829,34 @@ impl SseScreen {
             && h.until.iter().all(|u| self.settled(u))
     }
 
-    /// Sends the held events that may go, in order.
+    /// Sends the held events that may go, in order. Once `yielded`, text (held at a
+    /// Responses item's end, or queued behind such text) that may not go yet no longer
+    /// holds up the other events: they go past it in their own order, the text stays.
     fn release_held(&mut self, out: &mut BytesMut) {
-        while let Some(h) = self.held.front() {
+        let mut i = 0;
+        let mut text_stuck = false;
+        // The items whose text (or an event of which) stays held.
+        let mut stuck_items: Vec<u64> = Vec::new();
+        while i < self.held.len() {
+            let h = &self.held[i];
+            let lane = self.yielded
+                && (h.text
+                    || h.text_more.is_some()
+                    || h.item.is_some_and(|x| stuck_items.contains(&x)));
+            if lane && (text_stuck || !self.ready(h)) {
+                text_stuck = true;
+                if let Some(x) = h.item
+                    && !stuck_items.contains(&x)
+                {
+                    stuck_items.push(x);
+                }
+                i += 1;
+                continue;
+            }
             if !self.ready(h) {
                 break;
             }
-            if let Some(h) = self.held.pop_front() {
+            if let Some(h) = self.held.remove(i) {
                 self.held_bytes = self.held_bytes.saturating_sub(h.bytes.len());
                 if h.waits_for_text() {
                     self.text_waits = self.text_waits.saturating_sub(1);
@@ -1800,6 +1873,7 @@ impl SseScreen {
         bytes: Bytes,
         until: Vec<Until>,
         after_text: Option<u64>,
+        item: Option<u64>,
         out: &mut BytesMut,
     ) -> Result<(), String> {
         let h = Held {
@@ -1807,6 +1881,8 @@ impl SseScreen {
             until,
             after_text,
             text_more: None,
+            text: false,
+            item,
         };
         if self.held.is_empty() && self.ready(&h) {
             out.extend_from_slice(&h.bytes);
@@ -1815,13 +1891,22 @@ impl SseScreen {
         self.queue(h, self.held.len(), out)
     }
 
-    /// No held event waits for text any more.
-    fn stop_text_waits(&mut self) {
+    /// The text ended for good: no held event waits for text any more.
+    fn end_text_waits(&mut self) {
         for h in self.held.iter_mut() {
             h.after_text = None;
             h.text_more = None;
         }
         self.text_waits = 0;
+    }
+
+    /// Past half the held cap: no held event waits for text sent before it any more
+    /// (`after_text`); text held at an item's end stays held (`text_more`).
+    fn yield_text_order(&mut self) {
+        for h in self.held.iter_mut() {
+            h.after_text = None;
+        }
+        self.text_waits = self.held.iter().filter(|h| h.waits_for_text()).count();
     }
 
     /// Sends an event of text the window released from text position `start` on: it
@@ -1845,26 +1930,29 @@ impl SseScreen {
             until: Vec::new(),
             after_text: None,
             text_more: None,
+            text: true,
+            item: None,
         };
         self.queue(h, at, out)
     }
 
     /// Holds `h` at position `at` of the queue and sends what may go; stops the stream
     /// when too much is held. Past half of that, events waiting for choice 0's text stop
-    /// waiting for it (they still wait for their own fields): the order yields, never
-    /// the window (a long tool call after a short text would fill the queue otherwise).
-    /// Text held at a Responses item's end goes too then (its order cannot yield): a
-    /// match across that end still stops the stream, but its first part may be out.
+    /// waiting for it (they still wait for their own fields), and text held at a
+    /// Responses item's end (with text behind it) stops holding up other events: the
+    /// order yields, never the window (a long tool call after a short text would fill
+    /// the queue otherwise). That text itself stays held until more text came.
     fn queue(&mut self, mut h: Held, at: usize, out: &mut BytesMut) -> Result<(), String> {
         self.held_bytes = self.held_bytes.saturating_add(h.bytes.len());
         if self.held_bytes > MAX_HELD_BYTES / 2 {
-            // Once: later events find nothing waiting and queue at the end.
+            // Later events find nothing waiting for text before them.
             h.after_text = None;
-            h.text_more = None;
+            self.yielded = true;
             if self.text_waits > 0 {
-                self.stop_text_waits();
+                self.yield_text_order();
             }
-        } else if h.waits_for_text() {
+        }
+        if h.waits_for_text() {
             self.text_waits += 1;
         }
         self.held.insert(at, h);
@@ -1919,6 +2007,13 @@ impl SseScreen {
                 },
                 _ => None,
             };
+            // Responses: the output item the event is about.
+            let item = e
+                .data
+                .as_ref()
+                .filter(|_| self.ep == Endpoint::Responses)
+                .and_then(|d| d.field("output_index"))
+                .and_then(Value::as_u64);
             let mut until = Vec::new();
             if let Some(d) = e.data.as_mut() {
                 let mut pieces = Vec::new();
@@ -1926,7 +2021,15 @@ impl SseScreen {
                 screen_value(&self.rules, d, None).map_err(|r| self.block(r))?;
                 until = self.screen_pieces(pieces)?;
             }
-            self.close_fields(e.data.as_ref());
+            // The event ends the stream: `[DONE]`, or (Responses) the response's end.
+            let terminal = e.done
+                || (self.ep == Endpoint::Responses
+                    && e.data
+                        .as_ref()
+                        .and_then(|d| d.field("type"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| RESPONSE_ENDS.contains(&t)));
+            self.close_fields(e.data.as_ref(), terminal);
             self.release_held(&mut out);
             match text {
                 Some(t) => {
@@ -1966,6 +2069,9 @@ impl SseScreen {
                         done: false,
                         repeat: None,
                     });
+                    if item.is_some() {
+                        self.text_item = item;
+                    }
                     self.text_through_window(&t, first, &mut out)?;
                     // Later templates carry no role.
                     if let Some(tpl) = self.template.as_mut()
@@ -1982,7 +2088,7 @@ impl SseScreen {
                         let mut b = BytesMut::new();
                         write_event(&r, &mut b);
                         let after = Some(self.text_in);
-                        self.emit(b.freeze(), until, after, &mut out)?;
+                        self.emit(b.freeze(), until, after, item, &mut out)?;
                     }
                 }
                 None => {
@@ -1994,9 +2100,16 @@ impl SseScreen {
                     let scopes = event_scopes(self.ep, e.data.as_ref());
                     // Responses: an event about one output item ends the text held
                     // only until more text came (it may go on in a later item).
-                    let hold = self.ep == Endpoint::Responses && scopes.is_some();
+                    // So does (held the same way) one about the whole response that does
+                    // not end it (`response.in_progress` mid-stream, from a hostile engine).
+                    let hold = self.ep == Endpoint::Responses && (scopes.is_some() || !terminal);
+                    // Chat, completions: of the events about the whole stream only `[DONE]`
+                    // ends the text; any other (a usage chunk, a chunk without choices)
+                    // waits behind the text held before it, like choice 0's own pieces.
                     let (ends_text, after) = match (self.ep, scopes) {
-                        (Endpoint::Responses, _) | (_, None) => (true, None),
+                        (Endpoint::Responses, _) => (true, None),
+                        (_, None) if e.done => (true, None),
+                        (_, None) => (false, Some(self.text_in)),
                         (_, Some(s)) => (
                             s.iter().any(|(i, fin)| *i == 0 && *fin),
                             s.iter().any(|(i, _)| *i == 0).then_some(self.text_in),
@@ -2004,10 +2117,12 @@ impl SseScreen {
                     };
                     if ends_text {
                         self.flush(hold, &mut out)?;
+                        // The text is over for good (choice 0's, or the response's).
+                        self.text_ended |= !hold;
                     }
                     let mut b = BytesMut::new();
                     write_event(&e, &mut b);
-                    self.emit(b.freeze(), until, after, &mut out)?;
+                    self.emit(b.freeze(), until, after, item, &mut out)?;
                 }
             }
         }
@@ -2023,6 +2138,11 @@ impl SseScreen {
         first: Option<Bytes>,
         out: &mut BytesMut,
     ) -> Result<(), String> {
+        // Text after choice 0 finished, `[DONE]` or the response's end would start a
+        // fresh window, unjoined with the text before: stop instead.
+        if self.text_ended && !t.is_empty() {
+            return Err(self.block("OUT-STREAM-STATE".to_owned()));
+        }
         let start = self.text_out();
         self.push_tail(t)?;
         match self.screen.push(t) {
@@ -3420,5 +3540,313 @@ mod tests {
             assert!(out.contains(e.as_str()), "{e} missing from {out}");
         }
         assert!(out.contains("Hello there, how are you?"), "{out}");
+    }
+
+    /// Responses: text held at an output item's end stays held past half the held cap
+    /// (later events overtake it instead), so a canary split across a long function
+    /// call between two message items is stopped before its first part leaves.
+    #[test]
+    fn responses_text_held_at_an_item_end_outlasts_the_half_cap() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let delta = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+            )
+        };
+        let mut events = vec![
+            delta(0, &format!("The reference is {head}")),
+            resp_event(
+                "response.output_item.added",
+                1,
+                serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
+            ),
+        ];
+        let call_args = resp_event(
+            "response.function_call_arguments.delta",
+            1,
+            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
+        );
+        let n = MAX_HELD_BYTES / call_args.len() + 10;
+        events.extend(std::iter::repeat_n(call_args, n));
+        events.push(delta(2, &format!("{tail} as asked.")));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()));
+        assert!(!out.contains(head), "{out}");
+        // The function call was not held up behind the text.
+        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+    }
+
+    /// Chat: a chunk about the whole stream mid-stream (no choices, a usage chunk) does
+    /// not end choice 0's text or its fields: it waits behind the text held before it,
+    /// and a canary split around it is stopped before either half leaves. Ordinary
+    /// streams (text, finish, usage chunk, `[DONE]`) pass unchanged.
+    #[test]
+    fn whole_stream_chunks_mid_stream_end_neither_text_nor_fields() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let usage = "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n";
+        for mid in [chunk(serde_json::json!([])), usage.to_owned()] {
+            stopped_in_time(
+                canary_rules(),
+                &[
+                    text(&format!("ref {head}")),
+                    mid.clone(),
+                    text(&format!("{tail} ok")),
+                ],
+                head,
+                "OUT-CANARY",
+            );
+            stopped_in_time(
+                canary_rules(),
+                &[
+                    chunk(serde_json::json!([args(
+                        0,
+                        0,
+                        &format!("{{\"q\":\"{head}")
+                    )])),
+                    mid.clone(),
+                    chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+                ],
+                head,
+                "OUT-CANARY",
+            );
+        }
+        let finish = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        let events = [
+            text("Hello there."),
+            finish,
+            usage.to_owned(),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, events.concat());
+    }
+
+    /// Chat: text of choice 0 after it finished, or after `[DONE]`, stops the stream
+    /// instead of starting a fresh window (unjoined with the text before).
+    #[test]
+    fn choice_0_text_after_its_end_stops_the_stream() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let finish = chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]));
+        for end in [finish, "data: [DONE]\n\n".to_owned()] {
+            let events = [
+                text(&format!("ref {head}")),
+                end,
+                text(&format!("{tail} ok")),
+            ];
+            let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+            let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+            assert_eq!(r, Err("OUT-STREAM-STATE".to_owned()), "{out}");
+            assert!(!out.contains(tail), "{out}");
+        }
+    }
+
+    /// Choice 0's text never streams as a piece outside the window: an `index` of `0.0`
+    /// (another choice to the screen's `choice0`, choice 0 to the piece paths) or choice
+    /// 0 not first in `choices` stops the stream (chat and completions).
+    #[test]
+    fn choice_0_text_outside_the_window_stops_the_stream() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        for odd in [
+            serde_json::json!([{"index": 0.0, "delta": {"content": format!("{tail} ok")}}]),
+            serde_json::json!([{"index": 1, "delta": {"content": "b"}},
+                {"index": 0, "delta": {"content": format!("{tail} ok")}}]),
+            serde_json::json!([{"index": "0", "delta": {"content": [format!("{tail} ok")]}}]),
+        ] {
+            stopped_in_time(
+                canary_rules(),
+                &[text(&format!("ref {head}")), chunk(odd)],
+                head,
+                "OUT-STREAM-STATE",
+            );
+        }
+        let comp = |c: Value| {
+            let j = serde_json::json!({"id": "c1", "object": "text_completion", "choices": c});
+            format!("data: {j}\n\n")
+        };
+        let events = [
+            comp(serde_json::json!([{"index": 0, "text": format!("ref {head}")}])),
+            comp(serde_json::json!([{"index": 0.0, "text": format!("{tail} ok")}])),
+        ];
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Completions);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-STREAM-STATE".to_owned()), "{out}");
+        assert!(!out.contains(head), "{out}");
+    }
+
+    /// Only a tool call's own arguments end its id, type and name: a crafted field
+    /// ending in `function/arguments` under the call ends nothing, so arguments split
+    /// around it are still screened joined before either part leaves.
+    #[test]
+    fn only_a_calls_own_arguments_end_its_fields() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let crafted = serde_json::json!([{"index": 0, "delta": {"tool_calls": [{"index": 0,
+            "function": {"function": {"arguments": "z"}}}]}}]);
+        stopped_in_time(
+            canary_rules(),
+            &[
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"q\":\"{head}")
+                )])),
+                chunk(crafted),
+                chunk(serde_json::json!([args(0, 0, &format!("{tail}\"}}"))])),
+            ],
+            head,
+            "OUT-CANARY",
+        );
+        assert_eq!(
+            arguments_call("0/delta/tool_calls/12/function/arguments"),
+            Some("0/delta/tool_calls/12")
+        );
+        for k in [
+            "0/delta/tool_calls/0/function/function/arguments",
+            "x/0/delta/tool_calls/0/function/arguments",
+            "0/delta/tool_calls//function/arguments",
+        ] {
+            assert_eq!(arguments_call(k), None, "{k}");
+        }
+    }
+
+    /// A text match left open forever (an e-mail whose domain never ends) stops the
+    /// stream once the window holds its cap, instead of holding (and rescanning) ever
+    /// more.
+    #[test]
+    fn an_open_match_in_the_text_stops_the_stream_at_the_window_cap() {
+        let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
+        let cap = rules.max_held();
+        let mut s = SseScreen::standalone(rules, Endpoint::Chat);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        s.feed(text("x a@b").as_bytes()).unwrap();
+        let mut r = Ok(());
+        for _ in 0..20_000 {
+            if let Err(e) = s.feed(text(".cc").as_bytes()) {
+                r = Err(e);
+                break;
+            }
+            assert!(s.screen.held() <= cap + 3, "{}", s.screen.held());
+        }
+        assert_eq!(r, Err("OUT-STREAM-HOLD".to_owned()));
+    }
+
+    /// Past half the held cap, events of the output item whose text is held at its end
+    /// (`output_text.done`, `output_item.done`: they carry that text whole) stay behind
+    /// it; only other items' events go past it.
+    #[test]
+    fn events_of_the_item_whose_text_is_held_do_not_overtake_it() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let first = format!("The reference is {head}");
+        let delta = |oi: u64, t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                oi,
+                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+            )
+        };
+        let mut events = vec![
+            delta(0, &first),
+            resp_event(
+                "response.output_text.done",
+                0,
+                serde_json::json!({"item_id": "m0", "content_index": 0, "text": first}),
+            ),
+            resp_event(
+                "response.output_item.done",
+                0,
+                serde_json::json!({"item": {"type": "message", "id": "m0", "role": "assistant",
+                    "content": [{"type": "output_text", "text": first}]}}),
+            ),
+            resp_event(
+                "response.output_item.added",
+                1,
+                serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
+            ),
+        ];
+        let call_args = resp_event(
+            "response.function_call_arguments.delta",
+            1,
+            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
+        );
+        let n = MAX_HELD_BYTES / call_args.len() + 10;
+        events.extend(std::iter::repeat_n(call_args, n));
+        events.push(delta(2, &format!("{tail} as asked.")));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()));
+        assert!(!out.contains(head), "{out}");
+        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+    }
+
+    /// Responses: an event about the whole response that does not end it (e.g.
+    /// `response.in_progress` mid-stream) ends neither the text nor the fields for good:
+    /// a canary split around it is stopped before either half leaves; text after the
+    /// response ended (`response.completed`) stops the stream.
+    #[test]
+    fn responses_whole_stream_events_mid_stream_end_nothing_for_good() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let whole = |ty: &str| {
+            let j = serde_json::json!({"type": ty, "sequence_number": 1,
+                "response": {"id": "r1", "status": "in_progress"}});
+            format!("event: {ty}\ndata: {j}\n\n")
+        };
+        let delta = |t: &str| {
+            resp_event(
+                "response.output_text.delta",
+                0,
+                serde_json::json!({"item_id": "m0", "content_index": 0, "delta": t}),
+            )
+        };
+        let args = |t: &str| {
+            resp_event(
+                "response.function_call_arguments.delta",
+                0,
+                serde_json::json!({"item_id": "f0", "delta": t}),
+            )
+        };
+        let cases = [
+            (
+                delta(&format!("ref {head}")),
+                whole("response.in_progress"),
+                delta(&format!("{tail} ok")),
+                "OUT-CANARY",
+            ),
+            (
+                args(&format!("{{\"q\":\"{head}")),
+                whole("response.in_progress"),
+                args(&format!("{tail}\"}}")),
+                "OUT-CANARY",
+            ),
+            (
+                delta(&format!("ref {head}")),
+                whole("response.completed"),
+                delta(&format!("{tail} ok")),
+                "OUT-STREAM-STATE",
+            ),
+        ];
+        for (a, mid, b, rule) in cases {
+            let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+            let (out, r) = screen_stream(&mut s, [a, mid, b].concat().as_bytes());
+            assert_eq!(r, Err(rule.to_owned()), "{out}");
+            if rule == "OUT-CANARY" {
+                assert!(!out.contains(head), "{out}");
+            } else {
+                assert!(!out.contains(tail), "{out}");
+            }
+        }
     }
 }

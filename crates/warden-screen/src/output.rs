@@ -192,17 +192,11 @@ impl OutputRules {
         })
     }
 
-    /// Screens a whole (non-streamed) response.
+    /// Screens a whole (non-streamed) response: as [`OutputScreen::finish`] over all of
+    /// it (one scan, so no cap on what a window holds applies).
     pub fn screen_full(&self, text: &str) -> Result<String, OutputBlock> {
-        let mut s = OutputScreen::new(self);
-        let mut out = String::new();
-        for p in [s.push(text), s.finish()] {
-            match p {
-                Push::Released(r) => out.push_str(&r),
-                Push::Blocked(b) => return Err(b),
-            }
-        }
-        Ok(out)
+        self.check_block(text)?;
+        Ok(apply(text, &self.redactions(text, false)))
     }
 
     /// The blocking rules alone over `text` (secrets and PII when their action is
@@ -267,6 +261,17 @@ impl OutputRules {
     /// The hold-back window in bytes.
     pub fn hold_back(&self) -> usize {
         self.policy.hold_back
+    }
+
+    /// Most bytes an [`OutputScreen`] holds: max(16 x the window, 16 KiB). Only a match
+    /// still open at the end of the text (a pattern with unbounded repetition: an
+    /// e-mail's domain labels, `sk-…{20,}`, a JWT's segments under `redact`) is held
+    /// beyond the window; realistic ones are far shorter (e-mail addresses at most 254
+    /// bytes, API keys a few hundred, JWTs a few KiB). More fails closed
+    /// (`OUT-STREAM-HOLD`): holding it would grow without bound, and every push
+    /// rescans what is held.
+    pub fn max_held(&self) -> usize {
+        self.policy.hold_back.saturating_mul(16).max(16 * 1024)
     }
 
     /// Blocking rules over everything held: secrets (when blocking) and canaries.
@@ -423,11 +428,15 @@ impl<'r> OutputScreen<'r> {
         while cut > 0 && !self.buf.is_char_boundary(cut) {
             cut -= 1;
         }
-        // Cut after whitespace so a token (an address, a key) is released whole or not at all.
+        // Cut after whitespace so a token (an address, a key) is released whole or not at
+        // all, unless that would hold more than the cap (a long run without whitespace
+        // goes through the window; matches in it are still never cut, below).
+        let max = self.rules.max_held();
         if let Some(ws) = self
             .buf
             .get(..cut)
             .and_then(|h| h.rfind(|c: char| c.is_whitespace()))
+            .filter(|ws| self.buf.len() - (ws + 1) <= max)
         {
             cut = ws + 1;
             while cut > 0 && !self.buf.is_char_boundary(cut) {
@@ -441,6 +450,12 @@ impl<'r> OutputScreen<'r> {
             if r.start < cut && cut < r.end {
                 cut = r.start;
             }
+        }
+        // A match open for longer than the cap: fail closed rather than hold it on.
+        if self.buf.len() - cut > max {
+            return self.block(OutputBlock {
+                rule: "OUT-STREAM-HOLD".into(),
+            });
         }
         let done: Vec<_> = matches.into_iter().filter(|(r, _)| r.end <= cut).collect();
         let rest = self.buf.split_off(cut);
@@ -608,5 +623,65 @@ mod tests {
         let r = rules();
         assert_eq!(r.screen_full("hello").unwrap(), "hello");
         assert!(r.screen_full("xoxb-1234567890-abc").is_err());
+    }
+
+    /// The window holds at most `max(16 x hold_back, 16 KiB)`: a match left open forever
+    /// (an e-mail whose domain never ends, a `sk-` key under `redact`) fails closed
+    /// there (`OUT-STREAM-HOLD`) instead of holding, and rescanning, ever more; a long
+    /// run without whitespace is released through the window, not held whole;
+    /// ordinary matches are still redacted.
+    #[test]
+    fn the_window_holds_at_most_its_cap() {
+        let cap = (16 * OutputPolicy::default().hold_back).max(16 * 1024);
+        let redact = OutputRules::new(OutputPolicy {
+            secrets: OutputAction::Redact,
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let r = rules();
+        for (rules, open, more) in [(&r, "x a@b", ".cc"), (&redact, "key sk-", "abcd")] {
+            let mut s = OutputScreen::new(rules);
+            assert_eq!(s.push(open), Push::Released(String::new()));
+            let mut blocked = None;
+            for _ in 0..20_000 {
+                match s.push(more) {
+                    Push::Blocked(b) => {
+                        blocked = Some(b.rule);
+                        break;
+                    }
+                    Push::Released(_) => assert!(s.held() <= cap + more.len(), "{}", s.held()),
+                }
+            }
+            assert_eq!(blocked.as_deref(), Some("OUT-STREAM-HOLD"), "{open}");
+        }
+        let mut s = OutputScreen::new(&r);
+        let mut out = String::new();
+        for c in std::iter::once("x ").chain(std::iter::repeat_n("abc", 20_000)) {
+            match s.push(c) {
+                Push::Released(x) => out.push_str(&x),
+                Push::Blocked(b) => panic!("{b:?}"),
+            }
+            assert!(s.held() <= cap, "{}", s.held());
+        }
+        if let Push::Released(x) = s.finish() {
+            out.push_str(&x);
+        }
+        assert_eq!(out, format!("x {}", "abc".repeat(20_000)));
+        let jwt = format!(
+            "eyJ{}.eyJ{}.{}",
+            "a".repeat(60),
+            "b".repeat(90),
+            "c".repeat(43)
+        );
+        let (out, b) = stream(
+            &redact,
+            &format!("token {jwt} mail a.b@x.y.z.example.org end"),
+            7,
+        );
+        assert_eq!(b, None);
+        assert_eq!(out, "token [redacted:secret] mail [redacted:email] end");
+        // A whole (non-streamed) text has no window to cap.
+        let long = format!("x a@b{} y", ".cc".repeat(20_000));
+        assert_eq!(r.screen_full(&long).as_deref(), Ok("x [redacted:email] y"));
     }
 }
