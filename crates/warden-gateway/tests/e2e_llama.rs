@@ -122,8 +122,10 @@ fn llama_chunks_are_reused(py: &Path, lport: u16, key: &str) {
     let fetch = r#"
 import http.client, json, os, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=120)
+# ignore_eos (llama.cpp's own option) makes the answer exactly max_tokens long.
 body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Count from one to ten."}],
-        "max_tokens": 24, "stream": True, "stream_options": {"include_usage": True}}
+        "max_tokens": 24, "temperature": 0, "ignore_eos": True, "stream": True,
+        "stream_options": {"include_usage": True}}
 c.request("POST", "/v1/chat/completions", body=json.dumps(body),
           headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["K"]})
 r = c.getresponse()
