@@ -3270,6 +3270,39 @@ mod tests {
         format!("event: {ty}\ndata: {j}\n\n")
     }
 
+    /// A Responses text delta of output item `oi`.
+    fn text_delta(oi: u64, t: &str) -> String {
+        resp_event(
+            "response.output_text.delta",
+            oi,
+            serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
+        )
+    }
+
+    /// `events` (text ending in `head`, in item 0), then a function call (item 1) with
+    /// more arguments than half the held cap, then `tail` in item 2: the stream stops
+    /// before `head` leaves, and the function call was not held up behind the text.
+    fn stopped_across_a_long_call(mut events: Vec<String>, head: &str, tail: &str) {
+        events.push(resp_event(
+            "response.output_item.added",
+            1,
+            serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
+        ));
+        let call_args = resp_event(
+            "response.function_call_arguments.delta",
+            1,
+            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
+        );
+        let n = MAX_HELD_BYTES / call_args.len() + 10;
+        events.extend(std::iter::repeat_n(call_args, n));
+        events.push(text_delta(2, &format!("{tail} as asked.")));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert_eq!(r, Err("OUT-CANARY".to_owned()));
+        assert!(!out.contains(head), "{out}");
+        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+    }
+
     /// Responses: text ends at each output item, but the text of a later item is still
     /// screened joined with the end of the earlier one, which is held until that much
     /// more text came (or the stream ended): a canary split around a function call
@@ -3278,13 +3311,6 @@ mod tests {
     fn responses_text_is_screened_joined_across_output_items() {
         let canary = "CANARY-7f3a9c2e1b4d5a60";
         let (head, tail) = canary.split_at(11);
-        let delta = |oi: u64, t: &str| {
-            resp_event(
-                "response.output_text.delta",
-                oi,
-                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
-            )
-        };
         let done = |oi: u64, t: &str| {
             resp_event(
                 "response.output_text.done",
@@ -3316,14 +3342,14 @@ mod tests {
         let second = format!("{tail} as asked.");
         let mut events = vec![
             item("response.output_item.added", 0, "message"),
-            delta(0, &first),
+            text_delta(0, &first),
             done(0, &first),
             item("response.output_item.done", 0, "message"),
             item("response.output_item.added", 1, "function_call"),
             call_args("{}"),
             item("response.output_item.done", 1, "function_call"),
             item("response.output_item.added", 2, "message"),
-            delta(2, &second),
+            text_delta(2, &second),
             done(2, &second),
             completed.clone(),
         ];
@@ -3333,9 +3359,9 @@ mod tests {
         assert!(!out.contains(head), "half of it left: {out}");
         // An address split the same way cannot be redacted whole: its first part was
         // released at the item's end (held still), so the stream stops.
-        events[1] = delta(0, "Mail jane");
+        events[1] = text_delta(0, "Mail jane");
         events[2] = done(0, "Mail jane");
-        events[8] = delta(2, ".doe@example.com today.");
+        events[8] = text_delta(2, ".doe@example.com today.");
         events[9] = done(2, ".doe@example.com today.");
         let rules = Arc::new(OutputRules::new(OutputPolicy::default()).unwrap());
         let mut s = SseScreen::standalone(rules, Endpoint::Responses);
@@ -3343,9 +3369,9 @@ mod tests {
         assert_eq!(r, Err("OUT-PII-EMAIL".to_owned()), "{out}");
         assert!(!out.contains("jane"), "{out}");
         // Ordinary: the same shape with harmless text passes byte for byte, in order.
-        events[1] = delta(0, "Let me look.");
+        events[1] = text_delta(0, "Let me look.");
         events[2] = done(0, "Let me look.");
-        events[8] = delta(2, "Done.");
+        events[8] = text_delta(2, "Done.");
         events[9] = done(2, "Done.");
         let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
         let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
@@ -3549,35 +3575,8 @@ mod tests {
     fn responses_text_held_at_an_item_end_outlasts_the_half_cap() {
         let canary = "CANARY-7f3a9c2e1b4d5a60";
         let (head, tail) = canary.split_at(11);
-        let delta = |oi: u64, t: &str| {
-            resp_event(
-                "response.output_text.delta",
-                oi,
-                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
-            )
-        };
-        let mut events = vec![
-            delta(0, &format!("The reference is {head}")),
-            resp_event(
-                "response.output_item.added",
-                1,
-                serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
-            ),
-        ];
-        let call_args = resp_event(
-            "response.function_call_arguments.delta",
-            1,
-            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
-        );
-        let n = MAX_HELD_BYTES / call_args.len() + 10;
-        events.extend(std::iter::repeat_n(call_args, n));
-        events.push(delta(2, &format!("{tail} as asked.")));
-        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
-        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
-        assert_eq!(r, Err("OUT-CANARY".to_owned()));
-        assert!(!out.contains(head), "{out}");
-        // The function call was not held up behind the text.
-        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+        let events = vec![text_delta(0, &format!("The reference is {head}"))];
+        stopped_across_a_long_call(events, head, tail);
     }
 
     /// Chat: a chunk about the whole stream mid-stream (no choices, a usage chunk) does
@@ -3750,15 +3749,8 @@ mod tests {
         let canary = "CANARY-7f3a9c2e1b4d5a60";
         let (head, tail) = canary.split_at(11);
         let first = format!("The reference is {head}");
-        let delta = |oi: u64, t: &str| {
-            resp_event(
-                "response.output_text.delta",
-                oi,
-                serde_json::json!({"item_id": format!("m{oi}"), "content_index": 0, "delta": t}),
-            )
-        };
-        let mut events = vec![
-            delta(0, &first),
+        let events = vec![
+            text_delta(0, &first),
             resp_event(
                 "response.output_text.done",
                 0,
@@ -3770,25 +3762,8 @@ mod tests {
                 serde_json::json!({"item": {"type": "message", "id": "m0", "role": "assistant",
                     "content": [{"type": "output_text", "text": first}]}}),
             ),
-            resp_event(
-                "response.output_item.added",
-                1,
-                serde_json::json!({"item": {"type": "function_call", "id": "m1"}}),
-            ),
         ];
-        let call_args = resp_event(
-            "response.function_call_arguments.delta",
-            1,
-            serde_json::json!({"item_id": "m1", "delta": "abcd"}),
-        );
-        let n = MAX_HELD_BYTES / call_args.len() + 10;
-        events.extend(std::iter::repeat_n(call_args, n));
-        events.push(delta(2, &format!("{tail} as asked.")));
-        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Responses);
-        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
-        assert_eq!(r, Err("OUT-CANARY".to_owned()));
-        assert!(!out.contains(head), "{out}");
-        assert!(out.matches("function_call_arguments.delta").count() > n / 2);
+        stopped_across_a_long_call(events, head, tail);
     }
 
     /// Responses: an event about the whole response that does not end it (e.g.
