@@ -700,8 +700,8 @@ fn slot_path(ep: Endpoint) -> Option<&'static [Step<'static>]> {
 /// the chunk's identifiers, null `usage`/`error`/`logprobs`/`finish_reason`; a chat
 /// delta with a `role` does not count): an event that output screening would handle as text alone, with
 /// no pieces of other fields, no end of choice, no usage.
-fn text_slot_only(ep: Endpoint, v: &mut Value) -> Option<&mut String> {
-    let o = v.as_object_mut()?;
+fn text_slot_only(ep: Endpoint, v: &Value) -> Option<&str> {
+    let o = v.as_object()?;
     let ok = o.iter().all(|(k, x)| match k.as_str() {
         "id" | "object" | "created" | "model" | "choices" => true,
         "usage" | "error" => x.is_null(),
@@ -710,10 +710,10 @@ fn text_slot_only(ep: Endpoint, v: &mut Value) -> Option<&mut String> {
     if !ok {
         return None;
     }
-    let Value::Array(cs) = o.field_mut("choices")? else {
+    let Value::Array(cs) = o.field("choices")? else {
         return None;
     };
-    let [Value::Object(c)] = cs.as_mut_slice() else {
+    let [Value::Object(c)] = cs.as_slice() else {
         return None;
     };
     let slot_key = if ep == Endpoint::Chat {
@@ -729,22 +729,29 @@ fn text_slot_only(ep: Endpoint, v: &mut Value) -> Option<&mut String> {
     if !ok {
         return None;
     }
-    let slot = c.field_mut(slot_key)?;
+    let slot = c.field(slot_key)?;
     let slot = if ep == Endpoint::Chat {
-        let d = slot.as_object_mut()?;
+        let d = slot.as_object()?;
         // Content alone: the output screen writes text released during an event with a
         // `role` with that role, and removes it from its template only afterwards, so
         // a repeat of such an event would be written without it.
         if d.len() != 1 {
             return None;
         }
-        d.field_mut("content")?
+        d.field("content")?
     } else {
         slot
     };
-    match slot {
-        Value::String(t) => Some(t),
-        _ => None,
+    slot.as_str()
+}
+
+/// The text slot of an event [`text_slot_only`] accepted, to write another text into.
+fn slot_mut(ep: Endpoint, v: &mut Value) -> Option<&mut Value> {
+    let c = v.field_mut("choices")?.get_mut(0)?;
+    if ep == Endpoint::Chat {
+        c.field_mut("delta")?.field_mut("content")
+    } else {
+        c.field_mut("text")
     }
 }
 
@@ -817,8 +824,8 @@ impl SseMinimizer {
     fn write(&mut self, e: MinEvent, out: &mut BytesMut) {
         match (e.lines.as_slice(), &mut self.reuse) {
             ([MinLine::Text(t)], Some(r)) => {
-                if let Some(slot) = text_slot_only(self.policy.endpoint, &mut r.value) {
-                    slot.clone_from(t);
+                if let Some(slot) = slot_mut(self.policy.endpoint, &mut r.value) {
+                    *slot = Value::String(t.clone());
                 }
                 let mut b = b"data: ".to_vec();
                 if serde_json::to_writer(&mut b, &r.value).is_ok() {
@@ -880,14 +887,13 @@ impl SseMinimizer {
     /// doubt; forgets the last one otherwise.
     fn remember(&mut self, event: &[u8], data_at: usize, v: &Value) {
         self.reuse = None;
-        if !self.reuse_on || event.contains(&b'\n') {
-            return;
-        }
         let Some(path) = slot_path(self.policy.endpoint) else {
             return;
         };
-        let mut value = v.clone();
-        let Some(text) = text_slot_only(self.policy.endpoint, &mut value) else {
+        if !self.reuse_on || event.contains(&b'\n') {
+            return;
+        }
+        let Some(text) = text_slot_only(self.policy.endpoint, v) else {
             return;
         };
         let Some(data) = event.get(data_at..) else {
@@ -900,7 +906,7 @@ impl SseMinimizer {
         let found = data
             .get(start..end)
             .and_then(|t| serde_json::from_slice::<String>(t).ok());
-        if found.as_deref() != Some(text.as_str()) {
+        if found.as_deref() != Some(text) {
             return;
         }
         let (Some(head), Some(tail)) = (event.get(..data_at + start), event.get(data_at + end..))
@@ -910,7 +916,7 @@ impl SseMinimizer {
         self.reuse = Some(Reuse {
             head: head.to_vec(),
             tail: tail.to_vec(),
-            value,
+            value: v.clone(),
         });
     }
 
