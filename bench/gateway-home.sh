@@ -4,6 +4,7 @@
 #   gateway_home DIR PUBLIC_PORT ADMIN_PORT UP_PORT BIN   (prints the API key)
 # GW_AUDIT_BATCH_MS / GW_AUDIT_PUBLISH_MS set [gateway.audit] batch_ms / publish_ms
 # (unset: the product's defaults). The older binaries know no publish_ms.
+# GW_WORKERS sets [gateway] workers (unset: one connection thread per core).
 gateway_home() {
   local H=$1 port=$2 aport=$3 up=$4 bin=$5
   mkdir -p "$H"
@@ -19,6 +20,7 @@ CEDAR
 [gateway]
 listen = "127.0.0.1:$port"
 policy = "policies.cedar"
+${GW_WORKERS:+workers = $GW_WORKERS}
 limits = { requests_per_minute = 100000000, tokens_per_minute = 100000000000, concurrency = 1024 }
 [gateway.tls]
 cert = "tls.pem"
@@ -59,4 +61,35 @@ bench_gateway_env() {
   H="$OUT/home"
   KEY=$(gateway_home "$H" "$2" "$3" "$1" "$BIN")
   URL=https://localhost:$2/v1/chat/completions
+}
+
+# Sourced by bench/gateway.sh and bench/gateway-cpu.sh: writes $OUT/nginx.conf, one worker
+# proxying to the mock upstream on UP_PORT with keepalive (connections never recycled:
+# nginx's default closes a keep-alive connection after 1,000 requests), in plain HTTP on PLAIN_PORT and
+# with TLS 1.3 (the gateway home's certificate, for a like-for-like row) on TLS_PORT.
+#   nginx_conf OUT H UP_PORT PLAIN_PORT TLS_PORT
+nginx_conf() {
+  local out=$1 h=$2 up=$3 plain=$4 tls=$5
+  cat > "$out/nginx.conf" <<NGX
+worker_processes 1;
+pid $PWD/$out/nginx.pid;
+error_log $PWD/$out/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  upstream up { server 127.0.0.1:$up; keepalive 128; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$plain;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+  server {
+    listen 127.0.0.1:$tls ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate $PWD/$h/tls.pem;
+    ssl_certificate_key $PWD/$h/tls.key;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
 }

@@ -46,27 +46,7 @@ H="$OUT/home"
 # shellcheck source=bench/gateway-home.sh
 . bench/gateway-home.sh
 KEY=$(gateway_home "$H" 19443 19444 19100 $BIN)
-cat > "$OUT/nginx.conf" <<NGX
-worker_processes 1;
-pid $PWD/$OUT/nginx.pid;
-error_log $PWD/$OUT/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:19100; keepalive 128; }
-  server {
-    listen 127.0.0.1:19101;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-  server {
-    listen 127.0.0.1:19103 ssl;
-    ssl_protocols TLSv1.3;
-    ssl_certificate $PWD/$H/tls.pem;
-    ssl_certificate_key $PWD/$H/tls.key;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGX
+nginx_conf "$OUT" "$H" 19100 19101 19103
 nginx -c "$PWD/$OUT/nginx.conf" -g 'daemon off;' & PIDS+=($!); wait_port 19101
 
 # LiteLLM.
