@@ -366,6 +366,24 @@ impl IdentityState {
         }
     }
 
+    /// The clock went back to `now`: what was recorded later than `now` is taken as
+    /// recorded at `now` (order kept), so windows and cooldowns run from here in elapsed
+    /// time instead of stalling until the clock is back where it was.
+    fn clock_stepped_back(&mut self, now: u64, widx: u64) {
+        for e in &mut self.events {
+            e.at_ms = e.at_ms.min(now);
+        }
+        for (w, _) in &mut self.output {
+            *w = (*w).min(widx);
+        }
+        if let Some((w, _)) = &mut self.bucket {
+            *w = (*w).min(widx);
+        }
+        for t in self.last_alert.values_mut() {
+            *t = (*t).min(now);
+        }
+    }
+
     fn push_event(&mut self, e: Seen) {
         for (c, m) in self.counts.iter_mut().zip(e.marks()) {
             *c += usize::from(m);
@@ -431,12 +449,15 @@ impl Monitor {
         }
         let cfg = &self.cfg;
         let st = self.ids.entry(ev.identity.to_owned()).or_default();
-        st.last_seen = ev.at_ms;
         let now = ev.at_ms;
+        let widx = now / cfg.window_ms.max(1);
+        if now < st.last_seen {
+            st.clock_stepped_back(now, widx);
+        }
+        st.last_seen = now;
         let from = now.saturating_sub(cfg.window_ms);
 
         // Baseline: per-window request counts, EWMA over completed windows.
-        let widx = now / cfg.window_ms.max(1);
         match st.bucket {
             Some((w, c)) if w == widx => st.bucket = Some((w, c + 1)),
             Some((w, c)) => {
@@ -816,6 +837,39 @@ mod tests {
                 .count(),
             1,
             "{kinds:?}"
+        );
+    }
+
+    /// The wall clock steps back an hour (an NTP correction, a VM restored) while a
+    /// caller keeps probing the guardrails: the monitor must alert again once the
+    /// cooldown has passed in elapsed time, not stay silent until the clock catches up.
+    #[test]
+    fn a_clock_stepping_back_does_not_silence_alerts() {
+        let mut m = Monitor::new(MonitorConfig::default());
+        let t0 = 10 * 3_600_000u64;
+        let refused = |m: &mut Monitor, at: u64, i: u64| {
+            let text = format!("distinct question number {i} about topic {}", i * 7919);
+            let mut e = ev(at, "bob", &text);
+            e.refused = true;
+            m.observe(&e)
+                .into_iter()
+                .filter(|a| a.kind == AlertKind::RepeatedRefusals)
+                .count()
+        };
+        let mut before = 0;
+        for i in 0..30u64 {
+            before += refused(&mut m, t0 + i * 1000, i);
+        }
+        assert_eq!(before, 1);
+        // One hour back; ten minutes (two cooldowns) of refusals, one every 2 s.
+        let back = t0 + 30_000 - 3_600_000;
+        let mut after = 0;
+        for i in 0..300u64 {
+            after += refused(&mut m, back + i * 2000, 100 + i);
+        }
+        assert!(
+            after >= 1,
+            "no alert in 10 minutes after the clock stepped back"
         );
     }
 
