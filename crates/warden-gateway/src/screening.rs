@@ -347,6 +347,15 @@ impl ScreeningConfig {
         if self.alerts.queue == 0 {
             return bad("alerts.queue must be at least 1".into());
         }
+        if let Some(a) = self.actions.get(&AlertKind::Drift)
+            && *a != AlertAction::Alert
+        {
+            return bad(format!(
+                "actions.drift = \"{}\": drift is population-wide, there is no identity to \
+                 throttle or block; use \"alert\"",
+                a.as_str()
+            ));
+        }
         if self.monitor.window_ms == Some(0) || self.monitor.output_window_ms == Some(0) {
             return bad("monitor windows must be longer than 0 ms".into());
         }
@@ -2581,6 +2590,16 @@ mod tests {
             serde_json::from_value(serde_json::json!({"routes": {"chatt": {"action": "flag"}}}))
                 .unwrap();
         assert!(c.validate().is_err());
+        // Drift has no identity to act on: a throttle or block there would do nothing.
+        for a in ["throttle", "block"] {
+            let c: ScreeningConfig =
+                serde_json::from_value(serde_json::json!({"actions": {"drift": a}})).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("actions.drift"), "{e}");
+        }
+        let c: ScreeningConfig =
+            serde_json::from_value(serde_json::json!({"actions": {"drift": "alert"}})).unwrap();
+        c.validate().unwrap();
         let c: ScreeningConfig = serde_json::from_value(
             serde_json::json!({"actions": {"near_duplicates": "block"}, "monitor": {"window_ms": 5000}}),
         )
