@@ -725,7 +725,8 @@ impl Screening {
 
     /// Applies an alert's action at once (throttle, kill-switch block) and queues it for
     /// the sinks without waiting, unless it repeats a per-request alert within the
-    /// cooldown ([`Screening::repeated`]); a full queue drops it (counted).
+    /// cooldown ([`Screening::repeated`]); a full queue drops it (counted), except a
+    /// `block`, which waits for room in a task of its own.
     pub fn raise(&self, alert: Alert) {
         self.counters.alert(alert.kind.as_str());
         if alert.identity != "*" {
@@ -759,8 +760,24 @@ impl Screening {
             value = alert.value,
             "screening alert"
         );
-        if self.tx.try_send(alert).is_err() {
-            self.counters.dropped();
+        match self.tx.try_send(alert) {
+            Ok(()) => {}
+            // A block must reach the store and the audit log: wait for room off the
+            // request path (one task per blocked identity; it is refused from now on).
+            Err(mpsc::error::TrySendError::Full(a))
+                if a.action == AlertAction::Block && a.identity != "*" =>
+            {
+                let tx = self.tx.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(h) => {
+                        h.spawn(async move {
+                            let _ = tx.send(a).await;
+                        });
+                    }
+                    Err(_) => self.counters.dropped(),
+                }
+            }
+            Err(_) => self.counters.dropped(),
         }
     }
 
@@ -2609,6 +2626,52 @@ mod tests {
         assert!(
             m.actions
                 .contains(&(AlertKind::NearDuplicates, AlertAction::Block))
+        );
+    }
+
+    /// A `block` action raised while the alert queue is full (a burst of alerts) must
+    /// still reach the store and the audit log: dropping it left the block in this
+    /// process's memory only (no audit record, gone on restart, unseen by replicas).
+    #[tokio::test]
+    async fn a_block_is_not_dropped_by_a_full_alert_queue() {
+        use crate::directory::Directory as _;
+        let cfg: ScreeningConfig =
+            serde_json::from_value(serde_json::json!({"alerts": {"queue": 1}})).unwrap();
+        let directory = Arc::new(crate::directory::MemoryDirectory::default());
+        let audit = Arc::new(crate::audit::MemorySink::default());
+        let kill = Arc::new(KillSwitch::default());
+        let s = Screening::new(
+            cfg,
+            Arc::clone(&kill),
+            directory.clone(),
+            audit.clone(),
+            Arc::new(ScreenCounters::default()),
+        )
+        .unwrap();
+        let alert = |who: &str, action| Alert {
+            at_ms: now_ms(),
+            identity: who.into(),
+            kind: AlertKind::NearDuplicates,
+            severity: Severity::Critical,
+            action,
+            value: 0.9,
+            threshold: 0.5,
+            window_s: 60,
+            detail: "test".into(),
+        };
+        // The sender has not run yet (current-thread runtime): the first fills the queue.
+        s.raise(alert("someone", AlertAction::Alert));
+        s.raise(alert("mallory", AlertAction::Block));
+        assert!(kill.is_blocked("mallory"));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(directory.blocked().unwrap().contains("mallory"));
+        assert!(
+            audit
+                .records
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.kind == "block" && r.identity.as_deref() == Some("mallory"))
         );
     }
 
