@@ -831,9 +831,12 @@ impl Screening {
         }
     }
 
-    /// The response of a screened request ended: feed the behaviour monitor.
+    /// The response of a screened request ended: feed the behaviour monitor. A refusal
+    /// is a 4xx or an answer that opens like one; a 5xx is the server side failing (an
+    /// upstream outage must not read as every caller probing the guardrails).
     pub fn finish(&self, t: Track, response_bytes: u64, status: u16) {
-        self.observe(&t, response_bytes.div_ceil(4), status >= 400 || t.refused);
+        let refused = t.refused || (400..500).contains(&status);
+        self.observe(&t, response_bytes.div_ceil(4), refused);
     }
 
     /// Whether responses are screened.

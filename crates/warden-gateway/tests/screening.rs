@@ -1289,3 +1289,30 @@ async fn a_hung_webhook_does_not_hold_back_local_sinks_or_blocks() {
     let lines = std::fs::read_to_string(&jsonl).unwrap_or_default();
     assert_eq!(lines.lines().count(), 4, "{lines}");
 }
+
+/// An upstream outage (the model server answering 500) is not the callers probing the
+/// guardrails: it must not raise `repeated_refusals` for every active identity, let
+/// alone block them all through the kill switch under a `block` policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_outage_is_not_repeated_refusals() {
+    let env = start(json!({"monitor": {"refusals": 3},
+        "actions": {"repeated_refusals": "block"}}))
+    .await;
+    for who in ["bob", "mallory", "carol"] {
+        for i in 0..5 {
+            let (st, _, body) = env
+                .chat(who, user(&format!("{} {i}", ask("say-error"))))
+                .await;
+            assert_eq!(st, 500, "{who}: {body}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use warden_gateway::directory::Directory as _;
+    let blocked = env.directory.blocked().unwrap();
+    assert!(blocked.is_empty(), "blocked by an outage: {blocked:?}");
+    let m = env.gw.metrics.render();
+    assert!(
+        !m.contains("warden_screen_alerts_total{kind=\"repeated_refusals\"}"),
+        "{m}"
+    );
+}
