@@ -256,10 +256,15 @@ pub fn syslog_rfc5424(alert: &Alert, hostname: &str, app_name: &str, procid: u32
         Severity::Warning => 4u32,
         Severity::Critical => 2u32,
     };
+    let mut ts = rfc3339_ms(alert.at_ms);
+    if ts.starts_with('@') {
+        // Not expressible as an RFC 3339 TIMESTAMP: the NILVALUE.
+        ts = "-".into();
+    }
     format!(
         "<{}>1 {} {} {} {} {} [warden@32473 kind=\"{}\" identity=\"{}\" action=\"{}\" value=\"{}\" threshold=\"{}\" window_s=\"{}\"] {}",
         facility * 8 + sev,
-        rfc3339_ms(alert.at_ms),
+        ts,
         header_field(hostname, 255),
         header_field(app_name, 48),
         procid,
@@ -327,6 +332,16 @@ mod tests {
         // Still one SD element, and the identity is still recognisable.
         assert_eq!(s.matches("[warden@32473 ").count(), 1, "{s}");
         assert!(s.contains("identity=\"eve"), "{s}");
+    }
+
+    /// A time RFC 3339 cannot express (a clock gone wild) is the NILVALUE in the
+    /// header, not a token a collector rejects as a malformed TIMESTAMP.
+    #[test]
+    fn syslog_timestamp_out_of_range_is_nil() {
+        let mut a = sample();
+        a.at_ms = u64::MAX;
+        let s = syslog_rfc5424(&a, "gw-1", "warden", 42);
+        assert!(s.starts_with("<82>1 - gw-1 warden 42 "), "{s}");
     }
 
     #[test]
