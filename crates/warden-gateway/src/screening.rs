@@ -822,8 +822,17 @@ impl Screening {
             refused,
             screening_hit: t.hit,
         };
+        let lifted = self.kill.take_lifted(&t.identity);
+        if lifted && let Ok(mut th) = self.throttled.lock() {
+            th.remove(&t.identity);
+        }
         let alerts = match m.lock() {
-            Ok(mut m) => m.observe(&ev),
+            Ok(mut m) => {
+                if lifted {
+                    m.forget(&t.identity);
+                }
+                m.observe(&ev)
+            }
             Err(_) => Vec::new(),
         };
         for a in alerts {

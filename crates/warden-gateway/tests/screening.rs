@@ -1316,3 +1316,47 @@ async fn an_upstream_outage_is_not_repeated_refusals() {
         "{m}"
     );
 }
+
+/// An administrator lifting a block the monitor set must lift it: the evidence that led
+/// to it (an hour of output volume) must not block the identity again on its next
+/// request once the cooldown is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unblock_is_not_undone_by_the_evidence_before_it() {
+    let env = start(
+        json!({"monitor": {"output_tokens": 150, "cooldown_ms": 300},
+        "actions": {"output_volume": "block"}}),
+    )
+    .await;
+    let mut k = 0;
+    loop {
+        let (st, _, body) = env
+            .chat("mallory", user(&format!("Tell me about Lisbon, part {k}.")))
+            .await;
+        if st == 403 {
+            assert!(body.contains("identity is blocked"), "{body}");
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        k += 1;
+        assert!(k < 50, "never blocked");
+    }
+    assert!(k >= 2, "blocked after {k} requests: raise output_tokens");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    use warden_gateway::directory::Directory as _;
+    env.directory
+        .set_blocked("mallory", false, "alice")
+        .unwrap();
+    env.gw.kill.unblock("mallory");
+    // Past the cooldown: fewer requests than it took to be blocked are fine.
+    for i in 0..k - 1 {
+        let (st, _, body) = env
+            .chat("mallory", user(&format!("And about Porto, part {i}.")))
+            .await;
+        assert_eq!(st, 200, "request {i} after the unblock: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !env.gw.kill.is_blocked("mallory"),
+            "blocked again after request {i}"
+        );
+    }
+}

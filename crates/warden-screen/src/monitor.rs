@@ -437,6 +437,12 @@ impl Monitor {
         self.evictions += 1;
     }
 
+    /// Drops everything held about `identity` (an administrator lifted its block: the
+    /// evidence before that must not block it again).
+    pub fn forget(&mut self, identity: &str) {
+        self.ids.remove(identity);
+    }
+
     /// Whether `identity` is tracked.
     pub fn tracks(&self, identity: &str) -> bool {
         self.ids.contains_key(identity)
