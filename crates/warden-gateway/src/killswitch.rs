@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct KillSwitch {
     blocked: RwLock<HashSet<String>>,
+    /// Identities unblocked since the behaviour monitor last looked (it forgets what it
+    /// held against them: an administrator's unblock is a fresh start).
+    lifted: Mutex<HashSet<String>>,
     streams: Mutex<HashMap<String, CancellationToken>>,
     lockdown: watch::Sender<bool>,
     connections: Mutex<CancellationToken>,
@@ -19,6 +22,7 @@ impl Default for KillSwitch {
     fn default() -> Self {
         KillSwitch {
             blocked: RwLock::new(HashSet::new()),
+            lifted: Mutex::new(HashSet::new()),
             streams: Mutex::new(HashMap::new()),
             lockdown: watch::channel(false).0,
             connections: Mutex::new(CancellationToken::new()),
@@ -49,9 +53,22 @@ impl KillSwitch {
 
     /// Unblock `identity`. Returns whether it was blocked.
     pub fn unblock(&self, identity: &str) -> bool {
-        self.blocked
+        let was = self
+            .blocked
             .write()
             .map(|mut b| b.remove(identity))
+            .unwrap_or(false);
+        if was && let Ok(mut l) = self.lifted.lock() {
+            l.insert(identity.to_owned());
+        }
+        was
+    }
+
+    /// Whether `identity` was unblocked since the last call for it (then cleared).
+    pub fn take_lifted(&self, identity: &str) -> bool {
+        self.lifted
+            .lock()
+            .map(|mut l| !l.is_empty() && l.remove(identity))
             .unwrap_or(false)
     }
 

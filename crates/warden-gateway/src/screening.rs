@@ -347,6 +347,15 @@ impl ScreeningConfig {
         if self.alerts.queue == 0 {
             return bad("alerts.queue must be at least 1".into());
         }
+        if let Some(a) = self.actions.get(&AlertKind::Drift)
+            && *a != AlertAction::Alert
+        {
+            return bad(format!(
+                "actions.drift = \"{}\": drift is population-wide, there is no identity to \
+                 throttle or block; use \"alert\"",
+                a.as_str()
+            ));
+        }
         if self.monitor.window_ms == Some(0) || self.monitor.output_window_ms == Some(0) {
             return bad("monitor windows must be longer than 0 ms".into());
         }
@@ -602,6 +611,10 @@ pub struct Screening {
     monitor: Option<Mutex<Monitor>>,
     drift: Option<Mutex<DriftMonitor>>,
     throttled: Mutex<HashMap<String, u64>>,
+    /// When each (identity, kind) of a per-request alert (input flagged, output
+    /// blocked) last went to the sinks: repeats within `repeat_ms` only count.
+    repeats: Mutex<HashMap<(String, AlertKind), u64>>,
+    repeat_ms: u64,
     kill: Arc<KillSwitch>,
     tx: mpsc::Sender<Alert>,
     counters: Arc<ScreenCounters>,
@@ -633,8 +646,9 @@ impl Screening {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| crate::Error::Config("screening needs a running async runtime".into()))?;
         let (tx, rx) = mpsc::channel(cfg.alerts.queue);
-        let sender = Sender::new(&cfg.alerts, directory, audit, Arc::clone(&counters))?;
+        let sender = Sender::new(&cfg.alerts, directory, audit, Arc::clone(&counters), &rt)?;
         rt.spawn(sender.run(rx));
+        let repeat_ms = cfg.monitor_config().cooldown_ms;
         Ok(Arc::new(Screening {
             monitor: cfg
                 .monitor
@@ -648,6 +662,8 @@ impl Screening {
             screener,
             output,
             throttled: Mutex::new(HashMap::new()),
+            repeats: Mutex::new(HashMap::new()),
+            repeat_ms,
             kill,
             tx,
             counters,
@@ -708,7 +724,9 @@ impl Screening {
     }
 
     /// Applies an alert's action at once (throttle, kill-switch block) and queues it for
-    /// the sinks without waiting; a full queue drops it (counted).
+    /// the sinks without waiting, unless it repeats a per-request alert within the
+    /// cooldown ([`Screening::repeated`]); a full queue drops it (counted), except a
+    /// `block`, which waits for room in a task of its own.
     pub fn raise(&self, alert: Alert) {
         self.counters.alert(alert.kind.as_str());
         if alert.identity != "*" {
@@ -732,6 +750,9 @@ impl Screening {
                 }
             }
         }
+        if self.repeated(&alert) {
+            return;
+        }
         tracing::warn!(
             identity = %alert.identity,
             kind = alert.kind.as_str(),
@@ -739,8 +760,54 @@ impl Screening {
             value = alert.value,
             "screening alert"
         );
-        if self.tx.try_send(alert).is_err() {
-            self.counters.dropped();
+        match self.tx.try_send(alert) {
+            Ok(()) => {}
+            // A block must reach the store and the audit log: wait for room off the
+            // request path (one task per blocked identity; it is refused from now on).
+            Err(mpsc::error::TrySendError::Full(a))
+                if a.action == AlertAction::Block && a.identity != "*" =>
+            {
+                let tx = self.tx.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(h) => {
+                        h.spawn(async move {
+                            let _ = tx.send(a).await;
+                        });
+                    }
+                    Err(_) => self.counters.dropped(),
+                }
+            }
+            Err(_) => self.counters.dropped(),
+        }
+    }
+
+    /// Whether `a` repeats a per-request alert (input flagged, output blocked) that went
+    /// to the sinks for the same identity less than the monitor's cooldown ago: one
+    /// caller asking again and again for a canary is one alert per cooldown at the
+    /// webhooks, syslog and audit log, not one per request (each is still counted, its
+    /// action applied and its request recorded). `block` actions always go through: the
+    /// store and the audit log must see every block.
+    fn repeated(&self, a: &Alert) -> bool {
+        if !matches!(a.kind, AlertKind::InputFlagged | AlertKind::OutputBlocked)
+            || a.action == AlertAction::Block
+        {
+            return false;
+        }
+        let Ok(mut r) = self.repeats.lock() else {
+            return false;
+        };
+        let now = a.at_ms;
+        let fresh = |t: u64| t <= now && now - t < self.repeat_ms;
+        if r.len() > 100_000 {
+            r.retain(|_, t| fresh(*t));
+        }
+        let key = (a.identity.clone(), a.kind);
+        match r.get(&key) {
+            Some(&t) if fresh(t) => true,
+            _ => {
+                r.insert(key, now);
+                false
+            }
         }
     }
 
@@ -755,8 +822,17 @@ impl Screening {
             refused,
             screening_hit: t.hit,
         };
+        let lifted = self.kill.take_lifted(&t.identity);
+        if lifted && let Ok(mut th) = self.throttled.lock() {
+            th.remove(&t.identity);
+        }
         let alerts = match m.lock() {
-            Ok(mut m) => m.observe(&ev),
+            Ok(mut m) => {
+                if lifted {
+                    m.forget(&t.identity);
+                }
+                m.observe(&ev)
+            }
             Err(_) => Vec::new(),
         };
         for a in alerts {
@@ -764,9 +840,12 @@ impl Screening {
         }
     }
 
-    /// The response of a screened request ended: feed the behaviour monitor.
+    /// The response of a screened request ended: feed the behaviour monitor. A refusal
+    /// is a 4xx or an answer that opens like one; a 5xx is the server side failing (an
+    /// upstream outage must not read as every caller probing the guardrails).
     pub fn finish(&self, t: Track, response_bytes: u64, status: u16) {
-        self.observe(&t, response_bytes.div_ceil(4), status >= 400 || t.refused);
+        let refused = t.refused || (400..500).contains(&status);
+        self.observe(&t, response_bytes.div_ceil(4), refused);
     }
 
     /// Whether responses are screened.
@@ -2262,23 +2341,94 @@ fn syslog_target(s: &str) -> Result<(Proto, String), String> {
     Ok((p, rest.to_owned()))
 }
 
-/// The background task that delivers alerts.
+/// The background task that delivers alerts: the local sinks (the store for `block`
+/// actions, the audit log, the JSON-lines file) in order as they come; each remote sink
+/// (syslog, every webhook) through its own bounded queue and task, so a slow or hostile
+/// receiver (up to 20 s a POST) delays and drops only its own deliveries, never the
+/// local record of an alert or the persistence of a block.
 struct Sender {
-    webhooks: Vec<Webhook>,
-    syslog: Option<(Proto, String)>,
+    remote: Vec<(&'static str, mpsc::Sender<Arc<Alert>>)>,
     file: Option<warden_screen::alert::JsonLinesSink<std::fs::File>>,
     audit: Option<Arc<dyn AuditSink>>,
     directory: Arc<dyn Directory>,
     counters: Arc<ScreenCounters>,
-    hostname: String,
+}
+
+/// One remote alert destination.
+enum Remote {
+    Syslog {
+        proto: Proto,
+        addr: String,
+        hostname: String,
+    },
+    Webhook(Webhook),
+}
+
+impl Remote {
+    fn name(&self) -> &'static str {
+        match self {
+            Remote::Syslog { .. } => "syslog",
+            Remote::Webhook(_) => "webhook",
+        }
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Arc<Alert>>, counters: Arc<ScreenCounters>) {
+        while let Some(a) = rx.recv().await {
+            if !self.deliver(&a).await {
+                counters.sink_failure(self.name());
+            }
+        }
+    }
+
+    async fn deliver(&self, a: &Alert) -> bool {
+        match self {
+            Remote::Syslog {
+                proto,
+                addr,
+                hostname,
+            } => {
+                let line =
+                    warden_screen::alert::syslog_rfc5424(a, hostname, "warden", std::process::id());
+                let r = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    send_syslog(*proto, addr, &line),
+                )
+                .await;
+                matches!(r, Ok(Ok(())))
+            }
+            Remote::Webhook(w) => {
+                let body = warden_screen::alert::webhook_json(a);
+                let req = http::Request::builder()
+                    .method(http::Method::POST)
+                    .uri(w.path.as_str())
+                    .header(http::header::HOST, w.host.as_str())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(http_body_util::Full::new(Bytes::from(body)));
+                let ok = match req {
+                    Ok(req) => matches!(
+                        crate::admin::send(&w.addr, &w.host, w.tls.clone(), req).await,
+                        Ok((s, _)) if (200..300).contains(&s)
+                    ),
+                    Err(_) => false,
+                };
+                if !ok {
+                    tracing::warn!(url = %w.url, "alert webhook failed");
+                }
+                ok
+            }
+        }
+    }
 }
 
 impl Sender {
+    /// Opens the file sink and starts one task per remote sink on `rt`, each with a
+    /// queue of `cfg.queue` alerts.
     fn new(
         cfg: &AlertSinks,
         directory: Arc<dyn Directory>,
         audit: Arc<dyn AuditSink>,
         counters: Arc<ScreenCounters>,
+        rt: &tokio::runtime::Handle,
     ) -> Result<Sender, crate::Error> {
         let tls = match &cfg.webhook_ca {
             Some(ca) => {
@@ -2293,25 +2443,32 @@ impl Sender {
             }
             None => None,
         };
-        let mut webhooks = Vec::new();
+        let mut remotes = Vec::new();
+        if let Some(s) = &cfg.syslog {
+            let (proto, addr) = syslog_target(s)
+                .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?;
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "-".to_owned());
+            remotes.push(Remote::Syslog {
+                proto,
+                addr,
+                hostname,
+            });
+        }
         for u in &cfg.webhooks {
             let (addr, host, path, https) = webhook_target(u, tls.is_some())
                 .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?;
-            webhooks.push(Webhook {
+            remotes.push(Remote::Webhook(Webhook {
                 url: u.clone(),
                 addr,
                 host,
                 path,
                 tls: if https { tls.clone() } else { None },
-            });
+            }));
         }
-        let syslog = match &cfg.syslog {
-            Some(s) => Some(
-                syslog_target(s)
-                    .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?,
-            ),
-            None => None,
-        };
         let file = match &cfg.file {
             Some(p) => {
                 let f = std::fs::OpenOptions::new()
@@ -2326,29 +2483,31 @@ impl Sender {
             }
             None => None,
         };
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "-".to_owned());
+        let remote = remotes
+            .into_iter()
+            .map(|r| {
+                let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+                let name = r.name();
+                rt.spawn(r.run(rx, Arc::clone(&counters)));
+                (name, tx)
+            })
+            .collect();
         Ok(Sender {
-            webhooks,
-            syslog,
+            remote,
             file,
             audit: cfg.audit.then_some(audit),
             directory,
             counters,
-            hostname,
         })
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Alert>) {
         while let Some(a) = rx.recv().await {
-            self.deliver(&a).await;
+            self.deliver(a).await;
         }
     }
 
-    async fn deliver(&self, a: &Alert) {
+    async fn deliver(&self, a: Alert) {
         if a.action == AlertAction::Block && a.identity != "*" {
             // Persist the block so the store sync keeps it; record it durably.
             if let Err(e) = self
@@ -2401,44 +2560,14 @@ impl Sender {
             }
         }
         if let Some(f) = &self.file
-            && f.send(a).is_err()
+            && f.send(&a).is_err()
         {
             self.counters.sink_failure("file");
         }
-        if let Some((proto, addr)) = &self.syslog {
-            let line = warden_screen::alert::syslog_rfc5424(
-                a,
-                &self.hostname,
-                "warden",
-                std::process::id(),
-            );
-            let r = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                send_syslog(*proto, addr, &line),
-            )
-            .await;
-            if !matches!(r, Ok(Ok(()))) {
-                self.counters.sink_failure("syslog");
-            }
-        }
-        let body = warden_screen::alert::webhook_json(a);
-        for w in &self.webhooks {
-            let req = http::Request::builder()
-                .method(http::Method::POST)
-                .uri(w.path.as_str())
-                .header(http::header::HOST, w.host.as_str())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(http_body_util::Full::new(Bytes::from(body.clone())));
-            let ok = match req {
-                Ok(req) => matches!(
-                    crate::admin::send(&w.addr, &w.host, w.tls.clone(), req).await,
-                    Ok((s, _)) if (200..300).contains(&s)
-                ),
-                Err(_) => false,
-            };
-            if !ok {
-                tracing::warn!(url = %w.url, "alert webhook failed");
-                self.counters.sink_failure("webhook");
+        let a = Arc::new(a);
+        for (_, tx) in &self.remote {
+            if tx.try_send(Arc::clone(&a)).is_err() {
+                self.counters.dropped();
             }
         }
     }
@@ -2490,6 +2619,16 @@ mod tests {
             serde_json::from_value(serde_json::json!({"routes": {"chatt": {"action": "flag"}}}))
                 .unwrap();
         assert!(c.validate().is_err());
+        // Drift has no identity to act on: a throttle or block there would do nothing.
+        for a in ["throttle", "block"] {
+            let c: ScreeningConfig =
+                serde_json::from_value(serde_json::json!({"actions": {"drift": a}})).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("actions.drift"), "{e}");
+        }
+        let c: ScreeningConfig =
+            serde_json::from_value(serde_json::json!({"actions": {"drift": "alert"}})).unwrap();
+        c.validate().unwrap();
         let c: ScreeningConfig = serde_json::from_value(
             serde_json::json!({"actions": {"near_duplicates": "block"}, "monitor": {"window_ms": 5000}}),
         )
@@ -2499,6 +2638,52 @@ mod tests {
         assert!(
             m.actions
                 .contains(&(AlertKind::NearDuplicates, AlertAction::Block))
+        );
+    }
+
+    /// A `block` action raised while the alert queue is full (a burst of alerts) must
+    /// still reach the store and the audit log: dropping it left the block in this
+    /// process's memory only (no audit record, gone on restart, unseen by replicas).
+    #[tokio::test]
+    async fn a_block_is_not_dropped_by_a_full_alert_queue() {
+        use crate::directory::Directory as _;
+        let cfg: ScreeningConfig =
+            serde_json::from_value(serde_json::json!({"alerts": {"queue": 1}})).unwrap();
+        let directory = Arc::new(crate::directory::MemoryDirectory::default());
+        let audit = Arc::new(crate::audit::MemorySink::default());
+        let kill = Arc::new(KillSwitch::default());
+        let s = Screening::new(
+            cfg,
+            Arc::clone(&kill),
+            directory.clone(),
+            audit.clone(),
+            Arc::new(ScreenCounters::default()),
+        )
+        .unwrap();
+        let alert = |who: &str, action| Alert {
+            at_ms: now_ms(),
+            identity: who.into(),
+            kind: AlertKind::NearDuplicates,
+            severity: Severity::Critical,
+            action,
+            value: 0.9,
+            threshold: 0.5,
+            window_s: 60,
+            detail: "test".into(),
+        };
+        // The sender has not run yet (current-thread runtime): the first fills the queue.
+        s.raise(alert("someone", AlertAction::Alert));
+        s.raise(alert("mallory", AlertAction::Block));
+        assert!(kill.is_blocked("mallory"));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(directory.blocked().unwrap().contains("mallory"));
+        assert!(
+            audit
+                .records
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.kind == "block" && r.identity.as_deref() == Some("mallory"))
         );
     }
 

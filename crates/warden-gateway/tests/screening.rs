@@ -679,16 +679,22 @@ async fn canaries_and_secrets_are_stopped_in_json_and_sse_responses() {
         .collect();
     assert_eq!(blocked.len(), 4, "{recs:?}");
     assert!(blocked.iter().all(|r| r.decision == "deny"));
+    // One alert at the webhook: the other three repeat it within the cooldown
+    // (`one_identity_cannot_flood_the_alert_sinks`); Prometheus counts all four.
     let hooks = got.lock().unwrap().clone();
     assert_eq!(
         hooks
             .iter()
             .filter(|(_, v)| v["type"] == "warden.alert" && v["alert"]["kind"] == "output_blocked")
             .count(),
-        4,
+        1,
         "{hooks:?}"
     );
     let m = env.gw.metrics.render();
+    assert!(
+        m.contains("warden_screen_alerts_total{kind=\"output_blocked\"} 4"),
+        "{m}"
+    );
     assert!(
         m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 4"),
         "{m}"
@@ -1181,4 +1187,176 @@ async fn transformer_tier_blocks_what_the_linear_tier_only_flags() {
         .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(env.upstream.hits.load(Ordering::SeqCst), 1);
+}
+
+/// One caller asking again and again for what output screening stops (a canary) must
+/// not turn each request into a webhook POST, a syslog line and an audit entry: the
+/// sinks hear it once per cooldown (the request records and Prometheus still count every
+/// one), and another identity's alert still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_cannot_flood_the_alert_sinks() {
+    let (hook, got) = webhook().await;
+    let env = start(json!({"canaries": [CANARY],
+        "alerts": {"webhooks": [format!("http://{hook}/alerts")]}}))
+    .await;
+    // 18 requests: under the monitor's 20 before near-duplicates are judged.
+    for _ in 0..18 {
+        let (st, _, body) = env.chat("mallory", user(&ask("say-canary"))).await;
+        assert_eq!(st, 403, "{body}");
+    }
+    let (st, _, _) = env.chat("carol", user(&ask("say-canary"))).await;
+    assert_eq!(st, 403);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks = got.lock().unwrap().clone();
+    let of = |who: &str| {
+        hooks
+            .iter()
+            .filter(|(_, v)| {
+                v["alert"]["kind"] == "output_blocked" && v["alert"]["identity"] == who
+            })
+            .count()
+    };
+    assert_eq!(of("mallory"), 1, "{} webhook posts", hooks.len());
+    assert_eq!(of("carol"), 1);
+    let recs = env.records();
+    let alerts: Vec<_> = recs
+        .iter()
+        .filter(|r| r.kind == "alert" && r.reason.starts_with("alert output_blocked"))
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        2,
+        "alert records in the audit log: {alerts:?}"
+    );
+    let m = env.gw.metrics.render();
+    assert!(
+        m.contains("warden_screen_alerts_total{kind=\"output_blocked\"} 19"),
+        "{m}"
+    );
+}
+
+/// A webhook receiver that accepts connections, reads, and never answers.
+async fn hung_webhook() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            open.push(s);
+        }
+    });
+    addr
+}
+
+/// A slow or hostile webhook receiver (it holds each POST until the 15 s timeout) must
+/// not hold back the local sinks: every alert reaches `alerts.jsonl` and the audit log at
+/// once, and every `block` action is written to the store and audited, instead of
+/// queueing behind the webhook (or being dropped when the queue fills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_webhook_does_not_hold_back_local_sinks_or_blocks() {
+    let hook = hung_webhook().await;
+    let files = tempfile::tempdir().unwrap();
+    let jsonl = files.path().join("alerts.jsonl");
+    let env = start(json!({"canaries": [CANARY],
+        "actions": {"output_blocked": "block"},
+        "alerts": {"webhooks": [format!("http://{hook}/alerts")], "file": jsonl, "queue": 2}}))
+    .await;
+    let who = ["bob", "mallory", "carol", "rita"];
+    for w in who {
+        let (st, _, body) = env.chat(w, user(&ask("say-canary"))).await;
+        assert_eq!(st, 403, "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    use warden_gateway::directory::Directory as _;
+    let blocked = env.directory.blocked().unwrap();
+    for w in who {
+        assert!(
+            blocked.contains(w),
+            "{w}'s block not persisted: {blocked:?}"
+        );
+    }
+    let recs = env.records();
+    for w in who {
+        assert!(
+            recs.iter()
+                .any(|r| r.kind == "block" && r.identity.as_deref() == Some(w)),
+            "{w}: no block record"
+        );
+    }
+    let lines = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 4, "{lines}");
+}
+
+/// An upstream outage (the model server answering 500) is not the callers probing the
+/// guardrails: it must not raise `repeated_refusals` for every active identity, let
+/// alone block them all through the kill switch under a `block` policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_outage_is_not_repeated_refusals() {
+    let env = start(json!({"monitor": {"refusals": 3},
+        "actions": {"repeated_refusals": "block"}}))
+    .await;
+    for who in ["bob", "mallory", "carol"] {
+        for i in 0..5 {
+            let (st, _, body) = env
+                .chat(who, user(&format!("{} {i}", ask("say-error"))))
+                .await;
+            assert_eq!(st, 500, "{who}: {body}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use warden_gateway::directory::Directory as _;
+    let blocked = env.directory.blocked().unwrap();
+    assert!(blocked.is_empty(), "blocked by an outage: {blocked:?}");
+    let m = env.gw.metrics.render();
+    assert!(
+        !m.contains("warden_screen_alerts_total{kind=\"repeated_refusals\"}"),
+        "{m}"
+    );
+}
+
+/// An administrator lifting a block the monitor set must lift it: the evidence that led
+/// to it (an hour of output volume) must not block the identity again on its next
+/// request once the cooldown is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unblock_is_not_undone_by_the_evidence_before_it() {
+    let env = start(
+        json!({"monitor": {"output_tokens": 150, "cooldown_ms": 300},
+        "actions": {"output_volume": "block"}}),
+    )
+    .await;
+    let mut k = 0;
+    loop {
+        let (st, _, body) = env
+            .chat("mallory", user(&format!("Tell me about Lisbon, part {k}.")))
+            .await;
+        if st == 403 {
+            assert!(body.contains("identity is blocked"), "{body}");
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        k += 1;
+        assert!(k < 50, "never blocked");
+    }
+    assert!(k >= 2, "blocked after {k} requests: raise output_tokens");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    use warden_gateway::directory::Directory as _;
+    env.directory
+        .set_blocked("mallory", false, "alice")
+        .unwrap();
+    env.gw.kill.unblock("mallory");
+    // Past the cooldown: fewer requests than it took to be blocked are fine.
+    for i in 0..k - 1 {
+        let (st, _, body) = env
+            .chat("mallory", user(&format!("And about Porto, part {i}.")))
+            .await;
+        assert_eq!(st, 200, "request {i} after the unblock: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !env.gw.kill.is_blocked("mallory"),
+            "blocked again after request {i}"
+        );
+    }
 }

@@ -202,10 +202,32 @@ pub fn rfc3339_ms(at_ms: u64) -> String {
         )
 }
 
-/// Escapes a structured-data parameter value (RFC 5424 §6.3.3: `"`, `\` and `]`).
+/// `c`, or U+FFFD when it is a control character or a Unicode line/paragraph separator:
+/// text from outside (identity names) must not break a line-oriented log record or drive
+/// a terminal.
+fn inert(c: char) -> char {
+    if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+        '\u{FFFD}'
+    } else {
+        c
+    }
+}
+
+/// `s` for one line of a log or a terminal: control characters and line separators
+/// replaced by U+FFFD (borrowed when there are none).
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(|c| inert(c) == c) {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.chars().map(inert).collect())
+    }
+}
+
+/// Escapes a structured-data parameter value (RFC 5424 §6.3.3: `"`, `\` and `]`), with
+/// control characters and line separators replaced (see [`one_line`]).
 fn sd_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in s.chars().map(inert) {
         if matches!(c, '"' | '\\' | ']') {
             o.push('\\');
         }
@@ -234,10 +256,15 @@ pub fn syslog_rfc5424(alert: &Alert, hostname: &str, app_name: &str, procid: u32
         Severity::Warning => 4u32,
         Severity::Critical => 2u32,
     };
+    let mut ts = rfc3339_ms(alert.at_ms);
+    if ts.starts_with('@') {
+        // Not expressible as an RFC 3339 TIMESTAMP: the NILVALUE.
+        ts = "-".into();
+    }
     format!(
         "<{}>1 {} {} {} {} {} [warden@32473 kind=\"{}\" identity=\"{}\" action=\"{}\" value=\"{}\" threshold=\"{}\" window_s=\"{}\"] {}",
         facility * 8 + sev,
-        rfc3339_ms(alert.at_ms),
+        ts,
         header_field(hostname, 255),
         header_field(app_name, 48),
         procid,
@@ -248,7 +275,7 @@ pub fn syslog_rfc5424(alert: &Alert, hostname: &str, app_name: &str, procid: u32
         alert.value,
         alert.threshold,
         alert.window_s,
-        alert.detail.replace(['\n', '\r'], " "),
+        one_line(&alert.detail),
     )
 }
 
@@ -286,6 +313,35 @@ mod tests {
         );
         let empty = syslog_rfc5424(&sample(), "", "my app", 1);
         assert!(empty.contains(" - myapp 1 "), "{empty}");
+    }
+
+    /// An identity name (a JWT `sub`, a key label) or a detail carrying line breaks or
+    /// control characters must not split the message or forge a second record at a
+    /// collector that stores one line per message, nor reach a terminal as escapes.
+    #[test]
+    fn syslog_has_no_line_breaks_or_control_characters() {
+        let mut a = sample();
+        a.identity = "eve\n<82>1 2023-11-14T22:13:20.123Z gw-1 warden 42 forged [x] \r\u{1b}[2J\u{0}\u{85}\u{2028}\u{2029}".into();
+        a.detail = "line one\u{2028}<82>1 forged\u{85}x\u{0}\u{1b}[31m\tend".into();
+        let s = syslog_rfc5424(&a, "gw-1", "warden", 42);
+        let bad: Vec<char> = s
+            .chars()
+            .filter(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+            .collect();
+        assert!(bad.is_empty(), "{bad:?} in {s:?}");
+        // Still one SD element, and the identity is still recognisable.
+        assert_eq!(s.matches("[warden@32473 ").count(), 1, "{s}");
+        assert!(s.contains("identity=\"eve"), "{s}");
+    }
+
+    /// A time RFC 3339 cannot express (a clock gone wild) is the NILVALUE in the
+    /// header, not a token a collector rejects as a malformed TIMESTAMP.
+    #[test]
+    fn syslog_timestamp_out_of_range_is_nil() {
+        let mut a = sample();
+        a.at_ms = u64::MAX;
+        let s = syslog_rfc5424(&a, "gw-1", "warden", 42);
+        assert!(s.starts_with("<82>1 - gw-1 warden 42 "), "{s}");
     }
 
     #[test]

@@ -214,6 +214,11 @@ impl DriftMonitor {
         if value <= self.cfg.psi_threshold {
             return None;
         }
+        // A clock that stepped back restarts the cooldown from now (instead of holding
+        // alerts until it is back where it was).
+        if let Some(last) = &mut self.last_alert_ms {
+            *last = (*last).min(now_ms);
+        }
         if let Some(last) = self.last_alert_ms
             && now_ms.saturating_sub(last) < self.cfg.cooldown_ms
         {
@@ -245,6 +250,34 @@ mod tests {
     fn psi_of_identical_is_zero_and_of_shift_is_large() {
         assert!(psi(&[10, 20, 30], &[1, 2, 3]).abs() < 1e-12);
         assert!(psi(&[100, 0, 0], &[0, 0, 100]) > 1.0);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_silence_drift() {
+        let mut d = DriftMonitor::new(DriftConfig {
+            baseline_size: 100,
+            window_size: 50,
+            check_every: 10,
+            cooldown_ms: 60_000,
+            ..DriftConfig::default()
+        });
+        let long = "a long document about many things ".repeat(40);
+        let t0 = 10 * 3_600_000u64;
+        for i in 0..100u64 {
+            assert!(d.observe(t0 + i, "short question?", 0.0).is_none());
+        }
+        let mut first = 0;
+        for i in 0..100u64 {
+            first += usize::from(d.observe(t0 + 1000 + i * 100, &long, 0.0).is_some());
+        }
+        assert_eq!(first, 1);
+        // One hour back; three minutes (three cooldowns) of the shifted traffic.
+        let back = t0 - 3_600_000;
+        let mut after = 0;
+        for i in 0..180u64 {
+            after += usize::from(d.observe(back + i * 1000, &long, 0.0).is_some());
+        }
+        assert!(after >= 1, "no drift alert after the clock stepped back");
     }
 
     #[test]

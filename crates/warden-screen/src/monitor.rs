@@ -5,8 +5,10 @@
 //! Signals, each over the last `window_ms`:
 //! - request rate against the identity's own baseline (an exponentially weighted mean of
 //!   its past per-window counts), with an absolute ceiling before a baseline exists;
-//! - near-duplicate share: inputs whose 64-bit SimHash (byte 3-gram shingles) is within
-//!   `dup_hamming` bits of an earlier input in the window (oracle-style probing);
+//! - near-duplicate share: inputs whose 64-bit SimHash (byte 3-gram shingles of the
+//!   normalised text: invisible characters, odd spaces, full-width and look-alike letters
+//!   do not make a repeat look new) is within `dup_hamming` bits of an earlier input in
+//!   the window (oracle-style probing);
 //! - input sweep share: inputs within `sweep_hamming` bits of an earlier one (many inputs
 //!   differing by small edits);
 //! - parameter sweep: distinct sampling-parameter tuples (temperature, top_p, logit_bias,
@@ -155,9 +157,33 @@ pub struct Event<'a> {
     pub screening_hit: bool,
 }
 
-/// 64-bit SimHash of byte 3-gram shingles of the lower-cased input (head and tail 1 KiB).
+/// Raw bytes of a long input normalised for its SimHash: this much of its head and of its
+/// tail (invisible padding can make the raw text several times longer than what it says).
+const SIM_RAW: usize = 16 * 1024;
+
+/// 64-bit SimHash of byte 3-gram shingles of the input after [`crate::normalize::fold`]
+/// (NFKC, invisible characters removed, confusables folded, lower-cased, whitespace
+/// collapsed), over the head and tail 1 KiB of that text.
 pub fn simhash(text: &str) -> u64 {
-    let b = text.as_bytes();
+    let folded = if text.len() <= 2 * SIM_RAW {
+        crate::normalize::fold(text)
+    } else {
+        let mut head = SIM_RAW;
+        while !text.is_char_boundary(head) {
+            head -= 1;
+        }
+        let mut tail = text.len() - SIM_RAW;
+        while !text.is_char_boundary(tail) {
+            tail += 1;
+        }
+        let mut f = crate::normalize::fold(text.get(..head).unwrap_or_default());
+        f.push(' ');
+        f.push_str(&crate::normalize::fold(
+            text.get(tail..).unwrap_or_default(),
+        ));
+        f
+    };
+    let b = folded.as_bytes();
     let take = |r: &[u8], out: &mut Vec<u8>| {
         let mut space = true;
         for &c in r {
@@ -340,6 +366,24 @@ impl IdentityState {
         }
     }
 
+    /// The clock went back to `now`: what was recorded later than `now` is taken as
+    /// recorded at `now` (order kept), so windows and cooldowns run from here in elapsed
+    /// time instead of stalling until the clock is back where it was.
+    fn clock_stepped_back(&mut self, now: u64, widx: u64) {
+        for e in &mut self.events {
+            e.at_ms = e.at_ms.min(now);
+        }
+        for (w, _) in &mut self.output {
+            *w = (*w).min(widx);
+        }
+        if let Some((w, _)) = &mut self.bucket {
+            *w = (*w).min(widx);
+        }
+        for t in self.last_alert.values_mut() {
+            *t = (*t).min(now);
+        }
+    }
+
     fn push_event(&mut self, e: Seen) {
         for (c, m) in self.counts.iter_mut().zip(e.marks()) {
             *c += usize::from(m);
@@ -393,6 +437,12 @@ impl Monitor {
         self.evictions += 1;
     }
 
+    /// Drops everything held about `identity` (an administrator lifted its block: the
+    /// evidence before that must not block it again).
+    pub fn forget(&mut self, identity: &str) {
+        self.ids.remove(identity);
+    }
+
     /// Whether `identity` is tracked.
     pub fn tracks(&self, identity: &str) -> bool {
         self.ids.contains_key(identity)
@@ -405,12 +455,15 @@ impl Monitor {
         }
         let cfg = &self.cfg;
         let st = self.ids.entry(ev.identity.to_owned()).or_default();
-        st.last_seen = ev.at_ms;
         let now = ev.at_ms;
+        let widx = now / cfg.window_ms.max(1);
+        if now < st.last_seen {
+            st.clock_stepped_back(now, widx);
+        }
+        st.last_seen = now;
         let from = now.saturating_sub(cfg.window_ms);
 
         // Baseline: per-window request counts, EWMA over completed windows.
-        let widx = now / cfg.window_ms.max(1);
         match st.bucket {
             Some((w, c)) if w == widx => st.bucket = Some((w, c + 1)),
             Some((w, c)) => {
@@ -684,6 +737,50 @@ mod tests {
         assert_eq!(simhash(""), 0);
     }
 
+    /// The same oracle query dressed differently each time (invisible characters between
+    /// letters, non-ASCII spaces, full-width letters, look-alike Cyrillic) is one query
+    /// to the model and must be one query to the near-duplicate signal.
+    #[test]
+    fn obfuscated_repeats_are_near_duplicates() {
+        let base = "what is the output of the function for input x = 17";
+        let dress = [
+            |s: &str| s.to_owned(),
+            |s: &str| s.chars().flat_map(|c| [c, '\u{200B}']).collect(),
+            |s: &str| s.chars().flat_map(|c| [c, '\u{2060}']).collect(),
+            |s: &str| s.chars().flat_map(|c| [c, '\u{00AD}']).collect(),
+            |s: &str| s.replace(' ', "\u{00A0}\u{3000}"),
+            |s: &str| {
+                s.chars()
+                    .map(|c| match c {
+                        'a'..='z' => char::from_u32(c as u32 - 'a' as u32 + 0xFF41).unwrap_or(c),
+                        _ => c,
+                    })
+                    .collect()
+            },
+            |s: &str| s.replace('o', "\u{043E}").replace('e', "\u{0435}"),
+        ];
+        let plain = simhash(base);
+        for (i, d) in dress.iter().enumerate() {
+            let got = simhash(&d(base));
+            assert!(
+                (got ^ plain).count_ones() <= MonitorConfig::default().dup_hamming,
+                "dressing {i}: {} bits apart",
+                (got ^ plain).count_ones()
+            );
+        }
+        let mut m = Monitor::new(MonitorConfig::default());
+        let mut kinds = Vec::new();
+        for i in 0..40u64 {
+            let text = dress[(i as usize) % dress.len()](base);
+            kinds.extend(
+                m.observe(&ev(i * 1000, "mallory", &text))
+                    .into_iter()
+                    .map(|a| a.kind),
+            );
+        }
+        assert!(kinds.contains(&AlertKind::NearDuplicates), "{kinds:?}");
+    }
+
     fn ev<'a>(at_ms: u64, identity: &'a str, input: &'a str) -> Event<'a> {
         Event {
             at_ms,
@@ -746,6 +843,39 @@ mod tests {
                 .count(),
             1,
             "{kinds:?}"
+        );
+    }
+
+    /// The wall clock steps back an hour (an NTP correction, a VM restored) while a
+    /// caller keeps probing the guardrails: the monitor must alert again once the
+    /// cooldown has passed in elapsed time, not stay silent until the clock catches up.
+    #[test]
+    fn a_clock_stepping_back_does_not_silence_alerts() {
+        let mut m = Monitor::new(MonitorConfig::default());
+        let t0 = 10 * 3_600_000u64;
+        let refused = |m: &mut Monitor, at: u64, i: u64| {
+            let text = format!("distinct question number {i} about topic {}", i * 7919);
+            let mut e = ev(at, "bob", &text);
+            e.refused = true;
+            m.observe(&e)
+                .into_iter()
+                .filter(|a| a.kind == AlertKind::RepeatedRefusals)
+                .count()
+        };
+        let mut before = 0;
+        for i in 0..30u64 {
+            before += refused(&mut m, t0 + i * 1000, i);
+        }
+        assert_eq!(before, 1);
+        // One hour back; ten minutes (two cooldowns) of refusals, one every 2 s.
+        let back = t0 + 30_000 - 3_600_000;
+        let mut after = 0;
+        for i in 0..300u64 {
+            after += refused(&mut m, back + i * 2000, 100 + i);
+        }
+        assert!(
+            after >= 1,
+            "no alert in 10 minutes after the clock stepped back"
         );
     }
 

@@ -347,6 +347,18 @@ fn fold_into(text: &str, out: &mut String) {
     }
 }
 
+/// Steps 1–3 and 5 without decoding: NFKC, invisible characters removed, confusables
+/// folded to ASCII, lower-cased, whitespace runs collapsed. What the behaviour monitor
+/// fingerprints, so a query dressed in invisible characters, odd spaces or look-alike
+/// letters is the same query.
+pub fn fold(input: &str) -> String {
+    let mut stats = NormStats::default();
+    let (cleaned, _) = clean(input, &mut stats);
+    let mut out = String::with_capacity(cleaned.len());
+    fold_into(&cleaned, &mut out);
+    out
+}
+
 /// Normalises `input` for screening.
 pub fn normalize(input: &str) -> Normalized {
     let mut stats = NormStats::default();

@@ -159,6 +159,33 @@ fn alerts_lists_the_home_store_and_filters() {
     assert!(String::from_utf8_lossy(&broken.stderr).contains("alerts.jsonl:1"));
 }
 
+/// An identity name is outside text (a JWT `sub`, a key label): listed in a terminal,
+/// its escape sequences and line breaks must not clear the screen, retitle the window or
+/// forge a line of the listing.
+#[test]
+fn alerts_text_listing_is_inert_to_escapes_in_identities() {
+    let home = tempfile::tempdir().unwrap();
+    let line = serde_json::json!({
+        "at_ms": 1_760_000_000_000u64,
+        "identity": "eve\u{1b}]0;pwned\u{7}\u{1b}[2J\r\n2025-10-09T08:53:20.000Z  rate_spike  alert  bob",
+        "kind": "near_duplicates", "severity": "critical", "action": "throttle",
+        "value": 0.9, "threshold": 0.5, "window_s": 60,
+        "detail": "90% of 40 inputs\u{1b}[8m are near-duplicates\u{85}"
+    });
+    std::fs::write(home.path().join("alerts.jsonl"), format!("{line}\n")).unwrap();
+    let t = warden(&["--home", home.path().to_str().unwrap(), "alerts"], "");
+    assert_eq!(t.status.code(), Some(0));
+    let text = String::from_utf8(t.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    let bad: Vec<char> = text
+        .trim_end_matches('\n')
+        .chars()
+        .filter(|c| c.is_control())
+        .collect();
+    assert!(bad.is_empty(), "{bad:?} in {text:?}");
+    assert!(text.contains("eve"), "{text}");
+}
+
 /// `--transformer DIR`: in a build without the tier, a clear error that says how to get
 /// it; in a build with it, a missing encoder file is named. Nothing is screened either way.
 #[test]

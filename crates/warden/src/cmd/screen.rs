@@ -299,6 +299,8 @@ pub fn run_alerts(a: AlertsArgs, g: &Global) -> anyhow::Result<ExitCode> {
             if alerts.is_empty() {
                 writeln!(out, "no alerts in {}", path.display())?;
             }
+            // Identity names are outside text: no escapes or line breaks to the terminal.
+            use warden_screen::alert::one_line;
             for x in &alerts {
                 writeln!(
                     out,
@@ -306,8 +308,8 @@ pub fn run_alerts(a: AlertsArgs, g: &Global) -> anyhow::Result<ExitCode> {
                     warden_screen::alert::rfc3339_ms(x.at_ms),
                     x.kind.as_str(),
                     x.action.as_str(),
-                    x.identity,
-                    x.detail
+                    one_line(&x.identity),
+                    one_line(&x.detail)
                 )?;
             }
         }
