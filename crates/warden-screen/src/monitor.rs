@@ -165,8 +165,13 @@ const SIM_RAW: usize = 16 * 1024;
 /// (NFKC, invisible characters removed, confusables folded, lower-cased, whitespace
 /// collapsed), over the head and tail 1 KiB of that text.
 pub fn simhash(text: &str) -> u64 {
-    let folded = if text.len() <= 2 * SIM_RAW {
-        crate::normalize::fold(text)
+    // ASCII text without vertical tabs is its own fold up to case and whitespace runs,
+    // which the shingling below folds anyway (only U+000B is whitespace to `fold` and
+    // not to `is_ascii_whitespace`): most prompts skip the copy and the second pass.
+    let folded = if text.is_ascii() && !text.contains('\u{b}') {
+        std::borrow::Cow::Borrowed(text)
+    } else if text.len() <= 2 * SIM_RAW {
+        std::borrow::Cow::Owned(crate::normalize::fold(text))
     } else {
         let mut head = SIM_RAW;
         while !text.is_char_boundary(head) {
@@ -181,7 +186,7 @@ pub fn simhash(text: &str) -> u64 {
         f.push_str(&crate::normalize::fold(
             text.get(tail..).unwrap_or_default(),
         ));
-        f
+        std::borrow::Cow::Owned(f)
     };
     let b = folded.as_bytes();
     let take = |r: &[u8], out: &mut Vec<u8>| {
@@ -779,6 +784,24 @@ mod tests {
             );
         }
         assert!(kinds.contains(&AlertKind::NearDuplicates), "{kinds:?}");
+    }
+
+    /// ASCII input skips the fold; the fingerprint must be the one the fold gives.
+    #[test]
+    fn ascii_fast_path_fingerprints_as_the_fold_does() {
+        for text in [
+            "What is  the Output of f(17)?\t\r\n",
+            "  leading and trailing  ",
+            "tab\tseparated\x0cform feed",
+            "vertical\x0btab",
+            "",
+            &"long ascii prompt with MIXED case ".repeat(200),
+        ] {
+            let folded = crate::normalize::fold(text);
+            // `folded` is not ASCII-with-VT, or is already folded: either way its
+            // fingerprint is the reference.
+            assert_eq!(simhash(text), simhash(&folded), "{text:?}");
+        }
     }
 
     fn ev<'a>(at_ms: u64, identity: &'a str, input: &'a str) -> Event<'a> {
