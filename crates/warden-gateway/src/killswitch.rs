@@ -106,15 +106,22 @@ impl KillSwitch {
         }
     }
 
-    /// A token cancelled when `identity` is blocked.
+    /// A token cancelled when `identity` is blocked: already cancelled if it is blocked
+    /// now. A request that passed the `Blocked` check before its body was read asks for
+    /// its token only when it forwards; a block in between (which removed the
+    /// identity's token) must still stop it. The blocked set is read under the streams
+    /// lock, which `block` takes after inserting: either the token was in the map when
+    /// `block` cancelled it, or the identity is seen blocked here.
     pub fn stream_token(&self, identity: &str) -> CancellationToken {
+        let cut = || {
+            let t = CancellationToken::new();
+            t.cancel();
+            t
+        };
         match self.streams.lock() {
+            Ok(_) if self.is_blocked(identity) => cut(),
             Ok(mut s) => s.entry(identity.to_owned()).or_default().clone(),
-            Err(_) => {
-                let t = CancellationToken::new();
-                t.cancel();
-                t
-            }
+            Err(_) => cut(),
         }
     }
 
@@ -188,6 +195,23 @@ mod tests {
         assert!(k.connection_token().is_cancelled());
         k.set_lockdown(false);
         assert!(!k.locked_down() && !k.connection_token().is_cancelled());
+    }
+
+    /// A request passes the `Blocked` head check, then its body is read (up to 30 s);
+    /// a block lands meanwhile. When it forwards and asks for its stream token, the
+    /// token must already be cut: the block removed the identity's old token, and a
+    /// fresh one would let the whole answer stream out.
+    #[test]
+    fn a_block_while_the_body_is_read_cuts_the_request_that_passed_the_check() {
+        let k = KillSwitch::default();
+        assert!(!k.is_blocked("carol"));
+        k.block("carol");
+        assert!(k.stream_token("carol").is_cancelled());
+        // Blocked before any token existed: the same.
+        k.block("dave");
+        assert!(k.stream_token("dave").is_cancelled());
+        assert!(k.unblock("carol"));
+        assert!(!k.stream_token("carol").is_cancelled());
     }
 
     #[test]
