@@ -164,8 +164,12 @@ impl Drop for Admission {
             e.inflight = e.inflight.saturating_sub(1);
             if let Some(actual) = self.actual {
                 let cap = self.limits.tokens_per_minute as f64;
-                // Refund what was reserved but not used; charge overruns.
-                e.tokens.level = (e.tokens.level + self.reserved as f64 - actual as f64).min(cap);
+                // Refund what was reserved but not used; charge overruns, but at most
+                // into one minute's debt: the usage is the upstream's word, and an
+                // absurd number (`u64::MAX`) must not lock the identity out for ever
+                // (nor keep its entry from ever being forgotten).
+                e.tokens.level =
+                    (e.tokens.level + self.reserved as f64 - actual as f64).clamp(-cap, cap);
             }
         }
     }
@@ -455,6 +459,22 @@ mod tests {
                 .unwrap_err()
                 .which,
             "tokens per minute"
+        );
+    }
+
+    /// An upstream reporting absurd usage (`u64::MAX` tokens) overdraws the identity by
+    /// at most one minute's worth: two minutes later it is served again.
+    #[test]
+    fn hostile_usage_overdraws_at_most_one_minute() {
+        let l = Arc::new(Limiter::default());
+        let t0 = Instant::now();
+        let mut a = l.admit_at("a", lim(100, 1000, 10), 100, t0).unwrap();
+        a.set_actual(u64::MAX);
+        drop(a);
+        let later = t0 + Duration::from_secs(121);
+        assert!(
+            l.admit_at("a", lim(100, 1000, 10), 500, later).is_ok(),
+            "locked out by the upstream's usage figure"
         );
     }
 
