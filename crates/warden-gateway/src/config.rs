@@ -205,7 +205,8 @@ pub struct OidcConfig {
     /// Claim holding the clearance (integer).
     #[serde(default = "default_clearance_claim")]
     pub clearance_claim: String,
-    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    /// Clock skew allowed on `exp` and `nbf`, seconds (default 30, at most
+    /// [`MAX_LEEWAY_SECS`]).
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
     /// How often the key set is refreshed, seconds.
@@ -222,6 +223,10 @@ pub struct OidcConfig {
 pub const DEFAULT_JWKS_MAX_AGE_SECS: u64 = 86_400;
 /// Largest accepted [`OidcConfig::jwks_max_age_secs`]: 7 days.
 pub const MAX_JWKS_MAX_AGE_SECS: u64 = 7 * 86_400;
+/// Largest accepted [`OidcConfig::leeway_secs`]: 5 minutes. More is not clock skew but
+/// an extension of every token's lifetime (an expired or revoked-by-expiry token would
+/// stay valid for that long).
+pub const MAX_LEEWAY_SECS: u64 = 300;
 
 fn default_algs() -> Vec<String> {
     ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
@@ -629,6 +634,13 @@ impl GatewayConfig {
                     )));
                 }
             }
+            if o.leeway_secs > MAX_LEEWAY_SECS {
+                return Err(crate::Error::Config(format!(
+                    "oidc leeway_secs = {}: at most {MAX_LEEWAY_SECS} (clock skew, not a \
+                     longer token lifetime)",
+                    o.leeway_secs
+                )));
+            }
             // At least two refresh attempts (spaced at least 10 s) fit in the maximum age,
             // so one failed fetch alone never refuses tokens.
             let min_age = o
@@ -827,6 +839,30 @@ mod tests {
         ] {
             let e = with(oidc).validate().unwrap_err().to_string();
             assert!(e.contains(words), "{e}");
+        }
+    }
+
+    /// A leeway of years would accept every expired token (and every `nbf` far in the
+    /// future): refused at start-up, not silently applied.
+    #[test]
+    fn an_absurd_jwt_leeway_is_refused() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |leeway: u64| {
+            gateway(serde_json::json!({"admin": admin.clone(),
+                "oidc": {"issuer": "https://idp", "audience": "w",
+                         "jwks_url": "http://127.0.0.1:1/jwks", "leeway_secs": leeway},
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]}))
+            .validate()
+        };
+        with(0).unwrap();
+        with(MAX_LEEWAY_SECS).unwrap();
+        for leeway in [MAX_LEEWAY_SECS + 1, 10 * 365 * 86_400, u64::MAX] {
+            let e = with(leeway).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("leeway_secs = {leeway}: at most 300")),
+                "{e}"
+            );
         }
     }
 
