@@ -379,9 +379,24 @@ async fn route(
                 return err(StatusCode::BAD_REQUEST, "identity: required string");
             };
             let block = path == "/v1/block";
-            // Effective at once in this process, then durable in the store and the log.
+            let kind = if block { "block" } else { "unblock" };
+            let audited = || async {
+                gw.audit
+                    .append_durable(rec(kind, Some(id.to_owned()), format!("{kind} by {admin}")))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "audit append failed");
+                        err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable")
+                    })
+            };
+            // A block: effective at once in this process, then durable in the store and
+            // the log (it stays engaged if either fails). An unblock loosens: it is
+            // audited first, so one the log cannot record does not happen (written to
+            // the store first, the state sync would apply it unaudited).
             if block {
                 gw.kill.block(id);
+            } else if let Err(r) = audited().await {
+                return r;
             }
             if gw.directory.set_blocked(id, block, &admin).is_err() {
                 return err(
@@ -389,23 +404,34 @@ async fn route(
                     "state could not be written",
                 );
             }
-            if !block {
+            if block {
+                if let Err(r) = audited().await {
+                    return r;
+                }
+            } else {
                 gw.kill.unblock(id);
-            }
-            let kind = if block { "block" } else { "unblock" };
-            if let Err(e) = gw
-                .audit
-                .append_durable(rec(kind, Some(id.to_owned()), format!("{kind} by {admin}")))
-                .await
-            {
-                tracing::error!(error = %e, "audit append failed");
-                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
             }
             reply(StatusCode::OK, serde_json::json!({kind: id}))
         }
         "/v1/lockdown" => {
             let lift = j.get("lift").and_then(|v| v.as_bool()).unwrap_or(false);
-            if !lift {
+            let kind = if lift { "lockdown-lift" } else { "lockdown" };
+            let audited = || async {
+                gw.audit
+                    .append_durable(rec(kind, None, format!("{kind} by {admin}")))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "audit append failed");
+                        err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable")
+                    })
+            };
+            // As for blocks: lockdown engages at once, a lift is audited before the
+            // store is written (else the state sync would lift it unaudited).
+            if lift {
+                if let Err(r) = audited().await {
+                    return r;
+                }
+            } else {
                 gw.kill.set_lockdown(true);
             }
             if gw.directory.set_lockdown(!lift, &admin).is_err() {
@@ -414,17 +440,10 @@ async fn route(
                     "state could not be written",
                 );
             }
-            let kind = if lift { "lockdown-lift" } else { "lockdown" };
-            if let Err(e) = gw
-                .audit
-                .append_durable(rec(kind, None, format!("{kind} by {admin}")))
-                .await
-            {
-                tracing::error!(error = %e, "audit append failed");
-                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
-            }
             if lift {
                 gw.kill.set_lockdown(false);
+            } else if let Err(r) = audited().await {
+                return r;
             }
             reply(StatusCode::OK, serde_json::json!({"lockdown": !lift}))
         }

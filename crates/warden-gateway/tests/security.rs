@@ -1464,6 +1464,39 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     assert_eq!(status(&r), 200, "after the lift: {r}");
 }
 
+/// A lift or an unblock whose audit record cannot be written does not happen: not in
+/// this process, not in the store (from which the 500-ms state sync would apply it
+/// unaudited, here or on another replica, answered 503 or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lift_or_unblock_the_audit_log_cannot_record_does_not_happen() {
+    use warden_gateway::directory::Directory as _;
+    let env = start().await;
+    // Engaged earlier (by another replica, say): in the store and in memory.
+    env.directory.set_lockdown(true, "alice.admin").unwrap();
+    env.directory
+        .set_blocked("bob", true, "alice.admin")
+        .unwrap();
+    env.gw.kill.set_lockdown(true);
+    env.gw.kill.block("bob");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    env.audit
+        .broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = admin_post(&env, "/v1/lockdown", &totp_code(0), r#"{"lift": true}"#).await;
+    assert_eq!(status(&r), 503, "{r}");
+    let r = admin_post(&env, "/v1/unblock", &totp_code(1), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 503, "{r}");
+    // Past the state sync: still engaged everywhere.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(env.directory.lockdown().unwrap(), "lift written unaudited");
+    assert!(env.gw.kill.locked_down(), "lift applied unaudited");
+    assert!(
+        env.directory.blocked().unwrap().contains("bob"),
+        "unblock written unaudited"
+    );
+    assert!(env.gw.kill.is_blocked("bob"), "unblock applied unaudited");
+}
+
 /// A six-digit code that is valid for no TOTP step within ±2 of now.
 fn wrong_totp() -> String {
     let valid: Vec<String> = (-2..=2).map(totp_code).collect();
