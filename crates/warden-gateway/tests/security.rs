@@ -1109,6 +1109,43 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
     assert_eq!(env.upstream.hits(), 7);
 }
 
+/// A request needing more tokens than the per-minute limit ever holds is not told to
+/// retry (a 429 with `Retry-After: 60` that clients follow for ever): 413, no
+/// `Retry-After`, nothing forwarded, audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_token_limit_is_not_told_to_retry() {
+    let env = start_custom(
+        4096,
+        serde_json::json!({"limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000, "concurrency": 8}}),
+        None,
+    )
+    .await;
+    let r = raw(
+        &env,
+        env.public,
+        None,
+        &post(
+            "/v1/chat/completions",
+            Some(&env.user_key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":2000}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status(&r), 413, "{r}");
+    assert!(
+        !r.to_ascii_lowercase().contains("retry-after:"),
+        "told to retry a request no wait admits: {r}"
+    );
+    assert!(r.contains("tokens per minute"), "{r}");
+    assert_eq!(env.upstream.hits(), 0);
+    let recs = records(&env);
+    assert!(
+        recs.iter()
+            .any(|a| a.status == 413 && a.reason.contains("tokens per minute")),
+        "{recs:?}"
+    );
+}
+
 /// The per-identity in-flight cap applies before the body is read: an identity that
 /// holds its cap with bodies it trickles gets 429 (`Retry-After`, audited) for the next
 /// request without sending its body (so it cannot hold more requests, nor their audit
