@@ -1468,6 +1468,69 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
     assert_eq!(status(&r), 403, "{r}");
 }
 
+/// Lockdown cuts an HTTP/2 stream in the middle of a long answer (the connection's
+/// streams run as tasks of their own, not inside the connection's future).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockdown_cuts_an_open_http2_stream_within_a_second() {
+    let up = slow_sse_upstream().await;
+    let env = start_custom(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{up}"), "classification": 1}]}),
+        None,
+    )
+    .await;
+    let key = env.user_key.clone();
+    let mut curl = curl_h2_stream(&env, &key);
+    let mut out = curl.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while seen.windows(6).filter(|w| w == b"data: ").count() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+            .await
+            .expect("no events within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let r = admin_post(&env, "/v1/lockdown", &totp_code(0), "{}").await;
+    assert_eq!(status(&r), 200, "{r}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), out.read(&mut buf))
+            .await
+            .expect("a stream went on for 5 s in lockdown")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let cut = t0.elapsed();
+    let code = curl.wait().await.unwrap();
+    assert!(cut < Duration::from_secs(2), "cut after {cut:?}");
+    assert!(!code.success(), "curl saw a complete stream");
+    // The cut stream's record says so.
+    let t1 = std::time::Instant::now();
+    loop {
+        let recs = records(&env);
+        if recs
+            .iter()
+            .any(|a| a.kind == "request" && a.status == 200 && a.outcome != "complete")
+        {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(5),
+            "no record of the cut stream: {recs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let env = start().await;
