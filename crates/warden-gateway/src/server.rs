@@ -781,6 +781,8 @@ struct Finisher {
     screen: Option<crate::screening::Track>,
     /// Room reserved for the record at admission.
     permit: Option<crate::audit::AuditPermit>,
+    /// The identity's stream token, held while the response is in flight.
+    _stream: crate::killswitch::StreamToken,
 }
 
 impl Finisher {
@@ -862,7 +864,8 @@ async fn forward(
         .as_ref()
         .map(|i| i.name.clone())
         .unwrap_or_default();
-    let cancel = gw.kill.stream_token(&identity);
+    let held = gw.kill.stream_token(&identity);
+    let cancel = held.token().clone();
     let keep_logprobs = ex.params.as_ref().is_some_and(|p| p.logprobs_allowed());
     let policy = ResponsePolicy {
         endpoint: ex.endpoint,
@@ -897,6 +900,7 @@ async fn forward(
         usage: None,
         screen: ex.screen.take(),
         permit: ex.audit.take(),
+        _stream: held,
     };
     if let Some(t) = &fin.screen {
         t.annotate(&mut fin.rec.reason);
