@@ -212,6 +212,13 @@ fn err(status: StatusCode, msg: &str) -> Response<GwBody> {
     reply(status, serde_json::json!({"error": msg}))
 }
 
+/// Longest life of an admin connection without an administrator's certificate: it can
+/// only ask `/healthz` or `/readyz` (milliseconds) or be refused, so it must not hold a
+/// descriptor for ever (nothing bounded it after the TLS handshake, so anyone able to
+/// reach the listener could pile up idle connections and exhaust the process's file
+/// descriptors, the public listener's included). The same bound as the handshake.
+pub const ANONYMOUS_CONNECTION_SECS: u64 = 10;
+
 /// Serve the admin listener until `shutdown`.
 pub async fn serve(
     state: Arc<AdminState>,
@@ -232,14 +239,23 @@ pub async fn serve(
                 return;
             };
             let who = crate::tls::client_identity(s.get_ref().1.peer_certificates());
+            let admin = who.as_ref().is_some_and(|w| st.admins.contains_key(w));
             let svc = hyper::service::service_fn(move |req| {
                 let st = Arc::clone(&st);
                 let who = who.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(st, peer, who, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(15));
+            let conn = b.serve_connection(TokioIo::new(s), svc);
+            if admin {
+                let _ = conn.await;
+            } else {
+                let life = Duration::from_secs(ANONYMOUS_CONNECTION_SECS);
+                let _ = tokio::time::timeout(life, conn).await;
+            }
         });
     }
 }

@@ -750,6 +750,39 @@ async fn admin_api_needs_mtls_and_totp_and_blocks_at_once() {
     assert_eq!(env.upstream.hits(), 0);
 }
 
+/// A connection to the admin listener without an administrator's certificate (a
+/// health probe, or anyone who can reach the port) is closed within
+/// `ANONYMOUS_CONNECTION_SECS`, idle or not: it cannot hold a descriptor for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_admin_connections_do_not_stay_open() {
+    let env = start().await;
+    for client in [
+        None,
+        Some((env.pki.user_cert.as_path(), env.pki.user_key.as_path())),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(env.admin).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, client))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        // Keep-alive: the probe is answered, then the connection idles.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut out = Vec::new();
+        let r = tokio::time::timeout(
+            Duration::from_secs(warden_gateway::admin::ANONYMOUS_CONNECTION_SECS + 5),
+            s.read_to_end(&mut out),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(r.is_ok(), "still open after {:?}: {text}", t0.elapsed());
+        assert_eq!(status(&text), 200, "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_cannot_even_connect_to_the_admin_listener() {
     let env = start().await;
