@@ -1501,6 +1501,42 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
     assert_eq!(status(&r), 403, "{r}");
 }
 
+/// A block that lands while a request's body is still being sent (after the head
+/// checks passed) stops that request: it is refused, never forwarded, however the
+/// body ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_during_the_body_upload_stops_the_request_before_the_upstream() {
+    let env = start().await;
+    // One answered request first: the gateway's upstream pool now holds an idle
+    // connection, on which a request future hands the request over at its first poll.
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, None))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = post("/v1/chat/completions", Some(&env.user_key), CHAT);
+    let split = req.len() - 10;
+    s.write_all(&req[..split]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 200, "{r}");
+    s.write_all(&req[split..]).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status(&text), 403, "{text}");
+    assert!(text.contains("identity is blocked"), "{text}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        env.upstream.hits(),
+        1,
+        "a blocked identity's request was forwarded"
+    );
+}
+
 /// Lockdown cuts an HTTP/2 stream in the middle of a long answer (the connection's
 /// streams run as tasks of their own, not inside the connection's future).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
