@@ -494,6 +494,42 @@ fn gateway_checks(
             weak.join("; ")
         },
     );
+    // The listeners' transport: TLS 1.3 only unless the configuration says otherwise.
+    let flag = |v: Option<&toml::Value>| v.and_then(toml::Value::as_bool).unwrap_or(false);
+    let tls12 = |t: Option<&toml::Value>| flag(t.and_then(|t| t.get("allow_tls12")));
+    let admin_tls = gw.get("admin").and_then(|a| a.get("tls"));
+    let mut weak = Vec::new();
+    if flag(gw.get("insecure_plaintext")) {
+        weak.push(
+            "insecure_plaintext = true: the public listener serves plain HTTP (loopback only);              API keys and prompts cross it unencrypted"
+                .to_owned(),
+        );
+    } else if tls12(gw.get("tls")) {
+        weak.push(
+            "[gateway.tls] allow_tls12 = true: the public listener also offers TLS 1.2".to_owned(),
+        );
+    }
+    if tls12(admin_tls) {
+        weak.push(
+            "[gateway.admin.tls] allow_tls12 = true: the admin listener also offers TLS 1.2"
+                .to_owned(),
+        );
+    }
+    push(
+        "WP218",
+        if weak.is_empty() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        SECURE_APIS,
+        "CPG 2.K",
+        if weak.is_empty() {
+            "public and admin listeners: TLS 1.3 only".to_owned()
+        } else {
+            weak.join("; ")
+        },
+    );
     if let Some(t) = table("oidc") {
         let oidc: warden_gateway::config::OidcConfig = t
             .try_into()
