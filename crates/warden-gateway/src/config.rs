@@ -609,6 +609,22 @@ impl GatewayConfig {
                 self.audit.max_queued
             )));
         }
+        // A zero limit admits nothing, yet each refusal would be a 429 with a
+        // `Retry-After` (1 s for the in-flight cap) that clients follow for ever; denying
+        // is the policy's job.
+        let limits = std::iter::once(("[gateway.limits]".to_owned(), self.limits)).chain(
+            self.roles
+                .iter()
+                .filter_map(|(r, c)| Some((format!("[gateway.roles.{r}.limits]"), c.limits?))),
+        );
+        for (table, l) in limits {
+            if l.requests_per_minute == 0 || l.tokens_per_minute == 0 || l.concurrency == 0 {
+                return Err(crate::Error::Config(format!(
+                    "{table}: requests_per_minute, tokens_per_minute and concurrency must be \
+                     at least 1 (a zero limit admits nothing; deny with a policy instead)"
+                )));
+            }
+        }
         if self.models.is_empty() {
             return Err(crate::Error::Config(
                 "no [[gateway.models]]: nothing to serve".into(),
@@ -839,6 +855,47 @@ mod tests {
         ] {
             let e = with(oidc).validate().unwrap_err().to_string();
             assert!(e.contains(words), "{e}");
+        }
+    }
+
+    /// A zero limit is refused (it would answer every request 429 with a `Retry-After`
+    /// that no wait honours), in the defaults and in a role.
+    #[test]
+    fn zero_limits_are_refused() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |extra: serde_json::Value| {
+            let mut j = serde_json::json!({"admin": admin.clone(),
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                j[k] = v.clone();
+            }
+            gateway(j).validate()
+        };
+        with(serde_json::json!({})).unwrap();
+        for (extra, table) in [
+            (
+                serde_json::json!({"limits": {"concurrency": 0}}),
+                "[gateway.limits]",
+            ),
+            (
+                serde_json::json!({"limits": {"requests_per_minute": 0}}),
+                "[gateway.limits]",
+            ),
+            (
+                serde_json::json!({"limits": {"tokens_per_minute": 0}}),
+                "[gateway.limits]",
+            ),
+            (
+                serde_json::json!({"roles": {"guest": {"limits": {"concurrency": 0}}}}),
+                "[gateway.roles.guest.limits]",
+            ),
+        ] {
+            let e = with(extra.clone()).unwrap_err().to_string();
+            assert!(
+                e.contains(table) && e.contains("at least 1"),
+                "{extra}: {e}"
+            );
         }
     }
 
