@@ -372,3 +372,25 @@ fn listener_tls_weakening_is_reported() {
         assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
     }
 }
+
+/// An administrator's TOTP secret (or a listener's TLS key) that others can read, wherever
+/// the configuration keeps it, fails posture: whoever reads it computes the codes.
+#[test]
+fn readable_gateway_secret_files_fail_posture() {
+    let home = private_home();
+    let totp = home.path().join("alice.totp");
+    std::fs::write(&totp, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+    std::fs::set_permissions(&totp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_gateway(
+        home.path(),
+        "[[gateway.admin.admins]]\nname = \"alice.admin\"\ntotp_secret_file = \"alice.totp\"\n",
+    );
+    let (code, c) = check(home.path(), "WP219");
+    assert_eq!(code, Some(0), "{c}");
+    assert_eq!(c["status"], "pass", "{c}");
+    std::fs::set_permissions(&totp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, c) = check(home.path(), "WP219");
+    assert_eq!(code, Some(1), "{c}");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("alice.totp"), "{c}");
+}
