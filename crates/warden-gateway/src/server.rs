@@ -962,6 +962,13 @@ async fn forward(
             tracing::warn!(request_id = fin.rec.request_id, error = %why, "upstream request failed");
             // The audit record says why; the client only that the upstream is unavailable.
             fin.rec.outcome = "upstream-error".into();
+            if e.is_connect() {
+                // No connection (refused, TCP or TLS failure): the request was never
+                // sent, so it used no tokens; its reservation goes back (an outage must
+                // not leave every client throttled once the upstream is back). After a
+                // send the upstream may have generated: the reservation stays.
+                fin.usage = Some(0);
+            }
             let resp = json_error(
                 &Refusal::new(StatusCode::BAD_GATEWAY, "upstream", "upstream unavailable"),
                 fin.rec.request_id,

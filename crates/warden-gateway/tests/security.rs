@@ -1142,6 +1142,38 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
     assert_eq!(env.upstream.hits(), 7);
 }
 
+/// A request the upstream never received (connection refused: the model server is
+/// down) consumed no tokens: its reservation is given back, so an outage does not leave
+/// every client throttled once the upstream is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_reached_the_upstream_gives_its_tokens_back() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let env = start_custom(
+        4096,
+        serde_json::json!({
+            "limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000, "concurrency": 8},
+            "models": [{"name": "m1", "upstream": format!("http://{addr}"), "classification": 1}],
+        }),
+        None,
+    )
+    .await;
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":300}"#;
+    // Each reserves 301 tokens: without the refund the fourth would be refused (429).
+    for i in 0..6 {
+        let r = raw(
+            &env,
+            env.public,
+            None,
+            &post("/v1/chat/completions", Some(&env.user_key), body),
+        )
+        .await;
+        assert_eq!(status(&r), 502, "request {i}: {r}");
+    }
+}
+
 /// A request needing more tokens than the per-minute limit ever holds is not told to
 /// retry (a 429 with `Retry-After: 60` that clients follow for ever): 413, no
 /// `Retry-After`, nothing forwarded, audited.
