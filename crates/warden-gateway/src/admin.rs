@@ -212,6 +212,13 @@ fn err(status: StatusCode, msg: &str) -> Response<GwBody> {
     reply(status, serde_json::json!({"error": msg}))
 }
 
+/// Longest life of an admin connection without an administrator's certificate: it can
+/// only ask `/healthz` or `/readyz` (milliseconds) or be refused, so it must not hold a
+/// descriptor for ever (nothing bounded it after the TLS handshake, so anyone able to
+/// reach the listener could pile up idle connections and exhaust the process's file
+/// descriptors, the public listener's included). The same bound as the handshake.
+pub const ANONYMOUS_CONNECTION_SECS: u64 = 10;
+
 /// Serve the admin listener until `shutdown`.
 pub async fn serve(
     state: Arc<AdminState>,
@@ -232,14 +239,23 @@ pub async fn serve(
                 return;
             };
             let who = crate::tls::client_identity(s.get_ref().1.peer_certificates());
+            let admin = who.as_ref().is_some_and(|w| st.admins.contains_key(w));
             let svc = hyper::service::service_fn(move |req| {
                 let st = Arc::clone(&st);
                 let who = who.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(st, peer, who, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(15));
+            let conn = b.serve_connection(TokioIo::new(s), svc);
+            if admin {
+                let _ = conn.await;
+            } else {
+                let life = Duration::from_secs(ANONYMOUS_CONNECTION_SECS);
+                let _ = tokio::time::timeout(life, conn).await;
+            }
         });
     }
 }
@@ -379,9 +395,24 @@ async fn route(
                 return err(StatusCode::BAD_REQUEST, "identity: required string");
             };
             let block = path == "/v1/block";
-            // Effective at once in this process, then durable in the store and the log.
+            let kind = if block { "block" } else { "unblock" };
+            let audited = || async {
+                gw.audit
+                    .append_durable(rec(kind, Some(id.to_owned()), format!("{kind} by {admin}")))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "audit append failed");
+                        err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable")
+                    })
+            };
+            // A block: effective at once in this process, then durable in the store and
+            // the log (it stays engaged if either fails). An unblock loosens: it is
+            // audited first, so one the log cannot record does not happen (written to
+            // the store first, the state sync would apply it unaudited).
             if block {
                 gw.kill.block(id);
+            } else if let Err(r) = audited().await {
+                return r;
             }
             if gw.directory.set_blocked(id, block, &admin).is_err() {
                 return err(
@@ -389,23 +420,34 @@ async fn route(
                     "state could not be written",
                 );
             }
-            if !block {
+            if block {
+                if let Err(r) = audited().await {
+                    return r;
+                }
+            } else {
                 gw.kill.unblock(id);
-            }
-            let kind = if block { "block" } else { "unblock" };
-            if let Err(e) = gw
-                .audit
-                .append_durable(rec(kind, Some(id.to_owned()), format!("{kind} by {admin}")))
-                .await
-            {
-                tracing::error!(error = %e, "audit append failed");
-                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
             }
             reply(StatusCode::OK, serde_json::json!({kind: id}))
         }
         "/v1/lockdown" => {
             let lift = j.get("lift").and_then(|v| v.as_bool()).unwrap_or(false);
-            if !lift {
+            let kind = if lift { "lockdown-lift" } else { "lockdown" };
+            let audited = || async {
+                gw.audit
+                    .append_durable(rec(kind, None, format!("{kind} by {admin}")))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "audit append failed");
+                        err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable")
+                    })
+            };
+            // As for blocks: lockdown engages at once, a lift is audited before the
+            // store is written (else the state sync would lift it unaudited).
+            if lift {
+                if let Err(r) = audited().await {
+                    return r;
+                }
+            } else {
                 gw.kill.set_lockdown(true);
             }
             if gw.directory.set_lockdown(!lift, &admin).is_err() {
@@ -414,17 +456,10 @@ async fn route(
                     "state could not be written",
                 );
             }
-            let kind = if lift { "lockdown-lift" } else { "lockdown" };
-            if let Err(e) = gw
-                .audit
-                .append_durable(rec(kind, None, format!("{kind} by {admin}")))
-                .await
-            {
-                tracing::error!(error = %e, "audit append failed");
-                return err(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
-            }
             if lift {
                 gw.kill.set_lockdown(false);
+            } else if let Err(r) = audited().await {
+                return r;
             }
             reply(StatusCode::OK, serde_json::json!({"lockdown": !lift}))
         }

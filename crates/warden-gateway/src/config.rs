@@ -205,7 +205,8 @@ pub struct OidcConfig {
     /// Claim holding the clearance (integer).
     #[serde(default = "default_clearance_claim")]
     pub clearance_claim: String,
-    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    /// Clock skew allowed on `exp` and `nbf`, seconds (default 30, at most
+    /// [`MAX_LEEWAY_SECS`]).
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
     /// How often the key set is refreshed, seconds.
@@ -222,6 +223,10 @@ pub struct OidcConfig {
 pub const DEFAULT_JWKS_MAX_AGE_SECS: u64 = 86_400;
 /// Largest accepted [`OidcConfig::jwks_max_age_secs`]: 7 days.
 pub const MAX_JWKS_MAX_AGE_SECS: u64 = 7 * 86_400;
+/// Largest accepted [`OidcConfig::leeway_secs`]: 5 minutes. More is not clock skew but
+/// an extension of every token's lifetime (an expired or revoked-by-expiry token would
+/// stay valid for that long).
+pub const MAX_LEEWAY_SECS: u64 = 300;
 
 fn default_algs() -> Vec<String> {
     ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
@@ -604,6 +609,22 @@ impl GatewayConfig {
                 self.audit.max_queued
             )));
         }
+        // A zero limit admits nothing, yet each refusal would be a 429 with a
+        // `Retry-After` (1 s for the in-flight cap) that clients follow for ever; denying
+        // is the policy's job.
+        let limits = std::iter::once(("[gateway.limits]".to_owned(), self.limits)).chain(
+            self.roles
+                .iter()
+                .filter_map(|(r, c)| Some((format!("[gateway.roles.{r}.limits]"), c.limits?))),
+        );
+        for (table, l) in limits {
+            if l.requests_per_minute == 0 || l.tokens_per_minute == 0 || l.concurrency == 0 {
+                return Err(crate::Error::Config(format!(
+                    "{table}: requests_per_minute, tokens_per_minute and concurrency must be \
+                     at least 1 (a zero limit admits nothing; deny with a policy instead)"
+                )));
+            }
+        }
         if self.models.is_empty() {
             return Err(crate::Error::Config(
                 "no [[gateway.models]]: nothing to serve".into(),
@@ -628,6 +649,13 @@ impl GatewayConfig {
                         crate::jwt::SUPPORTED_ALGS.join(", ")
                     )));
                 }
+            }
+            if o.leeway_secs > MAX_LEEWAY_SECS {
+                return Err(crate::Error::Config(format!(
+                    "oidc leeway_secs = {}: at most {MAX_LEEWAY_SECS} (clock skew, not a \
+                     longer token lifetime)",
+                    o.leeway_secs
+                )));
             }
             // At least two refresh attempts (spaced at least 10 s) fit in the maximum age,
             // so one failed fetch alone never refuses tokens.
@@ -827,6 +855,71 @@ mod tests {
         ] {
             let e = with(oidc).validate().unwrap_err().to_string();
             assert!(e.contains(words), "{e}");
+        }
+    }
+
+    /// A zero limit is refused (it would answer every request 429 with a `Retry-After`
+    /// that no wait honours), in the defaults and in a role.
+    #[test]
+    fn zero_limits_are_refused() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |extra: serde_json::Value| {
+            let mut j = serde_json::json!({"admin": admin.clone(),
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                j[k] = v.clone();
+            }
+            gateway(j).validate()
+        };
+        with(serde_json::json!({})).unwrap();
+        for (extra, table) in [
+            (
+                serde_json::json!({"limits": {"concurrency": 0}}),
+                "[gateway.limits]",
+            ),
+            (
+                serde_json::json!({"limits": {"requests_per_minute": 0}}),
+                "[gateway.limits]",
+            ),
+            (
+                serde_json::json!({"limits": {"tokens_per_minute": 0}}),
+                "[gateway.limits]",
+            ),
+            (
+                serde_json::json!({"roles": {"guest": {"limits": {"concurrency": 0}}}}),
+                "[gateway.roles.guest.limits]",
+            ),
+        ] {
+            let e = with(extra.clone()).unwrap_err().to_string();
+            assert!(
+                e.contains(table) && e.contains("at least 1"),
+                "{extra}: {e}"
+            );
+        }
+    }
+
+    /// A leeway of years would accept every expired token (and every `nbf` far in the
+    /// future): refused at start-up, not silently applied.
+    #[test]
+    fn an_absurd_jwt_leeway_is_refused() {
+        let admin = serde_json::json!({"listen": "127.0.0.1:0", "admins": [],
+            "tls": {"cert": "c", "key": "k", "client_ca": "ca"}});
+        let with = |leeway: u64| {
+            gateway(serde_json::json!({"admin": admin.clone(),
+                "oidc": {"issuer": "https://idp", "audience": "w",
+                         "jwks_url": "http://127.0.0.1:1/jwks", "leeway_secs": leeway},
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]}))
+            .validate()
+        };
+        with(0).unwrap();
+        with(MAX_LEEWAY_SECS).unwrap();
+        for leeway in [MAX_LEEWAY_SECS + 1, 10 * 365 * 86_400, u64::MAX] {
+            let e = with(leeway).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("leeway_secs = {leeway}: at most 300")),
+                "{e}"
+            );
         }
     }
 

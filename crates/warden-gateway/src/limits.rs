@@ -124,13 +124,14 @@ impl State {
     }
 }
 
-/// A refusal by the limiter: 429 with `Retry-After`.
+/// A refusal by the limiter: 429 with `Retry-After`, or (`retry_after` None) a request
+/// that needs more tokens than its per-minute limit ever holds, which no wait admits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
     /// Which limit.
     pub which: &'static str,
-    /// Seconds to wait.
-    pub retry_after: u64,
+    /// Seconds to wait; None: waiting never helps.
+    pub retry_after: Option<u64>,
 }
 
 /// The limiter shared by every request.
@@ -164,8 +165,12 @@ impl Drop for Admission {
             e.inflight = e.inflight.saturating_sub(1);
             if let Some(actual) = self.actual {
                 let cap = self.limits.tokens_per_minute as f64;
-                // Refund what was reserved but not used; charge overruns.
-                e.tokens.level = (e.tokens.level + self.reserved as f64 - actual as f64).min(cap);
+                // Refund what was reserved but not used; charge overruns, but at most
+                // into one minute's debt: the usage is the upstream's word, and an
+                // absurd number (`u64::MAX`) must not lock the identity out for ever
+                // (nor keep its entry from ever being forgotten).
+                e.tokens.level =
+                    (e.tokens.level + self.reserved as f64 - actual as f64).clamp(-cap, cap);
             }
         }
     }
@@ -193,7 +198,7 @@ impl Limiter {
     ) -> Result<Admission, Limited> {
         let mut s = self.state.lock().map_err(|_| Limited {
             which: "limiter unavailable",
-            retry_after: 1,
+            retry_after: Some(1),
         })?;
         s.maybe_sweep(now);
         let e = s
@@ -204,7 +209,7 @@ impl Limiter {
         if e.inflight >= limits.concurrency {
             return Err(Limited {
                 which: "concurrent requests",
-                retry_after: 1,
+                retry_after: Some(1),
             });
         }
         e.inflight += 1;
@@ -230,7 +235,7 @@ impl Limiter {
         let tcap = limits.tokens_per_minute as f64;
         let mut s = self.state.lock().map_err(|_| Limited {
             which: "limiter unavailable",
-            retry_after: 1,
+            retry_after: Some(1),
         })?;
         // Entries with requests in flight are never removed, so the one `enter` made
         // (which `a` holds a slot of) is still there.
@@ -244,18 +249,16 @@ impl Limiter {
         if e.requests.level < 1.0 {
             return Err(Limited {
                 which: "requests per minute",
-                retry_after: e.requests.wait_for(1.0, rcap),
+                retry_after: Some(e.requests.wait_for(1.0, rcap)),
             });
         }
         let t = tokens as f64;
         if e.tokens.level < t {
             return Err(Limited {
                 which: "tokens per minute",
-                retry_after: if t > tcap {
-                    60
-                } else {
-                    e.tokens.wait_for(t, tcap)
-                },
+                // More than the bucket ever holds: "retry in 60 s" would be a lie that
+                // clients follow for ever.
+                retry_after: (t <= tcap).then(|| e.tokens.wait_for(t, tcap)),
             });
         }
         e.requests.level -= 1.0;
@@ -314,7 +317,10 @@ mod tests {
         let b = l.admit("a", lim(2, 1000, 10), 1).unwrap();
         let e = l.admit("a", lim(2, 1000, 10), 1).unwrap_err();
         assert_eq!(e.which, "requests per minute");
-        assert!(e.retry_after >= 1 && e.retry_after <= 30, "{e:?}");
+        assert!(
+            e.retry_after.is_some_and(|s| (1..=30).contains(&s)),
+            "{e:?}"
+        );
         assert!(
             l.admit("b", lim(2, 1000, 10), 1).is_ok(),
             "other identities are independent"
@@ -455,6 +461,37 @@ mod tests {
                 .unwrap_err()
                 .which,
             "tokens per minute"
+        );
+    }
+
+    /// A request needing more tokens than the per-minute limit holds is refused without
+    /// a retry time (no wait admits it); one that fits later gets its wait.
+    #[test]
+    fn a_request_over_the_per_minute_token_cap_gets_no_retry_time() {
+        let l = Arc::new(Limiter::default());
+        let e = l.admit("a", lim(100, 1000, 10), 1001).unwrap_err();
+        assert_eq!((e.which, e.retry_after), ("tokens per minute", None));
+        let _a = l.admit("a", lim(100, 1000, 10), 600).unwrap();
+        let e = l.admit("a", lim(100, 1000, 10), 600).unwrap_err();
+        assert!(
+            e.retry_after.is_some_and(|s| (1..=60).contains(&s)),
+            "{e:?}"
+        );
+    }
+
+    /// An upstream reporting absurd usage (`u64::MAX` tokens) overdraws the identity by
+    /// at most one minute's worth: two minutes later it is served again.
+    #[test]
+    fn hostile_usage_overdraws_at_most_one_minute() {
+        let l = Arc::new(Limiter::default());
+        let t0 = Instant::now();
+        let mut a = l.admit_at("a", lim(100, 1000, 10), 100, t0).unwrap();
+        a.set_actual(u64::MAX);
+        drop(a);
+        let later = t0 + Duration::from_secs(121);
+        assert!(
+            l.admit_at("a", lim(100, 1000, 10), 500, later).is_ok(),
+            "locked out by the upstream's usage figure"
         );
     }
 

@@ -470,11 +470,22 @@ impl Limits {
 }
 
 fn limited(l: crate::limits::Limited) -> Refusal {
-    Refusal {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        check: "limits",
-        reason: format!("{} limit reached", l.which),
-        retry_after: Some(l.retry_after),
+    match l.retry_after {
+        Some(s) => Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            check: "limits",
+            reason: format!("{} limit reached", l.which),
+            retry_after: Some(s),
+        },
+        // Retrying cannot help: not a 429 (clients retry those), the request is too big.
+        None => Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limits",
+            format!(
+                "request needs more tokens (prompt estimate + max_tokens) than the {} limit allows",
+                l.which
+            ),
+        ),
     }
 }
 

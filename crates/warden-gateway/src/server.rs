@@ -781,6 +781,8 @@ struct Finisher {
     screen: Option<crate::screening::Track>,
     /// Room reserved for the record at admission.
     permit: Option<crate::audit::AuditPermit>,
+    /// The identity's stream token, held while the response is in flight.
+    _stream: crate::killswitch::StreamToken,
 }
 
 impl Finisher {
@@ -862,7 +864,8 @@ async fn forward(
         .as_ref()
         .map(|i| i.name.clone())
         .unwrap_or_default();
-    let cancel = gw.kill.stream_token(&identity);
+    let held = gw.kill.stream_token(&identity);
+    let cancel = held.token().clone();
     let keep_logprobs = ex.params.as_ref().is_some_and(|p| p.logprobs_allowed());
     let policy = ResponsePolicy {
         endpoint: ex.endpoint,
@@ -897,6 +900,7 @@ async fn forward(
         usage: None,
         screen: ex.screen.take(),
         permit: ex.audit.take(),
+        _stream: held,
     };
     if let Some(t) = &fin.screen {
         t.annotate(&mut fin.rec.reason);
@@ -958,6 +962,13 @@ async fn forward(
             tracing::warn!(request_id = fin.rec.request_id, error = %why, "upstream request failed");
             // The audit record says why; the client only that the upstream is unavailable.
             fin.rec.outcome = "upstream-error".into();
+            if e.is_connect() {
+                // No connection (refused, TCP or TLS failure): the request was never
+                // sent, so it used no tokens; its reservation goes back (an outage must
+                // not leave every client throttled once the upstream is back). After a
+                // send the upstream may have generated: the reservation stays.
+                fin.usage = Some(0);
+            }
             let resp = json_error(
                 &Refusal::new(StatusCode::BAD_GATEWAY, "upstream", "upstream unavailable"),
                 fin.rec.request_id,

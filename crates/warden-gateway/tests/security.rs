@@ -750,6 +750,39 @@ async fn admin_api_needs_mtls_and_totp_and_blocks_at_once() {
     assert_eq!(env.upstream.hits(), 0);
 }
 
+/// A connection to the admin listener without an administrator's certificate (a
+/// health probe, or anyone who can reach the port) is closed within
+/// `ANONYMOUS_CONNECTION_SECS`, idle or not: it cannot hold a descriptor for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_admin_connections_do_not_stay_open() {
+    let env = start().await;
+    for client in [
+        None,
+        Some((env.pki.user_cert.as_path(), env.pki.user_key.as_path())),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(env.admin).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, client))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        // Keep-alive: the probe is answered, then the connection idles.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut out = Vec::new();
+        let r = tokio::time::timeout(
+            Duration::from_secs(warden_gateway::admin::ANONYMOUS_CONNECTION_SECS + 5),
+            s.read_to_end(&mut out),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(r.is_ok(), "still open after {:?}: {text}", t0.elapsed());
+        assert_eq!(status(&text), 200, "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_cannot_even_connect_to_the_admin_listener() {
     let env = start().await;
@@ -1109,6 +1142,75 @@ async fn token_reservations_are_reconciled_with_the_upstreams_usage() {
     assert_eq!(env.upstream.hits(), 7);
 }
 
+/// A request the upstream never received (connection refused: the model server is
+/// down) consumed no tokens: its reservation is given back, so an outage does not leave
+/// every client throttled once the upstream is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_reached_the_upstream_gives_its_tokens_back() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let env = start_custom(
+        4096,
+        serde_json::json!({
+            "limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000, "concurrency": 8},
+            "models": [{"name": "m1", "upstream": format!("http://{addr}"), "classification": 1}],
+        }),
+        None,
+    )
+    .await;
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":300}"#;
+    // Each reserves 301 tokens: without the refund the fourth would be refused (429).
+    for i in 0..6 {
+        let r = raw(
+            &env,
+            env.public,
+            None,
+            &post("/v1/chat/completions", Some(&env.user_key), body),
+        )
+        .await;
+        assert_eq!(status(&r), 502, "request {i}: {r}");
+    }
+}
+
+/// A request needing more tokens than the per-minute limit ever holds is not told to
+/// retry (a 429 with `Retry-After: 60` that clients follow for ever): 413, no
+/// `Retry-After`, nothing forwarded, audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_token_limit_is_not_told_to_retry() {
+    let env = start_custom(
+        4096,
+        serde_json::json!({"limits": {"requests_per_minute": 1000, "tokens_per_minute": 1000, "concurrency": 8}}),
+        None,
+    )
+    .await;
+    let r = raw(
+        &env,
+        env.public,
+        None,
+        &post(
+            "/v1/chat/completions",
+            Some(&env.user_key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":2000}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status(&r), 413, "{r}");
+    assert!(
+        !r.to_ascii_lowercase().contains("retry-after:"),
+        "told to retry a request no wait admits: {r}"
+    );
+    assert!(r.contains("tokens per minute"), "{r}");
+    assert_eq!(env.upstream.hits(), 0);
+    let recs = records(&env);
+    assert!(
+        recs.iter()
+            .any(|a| a.status == 413 && a.reason.contains("tokens per minute")),
+        "{recs:?}"
+    );
+}
+
 /// The per-identity in-flight cap applies before the body is read: an identity that
 /// holds its cap with bodies it trickles gets 429 (`Retry-After`, audited) for the next
 /// request without sending its body (so it cannot hold more requests, nor their audit
@@ -1431,6 +1533,105 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
     assert_eq!(status(&r), 403, "{r}");
 }
 
+/// A block that lands while a request's body is still being sent (after the head
+/// checks passed) stops that request: it is refused, never forwarded, however the
+/// body ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_during_the_body_upload_stops_the_request_before_the_upstream() {
+    let env = start().await;
+    // One answered request first: the gateway's upstream pool now holds an idle
+    // connection, on which a request future hands the request over at its first poll.
+    assert_eq!(status(&chat(&env, &env.user_key).await), 200);
+    let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, None))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = post("/v1/chat/completions", Some(&env.user_key), CHAT);
+    let split = req.len() - 10;
+    s.write_all(&req[..split]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 200, "{r}");
+    s.write_all(&req[split..]).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status(&text), 403, "{text}");
+    assert!(text.contains("identity is blocked"), "{text}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        env.upstream.hits(),
+        1,
+        "a blocked identity's request was forwarded"
+    );
+}
+
+/// Lockdown cuts an HTTP/2 stream in the middle of a long answer (the connection's
+/// streams run as tasks of their own, not inside the connection's future).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockdown_cuts_an_open_http2_stream_within_a_second() {
+    let up = slow_sse_upstream().await;
+    let env = start_custom(
+        4096,
+        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{up}"), "classification": 1}]}),
+        None,
+    )
+    .await;
+    let key = env.user_key.clone();
+    let mut curl = curl_h2_stream(&env, &key);
+    let mut out = curl.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while seen.windows(6).filter(|w| w == b"data: ").count() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+            .await
+            .expect("no events within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let r = admin_post(&env, "/v1/lockdown", &totp_code(0), "{}").await;
+    assert_eq!(status(&r), 200, "{r}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), out.read(&mut buf))
+            .await
+            .expect("a stream went on for 5 s in lockdown")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let cut = t0.elapsed();
+    let code = curl.wait().await.unwrap();
+    assert!(cut < Duration::from_secs(2), "cut after {cut:?}");
+    assert!(!code.success(), "curl saw a complete stream");
+    // The cut stream's record says so.
+    let t1 = std::time::Instant::now();
+    loop {
+        let recs = records(&env);
+        if recs
+            .iter()
+            .any(|a| a.kind == "request" && a.status == 200 && a.outcome != "complete")
+        {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(5),
+            "no record of the cut stream: {recs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     let env = start().await;
@@ -1462,6 +1663,39 @@ async fn readiness_fails_during_lockdown_while_the_admin_listener_answers() {
     assert_eq!(status(&r), 200, "{r}");
     let r = ready().await;
     assert_eq!(status(&r), 200, "after the lift: {r}");
+}
+
+/// A lift or an unblock whose audit record cannot be written does not happen: not in
+/// this process, not in the store (from which the 500-ms state sync would apply it
+/// unaudited, here or on another replica, answered 503 or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lift_or_unblock_the_audit_log_cannot_record_does_not_happen() {
+    use warden_gateway::directory::Directory as _;
+    let env = start().await;
+    // Engaged earlier (by another replica, say): in the store and in memory.
+    env.directory.set_lockdown(true, "alice.admin").unwrap();
+    env.directory
+        .set_blocked("bob", true, "alice.admin")
+        .unwrap();
+    env.gw.kill.set_lockdown(true);
+    env.gw.kill.block("bob");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    env.audit
+        .broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = admin_post(&env, "/v1/lockdown", &totp_code(0), r#"{"lift": true}"#).await;
+    assert_eq!(status(&r), 503, "{r}");
+    let r = admin_post(&env, "/v1/unblock", &totp_code(1), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 503, "{r}");
+    // Past the state sync: still engaged everywhere.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(env.directory.lockdown().unwrap(), "lift written unaudited");
+    assert!(env.gw.kill.locked_down(), "lift applied unaudited");
+    assert!(
+        env.directory.blocked().unwrap().contains("bob"),
+        "unblock written unaudited"
+    );
+    assert!(env.gw.kill.is_blocked("bob"), "unblock applied unaudited");
 }
 
 /// A six-digit code that is valid for no TOTP step within ±2 of now.

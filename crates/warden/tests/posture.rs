@@ -344,3 +344,53 @@ fn connection_limits_are_reported() {
         "{c}"
     );
 }
+
+/// Weaker listener transport than the default (TLS 1.3 only) is reported, not silent.
+#[test]
+fn listener_tls_weakening_is_reported() {
+    let home = private_home();
+    let write = |extra: &str| write_gateway(home.path(), extra);
+    write("");
+    let (code, c) = check(home.path(), "WP218");
+    assert_eq!(code, Some(0));
+    assert_eq!(c["status"], "pass", "{c}");
+    for (settings, words) in [
+        (
+            "[gateway.tls]\ncert = \"c\"\nkey = \"k\"\nallow_tls12 = true\n",
+            "public listener also offers TLS 1.2",
+        ),
+        (
+            "[gateway.admin.tls]\ncert = \"c\"\nkey = \"k\"\nallow_tls12 = true\n",
+            "admin listener also offers TLS 1.2",
+        ),
+        ("insecure_plaintext = true\n", "serves plain HTTP"),
+    ] {
+        write(settings);
+        let (code, c) = check(home.path(), "WP218");
+        assert_eq!(code, Some(0), "warnings do not fail posture");
+        assert_eq!(c["status"], "warn", "{settings}: {c}");
+        assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
+    }
+}
+
+/// An administrator's TOTP secret (or a listener's TLS key) that others can read, wherever
+/// the configuration keeps it, fails posture: whoever reads it computes the codes.
+#[test]
+fn readable_gateway_secret_files_fail_posture() {
+    let home = private_home();
+    let totp = home.path().join("alice.totp");
+    std::fs::write(&totp, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+    std::fs::set_permissions(&totp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_gateway(
+        home.path(),
+        "[[gateway.admin.admins]]\nname = \"alice.admin\"\ntotp_secret_file = \"alice.totp\"\n",
+    );
+    let (code, c) = check(home.path(), "WP219");
+    assert_eq!(code, Some(0), "{c}");
+    assert_eq!(c["status"], "pass", "{c}");
+    std::fs::set_permissions(&totp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, c) = check(home.path(), "WP219");
+    assert_eq!(code, Some(1), "{c}");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("alice.totp"), "{c}");
+}

@@ -85,6 +85,20 @@ fn mode(_path: &Path) -> Option<u32> {
     None
 }
 
+/// Permission bits of the file `path` leads to (symbolic links followed).
+#[cfg(unix)]
+fn secret_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn secret_mode(_path: &Path) -> Option<u32> {
+    None
+}
+
 fn home_checks(home: &Path, out: &mut Vec<Check>) {
     if !home.exists() {
         out.push(Check {
@@ -490,6 +504,96 @@ fn gateway_checks(
                 "public connections: at most {max_conns}, {per_ip} per client address, closed \
                  after {idle} s without a request in progress"
             )
+        } else {
+            weak.join("; ")
+        },
+    );
+    // Secrets the gateway reads from wherever the configuration points (WP003 covers only
+    // `<home>/keys`): the listeners' TLS keys, the administrators' TOTP secrets (anyone
+    // who reads one computes that administrator's codes) and upstream client keys.
+    let mut secrets: Vec<String> = Vec::new();
+    let key_of = |t: Option<&toml::Value>| {
+        t.and_then(|t| t.get("key"))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+    };
+    secrets.extend(key_of(gw.get("tls")));
+    secrets.extend(key_of(gw.get("admin").and_then(|a| a.get("tls"))));
+    let items = |v: Option<&toml::Value>, field: &str| -> Vec<String> {
+        v.and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                a.get(field)
+                    .and_then(toml::Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    secrets.extend(items(
+        gw.get("admin").and_then(|a| a.get("admins")),
+        "totp_secret_file",
+    ));
+    secrets.extend(items(gw.get("models"), "upstream_client_key"));
+    if !secrets.is_empty() {
+        let loose: Vec<String> = secrets
+            .iter()
+            .map(|f| home.join(f))
+            .filter(|p| secret_mode(p).is_some_and(|m| m & 0o077 != 0))
+            .map(|p| p.display().to_string())
+            .collect();
+        push(
+            "WP219",
+            if loose.is_empty() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            SECURE_APIS,
+            "CPG 2.L",
+            if loose.is_empty() {
+                "gateway secret files (TLS keys, TOTP secrets) readable by their owner only"
+                    .to_owned()
+            } else {
+                format!(
+                    "gateway secret files readable by others: {} (chmod 600)",
+                    loose.join(", ")
+                )
+            },
+        );
+    }
+    // The listeners' transport: TLS 1.3 only unless the configuration says otherwise.
+    let flag = |v: Option<&toml::Value>| v.and_then(toml::Value::as_bool).unwrap_or(false);
+    let tls12 = |t: Option<&toml::Value>| flag(t.and_then(|t| t.get("allow_tls12")));
+    let admin_tls = gw.get("admin").and_then(|a| a.get("tls"));
+    let mut weak = Vec::new();
+    if flag(gw.get("insecure_plaintext")) {
+        weak.push(
+            "insecure_plaintext = true: the public listener serves plain HTTP (loopback only);              API keys and prompts cross it unencrypted"
+                .to_owned(),
+        );
+    } else if tls12(gw.get("tls")) {
+        weak.push(
+            "[gateway.tls] allow_tls12 = true: the public listener also offers TLS 1.2".to_owned(),
+        );
+    }
+    if tls12(admin_tls) {
+        weak.push(
+            "[gateway.admin.tls] allow_tls12 = true: the admin listener also offers TLS 1.2"
+                .to_owned(),
+        );
+    }
+    push(
+        "WP218",
+        if weak.is_empty() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        SECURE_APIS,
+        "CPG 2.K",
+        if weak.is_empty() {
+            "public and admin listeners: TLS 1.3 only".to_owned()
         } else {
             weak.join("; ")
         },
