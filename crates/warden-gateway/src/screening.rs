@@ -2274,6 +2274,7 @@ impl SseScreen {
 
 /// Where a webhook goes.
 struct Webhook {
+    /// Scheme, host and port only (see [`webhook_target`]).
     url: String,
     addr: String,
     host: String,
@@ -2281,21 +2282,29 @@ struct Webhook {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-fn webhook_target(url: &str, have_ca: bool) -> Result<(String, String, String, bool), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("webhook {url}: not a URL"))?;
+/// Where a webhook goes: (address, host, path and query, https, how to name it). Webhook
+/// URLs often carry a secret in their path or query (Slack's, Teams', most incident
+/// tools'), so messages and logs name a webhook by scheme, host and port only.
+fn webhook_target(
+    url: &str,
+    have_ca: bool,
+) -> Result<(String, String, String, bool, String), String> {
+    let uri: http::Uri = url.parse().map_err(|_| {
+        "webhook: not a URL (the value is not repeated here: it may hold a secret)".to_owned()
+    })?;
     let host = uri
         .host()
-        .ok_or_else(|| format!("webhook {url}: no host"))?
+        .ok_or_else(|| "webhook: the URL has no host".to_owned())?
         .to_owned();
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err(format!("webhook {url}: scheme must be https")),
+        _ => return Err(format!("webhook on {host}: scheme must be https")),
     };
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let shown = format!("{}://{host}:{port}/…", if https { "https" } else { "http" });
     if https && !have_ca {
-        return Err(format!("webhook {url}: https webhooks need webhook_ca"));
+        return Err(format!("webhook {shown}: https webhooks need webhook_ca"));
     }
     if !https {
         let loopback = host == "localhost"
@@ -2305,13 +2314,12 @@ fn webhook_target(url: &str, have_ca: bool) -> Result<(String, String, String, b
                 .is_ok_and(|i| i.is_loopback());
         if !loopback {
             return Err(format!(
-                "webhook {url}: plain http is allowed only for loopback"
+                "webhook {shown}: plain http is allowed only for loopback"
             ));
         }
     }
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    Ok((format!("{host}:{port}"), host, path, https))
+    Ok((format!("{host}:{port}"), host, path, https, shown))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2459,10 +2467,10 @@ impl Sender {
             });
         }
         for u in &cfg.webhooks {
-            let (addr, host, path, https) = webhook_target(u, tls.is_some())
+            let (addr, host, path, https, shown) = webhook_target(u, tls.is_some())
                 .map_err(|e| crate::Error::Config(format!("[gateway.screening.alerts] {e}")))?;
             remotes.push(Remote::Webhook(Webhook {
-                url: u.clone(),
+                url: shown,
                 addr,
                 host,
                 path,
@@ -2599,6 +2607,47 @@ async fn send_syslog(proto: Proto, addr: &str, line: &str) -> std::io::Result<()
 mod tests {
     use super::*;
     use warden_screen::output::OutputPolicy;
+
+    /// Webhook URLs carry their secret in the path or query (Slack's
+    /// `/services/T…/B…/XXXX`): what the gateway logs on a failed delivery and what a
+    /// configuration error says name the webhook by scheme, host and port only.
+    #[test]
+    fn webhook_secrets_stay_out_of_logs_and_errors() {
+        let secret = "T0001/B0002/s3cr3tT0k3n";
+        let (addr, host, path, https, shown) = webhook_target(
+            &format!("http://127.0.0.1:9/hook/{secret}?token=q5ecret"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (addr.as_str(), host.as_str(), https),
+            ("127.0.0.1:9", "127.0.0.1", false)
+        );
+        assert_eq!(path, format!("/hook/{secret}?token=q5ecret"));
+        assert_eq!(shown, "http://127.0.0.1:9/…");
+        for (url, have_ca) in [
+            (
+                format!("https://hooks.example.com/services/{secret}"),
+                false,
+            ),
+            (format!("http://hooks.example.com/services/{secret}"), true),
+            (format!("ftp://hooks.example.com/{secret}"), true),
+            (format!("https://hooks.example.com/{secret} x"), true),
+            (format!("/services/{secret}"), true),
+        ] {
+            let e = webhook_target(&url, have_ca).unwrap_err();
+            assert!(!e.contains("s3cr3t"), "{url}: {e}");
+        }
+        let c: ScreeningConfig = serde_json::from_value(serde_json::json!({
+            "alerts": {"webhooks": [format!("http://example.com/services/{secret}")]}
+        }))
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("http://example.com:80/…") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn config_defaults_are_on_and_validated() {
