@@ -228,7 +228,15 @@ pub async fn serve(
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    // Out of descriptors (EMFILE) and the like stay until something
+                    // closes: retrying at once would spin a core. As the public listener.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
             () = shutdown.cancelled() => return,
         };
         let st = Arc::clone(&state);
