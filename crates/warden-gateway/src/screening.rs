@@ -968,8 +968,14 @@ impl Check for InputCheck {
             } else {
                 rules.join(", ")
             };
+            // Index one past the last part: the parts screened joined.
+            let part = if i < v.parts.len() {
+                format!("part {i}")
+            } else {
+                "parts joined".to_owned()
+            };
             let what = format!(
-                "rules {rules}; score {:.3}; part {i} ({})",
+                "rules {rules}; score {:.3}; {part} ({})",
                 w.score,
                 w.role.as_str()
             );

@@ -314,6 +314,13 @@ impl Screener {
     /// highest score) and its index. With the transformer tier, at most
     /// [`MAX_ENCODER_RUNS_PER_CALL`] parts run the encoder and screening stops at the
     /// first part that blocks.
+    ///
+    /// With two or more screened parts, their texts joined by newlines (what the model
+    /// reads: engines join content parts and templates join messages) are screened too,
+    /// under the thresholds of the present role with the highest block threshold, so an
+    /// injection split across parts is seen whole and the join is never judged more
+    /// strictly than one of its parts would be. Its verdict, when the worst, has the index
+    /// one past the last part and that role.
     pub fn screen_parts<'a>(
         &self,
         parts: impl IntoIterator<Item = (Role, &'a str)>,
@@ -321,7 +328,24 @@ impl Screener {
     ) -> Option<(usize, Verdict)> {
         let mut worst: Option<(usize, Verdict)> = None;
         let mut budget = MAX_ENCODER_RUNS_PER_CALL;
+        let mut joined = String::new();
+        let mut screened = 0usize;
+        let mut n = 0usize;
+        // The present role with the highest block threshold.
+        let mut lax: Option<(Role, Thresholds)> = None;
         for (i, (role, text)) in parts.into_iter().enumerate() {
+            n = i + 1;
+            if !policy.skip_roles.contains(&role) {
+                if screened > 0 {
+                    joined.push('\n');
+                }
+                joined.push_str(text);
+                screened += 1;
+                let t = policy.thresholds(role);
+                if lax.is_none_or(|(_, l)| t.block > l.block) {
+                    lax = Some((role, t));
+                }
+            }
             // Once a part blocks, the request is refused: with the transformer tier on,
             // screening the rest would only spend CPU.
             if self.has_transformer()
@@ -338,6 +362,27 @@ impl Screener {
             };
             if replace {
                 worst = Some((i, v));
+            }
+        }
+        let blocked = worst
+            .as_ref()
+            .is_some_and(|(_, w)| w.verdict == Action::Block);
+        if let Some((role, t)) = lax
+            && screened > 1
+            && !(blocked && self.has_transformer())
+        {
+            let joint = RoutePolicy {
+                default: t,
+                per_role: Vec::new(),
+                skip_roles: Vec::new(),
+                max_action: policy.max_action,
+            };
+            let v = self.screen_budgeted(&joined, role, &joint, &mut budget);
+            if worst
+                .as_ref()
+                .is_none_or(|(_, w)| (v.verdict, v.score) > (w.verdict, w.score))
+            {
+                worst = Some((n, v));
             }
         }
         worst
