@@ -433,6 +433,19 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
         }
         Endpoint::Models => {}
     }
+    // Fields the gateway does not know that a role may forward (`unknown = "allow"`):
+    // engines render some into the prompt (vLLM's `documents`, `chat_template_kwargs`),
+    // so their strings are screened as retrieved content.
+    let known = ep.known_fields();
+    for (k, v) in obj {
+        if !known.contains(&k.as_str()) {
+            let mut s = String::new();
+            all_strings(v, &mut s);
+            if !s.is_empty() {
+                out.push((Role::Retrieved, s));
+            }
+        }
+    }
     (out, ids)
 }
 

@@ -363,7 +363,8 @@ impl Env {
 
 /// A gateway (plain HTTP on loopback, TLS admin) with `screening` as its
 /// `[gateway.screening]` table and identities bob, mallory, carol (role `user`) and
-/// rita (roles `user`, `redteam`); bob is also a `researcher` (every action).
+/// rita (roles `user`, `redteam`); bob is also a `researcher` (every action; unknown
+/// fields are forwarded).
 async fn start(screening: Value) -> Env {
     start_at(screening, None).await
 }
@@ -401,6 +402,7 @@ async fn try_start_at(
         "models": [{"name": model, "upstream": format!("http://{up}"), "classification": 1}],
         "policy": policy,
         "limits": {"requests_per_minute": 100000, "tokens_per_minute": 100000000, "concurrency": 64},
+        "roles": {"researcher": {"params": {"unknown": "allow"}}},
         "screening": screening,
     });
     let cfg: warden_gateway::config::GatewayConfig = serde_json::from_value(cfg).unwrap();
@@ -1312,4 +1314,41 @@ async fn an_injection_split_across_parts_or_messages_is_screened_joined() {
         assert_eq!(st, 200, "{out}");
     }
     assert_eq!(env.upstream.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_a_role_may_forward_are_screened() {
+    // A role allowed to send fields the gateway does not know (bob, a researcher) has
+    // them forwarded as they are; engines render some into the prompt (vLLM's
+    // `documents` for RAG, `chat_template_kwargs` variables).
+    let env = start(json!({})).await;
+    let q = user("What is the weather like in Paris today?");
+    let cases = [
+        (
+            "documents",
+            "/v1/chat/completions",
+            json!({"model": "m1", "messages": q,
+                "documents": [{"title": "Forecast", "text": INJECTION}]}),
+        ),
+        (
+            "chat_template_kwargs",
+            "/v1/chat/completions",
+            json!({"model": "m1", "messages": q, "chat_template_kwargs": {"note": INJECTION}}),
+        ),
+        (
+            "completions extension",
+            "/v1/completions",
+            json!({"model": "m1", "prompt": "Hello", "system_prompt": INJECTION}),
+        ),
+    ];
+    assert_all_screened(&env, &cases).await;
+    // Numeric extensions are still forwarded.
+    let (st, _, out) = env
+        .post(
+            "bob",
+            "/v1/chat/completions",
+            &json!({"model": "m1", "messages": q, "top_k": 40, "repetition_penalty": 1.1}),
+        )
+        .await;
+    assert_eq!(st, 200, "{out}");
 }
