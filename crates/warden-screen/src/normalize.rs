@@ -97,6 +97,21 @@ fn is_zero_width(c: char) -> bool {
     )
 }
 
+/// `input` with every zero-width character replaced by a space, if it has any: such a
+/// character may stand for nothing inside a word ("ig\u{200B}nore") or for the space
+/// between two words, so the screener scores both readings.
+pub fn zero_width_as_space(input: &str) -> Option<String> {
+    if !input.chars().any(is_zero_width) {
+        return None;
+    }
+    Some(
+        input
+            .chars()
+            .map(|c| if is_zero_width(c) { ' ' } else { c })
+            .collect(),
+    )
+}
+
 /// Bidi controls: marks, embeddings, overrides, isolates.
 fn is_bidi(c: char) -> bool {
     matches!(

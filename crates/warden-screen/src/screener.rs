@@ -7,7 +7,7 @@
 use crate::Error;
 use crate::heuristics::{Heuristics, RuleHit};
 use crate::model::LinearModel;
-use crate::normalize::{NormStats, normalize};
+use crate::normalize::{NormStats, normalize, zero_width_as_space};
 
 /// The committed weights (see `model/screen-model.json` for how they were made).
 const WEIGHTS: &[u8] = include_bytes!("../model/screen-model.bin");
@@ -232,25 +232,44 @@ impl Screener {
         text: &str,
         encoder_budget: &mut usize,
     ) -> (f64, Vec<RuleHit>, NormStats) {
-        let n = normalize(text);
-        let rules = self.heuristics.check(&n.text, &n.stats);
-        let logit = f64::from(self.model.logit(&n.text))
-            + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
+        let (logit, rules, stats, normalized) = self.linear(text);
         let score = 1.0 / (1.0 + (-logit).exp());
         #[cfg(feature = "transformer")]
-        let score = self.rescore(&n.text, logit, score, encoder_budget);
+        let score = self.rescore(&normalized, logit, score, encoder_budget);
         #[cfg(not(feature = "transformer"))]
-        let _ = encoder_budget;
-        (score, rules, n.stats)
+        let _ = (encoder_budget, normalized);
+        (score, rules, stats)
+    }
+
+    /// The heuristic + linear logit (rules included) of `text`, its rules, what
+    /// normalisation found and the normalised text scored. A text with zero-width
+    /// characters is scored with them removed and with them read as spaces (invisible
+    /// characters in place of spaces glue the words together once removed); the higher
+    /// logit wins.
+    fn linear(&self, text: &str) -> (f64, Vec<RuleHit>, NormStats, String) {
+        let n = normalize(text);
+        let score = |t: &str, stats: &NormStats| {
+            let rules = self.heuristics.check(t, stats);
+            let logit = f64::from(self.model.logit(t))
+                + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
+            (logit, rules)
+        };
+        let (logit, rules) = score(&n.text, &n.stats);
+        if let Some(spaced) = zero_width_as_space(text) {
+            let s = normalize(&spaced);
+            // The original statistics: the zero-width characters were there.
+            let (l, r) = score(&s.text, &n.stats);
+            if l > logit {
+                return (l, r, n.stats, s.text);
+            }
+        }
+        (logit, rules, n.stats, n.text)
     }
 
     /// The heuristic + linear logit (rules included) of `text`: what the transformer
     /// tier's blend takes as its first input.
     pub fn linear_logit(&self, text: &str) -> f64 {
-        let n = normalize(text);
-        let rules = self.heuristics.check(&n.text, &n.stats);
-        f64::from(self.model.logit(&n.text))
-            + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>()
+        self.linear(text).0
     }
 
     /// The transformer tier on an uncertain score.
