@@ -153,6 +153,13 @@ pub struct ModelCard {
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The embedded model card's calibrated thresholds (without loading the weights).
+pub fn card_thresholds() -> Result<Thresholds, Error> {
+    let card: ModelCard = serde_json::from_str(CARD)
+        .map_err(|e| Error::Model(format!("embedded model card: {e}")))?;
+    Ok(card.thresholds)
+}
+
 /// Heuristics plus the linear model. Build once and share (`Arc`); `screen_text` takes
 /// `&self` and allocates only what one text needs.
 #[derive(Debug, Clone)]
