@@ -75,7 +75,9 @@ pub struct Normalized {
     pub stats: NormStats,
 }
 
-/// Zero-width and other invisible formatting characters (not bidi, not tags).
+/// Zero-width and other invisible formatting characters (not bidi, not tags): every
+/// Default_Ignorable_Code_Point and every invisible format (Cf) character, assigned or
+/// not, since an engine's tokenizer passes them on while they split words for the rules.
 fn is_zero_width(c: char) -> bool {
     matches!(
         c,
@@ -88,12 +90,16 @@ fn is_zero_width(c: char) -> bool {
             | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200D}'
             | '\u{2060}'..='\u{2065}'
+            | '\u{206A}'..='\u{206F}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
             | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0100}'..='\u{E01EF}'
+            | '\u{E0080}'..='\u{E0FFF}'
     )
 }
 
