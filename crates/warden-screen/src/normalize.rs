@@ -17,6 +17,7 @@
 
 use base64::Engine as _;
 use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 /// How much decoded text may be appended, at least (bytes); longer inputs may append up
 /// to half their own length.
@@ -179,6 +180,11 @@ fn clean(input: &str, stats: &mut NormStats) -> (String, String) {
             {
                 hidden.push(a);
             }
+        } else if is_combining_mark(c) && out.chars().next_back().is_some_and(|p| p.is_ascii()) {
+            // A mark NFKC left uncomposed on an ASCII character (underline, strike-through,
+            // "zalgo" stacks): decoration that splits the word for the rules and the model,
+            // while the model behind the gateway reads the letters.
+            stats.confusable = stats.confusable.saturating_add(1);
         } else if !c.is_whitespace() && ascii_skeleton(c, &mut out) {
             stats.confusable = stats.confusable.saturating_add(1);
         } else {
