@@ -290,6 +290,20 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
     }
 }
 
+/// Puts a message's or call's `name` in front of its first text from `start` on (as
+/// templates render it: a short name alone would score as a fragment), or alone when it
+/// has none.
+fn prefix_name(name: Option<&Value>, start: usize, role: Role, out: &mut Vec<(Role, String)>) {
+    let Some(Value::String(n)) = name else { return };
+    if n.is_empty() {
+        return;
+    }
+    match out.get_mut(start) {
+        Some((_, t)) => *t = format!("{n}: {t}"),
+        None => out.push((role, n.clone())),
+    }
+}
+
 /// Every key and string value of `v` (a tool definition), in document order, joined by
 /// spaces: chat templates render the whole definition (name, description, parameter
 /// schema with its descriptions, enums and property names) into the prompt.
@@ -357,11 +371,13 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
             {
                 let role = role_of(m.field("role").and_then(Value::as_str).unwrap_or("user"));
                 // `name` and `refusal` are rendered by some templates next to the content.
-                for k in ["name", "content", "refusal"] {
+                let start = out.len();
+                for k in ["content", "refusal"] {
                     if let Some(c) = m.field(k) {
                         push_text(c, role, &mut out, &mut ids);
                     }
                 }
+                prefix_name(m.field("name"), start, role, &mut out);
                 for call in m
                     .field("tool_calls")
                     .and_then(Value::as_array)
@@ -414,13 +430,13 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                             Value::Object(o) => {
                                 // `summary`: reasoning items sent back to the model;
                                 // `name`: a function call's.
-                                for k in
-                                    ["name", "content", "text", "output", "arguments", "summary"]
-                                {
+                                let start = out.len();
+                                for k in ["content", "text", "output", "arguments", "summary"] {
                                     if let Some(t) = o.field(k) {
                                         push_text(t, role, &mut out, &mut ids);
                                     }
                                 }
+                                prefix_name(o.field("name"), start, role, &mut out);
                             }
                             other => push_text(other, role, &mut out, &mut ids),
                         }

@@ -1263,6 +1263,15 @@ async fn tool_definitions_names_refusals_and_reasoning_are_screened() {
         ),
     ];
     assert_all_screened(&env, &cases).await;
+    // A short name is screened with its message, not alone as a fragment ("system"
+    // alone scores as an attack).
+    let (st, _, out) = env
+        .chat(
+            "bob",
+            json!([{"role": "user", "name": "system", "content": "What is the weather like in Paris today?"}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{out}");
     // Benign tools still pass.
     let (st, _, out) = env
         .post(
