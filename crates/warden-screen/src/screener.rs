@@ -345,8 +345,9 @@ impl Screener {
     /// reads: engines join content parts and templates join messages) are screened too,
     /// under the thresholds of the present role with the highest block threshold, so an
     /// injection split across parts is seen whole and the join is never judged more
-    /// strictly than one of its parts would be. Its verdict, when the worst, has the index
-    /// one past the last part and that role.
+    /// strictly than one of its parts would be. Its verdict, when it takes a stronger
+    /// action than every part's, is returned with the index one past the last part and
+    /// that role.
     pub fn screen_parts<'a>(
         &self,
         parts: impl IntoIterator<Item = (Role, &'a str)>,
@@ -404,10 +405,8 @@ impl Screener {
                 max_action: policy.max_action,
             };
             let v = self.screen_budgeted(&joined, role, &joint, &mut budget);
-            if worst
-                .as_ref()
-                .is_none_or(|(_, w)| (v.verdict, v.score) > (w.verdict, w.score))
-            {
+            // Only a stronger action: a part that reaches it names itself better.
+            if worst.as_ref().is_none_or(|(_, w)| v.verdict > w.verdict) {
                 worst = Some((n, v));
             }
         }
