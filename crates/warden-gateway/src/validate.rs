@@ -377,7 +377,6 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                         push_text(c, role, &mut out, &mut ids);
                     }
                 }
-                prefix_name(m.field("name"), start, role, &mut out);
                 for call in m
                     .field("tool_calls")
                     .and_then(Value::as_array)
@@ -398,6 +397,8 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                         }
                     }
                 }
+                // In front of the content, else of the first tool call.
+                prefix_name(m.field("name"), start, role, &mut out);
             }
             push_tools(obj, &mut out);
         }

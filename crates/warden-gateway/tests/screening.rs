@@ -1272,6 +1272,19 @@ async fn tool_definitions_names_refusals_and_reasoning_are_screened() {
         )
         .await;
     assert_eq!(st, 200, "{out}");
+    // ...or, without content, with its first tool call.
+    let (st, _, out) = env
+        .chat(
+            "bob",
+            json!([
+                {"role": "user", "content": "What is the weather like in Paris today?"},
+                {"role": "assistant", "name": "system", "content": null, "tool_calls": [{"id": "t1",
+                    "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "Sunny, 21 degrees."}
+            ]),
+        )
+        .await;
+    assert_eq!(st, 200, "{out}");
     // Benign tools still pass.
     let (st, _, out) = env
         .post(
