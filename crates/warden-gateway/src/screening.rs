@@ -49,8 +49,9 @@ pub struct ScreeningConfig {
     pub flag_threshold: Option<f64>,
     /// Block threshold for system (and developer) messages. Default: the same as user
     /// text (the model is trained on benign system prompts and scores common operator
-    /// prompts low, e.g. "You are a helpful assistant."); set it higher only to trust
-    /// operator-written prompts more than users'.
+    /// prompts low, e.g. "You are a helpful assistant."). Clients write the system
+    /// messages they send: a higher value is a laxer threshold any client can pick
+    /// (named by `warden posture`).
     #[serde(default)]
     pub system_block_threshold: Option<f64>,
     /// Block threshold for tool output and retrieved content (indirect injection).
@@ -463,6 +464,51 @@ impl ScreeningConfig {
                     a.as_str()
                 ));
             }
+        }
+        // Thresholds above the calibrated ones block (or flag) less. Clients write every
+        // message they send, system and tool ones included, so a raised system or
+        // indirect threshold is one any client can pick.
+        if let Ok(card) = warden_screen::screener::card_thresholds() {
+            let mut laxer = |what: String, v: Option<f64>, base: f64| {
+                if let Some(v) = v.filter(|v| *v > base) {
+                    input.push(format!(
+                        "input screening threshold above the calibrated {base:.3}: {what} = {v}"
+                    ));
+                }
+            };
+            laxer("block_threshold".into(), self.block_threshold, card.block);
+            laxer("flag_threshold".into(), self.flag_threshold, card.flag);
+            for (r, s) in &self.routes {
+                if r != "embeddings" {
+                    laxer(
+                        format!("routes.{r}.block_threshold"),
+                        s.block_threshold,
+                        card.block,
+                    );
+                    laxer(
+                        format!("routes.{r}.flag_threshold"),
+                        s.flag_threshold,
+                        card.flag,
+                    );
+                }
+            }
+            let block = self.block_threshold.unwrap_or(card.block);
+            let flag = self.flag_threshold.unwrap_or(card.flag);
+            laxer(
+                "system_block_threshold (any client can send a system message)".into(),
+                self.system_block_threshold,
+                block,
+            );
+            laxer(
+                "indirect_block_threshold (any client can send a tool message)".into(),
+                self.indirect_block_threshold,
+                block,
+            );
+            laxer(
+                "indirect_flag_threshold (any client can send a tool message)".into(),
+                self.indirect_flag_threshold,
+                flag,
+            );
         }
         for (role, a) in &self.roles {
             if *a != Action::Block {
@@ -1047,8 +1093,14 @@ impl Check for InputCheck {
             } else {
                 rules.join(", ")
             };
+            // Index one past the last part: the parts screened joined.
+            let part = if i < v.parts.len() {
+                format!("part {i}")
+            } else {
+                "parts joined".to_owned()
+            };
             let what = format!(
-                "rules {rules}; score {:.3}; part {i} ({})",
+                "rules {rules}; score {:.3}; {part} ({})",
                 w.score,
                 w.role.as_str()
             );
@@ -2647,6 +2699,38 @@ mod tests {
             e.contains("http://example.com:80/…") && !e.contains("s3cr3t"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn posture_names_thresholds_laxer_than_calibrated() {
+        // Clients write every message they send, system and tool ones included: a
+        // raised system or indirect threshold lets any client pick the laxer one.
+        let card = warden_screen::screener::card_thresholds().unwrap();
+        let lax = (card.block + 1.0) / 2.0;
+        for (k, name) in [
+            ("block_threshold", "block_threshold"),
+            ("flag_threshold", "flag_threshold"),
+            ("system_block_threshold", "system_block_threshold"),
+            ("indirect_block_threshold", "indirect_block_threshold"),
+            ("indirect_flag_threshold", "indirect_flag_threshold"),
+        ] {
+            let c: ScreeningConfig = serde_json::from_value(serde_json::json!({k: lax})).unwrap();
+            let input = &c.posture()[0].1;
+            assert!(input.iter().any(|w| w.contains(name)), "{k}: {input:?}");
+        }
+        let c: ScreeningConfig = serde_json::from_value(
+            serde_json::json!({"routes": {"chat": {"block_threshold": lax}}}),
+        )
+        .unwrap();
+        assert!(c.posture()[0].1.iter().any(|w| w.contains("routes.chat")));
+        // Stricter ones are not weaknesses.
+        let strict = card.flag / 2.0;
+        let c: ScreeningConfig = serde_json::from_value(serde_json::json!({
+            "block_threshold": strict, "flag_threshold": strict / 2.0,
+            "system_block_threshold": strict, "indirect_block_threshold": strict,
+            "indirect_flag_threshold": strict / 2.0}))
+        .unwrap();
+        assert!(c.posture()[0].1.is_empty(), "{:?}", c.posture());
     }
 
     #[test]

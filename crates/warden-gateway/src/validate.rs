@@ -275,7 +275,8 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
                     Value::String(_) => push_text(x, role, out, token_ids),
                     Value::Number(_) | Value::Array(_) => *token_ids = true,
                     Value::Object(o) => {
-                        for k in ["text", "output"] {
+                        // `refusal` parts are joined into an assistant turn's text.
+                        for k in ["text", "output", "refusal"] {
                             if let Some(t) = o.field(k) {
                                 push_text(t, role, out, token_ids);
                             }
@@ -286,6 +287,62 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
             }
         }
         _ => {}
+    }
+}
+
+/// Puts a message's or call's `name` in front of its first text from `start` on (as
+/// templates render it: a short name alone would score as a fragment), or alone when it
+/// has none.
+fn prefix_name(name: Option<&Value>, start: usize, role: Role, out: &mut Vec<(Role, String)>) {
+    let Some(Value::String(n)) = name else { return };
+    if n.is_empty() {
+        return;
+    }
+    match out.get_mut(start) {
+        Some((_, t)) => *t = format!("{n}: {t}"),
+        None => out.push((role, n.clone())),
+    }
+}
+
+/// Every key and string value of `v` (a tool definition), in document order, joined by
+/// spaces: chat templates render the whole definition (name, description, parameter
+/// schema with its descriptions, enums and property names) into the prompt.
+fn all_strings(v: &Value, out: &mut String) {
+    fn add(s: &str, out: &mut String) {
+        if !s.is_empty() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(s);
+        }
+    }
+    match v {
+        Value::String(s) => add(s, out),
+        Value::Array(a) => a.iter().for_each(|x| all_strings(x, out)),
+        Value::Object(o) => {
+            for (k, x) in o {
+                add(k, out);
+                all_strings(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Each tool definition in `tools`, screened as system text (templates put it in the
+/// system turn).
+fn push_tools(obj: &Map<String, Value>, out: &mut Vec<(Role, String)>) {
+    for t in obj
+        .field("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut s = String::new();
+        all_strings(t, &mut s);
+        if !s.is_empty() {
+            out.push((Role::System, s));
+        }
     }
 }
 
@@ -313,8 +370,12 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                 .flatten()
             {
                 let role = role_of(m.field("role").and_then(Value::as_str).unwrap_or("user"));
-                if let Some(c) = m.field("content") {
-                    push_text(c, role, &mut out, &mut ids);
+                // `name` and `refusal` are rendered by some templates next to the content.
+                let start = out.len();
+                for k in ["content", "refusal"] {
+                    if let Some(c) = m.field(k) {
+                        push_text(c, role, &mut out, &mut ids);
+                    }
                 }
                 for call in m
                     .field("tool_calls")
@@ -322,11 +383,24 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                     .into_iter()
                     .flatten()
                 {
-                    if let Some(a) = call.field("function").and_then(|f| f.field("arguments")) {
-                        push_text(a, Role::Assistant, &mut out, &mut ids);
+                    // Name and arguments, whatever their JSON type (an engine may render
+                    // object arguments as they are).
+                    if let Some(f) = call.field("function") {
+                        let mut s = String::new();
+                        for k in ["name", "arguments"] {
+                            if let Some(a) = f.field(k) {
+                                all_strings(a, &mut s);
+                            }
+                        }
+                        if !s.is_empty() {
+                            out.push((Role::Assistant, s));
+                        }
                     }
                 }
+                // In front of the content, else of the first tool call.
+                prefix_name(m.field("name"), start, role, &mut out);
             }
+            push_tools(obj, &mut out);
         }
         Endpoint::Completions => {
             for k in ["prompt", "suffix"] {
@@ -355,11 +429,15 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                         };
                         match it {
                             Value::Object(o) => {
-                                for k in ["content", "text", "output", "arguments"] {
+                                // `summary`: reasoning items sent back to the model;
+                                // `name`: a function call's.
+                                let start = out.len();
+                                for k in ["content", "text", "output", "arguments", "summary"] {
                                     if let Some(t) = o.field(k) {
                                         push_text(t, role, &mut out, &mut ids);
                                     }
                                 }
+                                prefix_name(o.field("name"), start, role, &mut out);
                             }
                             other => push_text(other, role, &mut out, &mut ids),
                         }
@@ -368,8 +446,22 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                 Some(other) => push_text(other, Role::User, &mut out, &mut ids),
                 None => {}
             }
+            push_tools(obj, &mut out);
         }
         Endpoint::Models => {}
+    }
+    // Fields the gateway does not know that a role may forward (`unknown = "allow"`):
+    // engines render some into the prompt (vLLM's `documents`, `chat_template_kwargs`),
+    // so their strings are screened as retrieved content.
+    let known = ep.known_fields();
+    for (k, v) in obj {
+        if !known.contains(&k.as_str()) {
+            let mut s = String::new();
+            all_strings(v, &mut s);
+            if !s.is_empty() {
+                out.push((Role::Retrieved, s));
+            }
+        }
     }
     (out, ids)
 }

@@ -17,6 +17,7 @@
 
 use base64::Engine as _;
 use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 /// How much decoded text may be appended, at least (bytes); longer inputs may append up
 /// to half their own length.
@@ -75,7 +76,9 @@ pub struct Normalized {
     pub stats: NormStats,
 }
 
-/// Zero-width and other invisible formatting characters (not bidi, not tags).
+/// Zero-width and other invisible formatting characters (not bidi, not tags): every
+/// Default_Ignorable_Code_Point and every invisible format (Cf) character, assigned or
+/// not, since an engine's tokenizer passes them on while they split words for the rules.
 fn is_zero_width(c: char) -> bool {
     matches!(
         c,
@@ -88,12 +91,31 @@ fn is_zero_width(c: char) -> bool {
             | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200D}'
             | '\u{2060}'..='\u{2065}'
+            | '\u{206A}'..='\u{206F}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
             | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0100}'..='\u{E01EF}'
+            | '\u{E0080}'..='\u{E0FFF}'
+    )
+}
+
+/// `input` with every zero-width character replaced by a space, if it has any: such a
+/// character may stand for nothing inside a word ("ig\u{200B}nore") or for the space
+/// between two words, so the screener scores both readings.
+pub fn zero_width_as_space(input: &str) -> Option<String> {
+    if !input.chars().any(is_zero_width) {
+        return None;
+    }
+    Some(
+        input
+            .chars()
+            .map(|c| if is_zero_width(c) { ' ' } else { c })
+            .collect(),
     )
 }
 
@@ -158,6 +180,11 @@ fn clean(input: &str, stats: &mut NormStats) -> (String, String) {
             {
                 hidden.push(a);
             }
+        } else if is_combining_mark(c) && out.chars().next_back().is_some_and(|p| p.is_ascii()) {
+            // A mark NFKC left uncomposed on an ASCII character (underline, strike-through,
+            // "zalgo" stacks): decoration that splits the word for the rules and the model,
+            // while the model behind the gateway reads the letters.
+            stats.confusable = stats.confusable.saturating_add(1);
         } else if !c.is_whitespace() && ascii_skeleton(c, &mut out) {
             stats.confusable = stats.confusable.saturating_add(1);
         } else {

@@ -7,7 +7,7 @@
 use crate::Error;
 use crate::heuristics::{Heuristics, RuleHit};
 use crate::model::LinearModel;
-use crate::normalize::{NormStats, normalize};
+use crate::normalize::{NormStats, normalize, zero_width_as_space};
 
 /// The committed weights (see `model/screen-model.json` for how they were made).
 const WEIGHTS: &[u8] = include_bytes!("../model/screen-model.bin");
@@ -153,6 +153,13 @@ pub struct ModelCard {
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The embedded model card's calibrated thresholds (without loading the weights).
+pub fn card_thresholds() -> Result<Thresholds, Error> {
+    let card: ModelCard = serde_json::from_str(CARD)
+        .map_err(|e| Error::Model(format!("embedded model card: {e}")))?;
+    Ok(card.thresholds)
+}
+
 /// Heuristics plus the linear model. Build once and share (`Arc`); `screen_text` takes
 /// `&self` and allocates only what one text needs.
 #[derive(Debug, Clone)]
@@ -232,25 +239,44 @@ impl Screener {
         text: &str,
         encoder_budget: &mut usize,
     ) -> (f64, Vec<RuleHit>, NormStats) {
-        let n = normalize(text);
-        let rules = self.heuristics.check(&n.text, &n.stats);
-        let logit = f64::from(self.model.logit(&n.text))
-            + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
+        let (logit, rules, stats, normalized) = self.linear(text);
         let score = 1.0 / (1.0 + (-logit).exp());
         #[cfg(feature = "transformer")]
-        let score = self.rescore(&n.text, logit, score, encoder_budget);
+        let score = self.rescore(&normalized, logit, score, encoder_budget);
         #[cfg(not(feature = "transformer"))]
-        let _ = encoder_budget;
-        (score, rules, n.stats)
+        let _ = (encoder_budget, normalized);
+        (score, rules, stats)
+    }
+
+    /// The heuristic + linear logit (rules included) of `text`, its rules, what
+    /// normalisation found and the normalised text scored. A text with zero-width
+    /// characters is scored with them removed and with them read as spaces (invisible
+    /// characters in place of spaces glue the words together once removed); the higher
+    /// logit wins.
+    fn linear(&self, text: &str) -> (f64, Vec<RuleHit>, NormStats, String) {
+        let n = normalize(text);
+        let score = |t: &str, stats: &NormStats| {
+            let rules = self.heuristics.check(t, stats);
+            let logit = f64::from(self.model.logit(t))
+                + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
+            (logit, rules)
+        };
+        let (logit, rules) = score(&n.text, &n.stats);
+        if let Some(spaced) = zero_width_as_space(text) {
+            let s = normalize(&spaced);
+            // The original statistics: the zero-width characters were there.
+            let (l, r) = score(&s.text, &n.stats);
+            if l > logit {
+                return (l, r, n.stats, s.text);
+            }
+        }
+        (logit, rules, n.stats, n.text)
     }
 
     /// The heuristic + linear logit (rules included) of `text`: what the transformer
     /// tier's blend takes as its first input.
     pub fn linear_logit(&self, text: &str) -> f64 {
-        let n = normalize(text);
-        let rules = self.heuristics.check(&n.text, &n.stats);
-        f64::from(self.model.logit(&n.text))
-            + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>()
+        self.linear(text).0
     }
 
     /// The transformer tier on an uncertain score.
@@ -314,6 +340,14 @@ impl Screener {
     /// highest score) and its index. With the transformer tier, at most
     /// [`MAX_ENCODER_RUNS_PER_CALL`] parts run the encoder and screening stops at the
     /// first part that blocks.
+    ///
+    /// With two or more screened parts, their texts joined by newlines (what the model
+    /// reads: engines join content parts and templates join messages) are screened too,
+    /// under the thresholds of the present role with the highest block threshold, so an
+    /// injection split across parts is seen whole and the join is never judged more
+    /// strictly than one of its parts would be. Its verdict, when it takes a stronger
+    /// action than every part's, is returned with the index one past the last part and
+    /// that role.
     pub fn screen_parts<'a>(
         &self,
         parts: impl IntoIterator<Item = (Role, &'a str)>,
@@ -321,7 +355,24 @@ impl Screener {
     ) -> Option<(usize, Verdict)> {
         let mut worst: Option<(usize, Verdict)> = None;
         let mut budget = MAX_ENCODER_RUNS_PER_CALL;
+        let mut joined = String::new();
+        let mut screened = 0usize;
+        let mut n = 0usize;
+        // The present role with the highest block threshold.
+        let mut lax: Option<(Role, Thresholds)> = None;
         for (i, (role, text)) in parts.into_iter().enumerate() {
+            n = i + 1;
+            if !policy.skip_roles.contains(&role) {
+                if screened > 0 {
+                    joined.push('\n');
+                }
+                joined.push_str(text);
+                screened += 1;
+                let t = policy.thresholds(role);
+                if lax.is_none_or(|(_, l)| t.block > l.block) {
+                    lax = Some((role, t));
+                }
+            }
             // Once a part blocks, the request is refused: with the transformer tier on,
             // screening the rest would only spend CPU.
             if self.has_transformer()
@@ -338,6 +389,25 @@ impl Screener {
             };
             if replace {
                 worst = Some((i, v));
+            }
+        }
+        let blocked = worst
+            .as_ref()
+            .is_some_and(|(_, w)| w.verdict == Action::Block);
+        if let Some((role, t)) = lax
+            && screened > 1
+            && !(blocked && self.has_transformer())
+        {
+            let joint = RoutePolicy {
+                default: t,
+                per_role: Vec::new(),
+                skip_roles: Vec::new(),
+                max_action: policy.max_action,
+            };
+            let v = self.screen_budgeted(&joined, role, &joint, &mut budget);
+            // Only a stronger action: a part that reaches it names itself better.
+            if worst.as_ref().is_none_or(|(_, w)| v.verdict > w.verdict) {
+                worst = Some((n, v));
             }
         }
         worst
