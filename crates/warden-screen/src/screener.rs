@@ -343,6 +343,10 @@ impl Screener {
     ///
     /// With two or more screened parts, their texts joined by newlines (what the model
     /// reads: engines join content parts and templates join messages) are screened too,
+    /// around each seam only ([`SEAM`] bytes either side, see [`Seams`]: the model scores
+    /// 512-byte windows and the rules are shorter, so text further from a seam was
+    /// already judged with its own part, and the join costs at most about twice
+    /// `SEAM` per seam instead of a second pass over every part),
     /// under the thresholds of the present role with the highest block threshold, so an
     /// injection split across parts is seen whole and the join is never judged more
     /// strictly than one of its parts would be. Its verdict, when it takes a stronger
@@ -355,7 +359,7 @@ impl Screener {
     ) -> Option<(usize, Verdict)> {
         let mut worst: Option<(usize, Verdict)> = None;
         let mut budget = MAX_ENCODER_RUNS_PER_CALL;
-        let mut joined = String::new();
+        let mut seams = Seams::default();
         let mut screened = 0usize;
         let mut n = 0usize;
         // The present role with the highest block threshold.
@@ -363,10 +367,7 @@ impl Screener {
         for (i, (role, text)) in parts.into_iter().enumerate() {
             n = i + 1;
             if !policy.skip_roles.contains(&role) {
-                if screened > 0 {
-                    joined.push('\n');
-                }
-                joined.push_str(text);
+                seams.push(text);
                 screened += 1;
                 let t = policy.thresholds(role);
                 if lax.is_none_or(|(_, l)| t.block > l.block) {
@@ -404,12 +405,69 @@ impl Screener {
                 skip_roles: Vec::new(),
                 max_action: policy.max_action,
             };
-            let v = self.screen_budgeted(&joined, role, &joint, &mut budget);
-            // Only a stronger action: a part that reaches it names itself better.
-            if worst.as_ref().is_none_or(|(_, w)| v.verdict > w.verdict) {
-                worst = Some((n, v));
+            for seam in seams.finish() {
+                let v = self.screen_budgeted(&seam, role, &joint, &mut budget);
+                // Only a stronger action: a part that reaches it names itself better.
+                if worst.as_ref().is_none_or(|(_, w)| v.verdict > w.verdict) {
+                    worst = Some((n, v));
+                }
             }
         }
         worst
+    }
+}
+
+/// Bytes of each part, either side of a seam between two parts, that the joined
+/// screening reads (at least the linear model's 512-byte window).
+pub const SEAM: usize = 1024;
+
+/// The texts around the seams between consecutive parts, joined by newlines: a part
+/// up to `2 × SEAM` long is taken whole (so an injection spread over several short
+/// messages is read whole); of a longer one, its first `SEAM` bytes end the current
+/// text and its last `SEAM` bytes start the next. Texts holding a single part (no seam)
+/// are dropped.
+#[derive(Debug, Default)]
+pub struct Seams {
+    done: Vec<String>,
+    cur: String,
+    parts_in_cur: usize,
+}
+
+impl Seams {
+    /// Adds the next part.
+    pub fn push(&mut self, text: &str) {
+        if self.parts_in_cur > 0 {
+            self.cur.push('\n');
+        }
+        self.parts_in_cur += 1;
+        if text.len() <= 2 * SEAM {
+            self.cur.push_str(text);
+            return;
+        }
+        let mut head = SEAM;
+        while !text.is_char_boundary(head) {
+            head -= 1;
+        }
+        let mut tail = text.len() - SEAM;
+        while !text.is_char_boundary(tail) {
+            tail += 1;
+        }
+        self.cur.push_str(text.get(..head).unwrap_or_default());
+        let full = std::mem::replace(
+            &mut self.cur,
+            text.get(tail..).unwrap_or_default().to_owned(),
+        );
+        if self.parts_in_cur > 1 {
+            self.done.push(full);
+        }
+        self.parts_in_cur = 1;
+    }
+
+    /// The texts to screen, each spanning at least one seam.
+    pub fn finish(mut self) -> Vec<String> {
+        if self.parts_in_cur > 1 {
+            self.done.push(self.cur);
+        }
+        self.done
     }
 }
