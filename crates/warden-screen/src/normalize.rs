@@ -104,19 +104,54 @@ fn is_zero_width(c: char) -> bool {
     )
 }
 
-/// `input` with every zero-width character replaced by a space, if it has any: such a
-/// character may stand for nothing inside a word ("ig\u{200B}nore") or for the space
-/// between two words, so the screener scores both readings.
+/// Letters (non-space, visible characters) on each side of an invisible character for
+/// [`zero_width_as_space`] to read it as a space: a word, not a fragment of one.
+const SPACED_RUN: usize = 3;
+
+/// The reading of `input` in which invisible characters stand for spaces, if any does:
+/// such a character may stand for nothing inside a word ("ig\u{200B}nore", removed by
+/// [`normalize`]) or for the space between two words ("ignore\u{200B}all", glued into
+/// noise once removed), so the screener scores both readings. A run of invisible
+/// characters becomes a space only between two runs of at least [`SPACED_RUN`] visible
+/// characters (two words); between letters of a word (text with an invisible character
+/// after every other letter) it is still removed, since splitting a text into fragments
+/// of one or two letters makes ordinary prompts read as noise to the model.
 pub fn zero_width_as_space(input: &str) -> Option<String> {
     if !input.chars().any(is_zero_width) {
         return None;
     }
-    Some(
-        input
-            .chars()
-            .map(|c| if is_zero_width(c) { ' ' } else { c })
-            .collect(),
-    )
+    let chars: Vec<char> = input.chars().collect();
+    let word = |c: char| !c.is_whitespace() && !is_zero_width(c);
+    let mut out = String::with_capacity(input.len());
+    let mut spaced = false;
+    // Visible characters since the last space or invisible character.
+    let mut before = 0usize;
+    let mut i = 0usize;
+    while let Some(&c) = chars.get(i) {
+        if !is_zero_width(c) {
+            before = if word(c) { before + 1 } else { 0 };
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        while chars.get(end).is_some_and(|&c| is_zero_width(c)) {
+            end += 1;
+        }
+        let after = chars
+            .get(end..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&c| word(c))
+            .count();
+        if before >= SPACED_RUN && after >= SPACED_RUN {
+            out.push(' ');
+            spaced = true;
+            before = 0;
+        }
+        i = end;
+    }
+    spaced.then_some(out)
 }
 
 /// Bidi controls: marks, embeddings, overrides, isolates.
