@@ -338,7 +338,18 @@ async fn route(
         };
     }
     if req.method() != http::Method::POST {
-        return err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        // An administrator trying PUT, DELETE or PATCH on the admin API is a refused
+        // call like any other: it leaves a trace.
+        let msg = "method not allowed";
+        audit_refusal(
+            gw,
+            peer,
+            &req,
+            Some(format!("admin:{admin}")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            msg,
+        );
+        return err(StatusCode::METHOD_NOT_ALLOWED, msg);
     }
     // Second factor for every mutating call.
     let code = req

@@ -1698,6 +1698,36 @@ async fn a_lift_or_unblock_the_audit_log_cannot_record_does_not_happen() {
     assert!(env.gw.kill.is_blocked("bob"), "unblock applied unaudited");
 }
 
+/// Other methods than GET and POST from an administrator are refused (405) and, like
+/// every refused call that is not a read, recorded in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_with_other_methods_are_refused_and_audited() {
+    let env = start().await;
+    let admin = Some((env.pki.admin_cert.as_path(), env.pki.admin_key.as_path()));
+    for method in ["PUT", "DELETE", "PATCH"] {
+        let req = format!(
+            "{method} /v1/block HTTP/1.1\r\nhost: localhost\r\nx-warden-totp: {}\r\ncontent-type: application/json\r\ncontent-length: 19\r\nconnection: close\r\n\r\n{{\"identity\": \"bob\"}}",
+            totp_code(0)
+        );
+        let r = raw(&env, env.admin, admin, req.as_bytes()).await;
+        assert_eq!(status(&r), 405, "{method}: {r}");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let d: Vec<AuditRecord> = records(&env)
+        .into_iter()
+        .filter(|r| r.kind == "admin-denied")
+        .collect();
+    assert_eq!(
+        d.iter().map(|r| r.endpoint.as_str()).collect::<Vec<_>>(),
+        vec!["PUT /v1/block", "DELETE /v1/block", "PATCH /v1/block"],
+        "{d:?}"
+    );
+    assert!(d.iter().all(|r| r.status == 405
+        && r.decision == "deny"
+        && r.auth.as_deref() == Some("admin:alice.admin")));
+    assert!(!env.directory.blocked().unwrap().contains("bob"));
+}
+
 /// A six-digit code that is valid for no TOTP step within ±2 of now.
 fn wrong_totp() -> String {
     let valid: Vec<String> = (-2..=2).map(totp_code).collect();
