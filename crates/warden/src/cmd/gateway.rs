@@ -238,6 +238,8 @@ pub fn run_serve(a: ServeArgs, g: &Global) -> anyhow::Result<ExitCode> {
             max_queued: cfg.audit.max_queued,
             // Refusals before admission and malformed requests have room of their own.
             headroom: warden_gateway::audit::headroom(cfg.audit.max_queued),
+            // Commits must not preempt request threads (see the setting).
+            writer_nice: cfg.audit.writer_nice,
             ..LogOptions::default()
         },
     )?;
