@@ -1473,8 +1473,15 @@ async fn slow_sse_upstream() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
+/// A gateway in front of the slow SSE upstream, and a curl HTTP/2 stream through it
+/// that has delivered three events: (env, user key, curl, its stdout, what it read).
+async fn flowing_h2_stream() -> (
+    Env,
+    String,
+    tokio::process::Child,
+    tokio::process::ChildStdout,
+    Vec<u8>,
+) {
     let up = slow_sse_upstream().await;
     let env = start_custom(
         4096,
@@ -1500,21 +1507,37 @@ async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
         );
         seen.extend_from_slice(&buf[..n]);
     }
-    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
-    assert_eq!(status(&r), 200, "{r}");
+    (env, key, curl, out, seen)
+}
+
+/// Reads `out` to curl's end of the stream (at most 5 s between reads) and says how
+/// long that took.
+async fn drain_until_cut(
+    out: &mut tokio::process::ChildStdout,
+    seen: &mut Vec<u8>,
+    what: &str,
+) -> Duration {
     let t0 = std::time::Instant::now();
-    // Drain until curl's end of the stream.
+    let mut buf = [0u8; 4096];
     loop {
         let n = tokio::time::timeout(Duration::from_secs(5), out.read(&mut buf))
             .await
-            .expect("the stream of a blocked identity went on for 5 s")
+            .unwrap_or_else(|_| panic!("{what} went on for 5 s"))
             .unwrap();
         if n == 0 {
             break;
         }
         seen.extend_from_slice(&buf[..n]);
     }
-    let cut = t0.elapsed();
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_identity_loses_its_http2_stream_within_a_second() {
+    let (env, key, mut curl, mut out, mut seen) = flowing_h2_stream().await;
+    let r = admin_post(&env, "/v1/block", &totp_code(0), r#"{"identity": "bob"}"#).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let cut = drain_until_cut(&mut out, &mut seen, "the stream of a blocked identity").await;
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("version=2"), "not over HTTP/2: {text}");
     let status_code = curl.wait().await.unwrap();
@@ -1573,44 +1596,10 @@ async fn a_block_during_the_body_upload_stops_the_request_before_the_upstream() 
 /// streams run as tasks of their own, not inside the connection's future).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockdown_cuts_an_open_http2_stream_within_a_second() {
-    let up = slow_sse_upstream().await;
-    let env = start_custom(
-        4096,
-        serde_json::json!({"models": [{"name": "m1", "upstream": format!("http://{up}"), "classification": 1}]}),
-        None,
-    )
-    .await;
-    let key = env.user_key.clone();
-    let mut curl = curl_h2_stream(&env, &key);
-    let mut out = curl.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while seen.windows(6).filter(|w| w == b"data: ").count() < 3 {
-        let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
-            .await
-            .expect("no events within 10 s")
-            .unwrap();
-        assert!(
-            n > 0,
-            "stream ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (env, _key, mut curl, mut out, mut seen) = flowing_h2_stream().await;
     let r = admin_post(&env, "/v1/lockdown", &totp_code(0), "{}").await;
     assert_eq!(status(&r), 200, "{r}");
-    let t0 = std::time::Instant::now();
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), out.read(&mut buf))
-            .await
-            .expect("a stream went on for 5 s in lockdown")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let cut = t0.elapsed();
+    let cut = drain_until_cut(&mut out, &mut seen, "a stream in lockdown").await;
     let code = curl.wait().await.unwrap();
     assert!(cut < Duration::from_secs(2), "cut after {cut:?}");
     assert!(!code.success(), "curl saw a complete stream");

@@ -173,19 +173,10 @@ pub fn simhash(text: &str) -> u64 {
     } else if text.len() <= 2 * SIM_RAW {
         std::borrow::Cow::Owned(crate::normalize::fold(text))
     } else {
-        let mut head = SIM_RAW;
-        while !text.is_char_boundary(head) {
-            head -= 1;
-        }
-        let mut tail = text.len() - SIM_RAW;
-        while !text.is_char_boundary(tail) {
-            tail += 1;
-        }
-        let mut f = crate::normalize::fold(text.get(..head).unwrap_or_default());
+        let (head, tail) = crate::normalize::head_and_tail(text, SIM_RAW);
+        let mut f = crate::normalize::fold(head);
         f.push(' ');
-        f.push_str(&crate::normalize::fold(
-            text.get(tail..).unwrap_or_default(),
-        ));
+        f.push_str(&crate::normalize::fold(tail));
         std::borrow::Cow::Owned(f)
     };
     let b = folded.as_bytes();

@@ -154,6 +154,23 @@ pub fn zero_width_as_space(input: &str) -> Option<String> {
     spaced.then_some(out)
 }
 
+/// The first and the last `n` bytes of `text` (fewer, to stay on character
+/// boundaries), for callers that read only the two ends of a long text.
+pub(crate) fn head_and_tail(text: &str, n: usize) -> (&str, &str) {
+    let mut head = n.min(text.len());
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len().saturating_sub(n);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    (
+        text.get(..head).unwrap_or_default(),
+        text.get(tail..).unwrap_or_default(),
+    )
+}
+
 /// Bidi controls: marks, embeddings, overrides, isolates.
 fn is_bidi(c: char) -> bool {
     matches!(

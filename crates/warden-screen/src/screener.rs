@@ -444,19 +444,9 @@ impl Seams {
             self.cur.push_str(text);
             return;
         }
-        let mut head = SEAM;
-        while !text.is_char_boundary(head) {
-            head -= 1;
-        }
-        let mut tail = text.len() - SEAM;
-        while !text.is_char_boundary(tail) {
-            tail += 1;
-        }
-        self.cur.push_str(text.get(..head).unwrap_or_default());
-        let full = std::mem::replace(
-            &mut self.cur,
-            text.get(tail..).unwrap_or_default().to_owned(),
-        );
+        let (head, tail) = crate::normalize::head_and_tail(text, SEAM);
+        self.cur.push_str(head);
+        let full = std::mem::replace(&mut self.cur, tail.to_owned());
         if self.parts_in_cur > 1 {
             self.done.push(full);
         }

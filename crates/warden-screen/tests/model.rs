@@ -195,15 +195,19 @@ fn every_invisible_format_character_is_removed() {
         '\u{E0080}',
         '\u{E0FFF}',
     ] {
-        let t: String = attack
-            .chars()
-            .flat_map(|x| [Some(x), x.is_alphabetic().then_some(c)])
-            .flatten()
-            .collect();
+        let t = after_each_letter(attack, c);
         let v = s.screen_text(&t, Role::User);
         assert_eq!(v.verdict, Action::Block, "{c:?}: {v:?}");
         assert!(v.normalization.zero_width > 0, "{c:?}: {v:?}");
     }
+}
+
+/// `text` with `c` after each of its letters.
+fn after_each_letter(text: &str, c: char) -> String {
+    text.chars()
+        .flat_map(|x| [Some(x), x.is_alphabetic().then_some(c)])
+        .flatten()
+        .collect()
 }
 
 #[test]
@@ -217,11 +221,7 @@ fn combining_marks_on_ascii_letters_do_not_hide_an_injection() {
         '\u{0332}', '\u{0335}', '\u{0336}', '\u{20E3}', '\u{0489}', '\u{FE20}', '\u{1AB0}',
         '\u{0363}',
     ] {
-        let t: String = attack
-            .chars()
-            .flat_map(|x| [Some(x), x.is_alphabetic().then_some(c)])
-            .flatten()
-            .collect();
+        let t = after_each_letter(attack, c);
         let v = s.screen_text(&t, Role::User);
         assert_eq!(v.verdict, Action::Block, "{c:?}: {v:?}");
     }

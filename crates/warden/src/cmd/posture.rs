@@ -72,30 +72,24 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[cfg(unix)]
+/// Permission bits of `path` itself (a symbolic link's own).
 fn mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777)
-}
-
-#[cfg(not(unix))]
-fn mode(_path: &Path) -> Option<u32> {
-    None
+    permission_bits(std::fs::symlink_metadata(path))
 }
 
 /// Permission bits of the file `path` leads to (symbolic links followed).
-#[cfg(unix)]
 fn secret_mode(path: &Path) -> Option<u32> {
+    permission_bits(std::fs::metadata(path))
+}
+
+#[cfg(unix)]
+fn permission_bits(m: std::io::Result<std::fs::Metadata>) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777)
+    m.ok().map(|m| m.permissions().mode() & 0o7777)
 }
 
 #[cfg(not(unix))]
-fn secret_mode(_path: &Path) -> Option<u32> {
+fn permission_bits(_m: std::io::Result<std::fs::Metadata>) -> Option<u32> {
     None
 }
 
