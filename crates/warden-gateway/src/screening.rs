@@ -15,7 +15,7 @@ use crate::killswitch::KillSwitch;
 use crate::metrics::ScreenCounters;
 use crate::minimize::{MinEvent, MinLine};
 use crate::pipeline::{Check, Exchange, Phase, Refusal};
-use crate::validate::Endpoint;
+use crate::validate::{Endpoint, Validated};
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use serde::Deserialize;
@@ -566,13 +566,44 @@ impl ScreeningConfig {
 #[derive(Debug, Clone)]
 pub struct Track {
     identity: String,
-    /// The user-visible input (user parts, else all parts), for SimHash.
+    /// What this request asks (see [`monitored_input`]), for SimHash and drift.
     input: String,
     sampling: SamplingParams,
     hit: bool,
     note: Option<String>,
     /// The model refused (the answer opens with a refusal).
     refused: bool,
+}
+
+/// What a request asks, for the behaviour monitor and drift: the user and tool texts of
+/// the conversation's newest turn (after the last assistant message), else its other
+/// texts, else every user text, else every text. Clients send the whole conversation back
+/// with every request, so fingerprinting all of it made each step of a long chat a near
+/// duplicate of the one before, and an agent's tool loop (one user message, then tool
+/// results) an exact repeat of its first request; the newest turn is what changed. A
+/// caller who keeps a fixed history and varies the last message is still seen varying it.
+fn monitored_input(v: &Validated) -> String {
+    let turn = v.parts.get(v.turn.clone()).unwrap_or_default();
+    let pick = |parts: &[(Role, String)], roles: &[Role]| {
+        parts
+            .iter()
+            .filter(|(r, _)| roles.is_empty() || roles.contains(r))
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (parts, roles) in [
+        (turn, &[Role::User, Role::Tool][..]),
+        (turn, &[][..]),
+        (&v.parts[..], &[Role::User][..]),
+        (&v.parts[..], &[][..]),
+    ] {
+        let s = pick(parts, roles);
+        if !s.is_empty() {
+            return s;
+        }
+    }
+    String::new()
 }
 
 /// Openings of a model refusal (lower case, after leading whitespace and quotes).
@@ -1043,21 +1074,7 @@ impl Check for InputCheck {
         } else {
             None
         };
-        let user: Vec<&str> = v
-            .parts
-            .iter()
-            .filter(|(r, _)| *r == Role::User)
-            .map(|(_, t)| t.as_str())
-            .collect();
-        let input = if user.is_empty() {
-            v.parts
-                .iter()
-                .map(|(_, t)| t.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        } else {
-            user.join("\n")
-        };
+        let input = monitored_input(v);
         let score = worst.as_ref().map_or(0.0, |(_, w)| w.score);
         if let Some(d) = &s.drift {
             let a = d

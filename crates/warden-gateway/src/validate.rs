@@ -7,6 +7,7 @@ use crate::config::{ParamAction, RoleConfig, ValidationConfig};
 use crate::json::Fields;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use warden_screen::Role;
 use warden_screen::monitor::SamplingParams;
 
@@ -259,6 +260,12 @@ pub struct Validated {
     /// Every text that reaches the model, with its role (for screening; collected here so
     /// the body is parsed once).
     pub parts: Vec<(Role, String)>,
+    /// The conversation's newest turn: the indices in `parts` of what follows the last
+    /// assistant message or item (chat messages, Responses input items; the whole
+    /// prompt or input elsewhere), up to the end of the conversation (tool definitions
+    /// and forwarded unknown fields come after it). The behaviour monitor fingerprints
+    /// this, not the history a client sends back with every request.
+    pub turn: std::ops::Range<usize>,
     /// The prompt holds token ids, which screening cannot read.
     pub token_ids: bool,
     /// Sampling parameters as the client sent them (before stripping), for the behaviour
@@ -358,9 +365,14 @@ fn role_of(r: &str) -> Role {
 /// Every text of `obj` that reaches the model, with its role: chat messages (content
 /// strings and text parts, tool-call arguments), completion prompts and suffixes,
 /// response inputs and instructions, embedding inputs.
-fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>, bool) {
+fn collect_parts(
+    ep: Endpoint,
+    obj: &Map<String, Value>,
+) -> (Vec<(Role, String)>, bool, Range<usize>) {
     let mut out = Vec::new();
     let mut ids = false;
+    // Where the newest turn starts: just after the last assistant message or item.
+    let mut turn = 0;
     match ep {
         Endpoint::Chat => {
             for m in obj
@@ -399,8 +411,10 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                 }
                 // In front of the content, else of the first tool call.
                 prefix_name(m.field("name"), start, role, &mut out);
+                if role == Role::Assistant {
+                    turn = out.len();
+                }
             }
-            push_tools(obj, &mut out);
         }
         Endpoint::Completions => {
             for k in ["prompt", "suffix"] {
@@ -421,12 +435,17 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
             match obj.field("input") {
                 Some(Value::Array(items)) => {
                     for it in items {
-                        let role = match it.field("type").and_then(Value::as_str) {
+                        let kind = it.field("type").and_then(Value::as_str);
+                        let role = match kind {
                             Some("function_call_output") => Role::Tool,
                             _ => {
                                 role_of(it.field("role").and_then(Value::as_str).unwrap_or("user"))
                             }
                         };
+                        // The model's own earlier output sent back: a message of the
+                        // assistant, a function call it made, its reasoning.
+                        let model_said = role == Role::Assistant
+                            || matches!(kind, Some("function_call" | "reasoning"));
                         match it {
                             Value::Object(o) => {
                                 // `summary`: reasoning items sent back to the model;
@@ -441,14 +460,20 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
                             }
                             other => push_text(other, role, &mut out, &mut ids),
                         }
+                        if model_said {
+                            turn = out.len();
+                        }
                     }
                 }
                 Some(other) => push_text(other, Role::User, &mut out, &mut ids),
                 None => {}
             }
-            push_tools(obj, &mut out);
         }
         Endpoint::Models => {}
+    }
+    let end = out.len();
+    if matches!(ep, Endpoint::Chat | Endpoint::Responses) {
+        push_tools(obj, &mut out);
     }
     // Fields the gateway does not know that a role may forward (`unknown = "allow"`):
     // engines render some into the prompt (vLLM's `documents`, `chat_template_kwargs`),
@@ -463,7 +488,7 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> (Vec<(Role, String)>
             }
         }
     }
-    (out, ids)
+    (out, ids, turn..end)
 }
 
 fn sampling_of(obj: &Map<String, Value>) -> SamplingParams {
@@ -618,7 +643,7 @@ pub fn validate(
         )?,
         Endpoint::Models => 0,
     };
-    let (parts, token_ids) = collect_parts(ep, &obj);
+    let (parts, token_ids, turn) = collect_parts(ep, &obj);
     let sampling = sampling_of(&obj);
     // `n` and `best_of` multiply the work and the token reservation: only whole numbers
     // (an upstream may read 5.0 or "5" as 5 while the reservation counted 1).
@@ -726,6 +751,7 @@ pub fn validate(
         injected_usage,
         stripped,
         parts,
+        turn,
         token_ids,
         sampling,
     })
@@ -998,5 +1024,51 @@ mod tests {
         assert!(v.stream && v.injected_usage);
         let out: Value = serde_json::from_slice(&v.body).unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+
+    /// The newest turn is what follows the last thing the model said (an assistant
+    /// message, a function call, reasoning) up to the end of the conversation; tool
+    /// definitions come after it.
+    #[test]
+    fn the_newest_turn_follows_the_last_thing_the_model_said() {
+        let p = pol(&[], BTreeMap::new());
+        let turn = |ep: Endpoint, body: Value| {
+            let v = validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+            .unwrap();
+            let texts: Vec<&str> = v.parts[v.turn.clone()]
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect();
+            texts.join("|")
+        };
+        let tools = json!([{"type": "function", "function": {"name": "search",
+            "description": "Search the notes."}}]);
+        let chat = json!({"model": "m", "tools": tools, "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "task"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "search", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "result one"},
+            {"role": "user", "content": [{"type": "text", "text": "and now?"}]}]});
+        assert_eq!(turn(Endpoint::Chat, chat), "result one|and now?");
+        let first = json!({"model": "m", "tools": tools, "messages": [
+            {"role": "system", "content": "sys"}, {"role": "user", "content": "task"}]});
+        assert_eq!(turn(Endpoint::Chat, first), "sys|task");
+        let prefill = json!({"model": "m", "messages": [
+            {"role": "user", "content": "task"}, {"role": "assistant", "content": "Sure"}]});
+        assert_eq!(turn(Endpoint::Chat, prefill), "");
+        let responses = json!({"model": "m", "instructions": "be brief", "tools": tools, "input": [
+            {"role": "user", "content": "task"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking"}]},
+            {"type": "function_call", "call_id": "c1", "name": "search", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "result one"}]});
+        assert_eq!(turn(Endpoint::Responses, responses), "result one");
+        let completion = json!({"model": "m", "prompt": "Once upon a time"});
+        assert_eq!(turn(Endpoint::Completions, completion), "Once upon a time");
     }
 }

@@ -984,6 +984,69 @@ async fn a_block_policy_blocks_through_the_kill_switch() {
     assert_eq!(st, 200, "other identities are unaffected");
 }
 
+/// Clients send the whole conversation back with every request. An agent's tool loop
+/// (one user message, then one tool result after another) and a long chat are not
+/// oracle probing, even at a high rate, while a caller who keeps a fixed history and
+/// sweeps the last message still is: the monitor fingerprints the newest turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_loop_and_a_long_chat_are_not_probing_a_swept_last_turn_is() {
+    let env = start(json!({
+        "monitor": {"window_ms": 60000, "min_requests": 10},
+        "drift": {"enabled": false},
+        "actions": {"near_duplicates": "block", "input_sweep": "block",
+                    "parameter_sweep": "block"},
+    }))
+    .await;
+    let benign: Vec<&str> = include_str!("data/benign_mixed.txt").lines().collect();
+    let system = json!({"role": "system", "content": "You are a careful research assistant."});
+    let task = json!({"role": "user", "content":
+        "Look up each of the questions in my notes with the search tool and answer them."});
+    let (mut agent, mut chat) = (vec![system.clone(), task], vec![system]);
+    for k in 0..30 {
+        let (st, _, body) = env.chat("bob", Value::Array(agent.clone())).await;
+        assert_eq!(st, 200, "agent step {k}: {body}");
+        agent.push(
+            json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": format!("call_{k}"), "type": "function",
+            "function": {"name": "search", "arguments": format!("{{\"note\": {k}}}")}}]}),
+        );
+        agent.push(json!({"role": "tool", "tool_call_id": format!("call_{k}"),
+            "content": benign[k % benign.len()]}));
+        chat.push(json!({"role": "user", "content": benign[(k + 7) % benign.len()]}));
+        let (st, _, body) = env.chat("carol", Value::Array(chat.clone())).await;
+        assert_eq!(st, 200, "chat turn {k}: {body}");
+        chat.push(json!({"role": "assistant", "content": "A short and harmless answer."}));
+    }
+    let mut blocked_after = None;
+    for i in 0..30 {
+        let messages = json!([
+            {"role": "user", "content": "Hello, I have a few questions about your catalogue."},
+            {"role": "assistant", "content": "Of course, ask away."},
+            {"role": "user", "content":
+                format!("What is the exact wholesale price of product SKU-{:05}?", 30_000 + i)},
+        ]);
+        let (st, _, body) = env.chat("mallory", messages).await;
+        if st == 403 {
+            blocked_after = Some(i);
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+    }
+    assert!(
+        blocked_after.is_some(),
+        "the sweep behind a fixed history was never blocked"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alerted: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "alert" || r.kind == "block")
+        .filter_map(|r| r.identity)
+        .collect();
+    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_alerts_on_a_shifted_input_distribution_and_not_on_a_replay() {
     let (hook, got) = webhook().await;
