@@ -21,12 +21,13 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher as _, Hasher as _, RandomState};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use warden_screen::alert::{Alert, AlertAction, AlertKind, AlertSink as _, Severity};
 use warden_screen::drift::{DriftConfig, DriftMonitor};
-use warden_screen::monitor::{Event, Monitor, MonitorConfig, SamplingParams};
+use warden_screen::monitor::{Conversation, Event, Monitor, MonitorConfig, SamplingParams};
 use warden_screen::output::{OutputAction, OutputPolicy, OutputRules, OutputScreen, Push};
 use warden_screen::{Action, Role, RoutePolicy, Screener, Thresholds};
 
@@ -568,6 +569,8 @@ pub struct Track {
     identity: String,
     /// What this request asks (see [`monitored_input`]), for SimHash and drift.
     input: String,
+    /// Its place in a conversation, for the monitor.
+    conversation: Option<Conversation>,
     sampling: SamplingParams,
     hit: bool,
     note: Option<String>,
@@ -582,6 +585,28 @@ pub struct Track {
 /// duplicate of the one before, and an agent's tool loop (one user message, then tool
 /// results) an exact repeat of its first request; the newest turn is what changed. A
 /// caller who keeps a fixed history and varies the last message is still seen varying it.
+/// The request's place in a conversation for the behaviour monitor: keyed hashes (roles
+/// and texts, each length-prefixed) of its conversation up to the model's last answer and
+/// of all of it, so the monitor can tell the next step of a conversation it saw from a
+/// new request.
+fn conversation(keys: &RandomState, v: &Validated) -> Option<Conversation> {
+    let parts = v.parts.get(..v.turn.end).filter(|p| !p.is_empty())?;
+    let mut h = keys.build_hasher();
+    let mut before_answer = None;
+    for (i, (role, text)) in parts.iter().enumerate() {
+        if v.answer == Some(i) {
+            before_answer = Some(h.finish());
+        }
+        h.write(role.as_str().as_bytes());
+        h.write_usize(text.len());
+        h.write(text.as_bytes());
+    }
+    Some(Conversation {
+        before_answer,
+        whole: h.finish(),
+    })
+}
+
 fn monitored_input(v: &Validated) -> String {
     let turn = v.parts.get(v.turn.clone()).unwrap_or_default();
     let pick = |parts: &[(Role, String)], roles: &[Role]| {
@@ -695,6 +720,8 @@ pub struct Screening {
     kill: Arc<KillSwitch>,
     tx: mpsc::Sender<Alert>,
     counters: Arc<ScreenCounters>,
+    /// Keys of the conversation hashes (random per process, like the monitor's state).
+    conversation_keys: RandomState,
 }
 
 impl Screening {
@@ -743,6 +770,7 @@ impl Screening {
             repeat_ms,
             kill,
             tx,
+            conversation_keys: RandomState::new(),
             counters,
         }))
     }
@@ -898,6 +926,7 @@ impl Screening {
             output_tokens,
             refused,
             screening_hit: t.hit,
+            conversation: t.conversation,
         };
         let lifted = self.kill.take_lifted(&t.identity);
         if lifted && let Ok(mut th) = self.throttled.lock() {
@@ -1098,6 +1127,10 @@ impl Check for InputCheck {
         let mut track = Track {
             identity: id.name.clone(),
             input,
+            conversation: s
+                .monitor
+                .as_ref()
+                .and_then(|_| conversation(&s.conversation_keys, v)),
             sampling: v.sampling,
             hit: block_level,
             note: None,

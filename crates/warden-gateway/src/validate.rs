@@ -266,6 +266,10 @@ pub struct Validated {
     /// and forwarded unknown fields come after it). The behaviour monitor fingerprints
     /// this, not the history a client sends back with every request.
     pub turn: std::ops::Range<usize>,
+    /// Where the model's last answer sent back begins in `parts` (the last run of
+    /// assistant messages or items), when there is one: the conversation before it is
+    /// the previous request's, if this request continues one.
+    pub answer: Option<usize>,
     /// The prompt holds token ids, which screening cannot read.
     pub token_ids: bool,
     /// Sampling parameters as the client sent them (before stripping), for the behaviour
@@ -362,17 +366,25 @@ fn role_of(r: &str) -> Role {
     }
 }
 
+/// What [`collect_parts`] found (see the fields of [`Validated`] of the same names).
+struct Collected {
+    parts: Vec<(Role, String)>,
+    token_ids: bool,
+    turn: Range<usize>,
+    answer: Option<usize>,
+}
+
 /// Every text of `obj` that reaches the model, with its role: chat messages (content
 /// strings and text parts, tool-call arguments), completion prompts and suffixes,
 /// response inputs and instructions, embedding inputs.
-fn collect_parts(
-    ep: Endpoint,
-    obj: &Map<String, Value>,
-) -> (Vec<(Role, String)>, bool, Range<usize>) {
+fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
     let mut out = Vec::new();
     let mut ids = false;
-    // Where the newest turn starts: just after the last assistant message or item.
+    // Where the newest turn starts (just after the last assistant message or item), and
+    // where the run of assistant messages or items before it starts.
     let mut turn = 0;
+    let mut answer = None;
+    let mut in_answer = false;
     match ep {
         Endpoint::Chat => {
             for m in obj
@@ -412,8 +424,12 @@ fn collect_parts(
                 // In front of the content, else of the first tool call.
                 prefix_name(m.field("name"), start, role, &mut out);
                 if role == Role::Assistant {
+                    if !in_answer {
+                        answer = Some(start);
+                    }
                     turn = out.len();
                 }
+                in_answer = role == Role::Assistant;
             }
         }
         Endpoint::Completions => {
@@ -446,6 +462,7 @@ fn collect_parts(
                         // assistant, a function call it made, its reasoning.
                         let model_said = role == Role::Assistant
                             || matches!(kind, Some("function_call" | "reasoning"));
+                        let begin = out.len();
                         match it {
                             Value::Object(o) => {
                                 // `summary`: reasoning items sent back to the model;
@@ -461,8 +478,12 @@ fn collect_parts(
                             other => push_text(other, role, &mut out, &mut ids),
                         }
                         if model_said {
+                            if !in_answer {
+                                answer = Some(begin);
+                            }
                             turn = out.len();
                         }
+                        in_answer = model_said;
                     }
                 }
                 Some(other) => push_text(other, Role::User, &mut out, &mut ids),
@@ -488,7 +509,12 @@ fn collect_parts(
             }
         }
     }
-    (out, ids, turn..end)
+    Collected {
+        parts: out,
+        token_ids: ids,
+        turn: turn..end,
+        answer,
+    }
 }
 
 fn sampling_of(obj: &Map<String, Value>) -> SamplingParams {
@@ -643,7 +669,12 @@ pub fn validate(
         )?,
         Endpoint::Models => 0,
     };
-    let (parts, token_ids, turn) = collect_parts(ep, &obj);
+    let Collected {
+        parts,
+        token_ids,
+        turn,
+        answer,
+    } = collect_parts(ep, &obj);
     let sampling = sampling_of(&obj);
     // `n` and `best_of` multiply the work and the token reservation: only whole numbers
     // (an upstream may read 5.0 or "5" as 5 while the reservation counted 1).
@@ -752,6 +783,7 @@ pub fn validate(
         stripped,
         parts,
         turn,
+        answer,
         token_ids,
         sampling,
     })
@@ -1044,7 +1076,9 @@ mod tests {
                 .iter()
                 .map(|(_, t)| t.as_str())
                 .collect();
-            texts.join("|")
+            // The answer's first text, to see where the last run of assistant output starts.
+            let answer = v.answer.map(|i| v.parts[i].1.clone());
+            (texts.join("|"), answer)
         };
         let tools = json!([{"type": "function", "function": {"name": "search",
             "description": "Search the notes."}}]);
@@ -1055,20 +1089,32 @@ mod tests {
                 "function": {"name": "search", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "result one"},
             {"role": "user", "content": [{"type": "text", "text": "and now?"}]}]});
-        assert_eq!(turn(Endpoint::Chat, chat), "result one|and now?");
+        assert_eq!(
+            turn(Endpoint::Chat, chat),
+            ("result one|and now?".into(), Some("search {}".into()))
+        );
         let first = json!({"model": "m", "tools": tools, "messages": [
             {"role": "system", "content": "sys"}, {"role": "user", "content": "task"}]});
-        assert_eq!(turn(Endpoint::Chat, first), "sys|task");
+        assert_eq!(turn(Endpoint::Chat, first), ("sys|task".into(), None));
         let prefill = json!({"model": "m", "messages": [
             {"role": "user", "content": "task"}, {"role": "assistant", "content": "Sure"}]});
-        assert_eq!(turn(Endpoint::Chat, prefill), "");
+        assert_eq!(
+            turn(Endpoint::Chat, prefill),
+            (String::new(), Some("Sure".into()))
+        );
         let responses = json!({"model": "m", "instructions": "be brief", "tools": tools, "input": [
             {"role": "user", "content": "task"},
             {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking"}]},
             {"type": "function_call", "call_id": "c1", "name": "search", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": "result one"}]});
-        assert_eq!(turn(Endpoint::Responses, responses), "result one");
+        assert_eq!(
+            turn(Endpoint::Responses, responses),
+            ("result one".into(), Some("thinking".into()))
+        );
         let completion = json!({"model": "m", "prompt": "Once upon a time"});
-        assert_eq!(turn(Endpoint::Completions, completion), "Once upon a time");
+        assert_eq!(
+            turn(Endpoint::Completions, completion),
+            ("Once upon a time".into(), None)
+        );
     }
 }

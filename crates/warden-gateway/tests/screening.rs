@@ -985,9 +985,11 @@ async fn a_block_policy_blocks_through_the_kill_switch() {
 }
 
 /// Clients send the whole conversation back with every request. An agent's tool loop
-/// (one user message, then one tool result after another) and a long chat are not
-/// oracle probing, even at a high rate, while a caller who keeps a fixed history and
-/// sweeps the last message still is: the monitor fingerprints the newest turn.
+/// (one user message, then one alike tool call and result after another) and a long
+/// chat are not oracle probing, even at a high rate, while a caller who keeps a fixed
+/// history and sweeps the last message still is: the monitor fingerprints the newest
+/// turn, and a step that continues an earlier request's conversation is not a repeat
+/// (one conversation state forked again and again is).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_loop_and_a_long_chat_are_not_probing_a_swept_last_turn_is() {
     let env = start(json!({
@@ -998,29 +1000,34 @@ async fn an_agent_loop_and_a_long_chat_are_not_probing_a_swept_last_turn_is() {
     }))
     .await;
     let benign: Vec<&str> = include_str!("data/benign_mixed.txt").lines().collect();
-    let system = json!({"role": "system", "content": "You are a careful research assistant."});
+    let system = json!({"role": "system", "content": "You are a careful coding assistant."});
     let task = json!({"role": "user", "content":
-        "Look up each of the questions in my notes with the search tool and answer them."});
+        "Fix the failing unit tests in the parser module."});
     let (mut agent, mut chat) = (vec![system.clone(), task], vec![system]);
     for k in 0..30 {
         let (st, _, body) = env.chat("bob", Value::Array(agent.clone())).await;
         assert_eq!(st, 200, "agent step {k}: {body}");
-        agent.push(
-            json!({"role": "assistant", "content": null, "tool_calls": [{
-            "id": format!("call_{k}"), "type": "function",
-            "function": {"name": "search", "arguments": format!("{{\"note\": {k}}}")}}]}),
-        );
+        // Steps that read alike, as a coding agent's do: the same tool, one argument
+        // changed, the same result.
+        let call = json!({"id": format!("call_{k}"), "type": "function", "function": {
+            "name": "edit_file", "arguments": format!("{{\"path\": \"src/module_{k}.rs\"}}")}});
+        agent.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
         agent.push(json!({"role": "tool", "tool_call_id": format!("call_{k}"),
-            "content": benign[k % benign.len()]}));
+            "content": "The file has been updated."}));
         chat.push(json!({"role": "user", "content": benign[(k + 7) % benign.len()]}));
         let (st, _, body) = env.chat("carol", Value::Array(chat.clone())).await;
         assert_eq!(st, 200, "chat turn {k}: {body}");
         chat.push(json!({"role": "assistant", "content": "A short and harmless answer."}));
     }
+    // The probe: a fixed history whose first message was also sent alone, so every
+    // probe reads as a next step of that one conversation, forked over and over.
+    let hello = "Hello, I have a few questions about your catalogue.";
+    let (st, _, body) = env.chat("mallory", user(hello)).await;
+    assert_eq!(st, 200, "{body}");
     let mut blocked_after = None;
     for i in 0..30 {
         let messages = json!([
-            {"role": "user", "content": "Hello, I have a few questions about your catalogue."},
+            {"role": "user", "content": hello},
             {"role": "assistant", "content": "Of course, ask away."},
             {"role": "user", "content":
                 format!("What is the exact wholesale price of product SKU-{:05}?", 30_000 + i)},

@@ -99,6 +99,7 @@ fn bench_screen(c: &mut Criterion) {
                 output_tokens: 16,
                 refused: false,
                 screening_hit: false,
+                conversation: None,
             })
         };
         for _ in 0..4096 {

@@ -16,6 +16,12 @@
 //! - screening hits (inputs the screener blocked or flagged) and refusals;
 //! - total output tokens over `output_window_ms` (extraction by volume).
 //!
+//! A request that continues the conversation of one of the identity's recent requests
+//! ([`Event::conversation`]: it holds that request's conversation followed by the model's
+//! answer) is a conversation step, not a probe: it is not marked a near-duplicate or a
+//! small edit. A conversation state continued more than `BRANCHES` times is being
+//! forked, and its further continuations are judged like any other input.
+//!
 //! Each alert kind has an action in [`MonitorConfig::actions`] (alert, throttle, block via
 //! the kill switch) and a per-identity cooldown. Memory is bounded: at most `max_events`
 //! events per identity and `max_identities` identities (at the bound, the least
@@ -155,7 +161,30 @@ pub struct Event<'a> {
     pub refused: bool,
     /// Screening blocked or flagged the input.
     pub screening_hit: bool,
+    /// Where the request stands in a conversation, when it is one.
+    pub conversation: Option<Conversation>,
 }
+
+/// Hashes that tell a conversation's next step from an independent request. Clients send
+/// the whole conversation back with every request, so the request after `r` holds `r`'s
+/// conversation, then the model's answer, then the newest turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conversation {
+    /// The conversation up to the model's last answer in this request (None when it
+    /// holds no answer: a first turn).
+    pub before_answer: Option<u64>,
+    /// The whole conversation of this request.
+    pub whole: u64,
+}
+
+/// A request's conversation is remembered (per identity) for this many later requests,
+/// so several conversations on one key (a team's key, an agent running tools in
+/// parallel) are each seen continuing.
+const CONVERSATIONS: usize = 64;
+
+/// A conversation state continued more often than this is being forked for probing, not
+/// retried or regenerated: the next continuations count as independent requests.
+const BRANCHES: u8 = 3;
 
 /// Raw bytes of a long input normalised for its SimHash: this much of its head and of its
 /// tail (invisible padding can make the raw text several times longer than what it says).
@@ -344,6 +373,9 @@ struct IdentityState {
     counts: [usize; 4],
     /// The SimHashes and parameter keys of `events`, for the near-duplicate lookups.
     sims: SimIndex,
+    /// The conversations of recent requests ([`Conversation::whole`]) and how often each
+    /// was continued, newest last.
+    conversations: VecDeque<(u64, u8)>,
 }
 
 impl Seen {
@@ -378,6 +410,27 @@ impl IdentityState {
         for t in self.last_alert.values_mut() {
             *t = (*t).min(now);
         }
+    }
+
+    /// Whether `c` continues a recent request's conversation (counting the
+    /// continuation); remembers `c`'s own conversation either way.
+    fn continues(&mut self, c: Conversation) -> bool {
+        let cont = c.before_answer.is_some_and(|h| {
+            self.conversations
+                .iter_mut()
+                .find(|(w, _)| *w == h)
+                .is_some_and(|(_, n)| {
+                    *n = n.saturating_add(1);
+                    *n <= BRANCHES
+                })
+        });
+        if !self.conversations.iter().any(|(w, _)| *w == c.whole) {
+            if self.conversations.len() >= CONVERSATIONS {
+                self.conversations.pop_front();
+            }
+            self.conversations.push_back((c.whole, 0));
+        }
+        cont
     }
 
     fn push_event(&mut self, e: Seen) {
@@ -494,12 +547,17 @@ impl Monitor {
             near,
             params_near,
         } = st.sims.scan(sim, pkey, ts);
+        // A conversation's next step (an agent's next tool result, a chat's next turn)
+        // is not a repeat or a small edit of the steps before it, however alike they
+        // read: it continues one of them. Rate, volume, refusals and parameter sweeps
+        // still count it.
+        let step = ev.conversation.is_some_and(|c| st.continues(c));
         st.push_event(Seen {
             at_ms: now,
             sim,
             params: pkey,
-            dup,
-            near,
+            dup: dup && !step,
+            near: near && !step,
             refused: ev.refused,
             hit: ev.screening_hit,
         });
@@ -804,7 +862,95 @@ mod tests {
             output_tokens: 10,
             refused: false,
             screening_hit: false,
+            conversation: None,
         }
+    }
+
+    /// Steps of one conversation (each continuing the one before) are never repeats,
+    /// however alike; a state continued more than `BRANCHES` times, a conversation pushed
+    /// out of the last `CONVERSATIONS`, and requests without one are judged as inputs.
+    #[test]
+    fn conversation_steps_are_not_repeats_but_forks_and_strangers_are() {
+        let cfg = MonitorConfig {
+            min_requests: 5,
+            ..MonitorConfig::default()
+        };
+        let conv = |before: Option<u64>, whole: u64| {
+            Some(Conversation {
+                before_answer: before,
+                whole,
+            })
+        };
+        let marks = |m: &Monitor, who: &str| m.ids[who].counts;
+        let mut m = Monitor::new(cfg.clone());
+        // A chain: step k continues step k - 1; step 20 is also sent twice (a retry).
+        for k in 0..40u64 {
+            let e = Event {
+                conversation: conv(k.checked_sub(1), k),
+                ..ev(k * 10, "agent", "The file has been updated.")
+            };
+            m.observe(&e);
+            if k == 20 {
+                m.observe(&Event {
+                    at_ms: k * 10 + 1,
+                    ..e
+                });
+            }
+        }
+        let [dups, nears, ..] = marks(&m, "agent");
+        // The retry is a second continuation of step 19's state, within BRANCHES.
+        assert_eq!((dups, nears), (0, 0));
+        // One state forked: the first BRANCHES continuations are steps, the rest repeats.
+        let mut m = Monitor::new(cfg.clone());
+        m.observe(&Event {
+            conversation: conv(None, 1),
+            ..ev(0, "fork", "hello")
+        });
+        for i in 0..10u64 {
+            m.observe(&Event {
+                conversation: conv(Some(1), 100 + i),
+                ..ev(10 + i, "fork", "What is the price of SKU-1?")
+            });
+        }
+        let [dups, ..] = marks(&m, "fork");
+        assert_eq!(dups, 10 - usize::from(BRANCHES));
+        // A state pushed out by CONVERSATIONS newer ones is not continued.
+        let mut m = Monitor::new(cfg.clone());
+        for i in 0..=CONVERSATIONS as u64 {
+            m.observe(&Event {
+                conversation: conv(None, 1000 + i),
+                ..ev(
+                    i,
+                    "team",
+                    &format!("conversation {i} opens with its own words {}", i * 7919),
+                )
+            });
+        }
+        let base = marks(&m, "team")[0];
+        m.observe(&Event {
+            conversation: conv(Some(1000), 5000),
+            ..ev(100, "team", "conversation 3 opens with its own words 23757")
+        });
+        assert_eq!(
+            marks(&m, "team")[0],
+            base + 1,
+            "evicted state still continued"
+        );
+        m.observe(&Event {
+            conversation: conv(Some(1000 + CONVERSATIONS as u64), 5001),
+            ..ev(101, "team", "conversation 3 opens with its own words 23757")
+        });
+        assert_eq!(
+            marks(&m, "team")[0],
+            base + 1,
+            "a recent state not continued"
+        );
+        // No conversation at all: judged as before.
+        let mut m = Monitor::new(cfg);
+        for i in 0..5 {
+            m.observe(&ev(i, "plain", "The file has been updated."));
+        }
+        assert_eq!(marks(&m, "plain")[0], 4);
     }
 
     #[test]

@@ -49,6 +49,7 @@ fn event<'a>(at_ms: u64, identity: &'a str, input: &'a str, params: SamplingPara
         output_tokens: 200,
         refused: false,
         screening_hit: false,
+        conversation: None,
     }
 }
 
