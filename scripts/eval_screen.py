@@ -12,7 +12,8 @@ Reports, per source:
   base64 wrapping) at the clean 1 %-FPR threshold, and the points lost;
 the FPR on crates/warden-screen/tests/data/benign_triggers.txt and on the held-out
 out-of-distribution benign set ood_benign.txt (system prompts, translation requests and
-requests in many languages, written separately from the training augmentation), and the
+requests in many languages, written separately from the training augmentation) and on the
+held-out developer requests dev_benign.txt, and the
 TPR on held-out multilingual attacks (multilingual_attacks.txt, hand-written, and the
 Italian/Portuguese/Romanian part of the yanismiraoui set that training never sees).
 Prints a Markdown table (pasted into README.md) and writes target/screen-eval.json.
@@ -39,6 +40,7 @@ WARDEN = REPO / "target" / "release" / "warden"
 TESTDATA = REPO / "crates" / "warden-screen" / "tests" / "data"
 TRIGGERS = TESTDATA / "benign_triggers.txt"
 OOD_BENIGN = TESTDATA / "ood_benign.txt"
+DEV_BENIGN = TESTDATA / "dev_benign.txt"
 ML_ATTACKS = TESTDATA / "multilingual_attacks.txt"
 
 HOMOGLYPHS = {
@@ -176,7 +178,7 @@ def main():
             f"{fmt_rate(*rate(pos, r01['threshold']))} | {ob['tpr']:.3f} / {ob['fpr']:.3f} | {of['tpr']:.3f} / {of['fpr']:.3f} |"
         )
     benign_sets = {}
-    for name, path in (("benign_triggers", TRIGGERS), ("ood_benign", OOD_BENIGN)):
+    for name, path in (("benign_triggers", TRIGGERS), ("ood_benign", OOD_BENIGN), ("dev_benign", DEV_BENIGN)):
         lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
         out = screen(lines)
         b = [l for l, o in zip(lines, out) if o["verdict"] == "block"]

@@ -480,6 +480,27 @@ fn held_out_ood_benign_rarely_block() {
     );
 }
 
+/// Held-out benign requests of developers and operators (code, configuration, prompts
+/// as an engineering object, access control): coding agents send these all day. The
+/// committed linear tier blocks 6 of 120 (README: "config" alone weighs like an
+/// injection); the bound keeps that from growing unnoticed.
+#[test]
+fn held_out_developer_requests_rarely_block() {
+    let s = screener();
+    let lines = data_lines("dev_benign.txt");
+    assert!(lines.len() >= 100);
+    let blocked: Vec<&String> = lines
+        .iter()
+        .filter(|l| s.screen_text(l, Role::User).verdict == Action::Block)
+        .collect();
+    assert!(
+        blocked.len() <= 7,
+        "{} of {} developer requests blocked: {blocked:#?}",
+        blocked.len(),
+        lines.len()
+    );
+}
+
 /// Held-out multilingual injections (hand-written, never trained on): many block, and
 /// almost none pass without at least a flag.
 #[test]
