@@ -184,6 +184,11 @@ pub struct MonitorSettings {
     pub window_ms: Option<u64>,
     /// Fewest requests in the window before shares are judged.
     pub min_requests: Option<usize>,
+    /// Longer window for the near-duplicate and small-edit shares (slow probing),
+    /// milliseconds; 0 turns it off.
+    pub long_window_ms: Option<u64>,
+    /// Fewest requests in the long window before its shares are judged.
+    pub long_min_requests: Option<usize>,
     /// Near-duplicate SimHash distance, bits.
     pub dup_hamming: Option<u32>,
     /// Near-duplicate share that alerts.
@@ -218,6 +223,8 @@ impl Default for MonitorSettings {
             enabled: true,
             window_ms: None,
             min_requests: None,
+            long_window_ms: None,
+            long_min_requests: None,
             dup_hamming: None,
             dup_share: None,
             sweep_hamming: None,
@@ -361,6 +368,15 @@ impl ScreeningConfig {
         if self.monitor.window_ms == Some(0) || self.monitor.output_window_ms == Some(0) {
             return bad("monitor windows must be longer than 0 ms".into());
         }
+        let m = self.monitor_config();
+        if m.long_window_ms != 0
+            && (m.long_window_ms < m.window_ms || m.long_window_ms > 86_400_000)
+        {
+            return bad(format!(
+                "monitor.long_window_ms = {}: 0 (off) or from window_ms ({}) to 86400000 (a day)",
+                m.long_window_ms, m.window_ms
+            ));
+        }
         OutputRules::new(self.output_policy())
             .map_err(|e| crate::Error::Config(format!("[gateway.screening] {e}")))?;
         Ok(())
@@ -396,6 +412,8 @@ impl ScreeningConfig {
         set!(
             window_ms,
             min_requests,
+            long_window_ms,
+            long_min_requests,
             dup_hamming,
             dup_share,
             sweep_hamming,

@@ -5,7 +5,8 @@
 //! Signals, each over the last `window_ms`:
 //! - request rate against the identity's own baseline (an exponentially weighted mean of
 //!   its past per-window counts), with an absolute ceiling before a baseline exists;
-//! - near-duplicate share: inputs whose 64-bit SimHash (byte 3-gram shingles of the
+//! - near-duplicate share (also over `long_window_ms`, for slow probing): inputs whose
+//!   64-bit SimHash (byte 3-gram shingles of the
 //!   normalised text: invisible characters, odd spaces, full-width and look-alike letters
 //!   do not make a repeat look new) is within `dup_hamming` bits of an earlier input in
 //!   the window (oracle-style probing);
@@ -37,6 +38,12 @@ pub struct MonitorConfig {
     pub window_ms: u64,
     /// Fewest requests in the window before shares are judged.
     pub min_requests: usize,
+    /// A second, longer window for the near-duplicate and small-edit shares, so probing
+    /// slower than `min_requests` per window is judged too (0 turns it off). Inputs are
+    /// still compared with those of the last `window_ms`; the shares add up per window.
+    pub long_window_ms: u64,
+    /// Fewest requests in the long window before its shares are judged.
+    pub long_min_requests: usize,
     /// Rate alert when the window holds more than `rate_factor` × baseline requests...
     pub rate_factor: f64,
     /// ...and more than this many (so quiet identities do not alert on small bursts).
@@ -78,6 +85,8 @@ impl Default for MonitorConfig {
         Self {
             window_ms: 60_000,
             min_requests: 20,
+            long_window_ms: 3_600_000,
+            long_min_requests: 60,
             rate_factor: 5.0,
             rate_floor: 60,
             rate_ceiling_new: 600,
@@ -376,6 +385,10 @@ struct IdentityState {
     /// The conversations of recent requests ([`Conversation::whole`]) and how often each
     /// was continued, newest last.
     conversations: VecDeque<(u64, u8)>,
+    /// Per window index over `long_window_ms`: requests, near-duplicates, small edits
+    /// (saturating); and their sums.
+    long: VecDeque<(u64, [u16; 3])>,
+    long_sum: [u64; 3],
 }
 
 impl Seen {
@@ -402,6 +415,9 @@ impl IdentityState {
             e.at_ms = e.at_ms.min(now);
         }
         for (w, _) in &mut self.output {
+            *w = (*w).min(widx);
+        }
+        for (w, _) in &mut self.long {
             *w = (*w).min(widx);
         }
         if let Some((w, _)) = &mut self.bucket {
@@ -561,6 +577,31 @@ impl Monitor {
             refused: ev.refused,
             hit: ev.screening_hit,
         });
+        // Long-window shares per window index.
+        if cfg.long_window_ms > 0 {
+            let marks = [true, dup && !step, near && !step];
+            let long_from = now.saturating_sub(cfg.long_window_ms) / cfg.window_ms.max(1);
+            match st.long.back_mut() {
+                Some((w, c)) if *w == widx => {
+                    for (c, m) in c.iter_mut().zip(marks) {
+                        *c = c.saturating_add(u16::from(m));
+                    }
+                }
+                _ => st.long.push_back((widx, marks.map(u16::from))),
+            }
+            for (t, m) in st.long_sum.iter_mut().zip(marks) {
+                *t += u64::from(m);
+            }
+            while let Some(&(w, c)) = st.long.front() {
+                if w >= long_from {
+                    break;
+                }
+                st.long.pop_front();
+                for (t, c) in st.long_sum.iter_mut().zip(c) {
+                    *t = t.saturating_sub(u64::from(c));
+                }
+            }
+        }
         // Output volume per window index.
         let out_from = now.saturating_sub(cfg.output_window_ms) / cfg.window_ms.max(1);
         match st.output.back_mut() {
@@ -615,6 +656,41 @@ impl Monitor {
                     s,
                     cfg.sweep_share,
                     format!("{:.0}% of {n} inputs differ by small edits", s * 100.0),
+                ));
+            }
+        }
+        // The same shares over the long window, for probing too slow for the short one
+        // (which judges first when it has enough requests). The sums may undercount a
+        // bucket that saturated, never overcount.
+        let [long_n, long_dups, long_nears] = st.long_sum;
+        let long_shares = cfg.long_window_ms > 0
+            && n < cfg.min_requests
+            && long_n >= cfg.long_min_requests as u64;
+        if long_shares {
+            let lshare = |k: u64| k as f64 / long_n.max(1) as f64;
+            let d = lshare(long_dups);
+            let mins = cfg.long_window_ms / 60_000;
+            if d >= cfg.dup_share && !cooling(AlertKind::NearDuplicates) {
+                found.push((
+                    AlertKind::NearDuplicates,
+                    d,
+                    cfg.dup_share,
+                    format!(
+                        "{:.0}% of {long_n} inputs in the last {mins} min are near-duplicates",
+                        d * 100.0
+                    ),
+                ));
+            }
+            let s = lshare(long_nears);
+            if s >= cfg.sweep_share && d < cfg.dup_share && !cooling(AlertKind::InputSweep) {
+                found.push((
+                    AlertKind::InputSweep,
+                    s,
+                    cfg.sweep_share,
+                    format!(
+                        "{:.0}% of {long_n} inputs in the last {mins} min differ by small edits",
+                        s * 100.0
+                    ),
                 ));
             }
         }
@@ -679,10 +755,12 @@ impl Monitor {
                 action,
                 value,
                 threshold,
-                window_s: if kind == AlertKind::OutputVolume {
-                    cfg.output_window_ms / 1000
-                } else {
-                    cfg.window_ms / 1000
+                window_s: match kind {
+                    AlertKind::OutputVolume => cfg.output_window_ms / 1000,
+                    AlertKind::NearDuplicates | AlertKind::InputSweep if long_shares => {
+                        cfg.long_window_ms / 1000
+                    }
+                    _ => cfg.window_ms / 1000,
                 },
                 detail,
             });
@@ -953,6 +1031,57 @@ mod tests {
         assert_eq!(marks(&m, "plain")[0], 4);
     }
 
+    /// Probing at 3 requests a minute never fills the 60 s window's `min_requests`, but
+    /// the long window's shares catch it; the same pace of distinct prompts does not.
+    #[test]
+    fn slow_probing_is_judged_over_the_long_window() {
+        let benign = [
+            "What is the capital of France?",
+            "Write a haiku about autumn leaves.",
+            "Explain the difference between TCP and UDP in two sentences.",
+            "How many grams of flour are in a cup?",
+            "Translate good morning into German.",
+            "Suggest a name for a bakery that sells sourdough.",
+            "What causes the seasons on Earth?",
+            "Give me three tips for a job interview.",
+            "Summarise the plot of Hamlet in one paragraph.",
+            "Convert 72 degrees Fahrenheit to Celsius.",
+            "Which planets have rings?",
+            "Recommend a book about the history of mathematics.",
+        ];
+        let run = |cfg: MonitorConfig, text: &dyn Fn(u64) -> String| {
+            let mut m = Monitor::new(cfg);
+            let mut first = None;
+            for i in 0..180u64 {
+                let t = text(i);
+                for a in m.observe(&ev(i * 20_000, "who", &t)) {
+                    first.get_or_insert((i, a));
+                }
+            }
+            first
+        };
+        let probe = |i: u64| {
+            format!(
+                "What is the exact wholesale price of product SKU-{:05}?",
+                10_000 + i
+            )
+        };
+        let (i, a) = run(MonitorConfig::default(), &probe).expect("slow sweep never alerted");
+        assert!(
+            matches!(a.kind, AlertKind::NearDuplicates | AlertKind::InputSweep),
+            "{a:?}"
+        );
+        assert_eq!(a.window_s, 3600);
+        assert_eq!(i + 1, 60, "alerted once long_min_requests inputs were in");
+        let off = MonitorConfig {
+            long_window_ms: 0,
+            ..MonitorConfig::default()
+        };
+        assert!(run(off, &probe).is_none(), "the short window alone saw it");
+        let mixed = |i: u64| benign[i as usize % benign.len()].to_owned();
+        assert!(run(MonitorConfig::default(), &mixed).is_none());
+    }
+
     #[test]
     fn window_counts_follow_the_events() {
         let cfg = MonitorConfig {
@@ -1084,11 +1213,25 @@ mod tests {
     #[test]
     fn rate_against_own_baseline() {
         let mut m = Monitor::new(MonitorConfig::default());
-        // 20 minutes at 10 requests per minute: baseline ~10.
+        // 20 minutes at 10 requests per minute: baseline ~10. Distinct requests (a
+        // template with a counter would be a slow sweep, which the long window reports).
+        let words = [
+            "river", "budget", "quantum", "recipe", "lantern", "protocol", "harvest", "violin",
+            "glacier", "ledger", "orbit", "pastry", "canyon", "thesis", "harbor", "meadow",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut t = 0u64;
-        for i in 0..200u64 {
-            let text = format!("ordinary request {i} with some words {}", i * 31);
-            assert!(m.observe(&ev(t, "carol", &text)).is_empty());
+        for _ in 0..200u64 {
+            let text: Vec<&str> = (0..8)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    words[(x % words.len() as u64) as usize]
+                })
+                .collect();
+            let text = text.join(" ");
+            assert!(m.observe(&ev(t, "carol", &text)).is_empty(), "{text}");
             t += 6_000;
         }
         // Then 100 requests in 20 s: 10× the baseline.
