@@ -554,6 +554,11 @@ impl ScreeningConfig {
         if !self.drift.enabled {
             monitor.push("drift monitoring is off (screening.drift.enabled = false)".to_owned());
         }
+        if self.monitor.enabled && self.monitor.long_window_ms == Some(0) {
+            monitor.push(
+                "slow probing is not judged (screening.monitor.long_window_ms = 0)".to_owned(),
+            );
+        }
         let mut alerts = Vec::new();
         if self.alerts.webhooks.is_empty() && self.alerts.syslog.is_none() {
             alerts.push(
@@ -2767,6 +2772,29 @@ mod tests {
             e.contains("http://example.com:80/…") && !e.contains("s3cr3t"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_long_window_is_bounded_and_turning_it_off_is_reported() {
+        let cfg = |m: serde_json::Value| -> ScreeningConfig {
+            serde_json::from_value(serde_json::json!({"monitor": m})).unwrap()
+        };
+        assert!(cfg(serde_json::json!({})).posture()[2].1.is_empty());
+        let off = cfg(serde_json::json!({"long_window_ms": 0}));
+        assert!(off.validate().is_ok());
+        let weak = &off.posture()[2].1;
+        assert!(
+            weak.iter().any(|w| w.contains("long_window_ms = 0")),
+            "{weak:?}"
+        );
+        for bad in [
+            serde_json::json!({"long_window_ms": 30_000}),
+            serde_json::json!({"window_ms": 120_000, "long_window_ms": 60_000}),
+            serde_json::json!({"long_window_ms": 86_400_001u64}),
+        ] {
+            let e = cfg(bad.clone()).validate().unwrap_err().to_string();
+            assert!(e.contains("long_window_ms"), "{bad}: {e}");
+        }
     }
 
     #[test]
