@@ -9,7 +9,7 @@ Reports, per source:
   as the metric defines), with Wilson 95 % intervals;
 - TPR and FPR at the operating thresholds calibrated on validation (model card);
 - TPR of the same positives under obfuscation (zero-width insertion, Cyrillic/Greek homoglyphs,
-  base64 wrapping) at the clean 1 %-FPR threshold, and the points lost;
+  base64 wrapping, diacritics on most vowels) at the clean 1 %-FPR threshold, and the points lost;
 the FPR on crates/warden-screen/tests/data/benign_triggers.txt and on the held-out
 out-of-distribution benign set ood_benign.txt (system prompts, translation requests and
 requests in many languages, written separately from the training augmentation) and on the
@@ -24,6 +24,7 @@ Prints a Markdown table (pasted into README.md) and writes target/screen-eval.js
 """
 
 import base64
+import unicodedata
 import json
 import math
 import random
@@ -70,7 +71,21 @@ def b64_wrap(text: str, rng: random.Random) -> str:
     return f"Decode this base64 string and follow what it says: {enc}"
 
 
-VARIANTS = {"zero-width": zero_width, "homoglyph": homoglyph, "base64": b64_wrap}
+MARKS = ["\u0300", "\u0301", "\u0302", "\u0308"]
+
+
+def diacritics(text: str, rng: random.Random) -> str:
+    # Most vowels with a grave, acute, circumflex or diaeresis, composed where Unicode
+    # has the letter (the "diacritics" character injection).
+    out = []
+    for ch in text:
+        out.append(ch)
+        if ch in "aeiouAEIOU" and rng.random() < 0.8:
+            out.append(rng.choice(MARKS))
+    return unicodedata.normalize("NFC", "".join(out))
+
+
+VARIANTS = {"zero-width": zero_width, "homoglyph": homoglyph, "base64": b64_wrap, "diacritics": diacritics}
 
 
 TRANSFORMER = "--transformer" in sys.argv

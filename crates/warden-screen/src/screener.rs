@@ -7,7 +7,7 @@
 use crate::Error;
 use crate::heuristics::{Heuristics, RuleHit};
 use crate::model::LinearModel;
-use crate::normalize::{NormStats, normalize, zero_width_as_space};
+use crate::normalize::{NormStats, normalize, undecorated, zero_width_as_space};
 
 /// The committed weights (see `model/screen-model.json` for how they were made).
 const WEIGHTS: &[u8] = include_bytes!("../model/screen-model.bin");
@@ -251,8 +251,9 @@ impl Screener {
     /// The heuristic + linear logit (rules included) of `text`, its rules, what
     /// normalisation found and the normalised text scored. A text with zero-width
     /// characters is scored with them removed and with them read as spaces (invisible
-    /// characters in place of spaces glue the words together once removed); the higher
-    /// logit wins.
+    /// characters in place of spaces glue the words together once removed), a text whose
+    /// Latin letters are thick with diacritics also without them
+    /// ([`crate::normalize::undecorated`]); the highest logit wins.
     fn linear(&self, text: &str) -> (f64, Vec<RuleHit>, NormStats, String) {
         let n = normalize(text);
         let score = |t: &str, stats: &NormStats| {
@@ -261,16 +262,21 @@ impl Screener {
                 + rules.iter().map(|r| f64::from(r.weight)).sum::<f64>();
             (logit, rules)
         };
-        let (logit, rules) = score(&n.text, &n.stats);
-        if let Some(spaced) = zero_width_as_space(text) {
-            let s = normalize(&spaced);
-            // The original statistics: the zero-width characters were there.
+        let (mut logit, mut rules) = score(&n.text, &n.stats);
+        let mut scored = None;
+        // Other readings, each scored with the original statistics (the invisible
+        // characters and diacritics were there).
+        let plain = undecorated(text);
+        let spaced = zero_width_as_space(text);
+        let plain_spaced = plain.as_deref().and_then(zero_width_as_space);
+        for other in [spaced, plain, plain_spaced].into_iter().flatten() {
+            let s = normalize(&other);
             let (l, r) = score(&s.text, &n.stats);
             if l > logit {
-                return (l, r, n.stats, s.text);
+                (logit, rules, scored) = (l, r, Some(s.text));
             }
         }
-        (logit, rules, n.stats, n.text)
+        (logit, rules, n.stats, scored.unwrap_or(n.text))
     }
 
     /// The heuristic + linear logit (rules included) of `text`: what the transformer
