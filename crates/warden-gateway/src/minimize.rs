@@ -17,7 +17,8 @@
 //! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
 //! array field becomes `[]`), so text cannot ride past output screening inside an
 //! object under `text` or `id`. Chat and completions answers are shaped alike (text
-//! fields strings or null, `created` numbers, `index` non-negative integers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
+//! fields strings or null, `created` numbers, `index` non-negative integers, tool calls allowlisted), and so are embeddings answers (`data` objects with a slot `index` and an
+//! `embedding` of numbers or a base64 string, `usage` and `error` objects). Identifier fields (`id`, `item_id`, `call_id`, `name`,
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
 //! (printable ASCII without spaces, at most 128 bytes): output screening checks them only
@@ -44,10 +45,6 @@ pub struct ResponsePolicy {
     pub endpoint: Endpoint,
     /// Keep logprob data.
     pub keep_logprobs: bool,
-}
-
-fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
-    o.retain(|k, _| allowed.contains(&k.as_str()));
 }
 
 /// Token counts kept in `usage` (chat and completions name them prompt/completion, the
@@ -90,11 +87,14 @@ enum Kind {
     /// A tool (function) name: a string passes only if [`is_name`] (non-ASCII allowed,
     /// unlike [`Ident`]), a number, boolean or null always; anything else is dropped.
     Name,
+    /// An embedding: an array of numbers, or a base64 string (`encoding_format:
+    /// base64`); anything else is dropped.
+    Vector,
     /// Anything (logprob data, only where the role allows it).
     Any,
 }
 
-use Kind::{Any, Array as Arr, Ident, Index, Name, Num, Object as Obj, Scalar, Text};
+use Kind::{Any, Array as Arr, Ident, Index, Name, Num, Object as Obj, Scalar, Text, Vector};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -121,6 +121,13 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
                 Value::String(s) => is_name(s),
                 Value::Array(_) | Value::Object(_) => false,
                 _ => true,
+            },
+            Vector => match v {
+                Value::Array(a) => a.iter().all(Value::is_number),
+                Value::String(s) => s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')),
+                _ => false,
             },
             Any => true,
         }
@@ -573,16 +580,25 @@ pub fn minimize_routed(v: &mut Value, p: ResponsePolicy, routed: Option<&str>) -
     match p.endpoint {
         Endpoint::Chat | Endpoint::Completions => minimize_chat(o, p.keep_logprobs),
         Endpoint::Embeddings => {
-            retain(o, &["object", "data", "model", "usage", "error"]);
+            shape(
+                o,
+                &[
+                    ("object", Ident),
+                    ("data", Arr),
+                    ("model", Ident),
+                    ("usage", Obj),
+                    ("error", Obj),
+                ],
+            );
             if let Some(Value::Array(ds)) = o.field_mut("data") {
-                for d in ds.iter_mut() {
-                    if let Value::Object(d) = d {
-                        retain(d, &["object", "index", "embedding"]);
-                        // `object` ("embedding") is an identifier like any other.
-                        idents(d, &["object"]);
-                    }
-                }
+                each_object(ds, |d| {
+                    shape(
+                        d,
+                        &[("object", Ident), ("index", Index), ("embedding", Vector)],
+                    );
+                });
             }
+            minimize_error(o);
         }
         Endpoint::Responses => minimize_response(o, p.keep_logprobs),
         Endpoint::Models => {}
@@ -1821,6 +1837,53 @@ mod tests {
                 {"object": "embedding", "index": 0, "embedding": [0.5]},
                 {"index": 1, "embedding": [0.25]}]})
         );
+    }
+
+    /// Embeddings answers are shaped like every other endpoint's: `data` an array of
+    /// objects, each `index` a slot, each `embedding` numbers or a base64 string, `usage`
+    /// counts, `error` an error object. Output screening reads strings under other keys
+    /// only for canaries and secrets, so prose (an e-mail, a card number) under them
+    /// would leave unredacted.
+    #[test]
+    fn embeddings_fields_of_the_wrong_type_are_dropped() {
+        let policy = ResponsePolicy {
+            endpoint: Endpoint::Embeddings,
+            keep_logprobs: false,
+        };
+        let pii = "write to jane.doe@example.com";
+        let mut v = json!({"object": "list", "model": "e", "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.5, -1]},
+            {"object": "embedding", "index": 1, "embedding": "AAAAPw=="},
+            {"object": "embedding", "index": pii, "embedding": {"text": pii}},
+            {"object": "embedding", "index": 3, "embedding": [0.5, pii]},
+            {"object": "embedding", "index": 4, "embedding": pii},
+            pii],
+            "usage": {"total_tokens": 2},
+            "error": {"message": "m", "detail": pii}});
+        minimize(&mut v, policy);
+        assert!(!v.to_string().contains("jane"), "{v}");
+        assert_eq!(
+            v,
+            json!({"object": "list", "model": "e", "data": [
+                {"object": "embedding", "index": 0, "embedding": [0.5, -1]},
+                {"object": "embedding", "index": 1, "embedding": "AAAAPw=="},
+                {"object": "embedding"},
+                {"object": "embedding", "index": 3},
+                {"object": "embedding", "index": 4},
+                {}],
+                "usage": {"total_tokens": 2},
+                "error": {"message": "m"}})
+        );
+        for (k, bad) in [
+            ("data", json!(pii)),
+            ("usage", json!(pii)),
+            ("error", json!(pii)),
+        ] {
+            let mut v = json!({"object": "list", "model": "e"});
+            v[k] = bad;
+            minimize(&mut v, policy);
+            assert!(!v.to_string().contains("jane"), "{k}: {v}");
+        }
     }
 
     /// A `model` or `id` that is not an identifier is replaced, not removed (typed
