@@ -48,13 +48,13 @@ pub struct ResponsePolicy {
 }
 
 /// Token counts kept in `usage` (chat and completions name them prompt/completion, the
-/// Responses API input/output).
-const USAGE_FIELDS: &[&str] = &[
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "input_tokens",
-    "output_tokens",
+/// Responses API input/output): numbers (or null).
+const USAGE_SHAPE: &[(&str, Kind)] = &[
+    ("prompt_tokens", Kind::Num),
+    ("completion_tokens", Kind::Num),
+    ("total_tokens", Kind::Num),
+    ("input_tokens", Kind::Num),
+    ("output_tokens", Kind::Num),
 ];
 
 fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -198,8 +198,7 @@ fn each_object(a: &mut [Value], mut f: impl FnMut(&mut Map<String, Value>)) {
 }
 
 fn usage_shape(o: &mut Map<String, Value>) {
-    let fields: Vec<(&str, Kind)> = USAGE_FIELDS.iter().map(|f| (*f, Scalar)).collect();
-    shape(o, &fields);
+    shape(o, USAGE_SHAPE);
 }
 
 /// One content part of a Responses-API `message` item.
@@ -283,7 +282,7 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
         &[
             ("id", Ident),
             ("object", Ident),
-            ("created_at", Scalar),
+            ("created_at", Num),
             ("status", Ident),
             ("model", Ident),
             ("output", Arr),
@@ -312,9 +311,9 @@ fn minimize_response_event(
 ) -> bool {
     const LOCATED: [(&str, Kind); 4] = [
         ("type", Ident),
-        ("sequence_number", Scalar),
+        ("sequence_number", Num),
         ("item_id", Ident),
-        ("output_index", Scalar),
+        ("output_index", Num),
     ];
     // `logprobs`: text events only, and only when the role keeps them.
     let with = |extra: &[(&'static str, Kind)], logprobs: bool| -> Vec<(&'static str, Kind)> {
@@ -359,11 +358,7 @@ fn minimize_response_event(
         | "response.incomplete" => {
             shape(
                 o,
-                &[
-                    ("type", Ident),
-                    ("sequence_number", Scalar),
-                    ("response", Any),
-                ],
+                &[("type", Ident), ("sequence_number", Num), ("response", Any)],
             );
             carried(o, "response", |r| {
                 fix_model_and_id(r, routed);
@@ -375,42 +370,36 @@ fn minimize_response_event(
                 o,
                 &[
                     ("type", Ident),
-                    ("sequence_number", Scalar),
-                    ("output_index", Scalar),
+                    ("sequence_number", Num),
+                    ("output_index", Num),
                     ("item", Any),
                 ],
             );
             carried(o, "item", |it| minimize_item(it, keep_logprobs))
         }
         "response.content_part.added" | "response.content_part.done" => {
-            shape(o, &with(&[("content_index", Scalar), ("part", Any)], false));
+            shape(o, &with(&[("content_index", Num), ("part", Any)], false));
             carried(o, "part", |p| minimize_part(p, keep_logprobs))
         }
         "response.output_text.delta" => {
-            shape(
-                o,
-                &with(&[("content_index", Scalar), ("delta", Scalar)], true),
-            );
+            shape(o, &with(&[("content_index", Num), ("delta", Scalar)], true));
             true
         }
         "response.output_text.done" => {
-            shape(
-                o,
-                &with(&[("content_index", Scalar), ("text", Scalar)], true),
-            );
+            shape(o, &with(&[("content_index", Num), ("text", Scalar)], true));
             true
         }
         "response.refusal.delta" => {
             shape(
                 o,
-                &with(&[("content_index", Scalar), ("delta", Scalar)], false),
+                &with(&[("content_index", Num), ("delta", Scalar)], false),
             );
             true
         }
         "response.refusal.done" => {
             shape(
                 o,
-                &with(&[("content_index", Scalar), ("refusal", Scalar)], false),
+                &with(&[("content_index", Num), ("refusal", Scalar)], false),
             );
             true
         }
@@ -427,7 +416,7 @@ fn minimize_response_event(
                 o,
                 &[
                     ("type", Ident),
-                    ("sequence_number", Scalar),
+                    ("sequence_number", Num),
                     ("code", Ident),
                     ("message", Scalar),
                     ("param", Ident),
@@ -1884,6 +1873,48 @@ mod tests {
             minimize(&mut v, policy);
             assert!(!v.to_string().contains("jane"), "{k}: {v}");
         }
+    }
+
+    /// Counts are numbers: a string under a `usage` count, `created_at`,
+    /// `sequence_number` or an index of a Responses event is dropped (output screening
+    /// reads such strings only for canaries and secrets, so prose there would leave
+    /// unredacted).
+    #[test]
+    fn counts_keep_only_numbers() {
+        let pii = "write to jane.doe@example.com";
+        let mut v = json!({"id": "c1", "choices": [],
+            "usage": {"prompt_tokens": pii, "completion_tokens": 1, "total_tokens": 1}});
+        minimize(&mut v, CHAT);
+        assert_eq!(
+            v,
+            json!({"id": "c1", "choices": [], "usage": {"completion_tokens": 1, "total_tokens": 1}})
+        );
+        let responses = ResponsePolicy {
+            endpoint: Endpoint::Responses,
+            keep_logprobs: false,
+        };
+        let mut v = json!({"id": "r1", "created_at": pii, "output": [],
+            "usage": {"input_tokens": 1, "output_tokens": pii}});
+        minimize(&mut v, responses);
+        assert_eq!(
+            v,
+            json!({"id": "r1", "output": [], "usage": {"input_tokens": 1}})
+        );
+        let events = [
+            json!({"type": "response.output_text.delta", "sequence_number": pii,
+                "item_id": "m1", "output_index": pii, "content_index": pii, "delta": "ok"}),
+            json!({"type": "response.output_item.added", "sequence_number": 1,
+                "output_index": pii, "item": {"type": "message", "id": "m1"}}),
+            json!({"type": "error", "sequence_number": pii, "message": "m"}),
+        ];
+        let mut sse = SseMinimizer::new(responses, false, 1 << 20);
+        let mut input = String::new();
+        for e in &events {
+            input.push_str(&format!("data: {e}\n\n"));
+        }
+        let out = String::from_utf8(sse.feed(input.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("jane"), "{out}");
+        assert!(out.contains(r#""delta":"ok""#), "{out}");
     }
 
     /// A `model` or `id` that is not an identifier is replaced, not removed (typed
