@@ -11,7 +11,8 @@
 //! Rules: secrets (AWS, private keys, OpenAI/Anthropic-style `sk-` keys, GitHub, Slack,
 //! Google, Stripe, JWTs) block; canary tokens (planted in the system prompt with
 //! [`plant_canary`]) block, also when spaced out, re-cased, or written in look-alike
-//! letters, fullwidth forms or with invisible characters between its letters; e-mail addresses and card
+//! letters, fullwidth forms or with invisible characters between its letters, or base64-
+//! or hex-encoded; e-mail addresses and card
 //! numbers that pass the Luhn check are redacted. Each class's action is configurable.
 
 use regex::Regex;
@@ -172,6 +173,36 @@ fn squash(s: &str) -> String {
     }
 }
 
+/// The canary `c` as a model writes it base64- or hex-encoded, squashed: the hex of its
+/// bytes, and for each of the three byte alignments it can have inside longer encoded
+/// text, the base64 characters that depend on its bytes alone (either alphabet: they
+/// differ only in `+`/`/`, which squashing drops).
+fn encoded_forms(c: &str) -> Vec<String> {
+    use base64::Engine as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(4);
+    let mut hex = String::with_capacity(c.len() * 2);
+    for b in c.bytes() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out.push(hex);
+    for k in 0..3usize {
+        let mut bytes = vec![0u8; k];
+        bytes.extend_from_slice(c.as_bytes());
+        let enc = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes);
+        // Groups of three bytes holding a padding byte (the first when k > 0) or a byte
+        // after the canary (the last when the length is not a multiple of three) are
+        // left out.
+        let first = if k > 0 { 4 } else { 0 };
+        let form = squash(enc.get(first..bytes.len() / 3 * 4).unwrap_or_default());
+        if form.len() >= 12 {
+            out.push(form);
+        }
+    }
+    out
+}
+
 impl OutputRules {
     /// Compiles `policy`.
     pub fn new(policy: OutputPolicy) -> Result<Self, crate::Error> {
@@ -195,6 +226,7 @@ impl OutputRules {
                 ));
             }
             canaries.push(s);
+            canaries.extend(encoded_forms(c));
         }
         Ok(Self {
             policy,
@@ -237,7 +269,8 @@ impl OutputRules {
     }
 
     /// Bytes of an identifier a match of the identifier rules can span: twice the
-    /// longest canary (separators between its letters are ignored), at least 256.
+    /// longest form of a canary (its hex form is twice its length; separators between
+    /// its letters are ignored), at least 256.
     pub fn identifier_span(&self) -> usize {
         self.canaries
             .iter()
@@ -660,6 +693,42 @@ mod tests {
             assert!(r.check_identifier(&leaked).is_err(), "{leaked}");
         }
         assert!(r.screen_full("ас в ее: a plain Cyrillic line").is_ok());
+    }
+
+    /// A canary base64- or hex-encoded (alone or inside the encoded system prompt, at
+    /// any byte alignment, either base64 alphabet) blocks: asking for the system prompt
+    /// "in base64" is a common way to get it past a filter.
+    #[test]
+    fn canary_leak_blocks_base64_or_hex_encoded() {
+        use base64::Engine as _;
+        let c = canary_from([0x5e; 16]);
+        let r = OutputRules::new(OutputPolicy {
+            canaries: vec![c.clone()],
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let std = &base64::engine::general_purpose::STANDARD;
+        let url = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        for prefix in ["", "a", "ab", "be nice\n\n(Internal reference "] {
+            let secret = format!("{prefix}{c}: confidential");
+            for encoded in [
+                std.encode(&secret),
+                url.encode(&secret),
+                secret.bytes().map(|b| format!("{b:02x}")).collect(),
+                secret.bytes().map(|b| format!("{b:02X} ")).collect(),
+            ] {
+                let text = format!("Here it is: {encoded}");
+                assert_eq!(
+                    stream(&r, &text, 7).1.map(|b| b.rule).as_deref(),
+                    Some("OUT-CANARY"),
+                    "{prefix:?} {encoded}"
+                );
+                assert!(r.check_identifier(&encoded).is_err(), "{encoded}");
+            }
+        }
+        // Other encoded text passes.
+        let other = std.encode("be nice\n\n(Internal reference wdn-canary-00: x)");
+        assert!(r.screen_full(&other).is_ok());
     }
 
     #[test]
