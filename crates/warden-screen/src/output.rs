@@ -13,7 +13,7 @@
 //! [`plant_canary`]) block, also when spaced out, re-cased, or written in look-alike
 //! letters, fullwidth forms or with invisible characters between its letters, or base64-
 //! or hex-encoded; e-mail addresses and card
-//! numbers that pass the Luhn check are redacted. Each class's action is configurable.
+//! numbers (starting with 2–6, as payment cards do) that pass the Luhn check are redacted. Each class's action is configurable.
 
 use regex::Regex;
 
@@ -215,7 +215,7 @@ impl OutputRules {
         }
         let email = Regex::new(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
             .map_err(|e| crate::Error::Config(format!("e-mail pattern: {e}")))?;
-        let card = Regex::new(r"\b\d(?:[ -]?\d){12,18}\b")
+        let card = Regex::new(r"\b[2-6](?:[ -]?\d){12,18}\b")
             .map_err(|e| crate::Error::Config(format!("card pattern: {e}")))?;
         let mut canaries = Vec::new();
         for c in &policy.canaries {
@@ -729,6 +729,38 @@ mod tests {
         // Other encoded text passes.
         let other = std.encode("be nice\n\n(Internal reference wdn-canary-00: x)");
         assert!(r.screen_full(&other).is_ok());
+    }
+
+    /// Digit runs that pass the Luhn check one time in ten but cannot be payment cards
+    /// (card numbers start with 2 to 6: Mastercard, Amex, Diners, JCB, Visa, Discover,
+    /// UnionPay, Maestro): millisecond timestamps, ISBN-13s, runs of zeros stay as they
+    /// are; cards of every brand are still redacted.
+    #[test]
+    fn ordinary_numbers_are_not_redacted_as_cards() {
+        let r = rules();
+        for text in [
+            "created at 1732762800008 ms",
+            "epoch micros 1700000000000001",
+            "ISBN 978-0-306-40020-9",
+            "padding 00000000000000 here",
+        ] {
+            assert_eq!(r.screen_full(text).unwrap(), text);
+            assert_eq!(stream(&r, text, 3), (text.to_owned(), None));
+        }
+        for card in [
+            "4111 1111 1111 1111",
+            "5555555555554444",
+            "2223003122003222",
+            "378282246310005",
+            "3530111333300000",
+            "6011111111111117",
+            "6200000000000005",
+        ] {
+            assert_eq!(
+                r.screen_full(&format!("pay with {card} now")).unwrap(),
+                "pay with [redacted:card] now"
+            );
+        }
     }
 
     #[test]
