@@ -268,6 +268,11 @@ impl OutputRules {
         }
     }
 
+    /// Whether [`OutputRules::screen_full`] would redact anything in `text`.
+    pub fn redacts(&self, text: &str) -> bool {
+        !self.redactions(text, false).is_empty()
+    }
+
     /// Bytes of an identifier a match of the identifier rules can span: twice the
     /// longest form of a canary (its hex form is twice its length; separators between
     /// its letters are ignored), at least 256.
