@@ -9,7 +9,7 @@
 //! blocked, every later call stays blocked and nothing more is released: fail closed.
 //!
 //! Rules: secrets (AWS, private keys, OpenAI/Anthropic-style `sk-` keys, GitHub, Slack,
-//! Google, Stripe, JWTs) block; canary tokens (planted in the system prompt with
+//! Google, Stripe, JWTs) block, also with invisible characters between their letters; canary tokens (planted in the system prompt with
 //! [`plant_canary`]) block, also when spaced out, re-cased, or written in look-alike
 //! letters, fullwidth forms or with invisible characters between its letters, or base64-
 //! or hex-encoded; e-mail addresses and card
@@ -298,6 +298,9 @@ impl OutputRules {
                 }
             }
         }
+        if let Some(id) = self.hidden_secret(s) {
+            return Err(OutputBlock { rule: id.into() });
+        }
         if !self.canaries.is_empty() {
             let sq = squash(s);
             if self.canaries.iter().any(|c| sq.contains(c.as_str())) {
@@ -325,7 +328,30 @@ impl OutputRules {
         self.policy.hold_back.saturating_mul(16).max(16 * 1024)
     }
 
-    /// Blocking rules over everything held: secrets (when blocking) and canaries.
+    /// A secret rule that matches `s` once its invisible characters are removed more
+    /// often than it matches `s` (unless secrets are allowed): a secret spelt with
+    /// zero-width characters, soft hyphens or bidi marks between its letters, which
+    /// cannot be redacted in place. ASCII text, and text without an invisible
+    /// character, is not copied.
+    fn hidden_secret(&self, s: &str) -> Option<&'static str> {
+        if self.policy.secrets == OutputAction::Allow
+            || s.is_ascii()
+            || !s.chars().any(crate::normalize::is_invisible)
+        {
+            return None;
+        }
+        let visible: String = s
+            .chars()
+            .filter(|c| !crate::normalize::is_invisible(*c))
+            .collect();
+        self.secrets
+            .iter()
+            .find(|p| p.re.find_iter(&visible).count() > p.re.find_iter(s).count())
+            .map(|p| p.id)
+    }
+
+    /// Blocking rules over everything held: secrets (when blocking, and hidden by
+    /// invisible characters whatever the action but allow) and canaries.
     fn check_block(&self, buf: &str) -> Result<(), OutputBlock> {
         let pii_blocks = self.policy.pii == OutputAction::Block;
         if self.policy.secrets == OutputAction::Block {
@@ -334,6 +360,9 @@ impl OutputRules {
                     return Err(OutputBlock { rule: p.id.into() });
                 }
             }
+        }
+        if let Some(id) = self.hidden_secret(buf) {
+            return Err(OutputBlock { rule: id.into() });
         }
         if !self.canaries.is_empty() {
             let sq = squash(buf);
@@ -765,6 +794,43 @@ mod tests {
                 r.screen_full(&format!("pay with {card} now")).unwrap(),
                 "pay with [redacted:card] now"
             );
+        }
+    }
+
+    /// A secret with invisible characters between its letters (zero-width space or
+    /// joiner, soft hyphen, bidi marks) is the secret to anyone who removes them: it
+    /// blocks, under `block` and under `redact` (it cannot be redacted in place), in
+    /// text, streamed and in identifiers.
+    #[test]
+    fn secrets_with_invisible_characters_inside_block() {
+        let redacting = OutputRules::new(OutputPolicy {
+            secrets: OutputAction::Redact,
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        for r in [rules(), redacting] {
+            for (secret, id) in [
+                ("AKIAIOSFODNN7EXAMPLE", "OUT-SECRET-AWS-KEY"),
+                ("sk-proj-abcdefghijklmnopqrstuvwx", "OUT-SECRET-API-KEY"),
+                (
+                    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                    "OUT-SECRET-GITHUB",
+                ),
+            ] {
+                for mark in ['\u{200B}', '\u{200D}', '\u{00AD}', '\u{200E}'] {
+                    let hidden: String = secret.chars().flat_map(|c| [c, mark]).collect();
+                    let text = format!("the key is {hidden} ok");
+                    assert_eq!(
+                        r.screen_full(&text).map_err(|b| b.rule),
+                        Err(id.to_owned()),
+                        "{mark:?}"
+                    );
+                    assert_eq!(stream(&r, &text, 5).1.map(|b| b.rule).as_deref(), Some(id));
+                    assert!(r.check_identifier(&hidden).is_err());
+                }
+            }
+            let plain = "Grüße\u{200B}aus Köln: nothing secret here";
+            assert_eq!(r.screen_full(plain).unwrap(), plain);
         }
     }
 
