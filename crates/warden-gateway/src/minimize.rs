@@ -17,7 +17,8 @@
 //! (scalar, array or object, see `Kind`): a value of another shape is dropped (an
 //! array field becomes `[]`), so text cannot ride past output screening inside an
 //! object under `text` or `id`. Chat and completions answers are shaped alike (text
-//! fields strings or null, `created` numbers, `index` non-negative integers, tool calls allowlisted). Identifier fields (`id`, `item_id`, `call_id`, `name`,
+//! fields strings or null, `created` numbers, `index` non-negative integers, tool calls allowlisted), and so are embeddings answers (`data` objects with a slot `index` and an
+//! `embedding` of numbers or a base64 string, `usage` and `error` objects). Identifier fields (`id`, `item_id`, `call_id`, `name`,
 //! `model`, `status`, `role`, `object`, `type`, `finish_reason`, an error's `code`,
 //! `param` and `type`, on every endpoint) keep a string only if it looks like one
 //! (printable ASCII without spaces, at most 128 bytes): output screening checks them only
@@ -46,18 +47,14 @@ pub struct ResponsePolicy {
     pub keep_logprobs: bool,
 }
 
-fn retain(o: &mut Map<String, Value>, allowed: &[&str]) {
-    o.retain(|k, _| allowed.contains(&k.as_str()));
-}
-
 /// Token counts kept in `usage` (chat and completions name them prompt/completion, the
-/// Responses API input/output).
-const USAGE_FIELDS: &[&str] = &[
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "input_tokens",
-    "output_tokens",
+/// Responses API input/output): numbers (or null).
+const USAGE_SHAPE: &[(&str, Kind)] = &[
+    ("prompt_tokens", Kind::Num),
+    ("completion_tokens", Kind::Num),
+    ("total_tokens", Kind::Num),
+    ("input_tokens", Kind::Num),
+    ("output_tokens", Kind::Num),
 ];
 
 fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -90,11 +87,14 @@ enum Kind {
     /// A tool (function) name: a string passes only if [`is_name`] (non-ASCII allowed,
     /// unlike [`Ident`]), a number, boolean or null always; anything else is dropped.
     Name,
+    /// An embedding: an array of numbers, or a base64 string (`encoding_format:
+    /// base64`); anything else is dropped.
+    Vector,
     /// Anything (logprob data, only where the role allows it).
     Any,
 }
 
-use Kind::{Any, Array as Arr, Ident, Index, Name, Num, Object as Obj, Scalar, Text};
+use Kind::{Any, Array as Arr, Ident, Index, Name, Num, Object as Obj, Scalar, Text, Vector};
 
 /// Keep only `fields`, each with its kind: an allowlisted key never carries a value of
 /// another shape (an object under `text` or `id` would pass unscreened, since output
@@ -121,6 +121,13 @@ fn shape(o: &mut Map<String, Value>, fields: &[(&str, Kind)]) {
                 Value::String(s) => is_name(s),
                 Value::Array(_) | Value::Object(_) => false,
                 _ => true,
+            },
+            Vector => match v {
+                Value::Array(a) => a.iter().all(Value::is_number),
+                Value::String(s) => s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')),
+                _ => false,
             },
             Any => true,
         }
@@ -191,8 +198,7 @@ fn each_object(a: &mut [Value], mut f: impl FnMut(&mut Map<String, Value>)) {
 }
 
 fn usage_shape(o: &mut Map<String, Value>) {
-    let fields: Vec<(&str, Kind)> = USAGE_FIELDS.iter().map(|f| (*f, Scalar)).collect();
-    shape(o, &fields);
+    shape(o, USAGE_SHAPE);
 }
 
 /// One content part of a Responses-API `message` item.
@@ -276,7 +282,7 @@ fn minimize_response(o: &mut Map<String, Value>, keep_logprobs: bool) {
         &[
             ("id", Ident),
             ("object", Ident),
-            ("created_at", Scalar),
+            ("created_at", Num),
             ("status", Ident),
             ("model", Ident),
             ("output", Arr),
@@ -305,9 +311,9 @@ fn minimize_response_event(
 ) -> bool {
     const LOCATED: [(&str, Kind); 4] = [
         ("type", Ident),
-        ("sequence_number", Scalar),
+        ("sequence_number", Num),
         ("item_id", Ident),
-        ("output_index", Scalar),
+        ("output_index", Num),
     ];
     // `logprobs`: text events only, and only when the role keeps them.
     let with = |extra: &[(&'static str, Kind)], logprobs: bool| -> Vec<(&'static str, Kind)> {
@@ -352,11 +358,7 @@ fn minimize_response_event(
         | "response.incomplete" => {
             shape(
                 o,
-                &[
-                    ("type", Ident),
-                    ("sequence_number", Scalar),
-                    ("response", Any),
-                ],
+                &[("type", Ident), ("sequence_number", Num), ("response", Any)],
             );
             carried(o, "response", |r| {
                 fix_model_and_id(r, routed);
@@ -368,42 +370,36 @@ fn minimize_response_event(
                 o,
                 &[
                     ("type", Ident),
-                    ("sequence_number", Scalar),
-                    ("output_index", Scalar),
+                    ("sequence_number", Num),
+                    ("output_index", Num),
                     ("item", Any),
                 ],
             );
             carried(o, "item", |it| minimize_item(it, keep_logprobs))
         }
         "response.content_part.added" | "response.content_part.done" => {
-            shape(o, &with(&[("content_index", Scalar), ("part", Any)], false));
+            shape(o, &with(&[("content_index", Num), ("part", Any)], false));
             carried(o, "part", |p| minimize_part(p, keep_logprobs))
         }
         "response.output_text.delta" => {
-            shape(
-                o,
-                &with(&[("content_index", Scalar), ("delta", Scalar)], true),
-            );
+            shape(o, &with(&[("content_index", Num), ("delta", Scalar)], true));
             true
         }
         "response.output_text.done" => {
-            shape(
-                o,
-                &with(&[("content_index", Scalar), ("text", Scalar)], true),
-            );
+            shape(o, &with(&[("content_index", Num), ("text", Scalar)], true));
             true
         }
         "response.refusal.delta" => {
             shape(
                 o,
-                &with(&[("content_index", Scalar), ("delta", Scalar)], false),
+                &with(&[("content_index", Num), ("delta", Scalar)], false),
             );
             true
         }
         "response.refusal.done" => {
             shape(
                 o,
-                &with(&[("content_index", Scalar), ("refusal", Scalar)], false),
+                &with(&[("content_index", Num), ("refusal", Scalar)], false),
             );
             true
         }
@@ -420,7 +416,7 @@ fn minimize_response_event(
                 o,
                 &[
                     ("type", Ident),
-                    ("sequence_number", Scalar),
+                    ("sequence_number", Num),
                     ("code", Ident),
                     ("message", Scalar),
                     ("param", Ident),
@@ -573,16 +569,25 @@ pub fn minimize_routed(v: &mut Value, p: ResponsePolicy, routed: Option<&str>) -
     match p.endpoint {
         Endpoint::Chat | Endpoint::Completions => minimize_chat(o, p.keep_logprobs),
         Endpoint::Embeddings => {
-            retain(o, &["object", "data", "model", "usage", "error"]);
+            shape(
+                o,
+                &[
+                    ("object", Ident),
+                    ("data", Arr),
+                    ("model", Ident),
+                    ("usage", Obj),
+                    ("error", Obj),
+                ],
+            );
             if let Some(Value::Array(ds)) = o.field_mut("data") {
-                for d in ds.iter_mut() {
-                    if let Value::Object(d) = d {
-                        retain(d, &["object", "index", "embedding"]);
-                        // `object` ("embedding") is an identifier like any other.
-                        idents(d, &["object"]);
-                    }
-                }
+                each_object(ds, |d| {
+                    shape(
+                        d,
+                        &[("object", Ident), ("index", Index), ("embedding", Vector)],
+                    );
+                });
             }
+            minimize_error(o);
         }
         Endpoint::Responses => minimize_response(o, p.keep_logprobs),
         Endpoint::Models => {}
@@ -1821,6 +1826,95 @@ mod tests {
                 {"object": "embedding", "index": 0, "embedding": [0.5]},
                 {"index": 1, "embedding": [0.25]}]})
         );
+    }
+
+    /// Embeddings answers are shaped like every other endpoint's: `data` an array of
+    /// objects, each `index` a slot, each `embedding` numbers or a base64 string, `usage`
+    /// counts, `error` an error object. Output screening reads strings under other keys
+    /// only for canaries and secrets, so prose (an e-mail, a card number) under them
+    /// would leave unredacted.
+    #[test]
+    fn embeddings_fields_of_the_wrong_type_are_dropped() {
+        let policy = ResponsePolicy {
+            endpoint: Endpoint::Embeddings,
+            keep_logprobs: false,
+        };
+        let pii = "write to jane.doe@example.com";
+        let mut v = json!({"object": "list", "model": "e", "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.5, -1]},
+            {"object": "embedding", "index": 1, "embedding": "AAAAPw=="},
+            {"object": "embedding", "index": pii, "embedding": {"text": pii}},
+            {"object": "embedding", "index": 3, "embedding": [0.5, pii]},
+            {"object": "embedding", "index": 4, "embedding": pii},
+            pii],
+            "usage": {"total_tokens": 2},
+            "error": {"message": "m", "detail": pii}});
+        minimize(&mut v, policy);
+        assert!(!v.to_string().contains("jane"), "{v}");
+        assert_eq!(
+            v,
+            json!({"object": "list", "model": "e", "data": [
+                {"object": "embedding", "index": 0, "embedding": [0.5, -1]},
+                {"object": "embedding", "index": 1, "embedding": "AAAAPw=="},
+                {"object": "embedding"},
+                {"object": "embedding", "index": 3},
+                {"object": "embedding", "index": 4},
+                {}],
+                "usage": {"total_tokens": 2},
+                "error": {"message": "m"}})
+        );
+        for (k, bad) in [
+            ("data", json!(pii)),
+            ("usage", json!(pii)),
+            ("error", json!(pii)),
+        ] {
+            let mut v = json!({"object": "list", "model": "e"});
+            v[k] = bad;
+            minimize(&mut v, policy);
+            assert!(!v.to_string().contains("jane"), "{k}: {v}");
+        }
+    }
+
+    /// Counts are numbers: a string under a `usage` count, `created_at`,
+    /// `sequence_number` or an index of a Responses event is dropped (output screening
+    /// reads such strings only for canaries and secrets, so prose there would leave
+    /// unredacted).
+    #[test]
+    fn counts_keep_only_numbers() {
+        let pii = "write to jane.doe@example.com";
+        let mut v = json!({"id": "c1", "choices": [],
+            "usage": {"prompt_tokens": pii, "completion_tokens": 1, "total_tokens": 1}});
+        minimize(&mut v, CHAT);
+        assert_eq!(
+            v,
+            json!({"id": "c1", "choices": [], "usage": {"completion_tokens": 1, "total_tokens": 1}})
+        );
+        let responses = ResponsePolicy {
+            endpoint: Endpoint::Responses,
+            keep_logprobs: false,
+        };
+        let mut v = json!({"id": "r1", "created_at": pii, "output": [],
+            "usage": {"input_tokens": 1, "output_tokens": pii}});
+        minimize(&mut v, responses);
+        assert_eq!(
+            v,
+            json!({"id": "r1", "output": [], "usage": {"input_tokens": 1}})
+        );
+        let events = [
+            json!({"type": "response.output_text.delta", "sequence_number": pii,
+                "item_id": "m1", "output_index": pii, "content_index": pii, "delta": "ok"}),
+            json!({"type": "response.output_item.added", "sequence_number": 1,
+                "output_index": pii, "item": {"type": "message", "id": "m1"}}),
+            json!({"type": "error", "sequence_number": pii, "message": "m"}),
+        ];
+        let mut sse = SseMinimizer::new(responses, false, 1 << 20);
+        let mut input = String::new();
+        for e in &events {
+            input.push_str(&format!("data: {e}\n\n"));
+        }
+        let out = String::from_utf8(sse.feed(input.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(!out.contains("jane"), "{out}");
+        assert!(out.contains(r#""delta":"ok""#), "{out}");
     }
 
     /// A `model` or `id` that is not an identifier is replaced, not removed (typed

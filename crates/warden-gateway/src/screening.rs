@@ -1317,8 +1317,16 @@ fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result
                 if k == "logprobs" {
                     let mut strands = Vec::new();
                     logprob_strands(x, &mut String::new(), &mut strands);
+                    let mut redacts = false;
                     for (_, s) in strands {
                         rules.check_identifier(&s).map_err(|b| b.rule)?;
+                        // The tokens spell the text they came with: what the text's
+                        // screen blocks or redacts must not leave in them.
+                        rules.check(&s).map_err(|b| b.rule)?;
+                        redacts = redacts || rules.redacts(&s);
+                    }
+                    if redacts {
+                        *x = Value::Null;
                     }
                 }
                 screen_value(rules, x, Some(k))?;
@@ -1592,14 +1600,16 @@ fn arguments_call(key: &str) -> Option<&str> {
     ok.then_some(call)
 }
 
-/// The logprob strands of a streamed event as pieces (identifier-like, in `scope`).
+/// The logprob strands of a streamed event as pieces (in `scope`), checked like text:
+/// they spell the text they came with, so a match its screen would redact, reaching
+/// over tokens, stops the stream as it does in other fields that come in pieces.
 fn logprob_pieces(v: &Value, path: &mut String, scope: u64, out: &mut Vec<Piece>) {
     let mut strands = Vec::new();
     logprob_strands(v, path, &mut strands);
     out.extend(strands.into_iter().map(|(key, s)| Piece {
         key,
         s,
-        text: false,
+        text: true,
         scope,
     }));
 }
@@ -3893,6 +3903,50 @@ mod tests {
         for w in ["Hello", "Hi", " there", " you", "\"stop\""] {
             assert!(out.contains(w), "{w} missing: {out}");
         }
+    }
+
+    /// Logprob tokens spell the text they came with: an e-mail redacted in that text
+    /// must not leave in its tokens. A body's `logprobs` whose tokens carry a
+    /// redactable match are dropped (the text keeps its redaction); a stream whose
+    /// tokens spell one across events is stopped before any token of it leaves.
+    #[test]
+    fn logprob_tokens_do_not_carry_redacted_text() {
+        let toks = ["Mail ", "jane", ".doe", "@exam", "ple.com", " today."];
+        let entry = |t: &str| {
+            serde_json::json!({"token": t, "logprob": -0.1,
+                "top_logprobs": [{"token": t, "logprob": -0.1}]})
+        };
+        let lp: Vec<Value> = toks.iter().map(|t| entry(t)).collect();
+        let mut body = serde_json::json!({"choices": [{"index": 0, "message":
+            {"role": "assistant", "content": toks.concat()},
+            "logprobs": {"content": lp}}]});
+        assert_eq!(screen_value(&canary_rules(), &mut body, None), Ok(()));
+        assert!(!body.to_string().contains("jane"), "{body}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "Mail [redacted:email] today."
+        );
+        let mut completions = serde_json::json!({"choices": [{"index": 0,
+            "text": toks.concat(), "logprobs": {"tokens": toks, "token_logprobs": [-0.1]}}]});
+        assert_eq!(
+            screen_value(&canary_rules(), &mut completions, None),
+            Ok(())
+        );
+        assert!(!completions.to_string().contains("jane"), "{completions}");
+        let mut events: Vec<String> = toks
+            .iter()
+            .map(|t| {
+                chunk(serde_json::json!([{"index": 0, "delta": {"content": t},
+                    "logprobs": {"content": [entry(t)]}, "finish_reason": null}]))
+            })
+            .collect();
+        events.push(chunk(
+            serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        ));
+        let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+        let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+        assert!(!out.contains("jane"), "{out}");
+        assert_eq!(r, Err("OUT-PII-EMAIL".to_owned()), "{out}");
     }
 
     /// Past the cap on held bytes, the stream is stopped rather than letting unsettled

@@ -104,6 +104,12 @@ fn is_zero_width(c: char) -> bool {
     )
 }
 
+/// Whether `c` is invisible: a zero-width or other format character, a bidi control,
+/// a tag character (what [`normalize`] removes as such).
+pub fn is_invisible(c: char) -> bool {
+    is_zero_width(c) || is_bidi(c) || is_tag(c)
+}
+
 /// Letters (non-space, visible characters) on each side of an invisible character for
 /// [`zero_width_as_space`] to read it as a space: a word, not a fragment of one.
 const SPACED_RUN: usize = 3;
