@@ -214,6 +214,9 @@ impl Authenticate {
     }
 }
 
+/// The bearer scheme and the space after it, as compared (ASCII case ignored).
+const BEARER: &str = "Bearer ";
+
 fn unauthorized(reason: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, "authn", reason)
 }
@@ -248,9 +251,11 @@ impl Check for Authenticate {
             let v = v
                 .to_str()
                 .map_err(|_| unauthorized("malformed authorization header"))?;
+            // The scheme is case-insensitive (RFC 9110 §11.1): `BEARER` is `Bearer`.
             let token = v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+                .get(..BEARER.len())
+                .filter(|s| s.eq_ignore_ascii_case(BEARER))
+                .and_then(|_| v.get(BEARER.len()..))
                 .map(str::trim)
                 .ok_or_else(|| unauthorized("authorization must be a bearer token"))?;
             if keys::looks_like_key(token) {

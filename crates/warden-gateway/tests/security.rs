@@ -2674,3 +2674,28 @@ async fn an_idle_http2_connection_is_closed_but_a_long_stream_is_not() {
     }
     assert!(late > 0, "no events after 2.5 s");
 }
+
+/// The authentication scheme is case-insensitive (RFC 9110 §11.1): `BEARER` and
+/// `bEaReR` carry the same key as `Bearer`, and other schemes are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    let with_scheme = |scheme: &str| {
+        let mut r = post("/v1/chat/completions", None, CHAT);
+        let at = r.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        let line = format!("authorization: {scheme} {key}\r\n");
+        r.splice(at..at, line.bytes());
+        r
+    };
+    for (n, scheme) in ["BEARER", "bEaReR", "Bearer"].into_iter().enumerate() {
+        let resp = raw(&env, env.public, None, &with_scheme(scheme)).await;
+        assert_eq!(status(&resp), 200, "{scheme}: {resp}");
+        assert_eq!(env.upstream.hits(), n + 1, "{scheme}");
+    }
+    for scheme in ["Basic", "Bearerx", "Token"] {
+        let resp = raw(&env, env.public, None, &with_scheme(scheme)).await;
+        assert_eq!(status(&resp), 401, "{scheme}: {resp}");
+    }
+    assert_eq!(env.upstream.hits(), 3);
+}
