@@ -983,6 +983,32 @@ async fn forward(
     };
     let status = resp.status();
     fin.rec.status = status.as_u16();
+    if matches!(status.as_u16(), 401 | 403 | 407) {
+        // The upstream refused the gateway's own credential (`auth`), not the client's:
+        // a gateway fault. Its status would tell the client that its key is bad, and its
+        // message can describe the gateway's upstream key (OpenAI names the key's tail),
+        // so neither is passed on; the audit record keeps the status.
+        tracing::warn!(
+            request_id = fin.rec.request_id,
+            status = status.as_u16(),
+            "upstream refused the gateway's credential"
+        );
+        fin.rec.outcome = "upstream-error".into();
+        fin.rec.status = StatusCode::BAD_GATEWAY.as_u16();
+        fin.rec.decision = "error".into();
+        fin.rec.reason = format!(
+            "upstream: upstream refused the gateway's credential ({})",
+            status.as_u16()
+        );
+        // Refused before any generation: the reservation goes back.
+        fin.usage = Some(0);
+        let id = fin.rec.request_id;
+        drop(fin);
+        return json_error(
+            &Refusal::new(StatusCode::BAD_GATEWAY, "upstream", "upstream unavailable"),
+            id,
+        );
+    }
     let is_sse = resp
         .headers()
         .get(header::CONTENT_TYPE)

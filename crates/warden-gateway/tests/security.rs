@@ -2699,3 +2699,51 @@ async fn the_bearer_scheme_is_matched_without_regard_to_case() {
     }
     assert_eq!(env.upstream.hits(), 3);
 }
+
+fn upstream_refuses_credentials(
+    _: serde_json::Value,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    // What OpenAI answers for a wrong or revoked key: the message names the key's tail.
+    let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-********************abcd. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert(
+        "www-authenticate",
+        "Bearer realm=\"upstream\"".parse().unwrap(),
+    );
+    r
+}
+
+/// An upstream that refuses the gateway's own credential (401, 403 or 407) is a gateway
+/// fault, not the client's: the client gets 502 without the upstream's message (which
+/// can describe the gateway's upstream key), never a 401 that reads as "your key is bad";
+/// the audit record keeps the upstream's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusing_the_gateways_credential_is_a_502_without_its_message() {
+    let (env, _pdir) = start_permit_all(upstream_refuses_credentials).await;
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&env.user_key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+    for leak in [
+        "sk-proj",
+        "abcd",
+        "Incorrect API key",
+        "realm",
+        "upstream\"",
+    ] {
+        assert!(!resp.contains(leak), "{leak} reached the client: {resp}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let recs = records(&env);
+    let r = recs.last().unwrap();
+    assert_eq!(r.status, 502, "{recs:?}");
+    assert!(r.reason.contains("401"), "{recs:?}");
+}
