@@ -523,11 +523,56 @@ pub async fn handle(
 }
 
 /// The path as recorded: at most 128 characters.
+/// The path as the audit record names it: credential-like runs cut out, then at most 128
+/// characters.
 fn clip_path(p: &str) -> String {
+    let p = redact_runs(p);
     if p.len() <= 128 {
-        p.to_owned()
+        p.into_owned()
     } else {
         p.chars().take(128).collect()
+    }
+}
+
+/// Shortest run of token characters taken for a credential. Every allowlisted path is
+/// far shorter between its slashes; a Warden key is 47 characters, a JWT longer.
+const CREDENTIAL_RUN: usize = 24;
+
+/// `p` with each run of at least [`CREDENTIAL_RUN`] token characters (base64url, `.`,
+/// `%`, `~`, `+`, `=`) replaced by `<redacted>`: a key or token a client put in the path
+/// (appended to the base URL, as a segment or a `;key=` parameter, percent-encoded or
+/// not) would otherwise be written to the audit log, which cannot be scrubbed. No
+/// allocation when there is nothing to cut (every allowlisted path).
+fn redact_runs(p: &str) -> std::borrow::Cow<'_, str> {
+    let token = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'%' | b'~' | b'+' | b'=')
+    };
+    let b = p.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        if !b.get(i).copied().is_some_and(token) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while b.get(i).copied().is_some_and(token) {
+            i += 1;
+        }
+        if i - start >= CREDENTIAL_RUN {
+            // Runs are ASCII, so `start` and `i` are character boundaries.
+            let o = out.get_or_insert_with(|| String::with_capacity(p.len()));
+            o.push_str(p.get(copied..start).unwrap_or_default());
+            o.push_str("<redacted>");
+            copied = i;
+        }
+    }
+    match out {
+        Some(mut o) => {
+            o.push_str(p.get(copied..).unwrap_or_default());
+            std::borrow::Cow::Owned(o)
+        }
+        None => std::borrow::Cow::Borrowed(p),
     }
 }
 

@@ -2747,3 +2747,47 @@ async fn an_upstream_refusing_the_gateways_credential_is_a_502_without_its_messa
     assert_eq!(r.status, 502, "{recs:?}");
     assert!(r.reason.contains("401"), "{recs:?}");
 }
+
+/// A credential a client put in the path (a key appended to the base URL, a token as a
+/// path segment, a matrix parameter) is refused like any unknown path, and never reaches
+/// the audit log, which cannot be scrubbed afterwards: the record names the path with
+/// the credential cut out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_in_the_path_never_reaches_the_audit_log() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    let token = jwt(
+        &env,
+        serde_json::json!({"alg": "ES256", "kid": "k1"}),
+        serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "carol", "exp": now() + 600}),
+    );
+    let encoded = key.replacen('_', "%5F", 1);
+    let paths = [
+        format!("/v1/chat/completions/{key}"),
+        format!("/v1/{key}/chat/completions"),
+        format!("/v1/chat/completions;api_key={key}"),
+        format!("/{token}"),
+        format!("/v1/{encoded}"),
+    ];
+    for p in &paths {
+        let before = records(&env).len();
+        let resp = raw(&env, env.public, None, &post(p, None, CHAT)).await;
+        assert_eq!(status(&resp), 404, "{p}: {resp}");
+        assert!(!resp.contains(&key[4..]), "{p}: {resp}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let new = records(&env)[before..].to_vec();
+        assert!(
+            new.iter()
+                .any(|r| r.status == 404 && r.endpoint.starts_with('/')),
+            "{p}: not audited: {new:?}"
+        );
+        let dump = format!("{new:?}");
+        for secret in [&key[4..], token.rsplit('.').next().unwrap(), &token[..40]] {
+            assert!(
+                !dump.contains(secret),
+                "{p}: a credential reached the audit log: {dump}"
+            );
+        }
+    }
+    assert_eq!(env.upstream.hits(), 0);
+}
