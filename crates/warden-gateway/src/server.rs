@@ -1382,7 +1382,12 @@ pub async fn run(
     let admin_tls = tls::server_config(&cfg.admin.tls, Arc::clone(&admin_cert))?;
     let admin_state = Arc::new(admin::AdminState::new(Arc::clone(&gw))?);
     if gw.config.oidc.is_some() {
-        gw.refresh_jwks().await?;
+        // A provider unreachable at start must not keep the gateway down (API keys and
+        // mTLS do not need it): the key set stays never-fetched, so every token is
+        // refused (`StaleKeySet`, 503) and asks the refresher below for another fetch.
+        if let Err(e) = gw.refresh_jwks().await {
+            tracing::error!(error = %e, "JWKS fetch failed at start; tokens are refused until a fetch succeeds");
+        }
         let g = Arc::clone(&gw);
         tokio::spawn(async move {
             let every = Duration::from_secs(

@@ -2791,3 +2791,49 @@ async fn a_credential_in_the_path_never_reaches_the_audit_log() {
     }
     assert_eq!(env.upstream.hits(), 0);
 }
+
+/// An identity provider that cannot be reached when the gateway starts must not keep the
+/// gateway down (a restart during an IdP outage would otherwise take API-key and mTLS
+/// clients down with it): tokens are refused fail closed (503, never-fetched key set)
+/// while keys work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_provider_down_at_start_refuses_tokens_but_not_keys() {
+    let dead = free_port();
+    let env = start_custom(
+        4096,
+        serde_json::json!({"oidc": {"issuer": "https://idp.test", "audience": "warden",
+            "jwks_url": format!("http://127.0.0.1:{dead}/jwks"), "algorithms": ["ES256"],
+            "leeway_secs": 0}}),
+        None,
+    )
+    .await;
+    let key = env.user_key.clone();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        raw(
+            &env,
+            env.public,
+            None,
+            &post("/v1/chat/completions", Some(&key), CHAT),
+        ),
+    )
+    .await
+    .expect("the public listener does not answer");
+    assert_eq!(status(&resp), 200, "API key: {resp}");
+    let token = jwt(
+        &env,
+        serde_json::json!({"alg": "ES256", "kid": "k1"}),
+        serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "carol",
+            "exp": now() + 600, "roles": ["user"], "clearance": 1}),
+    );
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&token), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 503, "token: {resp}");
+    assert!(resp.contains("key set is older"), "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+}
