@@ -2,7 +2,8 @@
 //! allowlist only (`none` and every HMAC algorithm are refused before any key is looked
 //! at, so an RSA public key can never be used as an HMAC secret), keys only from the
 //! configured JWKS (never from `jku`/`x5u`/`jwk` headers), the key's type must match the
-//! algorithm, and `iss`, `aud`, `exp` and `nbf` are checked.
+//! algorithm, and `iss`, `aud`, `exp` and `nbf` are checked. A header or claims set that
+//! repeats a member name (in any object) is refused.
 //!
 //! A token's identity is named `jwt:<sub>` ([`IDENTITY_PREFIX`]): OIDC subjects live in
 //! their own namespace, so a subject can never share the blocks, limits or
@@ -254,9 +255,15 @@ fn verify_sig(alg: &str, key: &KeyMaterial, msg: &[u8], sig: &[u8]) -> Result<()
     if ok { Ok(()) } else { Err(JwtError::Signature) }
 }
 
+/// A header or claims part. A member name repeated in any object is refused: JSON
+/// parsers disagree on which copy counts (`serde_json` keeps the last), so another reader
+/// of the same token (a relying party, an audit tool) could see another `sub` or role.
 fn decode_part(s: &str) -> Result<Value, JwtError> {
     let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+    match crate::json::parse(&bytes) {
+        Ok(p) if !p.duplicate_keys => Ok(p.value),
+        _ => Err(JwtError::Malformed),
+    }
 }
 
 /// Verify `token` against `jwks` and `policy` at `now` (Unix seconds).
@@ -562,6 +569,56 @@ mod tests {
         assert_eq!(
             verify(&t, &jwks, &policy(), now).unwrap_err(),
             JwtError::Claim("sub")
+        );
+    }
+
+    /// A member name repeated in the claims or the header is refused (RFC 7519 §4 lets a
+    /// parser keep the last, but a relying party or log reader keeping the first would
+    /// see another subject than the gateway): the signature being good changes nothing.
+    #[test]
+    fn duplicate_member_names_in_claims_or_header_are_refused() {
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let sign_raw = |h: &str, c: &str| {
+            let msg = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(h),
+                URL_SAFE_NO_PAD.encode(c)
+            );
+            let sig = kp.sign(&SystemRandom::new(), msg.as_bytes()).unwrap();
+            format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        };
+        let claims = format!(
+            r#"{{"iss":"https://idp.test","aud":"warden","sub":"alice","exp":{},"sub":"admin"}}"#,
+            now + 60
+        );
+        let header = r#"{"alg":"ES256","kid":"k1"}"#;
+        // Control: the same token without the repeated `sub` verifies.
+        let single = claims.replace(r#","sub":"admin""#, "");
+        assert!(verify(&sign_raw(header, &single), &jwks, &policy(), now).is_ok());
+        assert_eq!(
+            verify(&sign_raw(header, &claims), &jwks, &policy(), now).unwrap_err(),
+            JwtError::Malformed
+        );
+        let header = r#"{"alg":"ES256","kid":"nope","kid":"k1"}"#;
+        assert_eq!(
+            verify(&sign_raw(header, &single), &jwks, &policy(), now).unwrap_err(),
+            JwtError::Malformed
+        );
+        // Nested objects too (a roles claim read by another party).
+        let nested = single.replace(
+            r#""sub":"alice""#,
+            r#""sub":"alice","realm_access":{"roles":["user"],"roles":["admin"]}"#,
+        );
+        assert_eq!(
+            verify(
+                &sign_raw(r#"{"alg":"ES256","kid":"k1"}"#, &nested),
+                &jwks,
+                &policy(),
+                now
+            )
+            .unwrap_err(),
+            JwtError::Malformed
         );
     }
 

@@ -55,8 +55,9 @@ impl Refusal {
     }
 }
 
-/// Everything known about one request as it moves through the pipeline.
-#[derive(Debug)]
+/// Everything known about one request as it moves through the pipeline. Its `Debug`
+/// shows header names only and the body's length, never a header value (a key, a token,
+/// a cookie) nor the prompt: every check, a custom one too, may log it.
 pub struct Exchange {
     /// Gateway-local id.
     pub request_id: u64,
@@ -89,6 +90,28 @@ pub struct Exchange {
     /// Room for this request's audit record, reserved at admission and used when the
     /// response ends (or by its refusal).
     pub audit: Option<crate::audit::AuditPermit>,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("request_id", &self.request_id)
+            .field("endpoint", &self.endpoint)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("peer", &self.peer)
+            .field("client_cert", &self.client_cert)
+            .field("identity", &self.identity)
+            .field("auth", &self.auth)
+            .field("mfa", &self.mfa)
+            .field("body_len", &self.body.len())
+            .field("validated", &self.validated.is_some())
+            .field("params", &self.params)
+            .field("admission", &self.admission)
+            .field("now", &self.now)
+            .field("screen", &self.screen.is_some())
+            .field("audit", &self.audit)
+            .finish()
+    }
 }
 
 /// One step of the pipeline.
@@ -214,6 +237,9 @@ impl Authenticate {
     }
 }
 
+/// The bearer scheme and the space after it, as compared (ASCII case ignored).
+const BEARER: &str = "Bearer ";
+
 fn unauthorized(reason: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, "authn", reason)
 }
@@ -248,9 +274,11 @@ impl Check for Authenticate {
             let v = v
                 .to_str()
                 .map_err(|_| unauthorized("malformed authorization header"))?;
+            // The scheme is case-insensitive (RFC 9110 §11.1): `BEARER` is `Bearer`.
             let token = v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+                .get(..BEARER.len())
+                .filter(|s| s.eq_ignore_ascii_case(BEARER))
+                .and_then(|_| v.get(BEARER.len()..))
                 .map(str::trim)
                 .ok_or_else(|| unauthorized("authorization must be a bearer token"))?;
             if keys::looks_like_key(token) {
@@ -544,5 +572,52 @@ impl Check for Concurrency {
         let a = self.0.limiter.enter(&id.name, limits).map_err(limited)?;
         ex.admission = Some(a);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Exchange` is handed to every check, custom ones included, and is `Debug`: a
+    /// check that logs it (`tracing::debug!(?ex)`) must not write the client's key or
+    /// token, nor any other header value (cookies, `x-api-key`).
+    #[test]
+    fn an_exchange_never_prints_header_values() {
+        let key = format!("wdn_{}", "K".repeat(43));
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("authorization", format!("Bearer {key}")),
+            ("x-api-key", "secret-api-key-value".to_owned()),
+            ("cookie", "session=secret-cookie".to_owned()),
+        ] {
+            headers.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_str(&value).unwrap(),
+            );
+        }
+        let ex = Exchange {
+            request_id: 7,
+            endpoint: Endpoint::Chat,
+            headers,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_cert: None,
+            identity: None,
+            auth: None,
+            mfa: false,
+            body: Bytes::new(),
+            validated: None,
+            params: None,
+            admission: None,
+            now: 0,
+            screen: None,
+            audit: None,
+        };
+        let printed = format!("{ex:?}");
+        for secret in [&key[4..], "secret-api-key-value", "secret-cookie"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        // The names are still there to debug with, and the rest of the exchange.
+        assert!(printed.contains("authorization") && printed.contains("request_id: 7"));
     }
 }

@@ -523,11 +523,56 @@ pub async fn handle(
 }
 
 /// The path as recorded: at most 128 characters.
+/// The path as the audit record names it: credential-like runs cut out, then at most 128
+/// characters.
 fn clip_path(p: &str) -> String {
+    let p = redact_runs(p);
     if p.len() <= 128 {
-        p.to_owned()
+        p.into_owned()
     } else {
         p.chars().take(128).collect()
+    }
+}
+
+/// Shortest run of token characters taken for a credential. Every allowlisted path is
+/// far shorter between its slashes; a Warden key is 47 characters, a JWT longer.
+const CREDENTIAL_RUN: usize = 24;
+
+/// `p` with each run of at least [`CREDENTIAL_RUN`] token characters (base64url, `.`,
+/// `%`, `~`, `+`, `=`) replaced by `<redacted>`: a key or token a client put in the path
+/// (appended to the base URL, as a segment or a `;key=` parameter, percent-encoded or
+/// not) would otherwise be written to the audit log, which cannot be scrubbed. No
+/// allocation when there is nothing to cut (every allowlisted path).
+fn redact_runs(p: &str) -> std::borrow::Cow<'_, str> {
+    let token = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'%' | b'~' | b'+' | b'=')
+    };
+    let b = p.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        if !b.get(i).copied().is_some_and(token) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while b.get(i).copied().is_some_and(token) {
+            i += 1;
+        }
+        if i - start >= CREDENTIAL_RUN {
+            // Runs are ASCII, so `start` and `i` are character boundaries.
+            let o = out.get_or_insert_with(|| String::with_capacity(p.len()));
+            o.push_str(p.get(copied..start).unwrap_or_default());
+            o.push_str("<redacted>");
+            copied = i;
+        }
+    }
+    match out {
+        Some(mut o) => {
+            o.push_str(p.get(copied..).unwrap_or_default());
+            std::borrow::Cow::Owned(o)
+        }
+        None => std::borrow::Cow::Borrowed(p),
     }
 }
 
@@ -983,6 +1028,32 @@ async fn forward(
     };
     let status = resp.status();
     fin.rec.status = status.as_u16();
+    if matches!(status.as_u16(), 401 | 403 | 407) {
+        // The upstream refused the gateway's own credential (`auth`), not the client's:
+        // a gateway fault. Its status would tell the client that its key is bad, and its
+        // message can describe the gateway's upstream key (OpenAI names the key's tail),
+        // so neither is passed on; the audit record keeps the status.
+        tracing::warn!(
+            request_id = fin.rec.request_id,
+            status = status.as_u16(),
+            "upstream refused the gateway's credential"
+        );
+        fin.rec.outcome = "upstream-error".into();
+        fin.rec.status = StatusCode::BAD_GATEWAY.as_u16();
+        fin.rec.decision = "error".into();
+        fin.rec.reason = format!(
+            "upstream: upstream refused the gateway's credential ({})",
+            status.as_u16()
+        );
+        // Refused before any generation: the reservation goes back.
+        fin.usage = Some(0);
+        let id = fin.rec.request_id;
+        drop(fin);
+        return json_error(
+            &Refusal::new(StatusCode::BAD_GATEWAY, "upstream", "upstream unavailable"),
+            id,
+        );
+    }
     let is_sse = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -1311,7 +1382,12 @@ pub async fn run(
     let admin_tls = tls::server_config(&cfg.admin.tls, Arc::clone(&admin_cert))?;
     let admin_state = Arc::new(admin::AdminState::new(Arc::clone(&gw))?);
     if gw.config.oidc.is_some() {
-        gw.refresh_jwks().await?;
+        // A provider unreachable at start must not keep the gateway down (API keys and
+        // mTLS do not need it): the key set stays never-fetched, so every token is
+        // refused (`StaleKeySet`, 503) and asks the refresher below for another fetch.
+        if let Err(e) = gw.refresh_jwks().await {
+            tracing::error!(error = %e, "JWKS fetch failed at start; tokens are refused until a fetch succeeds");
+        }
         let g = Arc::clone(&gw);
         tokio::spawn(async move {
             let every = Duration::from_secs(

@@ -2674,3 +2674,166 @@ async fn an_idle_http2_connection_is_closed_but_a_long_stream_is_not() {
     }
     assert!(late > 0, "no events after 2.5 s");
 }
+
+/// The authentication scheme is case-insensitive (RFC 9110 §11.1): `BEARER` and
+/// `bEaReR` carry the same key as `Bearer`, and other schemes are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    let with_scheme = |scheme: &str| {
+        let mut r = post("/v1/chat/completions", None, CHAT);
+        let at = r.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        let line = format!("authorization: {scheme} {key}\r\n");
+        r.splice(at..at, line.bytes());
+        r
+    };
+    for (n, scheme) in ["BEARER", "bEaReR", "Bearer"].into_iter().enumerate() {
+        let resp = raw(&env, env.public, None, &with_scheme(scheme)).await;
+        assert_eq!(status(&resp), 200, "{scheme}: {resp}");
+        assert_eq!(env.upstream.hits(), n + 1, "{scheme}");
+    }
+    for scheme in ["Basic", "Bearerx", "Token"] {
+        let resp = raw(&env, env.public, None, &with_scheme(scheme)).await;
+        assert_eq!(status(&resp), 401, "{scheme}: {resp}");
+    }
+    assert_eq!(env.upstream.hits(), 3);
+}
+
+fn upstream_refuses_credentials(
+    _: serde_json::Value,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    // What OpenAI answers for a wrong or revoked key: the message names the key's tail.
+    let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-********************abcd. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut().insert(
+        "www-authenticate",
+        "Bearer realm=\"upstream\"".parse().unwrap(),
+    );
+    r
+}
+
+/// An upstream that refuses the gateway's own credential (401, 403 or 407) is a gateway
+/// fault, not the client's: the client gets 502 without the upstream's message (which
+/// can describe the gateway's upstream key), never a 401 that reads as "your key is bad";
+/// the audit record keeps the upstream's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusing_the_gateways_credential_is_a_502_without_its_message() {
+    let (env, _pdir) = start_permit_all(upstream_refuses_credentials).await;
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&env.user_key), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+    for leak in [
+        "sk-proj",
+        "abcd",
+        "Incorrect API key",
+        "realm",
+        "upstream\"",
+    ] {
+        assert!(!resp.contains(leak), "{leak} reached the client: {resp}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let recs = records(&env);
+    let r = recs.last().unwrap();
+    assert_eq!(r.status, 502, "{recs:?}");
+    assert!(r.reason.contains("401"), "{recs:?}");
+}
+
+/// A credential a client put in the path (a key appended to the base URL, a token as a
+/// path segment, a matrix parameter) is refused like any unknown path, and never reaches
+/// the audit log, which cannot be scrubbed afterwards: the record names the path with
+/// the credential cut out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_in_the_path_never_reaches_the_audit_log() {
+    let env = start().await;
+    let key = env.user_key.clone();
+    let token = jwt(
+        &env,
+        serde_json::json!({"alg": "ES256", "kid": "k1"}),
+        serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "carol", "exp": now() + 600}),
+    );
+    let encoded = key.replacen('_', "%5F", 1);
+    let paths = [
+        format!("/v1/chat/completions/{key}"),
+        format!("/v1/{key}/chat/completions"),
+        format!("/v1/chat/completions;api_key={key}"),
+        format!("/{token}"),
+        format!("/v1/{encoded}"),
+    ];
+    for p in &paths {
+        let before = records(&env).len();
+        let resp = raw(&env, env.public, None, &post(p, None, CHAT)).await;
+        assert_eq!(status(&resp), 404, "{p}: {resp}");
+        assert!(!resp.contains(&key[4..]), "{p}: {resp}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let new = records(&env)[before..].to_vec();
+        assert!(
+            new.iter()
+                .any(|r| r.status == 404 && r.endpoint.starts_with('/')),
+            "{p}: not audited: {new:?}"
+        );
+        let dump = format!("{new:?}");
+        for secret in [&key[4..], token.rsplit('.').next().unwrap(), &token[..40]] {
+            assert!(
+                !dump.contains(secret),
+                "{p}: a credential reached the audit log: {dump}"
+            );
+        }
+    }
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+/// An identity provider that cannot be reached when the gateway starts must not keep the
+/// gateway down (a restart during an IdP outage would otherwise take API-key and mTLS
+/// clients down with it): tokens are refused fail closed (503, never-fetched key set)
+/// while keys work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_provider_down_at_start_refuses_tokens_but_not_keys() {
+    let dead = free_port();
+    let env = start_custom(
+        4096,
+        serde_json::json!({"oidc": {"issuer": "https://idp.test", "audience": "warden",
+            "jwks_url": format!("http://127.0.0.1:{dead}/jwks"), "algorithms": ["ES256"],
+            "leeway_secs": 0}}),
+        None,
+    )
+    .await;
+    let key = env.user_key.clone();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        raw(
+            &env,
+            env.public,
+            None,
+            &post("/v1/chat/completions", Some(&key), CHAT),
+        ),
+    )
+    .await
+    .expect("the public listener does not answer");
+    assert_eq!(status(&resp), 200, "API key: {resp}");
+    let token = jwt(
+        &env,
+        serde_json::json!({"alg": "ES256", "kid": "k1"}),
+        serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "carol",
+            "exp": now() + 600, "roles": ["user"], "clearance": 1}),
+    );
+    let resp = raw(
+        &env,
+        env.public,
+        None,
+        &post("/v1/chat/completions", Some(&token), CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 503, "token: {resp}");
+    assert!(resp.contains("key set is older"), "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+}
