@@ -2,7 +2,7 @@
 //! allowlist only (`none` and every HMAC algorithm are refused before any key is looked
 //! at, so an RSA public key can never be used as an HMAC secret), keys only from the
 //! configured JWKS (never from `jku`/`x5u`/`jwk` headers), the key's type must match the
-//! algorithm, and `iss`, `aud`, `exp` and `nbf` are checked. A header or claims set that
+//! algorithm, and `iss`, `aud`, `exp`, `nbf` and `iat` (not in the future) are checked. A header or claims set that
 //! repeats a member name (in any object) is refused.
 //!
 //! A token's identity is named `jwt:<sub>` ([`IDENTITY_PREFIX`]): OIDC subjects live in
@@ -340,15 +340,19 @@ pub fn verify(
     }
     let exp = claims
         .get("exp")
-        .and_then(Value::as_u64)
+        .and_then(numeric_date)
         .ok_or(JwtError::Claim("exp"))?;
     if now >= exp.saturating_add(policy.leeway_secs) {
         return Err(JwtError::Expired);
     }
-    if let Some(nbf) = claims.get("nbf") {
-        let nbf = nbf.as_u64().ok_or(JwtError::Claim("nbf"))?;
-        if nbf > now.saturating_add(policy.leeway_secs) {
-            return Err(JwtError::NotYetValid);
+    // A token issued (`iat`) or valid (`nbf`) only later than now, beyond the leeway,
+    // is not valid yet: a clock far ahead at the issuer, or a token minted for later.
+    for k in ["nbf", "iat"] {
+        if let Some(v) = claims.get(k) {
+            let t = numeric_date(v).ok_or(JwtError::Claim(k))?;
+            if t > now.saturating_add(policy.leeway_secs) {
+                return Err(JwtError::NotYetValid);
+            }
         }
     }
     let sub = claims
@@ -390,6 +394,19 @@ pub fn verify(
         },
         mfa,
     })
+}
+
+/// An RFC 7519 NumericDate as whole seconds: an integer, or a non-negative number with a
+/// fraction (allowed by the RFC and sent by some providers), rounded down.
+fn numeric_date(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v
+        .as_f64()
+        .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)?;
+    // In range by the filter above; the cast rounds toward zero.
+    Some(f as u64)
 }
 
 #[cfg(test)]
@@ -476,6 +493,35 @@ mod tests {
         assert_eq!(
             verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
             JwtError::NotYetValid
+        );
+        // Issued in the future.
+        let mut c = claims(now);
+        c["iat"] = (now + 100).into();
+        assert_eq!(
+            verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+            JwtError::NotYetValid
+        );
+        for (k, bad) in [
+            ("iat", serde_json::json!("yesterday")),
+            ("exp", serde_json::json!(-5.0)),
+        ] {
+            let mut c = claims(now);
+            c[k] = bad;
+            assert_eq!(
+                verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+                JwtError::Claim(k)
+            );
+        }
+        // Fractional NumericDates (RFC 7519 allows them) are read, rounded down.
+        let mut c = claims(now);
+        c["iat"] = (now as f64 - 0.5).into();
+        c["exp"] = (now as f64 + 60.25).into();
+        assert!(verify(&sign(&kp, h.clone(), c), &jwks, &p, now).is_ok());
+        let mut c = claims(now);
+        c["exp"] = (now as f64 - 0.5).into();
+        assert_eq!(
+            verify(&sign(&kp, h.clone(), c), &jwks, &p, now).unwrap_err(),
+            JwtError::Expired
         );
         let mut c = claims(now);
         c["iss"] = "https://evil".into();
