@@ -430,10 +430,7 @@ fn benign_trigger_words_rarely_block() {
         .map(str::to_owned)
         .collect();
     assert!(lines.len() >= 100);
-    let blocked: Vec<&String> = lines
-        .iter()
-        .filter(|l| s.screen_text(l, Role::User).verdict == Action::Block)
-        .collect();
+    let blocked = blocked_as_user(&s, &lines);
     let fpr = blocked.len() as f64 / lines.len() as f64;
     assert!(
         fpr <= 0.06,
@@ -447,6 +444,14 @@ fn benign_trigger_words_rarely_block() {
 const OOD_MAX_FPR: f64 = 0.03;
 const ML_MIN_TPR: f64 = 0.4;
 const ML_MAX_PASSED: usize = 2;
+
+/// The lines the screener blocks as user text.
+fn blocked_as_user<'a>(s: &Screener, lines: &'a [String]) -> Vec<&'a String> {
+    lines
+        .iter()
+        .filter(|l| s.screen_text(l, Role::User).verdict == Action::Block)
+        .collect()
+}
 
 fn data_lines(name: &str) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -531,10 +536,7 @@ fn held_out_ood_benign_rarely_block() {
     let s = screener();
     let lines = data_lines("ood_benign.txt");
     assert!(lines.len() >= 200);
-    let blocked: Vec<&String> = lines
-        .iter()
-        .filter(|l| s.screen_text(l, Role::User).verdict == Action::Block)
-        .collect();
+    let blocked = blocked_as_user(&s, &lines);
     let fpr = blocked.len() as f64 / lines.len() as f64;
     assert!(
         fpr <= OOD_MAX_FPR,
@@ -551,10 +553,7 @@ fn held_out_developer_requests_rarely_block() {
     let s = screener();
     let lines = data_lines("dev_benign.txt");
     assert!(lines.len() >= 100);
-    let blocked: Vec<&String> = lines
-        .iter()
-        .filter(|l| s.screen_text(l, Role::User).verdict == Action::Block)
-        .collect();
+    let blocked = blocked_as_user(&s, &lines);
     assert!(
         blocked.len() <= 7,
         "{} of {} developer requests blocked: {blocked:#?}",
