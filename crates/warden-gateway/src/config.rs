@@ -178,6 +178,12 @@ pub struct ModelConfig {
     /// Environment variable holding the upstream's own API key, sent as a bearer token.
     #[serde(default)]
     pub upstream_api_key_env: Option<String>,
+    /// Pass the message of an upstream server error (5xx) to clients, screened and cut to
+    /// 300 characters. Off by default: clients get "upstream returned N" and the message
+    /// goes to the gateway's log (`warden posture` reports it when on). Client errors
+    /// (4xx: context too long, bad parameter) are always passed on that way.
+    #[serde(default)]
+    pub relay_upstream_server_errors: bool,
 }
 
 /// OIDC JWT acceptance.

@@ -57,6 +57,9 @@ struct Upstream {
     /// One pool for the shared runtime, then one per connection worker: a connection
     /// lives on the thread that opened it, so each worker uses only its own.
     clients: Arc<[crate::upstream::UpstreamClient]>,
+    /// `relay_upstream_server_errors`: pass the (screened, cut) message of an upstream
+    /// 5xx to the client instead of the generic one.
+    relay_server_errors: bool,
 }
 
 /// Every endpoint, in the order of `Upstream::uris`.
@@ -73,6 +76,7 @@ impl Upstream {
         base: &str,
         auth: Option<HeaderValue>,
         clients: Arc<[crate::upstream::UpstreamClient]>,
+        relay_server_errors: bool,
     ) -> Upstream {
         let base = base.trim_end_matches('/');
         let uris = ENDPOINTS.map(|ep| http::Uri::try_from(format!("{base}{}", ep.path())).ok());
@@ -82,6 +86,7 @@ impl Upstream {
             host,
             auth,
             clients,
+            relay_server_errors,
         }
     }
 
@@ -231,6 +236,7 @@ impl Gateway {
                     auth,
                     crate::upstream::clients(m, &config.timeouts, config.effective_workers() + 1)?
                         .into(),
+                    m.relay_upstream_server_errors,
                 ),
             );
         }
@@ -1141,12 +1147,30 @@ async fn forward(
         }
     } else {
         // Upstream errors: keep only a short message, cut after screening (a secret
-        // straddling the cut would not match while its prefix went out).
-        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|j| j.get("error")?.get("message")?.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("upstream returned {}", status.as_u16()));
+        // straddling the cut would not match while its prefix went out). A server
+        // error's message describes the model server's insides (stack traces, paths,
+        // versions, its own configuration), not the client's request: it goes to the
+        // operator's log, and the client gets the generic message unless the model's
+        // `relay_upstream_server_errors` says otherwise.
         let generic = || format!("upstream returned {}", status.as_u16());
+        let upstream_msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|j| j.get("error")?.get("message")?.as_str().map(str::to_owned));
+        let msg = match upstream_msg {
+            Some(m) if status.is_server_error() && !up.relay_server_errors => {
+                let cut = m.char_indices().nth(300).map_or(m.len(), |(i, _)| i);
+                tracing::warn!(
+                    request_id = fin.rec.request_id,
+                    model = %v.model,
+                    status = status.as_u16(),
+                    upstream_message = %m[..cut].escape_debug(),
+                    "upstream server error (generic message sent to the client)"
+                );
+                generic()
+            }
+            Some(m) => m,
+            None => generic(),
+        };
         let error = |m: String| serde_json::json!({"error": {"message": m, "type": "upstream_error", "code": status.as_u16()}});
         let mut j = error(msg);
         fin.rec.decision = "error".into();

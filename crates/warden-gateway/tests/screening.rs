@@ -66,7 +66,13 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
         .map(|m| m["content"].to_string())
         .unwrap_or_default();
     if last.contains("say-error") {
-        // An upstream error whose message echoes the canary (or, benign, does not).
+        // An upstream error whose message echoes the canary (or, benign, does not); a
+        // client error (400) with `-4xx`, else a server error (500).
+        let status = if last.contains("-4xx") {
+            http::StatusCode::BAD_REQUEST
+        } else {
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        };
         let m = if last.contains("say-error-canary") {
             format!("template failed near: {CANARY}")
         } else if last.contains("say-error-straddle") {
@@ -75,9 +81,9 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
         } else {
             "the model is overloaded".to_owned()
         };
-        let out = json!({"error": {"message": m, "type": "server_error", "code": 500}});
+        let out = json!({"error": {"message": m, "type": "server_error", "code": status.as_u16()}});
         let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
-        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        *r.status_mut() = status;
         r.headers_mut()
             .insert("content-type", "application/json".parse().unwrap());
         return r;
@@ -379,6 +385,15 @@ async fn try_start_at(
     screening: Value,
     real: Option<SocketAddr>,
 ) -> Result<Env, warden_gateway::Error> {
+    try_start_with(screening, real, json!({})).await
+}
+
+/// [`try_start_at`] with `model_extra`'s members added to the model's configuration.
+async fn try_start_with(
+    screening: Value,
+    real: Option<SocketAddr>,
+    model_extra: Value,
+) -> Result<Env, warden_gateway::Error> {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let upstream = upstream().await;
@@ -392,6 +407,11 @@ async fn try_start_at(
     std::fs::write(&totp, TOTP_SECRET_B32).unwrap();
     // These tests run on the shared runtime (no connection workers), as a gateway with
     // the transformer tier does; the other suites use the workers.
+    let mut model_cfg =
+        json!({"name": model, "upstream": format!("http://{up}"), "classification": 1});
+    for (k, v) in model_extra.as_object().into_iter().flatten() {
+        model_cfg[k] = v.clone();
+    }
     let cfg = json!({
         "listen": "127.0.0.1:0",
         "insecure_plaintext": true,
@@ -399,7 +419,7 @@ async fn try_start_at(
         "admin": {"listen": "127.0.0.1:0",
                   "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
                   "admins": [{"name": "alice.admin", "totp_secret_file": totp}]},
-        "models": [{"name": model, "upstream": format!("http://{up}"), "classification": 1}],
+        "models": [model_cfg],
         "policy": policy,
         "limits": {"requests_per_minute": 100000, "tokens_per_minute": 100000000, "concurrency": 64},
         "roles": {"researcher": {"params": {"unknown": "allow"}}},
@@ -765,26 +785,27 @@ async fn a_canary_as_a_tool_name_or_an_id_is_stopped_in_json_and_sse() {
     assert!(recs[4..].iter().all(|r| r.decision == "allow"), "{recs:?}");
 }
 
-/// An upstream's error message is upstream text too: a canary it echoes in a 500 is
-/// stopped (the status stays, the message becomes the generic one) and the block is
-/// audited like any output block; a benign error message still reaches the client.
+/// An upstream's error message is upstream text too: a canary a client error (400)
+/// echoes is stopped (the status stays, the message becomes the generic one) and the
+/// block is audited like any output block; a benign error message still reaches the
+/// client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_in_an_upstream_error_message_is_stopped() {
     let env = start(json!({"canaries": [CANARY]})).await;
-    let (st, _, body) = env.chat("bob", user(&ask("say-error-canary"))).await;
-    assert_eq!(st, 500, "{body}");
+    let (st, _, body) = env.chat("bob", user(&ask("say-error-canary-4xx"))).await;
+    assert_eq!(st, 400, "{body}");
     assert!(!body.contains(CANARY), "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["error"]["message"], "upstream returned 500", "{body}");
-    let (st, _, body) = env.chat("bob", user(&ask("say-error"))).await;
-    assert_eq!(st, 500, "{body}");
+    assert_eq!(v["error"]["message"], "upstream returned 400", "{body}");
+    let (st, _, body) = env.chat("bob", user(&ask("say-error-4xx"))).await;
+    assert_eq!(st, 400, "{body}");
     assert!(body.contains("the model is overloaded"), "{body}");
     // Screened whole, then cut: a canary across the cut is stopped, not half sent.
-    let (st, _, body) = env.chat("bob", user(&ask("say-error-straddle"))).await;
-    assert_eq!(st, 500, "{body}");
+    let (st, _, body) = env.chat("bob", user(&ask("say-error-straddle-4xx"))).await;
+    assert_eq!(st, 400, "{body}");
     assert!(!body.contains("CANARY-"), "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["error"]["message"], "upstream returned 500", "{body}");
+    assert_eq!(v["error"]["message"], "upstream returned 400", "{body}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let recs: Vec<_> = env
         .records()
@@ -800,14 +821,59 @@ async fn a_canary_in_an_upstream_error_message_is_stopped() {
         "{recs:?}"
     );
     assert_eq!(recs[0].outcome, "blocked");
-    assert_eq!(recs[0].status, 500);
+    assert_eq!(recs[0].status, 400);
     assert_eq!(recs[1].decision, "error");
-    assert_eq!(recs[1].reason, "upstream: 500");
+    assert_eq!(recs[1].reason, "upstream: 400");
     let m = env.gw.metrics.render();
     assert!(
         m.contains("warden_screen_verdicts_total{stage=\"output\",action=\"block\"} 2"),
         "{m}"
     );
+}
+
+/// A server error's message describes the model server, not the request: clients get
+/// the generic message (the status stays, the record names it) unless the model relays
+/// them, and what is relayed is screened like any answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_server_error_messages_are_not_relayed_unless_configured() {
+    let env = start(json!({"canaries": [CANARY]})).await;
+    let (st, _, body) = env.chat("bob", user(&ask("say-error"))).await;
+    assert_eq!(st, 500, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["message"], "upstream returned 500", "{body}");
+    assert_eq!(v["error"]["type"], "upstream_error", "{body}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let recs: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "request")
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(
+        (
+            recs[0].decision.as_str(),
+            recs[0].reason.as_str(),
+            recs[0].status
+        ),
+        ("error", "upstream: 500", 500),
+        "{recs:?}"
+    );
+
+    let env = try_start_with(
+        json!({"canaries": [CANARY]}),
+        None,
+        json!({"relay_upstream_server_errors": true}),
+    )
+    .await
+    .unwrap();
+    let (st, _, body) = env.chat("bob", user(&ask("say-error"))).await;
+    assert_eq!(st, 500, "{body}");
+    assert!(body.contains("the model is overloaded"), "{body}");
+    let (st, _, body) = env.chat("bob", user(&ask("say-error-canary"))).await;
+    assert_eq!(st, 500, "{body}");
+    assert!(!body.contains(CANARY), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["message"], "upstream returned 500", "{body}");
 }
 
 /// Sends `prompts` (cycled) as `who`, one every `pace`, for at most `limit`; stops at the

@@ -394,3 +394,36 @@ fn readable_gateway_secret_files_fail_posture() {
     assert_eq!(c["status"], "fail", "{c}");
     assert!(c["detail"].as_str().unwrap().contains("alice.totp"), "{c}");
 }
+
+/// Relaying upstream server errors' messages is an opt-in that posture names per model;
+/// without it there is nothing to report.
+#[test]
+fn relayed_upstream_server_errors_are_reported() {
+    let home = private_home();
+    write_gateway(home.path(), "");
+    let out = posture(home.path(), true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "WP224"),
+        "{v}"
+    );
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n\
+         [[gateway.models]]\nname = \"local\"\nupstream = \"http://127.0.0.1:8000\"\n\
+         relay_upstream_server_errors = true\n",
+    )
+    .unwrap();
+    let (code, c) = check(home.path(), "WP224");
+    assert_eq!(code, Some(0), "a warning does not fail posture");
+    assert_eq!(c["status"], "warn", "{c}");
+    let d = c["detail"].as_str().unwrap();
+    assert!(
+        d.contains("model local") && d.contains("relay_upstream_server_errors = true"),
+        "{c}"
+    );
+}

@@ -450,6 +450,19 @@ fn gateway_checks(
             Err(e) => (Status::Fail, format!("{}: {e}", path.display())),
         };
         push("WP215", status, ENV_HARDEN, "CPG 2.K", detail);
+        if m.relay_upstream_server_errors {
+            push(
+                "WP224",
+                Status::Warn,
+                SECURE_APIS,
+                "CPG 2.K",
+                format!(
+                    "model {}: relay_upstream_server_errors = true: the messages of the \
+                     upstream's server errors (which can describe its insides) reach clients",
+                    m.name
+                ),
+            );
+        }
     }
     // Connection limits: one address's share of the slots and the idle limit.
     let int = |v: Option<&toml::Value>, default: i64| {
