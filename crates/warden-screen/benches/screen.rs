@@ -95,6 +95,7 @@ fn bench_screen(c: &mut Criterion) {
                 at_ms: at,
                 identity: "bench",
                 input,
+                history: "",
                 params: SamplingParams::default(),
                 output_tokens: 16,
                 refused: false,

@@ -45,6 +45,7 @@ fn event<'a>(at_ms: u64, identity: &'a str, input: &'a str, params: SamplingPara
         at_ms,
         identity,
         input,
+        history: "",
         params,
         output_tokens: 200,
         refused: false,
