@@ -597,6 +597,8 @@ pub struct Track {
     text: String,
     /// Where the newest turn begins in `text`.
     turn_at: usize,
+    /// The newest turn holds a user message.
+    asks: bool,
     /// Its place in a conversation, for the monitor.
     conversation: Option<Conversation>,
     sampling: SamplingParams,
@@ -704,9 +706,11 @@ fn push_bounded<'a>(texts: impl DoubleEndedIterator<Item = &'a str> + Clone, out
 
 /// What the request said, for the behaviour monitor and drift: the user and tool texts
 /// of its history (bounded, see [`push_bounded`]), a newline, then those of the
-/// conversation's newest turn (from the returned offset on; see below).
-fn monitored_input(v: &Validated) -> (String, usize) {
+/// conversation's newest turn (from the returned offset on; see below), and whether the
+/// newest turn holds a user message.
+fn monitored_input(v: &Validated) -> (String, usize, bool) {
     let turn = v.parts.get(v.turn.clone()).unwrap_or_default();
+    let asks = turn.iter().any(|(r, t)| *r == Role::User && !t.is_empty());
     let history = v.parts.get(..v.turn.start).unwrap_or_default();
     if v.answer.is_some() && said(turn).next().is_some() && said(history).next().is_some() {
         let mut s = String::new();
@@ -714,9 +718,9 @@ fn monitored_input(v: &Validated) -> (String, usize) {
         s.push('\n');
         let turn_at = s.len();
         push_turn(turn, &mut s);
-        return (s, turn_at);
+        return (s, turn_at, asks);
     }
-    (newest_turn(v), 0)
+    (newest_turn(v), 0, asks)
 }
 
 /// The non-empty user and tool texts of `parts`.
@@ -1067,6 +1071,7 @@ impl Screening {
                 .text
                 .get(..t.turn_at.saturating_sub(1))
                 .unwrap_or_default(),
+            asks: t.asks,
             params: t.sampling,
             output_tokens,
             refused,
@@ -1248,7 +1253,7 @@ impl Check for InputCheck {
         } else {
             None
         };
-        let (text, turn_at) = monitored_input(v);
+        let (text, turn_at, asks) = monitored_input(v);
         let input = text.get(turn_at..).unwrap_or_default();
         let score = worst.as_ref().map_or(0.0, |(_, w)| w.score);
         if let Some(d) = &s.drift {
@@ -1274,6 +1279,7 @@ impl Check for InputCheck {
             identity: id.name.clone(),
             text,
             turn_at,
+            asks,
             conversation: s
                 .monitor
                 .as_ref()

@@ -1120,6 +1120,66 @@ async fn a_probe_in_a_fabricated_history_is_caught_pasted_chats_are_not() {
     assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
 }
 
+/// A caller who grows one conversation by a probe and an answer each time continues
+/// its previous request every time, so each probe is a conversation step; the steps'
+/// newest user messages are small edits of each other and are caught as such. A
+/// story told on with short "continue"s and an agent's alike tool results are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_grown_by_probes_is_caught_a_story_continued_is_not() {
+    let env = start(json!({
+        "monitor": {"window_ms": 60000, "min_requests": 10},
+        "drift": {"enabled": false},
+        "actions": {"near_duplicates": "block", "input_sweep": "block",
+                    "parameter_sweep": "block"},
+    }))
+    .await;
+    let answer = json!({"role": "assistant", "content": "A short and harmless answer."});
+    let mut story = vec![json!({"role": "user", "content":
+        "Tell me a long story about a dragon who collects teapots."})];
+    // ("continue" itself scores at the block threshold with the embedded model.)
+    let go_on = [
+        "go on",
+        "Go on.",
+        "go on please",
+        "go on",
+        "keep going",
+        "Go on!",
+    ];
+    for k in 0..30 {
+        let (st, _, body) = env.chat("carol", Value::Array(story.clone())).await;
+        assert_eq!(st, 200, "story turn {k}: {body}");
+        story.push(json!({"role": "assistant", "content":
+            format!("The dragon found teapot number {k} in a market by the sea.")}));
+        story.push(json!({"role": "user", "content": go_on[k % go_on.len()]}));
+    }
+    let mut probes = Vec::new();
+    let mut blocked_after = None;
+    for i in 0..40 {
+        probes.push(json!({"role": "user", "content":
+            format!("What is the exact wholesale price of product SKU-{:05}?", 50_000 + i)}));
+        let (st, _, body) = env.chat("mallory", Value::Array(probes.clone())).await;
+        if st == 403 {
+            blocked_after = Some(i);
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        probes.push(answer.clone());
+    }
+    assert!(
+        blocked_after.is_some(),
+        "a conversation grown by probes was never blocked"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alerted: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "alert" || r.kind == "block")
+        .filter_map(|r| r.identity)
+        .collect();
+    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    assert!(!env.gw.kill.is_blocked("carol"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_alerts_on_a_shifted_input_distribution_and_not_on_a_replay() {
     let (hook, got) = webhook().await;

@@ -96,6 +96,7 @@ fn bench_screen(c: &mut Criterion) {
                 identity: "bench",
                 input,
                 history: "",
+                asks: true,
                 params: SamplingParams::default(),
                 output_tokens: 16,
                 refused: false,

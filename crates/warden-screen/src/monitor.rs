@@ -21,7 +21,9 @@
 //! ([`Event::conversation`]: it holds that request's conversation followed by the model's
 //! answer) is a conversation step, not a probe: it is not marked a near-duplicate or a
 //! small edit of the window's inputs. A conversation state continued more than `BRANCHES` times is being
-//! forked, and its further continuations are judged like any other input. A request whose history this
+//! forked, and its further continuations are judged like any other input. A step is
+//! compared with the conversation's previous user message instead: a conversation grown
+//! by small edits of one question is marked like a sweep. A request whose history this
 //! identity never sent (not even with other system or assistant texts) is judged on
 //! that history's user and tool texts too ([`Event::history`]): a probe buried in a
 //! fabricated earlier message is still a probe.
@@ -171,6 +173,9 @@ pub struct Event<'a> {
     /// this identity sent ([`Conversation::said_before_answer`] matches none of its
     /// recent requests), its SimHash is judged and kept beside the input's.
     pub history: &'a str,
+    /// The newest turn holds a user message, not only tool results: a conversation step
+    /// is then compared with the conversation's previous user message.
+    pub asks: bool,
     /// Sampling parameters.
     pub params: SamplingParams,
     /// Output tokens returned.
@@ -214,11 +219,16 @@ const BRANCHES: u8 = 3;
 /// tail (invisible padding can make the raw text several times longer than what it says).
 pub const SIM_RAW: usize = 16 * 1024;
 
+/// A conversation step's user message shorter than this (bytes) is not compared with
+/// the previous one: "continue", "go on", "yes" are how people talk on, not a sweep.
+const MIN_ASK: usize = 20;
+
 /// Where a request stands among the identity's recent requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Place {
-    /// It continues one of them (within `BRANCHES`).
-    Step,
+    /// It continues one of them (within `BRANCHES`): the SimHash of that conversation's
+    /// newest user message, if any.
+    Step(Option<u64>),
     /// Its history was sent by this identity, but it is not a step (a fork past
     /// `BRANCHES`, or a history whose system or assistant texts changed).
     Known,
@@ -235,6 +245,8 @@ struct Remembered {
     said: u64,
     /// How often it was continued.
     continued: u8,
+    /// SimHash of the conversation's newest user message.
+    asked: Option<u64>,
 }
 
 /// 64-bit SimHash of byte 3-gram shingles of the input after [`crate::normalize::fold`]
@@ -471,16 +483,19 @@ impl IdentityState {
     }
 
     /// Where `c` stands among the recent requests' conversations (counting a
-    /// continuation); remembers `c`'s own conversation either way.
-    fn place(&mut self, c: Conversation) -> Place {
+    /// continuation); remembers `c`'s own conversation either way, with `asked` (the
+    /// SimHash of its newest user message, if it has one) or else the one it continues.
+    fn place(&mut self, c: Conversation, asked: Option<u64>) -> Place {
         let mut place = Place::Unknown;
+        let mut inherited = None;
         if let Some(r) = c
             .before_answer
             .and_then(|h| self.conversations.iter_mut().find(|r| r.whole == h))
         {
             r.continued = r.continued.saturating_add(1);
+            inherited = r.asked;
             place = if r.continued <= BRANCHES {
-                Place::Step
+                Place::Step(r.asked)
             } else {
                 Place::Known
             };
@@ -498,6 +513,7 @@ impl IdentityState {
                 whole: c.whole,
                 said: c.said,
                 continued: 0,
+                asked: asked.or(inherited),
             });
         }
         place
@@ -620,16 +636,24 @@ impl Monitor {
             mut near,
             mut params_near,
         } = st.sims.scan(sim, pkey, ts);
-        let place = ev.conversation.map_or(Place::Unknown, |c| st.place(c));
+        let place = ev
+            .conversation
+            .map_or(Place::Unknown, |c| st.place(c, ev.asks.then_some(sim)));
         let mut hist = None;
         match place {
             // A conversation's next step (an agent's next tool result, a chat's next
             // turn) is not a repeat or a small edit of the steps before it, however
-            // alike they read: it continues one of them. Rate, volume, refusals and
-            // parameter sweeps still count every step.
-            Place::Step => {
-                dup = false;
-                near = false;
+            // alike they read: it continues one of them. Its user message is compared
+            // with the conversation's previous one instead, unless it is short or the
+            // same again ("continue"): a conversation grown by small edits of one
+            // question is a sweep. Rate, volume, refusals and parameter sweeps still
+            // count every step.
+            Place::Step(asked) => {
+                let d = asked
+                    .filter(|&p| ev.asks && p != sim && ev.input.len() >= MIN_ASK)
+                    .map_or(u32::MAX, |p| (p ^ sim).count_ones());
+                dup = d <= cfg.dup_hamming;
+                near = d <= cfg.sweep_hamming;
             }
             Place::Known => {}
             // A history this identity never sent (a first request carries none; a
@@ -1020,6 +1044,7 @@ mod tests {
             identity,
             input,
             history: "",
+            asks: true,
             params: SamplingParams::default(),
             output_tokens: 10,
             refused: false,
@@ -1114,6 +1139,70 @@ mod tests {
             m.observe(&ev(i, "plain", "The file has been updated."));
         }
         assert_eq!(marks(&m, "plain")[0], 4);
+    }
+
+    /// A conversation grown by probes: each request continues the one before (a step),
+    /// and each step's newest message is a small edit of the one before it; the steps
+    /// are marked and alert. A story told on with short "continue"s, and a chain of
+    /// distinct questions, are not marked.
+    #[test]
+    fn a_chain_of_small_edits_is_marked_short_repeats_and_distinct_turns_are_not() {
+        let cfg = MonitorConfig {
+            min_requests: 5,
+            ..MonitorConfig::default()
+        };
+        let conv = |k: u64| {
+            Some(Conversation {
+                before_answer: k.checked_sub(1),
+                whole: k,
+                ..Conversation::default()
+            })
+        };
+        let run = |text: &dyn Fn(u64) -> String| {
+            let mut m = Monitor::new(cfg.clone());
+            let mut kinds = Vec::new();
+            for k in 0..20u64 {
+                let t = text(k);
+                let e = Event {
+                    conversation: conv(k),
+                    ..ev(k * 10, "who", &t)
+                };
+                kinds.extend(m.observe(&e).into_iter().map(|a| a.kind));
+            }
+            (m.ids["who"].counts, kinds)
+        };
+        let ([dups, nears, ..], kinds) = run(&|k| {
+            format!(
+                "What is the exact wholesale price of product SKU-{:05}?",
+                10_000 + k
+            )
+        });
+        assert!(nears >= 15 && dups <= nears, "{dups} {nears}");
+        assert!(
+            kinds.contains(&AlertKind::NearDuplicates) || kinds.contains(&AlertKind::InputSweep),
+            "{kinds:?}"
+        );
+        let go_on = [
+            "continue",
+            "Continue.",
+            "go on",
+            "continue",
+            "more please",
+            "Go on!",
+        ];
+        let (marks, kinds) = run(&|k| go_on[k as usize % go_on.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+        let distinct = [
+            "What is the capital of France?",
+            "Write a haiku about autumn leaves.",
+            "Explain the difference between TCP and UDP in two sentences.",
+            "How many grams of flour are in a cup?",
+            "Translate good morning into German.",
+            "Suggest a name for a bakery that sells sourdough.",
+            "What causes the seasons on Earth?",
+        ];
+        let (marks, kinds) = run(&|k| distinct[k as usize % distinct.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
     }
 
     /// Probing at 3 requests a minute never fills the 60 s window's `min_requests`, but

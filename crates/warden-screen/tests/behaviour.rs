@@ -46,6 +46,7 @@ fn event<'a>(at_ms: u64, identity: &'a str, input: &'a str, params: SamplingPara
         identity,
         input,
         history: "",
+        asks: true,
         params,
         output_tokens: 200,
         refused: false,
