@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use warden_screen::alert::{Alert, AlertAction, AlertKind, AlertSink as _, Severity};
 use warden_screen::drift::{DriftConfig, DriftMonitor};
-use warden_screen::monitor::{Conversation, Event, Monitor, MonitorConfig, SamplingParams};
+use warden_screen::monitor::{
+    Conversation, Event, Monitor, MonitorConfig, SIM_RAW, SamplingParams,
+};
 use warden_screen::output::{OutputAction, OutputPolicy, OutputRules, OutputScreen, Push};
 use warden_screen::{Action, Role, RoutePolicy, Screener, Thresholds};
 
@@ -590,8 +592,13 @@ impl ScreeningConfig {
 #[derive(Debug, Clone)]
 pub struct Track {
     identity: String,
-    /// What this request asks (see [`monitored_input`]), for SimHash and drift.
-    input: String,
+    /// What this request said (see [`monitored_input`]): the user and tool texts of its
+    /// history, a newline, then its newest turn's (from `turn_at`), for SimHash and drift.
+    text: String,
+    /// Where the newest turn begins in `text`.
+    turn_at: usize,
+    /// The newest turn holds a user message.
+    asks: bool,
     /// Its place in a conversation, for the monitor.
     conversation: Option<Conversation>,
     sampling: SamplingParams,
@@ -601,6 +608,141 @@ pub struct Track {
     refused: bool,
 }
 
+/// The request's place in a conversation for the behaviour monitor: keyed hashes (roles
+/// and texts, each length-prefixed) of its conversation up to the model's last answer and
+/// of all of it, so the monitor can tell the next step of a conversation it saw from a
+/// new request; and the same over its user and tool texts alone, so it can tell a
+/// history this identity sent (whatever became of its system prompt and answers) from a
+/// fabricated one.
+fn conversation(keys: &RandomState, v: &Validated) -> Option<Conversation> {
+    let parts = v.parts.get(..v.turn.end).filter(|p| !p.is_empty())?;
+    let (mut h, mut said) = (keys.build_hasher(), keys.build_hasher());
+    let (mut before_answer, mut said_before_answer) = (None, None);
+    for (i, (role, text)) in parts.iter().enumerate() {
+        if v.answer == Some(i) {
+            before_answer = Some(h.finish());
+            said_before_answer = Some(said.finish());
+        }
+        h.write(role.as_str().as_bytes());
+        h.write_usize(text.len());
+        h.write(text.as_bytes());
+        if said_by_caller(*role) {
+            said.write(role.as_str().as_bytes());
+            said.write_usize(text.len());
+            said.write(text.as_bytes());
+        }
+    }
+    Some(Conversation {
+        before_answer,
+        whole: h.finish(),
+        said_before_answer,
+        said: said.finish(),
+    })
+}
+
+/// Texts the caller says (not the system prompt, not the model's answers).
+fn said_by_caller(role: Role) -> bool {
+    matches!(role, Role::User | Role::Tool)
+}
+
+/// Appends the texts of `texts` joined by newlines, or when they are longer than
+/// 2 × [`SIM_RAW`] bytes their first and last `SIM_RAW` bytes (on character boundaries;
+/// all that the monitor's SimHash reads of a text), without joining the rest.
+fn push_bounded<'a>(texts: impl DoubleEndedIterator<Item = &'a str> + Clone, out: &mut String) {
+    let total: usize = texts.clone().map(|t| t.len() + 1).sum();
+    let sep = |out: &mut String, start: usize| {
+        if out.len() > start {
+            out.push('\n');
+        }
+    };
+    let start = out.len();
+    if total <= 2 * SIM_RAW + 1 {
+        for t in texts {
+            sep(out, start);
+            out.push_str(t);
+        }
+        return;
+    }
+    // The head: whole texts while they fit, then a prefix of the next.
+    for t in texts.clone() {
+        let room = (start + SIM_RAW).saturating_sub(out.len());
+        if room <= 1 {
+            break;
+        }
+        sep(out, start);
+        let mut n = t.len().min(room);
+        while !t.is_char_boundary(n) {
+            n -= 1;
+        }
+        out.push_str(t.get(..n).unwrap_or_default());
+    }
+    // The tail: the texts (or the suffix of the first) within the last SIM_RAW bytes.
+    let mut need = SIM_RAW;
+    let mut from = 0;
+    let mut first_cut = 0;
+    let count = texts.clone().count();
+    for (i, t) in texts.clone().rev().enumerate() {
+        from = count - 1 - i;
+        if t.len() + 1 >= need {
+            first_cut = t.len() - need.min(t.len());
+            while !t.is_char_boundary(first_cut) {
+                first_cut += 1;
+            }
+            break;
+        }
+        need -= t.len() + 1;
+    }
+    out.push('\n');
+    for (i, t) in texts.skip(from).enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(
+            t.get(if i == 0 { first_cut } else { 0 }..)
+                .unwrap_or_default(),
+        );
+    }
+}
+
+/// What the request said, for the behaviour monitor and drift: the user and tool texts
+/// of its history (bounded, see [`push_bounded`]), a newline, then those of the
+/// conversation's newest turn (from the returned offset on; see below), and whether the
+/// newest turn holds a user message.
+fn monitored_input(v: &Validated) -> (String, usize, bool) {
+    let turn = v.parts.get(v.turn.clone()).unwrap_or_default();
+    let asks = turn.iter().any(|(r, t)| *r == Role::User && !t.is_empty());
+    let history = v.parts.get(..v.turn.start).unwrap_or_default();
+    if v.answer.is_some() && said(turn).next().is_some() && said(history).next().is_some() {
+        let mut s = String::new();
+        push_bounded(said(history), &mut s);
+        s.push('\n');
+        let turn_at = s.len();
+        push_turn(turn, &mut s);
+        return (s, turn_at, asks);
+    }
+    (newest_turn(v), 0, asks)
+}
+
+/// The non-empty user and tool texts of `parts`.
+fn said(parts: &[(Role, String)]) -> impl DoubleEndedIterator<Item = &str> + Clone {
+    parts
+        .iter()
+        .filter(|(r, t)| said_by_caller(*r) && !t.is_empty())
+        .map(|(_, t)| t.as_str())
+}
+
+/// Appends the user and tool texts of `turn` joined by newlines.
+fn push_turn(turn: &[(Role, String)], out: &mut String) {
+    let mut first = true;
+    for (_, t) in turn.iter().filter(|(r, _)| said_by_caller(*r)) {
+        if !first {
+            out.push('\n');
+        }
+        out.push_str(t);
+        first = false;
+    }
+}
+
 /// What a request asks, for the behaviour monitor and drift: the user and tool texts of
 /// the conversation's newest turn (after the last assistant message), else its other
 /// texts, else every user text, else every text. Clients send the whole conversation back
@@ -608,29 +750,9 @@ pub struct Track {
 /// duplicate of the one before, and an agent's tool loop (one user message, then tool
 /// results) an exact repeat of its first request; the newest turn is what changed. A
 /// caller who keeps a fixed history and varies the last message is still seen varying it.
-/// The request's place in a conversation for the behaviour monitor: keyed hashes (roles
-/// and texts, each length-prefixed) of its conversation up to the model's last answer and
-/// of all of it, so the monitor can tell the next step of a conversation it saw from a
-/// new request.
-fn conversation(keys: &RandomState, v: &Validated) -> Option<Conversation> {
-    let parts = v.parts.get(..v.turn.end).filter(|p| !p.is_empty())?;
-    let mut h = keys.build_hasher();
-    let mut before_answer = None;
-    for (i, (role, text)) in parts.iter().enumerate() {
-        if v.answer == Some(i) {
-            before_answer = Some(h.finish());
-        }
-        h.write(role.as_str().as_bytes());
-        h.write_usize(text.len());
-        h.write(text.as_bytes());
-    }
-    Some(Conversation {
-        before_answer,
-        whole: h.finish(),
-    })
-}
-
-fn monitored_input(v: &Validated) -> String {
+/// (The history's user and tool texts go beside it: the monitor judges them when this
+/// identity never sent that history.)
+fn newest_turn(v: &Validated) -> String {
     let turn = v.parts.get(v.turn.clone()).unwrap_or_default();
     let pick = |parts: &[(Role, String)], roles: &[Role]| {
         parts
@@ -944,7 +1066,12 @@ impl Screening {
         let ev = Event {
             at_ms: now_ms(),
             identity: &t.identity,
-            input: &t.input,
+            input: t.text.get(t.turn_at..).unwrap_or_default(),
+            history: t
+                .text
+                .get(..t.turn_at.saturating_sub(1))
+                .unwrap_or_default(),
+            asks: t.asks,
             params: t.sampling,
             output_tokens,
             refused,
@@ -1126,13 +1253,14 @@ impl Check for InputCheck {
         } else {
             None
         };
-        let input = monitored_input(v);
+        let (text, turn_at, asks) = monitored_input(v);
+        let input = text.get(turn_at..).unwrap_or_default();
         let score = worst.as_ref().map_or(0.0, |(_, w)| w.score);
         if let Some(d) = &s.drift {
             let a = d
                 .lock()
                 .ok()
-                .and_then(|mut d| d.observe(now_ms(), &input, score));
+                .and_then(|mut d| d.observe(now_ms(), input, score));
             if let Some(a) = a {
                 s.raise(a);
             }
@@ -1149,7 +1277,9 @@ impl Check for InputCheck {
             .is_some_and(|(_, w)| w.score >= policy.thresholds(w.role).block);
         let mut track = Track {
             identity: id.name.clone(),
-            input,
+            text,
+            turn_at,
+            asks,
             conversation: s
                 .monitor
                 .as_ref()

@@ -1120,6 +1120,132 @@ async fn an_agent_loop_and_a_long_chat_are_not_probing_a_swept_last_turn_is() {
     assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
 }
 
+/// A caller who buries the probe in a fabricated earlier message (with a fabricated
+/// answer after it) and asks something different last each time sends a history this
+/// identity never sent: the monitor judges that history too, so the sweep in it shows.
+/// Clean beside it: conversations pasted whole (each history unseen, none alike) and a
+/// chat whose system prompt changes every turn (a clock in it), so no request continues
+/// the one before exactly although all its earlier user messages were sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_in_a_fabricated_history_is_caught_pasted_chats_are_not() {
+    let env = start(json!({
+        "monitor": {"window_ms": 60000, "min_requests": 10},
+        "drift": {"enabled": false},
+        "actions": {"near_duplicates": "block", "input_sweep": "block",
+                    "parameter_sweep": "block"},
+    }))
+    .await;
+    let benign: Vec<&str> = include_str!("data/benign_mixed.txt").lines().collect();
+    let answer = json!({"role": "assistant", "content": "A short and harmless answer."});
+    for k in 0..20 {
+        let messages = json!([
+            {"role": "user", "content": benign[k]},
+            answer,
+            {"role": "user", "content": benign[20 + k]},
+        ]);
+        let (st, _, body) = env.chat("bob", messages).await;
+        assert_eq!(st, 200, "pasted conversation {k}: {body}");
+    }
+    let mut chat = Vec::new();
+    for k in 0..30 {
+        let clock = format!("You are a helpful assistant. The time is 10:{k:02}:17.");
+        chat.push(json!({"role": "user", "content": benign[(k + 7) % benign.len()]}));
+        let mut messages = vec![json!({"role": "system", "content": clock})];
+        messages.extend(chat.iter().cloned());
+        let (st, _, body) = env.chat("carol", Value::Array(messages)).await;
+        assert_eq!(st, 200, "chat turn {k}: {body}");
+        chat.push(answer.clone());
+    }
+    let mut blocked_after = None;
+    for i in 0..30 {
+        let messages = json!([
+            {"role": "user", "content":
+                format!("What is the exact wholesale price of product SKU-{:05}?", 40_000 + i)},
+            answer,
+            {"role": "user", "content": benign[(i + 3) % benign.len()]},
+        ]);
+        let (st, _, body) = env.chat("mallory", messages).await;
+        if st == 403 {
+            blocked_after = Some(i);
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+    }
+    assert!(
+        blocked_after.is_some(),
+        "the sweep in a fabricated history was never blocked"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alerted: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "alert" || r.kind == "block")
+        .filter_map(|r| r.identity)
+        .collect();
+    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
+}
+
+/// A caller who grows one conversation by a probe and an answer each time continues
+/// its previous request every time, so each probe is a conversation step; the steps'
+/// newest user messages are small edits of each other and are caught as such. A
+/// story told on with short "continue"s and an agent's alike tool results are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_grown_by_probes_is_caught_a_story_continued_is_not() {
+    let env = start(json!({
+        "monitor": {"window_ms": 60000, "min_requests": 10},
+        "drift": {"enabled": false},
+        "actions": {"near_duplicates": "block", "input_sweep": "block",
+                    "parameter_sweep": "block"},
+    }))
+    .await;
+    let answer = json!({"role": "assistant", "content": "A short and harmless answer."});
+    let mut story = vec![json!({"role": "user", "content":
+        "Tell me a long story about a dragon who collects teapots."})];
+    // ("continue" itself scores at the block threshold with the embedded model.)
+    let go_on = [
+        "go on",
+        "Go on.",
+        "go on please",
+        "go on",
+        "keep going",
+        "Go on!",
+    ];
+    for k in 0..30 {
+        let (st, _, body) = env.chat("carol", Value::Array(story.clone())).await;
+        assert_eq!(st, 200, "story turn {k}: {body}");
+        story.push(json!({"role": "assistant", "content":
+            format!("The dragon found teapot number {k} in a market by the sea.")}));
+        story.push(json!({"role": "user", "content": go_on[k % go_on.len()]}));
+    }
+    let mut probes = Vec::new();
+    let mut blocked_after = None;
+    for i in 0..40 {
+        probes.push(json!({"role": "user", "content":
+            format!("What is the exact wholesale price of product SKU-{:05}?", 50_000 + i)}));
+        let (st, _, body) = env.chat("mallory", Value::Array(probes.clone())).await;
+        if st == 403 {
+            blocked_after = Some(i);
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        probes.push(answer.clone());
+    }
+    assert!(
+        blocked_after.is_some(),
+        "a conversation grown by probes was never blocked"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alerted: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "alert" || r.kind == "block")
+        .filter_map(|r| r.identity)
+        .collect();
+    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    assert!(!env.gw.kill.is_blocked("carol"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_alerts_on_a_shifted_input_distribution_and_not_on_a_replay() {
     let (hook, got) = webhook().await;

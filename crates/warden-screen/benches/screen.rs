@@ -95,6 +95,8 @@ fn bench_screen(c: &mut Criterion) {
                 at_ms: at,
                 identity: "bench",
                 input,
+                history: "",
+                asks: true,
                 params: SamplingParams::default(),
                 output_tokens: 16,
                 refused: false,

@@ -20,8 +20,13 @@
 //! A request that continues the conversation of one of the identity's recent requests
 //! ([`Event::conversation`]: it holds that request's conversation followed by the model's
 //! answer) is a conversation step, not a probe: it is not marked a near-duplicate or a
-//! small edit. A conversation state continued more than `BRANCHES` times is being
-//! forked, and its further continuations are judged like any other input.
+//! small edit of the window's inputs. A conversation state continued more than `BRANCHES` times is being
+//! forked, and its further continuations are judged like any other input. A step is
+//! compared with the conversation's previous user message instead: a conversation grown
+//! by small edits of one question is marked like a sweep. A request whose history this
+//! identity never sent (not even with other system or assistant texts) is judged on
+//! that history's user and tool texts too ([`Event::history`]): a probe buried in a
+//! fabricated earlier message is still a probe.
 //!
 //! Each alert kind has an action in [`MonitorConfig::actions`] (alert, throttle, block via
 //! the kill switch) and a per-identity cooldown. Memory is bounded: at most `max_events`
@@ -160,8 +165,17 @@ pub struct Event<'a> {
     pub at_ms: u64,
     /// Who sent it.
     pub identity: &'a str,
-    /// The input text (only its SimHash is kept).
+    /// The input text (only its SimHash is kept): the newest turn's user and tool texts.
     pub input: &'a str,
+    /// The user and tool texts before the newest turn, when the request carries a
+    /// history (empty otherwise; the gateway passes at most the first and the last
+    /// [`SIM_RAW`] bytes, all that the fingerprint reads). When that history is not one
+    /// this identity sent ([`Conversation::said_before_answer`] matches none of its
+    /// recent requests), its SimHash is judged and kept beside the input's.
+    pub history: &'a str,
+    /// The newest turn holds a user message, not only tool results: a conversation step
+    /// is then compared with the conversation's previous user message.
+    pub asks: bool,
     /// Sampling parameters.
     pub params: SamplingParams,
     /// Output tokens returned.
@@ -177,13 +191,19 @@ pub struct Event<'a> {
 /// Hashes that tell a conversation's next step from an independent request. Clients send
 /// the whole conversation back with every request, so the request after `r` holds `r`'s
 /// conversation, then the model's answer, then the newest turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Conversation {
     /// The conversation up to the model's last answer in this request (None when it
     /// holds no answer: a first turn).
     pub before_answer: Option<u64>,
     /// The whole conversation of this request.
     pub whole: u64,
+    /// Its user and tool texts up to the model's last answer (None without an answer):
+    /// a history whose other texts changed (a system prompt with a clock in it, an
+    /// answer the client re-rendered) was still said by this identity.
+    pub said_before_answer: Option<u64>,
+    /// The user and tool texts of the whole conversation.
+    pub said: u64,
 }
 
 /// A request's conversation is remembered (per identity) for this many later requests,
@@ -197,7 +217,37 @@ const BRANCHES: u8 = 3;
 
 /// Raw bytes of a long input normalised for its SimHash: this much of its head and of its
 /// tail (invisible padding can make the raw text several times longer than what it says).
-const SIM_RAW: usize = 16 * 1024;
+pub const SIM_RAW: usize = 16 * 1024;
+
+/// A conversation step's user message shorter than this (bytes) is not compared with
+/// the previous one: "continue", "go on", "yes" are how people talk on, not a sweep.
+const MIN_ASK: usize = 20;
+
+/// Where a request stands among the identity's recent requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Place {
+    /// It continues one of them (within `BRANCHES`): the SimHash of that conversation's
+    /// newest user message, if any.
+    Step(Option<u64>),
+    /// Its history was sent by this identity, but it is not a step (a fork past
+    /// `BRANCHES`, or a history whose system or assistant texts changed).
+    Known,
+    /// Its history (if any) is not one this identity sent.
+    Unknown,
+}
+
+/// A recent request's conversation, remembered to recognise the next step.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    /// [`Conversation::whole`].
+    whole: u64,
+    /// [`Conversation::said`].
+    said: u64,
+    /// How often it was continued.
+    continued: u8,
+    /// SimHash of the conversation's newest user message.
+    asked: Option<u64>,
+}
 
 /// 64-bit SimHash of byte 3-gram shingles of the input after [`crate::normalize::fold`]
 /// (NFKC, invisible characters removed, confusables folded, lower-cased, whitespace
@@ -359,6 +409,8 @@ impl SimIndex {
 struct Seen {
     at_ms: u64,
     sim: u64,
+    /// The SimHash of an unknown history judged beside the input, kept in the index too.
+    hist: Option<u64>,
     params: u64,
     dup: bool,
     near: bool,
@@ -382,9 +434,8 @@ struct IdentityState {
     counts: [usize; 4],
     /// The SimHashes and parameter keys of `events`, for the near-duplicate lookups.
     sims: SimIndex,
-    /// The conversations of recent requests ([`Conversation::whole`]) and how often each
-    /// was continued, newest last.
-    conversations: VecDeque<(u64, u8)>,
+    /// The conversations of recent requests, newest last.
+    conversations: VecDeque<Remembered>,
     /// Per window index over `long_window_ms`: requests, near-duplicates, small edits
     /// (saturating); and their sums.
     long: VecDeque<(u64, [u16; 3])>,
@@ -404,6 +455,9 @@ impl IdentityState {
                 *c -= usize::from(m);
             }
             self.sims.remove(e.sim, e.params);
+            if let Some(h) = e.hist {
+                self.sims.remove(h, e.params);
+            }
         }
     }
 
@@ -428,25 +482,41 @@ impl IdentityState {
         }
     }
 
-    /// Whether `c` continues a recent request's conversation (counting the
-    /// continuation); remembers `c`'s own conversation either way.
-    fn continues(&mut self, c: Conversation) -> bool {
-        let cont = c.before_answer.is_some_and(|h| {
-            self.conversations
-                .iter_mut()
-                .find(|(w, _)| *w == h)
-                .is_some_and(|(_, n)| {
-                    *n = n.saturating_add(1);
-                    *n <= BRANCHES
-                })
-        });
-        if !self.conversations.iter().any(|(w, _)| *w == c.whole) {
+    /// Where `c` stands among the recent requests' conversations (counting a
+    /// continuation); remembers `c`'s own conversation either way, with `asked` (the
+    /// SimHash of its newest user message, if it has one) or else the one it continues.
+    fn place(&mut self, c: Conversation, asked: Option<u64>) -> Place {
+        let mut place = Place::Unknown;
+        let mut inherited = None;
+        if let Some(r) = c
+            .before_answer
+            .and_then(|h| self.conversations.iter_mut().find(|r| r.whole == h))
+        {
+            r.continued = r.continued.saturating_add(1);
+            inherited = r.asked;
+            place = if r.continued <= BRANCHES {
+                Place::Step(r.asked)
+            } else {
+                Place::Known
+            };
+        } else if c
+            .said_before_answer
+            .is_some_and(|h| self.conversations.iter().any(|r| r.said == h))
+        {
+            place = Place::Known;
+        }
+        if !self.conversations.iter().any(|r| r.whole == c.whole) {
             if self.conversations.len() >= CONVERSATIONS {
                 self.conversations.pop_front();
             }
-            self.conversations.push_back((c.whole, 0));
+            self.conversations.push_back(Remembered {
+                whole: c.whole,
+                said: c.said,
+                continued: 0,
+                asked: asked.or(inherited),
+            });
         }
-        cont
+        place
     }
 
     fn push_event(&mut self, e: Seen) {
@@ -454,6 +524,9 @@ impl IdentityState {
             *c += usize::from(m);
         }
         self.sims.insert(e.sim, e.params);
+        if let Some(h) = e.hist {
+            self.sims.insert(h, e.params);
+        }
         self.events.push_back(e);
     }
 }
@@ -559,27 +632,60 @@ impl Monitor {
         let sim = simhash(ev.input);
         let pkey = ev.params.key();
         let Scan {
-            dup,
-            near,
-            params_near,
+            mut dup,
+            mut near,
+            mut params_near,
         } = st.sims.scan(sim, pkey, ts);
-        // A conversation's next step (an agent's next tool result, a chat's next turn)
-        // is not a repeat or a small edit of the steps before it, however alike they
-        // read: it continues one of them. Rate, volume, refusals and parameter sweeps
-        // still count it.
-        let step = ev.conversation.is_some_and(|c| st.continues(c));
+        let place = ev
+            .conversation
+            .map_or(Place::Unknown, |c| st.place(c, ev.asks.then_some(sim)));
+        let mut hist = None;
+        match place {
+            // A conversation's next step (an agent's next tool result, a chat's next
+            // turn) is not a repeat or a small edit of the steps before it, however
+            // alike they read: it continues one of them. Its user message is compared
+            // with the conversation's previous one instead, unless it is short or the
+            // same again ("continue"): a conversation grown by small edits of one
+            // question is a sweep. Rate, volume, refusals and parameter sweeps still
+            // count every step.
+            Place::Step(asked) => {
+                let d = asked
+                    .filter(|&p| ev.asks && p != sim && ev.input.len() >= MIN_ASK)
+                    .map_or(u32::MAX, |p| (p ^ sim).count_ones());
+                dup = d <= cfg.dup_hamming;
+                near = d <= cfg.sweep_hamming;
+            }
+            Place::Known => {}
+            // A history this identity never sent (a first request carries none; a
+            // fabricated one may carry the probe while the last message varies): its
+            // user and tool texts are judged and kept too.
+            Place::Unknown if !ev.history.is_empty() => {
+                let h = simhash(ev.history);
+                let s = st.sims.scan(h, pkey, ts);
+                dup |= s.dup;
+                near |= s.near;
+                for p in s.params_near {
+                    if !params_near.contains(&p) {
+                        params_near.push(p);
+                    }
+                }
+                hist = Some(h);
+            }
+            Place::Unknown => {}
+        }
         st.push_event(Seen {
             at_ms: now,
             sim,
+            hist,
             params: pkey,
-            dup: dup && !step,
-            near: near && !step,
+            dup,
+            near,
             refused: ev.refused,
             hit: ev.screening_hit,
         });
         // Long-window shares per window index.
         if cfg.long_window_ms > 0 {
-            let marks = [true, dup && !step, near && !step];
+            let marks = [true, dup, near];
             let long_from = now.saturating_sub(cfg.long_window_ms) / cfg.window_ms.max(1);
             match st.long.back_mut() {
                 Some((w, c)) if *w == widx => {
@@ -833,6 +939,7 @@ mod tests {
                     Seen {
                         at_ms: 0,
                         sim,
+                        hist: None,
                         params: param,
                         dup: got.dup,
                         near: got.near,
@@ -936,6 +1043,8 @@ mod tests {
             at_ms,
             identity,
             input,
+            history: "",
+            asks: true,
             params: SamplingParams::default(),
             output_tokens: 10,
             refused: false,
@@ -957,6 +1066,7 @@ mod tests {
             Some(Conversation {
                 before_answer: before,
                 whole,
+                ..Conversation::default()
             })
         };
         let marks = |m: &Monitor, who: &str| m.ids[who].counts;
@@ -1029,6 +1139,70 @@ mod tests {
             m.observe(&ev(i, "plain", "The file has been updated."));
         }
         assert_eq!(marks(&m, "plain")[0], 4);
+    }
+
+    /// A conversation grown by probes: each request continues the one before (a step),
+    /// and each step's newest message is a small edit of the one before it; the steps
+    /// are marked and alert. A story told on with short "continue"s, and a chain of
+    /// distinct questions, are not marked.
+    #[test]
+    fn a_chain_of_small_edits_is_marked_short_repeats_and_distinct_turns_are_not() {
+        let cfg = MonitorConfig {
+            min_requests: 5,
+            ..MonitorConfig::default()
+        };
+        let conv = |k: u64| {
+            Some(Conversation {
+                before_answer: k.checked_sub(1),
+                whole: k,
+                ..Conversation::default()
+            })
+        };
+        let run = |text: &dyn Fn(u64) -> String| {
+            let mut m = Monitor::new(cfg.clone());
+            let mut kinds = Vec::new();
+            for k in 0..20u64 {
+                let t = text(k);
+                let e = Event {
+                    conversation: conv(k),
+                    ..ev(k * 10, "who", &t)
+                };
+                kinds.extend(m.observe(&e).into_iter().map(|a| a.kind));
+            }
+            (m.ids["who"].counts, kinds)
+        };
+        let ([dups, nears, ..], kinds) = run(&|k| {
+            format!(
+                "What is the exact wholesale price of product SKU-{:05}?",
+                10_000 + k
+            )
+        });
+        assert!(nears >= 15 && dups <= nears, "{dups} {nears}");
+        assert!(
+            kinds.contains(&AlertKind::NearDuplicates) || kinds.contains(&AlertKind::InputSweep),
+            "{kinds:?}"
+        );
+        let go_on = [
+            "continue",
+            "Continue.",
+            "go on",
+            "continue",
+            "more please",
+            "Go on!",
+        ];
+        let (marks, kinds) = run(&|k| go_on[k as usize % go_on.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+        let distinct = [
+            "What is the capital of France?",
+            "Write a haiku about autumn leaves.",
+            "Explain the difference between TCP and UDP in two sentences.",
+            "How many grams of flour are in a cup?",
+            "Translate good morning into German.",
+            "Suggest a name for a bakery that sells sourdough.",
+            "What causes the seasons on Earth?",
+        ];
+        let (marks, kinds) = run(&|k| distinct[k as usize % distinct.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
     }
 
     /// Probing at 3 requests a minute never fills the 60 s window's `min_requests`, but

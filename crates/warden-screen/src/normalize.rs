@@ -494,6 +494,14 @@ pub fn fold(input: &str) -> String {
     out
 }
 
+/// Steps 1–3 alone: NFKC, invisible characters removed, look-alike letters folded to
+/// ASCII; case kept and nothing decoded. What output screening matches secrets against
+/// (their patterns are case-sensitive), so a key spelt with Cyrillic, Greek or fullwidth
+/// letters is the key it reads as.
+pub fn unmask(input: &str) -> String {
+    clean(input, &mut NormStats::default()).0
+}
+
 /// Normalises `input` for screening.
 pub fn normalize(input: &str) -> Normalized {
     let mut stats = NormStats::default();

@@ -9,7 +9,8 @@
 //! blocked, every later call stays blocked and nothing more is released: fail closed.
 //!
 //! Rules: secrets (AWS, private keys, OpenAI/Anthropic-style `sk-` keys, GitHub, Slack,
-//! Google, Stripe, JWTs) block, also with invisible characters between their letters; canary tokens (planted in the system prompt with
+//! Google, Stripe, JWTs) block, also with invisible characters between their letters or
+//! written in look-alike (Cyrillic, Greek) or fullwidth letters; canary tokens (planted in the system prompt with
 //! [`plant_canary`]) block, also when spaced out, re-cased, or written in look-alike
 //! letters, fullwidth forms or with invisible characters between its letters, or base64-
 //! or hex-encoded; e-mail addresses and card
@@ -328,22 +329,18 @@ impl OutputRules {
         self.policy.hold_back.saturating_mul(16).max(16 * 1024)
     }
 
-    /// A secret rule that matches `s` once its invisible characters are removed more
-    /// often than it matches `s` (unless secrets are allowed): a secret spelt with
-    /// zero-width characters, soft hyphens or bidi marks between its letters, which
-    /// cannot be redacted in place. ASCII text, and text without an invisible
-    /// character, is not copied.
+    /// A secret rule that matches `s` unmasked ([`crate::normalize::unmask`]: NFKC,
+    /// invisible characters removed, look-alike letters folded, case kept) more often
+    /// than it matches `s` (unless secrets are allowed): a secret spelt with zero-width
+    /// characters, soft hyphens or bidi marks between its letters, or with Cyrillic,
+    /// Greek or fullwidth letters that read as its Latin ones, which cannot be redacted
+    /// in place. ASCII text is not copied; other text is unmasked once per call (prose
+    /// that folds to no secret passes as it is).
     fn hidden_secret(&self, s: &str) -> Option<&'static str> {
-        if self.policy.secrets == OutputAction::Allow
-            || s.is_ascii()
-            || !s.chars().any(crate::normalize::is_invisible)
-        {
+        if self.policy.secrets == OutputAction::Allow || s.is_ascii() {
             return None;
         }
-        let visible: String = s
-            .chars()
-            .filter(|c| !crate::normalize::is_invisible(*c))
-            .collect();
+        let visible = crate::normalize::unmask(s);
         self.secrets
             .iter()
             .find(|p| p.re.find_iter(&visible).count() > p.re.find_iter(s).count())
@@ -351,7 +348,8 @@ impl OutputRules {
     }
 
     /// Blocking rules over everything held: secrets (when blocking, and hidden by
-    /// invisible characters whatever the action but allow) and canaries.
+    /// invisible characters or look-alike letters whatever the action but allow) and
+    /// canaries.
     fn check_block(&self, buf: &str) -> Result<(), OutputBlock> {
         let pii_blocks = self.policy.pii == OutputAction::Block;
         if self.policy.secrets == OutputAction::Block {
@@ -831,6 +829,77 @@ mod tests {
             }
             let plain = "Grüße\u{200B}aus Köln: nothing secret here";
             assert_eq!(r.screen_full(plain).unwrap(), plain);
+        }
+    }
+
+    /// A secret written with look-alike letters (Cyrillic or Greek capitals that read
+    /// as Latin, fullwidth forms) is the secret to whoever reads it: it blocks, under
+    /// `block` and `redact` (it cannot be redacted in place), in text, streamed and in
+    /// identifiers. Ordinary Cyrillic, Greek and CJK prose passes unchanged.
+    #[test]
+    fn secrets_in_look_alike_letters_block_prose_passes() {
+        let redacting = OutputRules::new(OutputPolicy {
+            secrets: OutputAction::Redact,
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let fullwidth = |s: &str| -> String {
+            s.chars()
+                .map(|c| match c {
+                    '!'..='~' => char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c),
+                    _ => c,
+                })
+                .collect()
+        };
+        for r in [rules(), redacting] {
+            for (secret, id) in [
+                // Cyrillic А, К, О, С, Е, Х, М, Р among the Latin letters.
+                (
+                    "\u{410}\u{41A}IAI\u{41E}\u{421}F\u{41E}DNN7\u{415}\u{425}AMPL\u{415}"
+                        .to_owned(),
+                    "OUT-SECRET-AWS-KEY",
+                ),
+                // Greek Α and Κ.
+                (
+                    "\u{391}\u{39A}IAIOSFODNN7EXAMPLE".to_owned(),
+                    "OUT-SECRET-AWS-KEY",
+                ),
+                (
+                    fullwidth("sk-proj-abcdefghijklmnopqrstuvwx"),
+                    "OUT-SECRET-API-KEY",
+                ),
+                (
+                    format!("{}-proj-abcdefghijklmnopqrstuvwx", fullwidth("sk")),
+                    "OUT-SECRET-API-KEY",
+                ),
+                (
+                    fullwidth("ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+                    "OUT-SECRET-GITHUB",
+                ),
+            ] {
+                let text = format!("the key is {secret} ok");
+                assert_eq!(
+                    r.screen_full(&text).map_err(|b| b.rule),
+                    Err(id.to_owned()),
+                    "{secret}"
+                );
+                assert_eq!(
+                    stream(&r, &text, 5).1.map(|b| b.rule).as_deref(),
+                    Some(id),
+                    "{secret}"
+                );
+                assert!(r.check_identifier(&secret).is_err(), "{secret}");
+            }
+            for prose in [
+                "Привет! Это обычный текст: АКАДЕМИЯ НАУК, СССР, ТЕХНИКА и МЕТРО.",
+                "Καλημέρα κόσμε, ΑΚΡΟΠΟΛΗ ΑΘΗΝΩΝ και ΚΑΤΑΣΚΕΥΗ.",
+                "東京都の天気は晴れです。ＡＢＣ１２３ は全角です。",
+                "Grüße aus Köln: ｓｋｉ ist schön, sk-Äpfel ebenso.",
+            ] {
+                assert_eq!(r.screen_full(prose).unwrap(), prose);
+                assert_eq!(stream(&r, prose, 5), (prose.to_owned(), None));
+                assert!(r.check_identifier(prose).is_ok(), "{prose}");
+            }
         }
     }
 

@@ -45,6 +45,8 @@ fn event<'a>(at_ms: u64, identity: &'a str, input: &'a str, params: SamplingPara
         at_ms,
         identity,
         input,
+        history: "",
+        asks: true,
         params,
         output_tokens: 200,
         refused: false,
