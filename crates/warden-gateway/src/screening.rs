@@ -2873,6 +2873,52 @@ mod tests {
     use super::*;
     use warden_screen::output::OutputPolicy;
 
+    /// The largest char boundary of `s` at or below `n`.
+    fn floor(s: &str, mut n: usize) -> usize {
+        n = n.min(s.len());
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        n
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// `push_bounded` gives the texts joined when they are short, and otherwise
+        /// about 2 × SIM_RAW bytes that begin like the joined texts and end like them
+        /// (what the monitor's SimHash reads), on character boundaries, whatever the
+        /// lengths and scripts.
+        #[test]
+        fn push_bounded_keeps_the_head_and_the_tail(
+            texts in proptest::collection::vec(
+                ("[a-z é中𝒜]{0,3}", 0usize..12_000).prop_map(|(unit, reps)| unit.repeat(reps)),
+                0..8,
+            ),
+            prefix in "[a-z]{0,5}",
+        ) {
+            let joined = texts.iter().filter(|t| !t.is_empty()).cloned().collect::<Vec<_>>().join("\n");
+            let mut out = prefix.clone();
+            push_bounded(texts.iter().map(String::as_str).filter(|t| !t.is_empty()), &mut out);
+            prop_assert!(out.starts_with(&prefix));
+            let got = &out[prefix.len()..];
+            if joined.len() <= 2 * SIM_RAW + 1 {
+                prop_assert_eq!(got, joined.as_str());
+            } else {
+                prop_assert!(got.len() <= 2 * SIM_RAW + 2, "{} bytes", got.len());
+                let head = &got[..floor(got, SIM_RAW - 4)];
+                prop_assert!(joined.starts_with(head));
+                let mut t = got.len() - (SIM_RAW - 4);
+                while !got.is_char_boundary(t) {
+                    t += 1;
+                }
+                prop_assert!(joined.ends_with(&got[t..]));
+                prop_assert!(got.len() >= 2 * SIM_RAW - 8, "{} bytes", got.len());
+            }
+        }
+    }
+
     /// Webhook URLs carry their secret in the path or query (Slack's
     /// `/services/T…/B…/XXXX`): what the gateway logs on a failed delivery and what a
     /// configuration error says name the webhook by scheme, host and port only.

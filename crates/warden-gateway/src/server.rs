@@ -1878,7 +1878,12 @@ mod tests {
 
     #[test]
     fn upstream_uris_are_base_plus_endpoint_path() {
-        let up = Upstream::new("http://127.0.0.1:9/api/", None, Arc::from(Vec::new()));
+        let up = Upstream::new(
+            "http://127.0.0.1:9/api/",
+            None,
+            Arc::from(Vec::new()),
+            false,
+        );
         for ep in ENDPOINTS {
             assert_eq!(
                 up.uri(ep).unwrap().to_string(),
@@ -1886,7 +1891,7 @@ mod tests {
             );
         }
         assert_eq!(up.host.as_ref().unwrap(), "127.0.0.1:9");
-        let bad = Upstream::new("http://bad host", None, Arc::from(Vec::new()));
+        let bad = Upstream::new("http://bad host", None, Arc::from(Vec::new()), false);
         assert!(bad.uri(Endpoint::Chat).is_none() && bad.host.is_none());
     }
 }
