@@ -1156,6 +1156,20 @@ async fn a_probe_in_a_fabricated_history_is_caught_pasted_chats_are_not() {
         assert_eq!(st, 200, "chat turn {k}: {body}");
         chat.push(answer.clone());
     }
+    // A few-shot application: the same worked examples (user and assistant) before a
+    // different question each time. Its history is never one it sent as a whole
+    // request, and it is the same every time: a fixed preamble, not a sweep.
+    for k in 0..30 {
+        let messages = json!([
+            {"role": "user", "content": "Classify the sentiment: 'The delivery was late and the box was crushed.'"},
+            {"role": "assistant", "content": "negative"},
+            {"role": "user", "content": "Classify the sentiment: 'Great value, I would buy it again.'"},
+            {"role": "assistant", "content": "positive"},
+            {"role": "user", "content": format!("Classify the sentiment: '{}'", benign[(k + 11) % benign.len()])},
+        ]);
+        let (st, _, body) = env.chat("rita", messages).await;
+        assert_eq!(st, 200, "few-shot request {k}: {body}");
+    }
     let mut blocked_after = None;
     for i in 0..30 {
         let messages = json!([
@@ -1184,6 +1198,7 @@ async fn a_probe_in_a_fabricated_history_is_caught_pasted_chats_are_not() {
         .collect();
     assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
     assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
+    assert!(!env.gw.kill.is_blocked("rita"));
 }
 
 /// A caller who grows one conversation by a probe and an answer each time continues

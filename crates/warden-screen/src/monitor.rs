@@ -334,6 +334,11 @@ struct Scan {
 }
 
 impl SimIndex {
+    /// Whether an event in the window has exactly this SimHash.
+    fn contains(&self, sim: u64) -> bool {
+        self.at.contains_key(&sim)
+    }
+
     fn insert(&mut self, sim: u64, params: u64) {
         let i = *self.at.entry(sim).or_insert_with(|| {
             self.sims.push(sim);
@@ -658,10 +663,21 @@ impl Monitor {
             Place::Known => {}
             // A history this identity never sent (a first request carries none; a
             // fabricated one may carry the probe while the last message varies): its
-            // user and tool texts are judged and kept too.
+            // user and tool texts are judged and kept too. The same history again
+            // (exactly: a few-shot application's worked examples, a document asked
+            // about in new conversations) is a fixed preamble, not a sweep: the probe
+            // would have to be in the newest turn, which is judged anyway.
             Place::Unknown if !ev.history.is_empty() => {
                 let h = simhash(ev.history);
-                let s = st.sims.scan(h, pkey, ts);
+                let s = if st.sims.contains(h) {
+                    Scan {
+                        dup: false,
+                        near: false,
+                        params_near: Vec::new(),
+                    }
+                } else {
+                    st.sims.scan(h, pkey, ts)
+                };
                 dup |= s.dup;
                 near |= s.near;
                 for p in s.params_near {
