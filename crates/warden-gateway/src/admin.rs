@@ -223,7 +223,7 @@ pub const ANONYMOUS_CONNECTION_SECS: u64 = 10;
 pub async fn serve(
     state: Arc<AdminState>,
     listener: TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<crate::tls::ListenerTls>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -240,7 +240,7 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         let st = Arc::clone(&state);
-        let acc = tls.clone();
+        let acc = tls.acceptor();
         tokio::spawn(async move {
             let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await
             else {
