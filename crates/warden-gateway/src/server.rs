@@ -1729,6 +1729,28 @@ async fn idle_for(a: &Activity, idle: Duration) {
     }
 }
 
+/// HTTP/2 bounds shared by both listeners. What one connection may make the gateway hold:
+/// at most 256 streams, each with at most 64 KiB of answer queued for a client that does
+/// not read (hyper's default is 400 KiB a stream: about 100 MB for one slow reader) and,
+/// coming in, at most the 1 MiB connection window of body bytes not yet read (each stream
+/// 256 KiB). Streams the client resets before they are served, and streams the gateway
+/// has to reset, are capped (a rapid-reset flood closes the connection). A ping every
+/// 20 s, unanswered for 20 s, closes a connection whose peer has gone while a long
+/// stream keeps it from counting as idle.
+pub(crate) fn h2_limits<'a, 'b>(
+    b: &'a mut hyper_util::server::conn::auto::Http2Builder<'b, TokioExecutor>,
+) -> &'a mut hyper_util::server::conn::auto::Http2Builder<'b, TokioExecutor> {
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_send_buf_size(64 * 1024)
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+}
+
 /// Serve one connection (HTTP/1.1 or HTTP/2) until it ends or lockdown cancels it.
 async fn serve_conn(
     gw: Arc<Gateway>,
@@ -1776,11 +1798,7 @@ async fn serve_conn(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(15))
         .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024)
-        .max_concurrent_streams(256);
+    h2_limits(builder.http2().max_header_list_size(64 * 1024));
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::select! {
         r = conn => {
