@@ -904,6 +904,70 @@ async fn a_crl_replaced_while_serving_refuses_the_revoked_certificates_new_conne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_or_token_naming_another_identity_than_the_client_certificate_is_refused() {
+    let env = start().await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let token = token_for(&env.jwt_key, "k1", "svc-mtls");
+    for (credential, words) in [
+        (
+            env.user_key.clone(),
+            "the API key names identity bob but the client certificate names svc-mtls",
+        ),
+        (
+            token,
+            "the token names identity jwt:svc-mtls but the client certificate names svc-mtls",
+        ),
+    ] {
+        let before = records(&env).len();
+        let resp = try_raw(
+            &env,
+            env.public,
+            user,
+            &post("/v1/chat/completions", Some(&credential), CHAT),
+        )
+        .await
+        .unwrap_or_default();
+        assert_eq!(status(&resp), 401, "{words}: {resp}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recs = records(&env);
+        assert!(
+            recs[before..].iter().any(|r| r.decision == "deny"
+                && r.status == 401
+                && r.reason.contains("conflicting credentials")
+                && r.reason.contains(words)),
+            "no audit record for {words}: {:?}",
+            &recs[before..]
+        );
+    }
+    assert_eq!(
+        env.upstream.hits(),
+        0,
+        "a conflicting request was forwarded"
+    );
+    // The same identity on both is fine.
+    let (key, hash) = keys::generate().unwrap();
+    env.directory.add(
+        Identity {
+            name: "svc-mtls".into(),
+            roles: vec!["user".into()],
+            team: "blue".into(),
+            clearance: 1,
+        },
+        Some(hash),
+    );
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", Some(key.reveal()), CHAT),
+    )
+    .await
+    .unwrap_or_default();
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_body_is_read_are_well_formed() {
     let env = start_with(1 << 20).await;
     // Larger than HTTP/2's initial stream window: the client is still sending when the
