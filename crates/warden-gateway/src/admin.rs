@@ -223,7 +223,7 @@ pub const ANONYMOUS_CONNECTION_SECS: u64 = 10;
 pub async fn serve(
     state: Arc<AdminState>,
     listener: TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<crate::tls::ListenerTls>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -240,7 +240,7 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         let st = Arc::clone(&state);
-        let acc = tls.clone();
+        let acc = tls.acceptor();
         tokio::spawn(async move {
             let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await
             else {
@@ -257,6 +257,9 @@ pub async fn serve(
             b.http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(15));
+            // Admin answers are small: 32 streams and 16 KiB headers are plenty.
+            crate::server::h2_limits(b.http2().max_header_list_size(16 * 1024))
+                .max_concurrent_streams(32);
             let conn = b.serve_connection(TokioIo::new(s), svc);
             if admin {
                 let _ = conn.await;

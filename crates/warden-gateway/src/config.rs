@@ -109,6 +109,16 @@ pub struct TlsConfig {
     /// Refuse connections without a valid client certificate.
     #[serde(default)]
     pub require_client_cert: bool,
+    /// Certificate revocation lists (PEM `X509 CRL` blocks or one DER CRL per file) for
+    /// the client certificates; needs `client_ca`. Every certificate of a client's chain
+    /// below the trust anchor must be covered by a CRL of its issuer, or the client is
+    /// refused. Reloaded, with `client_ca`, when a file changes.
+    #[serde(default)]
+    pub client_crl: Vec<PathBuf>,
+    /// Accept a CRL whose nextUpdate has passed (refused by default: every client
+    /// certificate is then refused until a fresh CRL is installed).
+    #[serde(default)]
+    pub client_crl_allow_expired: bool,
     /// Also offer TLS 1.2 (TLS 1.3 only by default).
     #[serde(default)]
     pub allow_tls12: bool,
@@ -522,6 +532,9 @@ impl GatewayConfig {
             if let Some(c) = t.client_ca.as_mut() {
                 fix(c);
             }
+            for c in &mut t.client_crl {
+                fix(c);
+            }
         };
         if let Some(t) = self.tls.as_mut() {
             fix_tls(t);
@@ -599,6 +612,19 @@ impl GatewayConfig {
                 "[gateway.tls] is required (plain HTTP only with --insecure-plaintext on loopback)"
                     .into(),
             ));
+        }
+        for (table, t) in [
+            ("[gateway.tls]", self.tls.as_ref()),
+            ("[gateway.admin.tls]", Some(&self.admin.tls)),
+        ] {
+            if let Some(t) = t
+                && !t.client_crl.is_empty()
+                && t.client_ca.is_none()
+            {
+                return Err(crate::Error::Config(format!(
+                    "{table}: client_crl needs client_ca (the CRLs are checked against the client CAs)"
+                )));
+            }
         }
         if self.admin.tls.client_ca.is_none() {
             return Err(crate::Error::Config(
@@ -840,6 +866,36 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("workers: at most 256"), "{e}");
+    }
+
+    #[test]
+    fn client_crls_need_client_cas_and_resolve_relative_paths() {
+        let admin = |tls: serde_json::Value| {
+            serde_json::json!({"admin": {"listen": "127.0.0.1:0", "admins": [], "tls": tls},
+                "models": [{"name": "m", "upstream": "http://127.0.0.1:1"}]})
+        };
+        let mut c = gateway(admin(
+            serde_json::json!({"cert": "c", "key": "k", "client_ca": "ca", "client_crl": ["a.crl"]}),
+        ));
+        c.validate().unwrap();
+        c.resolve_paths(Path::new("/etc/warden"));
+        assert_eq!(
+            c.admin.tls.client_crl,
+            vec![PathBuf::from("/etc/warden/a.crl")]
+        );
+        let mut c = gateway(admin(
+            serde_json::json!({"cert": "c", "key": "k", "client_ca": "ca"}),
+        ));
+        c.tls = Some(c.admin.tls.clone());
+        if let Some(t) = c.tls.as_mut() {
+            t.client_ca = None;
+            t.client_crl = vec!["a.crl".into()];
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("[gateway.tls]: client_crl needs client_ca"),
+            "{e}"
+        );
     }
 
     #[test]

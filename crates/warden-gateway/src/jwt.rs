@@ -60,6 +60,10 @@ pub enum JwtError {
     /// Signature does not verify.
     #[error("bad signature")]
     Signature,
+    /// A `typ` header naming another kind of JWT (a DPoP proof, a security event, a
+    /// logout token…) than an access token.
+    #[error("token type {0} is not an access token")]
+    Type(String),
     /// `exp` is in the past.
     #[error("token expired")]
     Expired,
@@ -266,6 +270,29 @@ fn decode_part(s: &str) -> Result<Value, JwtError> {
     }
 }
 
+/// The `typ` header of an access token: absent, `JWT` (RFC 7519) or `at+jwt` (RFC 9068),
+/// compared as media types (RFC 7515 §4.1.9: without regard to case, `application/`
+/// optional). Anything else is another kind of JWT the provider signs — a DPoP proof, a
+/// security event, a logout token — that must not be replayed as an access token (RFC
+/// 8725 §3.11).
+fn access_token_type(typ: Option<&Value>) -> Result<(), JwtError> {
+    let Some(typ) = typ else {
+        return Ok(());
+    };
+    let Some(t) = typ.as_str() else {
+        return Err(JwtError::Type("(not a string)".into()));
+    };
+    let lower = t.to_ascii_lowercase();
+    let bare = lower.strip_prefix("application/").unwrap_or(&lower);
+    if bare == "jwt" || bare == "at+jwt" {
+        return Ok(());
+    }
+    Err(JwtError::Type(format!(
+        "{:?}",
+        t.chars().take(32).collect::<String>()
+    )))
+}
+
 /// Verify `token` against `jwks` and `policy` at `now` (Unix seconds).
 pub fn verify(
     token: &str,
@@ -303,6 +330,7 @@ pub fn verify(
     if header.get("crit").is_some() {
         return Err(JwtError::Malformed);
     }
+    access_token_type(header.get("typ"))?;
     let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
     let kid = header.get("kid").and_then(Value::as_str);
     let signed = token
@@ -473,6 +501,60 @@ mod tests {
         assert_eq!(v.identity.roles, vec!["analyst".to_owned()]);
         assert_eq!(v.identity.clearance, 2);
         assert!(v.mfa);
+    }
+
+    #[test]
+    fn only_access_token_types_are_accepted() {
+        let (kp, jwks) = keypair();
+        let now = 1_700_000_000;
+        let p = policy();
+        let with = |typ: Option<Value>| {
+            let mut h = serde_json::json!({"alg": "ES256", "kid": "k1"});
+            if let Some(t) = typ {
+                h["typ"] = t;
+            }
+            verify(&sign(&kp, h, claims(now)), &jwks, &p, now)
+        };
+        with(None).unwrap();
+        // RFC 7515 §4.1.9: media types compare without regard to case, and
+        // "application/" may be left out.
+        for typ in [
+            "JWT",
+            "jwt",
+            "application/jwt",
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+JWT",
+        ] {
+            with(Some(typ.into())).unwrap_or_else(|e| panic!("{typ}: {e}"));
+        }
+        // Other JWTs the same provider signs must not pass as access tokens (RFC 8725
+        // §3.11): DPoP proofs, security event tokens, logout tokens, ID tokens' kin.
+        for typ in [
+            "dpop+jwt",
+            "secevent+jwt",
+            "logout+jwt",
+            "application/logout+jwt",
+            "token-introspection+jwt",
+            "",
+            "at+jwt ",
+        ] {
+            assert!(
+                matches!(with(Some(typ.into())), Err(JwtError::Type(_))),
+                "{typ:?} accepted"
+            );
+        }
+        for typ in [
+            serde_json::json!(1),
+            serde_json::json!(["JWT"]),
+            Value::Null,
+        ] {
+            assert!(
+                matches!(with(Some(typ.clone())), Err(JwtError::Type(_))),
+                "{typ} accepted"
+            );
+        }
     }
 
     #[test]

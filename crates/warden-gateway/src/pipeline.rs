@@ -257,6 +257,21 @@ fn directory_name(id: &Identity) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A request whose bearer credential and client certificate name different identities
+/// is refused: which one counts would otherwise be the gateway's silent choice, and a
+/// client holding someone's key could act under it from a connection authenticated as
+/// itself (the audit log would show only the key's identity). A token's identity is
+/// `jwt:<sub>`, never a certificate's name, so a token with a certificate is refused.
+fn same_as_certificate(ex: &Exchange, id: &Identity, what: &str) -> Result<(), Refusal> {
+    match &ex.client_cert {
+        Some(cert) if *cert != id.name => Err(unauthorized(format!(
+            "conflicting credentials: {what} names identity {} but the client certificate names {cert}",
+            id.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Check for Authenticate {
     fn name(&self) -> &'static str {
         "authn"
@@ -286,6 +301,7 @@ impl Check for Authenticate {
                     .by_key(token)?
                     .ok_or_else(|| unauthorized("unknown API key"))?;
                 directory_name(&id)?;
+                same_as_certificate(ex, &id, "the API key")?;
                 ex.identity = Some(id);
                 ex.auth = Some("key");
                 return Ok(());
@@ -301,6 +317,7 @@ impl Check for Authenticate {
                     .map_err(|_| unauthorized("key set unavailable"))?;
                 match jwt::verify(token, &jwks, policy, ex.now) {
                     Ok(v) => {
+                        same_as_certificate(ex, &v.identity, "the token")?;
                         ex.identity = Some(v.identity);
                         ex.auth = Some("jwt");
                         ex.mfa = v.mfa;

@@ -15,7 +15,7 @@ use crate::pipeline::{
     AuditHealth, Authenticate, Authorize, Blocked, Concurrency, Exchange, Limits, Phase, Pipeline,
     Refusal, Validate,
 };
-use crate::tls::{self, ReloadingCert};
+use crate::tls::{self, ListenerTls};
 use crate::validate::Endpoint;
 use crate::{Error, admin};
 use bytes::Bytes;
@@ -1395,15 +1395,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     let cfg = Arc::clone(&gw.config);
     let public_tls = match (&cfg.tls, cfg.insecure_plaintext) {
-        (Some(t), _) => {
-            let r = ReloadingCert::new(&t.cert, &t.key)?;
-            Some((tls::server_config(t, Arc::clone(&r))?, r))
-        }
+        (Some(t), _) => Some(ListenerTls::new(t)?),
         (None, true) => None,
         (None, false) => return Err(Error::Config("TLS is required".into())),
     };
-    let admin_cert = ReloadingCert::new(&cfg.admin.tls.cert, &cfg.admin.tls.key)?;
-    let admin_tls = tls::server_config(&cfg.admin.tls, Arc::clone(&admin_cert))?;
+    let admin_tls = ListenerTls::new(&cfg.admin.tls)?;
     let admin_state = Arc::new(admin::AdminState::new(Arc::clone(&gw))?);
     if gw.config.oidc.is_some() {
         // A provider unreachable at start must not keep the gateway down (API keys and
@@ -1433,10 +1429,14 @@ pub async fn run(
             }
         });
     }
-    // Certificate reload and state sync (blocks/lockdown written by other processes).
+    // Certificate, client CA and CRL reload, and state sync (blocks/lockdown written by
+    // other processes).
     {
         let g = Arc::clone(&gw);
-        let pub_cert = public_tls.as_ref().map(|(_, r)| Arc::clone(r));
+        let listeners = [
+            ("public", public_tls.clone()),
+            ("admin", Some(Arc::clone(&admin_tls))),
+        ];
         // Read before the admin listener serves: from here on, only changes of the store
         // are applied (see `KillSwitch::apply_store`).
         let mut seen = crate::killswitch::StoreSeen::default();
@@ -1449,14 +1449,23 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                for (name, r) in [("public", pub_cert.as_ref()), ("admin", Some(&admin_cert))] {
-                    if let Some(r) = r {
-                        match r.reload_if_changed() {
-                            Ok(true) => tracing::info!(listener = name, "certificate reloaded"),
-                            Ok(false) => {}
-                            Err(e) => {
-                                tracing::error!(listener = name, error = %e, "certificate reload refused; keeping the old one")
-                            }
+                for (name, t) in &listeners {
+                    let Some(t) = t else { continue };
+                    match t.reload_cert_if_changed() {
+                        Ok(true) => tracing::info!(listener = name, "certificate reloaded"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(listener = name, error = %e, "certificate reload refused; keeping the old one")
+                        }
+                    }
+                    match t.reload_client_trust_if_changed() {
+                        Ok(true) => tracing::info!(
+                            listener = name,
+                            "client CAs and CRLs reloaded; new connections use them"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(listener = name, error = %e, "client CA/CRL reload refused; keeping the old ones")
                         }
                     }
                 }
@@ -1477,10 +1486,10 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(
         admin_state,
         listeners.admin,
-        tokio_rustls::TlsAcceptor::from(admin_tls),
+        admin_tls,
         shutdown.clone(),
     ));
-    let acceptor = public_tls.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c));
+    let acceptor = public_tls;
     let workers = match gw.config.effective_workers() {
         0 => None,
         n => {
@@ -1512,7 +1521,7 @@ pub async fn run(
 async fn serve_public(
     gw: Arc<Gateway>,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<ListenerTls>>,
     workers: Option<&crate::workers::Workers>,
     shutdown: CancellationToken,
 ) {
@@ -1640,7 +1649,7 @@ fn hand_over(
     workers: &crate::workers::Workers,
     tcp: TcpStream,
     peer: SocketAddr,
-    tls: Option<&tokio_rustls::TlsAcceptor>,
+    tls: Option<&Arc<ListenerTls>>,
     token: CancellationToken,
     hold: ConnSlot,
 ) {
@@ -1663,11 +1672,7 @@ fn hand_over(
 }
 
 /// Register a handed-over socket with the current runtime and serve it.
-async fn serve_handed(
-    gw: Arc<Gateway>,
-    c: crate::workers::Conn,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) {
+async fn serve_handed(gw: Arc<Gateway>, c: crate::workers::Conn, tls: Option<Arc<ListenerTls>>) {
     let _hold = c.hold;
     match TcpStream::from_std(c.tcp) {
         Ok(tcp) => serve_conn(gw, tcp, c.peer, tls, c.token).await,
@@ -1748,19 +1753,41 @@ async fn idle_for(a: &Activity, idle: Duration) {
     }
 }
 
+/// HTTP/2 bounds shared by both listeners. What one connection may make the gateway hold:
+/// at most 256 streams, each with at most 64 KiB of answer queued for a client that does
+/// not read (hyper's default is 400 KiB a stream: about 100 MB for one slow reader) and,
+/// coming in, at most the 1 MiB connection window of body bytes not yet read (each stream
+/// 256 KiB). Streams the client resets before they are served, and streams the gateway
+/// has to reset, are capped (a rapid-reset flood closes the connection). A ping every
+/// 20 s, unanswered for 20 s, closes a connection whose peer has gone while a long
+/// stream keeps it from counting as idle.
+pub(crate) fn h2_limits<'a, 'b>(
+    b: &'a mut hyper_util::server::conn::auto::Http2Builder<'b, TokioExecutor>,
+) -> &'a mut hyper_util::server::conn::auto::Http2Builder<'b, TokioExecutor> {
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_send_buf_size(64 * 1024)
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+}
+
 /// Serve one connection (HTTP/1.1 or HTTP/2) until it ends or lockdown cancels it.
 async fn serve_conn(
     gw: Arc<Gateway>,
     tcp: TcpStream,
     peer: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<ListenerTls>>,
     token: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
     let (io, client_cert) = match tls {
-        Some(acc) => {
+        Some(t) => {
             let hs = tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)) => r,
+                r = tokio::time::timeout(Duration::from_secs(10), t.acceptor().accept(tcp)) => r,
                 () = token.cancelled() => return,
             };
             match hs {
@@ -1795,11 +1822,7 @@ async fn serve_conn(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(15))
         .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024)
-        .max_concurrent_streams(256);
+    h2_limits(builder.http2().max_header_list_size(64 * 1024));
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::select! {
         r = conn => {

@@ -1,15 +1,15 @@
 //! TLS for both listeners with rustls (aws-lc-rs): TLS 1.3 only unless TLS 1.2 is
-//! configured, ALPN h2 + http/1.1, optional or required client certificates, and
-//! certificate reload without restart (the files' contents are polled: a pair replaced
-//! with its old modification time is still seen; a bad new pair is refused and the old
-//! one kept).
+//! configured, ALPN h2 + http/1.1, optional or required client certificates checked
+//! against CRLs, and reload without restart of the certificate pair, the client CAs and
+//! the CRLs (the files' contents are polled: a file replaced with its old modification
+//! time is still seen; a bad new file is refused and the old configuration kept).
 
 use crate::Error;
 use crate::config::TlsConfig;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -122,11 +122,81 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// Build a server configuration. `require_client` forces client certificates even when
-/// the configuration leaves them optional (the admin listener makes them optional at the
-/// TLS layer only so health checks work, and refuses everything else without one).
+/// The client CA and CRL files as read from disk: the bytes that are both hashed and
+/// parsed (as [`PairBytes`]).
+struct TrustBytes {
+    ca: Option<(PathBuf, Vec<u8>)>,
+    crls: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl TrustBytes {
+    fn read(t: &TlsConfig) -> Result<TrustBytes, Error> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map(|b| (p.to_owned(), b))
+                .map_err(|e| tls_err(p, e))
+        };
+        Ok(TrustBytes {
+            ca: t.client_ca.as_deref().map(read).transpose()?,
+            crls: t
+                .client_crl
+                .iter()
+                .map(|p| read(p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// SHA-256 over every file (each prefixed by its length).
+    fn digest(&self) -> Option<[u8; 32]> {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for (_, data) in self.ca.iter().chain(&self.crls) {
+            ctx.update(&(data.len() as u64).to_le_bytes());
+            ctx.update(data);
+        }
+        ctx.finish().as_ref().try_into().ok()
+    }
+}
+
+/// The CRLs in one file: PEM `X509 CRL` blocks, or the file is one DER CRL. Each is
+/// parsed here so that a bad one is refused naming its file (rustls' verifier builder
+/// would only say that some CRL is invalid).
+fn parse_crls(p: &Path, bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            CertificateRevocationListDer::pem_slice_iter(bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| tls_err(p, e))?
+        } else {
+            vec![CertificateRevocationListDer::from(bytes.to_vec())]
+        };
+    if crls.is_empty() {
+        return Err(tls_err(
+            p,
+            "no CRL in file (PEM \"X509 CRL\" blocks or one DER CRL)",
+        ));
+    }
+    for c in &crls {
+        webpki::OwnedCertRevocationList::from_der(c)
+            .map_err(|e| tls_err(p, format!("not a usable CRL: {e}")))?;
+    }
+    Ok(crls)
+}
+
+/// Build a server configuration, reading the client CA and CRL files.
 pub fn server_config(
     t: &TlsConfig,
+    resolver: Arc<ReloadingCert>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    build_config(t, &TrustBytes::read(t)?, resolver)
+}
+
+/// Build a server configuration from the client CA and CRL files' contents. Client
+/// certificates are optional at the TLS layer unless `require_client_cert` (the admin
+/// listener leaves them optional only so health checks work, and refuses everything
+/// else without one).
+fn build_config(
+    t: &TlsConfig,
+    trust: &TrustBytes,
     resolver: Arc<ReloadingCert>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -138,25 +208,113 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
         .map_err(|e| tls_err(&t.cert, e))?;
-    let builder = match &t.client_ca {
-        Some(ca) => {
+    let builder = match &trust.ca {
+        Some((ca, bytes)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in load_certs(ca)? {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| tls_err(ca, e))?;
+            if certs.is_empty() {
+                return Err(tls_err(ca, "no certificate in file"));
+            }
+            for c in certs {
                 roots.add(c).map_err(|e| tls_err(ca, e))?;
             }
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let v = if t.require_client_cert {
-                v
-            } else {
-                v.allow_unauthenticated()
-            };
-            builder.with_client_cert_verifier(v.build().map_err(|e| tls_err(ca, e))?)
+            let mut crls = Vec::new();
+            for (p, bytes) in &trust.crls {
+                crls.extend(parse_crls(p, bytes)?);
+            }
+            // Every certificate of the chain below the anchor is checked, and one no CRL
+            // speaks for is refused (rustls' defaults, kept: fail closed).
+            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .with_crls(crls);
+            if !t.client_crl_allow_expired {
+                v = v.enforce_revocation_expiration();
+            }
+            if !t.require_client_cert {
+                v = v.allow_unauthenticated();
+            }
+            let v = v.build().map_err(|e| {
+                tls_err(
+                    t.client_crl.first().map_or(ca.as_path(), PathBuf::as_path),
+                    e,
+                )
+            })?;
+            builder.with_client_cert_verifier(v)
         }
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// A listener's TLS: the certificate pair (swapped in place, see [`ReloadingCert`]) and
+/// the server configuration built from the client CA and CRL files, rebuilt when one of
+/// them changes. New connections take the configuration current when they arrive; a
+/// rebuilt one also starts an empty session cache, so no session of a client
+/// certificate revoked since can be resumed.
+#[derive(Debug)]
+pub struct ListenerTls {
+    t: TlsConfig,
+    cert: Arc<ReloadingCert>,
+    current: RwLock<Arc<rustls::ServerConfig>>,
+    /// SHA-256 of the client CA and CRL files when last loaded (or refused).
+    stamp: RwLock<Option<[u8; 32]>>,
+}
+
+impl ListenerTls {
+    /// Load the pair, the client CAs and the CRLs.
+    pub fn new(t: &TlsConfig) -> Result<Arc<ListenerTls>, Error> {
+        let cert = ReloadingCert::new(&t.cert, &t.key)?;
+        let trust = TrustBytes::read(t)?;
+        let cfg = build_config(t, &trust, Arc::clone(&cert))?;
+        Ok(Arc::new(ListenerTls {
+            t: t.clone(),
+            cert,
+            current: RwLock::new(cfg),
+            stamp: RwLock::new(trust.digest()),
+        }))
+    }
+
+    /// The configuration in use now.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.current.read() {
+            Ok(c) => Arc::clone(&c),
+            // A writer only swaps an `Arc`; it cannot leave a half-written value.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// An acceptor with the configuration in use now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current())
+    }
+
+    /// Reload the certificate pair if it changed (see [`ReloadingCert::reload_if_changed`]).
+    pub fn reload_cert_if_changed(&self) -> Result<bool, Error> {
+        self.cert.reload_if_changed()
+    }
+
+    /// Rebuild the configuration if the client CA or a CRL file changed. `Ok(true)` when
+    /// new connections now use it; an unreadable or bad file is an error (naming it) once,
+    /// until the files change again, and the configuration in use is kept.
+    pub fn reload_client_trust_if_changed(&self) -> Result<bool, Error> {
+        let trust = TrustBytes::read(&self.t);
+        let now = trust.as_ref().ok().and_then(TrustBytes::digest);
+        let same = self.stamp.read().map(|s| *s == now).unwrap_or(false);
+        if same {
+            return Ok(false);
+        }
+        if let Ok(mut s) = self.stamp.write() {
+            *s = now;
+        }
+        let cfg = build_config(&self.t, &trust?, Arc::clone(&self.cert))?;
+        if let Ok(mut c) = self.current.write() {
+            *c = cfg;
+        }
+        Ok(true)
+    }
 }
 
 /// The identity in a verified client certificate: its first DNS subject alternative name.
@@ -194,14 +352,28 @@ mod tests {
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<rustls::ProtocolVersion, rustls::Error> {
         let server = server_config(t, ReloadingCert::new(&t.cert, &t.key).unwrap()).unwrap();
+        handshake_with(server, ca_der, versions, None)
+    }
+
+    /// A full in-memory handshake against `server`, the client presenting `client` (a
+    /// chain and its key) when given.
+    fn handshake_with(
+        server: Arc<rustls::ServerConfig>,
+        ca_der: &[u8],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<rustls::ProtocolVersion, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let b = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let client = match client {
+            Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
+            None => b.with_no_client_auth(),
+        };
         let mut c = rustls::ClientConnection::new(Arc::new(client), "one.test".try_into().unwrap())
             .unwrap();
         let mut s = rustls::ServerConnection::new(server).unwrap();
@@ -229,6 +401,8 @@ mod tests {
             cert,
             key,
             client_ca: None,
+            client_crl: Vec::new(),
+            client_crl_allow_expired: false,
             require_client_cert: false,
             allow_tls12: false,
         };
@@ -281,5 +455,222 @@ mod tests {
         assert!(r.reload_if_changed().is_err());
         assert!(!r.reload_if_changed().unwrap());
         assert_eq!(served(&r), second);
+    }
+
+    /// A client CA, its PEM file, and a server pair (self-signed, `one.test`).
+    struct Mtls {
+        dir: tempfile::TempDir,
+        ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        ca_path: PathBuf,
+        server_der: Vec<u8>,
+        t: TlsConfig,
+    }
+
+    fn client_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap()
+    }
+
+    fn mtls() -> Mtls {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, server_der) = pair(dir.path(), "one.test");
+        let ca = client_ca("client CA");
+        let ca_path = dir.path().join("client-ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let t = TlsConfig {
+            cert,
+            key,
+            client_ca: Some(ca_path.clone()),
+            client_crl: vec![dir.path().join("client.crl")],
+            client_crl_allow_expired: false,
+            require_client_cert: true,
+            allow_tls12: false,
+        };
+        Mtls {
+            dir,
+            ca,
+            ca_path,
+            server_der,
+            t,
+        }
+    }
+
+    /// A client certificate for `name` with serial number `serial`, issued by `ca`.
+    fn client_cert(
+        ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        name: &str,
+        serial: u64,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        p.serial_number = Some(serial.into());
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let c = p.signed_by(&k, ca).unwrap();
+        let key = PrivateKeyDer::try_from(k.serialize_der()).unwrap();
+        (vec![c.der().clone()], key)
+    }
+
+    /// A CRL of `ca` revoking `serials`, valid until `next_year` (January 1st).
+    fn crl(
+        ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        serials: &[u64],
+        next_year: i32,
+    ) -> rcgen::CertificateRevocationList {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(next_year, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: (*s).into(),
+                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(ca)
+        .unwrap()
+    }
+
+    const V13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+    fn connect(
+        m: &Mtls,
+        server: Arc<rustls::ServerConfig>,
+        client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    ) -> Result<rustls::ProtocolVersion, rustls::Error> {
+        handshake_with(server, &m.server_der, V13, Some(client))
+    }
+
+    fn is_revoked(e: &rustls::Error) -> bool {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+        )
+    }
+
+    #[test]
+    fn a_revoked_client_certificate_is_refused_at_the_handshake() {
+        let m = mtls();
+        // DER file, then PEM file: both forms are read.
+        std::fs::write(&m.t.client_crl[0], crl(&m.ca, &[2], 2099).der().as_ref()).unwrap();
+        let l = ListenerTls::new(&m.t).unwrap();
+        connect(&m, l.current(), client_cert(&m.ca, "good.client", 1)).unwrap();
+        let e = connect(&m, l.current(), client_cert(&m.ca, "bad.client", 2)).unwrap_err();
+        assert!(is_revoked(&e), "{e:?}");
+        std::fs::write(&m.t.client_crl[0], crl(&m.ca, &[3], 2099).pem().unwrap()).unwrap();
+        let l = ListenerTls::new(&m.t).unwrap();
+        connect(&m, l.current(), client_cert(&m.ca, "bad.client", 2)).unwrap();
+        let e = connect(&m, l.current(), client_cert(&m.ca, "other.client", 3)).unwrap_err();
+        assert!(is_revoked(&e), "{e:?}");
+    }
+
+    #[test]
+    fn a_replaced_crl_applies_to_new_connections_and_a_broken_one_keeps_the_old() {
+        let m = mtls();
+        let crl_path = &m.t.client_crl[0];
+        std::fs::write(crl_path, crl(&m.ca, &[], 2099).pem().unwrap()).unwrap();
+        let l = ListenerTls::new(&m.t).unwrap();
+        assert!(!l.reload_client_trust_if_changed().unwrap());
+        connect(&m, l.current(), client_cert(&m.ca, "c.client", 7)).unwrap();
+        let c7 = client_cert(&m.ca, "c.client", 7);
+        std::fs::write(crl_path, crl(&m.ca, &[7], 2099).pem().unwrap()).unwrap();
+        assert!(l.reload_client_trust_if_changed().unwrap());
+        let e = connect(&m, l.current(), c7).unwrap_err();
+        assert!(is_revoked(&e), "{e:?}");
+        // A broken CRL is refused naming its file, once, and the one in use is kept.
+        std::fs::write(
+            crl_path,
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        let e = l.reload_client_trust_if_changed().unwrap_err().to_string();
+        assert!(e.contains(&crl_path.display().to_string()), "{e}");
+        assert!(!l.reload_client_trust_if_changed().unwrap());
+        let e = connect(&m, l.current(), client_cert(&m.ca, "c.client", 7)).unwrap_err();
+        assert!(is_revoked(&e), "{e:?}");
+        // The client CA file is watched too: a new CA's clients get in, the old CA's no
+        // longer do.
+        let ca2 = client_ca("second client CA");
+        std::fs::write(crl_path, crl(&ca2, &[], 2099).pem().unwrap()).unwrap();
+        std::fs::write(&m.ca_path, ca2.pem()).unwrap();
+        assert!(l.reload_client_trust_if_changed().unwrap());
+        connect(&m, l.current(), client_cert(&ca2, "d.client", 7)).unwrap();
+        connect(&m, l.current(), client_cert(&m.ca, "e.client", 8)).unwrap_err();
+    }
+
+    #[test]
+    fn an_expired_crl_refuses_every_client_certificate_unless_allowed() {
+        let mut m = mtls();
+        std::fs::write(&m.t.client_crl[0], crl(&m.ca, &[2], 2021).pem().unwrap()).unwrap();
+        let l = ListenerTls::new(&m.t).unwrap();
+        let e = connect(&m, l.current(), client_cert(&m.ca, "good.client", 1)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ExpiredRevocationList
+                        | rustls::CertificateError::ExpiredRevocationListContext { .. }
+                )
+            ),
+            "{e:?}"
+        );
+        m.t.client_crl_allow_expired = true;
+        let l = ListenerTls::new(&m.t).unwrap();
+        connect(&m, l.current(), client_cert(&m.ca, "good.client", 1)).unwrap();
+        let e = connect(&m, l.current(), client_cert(&m.ca, "bad.client", 2)).unwrap_err();
+        assert!(is_revoked(&e), "{e:?}");
+    }
+
+    #[test]
+    fn a_client_ca_without_a_crl_is_refused_when_crls_are_configured() {
+        let m = mtls();
+        let other = client_ca("other client CA");
+        std::fs::write(&m.ca_path, format!("{}{}", m.ca.pem(), other.pem())).unwrap();
+        std::fs::write(&m.t.client_crl[0], crl(&m.ca, &[], 2099).pem().unwrap()).unwrap();
+        let l = ListenerTls::new(&m.t).unwrap();
+        connect(&m, l.current(), client_cert(&m.ca, "a.client", 1)).unwrap();
+        let e = connect(&m, l.current(), client_cert(&other, "b.client", 1)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownRevocationStatus
+                )
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_crl_file_at_start_is_an_error_naming_it() {
+        let m = mtls();
+        let p = &m.t.client_crl[0];
+        let named = |e: Error| {
+            let e = e.to_string();
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            e
+        };
+        // Missing.
+        named(ListenerTls::new(&m.t).unwrap_err());
+        // A certificate, not a CRL.
+        std::fs::write(p, m.ca.pem()).unwrap();
+        let e = named(ListenerTls::new(&m.t).unwrap_err());
+        assert!(e.contains("no CRL"), "{e}");
+        // Not DER.
+        std::fs::write(p, b"\x30\x03\x02\x01\x01").unwrap();
+        let e = named(ListenerTls::new(&m.t).unwrap_err());
+        assert!(e.contains("not a usable CRL"), "{e}");
+        let _ = &m.dir;
     }
 }

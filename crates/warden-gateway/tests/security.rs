@@ -35,6 +35,8 @@ struct Env {
     jwt_key: EcdsaKeyPair,
     gw: Arc<warden_gateway::server::Gateway>,
     jwks: Jwks,
+    /// The CRL file both listeners read when started with `"client_crl": true`.
+    crl: std::path::PathBuf,
 }
 
 /// The identity provider's key set endpoint: serves `doc` (a 500 when it is `None`) and
@@ -141,7 +143,9 @@ async fn start_full(
     start_checks(max_body_bytes, extra, respond, sink, Vec::new()).await
 }
 
-/// [`start_full`], with `checks` appended to the gateway's pipeline.
+/// [`start_full`], with `checks` appended to the gateway's pipeline. `"client_crl": true`
+/// in `extra` makes both listeners check client certificates against `Env::crl` (a CRL
+/// revoking nothing at start).
 async fn start_checks(
     max_body_bytes: usize,
     extra: serde_json::Value,
@@ -164,11 +168,18 @@ async fn start_checks(
     let jwt_key =
         EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
     let (jwks_addr, jwks) = jwks_server(jwks_doc(&jwt_key, "k1")).await;
+    let crl = dir.path().join("clients.crl");
+    pki.write_crl(&crl, &[]);
+    let mut extra = extra;
+    let crls = match extra.as_object_mut().and_then(|x| x.remove("client_crl")) {
+        Some(serde_json::Value::Bool(true)) => vec![crl.clone()],
+        _ => Vec::new(),
+    };
     let cfg = serde_json::json!({
         "listen": "127.0.0.1:0",
-        "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
+        "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca, "client_crl": crls},
         "admin": {"listen": "127.0.0.1:0",
-                  "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca},
+                  "tls": {"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca, "client_crl": crls},
                   "admins": [{"name": "alice.admin", "totp_secret_file": totp}]},
         "models": [{"name": "m1", "upstream": format!("http://{}", upstream.addr), "classification": 1},
                    {"name": "secret", "upstream": format!("http://{}", upstream.addr), "classification": 3}],
@@ -225,6 +236,7 @@ async fn start_checks(
         jwt_key,
         gw,
         jwks,
+        crl,
     }
 }
 
@@ -806,6 +818,153 @@ async fn a_certificate_from_another_ca_cannot_even_connect_to_the_admin_listener
             String::from_utf8_lossy(&buf)
         );
     }
+}
+
+/// A TLS connection with `client`, then `req`: the response, or `None` when the
+/// handshake (or, TLS 1.3, the first read after it) failed.
+async fn try_raw(
+    env: &Env,
+    addr: std::net::SocketAddr,
+    client: (&std::path::Path, &std::path::Path),
+    req: &[u8],
+) -> Option<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, Some(client)))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    s.write_all(req).await.ok()?;
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    (matches!(r, Ok(Ok(_))) && !out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_replaced_while_serving_refuses_the_revoked_certificates_new_connections() {
+    let env = start_custom(4096, serde_json::json!({"client_crl": true}), None).await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let admin = (env.pki.admin_cert.as_path(), env.pki.admin_key.as_path());
+    let metrics = b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", None, CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp.clone().unwrap_or_default()), 200, "{resp:?}");
+    let resp = try_raw(&env, env.admin, admin, metrics).await;
+    assert_eq!(status(&resp.clone().unwrap_or_default()), 200, "{resp:?}");
+    // Revoke both client certificates; the listeners poll twice a second.
+    env.pki.write_crl(&env.crl, &[USER_SERIAL, ADMIN_SERIAL]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", None, CHAT),
+    )
+    .await;
+    assert!(
+        resp.is_none(),
+        "revoked user certificate got an answer: {resp:?}"
+    );
+    let resp = try_raw(&env, env.admin, admin, metrics).await;
+    assert!(
+        resp.is_none(),
+        "revoked admin certificate got an answer: {resp:?}"
+    );
+    assert_eq!(env.upstream.hits(), 1);
+    // A broken CRL keeps the one in use (still revoking both).
+    std::fs::write(&env.crl, "not a CRL").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", None, CHAT),
+    )
+    .await;
+    assert!(
+        resp.is_none(),
+        "revoked user certificate got an answer: {resp:?}"
+    );
+    // Unrevoked again.
+    env.pki.write_crl(&env.crl, &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", None, CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp.clone().unwrap_or_default()), 200, "{resp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_or_token_naming_another_identity_than_the_client_certificate_is_refused() {
+    let env = start().await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let token = token_for(&env.jwt_key, "k1", "svc-mtls");
+    for (credential, words) in [
+        (
+            env.user_key.clone(),
+            "the API key names identity bob but the client certificate names svc-mtls",
+        ),
+        (
+            token,
+            "the token names identity jwt:svc-mtls but the client certificate names svc-mtls",
+        ),
+    ] {
+        let before = records(&env).len();
+        let resp = try_raw(
+            &env,
+            env.public,
+            user,
+            &post("/v1/chat/completions", Some(&credential), CHAT),
+        )
+        .await
+        .unwrap_or_default();
+        assert_eq!(status(&resp), 401, "{words}: {resp}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recs = records(&env);
+        assert!(
+            recs[before..].iter().any(|r| r.decision == "deny"
+                && r.status == 401
+                && r.reason.contains("conflicting credentials")
+                && r.reason.contains(words)),
+            "no audit record for {words}: {:?}",
+            &recs[before..]
+        );
+    }
+    assert_eq!(
+        env.upstream.hits(),
+        0,
+        "a conflicting request was forwarded"
+    );
+    // The same identity on both is fine.
+    let (key, hash) = keys::generate().unwrap();
+    env.directory.add(
+        Identity {
+            name: "svc-mtls".into(),
+            roles: vec!["user".into()],
+            team: "blue".into(),
+            clearance: 1,
+        },
+        Some(hash),
+    );
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", Some(key.reveal()), CHAT),
+    )
+    .await
+    .unwrap_or_default();
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -373,6 +373,40 @@ fn listener_tls_weakening_is_reported() {
     }
 }
 
+/// Client certificates accepted without revocation lists, or with expired ones, are
+/// reported.
+#[test]
+fn client_certificates_without_crls_are_reported() {
+    let home = private_home();
+    let write = |extra: &str| write_gateway(home.path(), extra);
+    let admin = "[gateway.admin.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+    for (settings, status, words) in [
+        (
+            format!("{admin}client_crl = [\"a.crl\"]\n"),
+            "pass",
+            "checked against CRLs",
+        ),
+        (
+            format!(
+                "[gateway.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n{admin}client_crl = [\"a.crl\"]\n"
+            ),
+            "info",
+            "[gateway.tls]: client certificates are accepted without a CRL",
+        ),
+        (
+            format!("{admin}client_crl = [\"a.crl\"]\nclient_crl_allow_expired = true\n"),
+            "warn",
+            "an expired CRL is still trusted",
+        ),
+    ] {
+        write(&settings);
+        let (code, c) = check(home.path(), "WP220");
+        assert_eq!(code, Some(0), "{settings}: {c}");
+        assert_eq!(c["status"], status, "{settings}: {c}");
+        assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
+    }
+}
+
 /// An administrator's TOTP secret (or a listener's TLS key) that others can read, wherever
 /// the configuration keeps it, fails posture: whoever reads it computes the codes.
 #[test]

@@ -25,6 +25,38 @@ pub struct Pki {
     pub user_key: PathBuf,
     pub rogue_cert: PathBuf,
     pub rogue_key: PathBuf,
+    /// The CA, to sign CRLs (see [`Pki::write_crl`]).
+    pub issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// Serial numbers of the test PKI's certificates.
+pub const SERVER_SERIAL: u64 = 1;
+pub const ADMIN_SERIAL: u64 = 2;
+pub const USER_SERIAL: u64 = 3;
+
+impl Pki {
+    /// Write to `path` a PEM CRL of the test CA revoking `serials`, valid until 2099.
+    pub fn write_crl(&self, path: &Path, serials: &[u64]) {
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: (*s).into(),
+                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap();
+        std::fs::write(path, crl.pem().unwrap()).unwrap();
+    }
 }
 
 fn leaf(
@@ -33,12 +65,14 @@ fn leaf(
     sans: &[&str],
     eku: ExtendedKeyUsagePurpose,
     issuer: &CertifiedIssuer<'_, KeyPair>,
+    serial: u64,
 ) -> (PathBuf, PathBuf) {
     let key = KeyPair::generate().unwrap();
     let mut p =
         CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
     p.extended_key_usages = vec![eku];
+    p.serial_number = Some(serial.into());
     let cert = p.signed_by(&key, issuer).unwrap();
     let (c, k) = (
         dir.join(format!("{name}.pem")),
@@ -73,6 +107,7 @@ pub fn pki(dir: &Path) -> Pki {
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
         &issuer,
+        SERVER_SERIAL,
     );
     let (admin_cert, admin_key) = leaf(
         dir,
@@ -80,6 +115,7 @@ pub fn pki(dir: &Path) -> Pki {
         &["alice.admin"],
         ExtendedKeyUsagePurpose::ClientAuth,
         &issuer,
+        ADMIN_SERIAL,
     );
     let (user_cert, user_key) = leaf(
         dir,
@@ -87,6 +123,7 @@ pub fn pki(dir: &Path) -> Pki {
         &["svc-mtls"],
         ExtendedKeyUsagePurpose::ClientAuth,
         &issuer,
+        USER_SERIAL,
     );
     let other = ca("rogue CA");
     let (rogue_cert, rogue_key) = leaf(
@@ -95,6 +132,7 @@ pub fn pki(dir: &Path) -> Pki {
         &["alice.admin"],
         ExtendedKeyUsagePurpose::ClientAuth,
         &other,
+        4,
     );
     Pki {
         ca: ca_path,
@@ -106,6 +144,7 @@ pub fn pki(dir: &Path) -> Pki {
         user_key,
         rogue_cert,
         rogue_key,
+        issuer,
     }
 }
 

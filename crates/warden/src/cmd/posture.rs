@@ -605,6 +605,58 @@ fn gateway_checks(
             weak.join("; ")
         },
     );
+    // Client certificates without revocation lists: a stolen or retired certificate
+    // stays good until it expires (only the kill switch or the admins list shuts it out).
+    let mut with_ca = Vec::new();
+    let mut notes = Vec::new();
+    let mut expired_ok = false;
+    for (name, t) in [
+        ("[gateway.tls]", gw.get("tls")),
+        ("[gateway.admin.tls]", admin_tls),
+    ] {
+        let Some(t) = t.filter(|t| t.get("client_ca").is_some()) else {
+            continue;
+        };
+        with_ca.push(name);
+        let crls = t
+            .get("client_crl")
+            .and_then(toml::Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if !crls {
+            notes.push(format!(
+                "{name}: client certificates are accepted without a CRL (client_crl); a \
+                 revoked certificate is refused only once it expires"
+            ));
+        } else if flag(t.get("client_crl_allow_expired")) {
+            expired_ok = true;
+            notes.push(format!(
+                "{name} client_crl_allow_expired = true: an expired CRL is still trusted, \
+                 so certificates revoked after it was issued are accepted"
+            ));
+        }
+    }
+    if !with_ca.is_empty() {
+        push(
+            "WP220",
+            if expired_ok {
+                Status::Warn
+            } else if notes.is_empty() {
+                Status::Pass
+            } else {
+                Status::Info
+            },
+            SECURE_APIS,
+            "CPG 2.D, 2.K",
+            if notes.is_empty() {
+                format!(
+                    "{}: client certificates checked against CRLs; an expired CRL refuses them",
+                    with_ca.join(", ")
+                )
+            } else {
+                notes.join("; ")
+            },
+        );
+    }
     if let Some(t) = table("oidc") {
         let oidc: warden_gateway::config::OidcConfig = t
             .try_into()
