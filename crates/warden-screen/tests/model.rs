@@ -602,6 +602,7 @@ fn augmentation_is_disjoint_from_held_out_sets() {
         "benign_triggers.txt",
         "ood_benign.txt",
         "multilingual_attacks.txt",
+        "dev_benign.txt",
     ] {
         for l in data_lines(name) {
             held.insert(canon(&l));
