@@ -9,6 +9,11 @@ use crate::heuristics::{Heuristics, RuleHit};
 use crate::model::LinearModel;
 use crate::normalize::{NormStats, normalize, undecorated, zero_width_as_space};
 
+/// The logit a bare conversational continuation is scored at, at most (score 0.018:
+/// below every calibrated flag threshold, and below the transformer tier's uncertainty
+/// band (from 0.03), so that tier does not re-score it either).
+const CONTINUATION_LOGIT: f64 = -4.0;
+
 /// The committed weights (see `model/screen-model.json` for how they were made).
 const WEIGHTS: &[u8] = include_bytes!("../model/screen-model.bin");
 /// The embedded linear model's bytes (the transformer tier checks its blend was fitted
@@ -275,6 +280,12 @@ impl Screener {
             if l > logit {
                 (logit, rules, scored) = (l, r, Some(s.text));
             }
+        }
+        // A whole message that only keeps the conversation going ("continue", "go on")
+        // says nothing to screen: the n-gram model's reading of it is its training
+        // data's bias, not evidence (see `heuristics::is_continuation`).
+        if rules.is_empty() && crate::heuristics::is_continuation(&n.text) {
+            logit = logit.min(CONTINUATION_LOGIT);
         }
         (logit, rules, n.stats, scored.unwrap_or(n.text))
     }
