@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         clearance_claim: "clearance".into(),
         leeway_secs: 60,
         max_key_set_age_secs: 86_400,
+        with_client_certificate: false,
     };
     if let Ok(t) = std::str::from_utf8(token) {
         assert!(verify(t, &jwks, &policy, 1_700_000_000).is_err());

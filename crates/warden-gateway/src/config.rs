@@ -233,6 +233,13 @@ pub struct OidcConfig {
     /// refused (503): keys the provider rotated out meanwhile must not stay valid for ever.
     #[serde(default = "default_jwks_max_age")]
     pub jwks_max_age_secs: u64,
+    /// Serve a token sent over a connection that presented a client certificate as the
+    /// token's identity (the certificate then only authenticates the transport: a device
+    /// or workload certificate carrying a user's token). Off by default: the two name
+    /// different identities (`jwt:<sub>` is never a certificate's name) and such a request
+    /// is refused as conflicting credentials. `warden posture` reports it when on.
+    #[serde(default)]
+    pub tokens_with_client_certificates: bool,
 }
 
 /// Default [`OidcConfig::jwks_max_age_secs`]: 24 h.

@@ -215,6 +215,9 @@ pub struct JwtPolicy {
     pub leeway_secs: u64,
     /// Oldest key set (seconds since its fetch) still used to accept tokens.
     pub max_key_set_age_secs: u64,
+    /// A token over a connection with a client certificate is served as the token's
+    /// identity ([`crate::config::OidcConfig::tokens_with_client_certificates`]).
+    pub with_client_certificate: bool,
 }
 
 /// A verified token's identity and whether the provider asserted MFA (`amr` contains `mfa`).
@@ -453,6 +456,7 @@ mod tests {
             clearance_claim: "clearance".into(),
             leeway_secs: 0,
             max_key_set_age_secs: 86_400,
+            with_client_certificate: false,
         }
     }
 

@@ -317,7 +317,9 @@ impl Check for Authenticate {
                     .map_err(|_| unauthorized("key set unavailable"))?;
                 match jwt::verify(token, &jwks, policy, ex.now) {
                     Ok(v) => {
-                        same_as_certificate(ex, &v.identity, "the token")?;
+                        if !policy.with_client_certificate {
+                            same_as_certificate(ex, &v.identity, "the token")?;
+                        }
                         ex.identity = Some(v.identity);
                         ex.auth = Some("jwt");
                         ex.mfa = v.mfa;

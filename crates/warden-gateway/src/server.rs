@@ -249,6 +249,7 @@ impl Gateway {
             clearance_claim: o.clearance_claim.clone(),
             leeway_secs: o.leeway_secs,
             max_key_set_age_secs: o.jwks_max_age_secs,
+            with_client_certificate: o.tokens_with_client_certificates,
         });
         let authorize = Arc::new(Authorize {
             policies: Arc::clone(&policies),

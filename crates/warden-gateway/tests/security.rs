@@ -145,7 +145,8 @@ async fn start_full(
 
 /// [`start_full`], with `checks` appended to the gateway's pipeline. `"client_crl": true`
 /// in `extra` makes both listeners check client certificates against `Env::crl` (a CRL
-/// revoking nothing at start).
+/// revoking nothing at start); `"tokens_with_client_certificates"` in `extra` goes into
+/// the `oidc` table.
 async fn start_checks(
     max_body_bytes: usize,
     extra: serde_json::Value,
@@ -189,6 +190,12 @@ async fn start_checks(
         "validation": {"max_body_bytes": max_body_bytes, "max_message_bytes": max_body_bytes},
     });
     let mut cfg = cfg;
+    if let Some(v) = extra
+        .as_object_mut()
+        .and_then(|x| x.remove("tokens_with_client_certificates"))
+    {
+        cfg["oidc"]["tokens_with_client_certificates"] = v;
+    }
     if let (Some(c), Some(x)) = (cfg.as_object_mut(), extra.as_object()) {
         c.extend(x.clone());
     }
@@ -965,6 +972,49 @@ async fn a_key_or_token_naming_another_identity_than_the_client_certificate_is_r
     .unwrap_or_default();
     assert_eq!(status(&resp), 200, "{resp}");
     assert_eq!(env.upstream.hits(), 1);
+}
+
+/// With `tokens_with_client_certificates`, the certificate only authenticates the
+/// transport for tokens (a device certificate carrying a user's token): the token's
+/// identity is served and recorded. An API key naming another identity than the
+/// certificate is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_over_client_certificates_are_served_when_configured() {
+    let env = start_custom(
+        4096,
+        serde_json::json!({"tokens_with_client_certificates": true}),
+        None,
+    )
+    .await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let token = token_for(&env.jwt_key, "k1", "carol");
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", Some(&token), CHAT),
+    )
+    .await
+    .unwrap_or_default();
+    assert_eq!(status(&resp), 200, "{resp}");
+    let resp = try_raw(
+        &env,
+        env.public,
+        user,
+        &post("/v1/chat/completions", Some(&env.user_key), CHAT),
+    )
+    .await
+    .unwrap_or_default();
+    assert_eq!(status(&resp), 401, "{resp}");
+    assert_eq!(env.upstream.hits(), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let recs = records(&env);
+    assert!(
+        recs.iter().any(|r| r.status == 200
+            && r.identity.as_deref() == Some("jwt:carol")
+            && r.auth.as_deref() == Some("jwt")),
+        "{recs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -461,3 +461,41 @@ fn relayed_upstream_server_errors_are_reported() {
         "{c}"
     );
 }
+
+/// Serving tokens over connections with another identity's client certificate is an
+/// opt-in that posture names; without it nothing is reported.
+#[test]
+fn tokens_with_client_certificates_are_reported() {
+    let home = private_home();
+    let oidc = "[gateway.oidc]\nissuer = \"https://idp.test\"\naudience = \"warden\"\n\
+                jwks_url = \"https://idp.test/jwks\"\n";
+    std::fs::write(
+        home.path().join("warden.toml"),
+        format!("[gateway]\npolicy = \"p.cedar\"\n{oidc}"),
+    )
+    .unwrap();
+    let out = posture(home.path(), true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<_> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert!(ids.iter().any(|i| i == "WP216"), "{v}");
+    assert!(!ids.iter().any(|i| i == "WP226"), "{v}");
+    std::fs::write(
+        home.path().join("warden.toml"),
+        format!("[gateway]\npolicy = \"p.cedar\"\n{oidc}tokens_with_client_certificates = true\n"),
+    )
+    .unwrap();
+    let (_, c) = check(home.path(), "WP226");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tokens_with_client_certificates = true"),
+        "{c}"
+    );
+}

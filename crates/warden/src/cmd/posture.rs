@@ -681,6 +681,19 @@ fn gateway_checks(
                 },
             ),
         );
+        if oidc.tokens_with_client_certificates {
+            push(
+                "WP226",
+                Status::Warn,
+                SECURE_APIS,
+                "CPG 2.K",
+                "oidc tokens_with_client_certificates = true: a token sent over a connection \
+                 with a client certificate is served as the token's identity, whatever \
+                 identity the certificate names (the certificate only authenticates the \
+                 transport)"
+                    .to_owned(),
+            );
+        }
     }
     Ok(())
 }
