@@ -1125,7 +1125,7 @@ impl Screening {
         let Some(rules) = &self.output else {
             return Ok(());
         };
-        let r = screen_value(rules, v, None);
+        let r = screen_answer(rules, v);
         match r {
             Ok(()) => {
                 self.counters.output(false);
@@ -1428,6 +1428,37 @@ fn logprob_strands(v: &Value, path: &mut String, out: &mut Vec<(String, String)>
 /// statuses, which the minimiser keeps identifier-shaped) with the canary and secret
 /// rules ([`OutputRules::check_identifier`]): a canary is itself identifier-shaped, so it
 /// could leave as a tool name or an `id`.
+/// A whole answer: every field by its own rules ([`screen_value`]), then the canary rule
+/// over its text fields ([`TEXT_KEYS`]: what the model wrote freely) joined in document
+/// order, so a canary the model spelt across fields (half in the text, half in a tool
+/// call's arguments or in a second choice) is still the canary. Only the canary rule
+/// reads the join: the others could match across the joins by accident. (Identifier
+/// fields are checked one by one; a canary split between an identifier and a text is
+/// not caught.)
+fn screen_answer(rules: &OutputRules, v: &mut Value) -> Result<(), String> {
+    screen_value(rules, v, None)?;
+    if rules.has_canaries() {
+        let mut all = String::new();
+        texts_of(v, None, &mut all);
+        rules.check_canaries(&all).map_err(|b| b.rule)?;
+    }
+    Ok(())
+}
+
+/// Appends the strings of `v` held under a text key ([`TEXT_KEYS`]), in document order,
+/// each followed by a newline (the canary rule reads through separators).
+fn texts_of(v: &Value, key: Option<&str>, out: &mut String) {
+    match v {
+        Value::String(s) if key.is_some_and(|k| TEXT_KEYS.contains(&k)) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Array(a) => a.iter().for_each(|x| texts_of(x, key, out)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| texts_of(x, Some(k), out)),
+        _ => {}
+    }
+}
+
 fn screen_value(rules: &OutputRules, v: &mut Value, key: Option<&str>) -> Result<(), String> {
     match v {
         Value::String(s) if key.is_some_and(|k| TEXT_KEYS.contains(&k)) => {
@@ -4141,6 +4172,49 @@ mod tests {
             events.push(chunk(serde_json::json!([args(0, i % 500 + 1, &pad[..1])])));
         }
         stopped_in_time(canary_rules(), &events, head, "OUT-STREAM-HOLD");
+    }
+
+    /// A canary spelt across fields of a whole answer (the text and a tool call's
+    /// arguments, or two choices) is stopped; the same halves in two different answers
+    /// are not a leak, and neither are the answer's ordinary ids and names.
+    #[test]
+    fn a_canary_split_across_fields_of_an_answer_is_stopped() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let rules = OutputRules::new(OutputPolicy {
+            canaries: vec![canary.into()],
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let (a, b) = canary.split_at(11);
+        let answer = |content: &str, args: &str| {
+            serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "m1",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": content,
+                    "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "lookup", "arguments": args}}]}}]})
+        };
+        let mut split = answer(&format!("The code starts {a}"), &format!("{{\"{b}\": 1}}"));
+        assert_eq!(
+            screen_answer(&rules, &mut split),
+            Err("OUT-CANARY".to_owned())
+        );
+        let two_choices = |x: &str, y: &str| {
+            serde_json::json!({"id": "c", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": x}},
+                {"index": 1, "message": {"role": "assistant", "content": y}}]})
+        };
+        let mut split = two_choices(&format!("first {a}"), b);
+        assert_eq!(
+            screen_answer(&rules, &mut split),
+            Err("OUT-CANARY".to_owned())
+        );
+        for mut fine in [
+            answer(&format!("The code starts {a}"), "{\"q\": \"weather\"}"),
+            answer("nothing here", &format!("{{\"{b}\": 1}}")),
+            two_choices("Oslo is cold.", "Bergen is wet."),
+        ] {
+            assert_eq!(screen_answer(&rules, &mut fine), Ok(()), "{fine}");
+        }
     }
 
     /// Identifier fields keep a tail as long as a canary or secret can be, not the

@@ -269,6 +269,26 @@ impl OutputRules {
         }
     }
 
+    /// The canary rule alone over `text` (spaced out, re-cased, look-alike letters,
+    /// base64 or hex, as everywhere): for text a caller joined from pieces it screened
+    /// one by one, where the other rules could match across the joins by accident.
+    pub fn check_canaries(&self, text: &str) -> Result<(), OutputBlock> {
+        if !self.canaries.is_empty() {
+            let sq = squash(text);
+            if self.canaries.iter().any(|c| sq.contains(c.as_str())) {
+                return Err(OutputBlock {
+                    rule: "OUT-CANARY".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any canary is configured.
+    pub fn has_canaries(&self) -> bool {
+        !self.canaries.is_empty()
+    }
+
     /// Whether [`OutputRules::screen_full`] would redact anything in `text`.
     pub fn redacts(&self, text: &str) -> bool {
         !self.redactions(text, false).is_empty()
