@@ -322,14 +322,7 @@ impl OutputRules {
         if let Some(id) = self.hidden_secret(s) {
             return Err(OutputBlock { rule: id.into() });
         }
-        if !self.canaries.is_empty() {
-            let sq = squash(s);
-            if self.canaries.iter().any(|c| sq.contains(c.as_str())) {
-                return Err(OutputBlock {
-                    rule: "OUT-CANARY".into(),
-                });
-            }
-        }
+        self.check_canaries(s)?;
         Ok(())
     }
 
@@ -382,14 +375,7 @@ impl OutputRules {
         if let Some(id) = self.hidden_secret(buf) {
             return Err(OutputBlock { rule: id.into() });
         }
-        if !self.canaries.is_empty() {
-            let sq = squash(buf);
-            if self.canaries.iter().any(|c| sq.contains(c.as_str())) {
-                return Err(OutputBlock {
-                    rule: "OUT-CANARY".into(),
-                });
-            }
-        }
+        self.check_canaries(buf)?;
         if pii_blocks && let Some((_, rule)) = self.redactions(buf, true).first() {
             return Err(OutputBlock {
                 rule: (*rule).into(),
