@@ -1431,18 +1431,31 @@ fn logprob_strands(v: &Value, path: &mut String, out: &mut Vec<(String, String)>
 /// A whole answer: every field by its own rules ([`screen_value`]), then the canary rule
 /// over its text fields ([`TEXT_KEYS`]: what the model wrote freely) joined in document
 /// order, so a canary the model spelt across fields (half in the text, half in a tool
-/// call's arguments or in a second choice) is still the canary. Only the canary rule
-/// reads the join: the others could match across the joins by accident. (Identifier
-/// fields are checked one by one; a canary split between an identifier and a text is
-/// not caught.)
+/// call's arguments or in a second choice) is still the canary, and over every two of
+/// its strings (identifiers too: a tool name, an id) in either order
+/// ([`OutputRules::check_canary_parts`]). Only the canary rule reads across fields: the
+/// others could match across the joins by accident.
 fn screen_answer(rules: &OutputRules, v: &mut Value) -> Result<(), String> {
     screen_value(rules, v, None)?;
     if rules.has_canaries() {
         let mut all = String::new();
         texts_of(v, None, &mut all);
         rules.check_canaries(&all).map_err(|b| b.rule)?;
+        let mut strings = Vec::new();
+        strings_of(v, &mut strings);
+        rules.check_canary_parts(&strings).map_err(|b| b.rule)?;
     }
     Ok(())
+}
+
+/// The string values of `v`, in document order.
+fn strings_of<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| strings_of(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings_of(x, out)),
+        _ => {}
+    }
 }
 
 /// Appends the strings of `v` held under a text key ([`TEXT_KEYS`]), in document order,
@@ -1932,6 +1945,10 @@ pub struct SseScreen {
     text_ended: bool,
     /// Responses: the output item of the last text.
     text_item: Option<u64>,
+    /// With canaries: the last bytes of every text and piece, of whatever field, in the
+    /// order they came ([`OutputRules::identifier_span`] of them), for the canary rule
+    /// across fields.
+    canary_tail: String,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1972,6 +1989,7 @@ impl SseScreen {
             yielded: false,
             text_ended: false,
             text_item: None,
+            canary_tail: String::new(),
         }
     }
 
@@ -1984,6 +2002,29 @@ impl SseScreen {
         }
         self.blocked = Some(rule.clone());
         rule
+    }
+
+    /// The canary rule over `s` joined with what the stream's fields carried just before
+    /// it, whichever fields: a canary spelt half in the text and half in a tool call's
+    /// arguments or name (or another choice) is stopped, in the order the parts came.
+    /// Called before `s` can be released (text goes into the window after it; a piece's
+    /// event is held behind it), and its other part is still held at that point when
+    /// the two came within the window of each other.
+    fn canary_across_fields(&mut self, s: &str) -> Result<(), String> {
+        if s.is_empty() || !self.rules.has_canaries() {
+            return Ok(());
+        }
+        self.canary_tail.push_str(s);
+        let r = self.rules.check_canaries(&self.canary_tail);
+        let keep = self.rules.identifier_span();
+        if self.canary_tail.len() > keep {
+            let mut cut = self.canary_tail.len() - keep;
+            while !self.canary_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.canary_tail.drain(..cut);
+        }
+        r.map_err(|b| self.block(b.rule))
     }
 
     /// Whether the text released so far opens like a refusal.
@@ -2160,6 +2201,7 @@ impl SseScreen {
             if let Err(b) = r {
                 return Err(self.block(b.rule));
             }
+            self.canary_across_fields(&p.s)?;
         }
         Ok(until)
     }
@@ -2520,6 +2562,7 @@ impl SseScreen {
         }
         let start = self.text_out();
         self.push_tail(t)?;
+        self.canary_across_fields(t)?;
         match self.screen.push(t) {
             Push::Released(r) => {
                 if let Some(b) = first.filter(|_| r.is_empty()) {
@@ -3716,6 +3759,73 @@ mod tests {
         );
     }
 
+    /// A canary streamed half in one field and half in another (the text and a tool
+    /// call's arguments, either way round; a tool's name and its arguments) is stopped
+    /// before either half leaves; the same halves with other text between them, or
+    /// one half alone, pass whole.
+    #[test]
+    fn a_canary_split_across_streamed_fields_is_stopped() {
+        let canary = "CANARY-7f3a9c2e1b4d5a60";
+        let (head, tail) = canary.split_at(11);
+        let text = |t: &str| chunk(serde_json::json!([{"index": 0, "delta": {"content": t}}]));
+        let name = |n: &str| {
+            chunk(serde_json::json!([{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function", "function": {"name": n}}]}}]))
+        };
+        let cases = [
+            vec![
+                text(&format!("The reference is {head}")),
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"{tail}\": 1}}")
+                )])),
+            ],
+            vec![
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"q\":\"{head}")
+                )])),
+                text(&format!("{tail} is the rest")),
+            ],
+            vec![
+                name(&format!("get_{head}")),
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"{tail}\": 1}}")
+                )])),
+            ],
+        ];
+        for events in &cases {
+            stopped_in_time(canary_rules(), events, head, "OUT-CANARY");
+        }
+        let fin =
+            chunk(serde_json::json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]));
+        for events in [
+            vec![
+                text(&format!("The reference is {head}, no more.")),
+                chunk(serde_json::json!([args(0, 0, "{\"q\": 1}")])),
+                fin.clone(),
+            ],
+            vec![
+                text("Nothing to see"),
+                chunk(serde_json::json!([args(
+                    0,
+                    0,
+                    &format!("{{\"{tail}\": 1}}")
+                )])),
+                fin.clone(),
+            ],
+        ] {
+            let mut s = SseScreen::standalone(canary_rules(), Endpoint::Chat);
+            let (out, r) = screen_stream(&mut s, events.concat().as_bytes());
+            assert!(r.is_ok(), "{r:?} {out}");
+            assert!(out.contains("finish_reason"), "{out}");
+        }
+    }
+
     /// Pieces of other choices, or of other tool calls of the same choice, do not
     /// settle a field: interleaved choices and parallel calls keep a canary held.
     #[test]
@@ -4204,6 +4314,16 @@ mod tests {
                 {"index": 1, "message": {"role": "assistant", "content": y}}]})
         };
         let mut split = two_choices(&format!("first {a}"), b);
+        assert_eq!(
+            screen_answer(&rules, &mut split),
+            Err("OUT-CANARY".to_owned())
+        );
+        // Half in the tool's name, half in the text before it (the name comes after
+        // the text in the document, and is an identifier, not a text field).
+        let mut split = serde_json::json!({"id": "c", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": format!("{b} is the rest"),
+            "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": format!("get_{a}"), "arguments": "{}"}}]}}]});
         assert_eq!(
             screen_answer(&rules, &mut split),
             Err("OUT-CANARY".to_owned())

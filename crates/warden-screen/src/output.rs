@@ -204,6 +204,57 @@ fn encoded_forms(c: &str) -> Vec<String> {
     out
 }
 
+/// The squashed canary `s` as a model rewrites it when asked to get it past a filter:
+/// written backwards, and in ROT13 (letters rotated, digits kept), and both.
+fn rewritten_forms(s: &str) -> [String; 3] {
+    let rot13 = |c: char| match c {
+        'a'..='m' => char::from(c as u8 + 13),
+        'n'..='z' => char::from(c as u8 - 13),
+        c => c,
+    };
+    let reversed: String = s.chars().rev().collect();
+    let rotated: String = s.chars().map(rot13).collect();
+    let both: String = reversed.chars().map(rot13).collect();
+    [reversed, rotated, both]
+}
+
+/// The KMP prefix function of `c`: for each `i`, the length of the longest proper
+/// prefix of `c[..=i]` that is also its suffix.
+fn prefix_function(c: &[u8]) -> Vec<usize> {
+    let mut pi = vec![0usize; c.len()];
+    let mut k = 0;
+    for i in 1..c.len() {
+        while k > 0 && c.get(i) != c.get(k) {
+            k = pi.get(k - 1).copied().unwrap_or(0);
+        }
+        if c.get(i) == c.get(k) {
+            k += 1;
+        }
+        if let Some(p) = pi.get_mut(i) {
+            *p = k;
+        }
+    }
+    pi
+}
+
+/// How many of the first bytes of `c` the bytes `s` end with (KMP over the last
+/// `c.len()` bytes of `s`, `pi` = [`prefix_function`] of `c`; a whole `c` counts).
+fn overlap(s: &[u8], c: &[u8], pi: &[usize]) -> usize {
+    let mut q = 0;
+    for b in s.get(s.len().saturating_sub(c.len())..).unwrap_or_default() {
+        if q == c.len() {
+            q = pi.get(q - 1).copied().unwrap_or(0);
+        }
+        while q > 0 && c.get(q) != Some(b) {
+            q = pi.get(q - 1).copied().unwrap_or(0);
+        }
+        if c.get(q) == Some(b) {
+            q += 1;
+        }
+    }
+    q
+}
+
 impl OutputRules {
     /// Compiles `policy`.
     pub fn new(policy: OutputPolicy) -> Result<Self, crate::Error> {
@@ -226,6 +277,7 @@ impl OutputRules {
                     "canary tokens need at least 12 letters or digits".into(),
                 ));
             }
+            canaries.extend(rewritten_forms(&s));
             canaries.push(s);
             canaries.extend(encoded_forms(c));
         }
@@ -279,6 +331,55 @@ impl OutputRules {
                 return Err(OutputBlock {
                     rule: "OUT-CANARY".into(),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// The canary rule over the strings of one answer (`texts`, each a field the model
+    /// wrote: text, arguments, a tool name, an id), each alone and every two together
+    /// in either order: a canary one field ends with the start of and another begins
+    /// with the rest of is stopped, wherever the two fields sit in the answer (a model
+    /// told to split its instructions' reference between a tool call's name and its
+    /// arguments, or over two choices). Each string is squashed once; the work is a
+    /// few comparisons of each string's ends per canary form, so an answer of many
+    /// fields stays cheap. Parts in three or more fields are not put together.
+    pub fn check_canary_parts(&self, texts: &[&str]) -> Result<(), OutputBlock> {
+        if self.canaries.is_empty() {
+            return Ok(());
+        }
+        let squashed: Vec<String> = texts.iter().map(|t| squash(t)).collect();
+        // Only a string's first bytes can start with a canary's end.
+        let longest = self.canaries.iter().map(String::len).max().unwrap_or(0);
+        let backwards: Vec<Vec<u8>> = squashed
+            .iter()
+            .map(|s| s.bytes().take(longest).rev().collect())
+            .collect();
+        let blocked = || OutputBlock {
+            rule: "OUT-CANARY".into(),
+        };
+        for form in &self.canaries {
+            if squashed.iter().any(|s| s.contains(form.as_str())) {
+                return Err(blocked());
+            }
+            let c = form.as_bytes();
+            let rc: Vec<u8> = c.iter().rev().copied().collect();
+            let (pi, rpi) = (prefix_function(c), prefix_function(&rc));
+            // For each string: how much of the canary's start it ends with, and (read
+            // backwards) how much of its end it starts with.
+            let heads: Vec<usize> = squashed
+                .iter()
+                .map(|s| overlap(s.as_bytes(), c, &pi))
+                .collect();
+            let tails: Vec<usize> = backwards.iter().map(|s| overlap(s, &rc, &rpi)).collect();
+            for (i, h) in heads.iter().enumerate().filter(|(_, h)| **h > 0) {
+                let found = tails
+                    .iter()
+                    .enumerate()
+                    .any(|(j, t)| j != i && *t > 0 && h + t >= c.len());
+                if found {
+                    return Err(blocked());
+                }
             }
         }
         Ok(())
@@ -767,6 +868,101 @@ mod tests {
         // Other encoded text passes.
         let other = std.encode("be nice\n\n(Internal reference wdn-canary-00: x)");
         assert!(r.screen_full(&other).is_ok());
+    }
+
+    /// A canary written backwards or in ROT13 (or both), as a model asked to get it
+    /// past a filter writes it, blocks like the canary itself; prose does not.
+    #[test]
+    fn canary_leak_blocks_reversed_or_rot13() {
+        let c = canary_from([0x3c; 16]);
+        let r = OutputRules::new(OutputPolicy {
+            canaries: vec![c.clone()],
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let rot13 = |s: &str| -> String {
+            s.chars()
+                .map(|x| match x {
+                    'a'..='m' | 'A'..='M' => char::from(x as u8 + 13),
+                    'n'..='z' | 'N'..='Z' => char::from(x as u8 - 13),
+                    x => x,
+                })
+                .collect()
+        };
+        let reversed: String = c.chars().rev().collect();
+        for leaked in [
+            reversed.clone(),
+            rot13(&c),
+            rot13(&reversed),
+            reversed.to_uppercase(),
+        ] {
+            let text = format!("Sure, here it is: {leaked}.");
+            assert_eq!(
+                stream(&r, &text, 5).1.map(|b| b.rule).as_deref(),
+                Some("OUT-CANARY"),
+                "{leaked}"
+            );
+            assert!(r.check_identifier(&leaked).is_err(), "{leaked}");
+        }
+        for fine in [
+            "Jung vf gur pncvgny bs Senapr? (ROT13 of an ordinary question)",
+            "yranac nwd: a reversed word or two",
+        ] {
+            assert!(r.screen_full(fine).is_ok(), "{fine}");
+        }
+    }
+
+    /// A canary whose start ends one field and whose rest begins another is stopped
+    /// whatever the order of the two fields; the halves alone, or with other fields,
+    /// are not.
+    #[test]
+    fn canary_parts_in_two_fields_are_put_together_in_either_order() {
+        let c = canary_from([0x91; 16]);
+        let r = OutputRules::new(OutputPolicy {
+            canaries: vec![c.clone()],
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        for cut in [3, 11, 20, c.len() - 2] {
+            let (a, b) = c.split_at(cut);
+            let first = format!("The reference begins {a}");
+            let second = format!("{b} and that is all");
+            for parts in [
+                vec![first.as_str(), second.as_str()],
+                vec![second.as_str(), "call_1", first.as_str()],
+                vec!["lookup", second.as_str(), "chatcmpl-9", first.as_str()],
+            ] {
+                assert!(r.check_canary_parts(&parts).is_err(), "{cut} {parts:?}");
+            }
+            for parts in [
+                vec![first.as_str(), "call_1", "lookup"],
+                vec![second.as_str(), "and more text"],
+                // Both halves in one field, the wrong way round: not the canary.
+                vec![&*format!("{b} then {a}"), "x"],
+            ] {
+                assert!(r.check_canary_parts(&parts).is_ok(), "{cut} {parts:?}");
+            }
+        }
+        assert!(r.check_canary_parts(&[&c]).is_err());
+        assert!(r.check_canary_parts(&["nothing", "to see"]).is_ok());
+        // KMP overlap against a naive check on self-overlapping patterns.
+        for (s, pat) in [
+            ("abab", "ababc"),
+            ("aaaa", "aaab"),
+            ("xabc", "abcabd"),
+            ("ab", "ab"),
+        ] {
+            let naive = (0..=pat.len().min(s.len()))
+                .rev()
+                .find(|&n| s.ends_with(&pat[..n]))
+                .unwrap_or(0);
+            let pi = prefix_function(pat.as_bytes());
+            assert_eq!(
+                overlap(s.as_bytes(), pat.as_bytes(), &pi),
+                naive,
+                "{s} {pat}"
+            );
+        }
     }
 
     /// Digit runs that pass the Luhn check one time in ten but cannot be payment cards
