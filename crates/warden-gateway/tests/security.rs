@@ -1010,12 +1010,28 @@ async fn a_crl_revoking_a_certificate_closes_its_open_connections_and_only_those
         let resp = c.request(metrics).await;
         assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
     }
+    // Another connection of the first certificate, a request in flight on it (its body
+    // still arriving).
+    let mut in_flight = KeptAlive::open(&env, env.public, user).await;
+    in_flight
+        .0
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n\
+              content-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    in_flight.0.flush().await.unwrap();
     // Revoke the first certificate of each; the listeners poll twice a second.
     env.pki.write_crl(&env.crl, &[USER_SERIAL, ADMIN_SERIAL]);
     let t0 = std::time::Instant::now();
     assert!(
         a.closed_within(Duration::from_millis(1500)).await,
         "the revoked user certificate's connection stayed open"
+    );
+    assert!(
+        in_flight.closed_within(Duration::from_millis(1500)).await,
+        "the revoked user certificate's request in flight was not cut"
     );
     let public_ms = t0.elapsed().as_millis();
     assert!(
@@ -1037,7 +1053,7 @@ async fn a_crl_revoking_a_certificate_closes_its_open_connections_and_only_those
         .into_iter()
         .filter(|r| r.kind == "connection-closed")
         .collect();
-    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert_eq!(closed.len(), 3, "{closed:?}");
     for (listener, identity, serial) in [
         ("public listener", "svc-mtls", "serial 03"),
         ("admin listener", "alice.admin", "serial 02"),
@@ -1053,6 +1069,91 @@ async fn a_crl_revoking_a_certificate_closes_its_open_connections_and_only_those
         );
         assert_eq!((r.decision.as_str(), r.outcome.as_str()), ("deny", "cut"));
     }
+}
+
+/// An HTTP/2 connection with a client certificate: the request sender (its driver runs
+/// on a task, whose end the returned receiver reports).
+async fn h2_connection(
+    env: &Env,
+    client: (&std::path::Path, &std::path::Path),
+) -> (
+    hyper::client::conn::http2::SendRequest<
+        http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+    >,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut cfg = (*tls_config(&env.pki, Some(client))).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        let _ = tx.send(());
+    });
+    (send, rx)
+}
+
+fn h2_chat(
+    body: http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+) -> hyper::Request<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>> {
+    hyper::Request::post("https://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+/// HTTP/2: a revoked certificate's connection is closed with a stream in flight on it
+/// (its request body still arriving), which fails; another certificate's connection
+/// keeps serving new streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_revoking_a_certificate_cuts_its_http2_connection_and_streams_in_flight() {
+    use http_body_util::BodyExt as _;
+    let env = start_custom(4096, serde_json::json!({"client_crl": true}), None).await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let user2 = (env.pki.user2_cert.as_path(), env.pki.user2_key.as_path());
+    let full = || {
+        http_body_util::Full::new(bytes::Bytes::from_static(CHAT.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed()
+    };
+    let (mut a, a_ended) = h2_connection(&env, user).await;
+    let (mut b, _b_ended) = h2_connection(&env, user2).await;
+    for s in [&mut a, &mut b] {
+        let r = s.send_request(h2_chat(full())).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // A stream in flight: its body never ends.
+    let pending = http_body_util::StreamBody::new(futures_util::stream::pending::<
+        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >())
+    .boxed();
+    let in_flight = tokio::spawn(a.send_request(h2_chat(pending)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!in_flight.is_finished());
+    env.pki.write_crl(&env.crl, &[USER_SERIAL]);
+    let r = tokio::time::timeout(Duration::from_millis(1500), in_flight)
+        .await
+        .expect("the stream in flight was not cut")
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::timeout(Duration::from_millis(1500), a_ended)
+        .await
+        .expect("the revoked certificate's HTTP/2 connection stayed open")
+        .unwrap();
+    let r = b.send_request(h2_chat(full())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.upstream.hits(), 3);
 }
 
 /// A new client CA closes the open connections of certificates the old one issued.
