@@ -1459,7 +1459,19 @@ pub async fn run(
                             tracing::error!(listener = name, error = %e, "certificate reload refused; keeping the old one")
                         }
                     }
-                    match t.reload_client_trust_if_changed() {
+                    // Re-checking every open connection's chain is CPU work (one
+                    // verification per distinct chain): off the runtime's threads.
+                    let reloading = Arc::clone(t);
+                    let reloaded = tokio::task::spawn_blocking(move || {
+                        reloading.reload_client_trust_if_changed()
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Config(format!(
+                            "client CA/CRL reload task failed: {e}"
+                        )))
+                    });
+                    match reloaded {
                         Ok(Some(cut)) => {
                             tracing::info!(
                                 listener = name,

@@ -549,11 +549,18 @@ impl ListenerTls {
             .collect();
         let mut cut = Vec::new();
         let mut gone = Vec::new();
-        for (id, l) in open {
-            if let Err(e) = verify_chain(v.as_ref(), &l.chain) {
+        // A client's connections usually share one chain: each distinct chain is
+        // verified once.
+        let mut verdicts: HashMap<Vec<&[u8]>, Result<(), rustls::Error>> = HashMap::new();
+        for (id, l) in &open {
+            let key: Vec<&[u8]> = l.chain.iter().map(|c| c.as_ref()).collect();
+            let verdict = verdicts
+                .entry(key)
+                .or_insert_with(|| verify_chain(v.as_ref(), &l.chain));
+            if let Err(e) = verdict {
                 l.token.cancel();
-                cut.push(Untrusted::new(&l, &e));
-                gone.push(id);
+                cut.push(Untrusted::new(l, e));
+                gone.push(*id);
             }
         }
         // Cut connections are no longer tracked, so a later reload does not report one
