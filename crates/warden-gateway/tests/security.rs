@@ -978,6 +978,22 @@ impl KeptAlive {
     }
 }
 
+/// The `connection-closed` audit records, once there are `n` (queued just after the
+/// connections were cut) or after 2 s.
+async fn closed_records(env: &Env, n: usize) -> Vec<AuditRecord> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let closed: Vec<_> = records(env)
+            .into_iter()
+            .filter(|r| r.kind == "connection-closed")
+            .collect();
+        if closed.len() >= n || t0.elapsed() > Duration::from_secs(2) {
+            return closed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A request without `connection: close`.
 fn keep_alive(req: &[u8]) -> Vec<u8> {
     String::from_utf8(req.to_vec())
@@ -1049,10 +1065,7 @@ async fn a_crl_revoking_a_certificate_closes_its_open_connections_and_only_those
     assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
     assert_eq!(env.upstream.hits(), 3);
     // Each closure is audited, naming the certificate and the cause.
-    let closed: Vec<_> = records(&env)
-        .into_iter()
-        .filter(|r| r.kind == "connection-closed")
-        .collect();
+    let closed = closed_records(&env, 3).await;
     assert_eq!(closed.len(), 3, "{closed:?}");
     for (listener, identity, serial) in [
         ("public listener", "svc-mtls", "serial 03"),
@@ -1174,10 +1187,8 @@ async fn a_replaced_client_ca_closes_the_connections_of_certificates_it_did_not_
         a.closed_within(Duration::from_millis(1500)).await,
         "a certificate of the replaced CA kept its connection"
     );
-    let r = records(&env)
-        .into_iter()
-        .find(|r| r.kind == "connection-closed")
-        .expect("an audit record of the closure");
+    let closed = closed_records(&env, 1).await;
+    let r = closed.first().expect("an audit record of the closure");
     assert!(
         r.reason.contains("client certificate no longer trusted"),
         "{r:?}"
