@@ -240,13 +240,24 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         let st = Arc::clone(&state);
-        let acc = tls.acceptor();
+        let tls = Arc::clone(&tls);
         tokio::spawn(async move {
+            let (acc, epoch) = tls.acceptor();
             let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await
             else {
                 return;
             };
-            let who = crate::tls::client_identity(s.get_ref().1.peer_certificates());
+            let certs = s.get_ref().1.peer_certificates();
+            let who = crate::tls::client_identity(certs);
+            // Cancelled when a reloaded client CA/CRL configuration refuses the certificate.
+            let token = CancellationToken::new();
+            let _tracked = match tls.track(certs, epoch, peer, &token) {
+                Ok(t) => t,
+                Err(u) => {
+                    crate::server::report_untrusted(&st.gw, "admin", &u);
+                    return;
+                }
+            };
             let admin = who.as_ref().is_some_and(|w| st.admins.contains_key(w));
             let svc = hyper::service::service_fn(move |req| {
                 let st = Arc::clone(&st);
@@ -261,11 +272,19 @@ pub async fn serve(
             crate::server::h2_limits(b.http2().max_header_list_size(16 * 1024))
                 .max_concurrent_streams(32);
             let conn = b.serve_connection(TokioIo::new(s), svc);
-            if admin {
-                let _ = conn.await;
-            } else {
-                let life = Duration::from_secs(ANONYMOUS_CONNECTION_SECS);
-                let _ = tokio::time::timeout(life, conn).await;
+            let served = async move {
+                if admin {
+                    let _ = conn.await;
+                } else {
+                    let life = Duration::from_secs(ANONYMOUS_CONNECTION_SECS);
+                    let _ = tokio::time::timeout(life, conn).await;
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = token.cancelled() => {
+                    tracing::info!(%peer, "admin connection closed: its client certificate no longer verifies");
+                }
             }
         });
     }

@@ -1459,12 +1459,30 @@ pub async fn run(
                             tracing::error!(listener = name, error = %e, "certificate reload refused; keeping the old one")
                         }
                     }
-                    match t.reload_client_trust_if_changed() {
-                        Ok(true) => tracing::info!(
-                            listener = name,
-                            "client CAs and CRLs reloaded; new connections use them"
-                        ),
-                        Ok(false) => {}
+                    // Re-checking every open connection's chain is CPU work (one
+                    // verification per distinct chain): off the runtime's threads.
+                    let reloading = Arc::clone(t);
+                    let reloaded = tokio::task::spawn_blocking(move || {
+                        reloading.reload_client_trust_if_changed()
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Config(format!(
+                            "client CA/CRL reload task failed: {e}"
+                        )))
+                    });
+                    match reloaded {
+                        Ok(Some(cut)) => {
+                            tracing::info!(
+                                listener = name,
+                                closed = cut.len(),
+                                "client CAs and CRLs reloaded; open connections whose client certificate they refuse are closed"
+                            );
+                            for u in &cut {
+                                report_untrusted(&g, name, u);
+                            }
+                        }
+                        Ok(None) => {}
                         Err(e) => {
                             tracing::error!(listener = name, error = %e, "client CA/CRL reload refused; keeping the old ones")
                         }
@@ -1681,6 +1699,38 @@ async fn serve_handed(gw: Arc<Gateway>, c: crate::workers::Conn, tls: Option<Arc
     }
 }
 
+/// Log (warn) and audit a connection cut because the client CA/CRL configuration of
+/// `listener` no longer accepts its client certificate. Names the certificate (identity,
+/// subject, serial), never key material.
+pub(crate) fn report_untrusted(gw: &Gateway, listener: &str, u: &tls::Untrusted) {
+    let cause = u.cause();
+    tracing::warn!(
+        listener,
+        peer = %u.peer,
+        identity = u.identity.as_deref().unwrap_or("-"),
+        subject = %u.subject,
+        serial = %u.serial,
+        cause = %cause,
+        "open connection closed: {cause}"
+    );
+    let rec = AuditRecord {
+        ts_ms: now_ms(),
+        kind: "connection-closed".into(),
+        request_id: gw.next_id.fetch_add(1, Ordering::Relaxed),
+        identity: u.identity.clone(),
+        auth: Some("mtls".into()),
+        source_ip: ip_string(u.peer.ip()),
+        endpoint: format!("{listener} listener"),
+        decision: "deny".into(),
+        reason: format!("tls: {cause}; subject {}, serial {}", u.subject, u.serial),
+        outcome: "cut".into(),
+        ..AuditRecord::default()
+    };
+    if let Err(e) = gw.audit.submit(rec) {
+        tracing::error!(error = %e, "audit record of a connection closed for its client certificate could not be queued");
+    }
+}
+
 /// Requests in progress on one client connection (a streamed answer counts until its
 /// body ends or is dropped) and when the connection was last busy.
 #[derive(Debug)]
@@ -1776,7 +1826,8 @@ pub(crate) fn h2_limits<'a, 'b>(
         .keep_alive_timeout(Duration::from_secs(20))
 }
 
-/// Serve one connection (HTTP/1.1 or HTTP/2) until it ends or lockdown cancels it.
+/// Serve one connection (HTTP/1.1 or HTTP/2) until it ends, lockdown cancels `token`, or
+/// a reloaded client CA/CRL configuration no longer accepts its client certificate.
 async fn serve_conn(
     gw: Arc<Gateway>,
     tcp: TcpStream,
@@ -1785,16 +1836,28 @@ async fn serve_conn(
     token: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
-    let (io, client_cert) = match tls {
+    // This connection's own token: lockdown cancels it with its parent, a trust reload
+    // (through `ListenerTls::track`) cancels it alone.
+    let conn_token = token.child_token();
+    let (io, client_cert, _tracked) = match tls {
         Some(t) => {
+            let (acceptor, epoch) = t.acceptor();
             let hs = tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(10), t.acceptor().accept(tcp)) => r,
+                r = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => r,
                 () = token.cancelled() => return,
             };
             match hs {
                 Ok(Ok(s)) => {
-                    let id = tls::client_identity(s.get_ref().1.peer_certificates());
-                    (tokio_util::either::Either::Left(s), id)
+                    let certs = s.get_ref().1.peer_certificates();
+                    let id = tls::client_identity(certs);
+                    let tracked = match t.track(certs, epoch, peer, &conn_token) {
+                        Ok(tracked) => tracked,
+                        Err(u) => {
+                            report_untrusted(&gw, "public", &u);
+                            return;
+                        }
+                    };
+                    (tokio_util::either::Either::Left(s), id, Some(tracked))
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -1803,7 +1866,7 @@ async fn serve_conn(
                 Err(_) => return,
             }
         }
-        None => (tokio_util::either::Either::Right(tcp), None),
+        None => (tokio_util::either::Either::Right(tcp), None, None),
     };
     let g = Arc::clone(&gw);
     let activity = Arc::new(Activity {
@@ -1846,8 +1909,12 @@ async fn serve_conn(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
-        () = token.cancelled() => {
-            tracing::info!(%peer, "connection closed by lockdown");
+        () = conn_token.cancelled() => {
+            if token.is_cancelled() {
+                tracing::info!(%peer, "connection closed by lockdown");
+            } else {
+                tracing::info!(%peer, "connection closed: its client certificate no longer verifies");
+            }
         }
         () = idle_for(&activity, idle) => {
             tracing::debug!(%peer, "idle connection closed");

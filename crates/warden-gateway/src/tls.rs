@@ -3,15 +3,21 @@
 //! against CRLs, and reload without restart of the certificate pair, the client CAs and
 //! the CRLs (the files' contents are polled: a file replaced with its old modification
 //! time is still seen; a bad new file is refused and the old configuration kept).
+//! Connections are tracked with their client certificate chain: when the client CAs or
+//! CRLs change, every open connection whose chain the new verifier refuses is cut.
 
 use crate::Error;
 use crate::config::TlsConfig;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
 
 fn tls_err(p: &Path, cause: impl std::fmt::Display) -> Error {
     Error::Tls {
@@ -182,13 +188,35 @@ fn parse_crls(p: &Path, bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer
     Ok(crls)
 }
 
+/// When each CRL in the file at `path` says the next one is due (its nextUpdate, Unix
+/// seconds), in file order. The file is read and checked as the listeners read it (PEM
+/// `X509 CRL` blocks or one DER CRL); errors name the file. For `warden posture`.
+pub fn crl_next_updates(path: &Path) -> Result<Vec<i64>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| tls_err(path, e))?;
+    parse_crls(path, &bytes)?
+        .iter()
+        .map(|c| {
+            // rustls-webpki (which parsed it above) keeps nextUpdate to itself.
+            let (_, crl) = x509_parser::parse_x509_crl(c.as_ref())
+                .map_err(|e| tls_err(path, format!("not a usable CRL: {e}")))?;
+            crl.next_update()
+                .map(|t| t.timestamp())
+                .ok_or_else(|| tls_err(path, "a CRL without nextUpdate"))
+        })
+        .collect()
+}
+
 /// Build a server configuration, reading the client CA and CRL files.
 pub fn server_config(
     t: &TlsConfig,
     resolver: Arc<ReloadingCert>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
-    build_config(t, &TrustBytes::read(t)?, resolver)
+    build_config(t, &TrustBytes::read(t)?, resolver).map(|(cfg, _)| cfg)
 }
+
+/// The client certificate verifier of a configuration (None: no client CA, so no client
+/// certificates are asked for).
+type Verifier = Option<Arc<dyn ClientCertVerifier>>;
 
 /// Build a server configuration from the client CA and CRL files' contents. Client
 /// certificates are optional at the TLS layer unless `require_client_cert` (the admin
@@ -198,7 +226,7 @@ fn build_config(
     t: &TlsConfig,
     trust: &TrustBytes,
     resolver: Arc<ReloadingCert>,
-) -> Result<Arc<rustls::ServerConfig>, Error> {
+) -> Result<(Arc<rustls::ServerConfig>, Verifier), Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if t.allow_tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -208,7 +236,7 @@ fn build_config(
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
         .map_err(|e| tls_err(&t.cert, e))?;
-    let builder = match &trust.ca {
+    let (builder, verifier) = match &trust.ca {
         Some((ca, bytes)) => {
             let mut roots = rustls::RootCertStore::empty();
             let certs: Vec<_> = CertificateDer::pem_slice_iter(bytes)
@@ -240,27 +268,145 @@ fn build_config(
                     e,
                 )
             })?;
-            builder.with_client_cert_verifier(v)
+            (builder.with_client_cert_verifier(Arc::clone(&v)), Some(v))
         }
-        None => builder.with_no_client_auth(),
+        None => (builder.with_no_client_auth(), None),
     };
     let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), verifier))
 }
 
 /// A listener's TLS: the certificate pair (swapped in place, see [`ReloadingCert`]) and
 /// the server configuration built from the client CA and CRL files, rebuilt when one of
 /// them changes. New connections take the configuration current when they arrive; a
 /// rebuilt one also starts an empty session cache, so no session of a client
-/// certificate revoked since can be resumed.
+/// certificate revoked since can be resumed. Open connections with a client certificate
+/// are tracked ([`ListenerTls::track`]); a rebuilt configuration's verifier checks each
+/// one's chain again and the connections it refuses are cut.
 #[derive(Debug)]
 pub struct ListenerTls {
     t: TlsConfig,
     cert: Arc<ReloadingCert>,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    current: RwLock<Trust>,
     /// SHA-256 of the client CA and CRL files when last loaded (or refused).
     stamp: RwLock<Option<[u8; 32]>>,
+    live: Arc<Mutex<LiveMap>>,
+}
+
+/// The configuration in use, its client certificate verifier and its epoch (counts
+/// rebuilds).
+struct Trust {
+    config: Arc<rustls::ServerConfig>,
+    verifier: Verifier,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trust")
+            .field("client_auth", &self.verifier.is_some())
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which client configuration a handshake used ([`ListenerTls::acceptor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustEpoch(u64);
+
+/// Open connections with a client certificate, by a tracking number.
+#[derive(Debug, Default)]
+struct LiveMap {
+    map: HashMap<u64, Live>,
+    next: u64,
+}
+
+/// One open connection's client certificate chain (leaf first), its address and the
+/// token that cuts it.
+#[derive(Debug, Clone)]
+struct Live {
+    chain: Arc<[CertificateDer<'static>]>,
+    peer: SocketAddr,
+    token: CancellationToken,
+}
+
+/// A connection's place among the tracked ones ([`ListenerTls::track`]); dropped when
+/// the connection ends.
+#[derive(Debug)]
+pub struct Tracked(Option<(Arc<Mutex<LiveMap>>, u64)>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some((live, id)) = self.0.take()
+            && let Ok(mut m) = live.lock()
+        {
+            m.map.remove(&id);
+        }
+    }
+}
+
+/// A connection cut because the client configuration in use no longer accepts its
+/// client certificate. Names the certificate (never key material).
+#[derive(Debug, Clone)]
+pub struct Untrusted {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The certificate's identity (its first DNS name), as [`client_identity`].
+    pub identity: Option<String>,
+    /// The certificate's subject name (RFC 4514 style), or `unreadable`.
+    pub subject: String,
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    /// Whether a CRL revokes it (else it no longer verifies for another reason: not
+    /// issued under the new client CA, expired, no CRL speaks for it, expired CRL).
+    pub revoked: bool,
+    /// The verifier's error.
+    pub error: String,
+}
+
+impl Untrusted {
+    fn new(l: &Live, e: &rustls::Error) -> Untrusted {
+        let leaf = l.chain.first();
+        let ee = leaf.and_then(|c| webpki::EndEntityCert::try_from(c).ok());
+        let subject = leaf
+            .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+            .map_or_else(|| "unreadable".to_owned(), |(_, c)| c.subject().to_string());
+        Untrusted {
+            peer: l.peer,
+            identity: client_identity(Some(&l.chain)),
+            subject,
+            serial: ee.map(|c| hex::encode(c.serial())).unwrap_or_default(),
+            revoked: matches!(
+                e,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+            ),
+            error: e.to_string(),
+        }
+    }
+
+    /// The cause, in words: "client certificate revoked" or "client certificate no
+    /// longer trusted (<verifier error>)".
+    pub fn cause(&self) -> String {
+        if self.revoked {
+            "client certificate revoked".to_owned()
+        } else {
+            format!("client certificate no longer trusted ({})", self.error)
+        }
+    }
+}
+
+/// Check a peer's chain (leaf first) with `verifier` at the current time.
+fn verify_chain(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), rustls::Error> {
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .map(|_| ())
 }
 
 impl ListenerTls {
@@ -268,27 +414,93 @@ impl ListenerTls {
     pub fn new(t: &TlsConfig) -> Result<Arc<ListenerTls>, Error> {
         let cert = ReloadingCert::new(&t.cert, &t.key)?;
         let trust = TrustBytes::read(t)?;
-        let cfg = build_config(t, &trust, Arc::clone(&cert))?;
+        let (config, verifier) = build_config(t, &trust, Arc::clone(&cert))?;
         Ok(Arc::new(ListenerTls {
             t: t.clone(),
             cert,
-            current: RwLock::new(cfg),
+            current: RwLock::new(Trust {
+                config,
+                verifier,
+                epoch: 0,
+            }),
             stamp: RwLock::new(trust.digest()),
+            live: Arc::default(),
         }))
+    }
+
+    /// The configuration in use now, its verifier and epoch.
+    fn trust(&self) -> (Arc<rustls::ServerConfig>, Verifier, TrustEpoch) {
+        // A writer only swaps the value whole; it cannot leave a half-written one.
+        let t = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            Arc::clone(&t.config),
+            t.verifier.clone(),
+            TrustEpoch(t.epoch),
+        )
     }
 
     /// The configuration in use now.
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        match self.current.read() {
-            Ok(c) => Arc::clone(&c),
-            // A writer only swaps an `Arc`; it cannot leave a half-written value.
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.trust().0
     }
 
-    /// An acceptor with the configuration in use now.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.current())
+    /// An acceptor with the configuration in use now, and which one it is (for
+    /// [`ListenerTls::track`]).
+    pub fn acceptor(&self) -> (tokio_rustls::TlsAcceptor, TrustEpoch) {
+        let (config, _, epoch) = self.trust();
+        (tokio_rustls::TlsAcceptor::from(config), epoch)
+    }
+
+    /// Track an open connection whose handshake (with the configuration of `epoch`)
+    /// accepted `chain`, the client's certificates: `token` is cancelled when a
+    /// reloaded client configuration no longer accepts them. A connection without a
+    /// client certificate is not tracked. If the configuration changed since the
+    /// handshake, the chain is checked against the new one at once: `Err` (and `token`
+    /// cancelled) when it is refused, so a reload racing the handshake cannot miss it.
+    pub fn track(
+        &self,
+        chain: Option<&[CertificateDer<'static>]>,
+        epoch: TrustEpoch,
+        peer: SocketAddr,
+        token: &CancellationToken,
+    ) -> Result<Tracked, Box<Untrusted>> {
+        let Some(chain) = chain.filter(|c| !c.is_empty()) else {
+            return Ok(Tracked(None));
+        };
+        let live = Live {
+            chain: Arc::from(chain),
+            peer,
+            token: token.clone(),
+        };
+        // The epoch is read after the entry is in the map, under the map's lock, which a
+        // reload takes only after installing its configuration: either the reload's
+        // re-check sees this entry or this sees the reload's epoch.
+        let (tracked, now) = {
+            let mut m = self
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            m.next += 1;
+            let id = m.next;
+            m.map.insert(id, live.clone());
+            (Tracked(Some((Arc::clone(&self.live), id))), self.trust())
+        };
+        if now.2 != epoch
+            && let Some(v) = now.1
+            && let Err(e) = verify_chain(v.as_ref(), &live.chain)
+        {
+            token.cancel();
+            return Err(Box::new(Untrusted::new(&live, &e)));
+        }
+        Ok(tracked)
+    }
+
+    /// Open connections tracked with a client certificate.
+    pub fn tracked(&self) -> usize {
+        self.live.lock().map_or(0, |m| m.map.len())
     }
 
     /// Reload the certificate pair if it changed (see [`ReloadingCert::reload_if_changed`]).
@@ -296,24 +508,73 @@ impl ListenerTls {
         self.cert.reload_if_changed()
     }
 
-    /// Rebuild the configuration if the client CA or a CRL file changed. `Ok(true)` when
-    /// new connections now use it; an unreadable or bad file is an error (naming it) once,
-    /// until the files change again, and the configuration in use is kept.
-    pub fn reload_client_trust_if_changed(&self) -> Result<bool, Error> {
+    /// Rebuild the configuration if the client CA or a CRL file changed. `Ok(Some(cut))`
+    /// when new connections now use it, `cut` being the open connections whose client
+    /// certificate chain its verifier refuses (their tokens cancelled); an unreadable or
+    /// bad file is an error (naming it) once, until the files change again, and the
+    /// configuration in use is kept (and open connections with it).
+    pub fn reload_client_trust_if_changed(&self) -> Result<Option<Vec<Untrusted>>, Error> {
         let trust = TrustBytes::read(&self.t);
         let now = trust.as_ref().ok().and_then(TrustBytes::digest);
         let same = self.stamp.read().map(|s| *s == now).unwrap_or(false);
         if same {
-            return Ok(false);
+            return Ok(None);
         }
         if let Ok(mut s) = self.stamp.write() {
             *s = now;
         }
-        let cfg = build_config(&self.t, &trust?, Arc::clone(&self.cert))?;
-        if let Ok(mut c) = self.current.write() {
-            *c = cfg;
+        let (config, verifier) = build_config(&self.t, &trust?, Arc::clone(&self.cert))?;
+        {
+            let mut c = self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let epoch = c.epoch + 1;
+            *c = Trust {
+                config,
+                verifier: verifier.clone(),
+                epoch,
+            };
         }
-        Ok(true)
+        let Some(v) = verifier else {
+            return Ok(Some(Vec::new()));
+        };
+        let open: Vec<(u64, Live)> = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
+            .iter()
+            .map(|(id, l)| (*id, l.clone()))
+            .collect();
+        let mut cut = Vec::new();
+        let mut gone = Vec::new();
+        // A client's connections usually share one chain: each distinct chain is
+        // verified once.
+        let mut verdicts: HashMap<Vec<&[u8]>, Result<(), rustls::Error>> = HashMap::new();
+        for (id, l) in &open {
+            let key: Vec<&[u8]> = l.chain.iter().map(|c| c.as_ref()).collect();
+            let verdict = verdicts
+                .entry(key)
+                .or_insert_with(|| verify_chain(v.as_ref(), &l.chain));
+            if let Err(e) = verdict {
+                l.token.cancel();
+                cut.push(Untrusted::new(l, e));
+                gone.push(*id);
+            }
+        }
+        // Cut connections are no longer tracked, so a later reload does not report one
+        // again while it is still closing.
+        if !gone.is_empty() {
+            let mut m = self
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in gone {
+                m.map.remove(&id);
+            }
+        }
+        Ok(Some(cut))
     }
 }
 
@@ -581,11 +842,11 @@ mod tests {
         let crl_path = &m.t.client_crl[0];
         std::fs::write(crl_path, crl(&m.ca, &[], 2099).pem().unwrap()).unwrap();
         let l = ListenerTls::new(&m.t).unwrap();
-        assert!(!l.reload_client_trust_if_changed().unwrap());
+        assert!(l.reload_client_trust_if_changed().unwrap().is_none());
         connect(&m, l.current(), client_cert(&m.ca, "c.client", 7)).unwrap();
         let c7 = client_cert(&m.ca, "c.client", 7);
         std::fs::write(crl_path, crl(&m.ca, &[7], 2099).pem().unwrap()).unwrap();
-        assert!(l.reload_client_trust_if_changed().unwrap());
+        assert!(l.reload_client_trust_if_changed().unwrap().is_some());
         let e = connect(&m, l.current(), c7).unwrap_err();
         assert!(is_revoked(&e), "{e:?}");
         // A broken CRL is refused naming its file, once, and the one in use is kept.
@@ -596,7 +857,7 @@ mod tests {
         .unwrap();
         let e = l.reload_client_trust_if_changed().unwrap_err().to_string();
         assert!(e.contains(&crl_path.display().to_string()), "{e}");
-        assert!(!l.reload_client_trust_if_changed().unwrap());
+        assert!(l.reload_client_trust_if_changed().unwrap().is_none());
         let e = connect(&m, l.current(), client_cert(&m.ca, "c.client", 7)).unwrap_err();
         assert!(is_revoked(&e), "{e:?}");
         // The client CA file is watched too: a new CA's clients get in, the old CA's no
@@ -604,9 +865,110 @@ mod tests {
         let ca2 = client_ca("second client CA");
         std::fs::write(crl_path, crl(&ca2, &[], 2099).pem().unwrap()).unwrap();
         std::fs::write(&m.ca_path, ca2.pem()).unwrap();
-        assert!(l.reload_client_trust_if_changed().unwrap());
+        assert!(l.reload_client_trust_if_changed().unwrap().is_some());
         connect(&m, l.current(), client_cert(&ca2, "d.client", 7)).unwrap();
         connect(&m, l.current(), client_cert(&m.ca, "e.client", 8)).unwrap_err();
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Open connections are checked again by the reloaded configuration's verifier: a
+    /// revoked certificate's connection is cut, another's stays; a new client CA cuts
+    /// the old CA's; a connection whose handshake used a configuration replaced since
+    /// is checked when it is tracked.
+    #[test]
+    fn a_reload_cuts_the_open_connections_whose_certificate_it_refuses() {
+        let m = mtls();
+        let crl_path = &m.t.client_crl[0];
+        std::fs::write(crl_path, crl(&m.ca, &[], 2099).pem().unwrap()).unwrap();
+        let l = ListenerTls::new(&m.t).unwrap();
+        let (a, b) = (
+            client_cert(&m.ca, "a.client", 7),
+            client_cert(&m.ca, "b.client", 8),
+        );
+        let (ta, tb, tn) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        let (_, epoch) = l.acceptor();
+        let ga = l.track(Some(&a.0), epoch, addr(1), &ta).unwrap();
+        let _gb = l.track(Some(&b.0), epoch, addr(2), &tb).unwrap();
+        // Without a client certificate there is nothing to check again.
+        let _gn = l.track(None, epoch, addr(3), &tn).unwrap();
+        assert_eq!(l.tracked(), 2);
+        std::fs::write(crl_path, crl(&m.ca, &[7], 2099).pem().unwrap()).unwrap();
+        let cut = l.reload_client_trust_if_changed().unwrap().unwrap();
+        assert!(ta.is_cancelled() && !tb.is_cancelled() && !tn.is_cancelled());
+        assert_eq!(cut.len(), 1, "{cut:?}");
+        let u = &cut[0];
+        assert!(u.revoked, "{u:?}");
+        assert_eq!(u.peer, addr(1));
+        assert_eq!(u.identity.as_deref(), Some("a.client"));
+        assert_eq!(u.serial, "07");
+        assert_eq!(u.cause(), "client certificate revoked");
+        // A cut connection is no longer tracked, nor one that ended.
+        assert_eq!(l.tracked(), 1);
+        drop(ga);
+        assert_eq!(l.tracked(), 1);
+        // A handshake with the configuration before this reload: checked at tracking.
+        let tc = CancellationToken::new();
+        let u = l.track(Some(&a.0), epoch, addr(4), &tc).unwrap_err();
+        assert!(tc.is_cancelled() && u.revoked, "{u:?}");
+        assert_eq!(l.tracked(), 1);
+        // A new client CA: b's certificate is not revoked, but no longer trusted.
+        let ca2 = client_ca("second client CA");
+        std::fs::write(crl_path, crl(&ca2, &[], 2099).pem().unwrap()).unwrap();
+        std::fs::write(&m.ca_path, ca2.pem()).unwrap();
+        let cut = l.reload_client_trust_if_changed().unwrap().unwrap();
+        assert!(tb.is_cancelled() && !tn.is_cancelled());
+        assert_eq!(cut.len(), 1, "{cut:?}");
+        assert!(!cut[0].revoked, "{:?}", cut[0]);
+        assert!(
+            cut[0]
+                .cause()
+                .starts_with("client certificate no longer trusted ("),
+            "{}",
+            cut[0].cause()
+        );
+        // The new CA's clients stay.
+        let c = client_cert(&ca2, "c.client", 9);
+        let tc = CancellationToken::new();
+        let (_, epoch) = l.acceptor();
+        let _gc = l.track(Some(&c.0), epoch, addr(5), &tc).unwrap();
+        std::fs::write(crl_path, crl(&ca2, &[10], 2099).pem().unwrap()).unwrap();
+        let cut = l.reload_client_trust_if_changed().unwrap().unwrap();
+        assert!(cut.is_empty() && !tc.is_cancelled(), "{cut:?}");
+    }
+
+    #[test]
+    fn crl_next_updates_are_read_from_pem_and_der_files() {
+        let m = mtls();
+        let p = &m.t.client_crl[0];
+        // January 1st of the year, 00:00 UTC.
+        let jan_1 = |y: i32| match y {
+            2021 => 1_609_459_200,
+            2030 => 1_893_456_000,
+            2099 => 4_070_908_800_i64,
+            _ => unreachable!(),
+        };
+        std::fs::write(p, crl(&m.ca, &[2], 2099).der().as_ref()).unwrap();
+        assert_eq!(crl_next_updates(p).unwrap(), [jan_1(2099)]);
+        let pem = format!(
+            "{}{}",
+            crl(&m.ca, &[], 2030).pem().unwrap(),
+            crl(&m.ca, &[], 2021).pem().unwrap()
+        );
+        std::fs::write(p, pem).unwrap();
+        assert_eq!(crl_next_updates(p).unwrap(), [jan_1(2030), jan_1(2021)]);
+        std::fs::write(p, m.ca.pem()).unwrap();
+        let e = crl_next_updates(p).unwrap_err().to_string();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("no CRL"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -910,6 +910,291 @@ async fn a_crl_replaced_while_serving_refuses_the_revoked_certificates_new_conne
     assert_eq!(status(&resp.clone().unwrap_or_default()), 200, "{resp:?}");
 }
 
+/// A kept-alive TLS connection with a client certificate.
+struct KeptAlive(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl KeptAlive {
+    async fn open(
+        env: &Env,
+        addr: std::net::SocketAddr,
+        client: (&std::path::Path, &std::path::Path),
+    ) -> KeptAlive {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let s = tokio_rustls::TlsConnector::from(tls_config(&env.pki, Some(client)))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        KeptAlive(s)
+    }
+
+    /// `req` on this connection: the whole response (by `content-length` or chunked),
+    /// or `None` when the connection fails or ends first (or after 3 s).
+    async fn request(&mut self, req: &[u8]) -> Option<String> {
+        self.0.write_all(req).await.ok()?;
+        self.0.flush().await.ok()?;
+        let mut buf = Vec::new();
+        let read = async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = self.0.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let head = text[..end].to_ascii_lowercase();
+                let body = &text[end + 4..];
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                let done = match len {
+                    Some(len) => body.len() >= len,
+                    None => body.ends_with("0\r\n\r\n"),
+                };
+                if done {
+                    return Some(text);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Whether the server ends the connection (end of stream or an error) within `wait`,
+    /// nothing being sent on it.
+    async fn closed_within(&mut self, wait: Duration) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(wait, self.0.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+/// The `connection-closed` audit records, once there are `n` (queued just after the
+/// connections were cut) or after 2 s.
+async fn closed_records(env: &Env, n: usize) -> Vec<AuditRecord> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let closed: Vec<_> = records(env)
+            .into_iter()
+            .filter(|r| r.kind == "connection-closed")
+            .collect();
+        if closed.len() >= n || t0.elapsed() > Duration::from_secs(2) {
+            return closed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request without `connection: close`.
+fn keep_alive(req: &[u8]) -> Vec<u8> {
+    String::from_utf8(req.to_vec())
+        .unwrap()
+        .replace("connection: close\r\n", "")
+        .into_bytes()
+}
+
+/// A CRL revoking a certificate closes the connections open with it, on both listeners,
+/// within about a second, and audits each; connections with certificates still good
+/// (here the same identities' other certificates) stay open and keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_revoking_a_certificate_closes_its_open_connections_and_only_those() {
+    let env = start_custom(4096, serde_json::json!({"client_crl": true}), None).await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let user2 = (env.pki.user2_cert.as_path(), env.pki.user2_key.as_path());
+    let admin = (env.pki.admin_cert.as_path(), env.pki.admin_key.as_path());
+    let admin2 = (env.pki.admin2_cert.as_path(), env.pki.admin2_key.as_path());
+    let chat = keep_alive(&post("/v1/chat/completions", None, CHAT));
+    let metrics = b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let mut a = KeptAlive::open(&env, env.public, user).await;
+    let mut b = KeptAlive::open(&env, env.public, user2).await;
+    let mut admin_a = KeptAlive::open(&env, env.admin, admin).await;
+    let mut admin_b = KeptAlive::open(&env, env.admin, admin2).await;
+    for c in [&mut a, &mut b] {
+        let resp = c.request(&chat).await;
+        assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
+    }
+    for c in [&mut admin_a, &mut admin_b] {
+        let resp = c.request(metrics).await;
+        assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
+    }
+    // Another connection of the first certificate, a request in flight on it (its body
+    // still arriving).
+    let mut in_flight = KeptAlive::open(&env, env.public, user).await;
+    in_flight
+        .0
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n\
+              content-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    in_flight.0.flush().await.unwrap();
+    // Revoke the first certificate of each; the listeners poll twice a second.
+    env.pki.write_crl(&env.crl, &[USER_SERIAL, ADMIN_SERIAL]);
+    let t0 = std::time::Instant::now();
+    assert!(
+        a.closed_within(Duration::from_millis(1500)).await,
+        "the revoked user certificate's connection stayed open"
+    );
+    assert!(
+        in_flight.closed_within(Duration::from_millis(1500)).await,
+        "the revoked user certificate's request in flight was not cut"
+    );
+    let public_ms = t0.elapsed().as_millis();
+    assert!(
+        admin_a.closed_within(Duration::from_millis(1500)).await,
+        "the revoked admin certificate's connection stayed open"
+    );
+    let admin_ms = t0.elapsed().as_millis();
+    eprintln!("closed after the CRL was written: public {public_ms} ms, admin {admin_ms} ms");
+    assert!(a.request(&chat).await.is_none());
+    assert!(admin_a.request(metrics).await.is_none());
+    // The other certificates' connections, the same ones, still serve.
+    let resp = b.request(&chat).await;
+    assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
+    let resp = admin_b.request(metrics).await;
+    assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
+    assert_eq!(env.upstream.hits(), 3);
+    // Each closure is audited, naming the certificate and the cause.
+    let closed = closed_records(&env, 3).await;
+    assert_eq!(closed.len(), 3, "{closed:?}");
+    for (listener, identity, serial) in [
+        ("public listener", "svc-mtls", "serial 03"),
+        ("admin listener", "alice.admin", "serial 02"),
+    ] {
+        let r = closed
+            .iter()
+            .find(|r| r.endpoint == listener)
+            .unwrap_or_else(|| panic!("no record for the {listener}: {closed:?}"));
+        assert_eq!(r.identity.as_deref(), Some(identity), "{r:?}");
+        assert!(
+            r.reason.contains("client certificate revoked") && r.reason.contains(serial),
+            "{r:?}"
+        );
+        assert_eq!((r.decision.as_str(), r.outcome.as_str()), ("deny", "cut"));
+    }
+}
+
+/// An HTTP/2 connection with a client certificate: the request sender (its driver runs
+/// on a task, whose end the returned receiver reports).
+async fn h2_connection(
+    env: &Env,
+    client: (&std::path::Path, &std::path::Path),
+) -> (
+    hyper::client::conn::http2::SendRequest<
+        http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+    >,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut cfg = (*tls_config(&env.pki, Some(client))).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.public).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        let _ = tx.send(());
+    });
+    (send, rx)
+}
+
+fn h2_chat(
+    body: http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+) -> hyper::Request<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>> {
+    hyper::Request::post("https://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+/// HTTP/2: a revoked certificate's connection is closed with a stream in flight on it
+/// (its request body still arriving), which fails; another certificate's connection
+/// keeps serving new streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_revoking_a_certificate_cuts_its_http2_connection_and_streams_in_flight() {
+    use http_body_util::BodyExt as _;
+    let env = start_custom(4096, serde_json::json!({"client_crl": true}), None).await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let user2 = (env.pki.user2_cert.as_path(), env.pki.user2_key.as_path());
+    let full = || {
+        http_body_util::Full::new(bytes::Bytes::from_static(CHAT.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed()
+    };
+    let (mut a, a_ended) = h2_connection(&env, user).await;
+    let (mut b, _b_ended) = h2_connection(&env, user2).await;
+    for s in [&mut a, &mut b] {
+        let r = s.send_request(h2_chat(full())).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // A stream in flight: its body never ends.
+    let pending = http_body_util::StreamBody::new(futures_util::stream::pending::<
+        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >())
+    .boxed();
+    let in_flight = tokio::spawn(a.send_request(h2_chat(pending)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!in_flight.is_finished());
+    env.pki.write_crl(&env.crl, &[USER_SERIAL]);
+    let r = tokio::time::timeout(Duration::from_millis(1500), in_flight)
+        .await
+        .expect("the stream in flight was not cut")
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::timeout(Duration::from_millis(1500), a_ended)
+        .await
+        .expect("the revoked certificate's HTTP/2 connection stayed open")
+        .unwrap();
+    let r = b.send_request(h2_chat(full())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.upstream.hits(), 3);
+}
+
+/// A new client CA closes the open connections of certificates the old one issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_ca_closes_the_connections_of_certificates_it_did_not_issue() {
+    let env = start_custom(4096, serde_json::json!({"client_crl": true}), None).await;
+    let user = (env.pki.user_cert.as_path(), env.pki.user_key.as_path());
+    let chat = keep_alive(&post("/v1/chat/completions", None, CHAT));
+    let mut a = KeptAlive::open(&env, env.public, user).await;
+    let resp = a.request(&chat).await;
+    assert_eq!(status(resp.as_deref().unwrap_or_default()), 200, "{resp:?}");
+    // Another CA (and a CRL of it) replaces the test CA as the client CA.
+    let other = tempfile::tempdir().unwrap();
+    let new = pki(other.path());
+    std::fs::copy(&new.ca, &env.pki.ca).unwrap();
+    new.write_crl(&env.crl, &[]);
+    assert!(
+        a.closed_within(Duration::from_millis(1500)).await,
+        "a certificate of the replaced CA kept its connection"
+    );
+    let closed = closed_records(&env, 1).await;
+    let r = closed.first().expect("an audit record of the closure");
+    assert!(
+        r.reason.contains("client certificate no longer trusted"),
+        "{r:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_or_token_naming_another_identity_than_the_client_certificate_is_refused() {
     let env = start().await;

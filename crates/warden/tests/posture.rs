@@ -9,6 +9,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn posture(home: &Path, json: bool) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
@@ -405,6 +406,55 @@ fn client_certificates_without_crls_are_reported() {
         assert_eq!(c["status"], status, "{settings}: {c}");
         assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
     }
+}
+
+/// Write to `path` a PEM CRL of a fresh CA whose nextUpdate is `days` from now.
+fn write_crl_due_in(path: &Path, days: u64) {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let next = now + Duration::from_secs(days * 86_400);
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(1970, 1, 1) + next,
+        crl_number: 1u64.into(),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca)
+    .unwrap();
+    std::fs::write(path, crl.pem().unwrap()).unwrap();
+}
+
+/// WP225: the CRLs' nextUpdate, read from the files the listeners read: due within 7
+/// days is a warning naming the file and the date.
+#[test]
+fn crls_due_soon_are_reported() {
+    let home = private_home();
+    let admin = "[gateway.admin.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n\
+                 client_crl = [\"a.crl\"]\n";
+    write_gateway(home.path(), admin);
+    write_crl_due_in(&home.path().join("a.crl"), 30);
+    let (code, c) = check(home.path(), "WP225");
+    assert_eq!(code, Some(0), "{c}");
+    assert_eq!(c["status"], "pass", "{c}");
+    write_crl_due_in(&home.path().join("a.crl"), 3);
+    let (code, c) = check(home.path(), "WP225");
+    assert_eq!(code, Some(0), "a warning does not fail posture: {c}");
+    assert_eq!(c["status"], "warn", "{c}");
+    let d = c["detail"].as_str().unwrap();
+    assert!(
+        d.contains("a.crl: CRL nextUpdate 20") && d.contains("is within 7 days"),
+        "{c}"
+    );
 }
 
 /// An administrator's TOTP secret (or a listener's TLS key) that others can read, wherever

@@ -23,6 +23,12 @@ pub struct Pki {
     pub admin_key: PathBuf,
     pub user_cert: PathBuf,
     pub user_key: PathBuf,
+    /// A second certificate of the user (`svc-mtls`), serial [`USER2_SERIAL`].
+    pub user2_cert: PathBuf,
+    pub user2_key: PathBuf,
+    /// A second certificate of the administrator (`alice.admin`), serial [`ADMIN2_SERIAL`].
+    pub admin2_cert: PathBuf,
+    pub admin2_key: PathBuf,
     pub rogue_cert: PathBuf,
     pub rogue_key: PathBuf,
     /// The CA, to sign CRLs (see [`Pki::write_crl`]).
@@ -33,6 +39,8 @@ pub struct Pki {
 pub const SERVER_SERIAL: u64 = 1;
 pub const ADMIN_SERIAL: u64 = 2;
 pub const USER_SERIAL: u64 = 3;
+pub const USER2_SERIAL: u64 = 5;
+pub const ADMIN2_SERIAL: u64 = 6;
 
 impl Pki {
     /// Write to `path` a PEM CRL of the test CA revoking `serials`, valid until 2099.
@@ -125,6 +133,22 @@ pub fn pki(dir: &Path) -> Pki {
         &issuer,
         USER_SERIAL,
     );
+    let (user2_cert, user2_key) = leaf(
+        dir,
+        "user2",
+        &["svc-mtls"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &issuer,
+        USER2_SERIAL,
+    );
+    let (admin2_cert, admin2_key) = leaf(
+        dir,
+        "admin2",
+        &["alice.admin"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &issuer,
+        ADMIN2_SERIAL,
+    );
     let other = ca("rogue CA");
     let (rogue_cert, rogue_key) = leaf(
         dir,
@@ -142,6 +166,10 @@ pub fn pki(dir: &Path) -> Pki {
         admin_key,
         user_cert,
         user_key,
+        user2_cert,
+        user2_key,
+        admin2_cert,
+        admin2_key,
         rogue_cert,
         rogue_key,
         issuer,

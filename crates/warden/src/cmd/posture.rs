@@ -657,6 +657,38 @@ fn gateway_checks(
             },
         );
     }
+    // When the CRLs say the next one is due: after it, an mTLS listener refuses every
+    // client certificate (or, with client_crl_allow_expired, trusts a stale list).
+    let mut crl_files = Vec::new();
+    for (name, t) in [
+        ("[gateway.tls]", gw.get("tls")),
+        ("[gateway.admin.tls]", admin_tls),
+    ] {
+        let Some(t) = t.filter(|t| t.get("client_ca").is_some()) else {
+            continue;
+        };
+        let allow_expired = flag(t.get("client_crl_allow_expired"));
+        for f in t
+            .get("client_crl")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(toml::Value::as_str)
+        {
+            let path = home.join(f);
+            crl_files.push(CrlFile {
+                listener: name,
+                next_updates: warden_gateway::tls::crl_next_updates(&path)
+                    .map_err(|e| e.to_string()),
+                path,
+                allow_expired,
+            });
+        }
+    }
+    if !crl_files.is_empty() {
+        let (status, detail) = crl_due(&crl_files, warden_store::now());
+        push("WP225", status, SECURE_APIS, "CPG 2.D, 2.K", detail);
+    }
     if let Some(t) = table("oidc") {
         let oidc: warden_gateway::config::OidcConfig = t
             .try_into()
@@ -696,6 +728,81 @@ fn gateway_checks(
         }
     }
     Ok(())
+}
+
+/// A CRL file of an mTLS listener and the nextUpdate of each CRL in it (WP225).
+struct CrlFile {
+    listener: &'static str,
+    path: PathBuf,
+    /// `client_crl_allow_expired` of the listener.
+    allow_expired: bool,
+    /// Unix seconds, or why the file could not be read.
+    next_updates: Result<Vec<i64>, String>,
+}
+
+/// From this long before a CRL's nextUpdate, `warden posture` warns (WP225).
+const CRL_DUE_WARN_SECS: i64 = 7 * 86_400;
+
+/// WP225 at `now` (Unix seconds): a warning naming each CRL file whose nextUpdate is
+/// within [`CRL_DUE_WARN_SECS`] or past (past and allowed by `client_crl_allow_expired`
+/// is only noted: WP220 warns about that setting), or that cannot be read.
+fn crl_due(files: &[CrlFile], now: i64) -> (Status, String) {
+    let mut status = Status::Pass;
+    let mut notes = Vec::new();
+    let mut fine = Vec::new();
+    for f in files {
+        let file = f.path.display();
+        let next = match &f.next_updates {
+            Ok(n) => n,
+            Err(e) => {
+                status = status.max(Status::Warn);
+                notes.push(format!(
+                    "{}: cannot read {file} ({e}); the listener will not start with it",
+                    f.listener
+                ));
+                continue;
+            }
+        };
+        // The CRL due first decides for the file.
+        let Some(&due) = next.iter().min() else {
+            continue;
+        };
+        let date = warden_store::format_utc(due);
+        if due <= now && f.allow_expired {
+            status = status.max(Status::Info);
+            notes.push(format!(
+                "{} {file}: CRL nextUpdate {date} has passed; still trusted because                  client_crl_allow_expired = true (WP220)",
+                f.listener
+            ));
+        } else if due <= now {
+            status = status.max(Status::Warn);
+            notes.push(format!(
+                "{} {file}: CRL nextUpdate {date} has passed: every client certificate is                  refused until a newer CRL is installed",
+                f.listener
+            ));
+        } else if due - now < CRL_DUE_WARN_SECS {
+            status = status.max(Status::Warn);
+            notes.push(format!(
+                "{} {file}: CRL nextUpdate {date} is within 7 days: install a newer CRL                  before then, or {}",
+                f.listener,
+                if f.allow_expired {
+                    "certificates revoked after it are accepted"
+                } else {
+                    "every client certificate is refused"
+                }
+            ));
+        } else {
+            fine.push(format!("{file} (nextUpdate {date})"));
+        }
+    }
+    if notes.is_empty() {
+        (
+            status,
+            format!("CRLs valid for more than 7 days: {}", fine.join(", ")),
+        )
+    } else {
+        (status, notes.join("; "))
+    }
 }
 
 /// Above this, `warden posture` warns about the client idle limit.
@@ -794,4 +901,63 @@ fn render(checks: &[Check], format: ReportFormat) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn file(name: &str, allow_expired: bool, next: Result<Vec<i64>, String>) -> CrlFile {
+        CrlFile {
+            listener: "[gateway.tls]",
+            path: PathBuf::from(name),
+            allow_expired,
+            next_updates: next,
+        }
+    }
+
+    /// WP225: a CRL due within 7 days is a warning naming the file and the date; a past
+    /// one too, unless client_crl_allow_expired lets it pass (WP220 warns about that).
+    #[test]
+    fn crls_due_within_a_week_are_reported_with_file_and_date() {
+        // 2026-01-01T00:00:00Z.
+        let now = 1_767_225_600;
+        let (st, d) = crl_due(&[file("a.crl", false, Ok(vec![now + 30 * DAY]))], now);
+        assert_eq!(st, Status::Pass, "{d}");
+        assert!(d.contains("a.crl (nextUpdate 2026-01-31T00:00:00Z)"), "{d}");
+        // Two CRLs in one file: the first due decides.
+        let (st, d) = crl_due(
+            &[
+                file("a.crl", false, Ok(vec![now + 30 * DAY])),
+                file("b.crl", false, Ok(vec![now + 30 * DAY, now + 6 * DAY])),
+            ],
+            now,
+        );
+        assert_eq!(st, Status::Warn, "{d}");
+        assert!(
+            d.contains("b.crl: CRL nextUpdate 2026-01-07T00:00:00Z is within 7 days")
+                && !d.contains("a.crl"),
+            "{d}"
+        );
+        assert!(d.contains("every client certificate is refused"), "{d}");
+        let (st, d) = crl_due(&[file("c.crl", true, Ok(vec![now + DAY]))], now);
+        assert_eq!(st, Status::Warn, "{d}");
+        assert!(
+            d.contains("certificates revoked after it are accepted"),
+            "{d}"
+        );
+        // Past: refused by the listener (a warning), or allowed (noted; WP220 warns).
+        let (st, d) = crl_due(&[file("d.crl", false, Ok(vec![now - DAY]))], now);
+        assert_eq!(st, Status::Warn, "{d}");
+        assert!(d.contains("2025-12-31T00:00:00Z has passed"), "{d}");
+        let (st, d) = crl_due(&[file("d.crl", true, Ok(vec![now - DAY]))], now);
+        assert_eq!(st, Status::Info, "{d}");
+        assert!(d.contains("(WP220)"), "{d}");
+        // Unreadable.
+        let (st, d) = crl_due(&[file("e.crl", false, Err("missing".into()))], now);
+        assert_eq!(st, Status::Warn, "{d}");
+        assert!(d.contains("cannot read e.crl (missing)"), "{d}");
+    }
 }
