@@ -22,11 +22,15 @@
 //! answer) is a conversation step, not a probe: it is not marked a near-duplicate or a
 //! small edit of the window's inputs. A conversation state continued more than `BRANCHES` times is being
 //! forked, and its further continuations are judged like any other input. A step is
-//! compared with the conversation's previous user message instead: a conversation grown
-//! by small edits of one question is marked like a sweep. A request whose history this
+//! compared with the conversation's last [`ASKED`] user messages instead: a conversation
+//! grown by small edits of one question (or of two alternated) is marked like a sweep. A
+//! request whose history this
 //! identity never sent (not even with other system or assistant texts) is judged on
 //! that history's user and tool texts too ([`Event::history`]): a probe buried in a
-//! fabricated earlier message is still a probe.
+//! fabricated earlier message is still a probe. System texts and assistant texts that are
+//! not answers the gateway returned ([`Event::context`]) are judged too, with dates and
+//! times masked ([`context_simhash`]): a probe moved into the system prompt or into a
+//! made-up answer is still a probe, a constant or clock-stamped system prompt is not.
 //!
 //! Each alert kind has an action in [`MonitorConfig::actions`] (alert, throttle, block via
 //! the kill switch) and a per-identity cooldown. Memory is bounded: at most `max_events`
