@@ -1500,6 +1500,64 @@ async fn two_templates_alternated_in_a_conversation_are_caught_a_chat_is_not() {
     assert!(!env.gw.kill.is_blocked("carol"));
 }
 
+/// Probes under 20 bytes grown into one conversation ("SKU 90001 price?", then the
+/// next number): blocked. A text adventure played as short commands in one
+/// conversation at the same pace is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_probes_in_a_conversation_are_caught_short_commands_are_not() {
+    let env = start(json!({
+        "monitor": {"window_ms": 60000, "min_requests": 10},
+        "drift": {"enabled": false},
+        "actions": {"near_duplicates": "block", "input_sweep": "block",
+                    "parameter_sweep": "block"},
+        // The embedded model scores a run of terse messages joined like an injection:
+        // flagged, not refused, so both conversations go on (what is judged here is the
+        // monitor).
+        "roles": {"user": "flag"},
+    }))
+    .await;
+    let commands = [
+        "go north",
+        "go south",
+        "take lamp",
+        "go east",
+        "go west",
+        "open door",
+        "read sign",
+        "look",
+        "go on",
+        "climb tree",
+        "option 2",
+        "go up",
+        "go down",
+        "inventory",
+    ];
+    let mut game = Vec::new();
+    for k in 0..30 {
+        game.push(json!({"role": "user", "content": commands[k % commands.len()]}));
+        let (st, _, body) = env.chat("rita", Value::Array(game.clone())).await;
+        assert_eq!(st, 200, "command {k}: {body}");
+        game.push(json!({"role": "assistant", "content": answer_of(&body)}));
+    }
+    let mut probes = Vec::new();
+    let mut blocked_after = None;
+    for i in 0..40 {
+        probes.push(json!({"role": "user", "content": format!("SKU {} price?", 90_001 + i)}));
+        let (st, _, body) = env.chat("mallory", Value::Array(probes.clone())).await;
+        if st == 403 {
+            blocked_after = Some(i);
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+        probes.push(json!({"role": "assistant", "content": answer_of(&body)}));
+    }
+    assert!(
+        blocked_after.is_some(),
+        "short probes in one conversation were never blocked"
+    );
+    assert!(!env.gw.kill.is_blocked("rita"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_alerts_on_a_shifted_input_distribution_and_not_on_a_replay() {
     let (hook, got) = webhook().await;

@@ -265,14 +265,55 @@ const CONTEXTS: usize = 64;
 /// Answers returned per identity whose keyed hashes are remembered.
 const ANSWERS: usize = 128;
 
-/// The SimHashes of a conversation's last [`ASKED`] user messages, oldest first.
+/// The SimHashes of a conversation's last [`ASKED`] user messages, oldest first, and its
+/// last user message shorter than [`MIN_ASK`] bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Asked {
     sims: [u64; ASKED],
     n: u8,
+    short: [u8; MIN_ASK - 1],
+    short_len: u8,
+}
+
+/// Whether `a` and `b` (short user messages) are one template with a number changed: the
+/// same length, one or two bytes apart, each a digit on both sides (`SKU 10001?` then
+/// `SKU 10002?`; not `go north` then `go south`), and neither a continuation phrase.
+fn template_edit(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diffs = 0;
+    for (x, y) in a.iter().zip(b) {
+        if !x.eq_ignore_ascii_case(y) {
+            if !(x.is_ascii_digit() && y.is_ascii_digit()) {
+                return false;
+            }
+            diffs += 1;
+        }
+    }
+    let plain =
+        |t: &[u8]| std::str::from_utf8(t).is_ok_and(|t| !crate::heuristics::is_continuation(t));
+    matches!(diffs, 1 | 2) && plain(a) && plain(b)
 }
 
 impl Asked {
+    /// These, with `text` as the last short message when it is one.
+    fn with_short(mut self, text: &str) -> Self {
+        if let Some(dst) = self.short.get_mut(..text.len()) {
+            dst.copy_from_slice(text.as_bytes());
+            // `text` fit in the MIN_ASK - 1 bytes, so its length fits in a u8.
+            self.short_len = u8::try_from(text.len()).unwrap_or(0);
+        }
+        self
+    }
+
+    /// The last short user message.
+    fn short(&self) -> &[u8] {
+        self.short
+            .get(..usize::from(self.short_len))
+            .unwrap_or_default()
+    }
+
     /// These, then `sim` (the oldest dropped when full).
     fn with(mut self, sim: u64) -> Self {
         let n = usize::from(self.n);
@@ -785,7 +826,7 @@ impl IdentityState {
     /// Where `c` stands among the recent requests' conversations (counting a
     /// continuation); remembers `c`'s own conversation either way, with `asked` (the
     /// SimHash of its newest user message, if it has one) or else the one it continues.
-    fn place(&mut self, c: Conversation, asked: Option<u64>) -> Place {
+    fn place(&mut self, c: Conversation, asked: Option<(u64, &str)>) -> Place {
         let mut place = Place::Unknown;
         let mut inherited = Asked::default();
         if let Some(r) = c
@@ -813,7 +854,7 @@ impl IdentityState {
                 whole: c.whole,
                 said: c.said,
                 continued: 0,
-                asked: asked.map_or(inherited, |a| inherited.with(a)),
+                asked: asked.map_or(inherited, |(a, text)| inherited.with(a).with_short(text)),
             });
         }
         place
@@ -1009,9 +1050,9 @@ impl Monitor {
             mut near,
             mut params_near,
         } = st.sims.scan(sim, pkey, ts);
-        let place = ev
-            .conversation
-            .map_or(Place::Unknown, |c| st.place(c, ev.asks.then_some(sim)));
+        let place = ev.conversation.map_or(Place::Unknown, |c| {
+            st.place(c, ev.asks.then_some((sim, ev.input)))
+        });
         let mut hist = None;
         match place {
             // A conversation's next step (an agent's next tool result, a chat's next
@@ -1033,8 +1074,13 @@ impl Monitor {
                 } else {
                     u32::MAX
                 };
-                dup = d <= cfg.dup_hamming;
-                near = d <= cfg.sweep_hamming;
+                // A short message is compared only with the last short one, for a
+                // number changed in one template ("SKU 10001?", "SKU 10002?").
+                let edit = ev.asks
+                    && ev.input.len() < MIN_ASK
+                    && template_edit(asked.short(), ev.input.as_bytes());
+                dup = d <= cfg.dup_hamming || edit;
+                near = d <= cfg.sweep_hamming || edit;
             }
             Place::Known => {}
             // A history this identity never sent (a first request carries none; a
@@ -1835,6 +1881,59 @@ mod tests {
         ];
         let (marks, kinds) = run(&|k| distinct[k as usize % distinct.len()].to_owned());
         assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+    }
+
+    /// Probes under 20 bytes grown into one conversation: a number changed in one short
+    /// template each step. Marked; a short chat (a text adventure's commands, "go on",
+    /// "yes") is not, though its commands are as short and as alike.
+    #[test]
+    fn short_probes_in_a_conversation_are_marked_short_talk_is_not() {
+        let cfg = MonitorConfig {
+            min_requests: 5,
+            ..MonitorConfig::default()
+        };
+        let run = |text: &dyn Fn(u64) -> String| {
+            let mut m = Monitor::new(cfg.clone());
+            let mut kinds = Vec::new();
+            for k in 0..24u64 {
+                let t = text(k);
+                let e = Event {
+                    conversation: Some(Conversation {
+                        before_answer: k.checked_sub(1),
+                        whole: k,
+                        ..Conversation::default()
+                    }),
+                    ..ev(k * 10, "who", &t)
+                };
+                kinds.extend(m.observe(&e).into_iter().map(|a| a.kind));
+            }
+            (m.ids["who"].counts, kinds)
+        };
+        let (marks, kinds) = run(&|k| format!("SKU {} price?", 10_000 + k));
+        assert!(marks[0] >= 20, "{marks:?}");
+        assert!(kinds.contains(&AlertKind::NearDuplicates), "{kinds:?}");
+        let talk = [
+            "go north",
+            "go south",
+            "take lamp",
+            "go east",
+            "go west",
+            "open door",
+            "yes",
+            "look",
+            "go on",
+            "continue",
+            "no",
+            "option 2",
+            "go up",
+            "go down",
+        ];
+        let (marks, kinds) = run(&|k| talk[k as usize % talk.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+        assert!(template_edit(b"SKU 10001?", b"sku 10002?"));
+        assert!(!template_edit(b"go north", b"go south"));
+        assert!(!template_edit(b"SKU 10001?", b"SKU 10001?"));
+        assert!(!template_edit(b"SKU 10001?", b"SKU 1000?"));
     }
 
     /// Probing at 3 requests a minute never fills the 60 s window's `min_requests`, but
