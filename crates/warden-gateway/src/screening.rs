@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 use warden_screen::alert::{Alert, AlertAction, AlertKind, AlertSink as _, Severity};
 use warden_screen::drift::{DriftConfig, DriftMonitor};
 use warden_screen::monitor::{
-    Conversation, Event, Monitor, MonitorConfig, SIM_RAW, SamplingParams,
+    CONTEXT_BUDGET, CONTEXT_CLIP, ContextText, Conversation, Event, Monitor, MonitorConfig,
+    SIM_RAW, SamplingParams,
 };
 use warden_screen::output::{OutputAction, OutputPolicy, OutputRules, OutputScreen, Push};
 use warden_screen::{Action, Role, RoutePolicy, Screener, Thresholds};
@@ -217,6 +218,9 @@ pub struct MonitorSettings {
     pub output_tokens: Option<u64>,
     /// One alert per identity and kind per this many milliseconds.
     pub cooldown_ms: Option<u64>,
+    /// Judge system texts and assistant texts this gateway did not return, as inputs
+    /// (off by default: see `MonitorConfig::judge_context`).
+    pub judge_context: Option<bool>,
 }
 
 impl Default for MonitorSettings {
@@ -240,6 +244,7 @@ impl Default for MonitorSettings {
             output_window_ms: None,
             output_tokens: None,
             cooldown_ms: None,
+            judge_context: None,
         }
     }
 }
@@ -428,7 +433,8 @@ impl ScreeningConfig {
             rate_ceiling_new,
             output_window_ms,
             output_tokens,
-            cooldown_ms
+            cooldown_ms,
+            judge_context
         );
         for (k, a) in &self.actions {
             c.actions.retain(|(x, _)| x != k);
@@ -601,6 +607,13 @@ pub struct Track {
     asks: bool,
     /// Its place in a conversation, for the monitor.
     conversation: Option<Conversation>,
+    /// Its system texts and the model's texts it sends back, each cut to its two ends
+    /// ([`CONTEXT_CLIP`]), joined (see [`context_texts`]), for the monitor.
+    context: String,
+    /// Per text of `context`: where it ends, its keyed hash, whether it is the model's.
+    context_at: Vec<(usize, u64, bool)>,
+    /// Keyed hashes of the answer texts returned (a JSON response's), for the monitor.
+    answers: Vec<u64>,
     sampling: SamplingParams,
     hit: bool,
     note: Option<String>,
@@ -638,6 +651,89 @@ fn conversation(keys: &RandomState, v: &Validated) -> Option<Conversation> {
         said_before_answer,
         said: said.finish(),
     })
+}
+
+/// The system texts of `v`'s conversation, then the model's texts it sends back (newest
+/// first), each longer than 2 × [`CONTEXT_CLIP`] bytes cut to its two ends, joined, up to
+/// [`CONTEXT_BUDGET`] bytes; and per text where it ends, its keyed hash (of the whole
+/// text: [`answer_key`]) and whether it is the model's. The monitor judges those that are
+/// neither answers the gateway returned nor texts the identity sent before.
+fn context_texts(keys: &RandomState, v: &Validated) -> (String, Vec<(usize, u64, bool)>) {
+    let conv = v.parts.get(..v.turn.end).unwrap_or_default();
+    let (mut out, mut at) = (String::new(), Vec::new());
+    let system = conv.iter().filter(|(r, _)| *r == Role::System);
+    let model = conv.iter().rev().filter(|(r, _)| *r == Role::Assistant);
+    for (role, t) in system.chain(model).filter(|(_, t)| !t.is_empty()) {
+        let (head, tail) = if t.len() > 2 * CONTEXT_CLIP {
+            warden_screen::normalize::head_and_tail(t, CONTEXT_CLIP)
+        } else {
+            (t.as_str(), "")
+        };
+        if out.len() + head.len() + tail.len() > CONTEXT_BUDGET {
+            break;
+        }
+        out.push_str(head);
+        out.push_str(tail);
+        at.push((out.len(), answer_key(keys, t), *role == Role::Assistant));
+    }
+    (out, at)
+}
+
+/// The keyed hash of an answer text (of a system or assistant text sent: the same hash,
+/// so an answer sent back is recognised).
+fn answer_key(keys: &RandomState, text: &str) -> u64 {
+    let mut h = keys.build_hasher();
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// Keyed hashes of the model's texts in a JSON chat or completion response, as a client
+/// sends them back: each choice's content, refusal and tool calls (name and arguments,
+/// as the request's parts join them).
+fn answer_keys(keys: &RandomState, v: &Value) -> Vec<u64> {
+    let mut out = Vec::new();
+    for c in v
+        .field("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(4)
+    {
+        let m = c.field("message");
+        for t in [
+            m.and_then(|m| m.field("content")),
+            m.and_then(|m| m.field("refusal")),
+            c.field("text"),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|t| !t.is_empty())
+        {
+            out.push(answer_key(keys, t));
+        }
+        for f in m
+            .and_then(|m| m.field("tool_calls"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|call| call.field("function"))
+        {
+            let mut s = String::new();
+            for k in ["name", "arguments"] {
+                if let Some(t) = f.field(k).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    if !s.is_empty() {
+                        s.push(' ');
+                    }
+                    s.push_str(t);
+                }
+            }
+            if !s.is_empty() {
+                out.push(answer_key(keys, &s));
+            }
+        }
+    }
+    out
 }
 
 /// Texts the caller says (not the system prompt, not the model's answers).
@@ -867,6 +963,8 @@ pub struct Screening {
     counters: Arc<ScreenCounters>,
     /// Keys of the conversation hashes (random per process, like the monitor's state).
     conversation_keys: RandomState,
+    /// The monitor judges system and assistant texts (`[monitor] judge_context`).
+    judge_context: bool,
 }
 
 impl Screening {
@@ -907,6 +1005,7 @@ impl Screening {
                 .drift
                 .enabled
                 .then(|| Mutex::new(DriftMonitor::new(cfg.drift_config()))),
+            judge_context: cfg.monitor.judge_context.unwrap_or(false),
             cfg,
             screener,
             output,
@@ -1063,6 +1162,20 @@ impl Screening {
 
     fn observe(&self, t: &Track, output_tokens: u64, refused: bool) {
         let Some(m) = &self.monitor else { return };
+        let mut start = 0;
+        let context: Vec<ContextText<'_>> = t
+            .context_at
+            .iter()
+            .map(|&(end, key, assistant)| {
+                let text = t.context.get(start..end).unwrap_or_default();
+                start = end;
+                ContextText {
+                    text,
+                    key,
+                    assistant,
+                }
+            })
+            .collect();
         let ev = Event {
             at_ms: now_ms(),
             identity: &t.identity,
@@ -1077,6 +1190,8 @@ impl Screening {
             refused,
             screening_hit: t.hit,
             conversation: t.conversation,
+            context: &context,
+            answers: &t.answers,
         };
         let lifted = self.kill.take_lifted(&t.identity);
         if lifted && let Ok(mut th) = self.throttled.lock() {
@@ -1117,18 +1232,30 @@ impl Screening {
         identity: &str,
         track: Option<&mut Track>,
     ) -> Result<(), String> {
-        if let Some(t) = track
+        let mut track = track;
+        if let Some(t) = track.as_deref_mut()
             && answer_text(v).is_some_and(is_refusal)
         {
             t.set_refused();
         }
+        // What the client gets (after redactions) is what it sends back next time.
+        let mut remember = |v: &Value| {
+            if self.monitor.is_some()
+                && self.judge_context
+                && let Some(t) = track.as_deref_mut()
+            {
+                t.answers = answer_keys(&self.conversation_keys, v);
+            }
+        };
         let Some(rules) = &self.output else {
+            remember(v);
             return Ok(());
         };
         let r = screen_answer(rules, v);
         match r {
             Ok(()) => {
                 self.counters.output(false);
+                remember(v);
                 Ok(())
             }
             Err(rule) => {
@@ -1159,7 +1286,22 @@ impl Screening {
         let mut s = SseScreen::standalone(Arc::clone(rules), ep);
         s.owner = Some(Arc::clone(self));
         s.identity = identity.to_owned();
+        s.answer = self
+            .monitor
+            .as_ref()
+            .filter(|_| self.judge_context)
+            .map(|_| self.conversation_keys.build_hasher());
         Some(s)
+    }
+
+    /// Tells the monitor that `identity` got the answer with keyed hash `key` (a stream's,
+    /// known only when it ended).
+    fn answered(&self, identity: &str, key: u64) {
+        if let Some(m) = &self.monitor
+            && let Ok(mut m) = m.lock()
+        {
+            m.answered(identity, key);
+        }
     }
 }
 
@@ -1275,6 +1417,10 @@ impl Check for InputCheck {
         let block_level = worst
             .as_ref()
             .is_some_and(|(_, w)| w.score >= policy.thresholds(w.role).block);
+        let (context, context_at) = match &s.monitor {
+            Some(_) if s.judge_context => context_texts(&s.conversation_keys, v),
+            _ => (String::new(), Vec::new()),
+        };
         let mut track = Track {
             identity: id.name.clone(),
             text,
@@ -1284,6 +1430,9 @@ impl Check for InputCheck {
                 .monitor
                 .as_ref()
                 .and_then(|_| conversation(&s.conversation_keys, v)),
+            context,
+            context_at,
+            answers: Vec::new(),
             sampling: v.sampling,
             hit: block_level,
             note: None,
@@ -1949,6 +2098,9 @@ pub struct SseScreen {
     /// order they came ([`OutputRules::identifier_span`] of them), for the canary rule
     /// across fields.
     canary_tail: String,
+    /// The keyed hash of the text released so far (choice 0's), for the monitor's
+    /// memory of answers (see [`answer_key`]).
+    answer: Option<std::collections::hash_map::DefaultHasher>,
 }
 
 impl std::fmt::Debug for SseScreen {
@@ -1990,6 +2142,7 @@ impl SseScreen {
             text_ended: false,
             text_item: None,
             canary_tail: String::new(),
+            answer: None,
         }
     }
 
@@ -2050,6 +2203,9 @@ impl SseScreen {
     fn text_event(&mut self, text: String) -> Bytes {
         if self.head.len() < 64 {
             self.head.extend(text.chars().take(64));
+        }
+        if let Some(h) = &mut self.answer {
+            h.write(text.as_bytes());
         }
         let mut b = BytesMut::new();
         if let Some(t) = &mut self.template
@@ -2607,6 +2763,9 @@ impl SseScreen {
             f.closed = f.total;
         }
         self.release_held(&mut out);
+        if let (Some(o), Some(h)) = (&self.owner, self.answer.take()) {
+            o.answered(&self.identity, h.finish());
+        }
         Ok(out.freeze())
     }
 }

@@ -102,6 +102,8 @@ fn bench_screen(c: &mut Criterion) {
                 refused: false,
                 screening_hit: false,
                 conversation: None,
+                context: &[],
+                answers: &[],
             })
         };
         for _ in 0..4096 {

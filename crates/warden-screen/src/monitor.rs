@@ -22,11 +22,15 @@
 //! answer) is a conversation step, not a probe: it is not marked a near-duplicate or a
 //! small edit of the window's inputs. A conversation state continued more than `BRANCHES` times is being
 //! forked, and its further continuations are judged like any other input. A step is
-//! compared with the conversation's previous user message instead: a conversation grown
-//! by small edits of one question is marked like a sweep. A request whose history this
+//! compared with the conversation's last [`ASKED`] user messages instead: a conversation
+//! grown by small edits of one question (or of two alternated) is marked like a sweep. A
+//! request whose history this
 //! identity never sent (not even with other system or assistant texts) is judged on
 //! that history's user and tool texts too ([`Event::history`]): a probe buried in a
-//! fabricated earlier message is still a probe.
+//! fabricated earlier message is still a probe. System texts and assistant texts that are
+//! not answers the gateway returned ([`Event::context`]) are judged too, with dates and
+//! times masked ([`context_simhash`]): a probe moved into the system prompt or into a
+//! made-up answer is still a probe, a constant or clock-stamped system prompt is not.
 //!
 //! Each alert kind has an action in [`MonitorConfig::actions`] (alert, throttle, block via
 //! the kill switch) and a per-identity cooldown. Memory is bounded: at most `max_events`
@@ -83,6 +87,12 @@ pub struct MonitorConfig {
     pub max_identities: usize,
     /// Action per alert kind (kinds not listed: alert).
     pub actions: Vec<(AlertKind, AlertAction)>,
+    /// Judge system texts and assistant texts the gateway did not return
+    /// ([`Event::context`]). Off by default: a system prompt re-rendered per request with
+    /// an end user's details (a shared key in front of many users) reads as small edits
+    /// of itself, which would throttle a busy application; on, a probe moved into the
+    /// system prompt or into a made-up answer is judged like an input.
+    pub judge_context: bool,
 }
 
 impl Default for MonitorConfig {
@@ -114,6 +124,7 @@ impl Default for MonitorConfig {
                 (AlertKind::ParameterSweep, AlertAction::Throttle),
                 (AlertKind::OutputVolume, AlertAction::Throttle),
             ],
+            judge_context: false,
         }
     }
 }
@@ -186,6 +197,26 @@ pub struct Event<'a> {
     pub screening_hit: bool,
     /// Where the request stands in a conversation, when it is one.
     pub conversation: Option<Conversation>,
+    /// The request's system texts and the model's answers it sends back (each at most
+    /// [`CONTEXT_CLIP`] bytes from each end): one that is neither an answer the gateway
+    /// returned to this identity ([`Event::answers`]) nor a text this identity sent
+    /// before is judged against its recent ones, so a probe moved out of the user's
+    /// turn is still seen ([`ContextText`]).
+    pub context: &'a [ContextText<'a>],
+    /// Keyed hashes of the answer texts returned for this request (remembered, so the
+    /// next step sending them back is not judged on them).
+    pub answers: &'a [u64],
+}
+
+/// A system text of a request, or an assistant text it sends back.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextText<'a> {
+    /// The text (or its two ends, see [`CONTEXT_CLIP`]).
+    pub text: &'a str,
+    /// A keyed hash of the whole text, with the key of [`Event::answers`].
+    pub key: u64,
+    /// The model's text (an assistant message, a tool call it made), not a system text.
+    pub assistant: bool,
 }
 
 /// Hashes that tell a conversation's next step from an independent request. Clients send
@@ -220,15 +251,100 @@ const BRANCHES: u8 = 3;
 pub const SIM_RAW: usize = 16 * 1024;
 
 /// A conversation step's user message shorter than this (bytes) is not compared with
-/// the previous one: "continue", "go on", "yes" are how people talk on, not a sweep.
+/// the previous ones: "continue", "go on", "yes" are how people talk on, not a sweep.
 const MIN_ASK: usize = 20;
+
+/// A conversation step's user message is compared with this many of the conversation's
+/// previous user messages (two templates alternated are each a small edit of the one
+/// before the last).
+const ASKED: usize = 4;
+
+/// A context text ([`Event::context`]) longer than twice this is read at its two ends
+/// (this many bytes each): all the masked SimHash reads of a plain text.
+pub const CONTEXT_CLIP: usize = 2048;
+
+/// Bytes of context text fingerprinted per request at most (the rest is not judged).
+pub const CONTEXT_BUDGET: usize = 32 * 1024;
+
+/// Distinct context texts remembered per identity.
+const CONTEXTS: usize = 64;
+
+/// Answers returned per identity whose keyed hashes are remembered.
+const ANSWERS: usize = 128;
+
+/// The SimHashes of a conversation's last [`ASKED`] user messages, oldest first, and its
+/// last user message shorter than [`MIN_ASK`] bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Asked {
+    sims: [u64; ASKED],
+    n: u8,
+    short: [u8; MIN_ASK - 1],
+    short_len: u8,
+}
+
+/// Whether `a` and `b` (short user messages) are one template with a number changed: the
+/// same length, one or two bytes apart, each a digit on both sides (`SKU 10001?` then
+/// `SKU 10002?`; not `go north` then `go south`), and neither a continuation phrase.
+fn template_edit(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diffs = 0;
+    for (x, y) in a.iter().zip(b) {
+        if !x.eq_ignore_ascii_case(y) {
+            if !(x.is_ascii_digit() && y.is_ascii_digit()) {
+                return false;
+            }
+            diffs += 1;
+        }
+    }
+    let plain =
+        |t: &[u8]| std::str::from_utf8(t).is_ok_and(|t| !crate::heuristics::is_continuation(t));
+    matches!(diffs, 1 | 2) && plain(a) && plain(b)
+}
+
+impl Asked {
+    /// These, with `text` as the last short message when it is one.
+    fn with_short(mut self, text: &str) -> Self {
+        if let Some(dst) = self.short.get_mut(..text.len()) {
+            dst.copy_from_slice(text.as_bytes());
+            // `text` fit in the MIN_ASK - 1 bytes, so its length fits in a u8.
+            self.short_len = u8::try_from(text.len()).unwrap_or(0);
+        }
+        self
+    }
+
+    /// The last short user message.
+    fn short(&self) -> &[u8] {
+        self.short
+            .get(..usize::from(self.short_len))
+            .unwrap_or_default()
+    }
+
+    /// These, then `sim` (the oldest dropped when full).
+    fn with(mut self, sim: u64) -> Self {
+        let n = usize::from(self.n);
+        if n < ASKED {
+            self.sims[n] = sim;
+            self.n += 1;
+        } else {
+            self.sims.rotate_left(1);
+            self.sims[ASKED - 1] = sim;
+        }
+        self
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sims.iter().take(usize::from(self.n)).copied()
+    }
+}
 
 /// Where a request stands among the identity's recent requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Place {
-    /// It continues one of them (within `BRANCHES`): the SimHash of that conversation's
-    /// newest user message, if any.
-    Step(Option<u64>),
+    /// It continues one of them (within `BRANCHES`): the SimHashes of that
+    /// conversation's last user messages.
+    Step(Asked),
     /// Its history was sent by this identity, but it is not a step (a fork past
     /// `BRANCHES`, or a history whose system or assistant texts changed).
     Known,
@@ -245,14 +361,40 @@ struct Remembered {
     said: u64,
     /// How often it was continued.
     continued: u8,
-    /// SimHash of the conversation's newest user message.
-    asked: Option<u64>,
+    /// SimHashes of the conversation's last user messages.
+    asked: Asked,
+}
+
+/// A context text judged recently ([`Event::context`]).
+#[derive(Debug, Clone, Copy)]
+struct ContextSeen {
+    /// Keyed hash of its latest rendering (an exact repeat skips the SimHash).
+    key: u64,
+    /// Its masked SimHash.
+    sim: u64,
+    /// When it was last sent.
+    at_ms: u64,
 }
 
 /// 64-bit SimHash of byte 3-gram shingles of the input after [`crate::normalize::fold`]
 /// (NFKC, invisible characters removed, confusables folded, lower-cased, whitespace
 /// collapsed), over the head and tail 1 KiB of that text.
 pub fn simhash(text: &str) -> u64 {
+    sim_of(&shingled(text))
+}
+
+/// [`simhash`] of `text` with dates and times masked (`10:05:17`, `2026-11-28`,
+/// `28/11/2026`, month and weekday names and the day and year numbers beside them): a
+/// system prompt with a clock in it is the same prompt at every request.
+pub fn context_simhash(text: &str) -> u64 {
+    let mut s = shingled(text);
+    mask_clock(&mut s);
+    sim_of(&s)
+}
+
+/// The bytes [`simhash`] shingles: the folded text, lower-cased, whitespace runs as one
+/// space, its head and tail 1 KiB when longer than 2 KiB.
+fn shingled(text: &str) -> Vec<u8> {
     // ASCII text without vertical tabs is its own fold up to case and whitespace runs,
     // which the shingling below folds anyway (only U+000B is whitespace to `fold` and
     // not to `is_ascii_whitespace`): most prompts skip the copy and the second pass.
@@ -289,6 +431,10 @@ pub fn simhash(text: &str) -> u64 {
         take(b.get(..1024).unwrap_or_default(), &mut s);
         take(b.get(b.len() - 1024..).unwrap_or_default(), &mut s);
     }
+    s
+}
+
+fn sim_of(s: &[u8]) -> u64 {
     let mut v = [0i32; 64];
     for w in s.windows(3) {
         let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -305,6 +451,198 @@ pub fn simhash(text: &str) -> u64 {
         0u64,
         |acc, (i, &x)| if x > 0 { acc | (1 << i) } else { acc },
     )
+}
+
+/// Month and weekday names (lower case; abbreviations too).
+const CALENDAR: [&str; 40] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "mon",
+    "tue",
+    "tues",
+    "wed",
+    "thu",
+    "thur",
+    "thurs",
+    "fri",
+    "sat",
+];
+
+/// Whether `w` (a run of lower-case letters) names a month or a weekday.
+fn calendar_word(w: &[u8]) -> bool {
+    w == b"sun" || CALENDAR.iter().any(|c| c.as_bytes() == w)
+}
+
+/// Whether the run of digits and separators `c` (starting and ending with a digit) is a
+/// time (a colon before exactly two digits: `9:05`, `10:05:17.250`, `2026-11-28t10:05`)
+/// or a date (three numbers joined by one `-`, `/` or `.`, each of one, two or four
+/// digits: a four-digit year first or last, else at least two of two digits).
+fn clock_like(c: &[u8]) -> bool {
+    let digit = |i: usize| c.get(i).is_some_and(u8::is_ascii_digit);
+    let time = (0..c.len()).any(|i| c[i] == b':' && digit(i + 1) && digit(i + 2) && !digit(i + 3));
+    if time {
+        return true;
+    }
+    let Some(sep) = c.iter().copied().find(|b| !b.is_ascii_digit()) else {
+        return false;
+    };
+    if !matches!(sep, b'-' | b'/' | b'.') || c.iter().any(|&b| !b.is_ascii_digit() && b != sep) {
+        return false;
+    }
+    let mut lens = [0usize; 3];
+    for (i, g) in c.split(|&b| b == sep).enumerate() {
+        match lens.get_mut(i) {
+            Some(l) => *l = g.len(),
+            None => return false,
+        }
+    }
+    match lens {
+        [4, 1 | 2, 1 | 2] | [1 | 2, 1 | 2, 4] => true,
+        [a, b, c] => {
+            [a, b, c].iter().all(|l| matches!(l, 1 | 2))
+                && [a, b, c].iter().filter(|&&l| l == 2).count() >= 2
+        }
+    }
+}
+
+/// Replaces dates and times in `s` (lower case, single spaces) by `#`, in place: runs of
+/// digits and `:` `/` `.` `-` `t` `+` between digits that are [`clock_like`] (with an
+/// `am`/`pm`/`z` right after), month and weekday names, and numbers of one, two or
+/// four digits (with an ordinal suffix) next to a masked piece, e.g. `28th november
+/// 2026`. Other numbers stay: a swept product number is not a clock.
+fn mask_clock(s: &mut Vec<u8>) {
+    let n = s.len();
+    let word_end = |s: &[u8], i: usize| {
+        let mut j = i;
+        while j < s.len() && s[j].is_ascii_alphanumeric() {
+            j += 1;
+        }
+        j
+    };
+    // Whether the number token s[i..j] (digits, then maybe letters) is a day or a year.
+    let day_or_year = |t: &[u8]| {
+        let d = t.iter().take_while(|b| b.is_ascii_digit()).count();
+        let rest = &t[d..];
+        (matches!(d, 1 | 2) && (rest.is_empty() || matches!(rest, b"st" | b"nd" | b"rd" | b"th")))
+            || (d == 4 && rest.is_empty())
+    };
+    // Whether a calendar word follows s[j..] past spaces, commas and periods.
+    let calendar_next = |s: &[u8], mut j: usize| {
+        while j < s.len() && matches!(s[j], b' ' | b',' | b'.') {
+            j += 1;
+        }
+        let k = word_end(s, j);
+        k > j && calendar_word(&s[j..k])
+    };
+    let (mut r, mut w) = (0usize, 0usize);
+    // Whether the last token written was a mask, with only spaces, commas and periods
+    // written since.
+    let mut after_mask = false;
+    while r < n {
+        let c = s[r];
+        let token_start = r == 0 || !s[r - 1].is_ascii_alphanumeric();
+        if c.is_ascii_digit() && token_start {
+            // The run of digits and separators between digits.
+            let mut j = r;
+            while j < n
+                && (s[j].is_ascii_digit()
+                    || matches!(s[j], b':' | b'/' | b'.' | b'-' | b't' | b'+')
+                        && j + 1 < n
+                        && s[j + 1].is_ascii_digit()
+                        && s[j - 1].is_ascii_digit())
+            {
+                j += 1;
+            }
+            // Letters (or digits) glued on after the run: `th`, `am`, `z`.
+            let k = word_end(s, j);
+            let masked = if clock_like(&s[r..j]) {
+                let mut e = if matches!(&s[j..k], b"" | b"am" | b"pm" | b"z") {
+                    k
+                } else {
+                    j
+                };
+                if e == j && s.get(j) == Some(&b' ') {
+                    let k2 = word_end(s, j + 1);
+                    if matches!(&s[j + 1..k2], b"am" | b"pm" | b"utc" | b"gmt") {
+                        e = k2;
+                    }
+                }
+                Some(e)
+            } else if s[r..j].iter().all(u8::is_ascii_digit)
+                && day_or_year(&s[r..k])
+                && (after_mask || calendar_next(s, k))
+            {
+                Some(k)
+            } else {
+                None
+            };
+            if let Some(e) = masked {
+                s[w] = b'#';
+                w += 1;
+                r = e;
+                after_mask = true;
+                continue;
+            }
+            // Not a date: copy the token as it is.
+            let e = k.max(j);
+            s.copy_within(r..e, w);
+            w += e - r;
+            r = e;
+            after_mask = false;
+            continue;
+        }
+        if c.is_ascii_lowercase() && token_start {
+            let k = word_end(s, r);
+            if calendar_word(&s[r..k]) {
+                s[w] = b'#';
+                w += 1;
+                r = k;
+                after_mask = true;
+                continue;
+            }
+            s.copy_within(r..k, w);
+            w += k - r;
+            r = k;
+            after_mask = false;
+            continue;
+        }
+        if !matches!(c, b' ' | b',' | b'.') {
+            after_mask = false;
+        }
+        s[w] = c;
+        w += 1;
+        r += 1;
+    }
+    s.truncate(w);
 }
 
 /// The SimHashes of an identity's window grouped by value: each distinct SimHash once,
@@ -445,6 +783,11 @@ struct IdentityState {
     /// (saturating); and their sums.
     long: VecDeque<(u64, [u16; 3])>,
     long_sum: [u64; 3],
+    /// Context texts judged recently (system prompts, answers not the gateway's), newest
+    /// last.
+    contexts: VecDeque<ContextSeen>,
+    /// Keyed hashes of answers returned to this identity, newest last.
+    answers: VecDeque<u64>,
 }
 
 impl Seen {
@@ -490,9 +833,9 @@ impl IdentityState {
     /// Where `c` stands among the recent requests' conversations (counting a
     /// continuation); remembers `c`'s own conversation either way, with `asked` (the
     /// SimHash of its newest user message, if it has one) or else the one it continues.
-    fn place(&mut self, c: Conversation, asked: Option<u64>) -> Place {
+    fn place(&mut self, c: Conversation, asked: Option<(u64, &str)>) -> Place {
         let mut place = Place::Unknown;
-        let mut inherited = None;
+        let mut inherited = Asked::default();
         if let Some(r) = c
             .before_answer
             .and_then(|h| self.conversations.iter_mut().find(|r| r.whole == h))
@@ -518,10 +861,74 @@ impl IdentityState {
                 whole: c.whole,
                 said: c.said,
                 continued: 0,
-                asked: asked.or(inherited),
+                asked: asked.map_or(inherited, |(a, text)| inherited.with(a).with_short(text)),
             });
         }
         place
+    }
+
+    /// Remembers the keyed hash of an answer returned to this identity.
+    fn remember_answer(&mut self, key: u64) {
+        if self.answers.contains(&key) {
+            return;
+        }
+        if self.answers.len() >= ANSWERS {
+            self.answers.pop_front();
+        }
+        self.answers.push_back(key);
+    }
+
+    /// Judges the request's context texts ([`Event::context`]): an answer returned to
+    /// this identity and a text it sent before (exactly, or the same after masking dates
+    /// and times) are skipped; another is marked (near-duplicate, small edit) when its
+    /// masked SimHash is that close to a context text of the last `window_ms` from
+    /// `from` on, and remembered.
+    fn judge_context(
+        &mut self,
+        context: &[ContextText<'_>],
+        now: u64,
+        from: u64,
+        [dup_t, sweep_t]: [u32; 2],
+    ) -> (bool, bool) {
+        let (mut dup, mut near) = (false, false);
+        let mut budget = CONTEXT_BUDGET;
+        for c in context {
+            if c.assistant && self.answers.contains(&c.key) {
+                continue;
+            }
+            if let Some(e) = self.contexts.iter_mut().find(|e| e.key == c.key) {
+                e.at_ms = now;
+                continue;
+            }
+            let Some(left) = budget.checked_sub(c.text.len()) else {
+                break;
+            };
+            budget = left;
+            let sim = context_simhash(c.text);
+            if let Some(e) = self.contexts.iter_mut().find(|e| e.sim == sim) {
+                // The same text rendered anew (another date or time in it).
+                e.key = c.key;
+                e.at_ms = now;
+                continue;
+            }
+            for e in self.contexts.iter().filter(|e| e.at_ms >= from) {
+                let d = (e.sim ^ sim).count_ones();
+                dup |= d <= dup_t;
+                near |= d <= sweep_t;
+            }
+            if self.contexts.len() >= CONTEXTS {
+                // The least recently sent goes (a constant system prompt stays).
+                if let Some(i) = (0..self.contexts.len()).min_by_key(|&i| self.contexts[i].at_ms) {
+                    self.contexts.remove(i);
+                }
+            }
+            self.contexts.push_back(ContextSeen {
+                key: c.key,
+                sim,
+                at_ms: now,
+            });
+        }
+        (dup, near)
     }
 
     fn push_event(&mut self, e: Seen) {
@@ -586,6 +993,15 @@ impl Monitor {
         self.ids.remove(identity);
     }
 
+    /// Remembers `key` (a keyed hash of an answer text) as returned to `identity`: a
+    /// request that sends it back is not judged on it (answers of streams, which end
+    /// after the request was recorded).
+    pub fn answered(&mut self, identity: &str, key: u64) {
+        if let Some(st) = self.ids.get_mut(identity) {
+            st.remember_answer(key);
+        }
+    }
+
     /// Whether `identity` is tracked.
     pub fn tracks(&self, identity: &str) -> bool {
         self.ids.contains_key(identity)
@@ -641,9 +1057,9 @@ impl Monitor {
             mut near,
             mut params_near,
         } = st.sims.scan(sim, pkey, ts);
-        let place = ev
-            .conversation
-            .map_or(Place::Unknown, |c| st.place(c, ev.asks.then_some(sim)));
+        let place = ev.conversation.map_or(Place::Unknown, |c| {
+            st.place(c, ev.asks.then_some((sim, ev.input)))
+        });
         let mut hist = None;
         match place {
             // A conversation's next step (an agent's next tool result, a chat's next
@@ -654,11 +1070,24 @@ impl Monitor {
             // question is a sweep. Rate, volume, refusals and parameter sweeps still
             // count every step.
             Place::Step(asked) => {
-                let d = asked
-                    .filter(|&p| ev.asks && p != sim && ev.input.len() >= MIN_ASK)
-                    .map_or(u32::MAX, |p| (p ^ sim).count_ones());
-                dup = d <= cfg.dup_hamming;
-                near = d <= cfg.sweep_hamming;
+                let compared =
+                    ev.asks && ev.input.len() >= MIN_ASK && !asked.iter().any(|p| p == sim);
+                let d = if compared {
+                    asked
+                        .iter()
+                        .map(|p| (p ^ sim).count_ones())
+                        .min()
+                        .unwrap_or(u32::MAX)
+                } else {
+                    u32::MAX
+                };
+                // A short message is compared only with the last short one, for a
+                // number changed in one template ("SKU 10001?", "SKU 10002?").
+                let edit = ev.asks
+                    && ev.input.len() < MIN_ASK
+                    && template_edit(asked.short(), ev.input.as_bytes());
+                dup = d <= cfg.dup_hamming || edit;
+                near = d <= cfg.sweep_hamming || edit;
             }
             Place::Known => {}
             // A history this identity never sent (a first request carries none; a
@@ -688,6 +1117,16 @@ impl Monitor {
                 hist = Some(h);
             }
             Place::Unknown => {}
+        }
+        // System prompts and answers the gateway did not return, wherever they are: a
+        // probe moved out of the user's turn is judged too.
+        if cfg.judge_context {
+            let (cdup, cnear) = st.judge_context(ev.context, now, from, ts);
+            dup |= cdup;
+            near |= cnear;
+            for &a in ev.answers {
+                st.remember_answer(a);
+            }
         }
         st.push_event(Seen {
             at_ms: now,
@@ -1066,6 +1505,8 @@ mod tests {
             refused: false,
             screening_hit: false,
             conversation: None,
+            context: &[],
+            answers: &[],
         }
     }
 
@@ -1219,6 +1660,318 @@ mod tests {
         ];
         let (marks, kinds) = run(&|k| distinct[k as usize % distinct.len()].to_owned());
         assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+    }
+
+    /// Dates and times are masked out of context fingerprints, and nothing else is: a
+    /// swept product number stays, so it is still a small edit.
+    #[test]
+    fn clock_masking_hides_dates_and_times_only() {
+        let masked = |t: &str| {
+            let mut s = shingled(t);
+            mask_clock(&mut s);
+            String::from_utf8(s).unwrap_or_default()
+        };
+        for (a, b) in [
+            ("The time is 10:05:17.", "The time is 9:59:59 UTC."),
+            ("Now: 2026-11-28T10:05:17Z.", "Now: 2026-11-29T00:00:01Z."),
+            (
+                "Today is Saturday, 28 November 2026.",
+                "Today is Sunday, 29 November 2026.",
+            ),
+            ("Date: 11/28/2026, 3:04 pm", "Date: 12/1/2026, 11:59 am"),
+            (
+                "It is Nov 28th, 2026 at 10:05",
+                "It is Dec 1st, 2026 at 10:06",
+            ),
+            ("Heute ist der 28.11.2026", "Heute ist der 01.12.2026"),
+        ] {
+            assert_eq!(masked(a), masked(b), "{a:?} / {b:?}");
+            assert_eq!(context_simhash(a), context_simhash(b));
+        }
+        for (a, b) in [
+            (
+                "What is the price of SKU-10000?",
+                "What is the price of SKU-10001?",
+            ),
+            ("Answer for item 17 only.", "Answer for item 18 only."),
+            (
+                "Use version 1.2.3 of the API.",
+                "Use version 1.2.4 of the API.",
+            ),
+            ("x = 17", "x = 18"),
+        ] {
+            assert_ne!(masked(a), masked(b), "{a:?} / {b:?}");
+        }
+        assert_eq!(
+            masked("sku-10001 at 10:05 on 2026-11-28"),
+            "sku-10001 at # on #"
+        );
+    }
+
+    /// A probe moved out of the user's turn: into the system prompt, or into an
+    /// assistant message the caller made up, with a different user message each time.
+    /// Both are caught; an application whose system prompt carries the date and time
+    /// and whose assistant messages are the answers it got (alike as an agent's are),
+    /// or whose system prompt never changes, is not marked at all.
+    #[test]
+    fn a_probe_in_the_system_prompt_or_a_made_up_answer_is_caught_a_clock_is_not() {
+        // One request every 6 s: the 60 s window holds 10, all with distinct user
+        // messages (the list has 11).
+        let cfg = MonitorConfig {
+            min_requests: 8,
+            judge_context: true,
+            ..MonitorConfig::default()
+        };
+        let benign = [
+            "What is the capital of France?",
+            "Write a haiku about autumn leaves.",
+            "Explain the difference between TCP and UDP in two sentences.",
+            "How many grams of flour are in a cup?",
+            "Translate good morning into German.",
+            "Suggest a name for a bakery that sells sourdough.",
+            "What causes the seasons on Earth?",
+            "Give me three tips for a job interview.",
+            "Summarise the plot of Hamlet in one paragraph.",
+            "Convert 72 degrees Fahrenheit to Celsius.",
+            "Which planets have rings?",
+        ];
+        let key = |t: &str| {
+            // Any fixed keyed hash will do: the gateway's is random per process.
+            t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        // (system text, assistant text) of request i; the answer returned to it.
+        let run = |shape: &dyn Fn(u64) -> (String, Option<String>), answered: bool, judge: bool| {
+            let mut m = Monitor::new(MonitorConfig {
+                judge_context: judge,
+                ..cfg.clone()
+            });
+            let mut kinds = Vec::new();
+            for i in 0..40u64 {
+                let (system, model) = shape(i);
+                let mut ctx = vec![ContextText {
+                    text: &system,
+                    key: key(&system),
+                    assistant: false,
+                }];
+                if let Some(a) = &model {
+                    ctx.push(ContextText {
+                        text: a,
+                        key: key(a),
+                        assistant: true,
+                    });
+                }
+                // The answer this request gets, sent back by the next one.
+                let next = shape(i + 1).1.map(|a| key(&a));
+                let answers: Vec<u64> = next.filter(|_| answered).into_iter().collect();
+                let e = Event {
+                    context: &ctx,
+                    answers: &answers,
+                    ..ev(i * 6000, "who", benign[i as usize % benign.len()])
+                };
+                kinds.extend(m.observe(&e).into_iter().map(|a| a.kind));
+            }
+            (m.ids["who"].counts, kinds)
+        };
+        let probe = |i: u64| {
+            format!(
+                "You answer one question: what is the exact wholesale price of product SKU-{:05}?",
+                10_000 + i
+            )
+        };
+        let (marks, kinds) = run(&|i| (probe(i), None), false, true);
+        assert!(marks[1] >= 10, "{marks:?}");
+        assert!(
+            kinds.contains(&AlertKind::NearDuplicates) || kinds.contains(&AlertKind::InputSweep),
+            "a sweep in the system prompt: {kinds:?}"
+        );
+        let made_up = |i: u64| {
+            (
+                "You are a helpful assistant.".to_owned(),
+                Some(format!(
+                    "The exact wholesale price of product SKU-{:05} is",
+                    20_000 + i
+                )),
+            )
+        };
+        let (marks, kinds) = run(&made_up, false, true);
+        assert!(marks[1] >= 10, "{marks:?}");
+        assert!(
+            kinds.contains(&AlertKind::NearDuplicates) || kinds.contains(&AlertKind::InputSweep),
+            "a sweep in made-up answers: {kinds:?}"
+        );
+        // The same traffic shape from an application: a clock in the system prompt
+        // (across midnight), and the answers it got back, which read alike.
+        let app = |i: u64| {
+            let day = if i < 20 {
+                "Saturday, 28 November"
+            } else {
+                "Sunday, 29 November"
+            };
+            (
+                format!(
+                    "You are a coding agent. Today is {day} 2026 and the time is {:02}:{:02}:17 UTC.",
+                    (23 + i / 20) % 24,
+                    (i * 3) % 60
+                ),
+                Some(format!(
+                    "I will now edit src/module_{i}.rs and run the tests."
+                )),
+            )
+        };
+        let (marks, kinds) = run(&app, true, true);
+        assert_eq!(marks, [0; 4], "{kinds:?}");
+        let constant = |_| {
+            (
+                "You are a helpful assistant for Example Corp.".to_owned(),
+                None,
+            )
+        };
+        let (marks, kinds) = run(&constant, true, true);
+        assert_eq!(marks, [0; 4], "{kinds:?}");
+        // A shared key in front of many users: a system prompt re-rendered with each
+        // end user's details reads as small edits of itself when context is judged,
+        // which is why judging is off by default; off, neither it nor the sweep above is
+        // marked (the user's turn is judged as before).
+        let names = [
+            "Ana Lima", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Fox", "Flo Gray",
+        ];
+        let personal = |i: u64| {
+            (
+                format!(
+                    "You are the support assistant of Example Corp. Answer briefly and \
+                     politely. The customer is {} (account {}), on the {} plan.",
+                    names[i as usize % names.len()],
+                    40_000 + i * 7,
+                    ["basic", "gold", "team"][i as usize % 3]
+                ),
+                None,
+            )
+        };
+        let (marks, _) = run(&personal, true, true);
+        assert!(marks[0] + marks[1] >= 10, "{marks:?}");
+        let (marks, kinds) = run(&personal, true, false);
+        assert_eq!(marks, [0; 4], "{kinds:?}");
+        let (marks, kinds) = run(&|i| (probe(i), None), false, false);
+        assert_eq!(marks, [0; 4], "{kinds:?}");
+    }
+
+    /// Two templates alternated in one conversation: each step's user message is a small
+    /// edit of the one two steps back, not of the one before. Marked; a chat of
+    /// distinct questions, one of them asked again, is not.
+    #[test]
+    fn two_templates_alternated_in_one_conversation_are_marked() {
+        let cfg = MonitorConfig {
+            min_requests: 5,
+            ..MonitorConfig::default()
+        };
+        let conv = |k: u64| {
+            Some(Conversation {
+                before_answer: k.checked_sub(1),
+                whole: k,
+                ..Conversation::default()
+            })
+        };
+        let run = |text: &dyn Fn(u64) -> String| {
+            let mut m = Monitor::new(cfg.clone());
+            let mut kinds = Vec::new();
+            for k in 0..24u64 {
+                let t = text(k);
+                let e = Event {
+                    conversation: conv(k),
+                    ..ev(k * 10, "who", &t)
+                };
+                kinds.extend(m.observe(&e).into_iter().map(|a| a.kind));
+            }
+            (m.ids["who"].counts, kinds)
+        };
+        let a = |n: u64| format!("What is the exact wholesale price of product SKU-{n:05}?");
+        let b = |n: u64| {
+            format!(
+                "Which warehouse currently stocks catalogue item number {n}, and how many units are there?"
+            )
+        };
+        // The two templates are far apart: alternated, each step is far from the one
+        // before.
+        assert!(
+            (simhash(&a(1)) ^ simhash(&b(1))).count_ones() > MonitorConfig::default().sweep_hamming
+        );
+        let (marks, kinds) = run(&|k| if k % 2 == 0 { a(10_000 + k) } else { b(k) });
+        assert!(marks[0] + marks[1] >= 18, "{marks:?}");
+        assert!(
+            kinds.contains(&AlertKind::NearDuplicates) || kinds.contains(&AlertKind::InputSweep),
+            "{kinds:?}"
+        );
+        let distinct = [
+            "What is the capital of France?",
+            "Write a haiku about autumn leaves.",
+            "Explain the difference between TCP and UDP in two sentences.",
+            "How many grams of flour are in a cup?",
+            "What is the capital of France?",
+            "Translate good morning into German.",
+            "Suggest a name for a bakery that sells sourdough.",
+            "What causes the seasons on Earth?",
+            "Give me three tips for a job interview.",
+            "Summarise the plot of Hamlet in one paragraph.",
+            "Convert 72 degrees Fahrenheit to Celsius.",
+            "Which planets have rings?",
+        ];
+        let (marks, kinds) = run(&|k| distinct[k as usize % distinct.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+    }
+
+    /// Probes under 20 bytes grown into one conversation: a number changed in one short
+    /// template each step. Marked; a short chat (a text adventure's commands, "go on",
+    /// "yes") is not, though its commands are as short and as alike.
+    #[test]
+    fn short_probes_in_a_conversation_are_marked_short_talk_is_not() {
+        let cfg = MonitorConfig {
+            min_requests: 5,
+            ..MonitorConfig::default()
+        };
+        let run = |text: &dyn Fn(u64) -> String| {
+            let mut m = Monitor::new(cfg.clone());
+            let mut kinds = Vec::new();
+            for k in 0..24u64 {
+                let t = text(k);
+                let e = Event {
+                    conversation: Some(Conversation {
+                        before_answer: k.checked_sub(1),
+                        whole: k,
+                        ..Conversation::default()
+                    }),
+                    ..ev(k * 10, "who", &t)
+                };
+                kinds.extend(m.observe(&e).into_iter().map(|a| a.kind));
+            }
+            (m.ids["who"].counts, kinds)
+        };
+        let (marks, kinds) = run(&|k| format!("SKU {} price?", 10_000 + k));
+        assert!(marks[0] >= 20, "{marks:?}");
+        assert!(kinds.contains(&AlertKind::NearDuplicates), "{kinds:?}");
+        let talk = [
+            "go north",
+            "go south",
+            "take lamp",
+            "go east",
+            "go west",
+            "open door",
+            "yes",
+            "look",
+            "go on",
+            "continue",
+            "no",
+            "option 2",
+            "go up",
+            "go down",
+        ];
+        let (marks, kinds) = run(&|k| talk[k as usize % talk.len()].to_owned());
+        assert_eq!((marks[0], marks[1]), (0, 0), "{kinds:?}");
+        assert!(template_edit(b"SKU 10001?", b"sku 10002?"));
+        assert!(!template_edit(b"go north", b"go south"));
+        assert!(!template_edit(b"SKU 10001?", b"SKU 10001?"));
+        assert!(!template_edit(b"SKU 10001?", b"SKU 1000?"));
     }
 
     /// Probing at 3 requests a minute never fills the 60 s window's `min_requests`, but

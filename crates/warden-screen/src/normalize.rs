@@ -212,7 +212,7 @@ pub fn undecorated(input: &str) -> Option<String> {
 
 /// The first and the last `n` bytes of `text` (fewer, to stay on character
 /// boundaries), for callers that read only the two ends of a long text.
-pub(crate) fn head_and_tail(text: &str, n: usize) -> (&str, &str) {
+pub fn head_and_tail(text: &str, n: usize) -> (&str, &str) {
     let mut head = n.min(text.len());
     while !text.is_char_boundary(head) {
         head -= 1;

@@ -52,6 +52,8 @@ fn event<'a>(at_ms: u64, identity: &'a str, input: &'a str, params: SamplingPara
         refused: false,
         screening_hit: false,
         conversation: None,
+        context: &[],
+        answers: &[],
     }
 }
 
