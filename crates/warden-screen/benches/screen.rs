@@ -71,6 +71,40 @@ fn bench_screen(c: &mut Criterion) {
     });
     g.finish();
 
+    // The canary rule across an answer's fields (what a gateway with canaries adds per
+    // whole answer): a 4 KiB text and nine identifier-like strings, one canary.
+    let rules = OutputRules::new(OutputPolicy {
+        canaries: vec!["wdn-canary-3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c".into()],
+        ..OutputPolicy::default()
+    })
+    .unwrap();
+    let text = prompt(4096);
+    let fields: Vec<&str> = [
+        "chatcmpl-8f2a1c",
+        "chat.completion",
+        "smollm2-135m",
+        "assistant",
+        text.as_str(),
+        "call_1",
+        "function",
+        "lookup",
+        "{\"city\": \"Oslo\"}",
+        "stop",
+    ]
+    .to_vec();
+    let mut g = c.benchmark_group("canary_parts_4KiB_answer");
+    g.bench_function("10_fields", |b| {
+        b.iter(|| black_box(rules.check_canary_parts(black_box(&fields))))
+    });
+    let short: Vec<&str> = fields.iter().copied().filter(|f| f.len() < 100).collect();
+    g.bench_function("9_short", |b| {
+        b.iter(|| black_box(rules.check_canary_parts(black_box(&short))))
+    });
+    g.bench_function("check_canaries_text", |b| {
+        b.iter(|| black_box(rules.check_canaries(black_box(&text))))
+    });
+    g.finish();
+
     // The behaviour monitor with a full window (2,048 events) of one identity: the same
     // input every time (the gateway benchmark's case), or every input different (the
     // near-duplicate lookup's worst case: nothing matches).
