@@ -350,6 +350,18 @@ struct Env {
 }
 
 impl Env {
+    /// After the alert sinks had a moment: every alert or block record names `who`.
+    async fn assert_only_alerted(&self, who: &str) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let alerted: Vec<_> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.kind == "alert" || r.kind == "block")
+            .filter_map(|r| r.identity)
+            .collect();
+        assert!(alerted.iter().all(|w| w == who), "{alerted:?}");
+    }
+
     fn key(&self, who: &str) -> &str {
         &self.keys.iter().find(|(n, _)| n == who).unwrap().1
     }
@@ -1159,14 +1171,7 @@ async fn an_agent_loop_and_a_long_chat_are_not_probing_a_swept_last_turn_is() {
         blocked_after.is_some(),
         "the sweep behind a fixed history was never blocked"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerted: Vec<_> = env
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "alert" || r.kind == "block")
-        .filter_map(|r| r.identity)
-        .collect();
-    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    env.assert_only_alerted("mallory").await;
     assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
 }
 
@@ -1239,14 +1244,7 @@ async fn a_probe_in_a_fabricated_history_is_caught_pasted_chats_are_not() {
         blocked_after.is_some(),
         "the sweep in a fabricated history was never blocked"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerted: Vec<_> = env
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "alert" || r.kind == "block")
-        .filter_map(|r| r.identity)
-        .collect();
-    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    env.assert_only_alerted("mallory").await;
     assert!(!env.gw.kill.is_blocked("bob") && !env.gw.kill.is_blocked("carol"));
     assert!(!env.gw.kill.is_blocked("rita"));
 }
@@ -1301,14 +1299,7 @@ async fn a_conversation_grown_by_probes_is_caught_a_story_continued_is_not() {
         blocked_after.is_some(),
         "a conversation grown by probes was never blocked"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerted: Vec<_> = env
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "alert" || r.kind == "block")
-        .filter_map(|r| r.identity)
-        .collect();
-    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    env.assert_only_alerted("mallory").await;
     assert!(!env.gw.kill.is_blocked("carol"));
 }
 
@@ -1388,14 +1379,7 @@ async fn a_probe_in_the_system_prompt_or_a_made_up_answer_is_caught_an_app_is_no
         blocked_after.is_some(),
         "the sweep in the system prompt was never blocked"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerted: Vec<_> = env
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "alert" || r.kind == "block")
-        .filter_map(|r| r.identity)
-        .collect();
-    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    env.assert_only_alerted("mallory").await;
     for who in ["bob", "carol", "rita"] {
         assert!(!env.gw.kill.is_blocked(who), "{who}");
     }
@@ -1430,14 +1414,7 @@ async fn a_probe_in_the_system_prompt_or_a_made_up_answer_is_caught_an_app_is_no
         blocked_after.is_some(),
         "a conversation grown by made-up answers was never blocked"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerted: Vec<_> = env
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "alert" || r.kind == "block")
-        .filter_map(|r| r.identity)
-        .collect();
-    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    env.assert_only_alerted("mallory").await;
     assert!(!env.gw.kill.is_blocked("carol"));
 }
 
@@ -1489,14 +1466,7 @@ async fn two_templates_alternated_in_a_conversation_are_caught_a_chat_is_not() {
         blocked_after.is_some(),
         "two templates alternated in one conversation were never blocked"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerted: Vec<_> = env
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "alert" || r.kind == "block")
-        .filter_map(|r| r.identity)
-        .collect();
-    assert!(alerted.iter().all(|w| w == "mallory"), "{alerted:?}");
+    env.assert_only_alerted("mallory").await;
     assert!(!env.gw.kill.is_blocked("carol"));
 }
 
