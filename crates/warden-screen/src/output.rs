@@ -89,6 +89,9 @@ pub struct OutputRules {
     email: Regex,
     card: Regex,
     canaries: Vec<String>,
+    /// Per canary form (same order): its KMP prefix function, and its reversed bytes
+    /// with theirs ([`OutputRules::check_canary_parts`]).
+    kmp: Vec<(Vec<usize>, Vec<u8>, Vec<usize>)>,
 }
 
 const SECRETS: &[(&str, &str)] = &[
@@ -286,6 +289,14 @@ impl OutputRules {
             secrets,
             email,
             card,
+            kmp: canaries
+                .iter()
+                .map(|c| {
+                    let rc: Vec<u8> = c.bytes().rev().collect();
+                    let rpi = prefix_function(&rc);
+                    (prefix_function(c.as_bytes()), rc, rpi)
+                })
+                .collect(),
             canaries,
         })
     }
@@ -358,20 +369,18 @@ impl OutputRules {
         let blocked = || OutputBlock {
             rule: "OUT-CANARY".into(),
         };
-        for form in &self.canaries {
+        for (form, (pi, rc, rpi)) in self.canaries.iter().zip(&self.kmp) {
             if squashed.iter().any(|s| s.contains(form.as_str())) {
                 return Err(blocked());
             }
             let c = form.as_bytes();
-            let rc: Vec<u8> = c.iter().rev().copied().collect();
-            let (pi, rpi) = (prefix_function(c), prefix_function(&rc));
             // For each string: how much of the canary's start it ends with, and (read
             // backwards) how much of its end it starts with.
             let heads: Vec<usize> = squashed
                 .iter()
-                .map(|s| overlap(s.as_bytes(), c, &pi))
+                .map(|s| overlap(s.as_bytes(), c, pi))
                 .collect();
-            let tails: Vec<usize> = backwards.iter().map(|s| overlap(s, &rc, &rpi)).collect();
+            let tails: Vec<usize> = backwards.iter().map(|s| overlap(s, rc, rpi)).collect();
             for (i, h) in heads.iter().enumerate().filter(|(_, h)| **h > 0) {
                 let found = tails
                     .iter()
