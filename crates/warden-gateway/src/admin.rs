@@ -248,7 +248,7 @@ pub async fn serve(
                 return;
             };
             let certs = s.get_ref().1.peer_certificates();
-            let who = crate::tls::client_identity(certs);
+            let who = tls.client_identity(certs);
             // Cancelled when a reloaded client CA/CRL configuration refuses the certificate.
             let token = CancellationToken::new();
             let _tracked = match tls.track(certs, epoch, peer, &token) {

@@ -122,6 +122,66 @@ pub struct TlsConfig {
     /// Also offer TLS 1.2 (TLS 1.3 only by default).
     #[serde(default)]
     pub allow_tls12: bool,
+    /// Which name of a verified client certificate is its identity: `"dns"` (default,
+    /// its first DNS subject alternative name) or `"uri:PREFIX"` (its URI subject
+    /// alternative name under PREFIX, such as a SPIFFE ID, minus the prefix).
+    #[serde(default)]
+    pub client_identity: ClientIdentity,
+}
+
+/// How a verified client certificate names the identity it authenticates.
+///
+/// With `Dns`, every certificate the client CA issues with a DNS name equal to a
+/// registered identity (or an administrator's name) authenticates as it, so that CA
+/// must issue certificates for Warden only. `UriPrefix` scopes identities to one
+/// namespace of the organisation's PKI: only a URI name under the prefix counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ClientIdentity {
+    /// The first DNS subject alternative name.
+    #[default]
+    Dns,
+    /// The URI subject alternative name starting with this prefix (which ends with
+    /// `/`), the rest of it being the identity. A certificate with none, or with two
+    /// naming different identities, names no identity.
+    UriPrefix(String),
+}
+
+impl TryFrom<String> for ClientIdentity {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s == "dns" {
+            return Ok(ClientIdentity::Dns);
+        }
+        let Some(prefix) = s.strip_prefix("uri:") else {
+            return Err(format!(
+                "client_identity = {s:?}: expected \"dns\" or \"uri:PREFIX\" (for example \
+                 \"uri:spiffe://corp.example/warden/\")"
+            ));
+        };
+        // `scheme://authority/…/`: the authority pins the namespace, and the final `/`
+        // keeps `…/warden` from also matching `…/warden-other/alice`.
+        let authority = prefix
+            .split_once("://")
+            .filter(|(scheme, _)| {
+                !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            })
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(""));
+        if authority.is_none_or(str::is_empty)
+            || !prefix.ends_with('/')
+            || !prefix.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "client_identity = {s:?}: the prefix must be scheme://authority/ with an \
+                 optional path, end with '/' and hold no spaces or non-ASCII characters"
+            ));
+        }
+        Ok(ClientIdentity::UriPrefix(prefix.to_owned()))
+    }
 }
 
 /// The admin listener: always TLS with client certificates; mutating calls need TOTP too.
@@ -145,7 +205,8 @@ fn default_admin_listen() -> SocketAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUser {
-    /// Name, as the DNS subject alternative name of the admin's client certificate.
+    /// Name, as the admin's client certificate names it (its first DNS subject
+    /// alternative name unless `[gateway.admin.tls] client_identity` says otherwise).
     pub name: String,
     /// File holding the base32 TOTP secret.
     pub totp_secret_file: PathBuf,
@@ -849,6 +910,44 @@ mod tests {
             j[k] = v.clone();
         }
         serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn client_identity_is_dns_or_a_uri_prefix_ending_in_a_slash() {
+        let parse = |v: &str| {
+            serde_json::from_value::<TlsConfig>(
+                serde_json::json!({"cert": "c", "key": "k", "client_identity": v}),
+            )
+            .map(|t| t.client_identity)
+            .map_err(|e| e.to_string())
+        };
+        let default: TlsConfig =
+            serde_json::from_value(serde_json::json!({"cert": "c", "key": "k"})).unwrap();
+        assert_eq!(default.client_identity, ClientIdentity::Dns);
+        assert_eq!(parse("dns").unwrap(), ClientIdentity::Dns);
+        assert_eq!(
+            parse("uri:spiffe://corp.example/warden/").unwrap(),
+            ClientIdentity::UriPrefix("spiffe://corp.example/warden/".into())
+        );
+        assert_eq!(
+            parse("uri:spiffe://corp.example/").unwrap(),
+            ClientIdentity::UriPrefix("spiffe://corp.example/".into())
+        );
+        for bad in [
+            "DNS",
+            "cn",
+            "uri:",
+            "uri:spiffe://corp.example/warden",
+            "uri:spiffe://corp.example",
+            "uri:spiffe:///warden/",
+            "uri:://corp.example/",
+            "uri:warden/",
+            "uri:spiffe://corp example/w/",
+            "uri:spiffe://corp.example/wärden/",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("client_identity"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1849,7 +1849,7 @@ async fn serve_conn(
             match hs {
                 Ok(Ok(s)) => {
                     let certs = s.get_ref().1.peer_certificates();
-                    let id = tls::client_identity(certs);
+                    let id = t.client_identity(certs);
                     let tracked = match t.track(certs, epoch, peer, &conn_token) {
                         Ok(tracked) => tracked,
                         Err(u) => {

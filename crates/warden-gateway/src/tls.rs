@@ -7,7 +7,7 @@
 //! CRLs change, every open connection whose chain the new verifier refuses is cut.
 
 use crate::Error;
-use crate::config::TlsConfig;
+use crate::config::{ClientIdentity, TlsConfig};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -352,7 +352,7 @@ impl Drop for Tracked {
 pub struct Untrusted {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The certificate's identity (its first DNS name), as [`client_identity`].
+    /// The identity the certificate names, as [`ListenerTls::client_identity`].
     pub identity: Option<String>,
     /// The certificate's subject name (RFC 4514 style), or `unreadable`.
     pub subject: String,
@@ -366,7 +366,7 @@ pub struct Untrusted {
 }
 
 impl Untrusted {
-    fn new(l: &Live, e: &rustls::Error) -> Untrusted {
+    fn new(l: &Live, e: &rustls::Error, how: &ClientIdentity) -> Untrusted {
         let leaf = l.chain.first();
         let ee = leaf.and_then(|c| webpki::EndEntityCert::try_from(c).ok());
         let subject = leaf
@@ -374,7 +374,7 @@ impl Untrusted {
             .map_or_else(|| "unreadable".to_owned(), |(_, c)| c.subject().to_string());
         Untrusted {
             peer: l.peer,
-            identity: client_identity(Some(&l.chain)),
+            identity: client_identity(Some(&l.chain), how),
             subject,
             serial: ee.map(|c| hex::encode(c.serial())).unwrap_or_default(),
             revoked: matches!(
@@ -442,6 +442,12 @@ impl ListenerTls {
         )
     }
 
+    /// The identity a verified client certificate of this listener names (see
+    /// [`client_identity`] and the listener's `client_identity` setting).
+    pub fn client_identity(&self, certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
+        client_identity(certs, &self.t.client_identity)
+    }
+
     /// The configuration in use now.
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
         self.trust().0
@@ -493,7 +499,7 @@ impl ListenerTls {
             && let Err(e) = verify_chain(v.as_ref(), &live.chain)
         {
             token.cancel();
-            return Err(Box::new(Untrusted::new(&live, &e)));
+            return Err(Box::new(Untrusted::new(&live, &e, &self.t.client_identity)));
         }
         Ok(tracked)
     }
@@ -559,7 +565,7 @@ impl ListenerTls {
                 .or_insert_with(|| verify_chain(v.as_ref(), &l.chain));
             if let Err(e) = verdict {
                 l.token.cancel();
-                cut.push(Untrusted::new(l, e));
+                cut.push(Untrusted::new(l, e, &self.t.client_identity));
                 gone.push(*id);
             }
         }
@@ -578,16 +584,129 @@ impl ListenerTls {
     }
 }
 
-/// The identity in a verified client certificate: its first DNS subject alternative name.
-pub fn client_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
+/// The identity a verified client certificate names under `how`: its first DNS subject
+/// alternative name, or the rest of its URI subject alternative name under the
+/// configured prefix. `None` when it names none, or (URI) when several URI names under
+/// the prefix name different identities: which one counts would be a guess.
+pub fn client_identity(
+    certs: Option<&[CertificateDer<'_>]>,
+    how: &ClientIdentity,
+) -> Option<String> {
     let leaf = certs?.first()?;
-    let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
-    ee.valid_dns_names().next().map(str::to_owned)
+    match how {
+        ClientIdentity::Dns => {
+            let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
+            ee.valid_dns_names().next().map(str::to_owned)
+        }
+        ClientIdentity::UriPrefix(prefix) => {
+            let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+            // A certificate with two SAN extensions is malformed (RFC 5280 4.2): none.
+            let san = cert.subject_alternative_name().ok()??;
+            let mut found: Option<&str> = None;
+            for name in &san.value.general_names {
+                let x509_parser::extensions::GeneralName::URI(uri) = name else {
+                    continue;
+                };
+                let Some(rest) = uri.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                if !is_identity_segment(rest) {
+                    continue;
+                }
+                match found {
+                    Some(f) if f != rest => return None,
+                    _ => found = Some(rest),
+                }
+            }
+            found.map(str::to_owned)
+        }
+    }
+}
+
+/// What may follow the prefix of a URI identity: one path segment of unreserved
+/// characters (RFC 3986: letters, digits, `-._~`), at most 256 bytes. No `/` (a deeper
+/// path is another namespace), no percent-encoding (`%61lice` would otherwise be a
+/// second spelling of `alice`), no query or fragment.
+fn is_identity_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate with exactly these subject alternative names.
+    fn with_sans(sans: Vec<rcgen::SanType>) -> CertificateDer<'static> {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = sans;
+        p.self_signed(&k).unwrap().der().clone()
+    }
+
+    #[test]
+    fn client_identity_reads_the_first_dns_name_or_one_uri_under_the_prefix() {
+        let dns = |s: &str| rcgen::SanType::DnsName(s.try_into().unwrap());
+        let uri = |s: &str| rcgen::SanType::URI(s.try_into().unwrap());
+        let spiffe = ClientIdentity::UriPrefix("spiffe://corp.example/warden/".into());
+        let id = |sans: Vec<rcgen::SanType>, how: &ClientIdentity| {
+            client_identity(Some(&[with_sans(sans)]), how)
+        };
+        let both = vec![
+            dns("alice"),
+            dns("bob"),
+            uri("spiffe://corp.example/warden/carol"),
+        ];
+        assert_eq!(
+            id(both.clone(), &ClientIdentity::Dns).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(id(both, &spiffe).as_deref(), Some("carol"));
+        assert_eq!(id(vec![dns("carol")], &spiffe), None);
+        assert_eq!(
+            id(
+                vec![uri("spiffe://corp.example/warden/carol")],
+                &ClientIdentity::Dns
+            ),
+            None
+        );
+        // The same identity twice is one name; two identities are none.
+        let twice = vec![
+            uri("spiffe://corp.example/warden/carol"),
+            uri("spiffe://corp.example/warden/carol"),
+        ];
+        assert_eq!(id(twice, &spiffe).as_deref(), Some("carol"));
+        let two = vec![
+            uri("spiffe://corp.example/warden/carol"),
+            uri("spiffe://corp.example/warden/dave"),
+        ];
+        assert_eq!(id(two, &spiffe), None);
+        // Names outside the namespace are skipped, not refused: the right one counts.
+        let mixed = vec![
+            uri("spiffe://corp.example/other/dave"),
+            uri("spiffe://corp.example/warden/team/dave"),
+            uri("spiffe://corp.example/warden/carol"),
+        ];
+        assert_eq!(id(mixed, &spiffe).as_deref(), Some("carol"));
+        for bad in [
+            "spiffe://corp.example/warden/",
+            "spiffe://corp.example/warden/team/carol",
+            "spiffe://corp.example/warden/%63arol",
+            "spiffe://corp.example/warden/carol?x=1",
+            "spiffe://corp.example/warden/carol#f",
+            "spiffe://corp.example/warden-x/carol",
+            "SPIFFE://corp.example/warden/carol",
+            "spiffe://evil.example/warden/carol",
+        ] {
+            assert_eq!(id(vec![uri(bad)], &spiffe), None, "{bad}");
+        }
+        let long = format!("spiffe://corp.example/warden/{}", "a".repeat(257));
+        assert_eq!(id(vec![uri(&long)], &spiffe), None);
+        assert_eq!(client_identity(None, &spiffe), None);
+        assert_eq!(client_identity(Some(&[]), &ClientIdentity::Dns), None);
+    }
 
     fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
         let k = rcgen::KeyPair::generate().unwrap();
@@ -666,6 +785,7 @@ mod tests {
             client_crl_allow_expired: false,
             require_client_cert: false,
             allow_tls12: false,
+            client_identity: ClientIdentity::Dns,
         };
         let v12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
         let v13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -752,6 +872,7 @@ mod tests {
             client_crl_allow_expired: false,
             require_client_cert: true,
             allow_tls12: false,
+            client_identity: ClientIdentity::Dns,
         };
         Mtls {
             dir,

@@ -146,7 +146,8 @@ async fn start_full(
 /// [`start_full`], with `checks` appended to the gateway's pipeline. `"client_crl": true`
 /// in `extra` makes both listeners check client certificates against `Env::crl` (a CRL
 /// revoking nothing at start); `"tokens_with_client_certificates"` in `extra` goes into
-/// the `oidc` table.
+/// the `oidc` table, `"public_client_identity"` into the public listener's `tls` table as
+/// `client_identity`.
 async fn start_checks(
     max_body_bytes: usize,
     extra: serde_json::Value,
@@ -195,6 +196,12 @@ async fn start_checks(
         .and_then(|x| x.remove("tokens_with_client_certificates"))
     {
         cfg["oidc"]["tokens_with_client_certificates"] = v;
+    }
+    if let Some(v) = extra
+        .as_object_mut()
+        .and_then(|x| x.remove("public_client_identity"))
+    {
+        cfg["tls"]["client_identity"] = v;
     }
     if let (Some(c), Some(x)) = (cfg.as_object_mut(), extra.as_object()) {
         c.extend(x.clone());
@@ -1257,6 +1264,122 @@ async fn a_key_or_token_naming_another_identity_than_the_client_certificate_is_r
     .unwrap_or_default();
     assert_eq!(status(&resp), 200, "{resp}");
     assert_eq!(env.upstream.hits(), 1);
+}
+
+/// `client_identity = "uri:PREFIX"` on the public listener: only a URI name under the
+/// prefix names an identity. A certificate the same CA issued with the identity as a DNS
+/// name, under another namespace, a deeper path, percent-encoded, or naming two
+/// identities authenticates nobody, and nothing is forwarded for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_prefix_scopes_which_client_certificates_name_identities() {
+    let env = start_custom(
+        4096,
+        serde_json::json!({"public_client_identity": "uri:spiffe://corp.example/warden/"}),
+        None,
+    )
+    .await;
+    let dir = env._dir.path();
+    let uri = |u: &str| rcgen::SanType::URI(u.try_into().unwrap());
+    let cert = |name: &str, sans: Vec<rcgen::SanType>, serial: u64| {
+        env.pki.client_cert_with_sans(dir, name, sans, serial)
+    };
+    let good = cert(
+        "spiffe-svc",
+        vec![
+            rcgen::SanType::DnsName("ignored.example".try_into().unwrap()),
+            uri("spiffe://corp.example/other/bob"),
+            uri("spiffe://corp.example/warden/svc-mtls"),
+        ],
+        40,
+    );
+    let resp = raw(
+        &env,
+        env.public,
+        Some((&good.0, &good.1)),
+        &post("/v1/chat/completions", None, CHAT),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "URI identity: {resp}");
+    let refused = [
+        (
+            "DNS name only",
+            (env.pki.user_cert.clone(), env.pki.user_key.clone()),
+        ),
+        (
+            "another namespace",
+            cert(
+                "other-ns",
+                vec![uri("spiffe://corp.example/warden-x/svc-mtls")],
+                41,
+            ),
+        ),
+        (
+            "another trust domain",
+            cert(
+                "other-td",
+                vec![uri("spiffe://evil.example/warden/svc-mtls")],
+                42,
+            ),
+        ),
+        (
+            "deeper path",
+            cert(
+                "deeper",
+                vec![uri("spiffe://corp.example/warden/team/svc-mtls")],
+                43,
+            ),
+        ),
+        (
+            "percent-encoded",
+            cert(
+                "pct",
+                vec![uri("spiffe://corp.example/warden/svc%2Dmtls")],
+                44,
+            ),
+        ),
+        (
+            "two identities",
+            cert(
+                "two",
+                vec![
+                    uri("spiffe://corp.example/warden/svc-mtls"),
+                    uri("spiffe://corp.example/warden/bob"),
+                ],
+                45,
+            ),
+        ),
+    ];
+    for (what, (c, k)) in &refused {
+        let resp = raw(
+            &env,
+            env.public,
+            Some((c, k)),
+            &post("/v1/chat/completions", None, CHAT),
+        )
+        .await;
+        assert_eq!(status(&resp), 401, "{what}: {resp}");
+        assert!(resp.contains("missing credentials"), "{what}: {resp}");
+    }
+    assert_eq!(
+        env.upstream.hits(),
+        1,
+        "a refused certificate was forwarded"
+    );
+    let recs = records(&env);
+    let allowed: Vec<_> = recs
+        .iter()
+        .filter(|r| r.decision == "allow")
+        .map(|r| (r.identity.clone(), r.auth.clone()))
+        .collect();
+    assert_eq!(
+        allowed,
+        vec![(Some("svc-mtls".to_owned()), Some("mtls".to_owned()))]
+    );
+    assert_eq!(
+        recs.iter().filter(|r| r.decision == "deny").count(),
+        refused.len(),
+        "{recs:?}"
+    );
 }
 
 /// With `tokens_with_client_certificates`, the certificate only authenticates the

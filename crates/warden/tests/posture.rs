@@ -408,6 +408,38 @@ fn client_certificates_without_crls_are_reported() {
     }
 }
 
+#[test]
+fn how_client_certificates_name_identities_is_reported() {
+    let home = private_home();
+    let admin = "[gateway.admin.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+    let spiffe = "client_identity = \"uri:spiffe://corp.example/warden/\"\n";
+    for (settings, status, words) in [
+        (
+            admin.to_owned(),
+            "info",
+            "[gateway.admin.tls]: a client certificate's first DNS name is its identity",
+        ),
+        (
+            format!("{admin}{spiffe}"),
+            "pass",
+            "[gateway.admin.tls]: identities from URI names under spiffe://corp.example/warden/",
+        ),
+        (
+            format!(
+                "[gateway.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n{admin}{spiffe}"
+            ),
+            "info",
+            "[gateway.tls]: a client certificate's first DNS name",
+        ),
+    ] {
+        write_gateway(home.path(), &settings);
+        let (code, c) = check(home.path(), "WP227");
+        assert_eq!(code, Some(0), "{settings}: {c}");
+        assert_eq!(c["status"], status, "{settings}: {c}");
+        assert!(c["detail"].as_str().unwrap().contains(words), "{c}");
+    }
+}
+
 /// Write to `path` a PEM CRL of a fresh CA whose nextUpdate is `days` from now.
 fn write_crl_due_in(path: &Path, days: u64) {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

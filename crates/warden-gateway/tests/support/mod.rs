@@ -67,6 +67,33 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A client certificate of the test CA with exactly these subject alternative names
+    /// (e.g. URI names), written to `dir/NAME.pem` and `dir/NAME.key`.
+    pub fn client_cert_with_sans(
+        &self,
+        dir: &Path,
+        name: &str,
+        sans: Vec<rcgen::SanType>,
+        serial: u64,
+    ) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = sans;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.serial_number = Some(serial.into());
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
 fn leaf(
     dir: &Path,
     name: &str,

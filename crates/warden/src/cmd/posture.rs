@@ -657,6 +657,43 @@ fn gateway_checks(
             },
         );
     }
+    // Which certificates name identities: with DNS names, any certificate the client CA
+    // issues for a name that is also a registered identity authenticates as it.
+    let mut named = Vec::new();
+    let mut by_dns = false;
+    for (name, t) in [
+        ("[gateway.tls]", gw.get("tls")),
+        ("[gateway.admin.tls]", admin_tls),
+    ] {
+        let Some(t) = t.filter(|t| t.get("client_ca").is_some()) else {
+            continue;
+        };
+        match t.get("client_identity").and_then(toml::Value::as_str) {
+            Some(v) if v.starts_with("uri:") => named.push(format!(
+                "{name}: identities from URI names under {}",
+                &v["uri:".len()..]
+            )),
+            _ => {
+                by_dns = true;
+                named.push(format!(
+                    "{name}: a client certificate's first DNS name is its identity, so any \
+                     certificate the client CA issues for a registered identity's name (or \
+                     an administrator's) authenticates as it; use a CA that issues \
+                     certificates for Warden only, or client_identity = \"uri:PREFIX\" \
+                     (for example SPIFFE IDs) to take identities from one namespace"
+                ));
+            }
+        }
+    }
+    if !named.is_empty() {
+        push(
+            "WP227",
+            if by_dns { Status::Info } else { Status::Pass },
+            SECURE_APIS,
+            "CPG 2.D, 2.K",
+            named.join("; "),
+        );
+    }
     // When the CRLs say the next one is due: after it, an mTLS listener refuses every
     // client certificate (or, with client_crl_allow_expired, trusts a stale list).
     let mut crl_files = Vec::new();
