@@ -6,6 +6,7 @@
 # WARDEN_BINARY may also be `nginx` or `nginx-tls`: the same client through nginx (one
 # worker, plain proxy_pass with keepalive, as in bench/gateway.sh; nginx-tls terminates
 # TLS 1.3 with the same certificate), CPU of the master and its worker, for a yardstick.
+# GW_CPU_STRACE=1 counts system calls per request (strace -c) instead of CPU time.
 # GW_CPU_OUT=DIR puts the gateway's home (and so its audit log) in DIR instead of
 # bench/out/gateway-cpu, e.g. /dev/shm/gwcpu to see what the log's fsyncs cost.
 set -euo pipefail
@@ -45,6 +46,17 @@ switches() { for p in $(procs); do cat /proc/"$p"/task/*/status 2>/dev/null; don
 cpu() { for p in $(procs); do awk '{print $14, $15}' /proc/"$p"/stat; done | awk '{u += $1; s += $2} END {print u, s}'; }
 read -r u0 s0 < <(cpu)
 x0=$(switches)
+if [ -n "${GW_CPU_STRACE:-}" ]; then
+  # System calls per request instead (strace slows every call, so no CPU figures).
+  strace -c -f -o "$OUT/strace.txt" -p "$(procs | paste -sd,)" 2>/dev/null & SP=$!
+  sleep 1
+  client "$N" >/dev/null
+  kill -INT "$SP"; wait "$SP" || true
+  awk -v n="$N" -v b="$WB" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
+      c[$NF] = $4 } END { printf "%s system calls per request:", b;
+      for (k in c) if (c[k] / n >= 0.05) printf " %s %.2f", k, c[k] / n; printf "\n" }' "$OUT/strace.txt"
+  exit 0
+fi
 client "$N" >/dev/null
 sleep 0.5
 read -r u1 s1 < <(cpu)
