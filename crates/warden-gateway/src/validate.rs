@@ -695,7 +695,9 @@ pub fn validate(
             (_, Value::Null) => true,
             ("logprobs" | "echo", Value::Bool(false)) => true,
             ("n" | "best_of", Value::Number(n)) => n.as_u64() == Some(1),
-            ("logprobs" | "top_logprobs", Value::Number(n)) if ep != Endpoint::Chat => {
+            // Responses: logprobs come only with `include`; no alternatives is none.
+            // (Completions' `logprobs: 0` still returns the sampled token's logprob.)
+            ("top_logprobs", Value::Number(n)) if ep == Endpoint::Responses => {
                 n.as_u64() == Some(0)
             }
             _ => false,
@@ -723,32 +725,49 @@ pub fn validate(
     let max_tokens = if matches!(ep, Endpoint::Embeddings | Endpoint::Models) {
         0
     } else {
-        let field = match ep {
-            Endpoint::Responses => "max_output_tokens",
-            Endpoint::Chat if obj.field("max_completion_tokens").is_some() => {
-                "max_completion_tokens"
+        // A chat request may name its length twice (vLLM reads `max_completion_tokens`
+        // first, llama.cpp and older servers `max_tokens`): every one present is capped,
+        // and the larger is reserved.
+        let fields: &[&str] = match ep {
+            Endpoint::Responses => &["max_output_tokens"],
+            Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+            _ => &["max_tokens"],
+        };
+        let mut mt: Option<u64> = None;
+        for field in fields {
+            match obj.field(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(x) if x >= 1 && x <= policy.max_tokens_cap => {
+                        mt = Some(mt.map_or(x, |m| m.max(x)));
+                    }
+                    _ => {
+                        return Err(Invalid(format!(
+                            "{field}: must be between 1 and {}",
+                            policy.max_tokens_cap
+                        )));
+                    }
+                },
+                _ => return Err(Invalid(format!("{field}: must be an integer"))),
             }
-            _ => "max_tokens",
-        };
-        let mt = match obj.field(field) {
-            None | Some(Value::Null) => limits.default_max_tokens.min(policy.max_tokens_cap),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(x) if x >= 1 && x <= policy.max_tokens_cap => x,
-                _ => {
-                    return Err(Invalid(format!(
-                        "{field}: must be between 1 and {}",
-                        policy.max_tokens_cap
-                    )));
-                }
-            },
-            _ => return Err(Invalid(format!("{field}: must be an integer"))),
-        };
-        // A present, valid value is a plain integer already: nothing to rewrite.
-        if !matches!(obj.field(field), Some(Value::Number(_))) {
-            obj.insert(field.to_owned(), Value::from(mt));
-            rewrite = true;
         }
-        mt
+        match mt {
+            // A present, valid value is a plain integer already: nothing to rewrite.
+            Some(x) => x,
+            None => {
+                // The default, under the name the client used (`max_tokens` if none).
+                let field = fields
+                    .iter()
+                    .find(|f| obj.field(f).is_some())
+                    .or(fields.last())
+                    .copied()
+                    .unwrap_or("max_tokens");
+                let d = limits.default_max_tokens.min(policy.max_tokens_cap);
+                obj.insert(field.to_owned(), Value::from(d));
+                rewrite = true;
+                d
+            }
+        }
     };
     // Ask for usage in streams so tokens can be reconciled.
     let mut injected_usage = false;
@@ -1031,6 +1050,94 @@ mod tests {
             .unwrap_err();
             assert!(e.0.contains("whole number"), "{bad}: {e:?}");
         }
+    }
+
+    /// A chat request may name its length twice: vLLM reads `max_completion_tokens`
+    /// first, llama.cpp and older servers `max_tokens`. Each present one is capped, and
+    /// the reservation counts the larger.
+    #[test]
+    fn both_chat_length_fields_are_capped() {
+        let p = pol(&["user"], BTreeMap::new());
+        let cap = p.max_tokens_cap;
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for (mct, mt) in [
+            (json!(16), json!(cap + 1)),
+            (json!(null), json!(cap + 1)),
+            (json!(16), json!(-1)),
+            (json!(16), json!(0)),
+            (json!(16), json!("16")),
+            (json!(16), json!(16.0)),
+            (json!(cap + 1), json!(16)),
+        ] {
+            let body = json!({"model": "m", "messages": msgs,
+                              "max_completion_tokens": mct, "max_tokens": mt});
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("max_"), "{body}: {e:?}");
+        }
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": 16, "max_tokens": 300}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 300);
+        // One of them null: the other is the length, forwarded as sent.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": null, "max_tokens": 300}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 300);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["max_tokens"], 300);
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": 20}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 20);
+        // Neither: the default, under the name the client used.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": null}),
+            &p,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["max_completion_tokens"], v.max_tokens);
+    }
+
+    /// `/v1/completions` `logprobs: 0` is not "off": OpenAI and vLLM still return the
+    /// sampled token's logprob. Only null is inert there.
+    #[test]
+    fn completions_logprobs_zero_is_governed_by_the_policy() {
+        let completions = |body: Value, p: &ParamPolicy| {
+            validate(
+                Endpoint::Completions,
+                body.to_string().as_bytes(),
+                p,
+                &ValidationConfig::default(),
+            )
+        };
+        let p = pol(&["user"], BTreeMap::new());
+        let v = completions(json!({"model": "m", "prompt": "hi", "logprobs": 0}), &p).unwrap();
+        assert_eq!(v.stripped, vec!["logprobs"]);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert!(out.get("logprobs").is_none(), "{out}");
+        let mut t = BTreeMap::new();
+        t.insert(
+            "strict".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("logprobs".to_owned(), ParamAction::Deny)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["strict"], t);
+        let e = completions(json!({"model": "m", "prompt": "hi", "logprobs": 0}), &p).unwrap_err();
+        assert!(e.0.contains("logprobs: not permitted"), "{e:?}");
+        // Null stays inert.
+        assert!(completions(json!({"model": "m", "prompt": "hi", "logprobs": null}), &p).is_ok());
     }
 
     #[test]
