@@ -163,6 +163,13 @@ const PARAMS: [&str; 7] = [
     "seed",
 ];
 
+/// Engine-specific names of governed parameters, with the parameter whose action they
+/// follow. They reach the upstream only when a role forwards unknown fields
+/// (`unknown = "allow"`), which must not open the parameter under another name:
+/// llama.cpp's `n_probs` returns token probabilities, vLLM's `prompt_logprobs` those of
+/// the prompt. (llama.cpp's `n_predict`, its `max_tokens`, is capped with the lengths.)
+const ALIASES: [(&str, &str); 2] = [("n_probs", "logprobs"), ("prompt_logprobs", "logprobs")];
+
 fn default_action(p: &str) -> ParamAction {
     match p {
         // `best_of` makes the server generate that many sequences (and return `n`): as
@@ -716,6 +723,23 @@ pub fn validate(
             }
         }
     }
+    // Engine names of governed parameters: only null is inert (vLLM's
+    // `prompt_logprobs: 0` still returns the prompt tokens' logprobs).
+    for (alias, p) in ALIASES {
+        if obj.field(alias).is_none_or(Value::is_null) {
+            continue;
+        }
+        match policy.action(p) {
+            ParamAction::Allow => {}
+            ParamAction::Strip => {
+                obj.remove(alias);
+                stripped.push(alias.to_owned());
+            }
+            ParamAction::Deny => {
+                return Err(Invalid(format!("{alias}: not permitted for this identity")));
+            }
+        }
+    }
     // What survived the policy: how many sequences the upstream will generate.
     let sequences = ["n", "best_of"]
         .iter()
@@ -734,12 +758,20 @@ pub fn validate(
             _ => &["max_tokens"],
         };
         let mut mt: Option<u64> = None;
-        for field in fields {
+        // llama.cpp's own name, read before `max_tokens` (forwarded only by a role that
+        // allows unknown fields): capped too, but not the length other servers read.
+        let mut engine: Option<u64> = None;
+        for field in fields.iter().chain(&["n_predict"]) {
+            let slot = if *field == "n_predict" {
+                &mut engine
+            } else {
+                &mut mt
+            };
             match obj.field(field) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(n)) => match n.as_u64() {
                     Some(x) if x >= 1 && x <= policy.max_tokens_cap => {
-                        mt = Some(mt.map_or(x, |m| m.max(x)));
+                        *slot = Some(slot.map_or(x, |m| m.max(x)));
                     }
                     _ => {
                         return Err(Invalid(format!(
@@ -751,7 +783,7 @@ pub fn validate(
                 _ => return Err(Invalid(format!("{field}: must be an integer"))),
             }
         }
-        match mt {
+        let mt = match mt {
             // A present, valid value is a plain integer already: nothing to rewrite.
             Some(x) => x,
             None => {
@@ -767,7 +799,8 @@ pub fn validate(
                 rewrite = true;
                 d
             }
-        }
+        };
+        engine.map_or(mt, |e| e.max(mt))
     };
     // Ask for usage in streams so tokens can be reconciled.
     let mut injected_usage = false;
@@ -1138,6 +1171,63 @@ mod tests {
         assert!(e.0.contains("logprobs: not permitted"), "{e:?}");
         // Null stays inert.
         assert!(completions(json!({"model": "m", "prompt": "hi", "logprobs": null}), &p).is_ok());
+    }
+
+    /// A role forwarding unknown fields (`unknown = "allow"`) still cannot reach a
+    /// governed parameter under an engine's own name: llama.cpp's `n_predict` (read
+    /// before `max_tokens`) is capped like it, llama.cpp's `n_probs` and vLLM's
+    /// `prompt_logprobs` follow the `logprobs` action.
+    #[test]
+    fn engine_names_of_governed_parameters_follow_their_policy() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: Some(64),
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t.clone());
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for bad in [json!(100000), json!(-1), json!(0), json!("9")] {
+            let body = json!({"model": "m", "messages": msgs, "max_tokens": 16, "n_predict": bad});
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("n_predict"), "{body}: {e:?}");
+        }
+        // Within the cap: forwarded, and `max_tokens` still set (to the role's default,
+        // 64) for servers that do not know `n_predict`; the larger is reserved.
+        let v = run(json!({"model": "m", "messages": msgs, "n_predict": 40}), &p).unwrap();
+        assert_eq!(v.max_tokens, 64);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(
+            (out["n_predict"].clone(), out["max_tokens"].clone()),
+            (json!(40), json!(64))
+        );
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_tokens": 8, "n_predict": 40}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 40);
+        // Default logprobs action (strip) applies to the engine names.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "n_probs": 5, "prompt_logprobs": 0}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.stripped, vec!["n_probs", "prompt_logprobs"]);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert!(out.get("n_probs").is_none() && out.get("prompt_logprobs").is_none());
+        // And a role denying logprobs refuses them.
+        if let Some(r) = t.get_mut("open") {
+            r.params.insert("logprobs".to_owned(), ParamAction::Deny);
+        }
+        let p = pol(&["open"], t);
+        let e = run(json!({"model": "m", "messages": msgs, "n_probs": 5}), &p).unwrap_err();
+        assert!(e.0.contains("n_probs: not permitted"), "{e:?}");
     }
 
     #[test]
