@@ -574,6 +574,53 @@ fn text_len(v: &Value, limit: usize, what: &str) -> Result<usize, Invalid> {
     Ok(n)
 }
 
+/// Whether `s` names a URL with a scheme other than `data:` (`http:`, `file:`, `s3:`,
+/// any case, leading whitespace ignored): something a model server would fetch.
+fn names_remote(s: &str) -> bool {
+    let Some((scheme, _)) = s.trim_start().split_once(':') else {
+        return false;
+    };
+    let mut b = scheme.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        && !scheme.eq_ignore_ascii_case("data")
+}
+
+/// Whether some string in `v` [`names_remote`].
+fn holds_remote(v: &Value) -> bool {
+    match v {
+        Value::String(s) => names_remote(s),
+        Value::Array(a) => a.iter().any(holds_remote),
+        Value::Object(o) => o.values().any(holds_remote),
+        _ => false,
+    }
+}
+
+/// Refuses a content array (chat message `content`, Responses item `content`) with a
+/// part naming a media URL: engines fetch `image_url`, `video_url`, `audio_url`,
+/// `input_image`, `input_file` URLs from the model server's network (internal
+/// services, cloud metadata, local files), and what they fetch is never screened.
+/// Every field of a part is checked but its prompt text (`text`, `refusal`) and
+/// `type`, whatever the part's type (engines infer it from the fields present).
+/// Inline `data:` media passes.
+fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
+    let Some(Value::Array(parts)) = content else {
+        return Ok(());
+    };
+    for (j, part) in parts.iter().enumerate() {
+        let Value::Object(o) = part else { continue };
+        if o.iter()
+            .any(|(k, v)| !matches!(k.as_str(), "text" | "refusal" | "type") && holds_remote(v))
+        {
+            return Err(Invalid(format!(
+                "{what}[{j}]: media URLs are not accepted (the model server would fetch \
+                 them); send the media inline as a data: URL"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validate and rewrite a request body.
 pub fn validate(
     ep: Endpoint,
@@ -654,6 +701,7 @@ pub fn validate(
                         return Err(Invalid(format!("messages[{i}]: unknown field {}", clip(k))));
                     }
                 }
+                no_media_urls(m.field("content"), &format!("messages[{i}].content"))?;
                 total += text_len(
                     m.field("content").unwrap_or(&Value::Null),
                     limits.max_message_bytes,
@@ -668,7 +716,20 @@ pub fn validate(
             limits.max_message_bytes,
             "prompt",
         )?,
-        Endpoint::Embeddings | Endpoint::Responses => text_len(
+        Endpoint::Responses => {
+            if let Some(Value::Array(items)) = obj.field("input") {
+                for (i, it) in items.iter().enumerate() {
+                    no_media_urls(it.field("content"), &format!("input[{i}].content"))?;
+                }
+            }
+            text_len(
+                obj.field("input")
+                    .ok_or_else(|| Invalid("input: required".into()))?,
+                limits.max_message_bytes,
+                "input",
+            )?
+        }
+        Endpoint::Embeddings => text_len(
             obj.field("input")
                 .ok_or_else(|| Invalid("input: required".into()))?,
             limits.max_message_bytes,
@@ -1228,6 +1289,72 @@ mod tests {
         let p = pol(&["open"], t);
         let e = run(json!({"model": "m", "messages": msgs, "n_probs": 5}), &p).unwrap_err();
         assert!(e.0.contains("n_probs: not permitted"), "{e:?}");
+    }
+
+    /// Media parts naming a URL (`image_url`, `video_url`, `input_audio`, Responses
+    /// `input_image`/`input_file`) make the model server fetch it: a request could point
+    /// it at internal services or cloud metadata, and what it fetched is never
+    /// screened. Inline `data:` media and URLs inside text pass.
+    #[test]
+    fn media_parts_naming_a_url_are_refused() {
+        let p = pol(&["user"], BTreeMap::new());
+        let responses = |body: Value| {
+            validate(
+                Endpoint::Responses,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+        };
+        let chat = |parts: Value| {
+            run(
+                json!({"model": "m", "messages": [{"role": "user", "content": parts}]}),
+                &p,
+            )
+        };
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://internal.example/a.png",
+            " HTTP://x/y",
+            "file:///etc/passwd",
+            "file:/etc/passwd",
+            "s3://bucket/key",
+        ] {
+            for parts in [
+                json!([{"type": "text", "text": "what is this?"},
+                       {"type": "image_url", "image_url": {"url": url}}]),
+                json!([{"type": "image_url", "image_url": url}]),
+                json!([{"type": "video_url", "video_url": {"url": url}}]),
+                json!([{"image_url": {"url": url, "detail": "auto"}}]),
+                json!([{"type": "text", "text": "x", "image_url": {"url": url}}]),
+            ] {
+                let e = chat(parts.clone()).unwrap_err();
+                assert!(e.0.contains("media URL"), "{parts}: {e:?}");
+            }
+            for part in [
+                json!({"type": "input_image", "image_url": url}),
+                json!({"type": "input_file", "file_url": url}),
+            ] {
+                let body = json!({"model": "m", "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "hi"}, part]}]});
+                let e = responses(body.clone()).unwrap_err();
+                assert!(e.0.contains("media URL"), "{body}: {e:?}");
+            }
+        }
+        // Inline media, and URLs in text, pass.
+        let png = "data:image/png;base64,iVBORw0KGgo=";
+        assert!(
+            chat(json!([{"type": "text", "text": "see http://example.com/ and file:/x"},
+                        {"type": "image_url", "image_url": {"url": png, "detail": "low"}},
+                        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]))
+            .is_ok()
+        );
+        assert!(
+            responses(json!({"model": "m", "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "https://example.com"},
+                {"type": "input_image", "image_url": png}]}]}))
+            .is_ok()
+        );
     }
 
     #[test]

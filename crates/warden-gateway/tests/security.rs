@@ -623,6 +623,30 @@ async fn refusals_are_audited_and_never_forwarded() {
         "max_tokens",
     )
     .await;
+    // The length under the other name a server may read instead.
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_completion_tokens":16,"max_tokens":999999}"#,
+        ),
+        400,
+        "max_tokens",
+    )
+    .await;
+    // A media URL the model server would fetch from its own network.
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://169.254.169.254/latest/meta-data/"}}]}]}"#,
+        ),
+        400,
+        "media URLs are not accepted",
+    )
+    .await;
     refused(
         &env,
         &post(
