@@ -621,6 +621,27 @@ fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `k` folded as Go's `encoding/json` matches member names: case-insensitively, with
+/// simple folding (`ſ` is `s`, the Kelvin sign `k`). Each character whose lower or upper
+/// case is one ASCII letter becomes that letter in lower case.
+fn fold(k: &str) -> String {
+    let ascii = |mut it: std::char::ToLowercase| match (it.next(), it.next()) {
+        (Some(x), None) if x.is_ascii() => Some(x),
+        _ => None,
+    };
+    let ascii_up = |mut it: std::char::ToUppercase| match (it.next(), it.next()) {
+        (Some(x), None) if x.is_ascii() => Some(x.to_ascii_lowercase()),
+        _ => None,
+    };
+    k.chars()
+        .map(|c| {
+            ascii(c.to_lowercase())
+                .or_else(|| ascii_up(c.to_uppercase()))
+                .unwrap_or(c)
+        })
+        .collect()
+}
+
 /// Validate and rewrite a request body.
 pub fn validate(
     ep: Endpoint,
@@ -646,7 +667,24 @@ pub fn validate(
         .collect();
     for k in unknown {
         match policy.unknown {
-            ParamAction::Allow => {}
+            ParamAction::Allow => {
+                // Go's `encoding/json` (Ollama, LocalAI) reads `MAX_TOKENS` or
+                // `max_to\u{212a}ens` as `max_tokens`, after or instead of the checked one.
+                let f = fold(&k);
+                if let Some(name) = known
+                    .iter()
+                    .chain(&PARAMS)
+                    .chain(ALIASES.iter().map(|(a, _)| a))
+                    .chain(&["n_predict"])
+                    .find(|n| **n != k && fold(n) == f)
+                {
+                    return Err(Invalid(format!(
+                        "unknown field {}: differs only in case from {name} (some servers \
+                         read it as that)",
+                        clip(&k)
+                    )));
+                }
+            }
             ParamAction::Strip => {
                 obj.remove(&k);
                 stripped.push(k);
@@ -1355,6 +1393,49 @@ mod tests {
                 {"type": "input_image", "image_url": png}]}]}))
             .is_ok()
         );
+    }
+
+    /// Go's `encoding/json` (Ollama, LocalAI) matches member names case-insensitively,
+    /// folding `ſ` to `s` and the Kelvin sign to `k`: under `unknown = "allow"`, a name
+    /// that folds to a field the gateway checks is that field to such a server.
+    #[test]
+    fn unknown_names_that_fold_to_checked_fields_are_refused() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t);
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for k in [
+            "MAX_TOKENS",
+            "Max_Tokens",
+            "max_to\u{212a}ens",
+            "Logprobs",
+            "N",
+            "\u{17f}eed",
+            "Logit_Bias",
+            "N_Predict",
+            "Messages",
+        ] {
+            let mut body = json!({"model": "m", "messages": msgs, "max_tokens": 16});
+            body[k] = json!(99999);
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("differs only in case"), "{body}: {e:?}");
+        }
+        // Other unknown fields still pass for this role.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "top_k": 5, "Top_K": 5, "repetition_penalty": 1.1}),
+            &p,
+        )
+        .unwrap();
+        assert!(v.stripped.is_empty());
     }
 
     #[test]
