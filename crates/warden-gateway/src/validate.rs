@@ -170,6 +170,15 @@ const PARAMS: [&str; 7] = [
 /// the prompt. (llama.cpp's `n_predict`, its `max_tokens`, is capped with the lengths.)
 const ALIASES: [(&str, &str); 2] = [("n_probs", "logprobs"), ("prompt_logprobs", "logprobs")];
 
+/// Every name a server reads a length from: the endpoints' (chat's two, Responses'
+/// `max_output_tokens`) and llama.cpp's `n_predict`. Each present one is capped.
+const LENGTHS: [&str; 4] = [
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "n_predict",
+];
+
 fn default_action(p: &str) -> ParamAction {
     match p {
         // `best_of` makes the server generate that many sequences (and return `n`): as
@@ -675,7 +684,7 @@ pub fn validate(
                     .iter()
                     .chain(&PARAMS)
                     .chain(ALIASES.iter().map(|(a, _)| a))
-                    .chain(&["n_predict"])
+                    .chain(&LENGTHS)
                     .find(|n| **n != k && fold(n) == f)
                 {
                     return Err(Invalid(format!(
@@ -857,14 +866,15 @@ pub fn validate(
             _ => &["max_tokens"],
         };
         let mut mt: Option<u64> = None;
-        // llama.cpp's own name, read before `max_tokens` (forwarded only by a role that
-        // allows unknown fields): capped too, but not the length other servers read.
+        // Length names of other endpoints and llama.cpp's `n_predict` (read before
+        // `max_tokens`), which reach the upstream only from a role that allows unknown
+        // fields: capped too, and reserved, but not the length every server reads.
         let mut engine: Option<u64> = None;
-        for field in fields.iter().chain(&["n_predict"]) {
-            let slot = if *field == "n_predict" {
-                &mut engine
-            } else {
+        for field in LENGTHS {
+            let slot = if fields.contains(&field) {
                 &mut mt
+            } else {
+                &mut engine
             };
             match obj.field(field) {
                 None | Some(Value::Null) => {}
@@ -1295,6 +1305,30 @@ mod tests {
             let body = json!({"model": "m", "messages": msgs, "max_tokens": 16, "n_predict": bad});
             let e = run(body.clone(), &p).unwrap_err();
             assert!(e.0.contains("n_predict"), "{body}: {e:?}");
+        }
+        // Another endpoint's length name, forwarded as unknown: capped all the same.
+        for (ep, body) in [
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "hi", "max_tokens": 100000}),
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "hi", "max_completion_tokens": 100000}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "max_output_tokens": 100000}),
+            ),
+        ] {
+            let e = validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+            .unwrap_err();
+            assert!(e.0.contains("must be between"), "{body}: {e:?}");
         }
         // Within the cap: forwarded, and `max_tokens` still set (to the role's default,
         // 64) for servers that do not know `n_predict`; the larger is reserved.
