@@ -609,9 +609,12 @@ fn holds_remote(v: &Value) -> bool {
 /// part naming a media URL: engines fetch `image_url`, `video_url`, `audio_url`,
 /// `input_image`, `input_file` URLs from the model server's network (internal
 /// services, cloud metadata, local files), and what they fetch is never screened.
-/// Every field of a part is checked but its prompt text (`text`, `refusal`) and
-/// `type`, whatever the part's type (engines infer it from the fields present).
-/// Inline `data:` media passes.
+/// Every field of a part is checked but [`TEXT_KEYS`], whatever the part's type
+/// (engines infer it from the fields present). Inline `data:` media passes.
+/// Fields of a content part that hold text, not something to fetch: prompt text, its
+/// `type`, and what an earlier answer sent back carries (its citations, its tokens).
+const TEXT_KEYS: [&str; 5] = ["text", "refusal", "type", "annotations", "logprobs"];
+
 fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
     let Some(Value::Array(parts)) = content else {
         return Ok(());
@@ -619,7 +622,7 @@ fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
     for (j, part) in parts.iter().enumerate() {
         let Value::Object(o) = part else { continue };
         if o.iter()
-            .any(|(k, v)| !matches!(k.as_str(), "text" | "refusal" | "type") && holds_remote(v))
+            .any(|(k, v)| !TEXT_KEYS.contains(&k.as_str()) && holds_remote(v))
         {
             return Err(Invalid(format!(
                 "{what}[{j}]: media URLs are not accepted (the model server would fetch \
@@ -1419,6 +1422,17 @@ mod tests {
             chat(json!([{"type": "text", "text": "see http://example.com/ and file:/x"},
                         {"type": "image_url", "image_url": {"url": png, "detail": "low"}},
                         {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]))
+            .is_ok()
+        );
+        // An earlier answer sent back, with its citations and tokens.
+        assert!(
+            responses(json!({"model": "m", "input": [
+                {"role": "user", "content": "hi"},
+                {"type": "message", "role": "assistant", "content": [
+                    {"type": "output_text", "text": "see https://example.com",
+                     "annotations": [{"type": "url_citation", "url": "https://example.com"}],
+                     "logprobs": [{"token": "https:", "logprob": -0.1}]}]},
+                {"role": "user", "content": "more"}]}))
             .is_ok()
         );
         assert!(
