@@ -654,6 +654,31 @@ fn fold(k: &str) -> String {
         .collect()
 }
 
+/// Refuses `tools` (chat, Responses) other than tools the client runs itself
+/// (`function`, `custom`). Hosted tools (`web_search_preview`, `code_interpreter`,
+/// `mcp`, `file_search`, ...) run on the model server's side: browsing or calling URLs
+/// from its network, executing code, and feeding what they got to the model unscreened;
+/// their calls and results are dropped from answers anyway (see `minimize`).
+fn client_tools_only(obj: &Map<String, Value>) -> Result<(), Invalid> {
+    let tools = match obj.field("tools") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(t)) => t,
+        Some(_) => return Err(Invalid("tools: must be an array".into())),
+    };
+    for (i, t) in tools.iter().enumerate() {
+        match t.field("type").and_then(Value::as_str) {
+            Some("function" | "custom") => {}
+            _ => {
+                return Err(Invalid(format!(
+                    "tools[{i}]: only function tools are accepted (hosted tools would run \
+                     on the model server)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Validate and rewrite a request body.
 pub fn validate(
     ep: Endpoint,
@@ -787,6 +812,9 @@ pub fn validate(
         )?,
         Endpoint::Models => 0,
     };
+    if matches!(ep, Endpoint::Chat | Endpoint::Responses) {
+        client_tools_only(&obj)?;
+    }
     let Collected {
         parts,
         token_ids,
@@ -1484,6 +1512,76 @@ mod tests {
         )
         .unwrap();
         assert!(v.stripped.is_empty());
+    }
+
+    /// Hosted tools (`web_search_preview`, `code_interpreter`, `mcp`, ...) run on the
+    /// model server's side: browsing or calling URLs from its network, executing code,
+    /// and feeding what they got to the model unscreened; their calls and results are
+    /// dropped from answers anyway. Only tools the client runs itself are forwarded.
+    #[test]
+    fn only_client_run_tools_are_forwarded() {
+        let p = pol(&["user"], BTreeMap::new());
+        let go = |ep: Endpoint, body: Value| {
+            validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+        };
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for tool in [
+            json!({"type": "web_search_preview"}),
+            json!({"type": "code_interpreter", "container": {"type": "auto"}}),
+            json!({"type": "mcp", "server_label": "x", "server_url": "http://10.0.0.1/"}),
+            json!({"type": "file_search", "vector_store_ids": ["vs_1"]}),
+            json!({"type": "FUNCTION", "name": "f"}),
+            json!({"name": "f", "parameters": {}}),
+            json!("function"),
+        ] {
+            for (ep, body) in [
+                (
+                    Endpoint::Responses,
+                    json!({"model": "m", "input": "hi", "tools": [tool]}),
+                ),
+                (
+                    Endpoint::Chat,
+                    json!({"model": "m", "messages": msgs, "tools": [tool]}),
+                ),
+            ] {
+                let e = go(ep, body.clone()).unwrap_err();
+                assert!(e.0.contains("tools[0]"), "{body}: {e:?}");
+            }
+        }
+        let e = go(
+            Endpoint::Chat,
+            json!({"model": "m", "messages": msgs, "tools": {"type": "function"}}),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("tools"), "{e:?}");
+        for (ep, body) in [
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "hi", "tools": [
+                    {"type": "function", "name": "f", "parameters": {}},
+                    {"type": "custom", "name": "g"}]}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "tools": [
+                    {"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "tools": null}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "tools": []}),
+            ),
+        ] {
+            assert!(go(ep, body.clone()).is_ok(), "{body}");
+        }
     }
 
     #[test]
