@@ -794,7 +794,10 @@ pub fn validate(
         Endpoint::Responses => {
             if let Some(Value::Array(items)) = obj.field("input") {
                 for (i, it) in items.iter().enumerate() {
-                    no_media_urls(it.field("content"), &format!("input[{i}].content"))?;
+                    // A message's parts, or a function's output given as parts.
+                    for k in ["content", "output"] {
+                        no_media_urls(it.field(k), &format!("input[{i}].{k}"))?;
+                    }
                 }
             }
             text_len(
@@ -1440,6 +1443,12 @@ mod tests {
             ] {
                 let body = json!({"model": "m", "input": [
                     {"role": "user", "content": [{"type": "input_text", "text": "hi"}, part]}]});
+                let e = responses(body.clone()).unwrap_err();
+                assert!(e.0.contains("media URL"), "{body}: {e:?}");
+                // A function's output given as content parts.
+                let body = json!({"model": "m", "input": [
+                    {"role": "user", "content": "hi"},
+                    {"type": "function_call_output", "call_id": "c", "output": [part]}]});
                 let e = responses(body.clone()).unwrap_err();
                 assert!(e.0.contains("media URL"), "{body}: {e:?}");
             }
