@@ -286,7 +286,7 @@ pub struct Validated {
     /// assistant messages or items), when there is one: the conversation before it is
     /// the previous request's, if this request continues one.
     pub answer: Option<usize>,
-    /// The prompt holds token ids, which screening cannot read.
+    /// The prompt holds token ids or embeddings, which screening cannot read.
     pub token_ids: bool,
     /// Sampling parameters as the client sent them (before stripping), for the behaviour
     /// monitor.
@@ -301,6 +301,15 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
                 match x {
                     Value::String(_) => push_text(x, role, out, token_ids),
                     Value::Number(_) | Value::Array(_) => *token_ids = true,
+                    // Embeddings in place of media (vLLM's `image_embeds`,
+                    // `audio_embeds` parts): as unreadable as token ids.
+                    Value::Object(o)
+                        if o.field("type")
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| t.ends_with("_embeds")) =>
+                    {
+                        *token_ids = true;
+                    }
                     Value::Object(o) => {
                         // `refusal` parts are joined into an assistant turn's text.
                         for k in ["text", "output", "refusal"] {
@@ -524,6 +533,11 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
                 out.push((Role::Retrieved, s));
             }
         }
+    }
+    // vLLM's `prompt_embeds` (forwarded by a role that allows unknown fields): a prompt
+    // as embeddings, which screening cannot read either.
+    if obj.field("prompt_embeds").is_some_and(|v| !v.is_null()) {
+        ids = true;
     }
     Collected {
         parts: out,
@@ -1591,6 +1605,56 @@ mod tests {
         ] {
             assert!(go(ep, body.clone()).is_ok(), "{body}");
         }
+    }
+
+    /// Embeddings in place of a prompt (vLLM's `prompt_embeds`, `image_embeds` and
+    /// `audio_embeds` parts) are as unreadable to screening as token ids, and marked so.
+    #[test]
+    fn embeddings_given_as_prompts_are_marked_unreadable() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t);
+        let go = |ep: Endpoint, body: Value| {
+            validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+            .unwrap()
+            .token_ids
+        };
+        assert!(go(
+            Endpoint::Completions,
+            json!({"model": "m", "prompt": "", "prompt_embeds": "UEsDBA=="})
+        ));
+        for part in [
+            json!({"type": "image_embeds", "image_embeds": "UEsDBA=="}),
+            json!({"type": "audio_embeds", "audio_embeds": "UEsDBA=="}),
+        ] {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "describe"}, part]}]});
+            assert!(go(Endpoint::Chat, body.clone()), "{body}");
+        }
+        assert!(!go(
+            Endpoint::Completions,
+            json!({"model": "m", "prompt": "hi", "prompt_embeds": null})
+        ));
+        assert!(!go(
+            Endpoint::Chat,
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "describe"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
+        ));
     }
 
     #[test]
