@@ -896,6 +896,25 @@ pub fn validate(
             }
         }
     }
+    // The Responses API's way to ask for logprobs, an `include` entry (forwarded by a
+    // role that allows unknown fields).
+    const INCLUDE_LOGPROBS: &str = "message.output_text.logprobs";
+    if let Some(Value::Array(inc)) = obj.field_mut("include")
+        && inc.iter().any(|x| x.as_str() == Some(INCLUDE_LOGPROBS))
+    {
+        match policy.action("logprobs") {
+            ParamAction::Allow => {}
+            ParamAction::Strip => {
+                inc.retain(|x| x.as_str() != Some(INCLUDE_LOGPROBS));
+                stripped.push(format!("include.{INCLUDE_LOGPROBS}"));
+            }
+            ParamAction::Deny => {
+                return Err(Invalid(format!(
+                    "include: {INCLUDE_LOGPROBS} not permitted for this identity"
+                )));
+            }
+        }
+    }
     // What survived the policy: how many sequences the upstream will generate.
     let sequences = ["n", "best_of"]
         .iter()
@@ -1655,6 +1674,48 @@ mod tests {
                 {"type": "text", "text": "describe"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
         ));
+    }
+
+    /// The Responses API asks for logprobs with an `include` entry (forwarded by a role
+    /// that allows unknown fields): it follows the `logprobs` action like the others.
+    #[test]
+    fn responses_include_of_logprobs_follows_the_logprobs_action() {
+        let role = |logprobs: ParamAction| {
+            let mut t = BTreeMap::new();
+            t.insert(
+                "open".to_owned(),
+                RoleConfig {
+                    max_tokens: None,
+                    params: [
+                        ("unknown".to_owned(), ParamAction::Allow),
+                        ("logprobs".to_owned(), logprobs),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    limits: None,
+                },
+            );
+            pol(&["open"], t)
+        };
+        let body = json!({"model": "m", "input": "hi", "include":
+            ["reasoning.encrypted_content", "message.output_text.logprobs"]});
+        let go = |p: &ParamPolicy| {
+            validate(
+                Endpoint::Responses,
+                body.to_string().as_bytes(),
+                p,
+                &ValidationConfig::default(),
+            )
+        };
+        let v = go(&role(ParamAction::Strip)).unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["include"], json!(["reasoning.encrypted_content"]));
+        assert_eq!(v.stripped, vec!["include.message.output_text.logprobs"]);
+        let e = go(&role(ParamAction::Deny)).unwrap_err();
+        assert!(e.0.contains("message.output_text.logprobs"), "{e:?}");
+        let v = go(&role(ParamAction::Allow)).unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["include"], body["include"]);
     }
 
     #[test]
