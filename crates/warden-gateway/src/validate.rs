@@ -619,16 +619,17 @@ fn holds_remote(v: &Value) -> bool {
     }
 }
 
-/// Refuses a content array (chat message `content`, Responses item `content`) with a
-/// part naming a media URL: engines fetch `image_url`, `video_url`, `audio_url`,
-/// `input_image`, `input_file` URLs from the model server's network (internal
-/// services, cloud metadata, local files), and what they fetch is never screened.
-/// Every field of a part is checked but [`TEXT_KEYS`], whatever the part's type
-/// (engines infer it from the fields present). Inline `data:` media passes.
 /// Fields of a content part that hold text, not something to fetch: prompt text, its
 /// `type`, and what an earlier answer sent back carries (its citations, its tokens).
 const TEXT_KEYS: [&str; 5] = ["text", "refusal", "type", "annotations", "logprobs"];
 
+/// Refuses a content array (chat message `content`, Responses item `content` or
+/// `output`) with a part naming a media URL: engines fetch `image_url`, `video_url`,
+/// `audio_url`, `input_image`, `input_file` URLs from the model server's network
+/// (internal services, cloud metadata, local files), and what they fetch is never
+/// screened.
+/// Every field of a part is checked but [`TEXT_KEYS`], whatever the part's type
+/// (engines infer it from the fields present). Inline `data:` media passes.
 fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
     let Some(Value::Array(parts)) = content else {
         return Ok(());
