@@ -1373,7 +1373,7 @@ impl Check for InputCheck {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "screen",
-                "prompts given as token ids cannot be screened",
+                "prompts given as token ids or embeddings cannot be screened",
             ));
         }
         let worst = if screened {

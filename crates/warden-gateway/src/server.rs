@@ -495,7 +495,37 @@ fn route(req: &http::request::Parts) -> Result<Endpoint, Refusal> {
     if req.method != ep.method() {
         return Err(bad(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
+    if ep.method() == http::Method::POST {
+        json_body(h).map_err(|why| bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, why))?;
+    }
     Ok(ep)
+}
+
+/// A request body must be declared JSON, once, uncompressed. Browsers send a cross-site
+/// POST without a CORS preflight only with a text/plain, form or multipart body (or
+/// none declared): a page could otherwise have a browser holding a client certificate
+/// call the API as that identity. `application/json` needs a preflight, which the
+/// gateway never grants. Parameters (`charset`) are allowed; the body is read as UTF-8.
+fn json_body(h: &http::HeaderMap) -> Result<(), &'static str> {
+    let mut types = h.get_all(header::CONTENT_TYPE).iter();
+    let (Some(ct), None) = (types.next(), types.next()) else {
+        return Err("content-type must be application/json (given once)");
+    };
+    let media = ct
+        .to_str()
+        .ok()
+        .and_then(|c| c.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        return Err("content-type must be application/json");
+    }
+    if h.get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err("content-encoding is not accepted on requests: send the JSON uncompressed");
+    }
+    Ok(())
 }
 
 /// Serve one request, isolating panics.

@@ -163,6 +163,22 @@ const PARAMS: [&str; 7] = [
     "seed",
 ];
 
+/// Engine-specific names of governed parameters, with the parameter whose action they
+/// follow. They reach the upstream only when a role forwards unknown fields
+/// (`unknown = "allow"`), which must not open the parameter under another name:
+/// llama.cpp's `n_probs` returns token probabilities, vLLM's `prompt_logprobs` those of
+/// the prompt. (llama.cpp's `n_predict`, its `max_tokens`, is capped with the lengths.)
+const ALIASES: [(&str, &str); 2] = [("n_probs", "logprobs"), ("prompt_logprobs", "logprobs")];
+
+/// Every name a server reads a length from: the endpoints' (chat's two, Responses'
+/// `max_output_tokens`) and llama.cpp's `n_predict`. Each present one is capped.
+const LENGTHS: [&str; 4] = [
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "n_predict",
+];
+
 fn default_action(p: &str) -> ParamAction {
     match p {
         // `best_of` makes the server generate that many sequences (and return `n`): as
@@ -270,7 +286,7 @@ pub struct Validated {
     /// assistant messages or items), when there is one: the conversation before it is
     /// the previous request's, if this request continues one.
     pub answer: Option<usize>,
-    /// The prompt holds token ids, which screening cannot read.
+    /// The prompt holds token ids or embeddings, which screening cannot read.
     pub token_ids: bool,
     /// Sampling parameters as the client sent them (before stripping), for the behaviour
     /// monitor.
@@ -285,6 +301,15 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
                 match x {
                     Value::String(_) => push_text(x, role, out, token_ids),
                     Value::Number(_) | Value::Array(_) => *token_ids = true,
+                    // Embeddings in place of media (vLLM's `image_embeds`,
+                    // `audio_embeds` parts): as unreadable as token ids.
+                    Value::Object(o)
+                        if o.field("type")
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| t.ends_with("_embeds")) =>
+                    {
+                        *token_ids = true;
+                    }
                     Value::Object(o) => {
                         // `refusal` parts are joined into an assistant turn's text.
                         for k in ["text", "output", "refusal"] {
@@ -509,6 +534,11 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
             }
         }
     }
+    // vLLM's `prompt_embeds` (forwarded by a role that allows unknown fields): a prompt
+    // as embeddings, which screening cannot read either.
+    if obj.field("prompt_embeds").is_some_and(|v| !v.is_null()) {
+        ids = true;
+    }
     Collected {
         parts: out,
         token_ids: ids,
@@ -567,6 +597,103 @@ fn text_len(v: &Value, limit: usize, what: &str) -> Result<usize, Invalid> {
     Ok(n)
 }
 
+/// Whether `s` names a URL with a scheme other than `data:` (`http:`, `file:`, `s3:`,
+/// any case, leading whitespace ignored): something a model server would fetch.
+fn names_remote(s: &str) -> bool {
+    let Some((scheme, _)) = s.trim_start().split_once(':') else {
+        return false;
+    };
+    let mut b = scheme.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        && !scheme.eq_ignore_ascii_case("data")
+}
+
+/// Whether some string in `v` [`names_remote`].
+fn holds_remote(v: &Value) -> bool {
+    match v {
+        Value::String(s) => names_remote(s),
+        Value::Array(a) => a.iter().any(holds_remote),
+        Value::Object(o) => o.values().any(holds_remote),
+        _ => false,
+    }
+}
+
+/// Fields of a content part that hold text, not something to fetch: prompt text, its
+/// `type`, and what an earlier answer sent back carries (its citations, its tokens).
+const TEXT_KEYS: [&str; 5] = ["text", "refusal", "type", "annotations", "logprobs"];
+
+/// Refuses a content array (chat message `content`, Responses item `content` or
+/// `output`) with a part naming a media URL: engines fetch `image_url`, `video_url`,
+/// `audio_url`, `input_image`, `input_file` URLs from the model server's network
+/// (internal services, cloud metadata, local files), and what they fetch is never
+/// screened.
+/// Every field of a part is checked but [`TEXT_KEYS`], whatever the part's type
+/// (engines infer it from the fields present). Inline `data:` media passes.
+fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
+    let Some(Value::Array(parts)) = content else {
+        return Ok(());
+    };
+    for (j, part) in parts.iter().enumerate() {
+        let Value::Object(o) = part else { continue };
+        if o.iter()
+            .any(|(k, v)| !TEXT_KEYS.contains(&k.as_str()) && holds_remote(v))
+        {
+            return Err(Invalid(format!(
+                "{what}[{j}]: media URLs are not accepted (the model server would fetch \
+                 them); send the media inline as a data: URL"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `k` folded as Go's `encoding/json` matches member names: case-insensitively, with
+/// simple folding (`ſ` is `s`, the Kelvin sign `k`). Each character whose lower or upper
+/// case is one ASCII letter becomes that letter in lower case.
+fn fold(k: &str) -> String {
+    let ascii = |mut it: std::char::ToLowercase| match (it.next(), it.next()) {
+        (Some(x), None) if x.is_ascii() => Some(x),
+        _ => None,
+    };
+    let ascii_up = |mut it: std::char::ToUppercase| match (it.next(), it.next()) {
+        (Some(x), None) if x.is_ascii() => Some(x.to_ascii_lowercase()),
+        _ => None,
+    };
+    k.chars()
+        .map(|c| {
+            ascii(c.to_lowercase())
+                .or_else(|| ascii_up(c.to_uppercase()))
+                .unwrap_or(c)
+        })
+        .collect()
+}
+
+/// Refuses `tools` (chat, Responses) other than tools the client runs itself
+/// (`function`, `custom`). Hosted tools (`web_search_preview`, `code_interpreter`,
+/// `mcp`, `file_search`, ...) run on the model server's side: browsing or calling URLs
+/// from its network, executing code, and feeding what they got to the model unscreened;
+/// their calls and results are dropped from answers anyway (see `minimize`).
+fn client_tools_only(obj: &Map<String, Value>) -> Result<(), Invalid> {
+    let tools = match obj.field("tools") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(t)) => t,
+        Some(_) => return Err(Invalid("tools: must be an array".into())),
+    };
+    for (i, t) in tools.iter().enumerate() {
+        match t.field("type").and_then(Value::as_str) {
+            Some("function" | "custom") => {}
+            _ => {
+                return Err(Invalid(format!(
+                    "tools[{i}]: only function tools are accepted (hosted tools would run \
+                     on the model server)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Validate and rewrite a request body.
 pub fn validate(
     ep: Endpoint,
@@ -592,7 +719,24 @@ pub fn validate(
         .collect();
     for k in unknown {
         match policy.unknown {
-            ParamAction::Allow => {}
+            ParamAction::Allow => {
+                // Go's `encoding/json` (Ollama, LocalAI) reads `MAX_TOKENS` or
+                // `max_to\u{212a}ens` as `max_tokens`, after or instead of the checked one.
+                let f = fold(&k);
+                if let Some(name) = known
+                    .iter()
+                    .chain(&PARAMS)
+                    .chain(ALIASES.iter().map(|(a, _)| a))
+                    .chain(&LENGTHS)
+                    .find(|n| **n != k && fold(n) == f)
+                {
+                    return Err(Invalid(format!(
+                        "unknown field {}: differs only in case from {name} (some servers \
+                         read it as that)",
+                        clip(&k)
+                    )));
+                }
+            }
             ParamAction::Strip => {
                 obj.remove(&k);
                 stripped.push(k);
@@ -647,6 +791,7 @@ pub fn validate(
                         return Err(Invalid(format!("messages[{i}]: unknown field {}", clip(k))));
                     }
                 }
+                no_media_urls(m.field("content"), &format!("messages[{i}].content"))?;
                 total += text_len(
                     m.field("content").unwrap_or(&Value::Null),
                     limits.max_message_bytes,
@@ -661,7 +806,23 @@ pub fn validate(
             limits.max_message_bytes,
             "prompt",
         )?,
-        Endpoint::Embeddings | Endpoint::Responses => text_len(
+        Endpoint::Responses => {
+            if let Some(Value::Array(items)) = obj.field("input") {
+                for (i, it) in items.iter().enumerate() {
+                    // A message's parts, or a function's output given as parts.
+                    for k in ["content", "output"] {
+                        no_media_urls(it.field(k), &format!("input[{i}].{k}"))?;
+                    }
+                }
+            }
+            text_len(
+                obj.field("input")
+                    .ok_or_else(|| Invalid("input: required".into()))?,
+                limits.max_message_bytes,
+                "input",
+            )?
+        }
+        Endpoint::Embeddings => text_len(
             obj.field("input")
                 .ok_or_else(|| Invalid("input: required".into()))?,
             limits.max_message_bytes,
@@ -669,6 +830,9 @@ pub fn validate(
         )?,
         Endpoint::Models => 0,
     };
+    if matches!(ep, Endpoint::Chat | Endpoint::Responses) {
+        client_tools_only(&obj)?;
+    }
     let Collected {
         parts,
         token_ids,
@@ -695,7 +859,9 @@ pub fn validate(
             (_, Value::Null) => true,
             ("logprobs" | "echo", Value::Bool(false)) => true,
             ("n" | "best_of", Value::Number(n)) => n.as_u64() == Some(1),
-            ("logprobs" | "top_logprobs", Value::Number(n)) if ep != Endpoint::Chat => {
+            // Responses: logprobs come only with `include`; no alternatives is none.
+            // (Completions' `logprobs: 0` still returns the sampled token's logprob.)
+            ("top_logprobs", Value::Number(n)) if ep == Endpoint::Responses => {
                 n.as_u64() == Some(0)
             }
             _ => false,
@@ -714,6 +880,42 @@ pub fn validate(
             }
         }
     }
+    // Engine names of governed parameters: only null is inert (vLLM's
+    // `prompt_logprobs: 0` still returns the prompt tokens' logprobs).
+    for (alias, p) in ALIASES {
+        if obj.field(alias).is_none_or(Value::is_null) {
+            continue;
+        }
+        match policy.action(p) {
+            ParamAction::Allow => {}
+            ParamAction::Strip => {
+                obj.remove(alias);
+                stripped.push(alias.to_owned());
+            }
+            ParamAction::Deny => {
+                return Err(Invalid(format!("{alias}: not permitted for this identity")));
+            }
+        }
+    }
+    // The Responses API's way to ask for logprobs, an `include` entry (forwarded by a
+    // role that allows unknown fields).
+    const INCLUDE_LOGPROBS: &str = "message.output_text.logprobs";
+    if let Some(Value::Array(inc)) = obj.field_mut("include")
+        && inc.iter().any(|x| x.as_str() == Some(INCLUDE_LOGPROBS))
+    {
+        match policy.action("logprobs") {
+            ParamAction::Allow => {}
+            ParamAction::Strip => {
+                inc.retain(|x| x.as_str() != Some(INCLUDE_LOGPROBS));
+                stripped.push(format!("include.{INCLUDE_LOGPROBS}"));
+            }
+            ParamAction::Deny => {
+                return Err(Invalid(format!(
+                    "include: {INCLUDE_LOGPROBS} not permitted for this identity"
+                )));
+            }
+        }
+    }
     // What survived the policy: how many sequences the upstream will generate.
     let sequences = ["n", "best_of"]
         .iter()
@@ -723,32 +925,59 @@ pub fn validate(
     let max_tokens = if matches!(ep, Endpoint::Embeddings | Endpoint::Models) {
         0
     } else {
-        let field = match ep {
-            Endpoint::Responses => "max_output_tokens",
-            Endpoint::Chat if obj.field("max_completion_tokens").is_some() => {
-                "max_completion_tokens"
+        // A chat request may name its length twice (vLLM reads `max_completion_tokens`
+        // first, llama.cpp and older servers `max_tokens`): every one present is capped,
+        // and the larger is reserved.
+        let fields: &[&str] = match ep {
+            Endpoint::Responses => &["max_output_tokens"],
+            Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+            _ => &["max_tokens"],
+        };
+        let mut mt: Option<u64> = None;
+        // Length names of other endpoints and llama.cpp's `n_predict` (read before
+        // `max_tokens`), which reach the upstream only from a role that allows unknown
+        // fields: capped too, and reserved, but not the length every server reads.
+        let mut engine: Option<u64> = None;
+        for field in LENGTHS {
+            let slot = if fields.contains(&field) {
+                &mut mt
+            } else {
+                &mut engine
+            };
+            match obj.field(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(x) if x >= 1 && x <= policy.max_tokens_cap => {
+                        *slot = Some(slot.map_or(x, |m| m.max(x)));
+                    }
+                    _ => {
+                        return Err(Invalid(format!(
+                            "{field}: must be between 1 and {}",
+                            policy.max_tokens_cap
+                        )));
+                    }
+                },
+                _ => return Err(Invalid(format!("{field}: must be an integer"))),
             }
-            _ => "max_tokens",
-        };
-        let mt = match obj.field(field) {
-            None | Some(Value::Null) => limits.default_max_tokens.min(policy.max_tokens_cap),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(x) if x >= 1 && x <= policy.max_tokens_cap => x,
-                _ => {
-                    return Err(Invalid(format!(
-                        "{field}: must be between 1 and {}",
-                        policy.max_tokens_cap
-                    )));
-                }
-            },
-            _ => return Err(Invalid(format!("{field}: must be an integer"))),
-        };
-        // A present, valid value is a plain integer already: nothing to rewrite.
-        if !matches!(obj.field(field), Some(Value::Number(_))) {
-            obj.insert(field.to_owned(), Value::from(mt));
-            rewrite = true;
         }
-        mt
+        let mt = match mt {
+            // A present, valid value is a plain integer already: nothing to rewrite.
+            Some(x) => x,
+            None => {
+                // The default, under the name the client used (`max_tokens` if none).
+                let field = fields
+                    .iter()
+                    .find(|f| obj.field(f).is_some())
+                    .or(fields.last())
+                    .copied()
+                    .unwrap_or("max_tokens");
+                let d = limits.default_max_tokens.min(policy.max_tokens_cap);
+                obj.insert(field.to_owned(), Value::from(d));
+                rewrite = true;
+                d
+            }
+        };
+        engine.map_or(mt, |e| e.max(mt))
     };
     // Ask for usage in streams so tokens can be reconciled.
     let mut injected_usage = false;
@@ -1031,6 +1260,463 @@ mod tests {
             .unwrap_err();
             assert!(e.0.contains("whole number"), "{bad}: {e:?}");
         }
+    }
+
+    /// A chat request may name its length twice: vLLM reads `max_completion_tokens`
+    /// first, llama.cpp and older servers `max_tokens`. Each present one is capped, and
+    /// the reservation counts the larger.
+    #[test]
+    fn both_chat_length_fields_are_capped() {
+        let p = pol(&["user"], BTreeMap::new());
+        let cap = p.max_tokens_cap;
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for (mct, mt) in [
+            (json!(16), json!(cap + 1)),
+            (json!(null), json!(cap + 1)),
+            (json!(16), json!(-1)),
+            (json!(16), json!(0)),
+            (json!(16), json!("16")),
+            (json!(16), json!(16.0)),
+            (json!(cap + 1), json!(16)),
+        ] {
+            let body = json!({"model": "m", "messages": msgs,
+                              "max_completion_tokens": mct, "max_tokens": mt});
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("max_"), "{body}: {e:?}");
+        }
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": 16, "max_tokens": 300}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 300);
+        // One of them null: the other is the length, forwarded as sent.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": null, "max_tokens": 300}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 300);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["max_tokens"], 300);
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": 20}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 20);
+        // Neither: the default, under the name the client used.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_completion_tokens": null}),
+            &p,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["max_completion_tokens"], v.max_tokens);
+    }
+
+    /// `/v1/completions` `logprobs: 0` is not "off": OpenAI and vLLM still return the
+    /// sampled token's logprob. Only null is inert there.
+    #[test]
+    fn completions_logprobs_zero_is_governed_by_the_policy() {
+        let completions = |body: Value, p: &ParamPolicy| {
+            validate(
+                Endpoint::Completions,
+                body.to_string().as_bytes(),
+                p,
+                &ValidationConfig::default(),
+            )
+        };
+        let p = pol(&["user"], BTreeMap::new());
+        let v = completions(json!({"model": "m", "prompt": "hi", "logprobs": 0}), &p).unwrap();
+        assert_eq!(v.stripped, vec!["logprobs"]);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert!(out.get("logprobs").is_none(), "{out}");
+        let mut t = BTreeMap::new();
+        t.insert(
+            "strict".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("logprobs".to_owned(), ParamAction::Deny)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["strict"], t);
+        let e = completions(json!({"model": "m", "prompt": "hi", "logprobs": 0}), &p).unwrap_err();
+        assert!(e.0.contains("logprobs: not permitted"), "{e:?}");
+        // Null stays inert.
+        assert!(completions(json!({"model": "m", "prompt": "hi", "logprobs": null}), &p).is_ok());
+    }
+
+    /// A role forwarding unknown fields (`unknown = "allow"`) still cannot reach a
+    /// governed parameter under an engine's own name: llama.cpp's `n_predict` (read
+    /// before `max_tokens`) is capped like it, llama.cpp's `n_probs` and vLLM's
+    /// `prompt_logprobs` follow the `logprobs` action.
+    #[test]
+    fn engine_names_of_governed_parameters_follow_their_policy() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: Some(64),
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t.clone());
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for bad in [json!(100000), json!(-1), json!(0), json!("9")] {
+            let body = json!({"model": "m", "messages": msgs, "max_tokens": 16, "n_predict": bad});
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("n_predict"), "{body}: {e:?}");
+        }
+        // Another endpoint's length name, forwarded as unknown: capped all the same.
+        for (ep, body) in [
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "hi", "max_tokens": 100000}),
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "hi", "max_completion_tokens": 100000}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "max_output_tokens": 100000}),
+            ),
+        ] {
+            let e = validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+            .unwrap_err();
+            assert!(e.0.contains("must be between"), "{body}: {e:?}");
+        }
+        // Within the cap: forwarded, and `max_tokens` still set (to the role's default,
+        // 64) for servers that do not know `n_predict`; the larger is reserved.
+        let v = run(json!({"model": "m", "messages": msgs, "n_predict": 40}), &p).unwrap();
+        assert_eq!(v.max_tokens, 64);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(
+            (out["n_predict"].clone(), out["max_tokens"].clone()),
+            (json!(40), json!(64))
+        );
+        let v = run(
+            json!({"model": "m", "messages": msgs, "max_tokens": 8, "n_predict": 40}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.max_tokens, 40);
+        // Default logprobs action (strip) applies to the engine names.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "n_probs": 5, "prompt_logprobs": 0}),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.stripped, vec!["n_probs", "prompt_logprobs"]);
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert!(out.get("n_probs").is_none() && out.get("prompt_logprobs").is_none());
+        // And a role denying logprobs refuses them.
+        if let Some(r) = t.get_mut("open") {
+            r.params.insert("logprobs".to_owned(), ParamAction::Deny);
+        }
+        let p = pol(&["open"], t);
+        let e = run(json!({"model": "m", "messages": msgs, "n_probs": 5}), &p).unwrap_err();
+        assert!(e.0.contains("n_probs: not permitted"), "{e:?}");
+    }
+
+    /// Media parts naming a URL (`image_url`, `video_url`, `input_audio`, Responses
+    /// `input_image`/`input_file`) make the model server fetch it: a request could point
+    /// it at internal services or cloud metadata, and what it fetched is never
+    /// screened. Inline `data:` media and URLs inside text pass.
+    #[test]
+    fn media_parts_naming_a_url_are_refused() {
+        let p = pol(&["user"], BTreeMap::new());
+        let responses = |body: Value| {
+            validate(
+                Endpoint::Responses,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+        };
+        let chat = |parts: Value| {
+            run(
+                json!({"model": "m", "messages": [{"role": "user", "content": parts}]}),
+                &p,
+            )
+        };
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://internal.example/a.png",
+            " HTTP://x/y",
+            "file:///etc/passwd",
+            "file:/etc/passwd",
+            "s3://bucket/key",
+        ] {
+            for parts in [
+                json!([{"type": "text", "text": "what is this?"},
+                       {"type": "image_url", "image_url": {"url": url}}]),
+                json!([{"type": "image_url", "image_url": url}]),
+                json!([{"type": "video_url", "video_url": {"url": url}}]),
+                json!([{"image_url": {"url": url, "detail": "auto"}}]),
+                json!([{"type": "text", "text": "x", "image_url": {"url": url}}]),
+            ] {
+                let e = chat(parts.clone()).unwrap_err();
+                assert!(e.0.contains("media URL"), "{parts}: {e:?}");
+            }
+            for part in [
+                json!({"type": "input_image", "image_url": url}),
+                json!({"type": "input_file", "file_url": url}),
+            ] {
+                let body = json!({"model": "m", "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "hi"}, part]}]});
+                let e = responses(body.clone()).unwrap_err();
+                assert!(e.0.contains("media URL"), "{body}: {e:?}");
+                // A function's output given as content parts.
+                let body = json!({"model": "m", "input": [
+                    {"role": "user", "content": "hi"},
+                    {"type": "function_call_output", "call_id": "c", "output": [part]}]});
+                let e = responses(body.clone()).unwrap_err();
+                assert!(e.0.contains("media URL"), "{body}: {e:?}");
+            }
+        }
+        // Inline media, and URLs in text, pass.
+        let png = "data:image/png;base64,iVBORw0KGgo=";
+        assert!(
+            chat(json!([{"type": "text", "text": "see http://example.com/ and file:/x"},
+                        {"type": "image_url", "image_url": {"url": png, "detail": "low"}},
+                        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]))
+            .is_ok()
+        );
+        // An earlier answer sent back, with its citations and tokens.
+        assert!(
+            responses(json!({"model": "m", "input": [
+                {"role": "user", "content": "hi"},
+                {"type": "message", "role": "assistant", "content": [
+                    {"type": "output_text", "text": "see https://example.com",
+                     "annotations": [{"type": "url_citation", "url": "https://example.com"}],
+                     "logprobs": [{"token": "https:", "logprob": -0.1}]}]},
+                {"role": "user", "content": "more"}]}))
+            .is_ok()
+        );
+        assert!(
+            responses(json!({"model": "m", "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "https://example.com"},
+                {"type": "input_image", "image_url": png}]}]}))
+            .is_ok()
+        );
+    }
+
+    /// Go's `encoding/json` (Ollama, LocalAI) matches member names case-insensitively,
+    /// folding `ſ` to `s` and the Kelvin sign to `k`: under `unknown = "allow"`, a name
+    /// that folds to a field the gateway checks is that field to such a server.
+    #[test]
+    fn unknown_names_that_fold_to_checked_fields_are_refused() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t);
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for k in [
+            "MAX_TOKENS",
+            "Max_Tokens",
+            "max_to\u{212a}ens",
+            "Logprobs",
+            "N",
+            "\u{17f}eed",
+            "Logit_Bias",
+            "N_Predict",
+            "Messages",
+        ] {
+            let mut body = json!({"model": "m", "messages": msgs, "max_tokens": 16});
+            body[k] = json!(99999);
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("differs only in case"), "{body}: {e:?}");
+        }
+        // Other unknown fields still pass for this role.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "top_k": 5, "Top_K": 5, "repetition_penalty": 1.1}),
+            &p,
+        )
+        .unwrap();
+        assert!(v.stripped.is_empty());
+    }
+
+    /// Hosted tools (`web_search_preview`, `code_interpreter`, `mcp`, ...) run on the
+    /// model server's side: browsing or calling URLs from its network, executing code,
+    /// and feeding what they got to the model unscreened; their calls and results are
+    /// dropped from answers anyway. Only tools the client runs itself are forwarded.
+    #[test]
+    fn only_client_run_tools_are_forwarded() {
+        let p = pol(&["user"], BTreeMap::new());
+        let go = |ep: Endpoint, body: Value| {
+            validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+        };
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for tool in [
+            json!({"type": "web_search_preview"}),
+            json!({"type": "code_interpreter", "container": {"type": "auto"}}),
+            json!({"type": "mcp", "server_label": "x", "server_url": "http://10.0.0.1/"}),
+            json!({"type": "file_search", "vector_store_ids": ["vs_1"]}),
+            json!({"type": "FUNCTION", "name": "f"}),
+            json!({"name": "f", "parameters": {}}),
+            json!("function"),
+        ] {
+            for (ep, body) in [
+                (
+                    Endpoint::Responses,
+                    json!({"model": "m", "input": "hi", "tools": [tool]}),
+                ),
+                (
+                    Endpoint::Chat,
+                    json!({"model": "m", "messages": msgs, "tools": [tool]}),
+                ),
+            ] {
+                let e = go(ep, body.clone()).unwrap_err();
+                assert!(e.0.contains("tools[0]"), "{body}: {e:?}");
+            }
+        }
+        let e = go(
+            Endpoint::Chat,
+            json!({"model": "m", "messages": msgs, "tools": {"type": "function"}}),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("tools"), "{e:?}");
+        for (ep, body) in [
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "hi", "tools": [
+                    {"type": "function", "name": "f", "parameters": {}},
+                    {"type": "custom", "name": "g"}]}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "tools": [
+                    {"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "tools": null}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "tools": []}),
+            ),
+        ] {
+            assert!(go(ep, body.clone()).is_ok(), "{body}");
+        }
+    }
+
+    /// Embeddings in place of a prompt (vLLM's `prompt_embeds`, `image_embeds` and
+    /// `audio_embeds` parts) are as unreadable to screening as token ids, and marked so.
+    #[test]
+    fn embeddings_given_as_prompts_are_marked_unreadable() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t);
+        let go = |ep: Endpoint, body: Value| {
+            validate(
+                ep,
+                body.to_string().as_bytes(),
+                &p,
+                &ValidationConfig::default(),
+            )
+            .unwrap()
+            .token_ids
+        };
+        assert!(go(
+            Endpoint::Completions,
+            json!({"model": "m", "prompt": "", "prompt_embeds": "UEsDBA=="})
+        ));
+        for part in [
+            json!({"type": "image_embeds", "image_embeds": "UEsDBA=="}),
+            json!({"type": "audio_embeds", "audio_embeds": "UEsDBA=="}),
+        ] {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "describe"}, part]}]});
+            assert!(go(Endpoint::Chat, body.clone()), "{body}");
+        }
+        assert!(!go(
+            Endpoint::Completions,
+            json!({"model": "m", "prompt": "hi", "prompt_embeds": null})
+        ));
+        assert!(!go(
+            Endpoint::Chat,
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "describe"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
+        ));
+    }
+
+    /// The Responses API asks for logprobs with an `include` entry (forwarded by a role
+    /// that allows unknown fields): it follows the `logprobs` action like the others.
+    #[test]
+    fn responses_include_of_logprobs_follows_the_logprobs_action() {
+        let role = |logprobs: ParamAction| {
+            let mut t = BTreeMap::new();
+            t.insert(
+                "open".to_owned(),
+                RoleConfig {
+                    max_tokens: None,
+                    params: [
+                        ("unknown".to_owned(), ParamAction::Allow),
+                        ("logprobs".to_owned(), logprobs),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    limits: None,
+                },
+            );
+            pol(&["open"], t)
+        };
+        let body = json!({"model": "m", "input": "hi", "include":
+            ["reasoning.encrypted_content", "message.output_text.logprobs"]});
+        let go = |p: &ParamPolicy| {
+            validate(
+                Endpoint::Responses,
+                body.to_string().as_bytes(),
+                p,
+                &ValidationConfig::default(),
+            )
+        };
+        let v = go(&role(ParamAction::Strip)).unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["include"], json!(["reasoning.encrypted_content"]));
+        assert_eq!(v.stripped, vec!["include.message.output_text.logprobs"]);
+        let e = go(&role(ParamAction::Deny)).unwrap_err();
+        assert!(e.0.contains("message.output_text.logprobs"), "{e:?}");
+        let v = go(&role(ParamAction::Allow)).unwrap();
+        let out: Value = serde_json::from_slice(&v.body).unwrap();
+        assert_eq!(out["include"], body["include"]);
     }
 
     #[test]

@@ -630,6 +630,30 @@ async fn refusals_are_audited_and_never_forwarded() {
         "max_tokens",
     )
     .await;
+    // The length under the other name a server may read instead.
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_completion_tokens":16,"max_tokens":999999}"#,
+        ),
+        400,
+        "max_tokens",
+    )
+    .await;
+    // A media URL the model server would fetch from its own network.
+    refused(
+        &env,
+        &post(
+            "/v1/chat/completions",
+            Some(&key),
+            r#"{"model":"m1","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://169.254.169.254/latest/meta-data/"}}]}]}"#,
+        ),
+        400,
+        "media URLs are not accepted",
+    )
+    .await;
     refused(
         &env,
         &post(
@@ -1423,6 +1447,72 @@ async fn tokens_over_client_certificates_are_served_when_configured() {
             && r.auth.as_deref() == Some("jwt")),
         "{recs:?}"
     );
+}
+
+/// A body must be declared JSON. A web page can make a browser send a cross-site POST
+/// without asking the server first only with a text/plain, form or multipart body (or
+/// none declared); with a client certificate the browser holds, that request would be
+/// served as its identity (spending its budget, feeding the monitor that can block it).
+/// `application/json` needs the CORS preflight the gateway never grants. Compressed
+/// bodies are refused by name rather than as invalid JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_declared_as_json_is_refused() {
+    let env = start().await;
+    let cert = Some((env.pki.user_cert.as_path(), env.pki.user_key.as_path()));
+    let with = |headers: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
+            CHAT.len()
+        )
+        .into_bytes()
+    };
+    for (headers, reason) in [
+        ("content-type: text/plain;charset=UTF-8\r\n", "content-type"),
+        (
+            "content-type: application/x-www-form-urlencoded\r\n",
+            "content-type",
+        ),
+        (
+            "content-type: multipart/form-data; boundary=x\r\n",
+            "content-type",
+        ),
+        ("", "content-type"),
+        ("content-type: application/jsonx\r\n", "content-type"),
+        (
+            "content-type: application/json\r\ncontent-type: text/plain\r\n",
+            "content-type",
+        ),
+        (
+            "content-type: application/json\r\ncontent-encoding: gzip\r\n",
+            "content-encoding",
+        ),
+    ] {
+        let before = records(&env).len();
+        let resp = raw(&env, env.public, cert, &with(headers)).await;
+        assert_eq!(status(&resp), 415, "{headers}: {resp}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recs = records(&env);
+        assert!(
+            recs[before..]
+                .iter()
+                .any(|r| r.decision == "deny" && r.status == 415 && r.reason.contains(reason)),
+            "{headers}: {:?}",
+            &recs[before..]
+        );
+        assert_eq!(env.upstream.hits(), 0, "{headers}: forwarded");
+    }
+    // JSON, in any case and with parameters, is served.
+    for ct in ["application/json", "Application/JSON; charset=utf-8"] {
+        let resp = raw(
+            &env,
+            env.public,
+            cert,
+            &with(&format!("content-type: {ct}\r\n")),
+        )
+        .await;
+        assert_eq!(status(&resp), 200, "{ct}: {resp}");
+    }
+    assert_eq!(env.upstream.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
