@@ -394,6 +394,13 @@ pub struct ValidationConfig {
     /// Largest non-streamed upstream response, bytes.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// Forward content parts that name media by URL (`image_url` with `https://…`,
+    /// `input_file` URLs, …). Off by default: the model server fetches them from its own
+    /// network (internal services, cloud metadata, local files) and what it fetches is
+    /// never screened; clients send media inline as `data:` URLs instead. `warden
+    /// posture` warns when on (WP228).
+    #[serde(default)]
+    pub allow_media_urls: bool,
 }
 
 impl Default for ValidationConfig {
@@ -405,6 +412,7 @@ impl Default for ValidationConfig {
             max_tokens_cap: default_max_tokens_cap(),
             default_max_tokens: default_default_max_tokens(),
             max_response_bytes: default_max_response(),
+            allow_media_urls: false,
         }
     }
 }

@@ -641,7 +641,8 @@ fn no_media_urls(content: Option<&Value>, what: &str) -> Result<(), Invalid> {
         {
             return Err(Invalid(format!(
                 "{what}[{j}]: media URLs are not accepted (the model server would fetch \
-                 them); send the media inline as a data: URL"
+                 them); send the media inline as a data: URL, or set [gateway.validation] \
+                 allow_media_urls"
             )));
         }
     }
@@ -791,7 +792,9 @@ pub fn validate(
                         return Err(Invalid(format!("messages[{i}]: unknown field {}", clip(k))));
                     }
                 }
-                no_media_urls(m.field("content"), &format!("messages[{i}].content"))?;
+                if !limits.allow_media_urls {
+                    no_media_urls(m.field("content"), &format!("messages[{i}].content"))?;
+                }
                 total += text_len(
                     m.field("content").unwrap_or(&Value::Null),
                     limits.max_message_bytes,
@@ -807,7 +810,9 @@ pub fn validate(
             "prompt",
         )?,
         Endpoint::Responses => {
-            if let Some(Value::Array(items)) = obj.field("input") {
+            if let Some(Value::Array(items)) = obj.field("input")
+                && !limits.allow_media_urls
+            {
                 for (i, it) in items.iter().enumerate() {
                     // A message's parts, or a function's output given as parts.
                     for k in ["content", "output"] {
@@ -1487,6 +1492,33 @@ mod tests {
                 assert!(e.0.contains("media URL"), "{body}: {e:?}");
             }
         }
+        // An operator who accepts the fetches opts in by name.
+        let allow = ValidationConfig {
+            allow_media_urls: true,
+            ..ValidationConfig::default()
+        };
+        let chat_body = json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://internal.example/a.png"}}]}]});
+        let e = validate(
+            Endpoint::Chat,
+            chat_body.to_string().as_bytes(),
+            &p,
+            &ValidationConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("allow_media_urls"), "{e:?}");
+        assert!(validate(Endpoint::Chat, chat_body.to_string().as_bytes(), &p, &allow).is_ok());
+        let resp_body = json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_file", "file_url": "https://internal.example/a.pdf"}]}]});
+        assert!(
+            validate(
+                Endpoint::Responses,
+                resp_body.to_string().as_bytes(),
+                &p,
+                &allow
+            )
+            .is_ok()
+        );
         // Inline media, and URLs in text, pass.
         let png = "data:image/png;base64,iVBORw0KGgo=";
         assert!(

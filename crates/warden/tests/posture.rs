@@ -409,6 +409,33 @@ fn client_certificates_without_crls_are_reported() {
 }
 
 #[test]
+fn media_urls_allowed_are_reported() {
+    let home = private_home();
+    write_gateway(home.path(), "");
+    let out = posture(home.path(), true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "WP228"),
+        "{v}"
+    );
+    write_gateway(
+        home.path(),
+        "[gateway.validation]\nallow_media_urls = true\n",
+    );
+    let (code, c) = check(home.path(), "WP228");
+    assert_eq!(code, Some(0), "{c}");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("never screened"),
+        "{c}"
+    );
+}
+
+#[test]
 fn how_client_certificates_name_identities_is_reported() {
     let home = private_home();
     let admin = "[gateway.admin.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";

@@ -464,6 +464,24 @@ fn gateway_checks(
             );
         }
     }
+    // Media by URL: the model server fetches what a request names, from its network.
+    if gw
+        .get("validation")
+        .and_then(|v| v.get("allow_media_urls"))
+        .and_then(toml::Value::as_bool)
+        == Some(true)
+    {
+        push(
+            "WP228",
+            Status::Warn,
+            SECURE_APIS,
+            "CPG 2.K",
+            "validation allow_media_urls = true: requests may name media by URL, which the \
+             model server fetches from its own network (internal services, cloud metadata, \
+             local files) and which is never screened"
+                .to_owned(),
+        );
+    }
     // Connection limits: one address's share of the slots and the idle limit.
     let int = |v: Option<&toml::Value>, default: i64| {
         v.and_then(toml::Value::as_integer).unwrap_or(default)
