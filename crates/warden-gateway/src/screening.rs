@@ -1580,43 +1580,27 @@ fn logprob_strands(v: &Value, path: &mut String, out: &mut Vec<(String, String)>
 /// A whole answer: every field by its own rules ([`screen_value`]), then the canary rule
 /// over its text fields ([`TEXT_KEYS`]: what the model wrote freely) joined in document
 /// order, so a canary the model spelt across fields (half in the text, half in a tool
-/// call's arguments or in a second choice) is still the canary, and over every two of
-/// its strings (identifiers too: a tool name, an id) in either order
-/// ([`OutputRules::check_canary_parts`]). Only the canary rule reads across fields: the
-/// others could match across the joins by accident.
+/// call's arguments or in a second choice) is still the canary, and over all of its
+/// strings (identifiers too: a tool name, an id) as parts in any order, two or more
+/// ([`OutputRules::check_answer_canaries`]). Only the canary rule reads across fields:
+/// the others could match across the joins by accident.
 fn screen_answer(rules: &OutputRules, v: &mut Value) -> Result<(), String> {
     screen_value(rules, v, None)?;
     if rules.has_canaries() {
-        let mut all = String::new();
-        texts_of(v, None, &mut all);
-        rules.check_canaries(&all).map_err(|b| b.rule)?;
         let mut strings = Vec::new();
-        strings_of(v, &mut strings);
-        rules.check_canary_parts(&strings).map_err(|b| b.rule)?;
+        strings_of(v, None, &mut strings);
+        rules.check_answer_canaries(&strings).map_err(|b| b.rule)?;
     }
     Ok(())
 }
 
-/// The string values of `v`, in document order.
-fn strings_of<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+/// The string values of `v`, in document order, each with whether it is held under a
+/// text key ([`TEXT_KEYS`]: the nearest object key above it).
+fn strings_of<'a>(v: &'a Value, key: Option<&str>, out: &mut Vec<(&'a str, bool)>) {
     match v {
-        Value::String(s) => out.push(s),
-        Value::Array(a) => a.iter().for_each(|x| strings_of(x, out)),
-        Value::Object(o) => o.values().for_each(|x| strings_of(x, out)),
-        _ => {}
-    }
-}
-
-/// Appends the strings of `v` held under a text key ([`TEXT_KEYS`]), in document order,
-/// each followed by a newline (the canary rule reads through separators).
-fn texts_of(v: &Value, key: Option<&str>, out: &mut String) {
-    match v {
-        Value::String(s) if key.is_some_and(|k| TEXT_KEYS.contains(&k)) => {
-            out.push_str(s);
-            out.push('\n');
-        }
-        Value::Array(a) => a.iter().for_each(|x| texts_of(x, key, out)),
-        Value::Object(o) => o.iter().for_each(|(k, x)| texts_of(x, Some(k), out)),
+        Value::String(s) => out.push((s, key.is_some_and(|k| TEXT_KEYS.contains(&k)))),
+        Value::Array(a) => a.iter().for_each(|x| strings_of(x, key, out)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| strings_of(x, Some(k), out)),
         _ => {}
     }
 }
@@ -4487,6 +4471,20 @@ mod tests {
             screen_answer(&rules, &mut split),
             Err("OUT-CANARY".to_owned())
         );
+        // Three parts, out of order: the middle as the text, the start ending the
+        // arguments, the end starting the tool's name.
+        let three = |content: &str| {
+            serde_json::json!({"id": "c", "choices": [{"index": 0, "message": {
+                "role": "assistant", "content": content,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "b4d5a60_lookup",
+                        "arguments": "{\"q\": \"CANARY-7\"}"}}]}}]})
+        };
+        assert_eq!(
+            screen_answer(&rules, &mut three("f3a9-c2e1")),
+            Err("OUT-CANARY".to_owned())
+        );
+        assert_eq!(screen_answer(&rules, &mut three("Here you go.")), Ok(()));
         for mut fine in [
             answer(&format!("The code starts {a}"), "{\"q\": \"weather\"}"),
             answer("nothing here", &format!("{{\"{b}\": 1}}")),

@@ -258,6 +258,75 @@ fn overlap(s: &[u8], c: &[u8], pi: &[usize]) -> usize {
     q
 }
 
+/// Fewest letters or digits of a canary's part in a chain of three or more fields
+/// ([`OutputRules::check_canary_parts`]). A canary's body is hex, so a hex-looking
+/// string of `n` characters is a piece of a given form at one of its ~40–80 places by
+/// chance with odds of about 80 / 16^n: at 5 about 1 in 13,000, so even an answer of
+/// 100,000 such strings (logprob tokens) has a few chance pieces, far from the 8 or more
+/// a form needs end to end; at 4 (1 in 800) it would have about a hundred, enough to
+/// cover one. A canary spelt in parts of fewer than 5 characters (at least 9 fields for
+/// the 41 characters of a squashed `wdn-canary-…`) is not put together.
+const MIN_PART: usize = 5;
+
+/// Whether distinct `squashed` strings chain to cover `form` (squashed strings: `heads`
+/// and `tails` are how much of the form's start each ends with and of its end each
+/// begins with): the longest start part, extended through every middle part (a string
+/// of at least [`MIN_PART`] bytes that lies wholly in the form, at each place it
+/// occurs) that begins within what is covered, reaches an end part of another string.
+/// Parts shorter than [`MIN_PART`] do not count.
+fn chain_covers(form: &str, squashed: &[String], heads: &[usize], tails: &[usize]) -> bool {
+    let len = form.len();
+    // The two longest start parts of distinct strings: the end part must come from a
+    // string other than the start's, and coverage only grows with the start.
+    let mut starts: Vec<(usize, usize)> = heads
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, h)| *h >= MIN_PART)
+        .map(|(i, h)| (h, i))
+        .collect();
+    if starts.is_empty() || !tails.iter().any(|t| *t >= MIN_PART) {
+        return false;
+    }
+    starts.sort_unstable_by(|a, b| b.cmp(a));
+    starts.truncate(2);
+    // Middle parts as spans of the form, each distinct string once.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for s in squashed {
+        if s.len() < MIN_PART || s.len() >= len || !seen.insert(s.as_str()) {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(at) = form.get(from..).and_then(|f| f.find(s.as_str())) {
+            spans.push((from + at, from + at + s.len()));
+            from += at + 1;
+        }
+    }
+    spans.sort_unstable();
+    let reach = |covered: usize| {
+        let mut r = covered;
+        for &(a, b) in &spans {
+            if a > r {
+                break;
+            }
+            r = r.max(b);
+        }
+        r
+    };
+    let covers: Vec<(usize, usize)> = starts.iter().map(|&(h, i)| (reach(h), i)).collect();
+    tails
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t >= MIN_PART)
+        .any(|(j, t)| {
+            covers
+                .iter()
+                .find(|(_, i)| *i != j)
+                .is_some_and(|(r, _)| r + t >= len)
+        })
+}
+
 impl OutputRules {
     /// Compiles `policy`.
     pub fn new(policy: OutputPolicy) -> Result<Self, crate::Error> {
@@ -348,18 +417,55 @@ impl OutputRules {
     }
 
     /// The canary rule over the strings of one answer (`texts`, each a field the model
-    /// wrote: text, arguments, a tool name, an id), each alone and every two together
-    /// in either order: a canary one field ends with the start of and another begins
-    /// with the rest of is stopped, wherever the two fields sit in the answer (a model
-    /// told to split its instructions' reference between a tool call's name and its
-    /// arguments, or over two choices). Each string is squashed once; the work is a
-    /// few comparisons of each string's ends per canary form, so an answer of many
-    /// fields stays cheap. Parts in three or more fields are not put together.
+    /// wrote: text, arguments, a tool name, an id), in any order: a canary whose parts
+    /// sit in different fields is stopped, wherever the fields sit in the answer (a
+    /// model told to split its instructions' reference between a tool call's name and
+    /// its arguments, or over two choices, or over more fields shuffled). See
+    /// [`OutputRules::check_answer_canaries`], which also reads the text fields joined.
     pub fn check_canary_parts(&self, texts: &[&str]) -> Result<(), OutputBlock> {
         if self.canaries.is_empty() {
             return Ok(());
         }
         let squashed: Vec<String> = texts.iter().map(|t| squash(t)).collect();
+        self.canary_parts(&squashed)
+    }
+
+    /// The canary rule over a whole answer: `strings` are its strings in document order,
+    /// each with whether it is text the model wrote freely (content, arguments, ...).
+    /// The text strings are read joined in that order (as [`OutputRules::check_canaries`]
+    /// over them joined: any number of parts, in order), and all strings as parts in any
+    /// order ([`OutputRules::check_canary_parts`]). Each string is squashed once.
+    pub fn check_answer_canaries(&self, strings: &[(&str, bool)]) -> Result<(), OutputBlock> {
+        if self.canaries.is_empty() {
+            return Ok(());
+        }
+        let squashed: Vec<String> = strings.iter().map(|(t, _)| squash(t)).collect();
+        // Squashing drops separators and folds character by character, so the joined
+        // texts squash to their squashed forms joined.
+        let mut joined = String::new();
+        for (sq, _) in squashed.iter().zip(strings).filter(|(_, (_, text))| *text) {
+            joined.push_str(sq);
+        }
+        if self.canaries.iter().any(|c| joined.contains(c.as_str())) {
+            return Err(OutputBlock {
+                rule: "OUT-CANARY".into(),
+            });
+        }
+        self.canary_parts(&squashed)
+    }
+
+    /// [`OutputRules::check_canary_parts`] over squashed strings. Per canary form: a
+    /// string holding it whole; two strings, one ending with the form's start and the
+    /// other beginning with the rest (any lengths); and a chain of three or more parts
+    /// from distinct strings for the start and the end: a start part (a string ending
+    /// with the form's first bytes), middle parts (strings that are wholly a piece of
+    /// the form, placed wherever they occur in it) and an end part (a string beginning
+    /// with its last bytes), covering the form with no gap (parts may overlap). In a
+    /// chain every part has at least [`MIN_PART`] letters or digits, so that ordinary
+    /// short strings (tokens, numbers, words that happen to be pieces of a canary) do
+    /// not chain. The work per form is a KMP pass over each string's ends, a search of
+    /// the form in each string shorter than it, and a sweep over the middle parts found.
+    fn canary_parts(&self, squashed: &[String]) -> Result<(), OutputBlock> {
         // Only a string's first bytes can start with a canary's end.
         let longest = self.canaries.iter().map(String::len).max().unwrap_or(0);
         let backwards: Vec<Vec<u8>> = squashed
@@ -390,10 +496,12 @@ impl OutputRules {
                     return Err(blocked());
                 }
             }
+            if chain_covers(form, squashed, &heads, &tails) {
+                return Err(blocked());
+            }
         }
         Ok(())
     }
-
     /// Whether any canary is configured.
     pub fn has_canaries(&self) -> bool {
         !self.canaries.is_empty()
@@ -919,6 +1027,104 @@ mod tests {
         ] {
             assert!(r.screen_full(fine).is_ok(), "{fine}");
         }
+    }
+
+    /// A canary spelt in three or more parts over different fields, in any order (the
+    /// start in a tool's arguments, the middle in the text, the end in its name; also
+    /// in its hex or reversed form), is stopped, with ordinary fields around it.
+    #[test]
+    fn canary_parts_in_three_or_more_fields_in_any_order_are_put_together() {
+        let c = canary_from([
+            0x5a, 0x13, 0xe7, 0x02, 0x9c, 0x41, 0xbd, 0x76, 0x38, 0xf0, 0x65, 0xa9, 0x1e, 0xc4,
+            0x87, 0x2b,
+        ]);
+        let r = OutputRules::new(OutputPolicy {
+            canaries: vec![c.clone()],
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let hex: String = c.bytes().map(|b| format!("{b:02x}")).collect();
+        let reversed: String = c.chars().rev().collect();
+        for form in [c.as_str(), hex.as_str(), reversed.as_str()] {
+            for cuts in [vec![7, 20], vec![12, 19, 30], vec![6, 12, 18, 24, 30]] {
+                let mut pieces: Vec<String> = Vec::new();
+                let mut at = 0;
+                for cut in cuts.iter().copied().chain([form.len()]) {
+                    pieces.push(form[at..cut].to_owned());
+                    at = cut;
+                }
+                let last = pieces.len() - 1;
+                pieces[0] = format!("{{\"q\": \"see {}", pieces[0]);
+                pieces[last] = format!("{} done", pieces[last]);
+                let mut fields: Vec<&str> = vec!["chatcmpl-8f2a1c", "assistant", "stop"];
+                fields.extend(pieces.iter().map(String::as_str));
+                // Every rotation and the reverse order.
+                for k in 0..fields.len() {
+                    fields.rotate_left(1);
+                    assert!(r.check_canary_parts(&fields).is_err(), "{k} {fields:?}");
+                    let mut back = fields.clone();
+                    back.reverse();
+                    assert!(r.check_canary_parts(&back).is_err(), "{back:?}");
+                }
+            }
+        }
+    }
+
+    /// Near misses stay silent: a canary's pieces with one missing, pieces shorter than
+    /// [`MIN_PART`], start and end in one field around a middle, and ordinary short
+    /// strings that happen to be pieces of the canary (`canary`, hex-looking numbers).
+    #[test]
+    fn canary_fragments_that_do_not_chain_pass() {
+        let c = canary_from([
+            0x5a, 0x13, 0xe7, 0x02, 0x9c, 0x41, 0xbd, 0x76, 0x38, 0xf0, 0x65, 0xa9, 0x1e, 0xc4,
+            0x87, 0x2b,
+        ]);
+        let r = OutputRules::new(OutputPolicy {
+            canaries: vec![c.clone()],
+            ..OutputPolicy::default()
+        })
+        .unwrap();
+        let ordinary = [
+            "chatcmpl-8f2a1c",
+            "chat.completion",
+            "smollm2-135m",
+            "assistant",
+            "call_1",
+            "function",
+            "lookup",
+            "stop",
+            "canary",
+            "wdn",
+            "2024",
+            "5a13",
+            "e702",
+            "The canary sang.",
+        ];
+        let (start, rest) = c.split_at(15);
+        let (middle, end) = rest.split_at(12);
+        let gap = &end[1..];
+        let head = format!("begins {start}");
+        let tail = format!("{end} and that is all");
+        let gapped = format!("{gap} and that is all");
+        let wrapped = format!("{end} then {start}");
+        let mut tiny: Vec<&str> = Vec::new();
+        let mut at = 0;
+        while at < c.len() {
+            tiny.push(&c[at..(at + MIN_PART - 1).min(c.len())]);
+            at += MIN_PART - 1;
+        }
+        for extra in [
+            vec![head.as_str(), middle, gapped.as_str()],
+            vec![head.as_str(), tail.as_str()][..1].to_vec(),
+            vec![middle, tail.as_str()],
+            vec![wrapped.as_str(), middle],
+            tiny,
+        ] {
+            let mut fields = ordinary.to_vec();
+            fields.extend(extra);
+            assert!(r.check_canary_parts(&fields).is_ok(), "{fields:?}");
+        }
+        assert!(r.check_canary_parts(&ordinary).is_ok());
     }
 
     /// A canary whose start ends one field and whose rest begins another is stopped
