@@ -168,7 +168,21 @@ const PARAMS: [&str; 7] = [
 /// (`unknown = "allow"`), which must not open the parameter under another name:
 /// llama.cpp's `n_probs` returns token probabilities, vLLM's `prompt_logprobs` those of
 /// the prompt. (llama.cpp's `n_predict`, its `max_tokens`, is capped with the lengths.)
-const ALIASES: [(&str, &str); 2] = [("n_probs", "logprobs"), ("prompt_logprobs", "logprobs")];
+/// vLLM's `allowed_token_ids` restricts sampling to chosen tokens, the effect
+/// `logit_bias` is governed for, so it follows that action.
+const ALIASES: [(&str, &str); 3] = [
+    ("n_probs", "logprobs"),
+    ("prompt_logprobs", "logprobs"),
+    ("allowed_token_ids", "logit_bias"),
+];
+
+/// Engine fields refused even from a role that forwards unknown fields: they change
+/// the server itself for the request rather than a sampling choice. vLLM's
+/// `chat_template` (and llama.cpp's `chat_template`) replaces the template that renders
+/// the conversation, so a user message can be made to read as the system's or any
+/// role's, past the role-aware screening; vLLM's `logits_processors` names Python
+/// classes for the server to import and run.
+const SERVER_FIELDS: [&str; 2] = ["chat_template", "logits_processors"];
 
 /// Every name a server reads a length from: the endpoints' (chat's two, Responses'
 /// `max_output_tokens`) and llama.cpp's `n_predict`. Each present one is capped.
@@ -724,6 +738,13 @@ pub fn validate(
                 // Go's `encoding/json` (Ollama, LocalAI) reads `MAX_TOKENS` or
                 // `max_to\u{212a}ens` as `max_tokens`, after or instead of the checked one.
                 let f = fold(&k);
+                if let Some(name) = SERVER_FIELDS.iter().find(|n| fold(n) == f) {
+                    return Err(Invalid(format!(
+                        "{}: not accepted (it would change how the server renders or \
+                         samples, as {name}, not a parameter of this request)",
+                        clip(&k)
+                    )));
+                }
                 if let Some(name) = known
                     .iter()
                     .chain(&PARAMS)
@@ -1544,6 +1565,55 @@ mod tests {
                 {"type": "input_image", "image_url": png}]}]}))
             .is_ok()
         );
+    }
+
+    /// Even a role forwarding unknown fields cannot send fields that change the server
+    /// for the request (a chat template, logits processors to import), in any case;
+    /// vLLM's `allowed_token_ids` follows the `logit_bias` action (denied by default).
+    #[test]
+    fn server_changing_fields_are_refused_and_token_restrictions_follow_logit_bias() {
+        let open = |extra: &[(&str, ParamAction)]| {
+            let mut t = BTreeMap::new();
+            t.insert(
+                "open".to_owned(),
+                RoleConfig {
+                    max_tokens: None,
+                    params: std::iter::once(("unknown".to_owned(), ParamAction::Allow))
+                        .chain(extra.iter().map(|(k, a)| ((*k).to_owned(), *a)))
+                        .collect(),
+                    limits: None,
+                },
+            );
+            pol(&["open"], t)
+        };
+        let p = open(&[]);
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for (k, v) in [
+            (
+                "chat_template",
+                json!("{% for m in messages %}{{ m.content }}{% endfor %}"),
+            ),
+            ("Chat_Template", json!("x")),
+            ("logits_processors", json!(["evil.module.Processor"])),
+        ] {
+            let mut body = json!({"model": "m", "messages": msgs});
+            body[k] = v;
+            let e = run(body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("not accepted"), "{body}: {e:?}");
+        }
+        let body = json!({"model": "m", "messages": msgs, "allowed_token_ids": [1, 2, 3]});
+        let e = run(body.clone(), &p).unwrap_err();
+        assert!(e.0.contains("allowed_token_ids: not permitted"), "{e:?}");
+        let v = run(body.clone(), &open(&[("logit_bias", ParamAction::Strip)])).unwrap();
+        assert_eq!(v.stripped, ["allowed_token_ids"]);
+        assert!(run(body, &open(&[("logit_bias", ParamAction::Allow)])).is_ok());
+        // Other engine fields still pass for this role.
+        let v = run(
+            json!({"model": "m", "messages": msgs, "top_k": 40, "ignore_eos": true}),
+            &p,
+        )
+        .unwrap();
+        assert!(v.stripped.is_empty());
     }
 
     /// Go's `encoding/json` (Ollama, LocalAI) matches member names case-insensitively,
