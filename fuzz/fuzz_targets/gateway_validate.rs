@@ -12,14 +12,35 @@ fuzz_target!(|data: &[u8]| {
     let Some((&ctl, body)) = data.split_first() else {
         return;
     };
-    let ep = match ctl % 4 {
+    let ep = match ctl & 3 {
         0 => Endpoint::Chat,
         1 => Endpoint::Completions,
         2 => Endpoint::Embeddings,
         _ => Endpoint::Responses,
     };
     let limits = ValidationConfig::default();
-    let policy = ParamPolicy::for_roles(&[], &BTreeMap::new(), &limits);
+    // Half the inputs under a role that forwards unknown fields, whose engine aliases,
+    // case folding and server fields have checks of their own.
+    let mut roles = BTreeMap::new();
+    let names = if ctl & 4 != 0 {
+        roles.insert(
+            "open".to_owned(),
+            warden_gateway::config::RoleConfig {
+                max_tokens: None,
+                params: [(
+                    "unknown".to_owned(),
+                    warden_gateway::config::ParamAction::Allow,
+                )]
+                .into_iter()
+                .collect(),
+                limits: None,
+            },
+        );
+        vec!["open".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let policy = ParamPolicy::for_roles(&names, &roles, &limits);
     if let Ok(v) = validate(ep, body, &policy, &limits) {
         assert!(v.max_tokens <= policy.max_tokens_cap);
         let again = validate(ep, &v.body, &policy, &limits).expect("forwarded body validates");
