@@ -1060,8 +1060,13 @@ mod tests {
     }
 
     fn run(body: Value, p: &ParamPolicy) -> Result<Validated, Invalid> {
+        run_on(Endpoint::Chat, body, p)
+    }
+
+    /// [`run`] on another endpoint.
+    fn run_on(ep: Endpoint, body: Value, p: &ParamPolicy) -> Result<Validated, Invalid> {
         validate(
-            Endpoint::Chat,
+            ep,
             body.to_string().as_bytes(),
             p,
             &ValidationConfig::default(),
@@ -1345,14 +1350,7 @@ mod tests {
     /// sampled token's logprob. Only null is inert there.
     #[test]
     fn completions_logprobs_zero_is_governed_by_the_policy() {
-        let completions = |body: Value, p: &ParamPolicy| {
-            validate(
-                Endpoint::Completions,
-                body.to_string().as_bytes(),
-                p,
-                &ValidationConfig::default(),
-            )
-        };
+        let completions = |body: Value, p: &ParamPolicy| run_on(Endpoint::Completions, body, p);
         let p = pol(&["user"], BTreeMap::new());
         let v = completions(json!({"model": "m", "prompt": "hi", "logprobs": 0}), &p).unwrap();
         assert_eq!(v.stripped, vec!["logprobs"]);
@@ -1415,13 +1413,7 @@ mod tests {
                 json!({"model": "m", "messages": msgs, "max_output_tokens": 100000}),
             ),
         ] {
-            let e = validate(
-                ep,
-                body.to_string().as_bytes(),
-                &p,
-                &ValidationConfig::default(),
-            )
-            .unwrap_err();
+            let e = run_on(ep, body.clone(), &p).unwrap_err();
             assert!(e.0.contains("must be between"), "{body}: {e:?}");
         }
         // Within the cap: forwarded, and `max_tokens` still set (to the role's default,
@@ -1464,14 +1456,7 @@ mod tests {
     #[test]
     fn media_parts_naming_a_url_are_refused() {
         let p = pol(&["user"], BTreeMap::new());
-        let responses = |body: Value| {
-            validate(
-                Endpoint::Responses,
-                body.to_string().as_bytes(),
-                &p,
-                &ValidationConfig::default(),
-            )
-        };
+        let responses = |body: Value| run_on(Endpoint::Responses, body, &p);
         let chat = |parts: Value| {
             run(
                 json!({"model": "m", "messages": [{"role": "user", "content": parts}]}),
@@ -1666,14 +1651,7 @@ mod tests {
     #[test]
     fn only_client_run_tools_are_forwarded() {
         let p = pol(&["user"], BTreeMap::new());
-        let go = |ep: Endpoint, body: Value| {
-            validate(
-                ep,
-                body.to_string().as_bytes(),
-                &p,
-                &ValidationConfig::default(),
-            )
-        };
+        let go = |ep: Endpoint, body: Value| run_on(ep, body, &p);
         let msgs = json!([{"role": "user", "content": "hi"}]);
         for tool in [
             json!({"type": "web_search_preview"}),
@@ -1745,16 +1723,7 @@ mod tests {
             },
         );
         let p = pol(&["open"], t);
-        let go = |ep: Endpoint, body: Value| {
-            validate(
-                ep,
-                body.to_string().as_bytes(),
-                &p,
-                &ValidationConfig::default(),
-            )
-            .unwrap()
-            .token_ids
-        };
+        let go = |ep: Endpoint, body: Value| run_on(ep, body, &p).unwrap().token_ids;
         assert!(go(
             Endpoint::Completions,
             json!({"model": "m", "prompt": "", "prompt_embeds": "UEsDBA=="})
@@ -1802,14 +1771,7 @@ mod tests {
         };
         let body = json!({"model": "m", "input": "hi", "include":
             ["reasoning.encrypted_content", "message.output_text.logprobs"]});
-        let go = |p: &ParamPolicy| {
-            validate(
-                Endpoint::Responses,
-                body.to_string().as_bytes(),
-                p,
-                &ValidationConfig::default(),
-            )
-        };
+        let go = |p: &ParamPolicy| run_on(Endpoint::Responses, body.clone(), p);
         let v = go(&role(ParamAction::Strip)).unwrap();
         let out: Value = serde_json::from_slice(&v.body).unwrap();
         assert_eq!(out["include"], json!(["reasoning.encrypted_content"]));

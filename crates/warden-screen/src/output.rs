@@ -1029,11 +1029,8 @@ mod tests {
         }
     }
 
-    /// A canary spelt in three or more parts over different fields, in any order (the
-    /// start in a tool's arguments, the middle in the text, the end in its name; also
-    /// in its hex or reversed form), is stopped, with ordinary fields around it.
-    #[test]
-    fn canary_parts_in_three_or_more_fields_in_any_order_are_put_together() {
+    /// One fixed canary and rules with only it.
+    fn sample_canary_rules() -> (String, OutputRules) {
         let c = canary_from([
             0x5a, 0x13, 0xe7, 0x02, 0x9c, 0x41, 0xbd, 0x76, 0x38, 0xf0, 0x65, 0xa9, 0x1e, 0xc4,
             0x87, 0x2b,
@@ -1043,6 +1040,15 @@ mod tests {
             ..OutputPolicy::default()
         })
         .unwrap();
+        (c, r)
+    }
+
+    /// A canary spelt in three or more parts over different fields, in any order (the
+    /// start in a tool's arguments, the middle in the text, the end in its name; also
+    /// in its hex or reversed form), is stopped, with ordinary fields around it.
+    #[test]
+    fn canary_parts_in_three_or_more_fields_in_any_order_are_put_together() {
+        let (c, r) = sample_canary_rules();
         let hex: String = c.bytes().map(|b| format!("{b:02x}")).collect();
         let reversed: String = c.chars().rev().collect();
         for form in [c.as_str(), hex.as_str(), reversed.as_str()] {
@@ -1075,15 +1081,7 @@ mod tests {
     /// strings that happen to be pieces of the canary (`canary`, hex-looking numbers).
     #[test]
     fn canary_fragments_that_do_not_chain_pass() {
-        let c = canary_from([
-            0x5a, 0x13, 0xe7, 0x02, 0x9c, 0x41, 0xbd, 0x76, 0x38, 0xf0, 0x65, 0xa9, 0x1e, 0xc4,
-            0x87, 0x2b,
-        ]);
-        let r = OutputRules::new(OutputPolicy {
-            canaries: vec![c.clone()],
-            ..OutputPolicy::default()
-        })
-        .unwrap();
+        let (c, r) = sample_canary_rules();
         let ordinary = [
             "chatcmpl-8f2a1c",
             "chat.completion",

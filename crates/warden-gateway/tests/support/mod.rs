@@ -84,14 +84,24 @@ impl Pki {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.serial_number = Some(serial.into());
         let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
+        write_pair(dir, name, &cert, &key)
     }
+}
+
+/// Writes `dir/NAME.pem` and `dir/NAME.key`.
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    cert: &rcgen::Certificate,
+    key: &KeyPair,
+) -> (PathBuf, PathBuf) {
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
 }
 
 fn leaf(
@@ -109,13 +119,7 @@ fn leaf(
     p.extended_key_usages = vec![eku];
     p.serial_number = Some(serial.into());
     let cert = p.signed_by(&key, issuer).unwrap();
-    let (c, k) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
+    write_pair(dir, name, &cert, &key)
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
