@@ -63,9 +63,15 @@ assert r.usage.total_tokens > 0
 summary["chat"] = r.choices[0].message.content
 
 # Streaming, chunk by chunk; the usage chunk the gateway asked for is not passed on.
+# The output screen holds text back (its window) and releases it in bursts, so a short
+# answer may come as one text chunk, with or without a separate role chunk: what is
+# checked is the shape of a stream (text before a last chunk carrying the finish).
 chunks = list(bob.chat.completions.create(model=MODEL, messages=msgs, max_tokens=24, stream=True))
 text = "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
-assert len(chunks) >= 3 and text, chunks
+with_choices = [c for c in chunks if c.choices]
+assert len(chunks) >= 2 and text, chunks
+assert with_choices[-1].choices[0].finish_reason in ("stop", "length"), chunks
+assert all(c.choices[0].finish_reason is None for c in with_choices[:-1]), chunks
 assert all(c.usage is None for c in chunks), [c.usage for c in chunks]
 assert all(c.system_fingerprint is None for c in chunks)
 summary["stream_chunks"] = len(chunks)
