@@ -650,11 +650,24 @@ pub enum SseError {
 
 /// Incremental SSE minimiser: feed upstream chunks, get minimised bytes out. Events are
 /// re-emitted whole as soon as their terminating blank line arrives.
+///
+/// Lines are read as the SSE standard (WHATWG HTML, "Parsing an event stream") reads
+/// them: a line ends at CRLF, LF or a lone CR, and a byte-order mark before the first
+/// line is ignored. Line ends are turned into LF as the bytes arrive (a CR that ends a
+/// chunk waits for the next one's first byte), so everything after sees LF alone and
+/// reads the same events a browser or the OpenAI client would.
 #[derive(Debug)]
 pub struct SseMinimizer {
     policy: ResponsePolicy,
     routed: Option<String>,
+    /// Upstream bytes not yet part of an emitted event, line ends already LF.
     buf: BytesMut,
+    /// The last byte fed was a CR (already written as LF): an LF right after it is the
+    /// same line end.
+    after_cr: bool,
+    /// Bytes of the stream's start still being checked for a byte-order mark (the
+    /// mark's bytes matched so far); `None` once the start is past.
+    bom: Option<u8>,
     max_event: usize,
     drop_usage_only: bool,
     /// Latest usage reported in the stream.
@@ -680,7 +693,7 @@ pub struct SseMinimizer {
 struct Reuse {
     /// The event's bytes before its text slot's string token (`data: ` included).
     head: Vec<u8>,
-    /// The bytes after it (a trailing `\r` included).
+    /// The bytes after it.
     tail: Vec<u8>,
     /// The event minimised (its slot holds the text last written).
     value: Value,
@@ -775,6 +788,8 @@ impl SseMinimizer {
             policy,
             routed: None,
             buf: BytesMut::new(),
+            after_cr: false,
+            bom: Some(0),
             max_event,
             drop_usage_only,
             usage: None,
@@ -800,9 +815,50 @@ impl SseMinimizer {
         self
     }
 
+    /// Appends `chunk` to the buffer with its line ends made LF and a leading
+    /// byte-order mark left out (see [`SseMinimizer`]).
+    fn take_in(&mut self, mut chunk: &[u8]) {
+        while let Some(matched) = self.bom {
+            let Some((&b, rest)) = chunk.split_first() else {
+                return;
+            };
+            match BOM.get(usize::from(matched)) {
+                Some(&want) if want == b => {
+                    chunk = rest;
+                    let m = matched + 1;
+                    self.bom = (usize::from(m) < BOM.len()).then_some(m);
+                }
+                _ => {
+                    // Not a mark after all: the bytes matched so far are the stream's.
+                    self.bom = None;
+                    if let Some(seen) = BOM.get(..usize::from(matched)) {
+                        self.buf.extend_from_slice(seen);
+                    }
+                }
+            }
+        }
+        if !self.after_cr && !chunk.contains(&b'\r') {
+            self.buf.extend_from_slice(chunk);
+            return;
+        }
+        self.buf.reserve(chunk.len());
+        for &b in chunk {
+            match b {
+                b'\r' => {
+                    self.buf.extend_from_slice(b"\n");
+                    self.after_cr = true;
+                    continue;
+                }
+                b'\n' if self.after_cr => {}
+                _ => self.buf.extend_from_slice(&[b]),
+            }
+            self.after_cr = false;
+        }
+    }
+
     /// Feed a chunk; returns what to send on.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, SseError> {
-        self.buf.extend_from_slice(chunk);
+        self.take_in(chunk);
         let mut out = BytesMut::new();
         while let Some(event) = self.next_event() {
             if let Some(e) = self.emit(&event) {
@@ -853,7 +909,7 @@ impl SseMinimizer {
     /// [`SseMinimizer::feed`] before serialisation: the minimised events themselves, so
     /// output screening can take them without parsing the bytes again.
     pub fn feed_events(&mut self, chunk: &[u8]) -> Result<Vec<MinEvent>, SseError> {
-        self.buf.extend_from_slice(chunk);
+        self.take_in(chunk);
         let mut out = Vec::new();
         while let Some(event) = self.next_event() {
             out.extend(self.emit(&event));
@@ -866,6 +922,12 @@ impl SseMinimizer {
 
     /// [`SseMinimizer::finish`] before serialisation.
     pub fn finish_events(&mut self) -> Vec<MinEvent> {
+        // A stream that ended inside a would-be mark: those bytes were its own.
+        if let Some(matched) = self.bom.take()
+            && let Some(seen) = BOM.get(..usize::from(matched))
+        {
+            self.buf.extend_from_slice(seen);
+        }
         if self.buf.is_empty() {
             return Vec::new();
         }
@@ -940,7 +1002,6 @@ impl SseMinimizer {
         // data is all dropped (not JSON, say) must not pass its `event:` name alone.
         let mut allowed_data = false;
         for line in event.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(data) = line.strip_prefix(b"data:") {
                 let data = data.strip_prefix(b" ").unwrap_or(data);
                 // Where the data starts, for an event of this one line.
@@ -1061,20 +1122,13 @@ impl MinEvent {
     }
 }
 
+/// UTF-8's byte-order mark, which the SSE standard skips at a stream's start.
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// Where the first event in `buf` (line ends already LF) ends: the offset of its last
+/// line's LF and the length of the separator (that LF and the blank line's).
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf.get(i) == Some(&b'\n') {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some((i, 2));
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i, 3));
-            }
-        }
-        i += 1;
-    }
-    None
+    buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2))
 }
 
 #[cfg(test)]
@@ -1646,6 +1700,81 @@ mod tests {
         assert_eq!(events[1], "data: [DONE]");
         assert_eq!(events[2], "");
         assert_eq!(m.usage, Some(Usage { total_tokens: 5 }));
+    }
+
+    /// Every line end the SSE standard allows (CRLF, LF, a lone CR, mixed) and a leading
+    /// byte-order mark give the events the LF stream gives, however the bytes are
+    /// chunked: before, a CR-only stream was one event that never ended and a mark hid
+    /// the first event.
+    #[test]
+    fn sse_lines_end_at_crlf_lf_or_cr_and_a_leading_mark_is_skipped() {
+        let events = [
+            r#"data: {"id":"1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"data: {"id":"1","choices":[{"index":0,"delta":{"content":"Hel"}}],"system_fingerprint":"x"}"#,
+            r#"data: {"id":"1","choices":[{"index":0,"delta":{"content":"lo"}}]}"#,
+            ": keep-alive",
+            r#"data: {"id":"1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            "data: [DONE]",
+        ];
+        let stream = |nl: &dyn Fn(usize) -> &'static str, bom: bool| {
+            let mut s = if bom {
+                "\u{feff}".to_owned()
+            } else {
+                String::new()
+            };
+            for (i, e) in events.iter().enumerate() {
+                s.push_str(e);
+                s.push_str(nl(2 * i));
+                s.push_str(nl(2 * i + 1));
+            }
+            s.into_bytes()
+        };
+        let run = |input: &[u8], size: usize| {
+            let mut m = SseMinimizer::new(CHAT, false, 1 << 20);
+            let mut out = Vec::new();
+            for ch in input.chunks(size) {
+                out.extend_from_slice(&m.feed(ch).unwrap());
+            }
+            out.extend_from_slice(&m.finish());
+            (out, m.events)
+        };
+        let reference = run(&stream(&|_| "\n", false), 1 << 20);
+        assert_eq!(reference.1, 4, "four content events");
+        assert!(String::from_utf8_lossy(&reference.0).contains("Hel"));
+        let endings: [(&str, &dyn Fn(usize) -> &'static str); 5] = [
+            ("crlf", &|_| "\r\n"),
+            ("cr", &|_| "\r"),
+            ("lf", &|_| "\n"),
+            // (a CR followed by an LF would be one CRLF, so no pattern puts them so)
+            ("mixed", &|i| ["\n", "\r", "\r\n"][i % 3]),
+            ("mixed2", &|i| ["\r\n", "\r", "\n", "\r"][i % 4]),
+        ];
+        for (name, nl) in endings {
+            for bom in [false, true] {
+                let input = stream(nl, bom);
+                for size in 1..=8 {
+                    assert_eq!(
+                        run(&input, size),
+                        reference,
+                        "{name}, mark {bom}, chunks of {size}"
+                    );
+                }
+            }
+        }
+        // Bytes that only start like a mark are the stream's own (here a data line of
+        // a non-JSON value, dropped as any is), and a mark later in the stream is not
+        // skipped: it makes its line another field's.
+        let mut odd = vec![0xEF, 0xBB];
+        odd.extend_from_slice(b"data: x\n\n");
+        odd.extend_from_slice(&stream(&|_| "\n", false));
+        for size in 1..=4 {
+            assert_eq!(run(&odd, size), reference, "chunks of {size}");
+        }
+        let mut late = stream(&|_| "\n", false);
+        late.extend_from_slice("\u{feff}data: {\"id\":\"2\",\"choices\":[]}\n\n".as_bytes());
+        assert_eq!(run(&late, 3), reference);
+        // A stream that is a mark's first bytes alone ends with nothing to send.
+        assert_eq!(run(&[0xEF, 0xBB], 1).1, 0);
     }
 
     #[test]
