@@ -1001,7 +1001,10 @@ async fn extraction_attack_alerts_the_webhook_and_is_throttled_benign_replay_is_
         },
         pace,
         Duration::from_secs(60),
-        16,
+        // Short answers, as for the replay below: what the monitor judges is the
+        // prompts, and with 16 tokens a loaded CI machine's one-thread model server
+        // answered too slowly for 10 requests to fit in the 8-s window.
+        2,
     )
     .await;
     let throttled_at =
