@@ -633,6 +633,37 @@ fn holds_remote(v: &Value) -> bool {
     }
 }
 
+/// Whether `k` names something to fetch: `url`, `uri` or a name ending so (`image_url`,
+/// `file_uri`, `urls`), or a media name engines read URLs from (`image`, `video`,
+/// `audio`, `file` and their plurals), in any case.
+fn fetch_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    let k = k.strip_suffix('s').unwrap_or(&k);
+    k.ends_with("url") || k.ends_with("uri") || matches!(k, "image" | "video" | "audio" | "file")
+}
+
+/// The path (below `at`) of the first member of `v`, at any depth, whose name
+/// [`fetch_key`]s and whose value [`holds_remote`]: a media part or a URL list inside a
+/// field the gateway does not know (vLLM reads chat `messages` with `image_url` parts on
+/// `/v1/embeddings`, and engines take `images` or `multi_modal_data` lists).
+fn remote_in_unknown(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::Object(o) => o.iter().find_map(|(k, v)| {
+            let path = format!("{at}.{}", clip(k));
+            if fetch_key(k) && holds_remote(v) {
+                Some(path)
+            } else {
+                remote_in_unknown(v, &path)
+            }
+        }),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| remote_in_unknown(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
 /// Fields of a content part that hold text, not something to fetch: prompt text, its
 /// `type`, and what an earlier answer sent back carries (its citations, its tokens).
 const TEXT_KEYS: [&str; 5] = ["text", "refusal", "type", "annotations", "logprobs"];
@@ -756,6 +787,21 @@ pub fn validate(
                         "unknown field {}: differs only in case from {name} (some servers \
                          read it as that)",
                         clip(&k)
+                    )));
+                }
+                // A media URL the server would fetch, under a name we do not know.
+                if !limits.allow_media_urls
+                    && let Some(v) = obj.get(&k)
+                    && let Some(at) = if fetch_key(&k) && holds_remote(v) {
+                        Some(clip(&k))
+                    } else {
+                        remote_in_unknown(v, &clip(&k))
+                    }
+                {
+                    return Err(Invalid(format!(
+                        "{at}: media URLs are not accepted (the model server would fetch \
+                         them); send the media inline as a data: URL, or set \
+                         [gateway.validation] allow_media_urls"
                     )));
                 }
             }
@@ -1642,6 +1688,85 @@ mod tests {
         )
         .unwrap();
         assert!(v.stripped.is_empty());
+    }
+
+    /// Under `unknown = "allow"`, a field the gateway does not know can carry media too:
+    /// vLLM reads chat `messages` with `image_url` parts on `/v1/embeddings`, other
+    /// engines `images` lists or `multi_modal_data`. A member named like a URL or a
+    /// medium that names a non-`data:` URL is refused like a media part, at any depth;
+    /// inline media, URLs in other members and `allow_media_urls` pass.
+    #[test]
+    fn media_urls_in_forwarded_unknown_fields_are_refused() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "open".to_owned(),
+            RoleConfig {
+                max_tokens: None,
+                params: [("unknown".to_owned(), ParamAction::Allow)]
+                    .into_iter()
+                    .collect(),
+                limits: None,
+            },
+        );
+        let p = pol(&["open"], t);
+        let url = "http://169.254.169.254/latest/meta-data/";
+        let refused = [
+            (
+                Endpoint::Embeddings,
+                json!({"model": "m", "input": "x", "messages": [{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": url}}]}]}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                       "multi_modal_data": {"image": [url]}}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                       "images": ["file:///etc/passwd"]}),
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "hi", "extra": {"Video_URL": " S3://b/k"}}),
+            ),
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "hi", "attachments": [{"file_uri": url}]}),
+            ),
+        ];
+        for (ep, body) in &refused {
+            let e = run_on(*ep, body.clone(), &p).unwrap_err();
+            assert!(e.0.contains("media URLs are not accepted"), "{body}: {e:?}");
+        }
+        let e = run_on(refused[0].0, refused[0].1.clone(), &p).unwrap_err();
+        assert!(
+            e.0.starts_with(r#""messages"[0]."content"[0]."image_url": "#),
+            "{e:?}"
+        );
+        // Inline media, URLs under other names, and text that reads like a scheme pass.
+        for body in [
+            json!({"model": "m", "input": "x", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}]}),
+            json!({"model": "m", "input": "x", "metadata": {"source": url, "note": "Note: x"}}),
+            json!({"model": "m", "input": "x", "images": ["iVBORw0KGgo="]}),
+        ] {
+            assert!(
+                run_on(Endpoint::Embeddings, body.clone(), &p).is_ok(),
+                "{body}"
+            );
+        }
+        // The operator's opt-in covers these too.
+        let allow = ValidationConfig {
+            allow_media_urls: true,
+            ..ValidationConfig::default()
+        };
+        for (ep, body) in &refused {
+            assert!(
+                validate(*ep, body.to_string().as_bytes(), &p, &allow).is_ok(),
+                "{body}"
+            );
+        }
     }
 
     /// Hosted tools (`web_search_preview`, `code_interpreter`, `mcp`, ...) run on the
