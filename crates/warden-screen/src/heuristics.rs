@@ -226,6 +226,19 @@ pub fn is_continuation(text: &str) -> bool {
     CONTINUATIONS.binary_search(&canon).is_ok()
 }
 
+/// Whether `text` (already normalised) is short and has no letter in any script: "...",
+/// "---", "?", "42", an emoji, nothing at all. Such a message cannot word an
+/// instruction; the n-gram model's reading of it is its training data's punctuation
+/// ("..." and "---" separate the parts of many injections), not evidence. Bounded:
+/// at most [`WORDLESS_MAX`] bytes, so a long run of digit codes is still scored.
+pub fn is_wordless(text: &str) -> bool {
+    text.len() <= WORDLESS_MAX && !text.chars().any(char::is_alphabetic)
+}
+
+/// The longest text [`is_wordless`] accepts, in bytes (ten characters' worth of
+/// decimal character codes).
+pub const WORDLESS_MAX: usize = 32;
+
 /// The rule tier. Built once; cheap to share.
 #[derive(Debug, Clone)]
 pub struct Heuristics {

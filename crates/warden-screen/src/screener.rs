@@ -9,7 +9,8 @@ use crate::heuristics::{Heuristics, RuleHit};
 use crate::model::LinearModel;
 use crate::normalize::{NormStats, normalize, undecorated, zero_width_as_space};
 
-/// The logit a bare conversational continuation is scored at, at most (score 0.018:
+/// The logit a bare conversational continuation or a short wordless message is scored
+/// at, at most (score 0.018:
 /// below every calibrated flag threshold, and below the transformer tier's uncertainty
 /// band (from 0.03), so that tier does not re-score it either).
 const CONTINUATION_LOGIT: f64 = -4.0;
@@ -285,6 +286,15 @@ impl Screener {
         // says nothing to screen: the n-gram model's reading of it is its training
         // data's bias, not evidence (see `heuristics::is_continuation`).
         if rules.is_empty() && crate::heuristics::is_continuation(&n.text) {
+            logit = logit.min(CONTINUATION_LOGIT);
+        }
+        // Likewise a short message without a letter ("...", "---", "42", "👍", an empty
+        // one), unless normalisation removed or decoded something from it.
+        if rules.is_empty()
+            && n.stats.invisible() == 0
+            && n.stats.decoded() == 0
+            && crate::heuristics::is_wordless(&n.text)
+        {
             logit = logit.min(CONTINUATION_LOGIT);
         }
         (logit, rules, n.stats, scored.unwrap_or(n.text))
