@@ -1,6 +1,7 @@
 //! Fuzz the gateway's SSE response minimiser with untrusted upstream bytes, fed in
-//! arbitrary chunkings. It must never panic, never emit more than it bounds, and every
-//! `data:` line it emits must be valid JSON (or `[DONE]`) without logprob data.
+//! arbitrary chunkings. It must never panic, never emit more than it bounds, emit the
+//! same bytes however the input is chunked, and every `data:` line it emits must be
+//! valid JSON (or `[DONE]`) without logprob data.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,6 +41,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     out.extend_from_slice(&m.finish());
+    // Chunking changes nothing (line ends split across chunks, a byte-order mark in
+    // pieces): the same bytes fed at once give the same output, unless that one
+    // buffer outgrows the event limit.
+    let mut whole = SseMinimizer::new(policy, ctl & 0x10 != 0, 4096);
+    if let Ok(b) = whole.feed(rest) {
+        let mut at_once = b.to_vec();
+        at_once.extend_from_slice(&whole.finish());
+        assert_eq!(at_once, out, "chunks of {step} differ from one feed");
+    }
     for line in out.split(|b| *b == b'\n') {
         if let Some(d) = line.strip_prefix(b"data: ") {
             if d == b"[DONE]" {
