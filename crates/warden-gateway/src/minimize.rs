@@ -837,22 +837,26 @@ impl SseMinimizer {
                 }
             }
         }
-        if !self.after_cr && !chunk.contains(&b'\r') {
-            self.buf.extend_from_slice(chunk);
-            return;
-        }
-        self.buf.reserve(chunk.len());
-        for &b in chunk {
-            match b {
-                b'\r' => {
+        // Runs between CRs are copied whole; each CR becomes an LF and swallows an LF
+        // right after it (in this chunk or, through `after_cr`, the next).
+        while let Some((&first, rest)) = chunk.split_first() {
+            if std::mem::take(&mut self.after_cr) && first == b'\n' {
+                chunk = rest;
+                continue;
+            }
+            match chunk.iter().position(|b| *b == b'\r') {
+                None => {
+                    self.buf.extend_from_slice(chunk);
+                    return;
+                }
+                Some(i) => {
+                    let (run, cr_on) = chunk.split_at(i);
+                    self.buf.extend_from_slice(run);
                     self.buf.extend_from_slice(b"\n");
                     self.after_cr = true;
-                    continue;
+                    chunk = cr_on.get(1..).unwrap_or_default();
                 }
-                b'\n' if self.after_cr => {}
-                _ => self.buf.extend_from_slice(&[b]),
             }
-            self.after_cr = false;
         }
     }
 
