@@ -144,6 +144,15 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
             "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}})
         ));
         s.push_str("data: [DONE]\n\n");
+        // Other line ends the SSE standard allows, and a leading byte-order mark.
+        if last.contains("nl-crlf") {
+            s = s.replace('\n', "\r\n");
+        } else if last.contains("nl-cr") {
+            s = s.replace('\n', "\r");
+        }
+        if last.contains("with-bom") {
+            s.insert(0, '\u{feff}');
+        }
         let mut r = Response::new(Full::new(Bytes::from(s)));
         r.headers_mut()
             .insert("content-type", "text/event-stream".parse().unwrap());
@@ -679,6 +688,39 @@ async fn injections_are_refused_before_the_upstream_and_benign_prompts_pass() {
         m.contains("warden_screen_alerts_total{kind=\"input_flagged\"} 1"),
         "{m}"
     );
+}
+
+/// An upstream stream whose lines end in CR or CRLF, or that opens with a byte-order
+/// mark (all allowed by the SSE standard; llama-cpp-python and other sse-starlette
+/// servers write CRLF) is read event by event like an LF stream: the client gets the
+/// whole answer, and a key in it is stopped as in any stream. Before, a CR-only stream
+/// reached the client as nothing and a mark lost the first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_with_cr_line_ends_or_a_byte_order_mark_are_read_and_screened() {
+    let env = start(json!({})).await;
+    for form in ["nl-cr", "nl-crlf", "with-bom nl-cr", "with-bom"] {
+        let (st, _, body) = env.stream_chat("bob", user(&ask(form))).await;
+        assert_eq!(st, 200, "{form}: {body}");
+        assert_eq!(
+            answer_of(&body),
+            "A short and harmless answer.",
+            "{form}: {body}"
+        );
+        assert!(
+            body.starts_with("data: ") && body.contains("\"role\":\"assistant\""),
+            "{form}: the first event (the role) is there: {body}"
+        );
+        assert!(body.trim_end().ends_with("data: [DONE]"), "{form}: {body}");
+        let (st, _, body) = env
+            .stream_chat("bob", user(&ask(&format!("say-secret {form}"))))
+            .await;
+        assert_eq!(st, 200, "{form}: {body}");
+        assert!(!body.contains(AWS_KEY), "{form}: {body}");
+        assert!(
+            body.contains("output_blocked") && body.contains("OUT-SECRET-AWS-KEY"),
+            "{form}: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
