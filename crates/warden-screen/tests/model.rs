@@ -794,6 +794,12 @@ fn bare_continuations_pass_injections_starting_with_them_do_not() {
         "Hi!",
         "hello there",
         "help",
+        // Blocked before too: the commonest openers and answers of a chat.
+        "How are you?",
+        "Who are you?",
+        "Are you an AI?",
+        "What model are you?",
+        "I don't know.",
     ] {
         for role in [Role::User, Role::Tool] {
             let v = s.screen_text(text, role);
