@@ -14,7 +14,8 @@ the FPR on crates/warden-screen/tests/data/benign_triggers.txt and on the held-o
 out-of-distribution benign set ood_benign.txt (system prompts, translation requests and
 requests in many languages, written separately from the training augmentation) and on the
 held-out developer requests dev_benign.txt, the held-out application system prompts and
-RAG/agent templates system_benign.txt (screened as system messages), and the
+RAG/agent templates system_benign.txt (screened as system messages), the held-out short
+chat messages chat_short.txt, and the
 TPR on held-out multilingual attacks (multilingual_attacks.txt, hand-written, and the
 Italian/Portuguese/Romanian part of the yanismiraoui set that training never sees).
 Prints a Markdown table (pasted into README.md) and writes target/screen-eval.json.
@@ -44,6 +45,7 @@ TRIGGERS = TESTDATA / "benign_triggers.txt"
 OOD_BENIGN = TESTDATA / "ood_benign.txt"
 DEV_BENIGN = TESTDATA / "dev_benign.txt"
 SYSTEM_BENIGN = TESTDATA / "system_benign.txt"
+CHAT_SHORT = TESTDATA / "chat_short.txt"
 ML_ATTACKS = TESTDATA / "multilingual_attacks.txt"
 
 HOMOGLYPHS = {
@@ -200,6 +202,7 @@ def main():
         ("ood_benign", OOD_BENIGN),
         ("dev_benign", DEV_BENIGN),
         ("system_benign", SYSTEM_BENIGN),
+        ("chat_short", CHAT_SHORT),
     ):
         lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
         out = screen(lines, "system" if name == "system_benign" else None)

@@ -30,7 +30,8 @@ MODEL = REPO / "crates" / "warden-screen" / "model"
 HELDOUT = [
     REPO / "crates" / "warden-screen" / "tests" / "data" / name
     for name in (
-        "benign_triggers.txt", "ood_benign.txt", "multilingual_attacks.txt", "dev_benign.txt", "system_benign.txt"
+        "benign_triggers.txt", "ood_benign.txt", "multilingual_attacks.txt", "dev_benign.txt", "system_benign.txt",
+        "chat_short.txt",
     )
 ]
 COMMAND = "python3 scripts/train_screen.py"
