@@ -633,24 +633,62 @@ fn holds_remote(v: &Value) -> bool {
     }
 }
 
-/// Whether `k` names something to fetch: `url`, `uri` or a name ending so (`image_url`,
-/// `file_uri`, `urls`), or a media name engines read URLs from (`image`, `video`,
-/// `audio`, `file` and their plurals), in any case.
+/// Whether `k` names something to fetch: one of its words (split at `_`, `-`, other
+/// punctuation and lower-to-upper case changes: `image_data`, `imageUrl`, `file-uri`)
+/// is `url`, `uri`, `image`, `img`, `video`, `audio`, `file` or `media`, or a plural.
 fn fetch_key(k: &str) -> bool {
-    let k = k.to_ascii_lowercase();
-    let k = k.strip_suffix('s').unwrap_or(&k);
-    k.ends_with("url") || k.ends_with("uri") || matches!(k, "image" | "video" | "audio" | "file")
+    let mut words: Vec<String> = Vec::new();
+    let mut prev_lower = false;
+    for c in k.chars() {
+        if !c.is_ascii_alphanumeric() {
+            prev_lower = false;
+            words.push(String::new());
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower {
+            words.push(String::new());
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        match words.last_mut() {
+            Some(w) => w.push(c.to_ascii_lowercase()),
+            None => words.push(c.to_ascii_lowercase().to_string()),
+        }
+    }
+    words.iter().any(|w| {
+        let w = w.strip_suffix('s').unwrap_or(w);
+        matches!(
+            w,
+            "url" | "uri" | "image" | "img" | "video" | "audio" | "file" | "media"
+        )
+    })
+}
+
+/// Whether some string in `v` is a URL of a place: [`names_remote`] with a `/` right
+/// after the scheme (`http://`, `s3://`, `file:/`), so text such as "Note: a cat" under
+/// a media-named member of an unknown field is not taken for one.
+fn holds_place(v: &Value) -> bool {
+    match v {
+        Value::String(s) => {
+            names_remote(s)
+                && s.trim_start()
+                    .split_once(':')
+                    .is_some_and(|(_, rest)| rest.starts_with('/'))
+        }
+        Value::Array(a) => a.iter().any(holds_place),
+        Value::Object(o) => o.values().any(holds_place),
+        _ => false,
+    }
 }
 
 /// The path (below `at`) of the first member of `v`, at any depth, whose name
-/// [`fetch_key`]s and whose value [`holds_remote`]: a media part or a URL list inside a
+/// [`fetch_key`]s and whose value [`holds_place`]: a media part or a URL list inside a
 /// field the gateway does not know (vLLM reads chat `messages` with `image_url` parts on
-/// `/v1/embeddings`, and engines take `images` or `multi_modal_data` lists).
+/// `/v1/embeddings`; engines take `images`, `image_data` or `multi_modal_data`).
 fn remote_in_unknown(v: &Value, at: &str) -> Option<String> {
     match v {
         Value::Object(o) => o.iter().find_map(|(k, v)| {
             let path = format!("{at}.{}", clip(k));
-            if fetch_key(k) && holds_remote(v) {
+            if fetch_key(k) && holds_place(v) {
                 Some(path)
             } else {
                 remote_in_unknown(v, &path)
@@ -792,7 +830,7 @@ pub fn validate(
                 // A media URL the server would fetch, under a name we do not know.
                 if !limits.allow_media_urls
                     && let Some(v) = obj.get(&k)
-                    && let Some(at) = if fetch_key(&k) && holds_remote(v) {
+                    && let Some(at) = if fetch_key(&k) && holds_place(v) {
                         Some(clip(&k))
                     } else {
                         remote_in_unknown(v, &clip(&k))
@@ -1734,6 +1772,16 @@ mod tests {
                 Endpoint::Responses,
                 json!({"model": "m", "input": "hi", "attachments": [{"file_uri": url}]}),
             ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                       "image_data": [url], "extra": {"imageUrl": "file:/etc/passwd"}}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                       "extra": {"mediaURLs": ["s3://bucket/key"]}}),
+            ),
         ];
         for (ep, body) in &refused {
             let e = run_on(*ep, body.clone(), &p).unwrap_err();
@@ -1750,6 +1798,10 @@ mod tests {
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}]}),
             json!({"model": "m", "input": "x", "metadata": {"source": url, "note": "Note: x"}}),
             json!({"model": "m", "input": "x", "images": ["iVBORw0KGgo="]}),
+            // Text under media-named members, and words that merely contain one.
+            json!({"model": "m", "input": "x", "image_caption": "Note: a cat on a mat",
+                   "profile": {"website": url}, "security": "level: high",
+                   "curious_file_note": "todo: check"}),
         ] {
             assert!(
                 run_on(Endpoint::Embeddings, body.clone(), &p).is_ok(),
