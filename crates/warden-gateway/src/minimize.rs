@@ -662,6 +662,10 @@ pub struct SseMinimizer {
     routed: Option<String>,
     /// Upstream bytes not yet part of an emitted event, line ends already LF.
     buf: BytesMut,
+    /// How much of `buf` is known to hold no event end (`\n\n`): the next search
+    /// starts just before it, so an event arriving in many small chunks is scanned
+    /// once, not once per chunk (quadratic in its size).
+    scanned: usize,
     /// The last byte fed was a CR (already written as LF): an LF right after it is the
     /// same line end.
     after_cr: bool,
@@ -788,6 +792,7 @@ impl SseMinimizer {
             policy,
             routed: None,
             buf: BytesMut::new(),
+            scanned: 0,
             after_cr: false,
             bom: Some(0),
             max_event,
@@ -904,9 +909,20 @@ impl SseMinimizer {
 
     /// The next whole event's bytes (without its blank line), taken from the buffer.
     fn next_event(&mut self) -> Option<BytesMut> {
-        let (end, sep) = find_event_end(&self.buf)?;
+        // An end may straddle the old boundary by one byte (its first LF scanned last).
+        let from = self.scanned.saturating_sub(1);
+        let Some((end, sep)) = self
+            .buf
+            .get(from..)
+            .and_then(find_event_end)
+            .map(|(e, sep)| (from + e, sep))
+        else {
+            self.scanned = self.buf.len();
+            return None;
+        };
         let mut event = self.buf.split_to(end + sep);
         event.truncate(end);
+        self.scanned = 0;
         Some(event)
     }
 
@@ -936,6 +952,7 @@ impl SseMinimizer {
             return Vec::new();
         }
         let rest = self.buf.split();
+        self.scanned = 0;
         self.emit(&rest).into_iter().collect()
     }
 
