@@ -525,7 +525,35 @@ fn word_runs(s: &[u8]) -> (Vec<u32>, usize) {
 #[derive(Debug, Clone, Default)]
 struct RunIndex {
     inputs: VecDeque<(u64, Box<[u32]>)>,
-    counts: HashMap<u32, u32>,
+    counts: HashMap<u32, u32, RunHasher>,
+}
+
+/// Hasher of [`RunIndex::counts`]: its keys are already hashes of the words (keyed by
+/// nothing an attacker cannot compute, but a flood of colliding runs only costs the
+/// attacker's own identity its lookups, bounded by [`RUN_INPUTS`] × [`RUN_WORDS`]), so
+/// one multiply spreads them over the table instead of SipHash's rounds.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunHasher(u64);
+
+impl std::hash::BuildHasher for RunHasher {
+    type Hasher = RunHasher;
+    fn build_hasher(&self) -> RunHasher {
+        RunHasher(0)
+    }
+}
+
+impl std::hash::Hasher for RunHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl RunIndex {
