@@ -117,8 +117,32 @@ fn bench_screen(c: &mut Criterion) {
     let texts: Vec<String> = (0..4096)
         .map(|i| format!("question {i} about {} and {}", i * 7919, i * 104_729))
         .collect();
+    // 60 words never seen before in every input (letters only, so no word reads as a
+    // number): the word-run lookup's worst case, every run new and every one expiring.
+    let word = |mut n: usize| {
+        let mut w = String::new();
+        loop {
+            w.push(char::from(b'a' + (n % 26) as u8));
+            n /= 26;
+            if n == 0 {
+                break w;
+            }
+        }
+    };
+    let wordy: Vec<String> = (0..4096)
+        .map(|i| {
+            (0..60)
+                .map(|j| word(i * 60 + j))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
     let mut g = c.benchmark_group("monitor_observe_2048");
-    for (name, distinct) in [("same_input", false), ("distinct_inputs", true)] {
+    for (name, distinct, texts) in [
+        ("same_input", false, &texts),
+        ("distinct_inputs", true, &texts),
+        ("distinct_60_new_words", true, &wordy),
+    ] {
         let texts = texts.clone();
         let mut m = Monitor::new(MonitorConfig::default());
         let mut i = 0usize;

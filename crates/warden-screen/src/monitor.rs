@@ -11,7 +11,9 @@
 //!   do not make a repeat look new) is within `dup_hamming` bits of an earlier input in
 //!   the window (oracle-style probing);
 //! - input sweep share: inputs within `sweep_hamming` bits of an earlier one (many inputs
-//!   differing by small edits);
+//!   differing by small edits), or a template covered by word runs of the window's
+//!   inputs with only a few filler words around it ([`RunIndex::padded`]: random words
+//!   padding a probe dilute its SimHash, not its runs);
 //! - parameter sweep: distinct sampling-parameter tuples (temperature, top_p, logit_bias,
 //!   seed, ...) used with near-identical inputs;
 //! - screening hits (inputs the screener blocked or flagged) and refusals;
@@ -453,6 +455,174 @@ fn sim_of(s: &[u8]) -> u64 {
     )
 }
 
+/// Words of an input read for shared word runs ([`word_runs`]); a longer input is not
+/// judged on them (its varying part is larger than any padding).
+const RUN_WORDS: usize = 64;
+
+/// Words in one run shingle.
+const RUN_N: usize = 4;
+
+/// Inputs whose run shingles are remembered per identity (the last `window_ms` of them).
+const RUN_INPUTS: usize = 128;
+
+/// Fewest words in the longest stretch of an input covered by run shingles of the
+/// window's earlier inputs for it to read as a padded template (three shingles in a row).
+const RUN_MIN: usize = 6;
+
+/// Most words of an input outside the covered stretches for it to read as a padded
+/// template: a few filler words around the template, not new content.
+const PAD_MAX: usize = 6;
+
+/// The word-run shingles of `s` ([`shingled`] text): a hash per [`RUN_N`] consecutive
+/// words of its first [`RUN_WORDS`] words (a word is a run of letters and digits, any
+/// non-ASCII byte counting as a letter; a word with a digit in it reads as `#`, so a
+/// changed number does not break a run), and how many words `s` holds in all.
+fn word_runs(s: &[u8]) -> (Vec<u32>, usize) {
+    let mut words: Vec<u64> = Vec::with_capacity(RUN_WORDS);
+    let mut total = 0usize;
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let (mut inside, mut digit) = (false, false);
+    let end = |h: u64, digit: bool, words: &mut Vec<u64>, total: &mut usize| {
+        *total += 1;
+        if words.len() < RUN_WORDS {
+            words.push(if digit { u64::from(b'#') } else { h });
+        }
+    };
+    for &c in s {
+        if c.is_ascii_alphanumeric() || c >= 0x80 {
+            if !inside {
+                h = 0xcbf2_9ce4_8422_2325;
+                inside = true;
+                digit = false;
+            }
+            digit |= c.is_ascii_digit();
+            h = (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
+        } else if inside {
+            end(h, digit, &mut words, &mut total);
+            inside = false;
+        }
+    }
+    if inside {
+        end(h, digit, &mut words, &mut total);
+    }
+    let runs = words
+        .windows(RUN_N)
+        .map(|w| {
+            let mut h = 0x9e37_79b9_7f4a_7c15u64;
+            for &x in w {
+                h = (h ^ x).wrapping_mul(0x94d0_49bb_1331_11eb);
+                h ^= h >> 31;
+            }
+            // The high half: the mix above leaves it the best spread.
+            (h >> 32) as u32
+        })
+        .collect();
+    (runs, total)
+}
+
+/// The word-run shingles of an identity's recent inputs ([`RUN_INPUTS`] at most, within
+/// `window_ms`), each input's once, and how many of those inputs hold each shingle.
+#[derive(Debug, Clone, Default)]
+struct RunIndex {
+    inputs: VecDeque<(u64, Box<[u32]>)>,
+    counts: HashMap<u32, u32, RunHasher>,
+}
+
+/// Hasher of [`RunIndex::counts`]: its keys are already hashes of the words (keyed by
+/// nothing an attacker cannot compute, but a flood of colliding runs only costs the
+/// attacker's own identity its lookups, bounded by [`RUN_INPUTS`] × [`RUN_WORDS`]), so
+/// one multiply spreads them over the table instead of SipHash's rounds.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunHasher(u64);
+
+impl std::hash::BuildHasher for RunHasher {
+    type Hasher = RunHasher;
+    fn build_hasher(&self) -> RunHasher {
+        RunHasher(0)
+    }
+}
+
+impl std::hash::Hasher for RunHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl RunIndex {
+    fn pop(&mut self) {
+        if let Some((_, runs)) = self.inputs.pop_front() {
+            for r in runs.iter() {
+                if let Some(c) = self.counts.get_mut(r) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.counts.remove(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the inputs sent before `from`.
+    fn expire(&mut self, from: u64) {
+        while self.inputs.front().is_some_and(|(t, _)| *t < from) {
+            self.pop();
+        }
+    }
+
+    /// Whether an input with these run shingles and `total` words reads as a padded
+    /// template: a stretch of at least [`RUN_MIN`] words covered by shingles of earlier
+    /// inputs, with at most [`PAD_MAX`] words (and no more than it covers) outside the
+    /// covered stretches. A template with a number changed and a few random words
+    /// around it is one; an instruction before new content (a document to translate, a
+    /// context and a question) or another question on the same topic is not.
+    fn padded(&self, runs: &[u32], total: usize) -> bool {
+        if total > RUN_WORDS || runs.is_empty() || self.counts.is_empty() {
+            return false;
+        }
+        let mut covered = [false; RUN_WORDS];
+        for (i, r) in runs.iter().enumerate() {
+            if self.counts.contains_key(r) {
+                for c in covered.iter_mut().skip(i).take(RUN_N) {
+                    *c = true;
+                }
+            }
+        }
+        let (mut n, mut run, mut longest) = (0usize, 0usize, 0usize);
+        for &c in covered.iter().take(total) {
+            if c {
+                n += 1;
+                run += 1;
+                longest = longest.max(run);
+            } else {
+                run = 0;
+            }
+        }
+        let outside = total - n;
+        longest >= RUN_MIN && outside <= PAD_MAX && outside <= n
+    }
+
+    /// Remembers an input's run shingles (each once).
+    fn push(&mut self, at_ms: u64, mut runs: Vec<u32>) {
+        if self.inputs.len() >= RUN_INPUTS {
+            self.pop();
+        }
+        runs.sort_unstable();
+        runs.dedup();
+        for &r in &runs {
+            *self.counts.entry(r).or_insert(0) += 1;
+        }
+        self.inputs.push_back((at_ms, runs.into_boxed_slice()));
+    }
+}
+
 /// Month and weekday names (lower case; abbreviations too).
 const CALENDAR: [&str; 40] = [
     "january",
@@ -788,6 +958,8 @@ struct IdentityState {
     contexts: VecDeque<ContextSeen>,
     /// Keyed hashes of answers returned to this identity, newest last.
     answers: VecDeque<u64>,
+    /// Word-run shingles of the window's inputs, for templates padded with filler.
+    runs: RunIndex,
 }
 
 impl Seen {
@@ -826,6 +998,9 @@ impl IdentityState {
             *w = (*w).min(widx);
         }
         for t in self.last_alert.values_mut() {
+            *t = (*t).min(now);
+        }
+        for (t, _) in &mut self.runs.inputs {
             *t = (*t).min(now);
         }
     }
@@ -1050,7 +1225,10 @@ impl Monitor {
         while st.events.len() >= cfg.max_events {
             st.pop_event();
         }
-        let sim = simhash(ev.input);
+        st.runs.expire(from);
+        let folded = shingled(ev.input);
+        let sim = sim_of(&folded);
+        let (runs, words) = word_runs(&folded);
         let pkey = ev.params.key();
         let Scan {
             mut dup,
@@ -1118,6 +1296,14 @@ impl Monitor {
             }
             Place::Unknown => {}
         }
+        // A template around a changing slot, padded with a few filler words that
+        // dilute its SimHash (random words, never the same twice), still shares its
+        // word runs with the window's inputs: a small edit too. A conversation's step
+        // is judged against its own previous messages above instead.
+        if !matches!(place, Place::Step(_)) && st.runs.padded(&runs, words) {
+            near = true;
+        }
+        st.runs.push(now, runs);
         // System prompts and answers the gateway did not return, wherever they are: a
         // probe moved out of the user's turn is judged too.
         if cfg.judge_context {
@@ -2023,6 +2209,66 @@ mod tests {
         assert!(run(off, &probe).is_none(), "the short window alone saw it");
         let mixed = |i: u64| benign[i as usize % benign.len()].to_owned();
         assert!(run(MonitorConfig::default(), &mixed).is_none());
+    }
+
+    #[test]
+    fn padded_templates_are_small_edits_new_content_and_other_questions_are_not() {
+        let runs = |t: &str| word_runs(&shingled(t));
+        // A number changed does not break a run; words are counted past the 64 read.
+        assert_eq!(
+            runs("What is the price of SKU 90017?").0,
+            runs("what is the PRICE of sku-90042").0
+        );
+        assert_eq!(runs(&"word ".repeat(100)).1, 100);
+        assert_eq!(runs(&"word ".repeat(100)).0.len(), RUN_WORDS - RUN_N + 1);
+        let mut ix = RunIndex::default();
+        let (r, _) = runs("plorn What is the price of SKU 90001? steaxou brail");
+        ix.push(0, r);
+        let padded = |ix: &RunIndex, t: &str| {
+            let (r, n) = runs(t);
+            ix.padded(&r, n)
+        };
+        // New filler words on either side, the SimHash far from the first probe's.
+        let probe = "gairtou mesal What is the price of SKU 90002? dounix";
+        assert!(
+            (simhash(probe) ^ simhash("plorn What is the price of SKU 90001? steaxou brail"))
+                .count_ones()
+                > 10
+        );
+        assert!(padded(&ix, probe));
+        assert!(padded(&ix, "What is the price of SKU 90003? a b c d e f"));
+        // Too much outside the template, a reworded question, a short template.
+        assert!(!padded(
+            &ix,
+            "What is the price of SKU 90003? a b c d e f g"
+        ));
+        assert!(!padded(&ix, "How much does SKU 90004 cost at the moment?"));
+        assert!(!padded(&ix, "price of SKU 90005 please"));
+        // An instruction before new content.
+        let mut app = RunIndex::default();
+        let (r, _) = runs(
+            "Translate the following text into French: The train to Lyon leaves at nine from platform four.",
+        );
+        app.push(0, r);
+        assert!(!padded(
+            &app,
+            "Translate the following text into French: Please remember to water the plants while we are away next week."
+        ));
+        // Memory: the last RUN_INPUTS inputs, and only those of the window.
+        for i in 0..300u64 {
+            let (r, _) = runs(&format!("request {i} about topic {} and more", i % 7));
+            app.push(i, r);
+        }
+        assert_eq!(app.inputs.len(), RUN_INPUTS);
+        let total: usize = app.inputs.iter().map(|(_, r)| r.len()).sum();
+        assert_eq!(
+            app.counts.values().map(|&c| c as usize).sum::<usize>(),
+            total
+        );
+        app.expire(290);
+        assert_eq!(app.inputs.len(), 10);
+        app.expire(1_000);
+        assert!(app.counts.is_empty());
     }
 
     #[test]

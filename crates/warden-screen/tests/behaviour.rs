@@ -223,3 +223,269 @@ fn drift_shift_alerts_and_unshifted_replay_does_not() {
     assert_eq!(a.kind, AlertKind::Drift);
     assert!(a.value > cfg.psi_threshold);
 }
+
+fn data_lines(name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `n` distinct pseudo-words (two to four syllables), none of them repeated.
+fn pseudo_words(rng: &mut Rng, n: usize) -> Vec<String> {
+    const ONSETS: [&str; 16] = [
+        "b", "br", "k", "d", "f", "g", "gr", "l", "m", "n", "p", "pl", "r", "s", "st", "t",
+    ];
+    const VOWELS: [&str; 8] = ["a", "e", "i", "o", "u", "ai", "ou", "ea"];
+    const CODAS: [&str; 6] = ["", "n", "r", "s", "l", "x"];
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let syllables = 2 + rng.below(3);
+        let mut w = String::new();
+        for _ in 0..syllables {
+            w.push_str(ONSETS[rng.below(ONSETS.len())]);
+            w.push_str(VOWELS[rng.below(VOWELS.len())]);
+            w.push_str(CODAS[rng.below(CODAS.len())]);
+        }
+        if seen.insert(w.clone()) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Where the filler goes around the probe.
+#[derive(Debug, Clone, Copy)]
+enum Pad {
+    Before,
+    After,
+    Both,
+}
+
+/// A templated probe with a changing number, padded with `lo..=hi` filler words taken
+/// from `words` (in order from `*next` when `fresh`, so none repeats; at random else).
+fn padded_probes(
+    rng: &mut Rng,
+    words: &[String],
+    fresh: bool,
+    pad: Pad,
+    (lo, hi): (usize, usize),
+    n: u64,
+) -> Vec<String> {
+    let mut next = 0usize;
+    let mut take = |rng: &mut Rng, k: usize| -> String {
+        (0..k)
+            .map(|_| {
+                if fresh {
+                    next += 1;
+                    words[next - 1].clone()
+                } else {
+                    words[rng.below(words.len())].clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (0..n)
+        .map(|i| {
+            let probe = format!("What is the price of SKU {}?", 90_000 + i);
+            let k = lo + rng.below(hi - lo + 1);
+            match pad {
+                Pad::Before => format!("{} {probe}", take(rng, k)),
+                Pad::After => format!("{probe} {}", take(rng, k)),
+                Pad::Both => {
+                    let a = 1 + rng.below(k - 1);
+                    let before = take(rng, a);
+                    let after = take(rng, k - a);
+                    format!("{before} {probe} {after}")
+                }
+            }
+        })
+        .collect()
+}
+
+/// The first input-sweep or near-duplicate alert of `texts` sent by one identity every
+/// `every_ms`: (index of the request that raised it, the alert).
+fn first_probe_alert(texts: &[String], every_ms: u64) -> Option<(usize, Alert)> {
+    let mut m = Monitor::new(MonitorConfig::default());
+    for (i, t) in texts.iter().enumerate() {
+        let at = START + i as u64 * every_ms;
+        for a in m.observe(&event(at, "prober", t, SamplingParams::default())) {
+            if matches!(a.kind, AlertKind::NearDuplicates | AlertKind::InputSweep) {
+                return Some((i, a));
+            }
+        }
+    }
+    None
+}
+
+/// Every alert of `texts` sent by one identity every `every_ms`.
+fn all_alerts(texts: &[String], every_ms: u64) -> Vec<Alert> {
+    let mut m = Monitor::new(MonitorConfig::default());
+    let mut out = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        let at = START + i as u64 * every_ms;
+        out.extend(m.observe(&event(at, "app", t, SamplingParams::default())));
+    }
+    out
+}
+
+#[test]
+fn padded_sweeps_alert_within_60s_with_small_and_never_repeating_word_lists() {
+    let mut rng = Rng(0x9add);
+    let small: Vec<String> = [
+        "apple", "river", "blue", "quietly", "stone", "garden", "seven", "window", "lamp", "cloud",
+        "orange", "tiger", "paper", "north", "silver", "music",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let fresh = pseudo_words(&mut rng, 5_000);
+    for (words, never_repeats) in [(&small, false), (&fresh, true)] {
+        for pad in [Pad::Before, Pad::After, Pad::Both] {
+            for span in [(2, 3), (3, 5), (5, 5)] {
+                // 60 probes in 30 s.
+                let texts = padded_probes(&mut rng, words, never_repeats, pad, span, 60);
+                let (i, a) = first_probe_alert(&texts, 500).unwrap_or_else(|| {
+                    panic!(
+                        "no alert: fresh {never_repeats}, {pad:?}, {span:?}, e.g. {:?}",
+                        &texts[..3]
+                    )
+                });
+                assert!(i as u64 * 500 <= 60_000, "alert after {} ms", i * 500);
+                assert_eq!(a.action, AlertAction::Throttle);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slow_padded_sweep_is_judged_over_the_long_window() {
+    let mut rng = Rng(0x510e);
+    let fresh = pseudo_words(&mut rng, 2_000);
+    // 3 requests a minute for an hour: too slow for the one-minute window.
+    let texts = padded_probes(&mut rng, &fresh, true, Pad::Both, (3, 5), 180);
+    let (i, a) = first_probe_alert(&texts, 20_000).expect("slow padded sweep never alerted");
+    assert_eq!(a.window_s, 3600, "{a:?}");
+    assert_eq!(i + 1, 60, "alerted once long_min_requests inputs were in");
+}
+
+#[test]
+fn templated_apps_with_varied_content_do_not_alert() {
+    // Real-looking content: the prompt corpora's lines, as documents to translate or
+    // summarise, as RAG context and questions.
+    let mut content = data_lines("dev_benign.txt");
+    content.extend(data_lines("benign_triggers.txt"));
+    content.extend(data_lines("ood_benign.txt"));
+    let mut rng = Rng(0x7e3f1a7e);
+    let pick = |rng: &mut Rng| content[rng.below(content.len())].clone();
+    let translate: Vec<String> = (0..120)
+        .map(|_| {
+            format!(
+                "Translate the following text into French: {} {}",
+                pick(&mut rng),
+                pick(&mut rng)
+            )
+        })
+        .collect();
+    let summarise: Vec<String> = (0..120)
+        .map(|_| {
+            format!(
+                "Summarize this document in two sentences: {} {} {}",
+                pick(&mut rng),
+                pick(&mut rng),
+                pick(&mut rng)
+            )
+        })
+        .collect();
+    let rag: Vec<String> = (0..120)
+        .map(|_| {
+            format!(
+                "Use the context below to answer the question. If the answer is not in the context, say you do not know.\nContext: {} {} {}\nQuestion: {}",
+                pick(&mut rng),
+                pick(&mut rng),
+                pick(&mut rng),
+                pick(&mut rng)
+            )
+        })
+        .collect();
+    for (name, texts) in [
+        ("translate", translate),
+        ("summarise", summarise),
+        ("rag", rag),
+    ] {
+        let alerts = all_alerts(&texts, 500);
+        assert!(alerts.is_empty(), "{name}: {alerts:#?}");
+    }
+}
+
+#[test]
+fn one_topic_questions_and_the_benign_corpora_per_identity_do_not_alert() {
+    let topic = [
+        "What is the price of SKU 4411, the blue kettle?",
+        "How much does the 1.7 litre kettle cost these days?",
+        "Is SKU 4412 cheaper than the steel version?",
+        "Why did the price of the glass kettle go up last month?",
+        "Can I get a discount on the kettle if I buy two?",
+        "Which kettles in your range cost under 40 euros?",
+        "Does the price include the two-year warranty for SKU 4415?",
+        "What would shipping add to the price of the travel kettle?",
+        "I saw SKU 4419 for less on another site. Do you match prices?",
+        "List your kettles from the cheapest to the most expensive.",
+        "How do the prices of the smart kettles compare with the basic ones?",
+        "Is there a student price for any of the kettles?",
+        "What does SKU 4420 stand for in your catalogue?",
+        "Are prices on the website the same as in the shop?",
+        "When is the next sale on kitchen appliances?",
+        "Could you tell me whether the red kettle, SKU 4423, is in stock?",
+        "Do you sell replacement filters, and what do they cost?",
+        "Which kettle gives the best value for money?",
+        "My receipt shows SKU 4424 at a different price. Why?",
+        "Does VAT apply to the price shown for the cordless kettle?",
+        "How long will the current kettle promotion run?",
+        "Could the price of SKU 4427 drop before Christmas?",
+        "What is the cheapest kettle with temperature control?",
+        "Do bundles with a toaster cost less than buying separately?",
+        "Why is SKU 4430 listed twice with two prices?",
+        "Is the copper kettle worth its higher price?",
+        "What payment options are there for the premium kettle?",
+        "Tell me the price difference between SKU 4433 and SKU 4434.",
+        "Do you offer price protection if the kettle gets cheaper?",
+        "Which SKU is the quietest kettle, and how much is it?",
+        "Are refurbished kettles sold at a lower price?",
+        "How much is a spare lid for the glass kettle?",
+        "Has the price of SKU 4438 changed since last week?",
+        "What kettle would you recommend for about 30 euros?",
+        "Does buying online change the price of the kettle?",
+        "Is SKU 4441 part of the clearance sale?",
+        "Why do kettle prices differ between countries?",
+        "Which is better value, SKU 4443 or the model above it?",
+        "Can you quote a price for ten kettles for our office?",
+        "What did SKU 4446 cost when it launched?",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    // 40 questions in 60 s, then the same again in another order.
+    let mut twice = topic.clone();
+    twice.extend(topic.iter().rev().cloned());
+    let alerts = all_alerts(&twice, 1_500);
+    assert!(alerts.is_empty(), "one topic: {alerts:#?}");
+    for file in ["benign_triggers.txt", "ood_benign.txt", "dev_benign.txt"] {
+        let lines = data_lines(file);
+        let alerts = all_alerts(&lines, 500);
+        assert!(alerts.is_empty(), "{file}: {alerts:#?}");
+        // Each line once, in another order.
+        let mut rng = Rng(0xc0ffee);
+        let mut shuffled = lines.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i + 1));
+        }
+        let alerts = all_alerts(&shuffled, 500);
+        assert!(alerts.is_empty(), "{file} shuffled: {alerts:#?}");
+    }
+}
