@@ -1143,6 +1143,20 @@ mod tests {
         ParamPolicy::for_roles(&roles, &table, &ValidationConfig::default())
     }
 
+    /// The policy of one role named `name` with these caps and parameter actions.
+    fn one_role(
+        name: &str,
+        max_tokens: Option<u64>,
+        params: &[(&str, ParamAction)],
+    ) -> ParamPolicy {
+        let role = RoleConfig {
+            max_tokens,
+            params: params.iter().map(|(k, a)| ((*k).to_owned(), *a)).collect(),
+            limits: None,
+        };
+        pol(&[name], BTreeMap::from([(name.to_owned(), role)]))
+    }
+
     fn run(body: Value, p: &ParamPolicy) -> Result<Validated, Invalid> {
         run_on(Endpoint::Chat, body, p)
     }
@@ -1243,18 +1257,7 @@ mod tests {
 
     #[test]
     fn roles_can_allow_and_lower_caps() {
-        let mut t = BTreeMap::new();
-        t.insert(
-            "research".to_owned(),
-            RoleConfig {
-                max_tokens: Some(64),
-                params: [("logprobs".to_owned(), ParamAction::Allow)]
-                    .into_iter()
-                    .collect(),
-                limits: None,
-            },
-        );
-        let p = pol(&["research"], t);
+        let p = one_role("research", Some(64), &[("logprobs", ParamAction::Allow)]);
         assert!(p.logprobs_allowed());
         let msgs = json!([{"role": "user", "content": "hi"}]);
         let v = run(
@@ -1440,18 +1443,7 @@ mod tests {
         assert_eq!(v.stripped, vec!["logprobs"]);
         let out: Value = serde_json::from_slice(&v.body).unwrap();
         assert!(out.get("logprobs").is_none(), "{out}");
-        let mut t = BTreeMap::new();
-        t.insert(
-            "strict".to_owned(),
-            RoleConfig {
-                max_tokens: None,
-                params: [("logprobs".to_owned(), ParamAction::Deny)]
-                    .into_iter()
-                    .collect(),
-                limits: None,
-            },
-        );
-        let p = pol(&["strict"], t);
+        let p = one_role("strict", None, &[("logprobs", ParamAction::Deny)]);
         let e = completions(json!({"model": "m", "prompt": "hi", "logprobs": 0}), &p).unwrap_err();
         assert!(e.0.contains("logprobs: not permitted"), "{e:?}");
         // Null stays inert.
@@ -1690,18 +1682,7 @@ mod tests {
     /// that folds to a field the gateway checks is that field to such a server.
     #[test]
     fn unknown_names_that_fold_to_checked_fields_are_refused() {
-        let mut t = BTreeMap::new();
-        t.insert(
-            "open".to_owned(),
-            RoleConfig {
-                max_tokens: None,
-                params: [("unknown".to_owned(), ParamAction::Allow)]
-                    .into_iter()
-                    .collect(),
-                limits: None,
-            },
-        );
-        let p = pol(&["open"], t);
+        let p = one_role("open", None, &[("unknown", ParamAction::Allow)]);
         let msgs = json!([{"role": "user", "content": "hi"}]);
         for k in [
             "MAX_TOKENS",
@@ -1735,18 +1716,7 @@ mod tests {
     /// inline media, URLs in other members and `allow_media_urls` pass.
     #[test]
     fn media_urls_in_forwarded_unknown_fields_are_refused() {
-        let mut t = BTreeMap::new();
-        t.insert(
-            "open".to_owned(),
-            RoleConfig {
-                max_tokens: None,
-                params: [("unknown".to_owned(), ParamAction::Allow)]
-                    .into_iter()
-                    .collect(),
-                limits: None,
-            },
-        );
-        let p = pol(&["open"], t);
+        let p = one_role("open", None, &[("unknown", ParamAction::Allow)]);
         let url = "http://169.254.169.254/latest/meta-data/";
         let refused = [
             (
@@ -1888,18 +1858,7 @@ mod tests {
     /// `audio_embeds` parts) are as unreadable to screening as token ids, and marked so.
     #[test]
     fn embeddings_given_as_prompts_are_marked_unreadable() {
-        let mut t = BTreeMap::new();
-        t.insert(
-            "open".to_owned(),
-            RoleConfig {
-                max_tokens: None,
-                params: [("unknown".to_owned(), ParamAction::Allow)]
-                    .into_iter()
-                    .collect(),
-                limits: None,
-            },
-        );
-        let p = pol(&["open"], t);
+        let p = one_role("open", None, &[("unknown", ParamAction::Allow)]);
         let go = |ep: Endpoint, body: Value| run_on(ep, body, &p).unwrap().token_ids;
         assert!(go(
             Endpoint::Completions,
