@@ -17,13 +17,7 @@ use warden_screen::monitor::{Event, Monitor, MonitorConfig, SamplingParams};
 use warden_screen::{Role, Screener};
 
 fn benign_prompts() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/benign_triggers.txt");
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
+    data_lines("benign_triggers.txt")
 }
 
 /// Small deterministic generator.

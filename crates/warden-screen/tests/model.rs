@@ -447,9 +447,13 @@ const ML_MAX_PASSED: usize = 2;
 
 /// The lines the screener blocks as user text.
 fn blocked_as_user<'a>(s: &Screener, lines: &'a [String]) -> Vec<&'a String> {
+    blocked_as(s, lines, Role::User)
+}
+
+fn blocked_as<'a>(s: &Screener, lines: &'a [String], role: Role) -> Vec<&'a String> {
     lines
         .iter()
-        .filter(|l| s.screen_text(l, Role::User).verdict == Action::Block)
+        .filter(|l| s.screen_text(l, role).verdict == Action::Block)
         .collect()
 }
 
@@ -574,10 +578,7 @@ fn held_out_system_prompts_rarely_block() {
     let s = screener();
     let lines = data_lines("system_benign.txt");
     assert!(lines.len() >= 50);
-    let blocked: Vec<&String> = lines
-        .iter()
-        .filter(|l| s.screen_text(l, Role::System).verdict == Action::Block)
-        .collect();
+    let blocked = blocked_as(&s, &lines, Role::System);
     assert!(
         blocked.len() <= 2,
         "{} of {} system prompts blocked: {blocked:#?}",
