@@ -623,14 +623,19 @@ fn names_remote(s: &str) -> bool {
         && !scheme.eq_ignore_ascii_case("data")
 }
 
-/// Whether some string in `v` [`names_remote`].
-fn holds_remote(v: &Value) -> bool {
+/// Whether some string in `v`, at any depth, passes `f`.
+fn any_string(v: &Value, f: &dyn Fn(&str) -> bool) -> bool {
     match v {
-        Value::String(s) => names_remote(s),
-        Value::Array(a) => a.iter().any(holds_remote),
-        Value::Object(o) => o.values().any(holds_remote),
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().any(|x| any_string(x, f)),
+        Value::Object(o) => o.values().any(|x| any_string(x, f)),
         _ => false,
     }
+}
+
+/// Whether some string in `v` [`names_remote`].
+fn holds_remote(v: &Value) -> bool {
+    any_string(v, &names_remote)
 }
 
 /// Whether `k` names something to fetch: one of its words (split at `_`, `-`, other
@@ -667,37 +672,32 @@ fn fetch_key(k: &str) -> bool {
 /// after the scheme (`http://`, `s3://`, `file:/`), so text such as "Note: a cat" under
 /// a media-named member of an unknown field is not taken for one.
 fn holds_place(v: &Value) -> bool {
-    match v {
-        Value::String(s) => {
-            names_remote(s)
-                && s.trim_start()
-                    .split_once(':')
-                    .is_some_and(|(_, rest)| rest.starts_with('/'))
-        }
-        Value::Array(a) => a.iter().any(holds_place),
-        Value::Object(o) => o.values().any(holds_place),
-        _ => false,
-    }
+    any_string(v, &|s| {
+        names_remote(s)
+            && s.trim_start()
+                .split_once(':')
+                .is_some_and(|(_, rest)| rest.starts_with('/'))
+    })
 }
 
-/// The path (below `at`) of the first member of `v`, at any depth, whose name
-/// [`fetch_key`]s and whose value [`holds_place`]: a media part or a URL list inside a
-/// field the gateway does not know (vLLM reads chat `messages` with `image_url` parts on
-/// `/v1/embeddings`; engines take `images`, `image_data` or `multi_modal_data`).
-fn remote_in_unknown(v: &Value, at: &str) -> Option<String> {
+/// The path (`.name` and `[index]` steps, built only when found) of the first member of
+/// `v`, at any depth, whose name [`fetch_key`]s and whose value [`holds_place`]: a media
+/// part or a URL list inside a field the gateway does not know (vLLM reads chat
+/// `messages` with `image_url` parts on `/v1/embeddings`; engines take `images`,
+/// `image_data` or `multi_modal_data`).
+fn remote_in_unknown(v: &Value) -> Option<String> {
     match v {
         Value::Object(o) => o.iter().find_map(|(k, v)| {
-            let path = format!("{at}.{}", clip(k));
             if fetch_key(k) && holds_place(v) {
-                Some(path)
+                Some(format!(".{}", clip(k)))
             } else {
-                remote_in_unknown(v, &path)
+                remote_in_unknown(v).map(|rest| format!(".{}{rest}", clip(k)))
             }
         }),
         Value::Array(a) => a
             .iter()
             .enumerate()
-            .find_map(|(i, v)| remote_in_unknown(v, &format!("{at}[{i}]"))),
+            .find_map(|(i, v)| remote_in_unknown(v).map(|rest| format!("[{i}]{rest}"))),
         _ => None,
     }
 }
@@ -833,7 +833,7 @@ pub fn validate(
                     && let Some(at) = if fetch_key(&k) && holds_place(v) {
                         Some(clip(&k))
                     } else {
-                        remote_in_unknown(v, &clip(&k))
+                        remote_in_unknown(v).map(|rest| format!("{}{rest}", clip(&k)))
                     }
                 {
                     return Err(Invalid(format!(
