@@ -642,30 +642,31 @@ fn holds_remote(v: &Value) -> bool {
 /// punctuation and lower-to-upper case changes: `image_data`, `imageUrl`, `file-uri`)
 /// is `url`, `uri`, `image`, `img`, `video`, `audio`, `file` or `media`, or a plural.
 fn fetch_key(k: &str) -> bool {
-    let mut words: Vec<String> = Vec::new();
+    let media = |w: &str| {
+        let w = w.strip_suffix(['s', 'S']).unwrap_or(w);
+        [
+            "url", "uri", "image", "img", "video", "audio", "file", "media",
+        ]
+        .iter()
+        .any(|m| w.eq_ignore_ascii_case(m))
+    };
+    let mut start = 0;
     let mut prev_lower = false;
-    for c in k.chars() {
-        if !c.is_ascii_alphanumeric() {
-            prev_lower = false;
-            words.push(String::new());
-            continue;
-        }
-        if c.is_ascii_uppercase() && prev_lower {
-            words.push(String::new());
+    for (i, c) in k.char_indices() {
+        let boundary = !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && prev_lower);
+        if boundary {
+            if k.get(start..i).is_some_and(media) {
+                return true;
+            }
+            start = if c.is_ascii_alphanumeric() {
+                i
+            } else {
+                i + c.len_utf8()
+            };
         }
         prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        match words.last_mut() {
-            Some(w) => w.push(c.to_ascii_lowercase()),
-            None => words.push(c.to_ascii_lowercase().to_string()),
-        }
     }
-    words.iter().any(|w| {
-        let w = w.strip_suffix('s').unwrap_or(w);
-        matches!(
-            w,
-            "url" | "uri" | "image" | "img" | "video" | "audio" | "file" | "media"
-        )
-    })
+    k.get(start..).is_some_and(media)
 }
 
 /// Whether some string in `v` is a URL of a place: [`names_remote`] with a `/` right
