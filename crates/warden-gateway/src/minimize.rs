@@ -1016,73 +1016,90 @@ impl SseMinimizer {
                 lines: vec![MinLine::Text(text)],
             });
         }
-        let mut single: Option<usize> = None;
-        let mut lines_out: Vec<MinLine> = Vec::new();
-        let mut drop_event = false;
-        // An event passes only with a data line that was parsed and allowed: one whose
-        // data is all dropped (not JSON, say) must not pass its `event:` name alone.
-        let mut allowed_data = false;
+        // The event as the SSE standard dispatches it, and as the OpenAI client reads
+        // it: its `data:` lines joined by LF into one payload, its last `event:` name.
+        // What passes is that one payload, minimised, so the client cannot read a
+        // document other than the one screened. `id:`, `retry:`, comments and unknown
+        // lines are dropped: OpenAI clients need none of them, and each could carry
+        // arbitrary upstream text.
+        let mut data: Option<std::borrow::Cow<'_, [u8]>> = None;
+        // Where the first data line's payload starts in `event`.
+        let mut data_at = 0;
+        let mut name: Option<&[u8]> = None;
+        let mut line_at = 0;
         for line in event.split(|b| *b == b'\n') {
-            if let Some(data) = line.strip_prefix(b"data:") {
-                let data = data.strip_prefix(b" ").unwrap_or(data);
-                // Where the data starts, for an event of this one line.
-                single = Some(line.len() - data.len());
-                if data == b"[DONE]" {
-                    lines_out.push(MinLine::Done);
-                    allowed_data = true;
-                    continue;
-                }
-                // Not JSON: nothing we can vouch for; the line is dropped.
-                if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
-                    let Some(usage) =
-                        minimize_event_routed(&mut v, self.policy, self.routed.as_deref())
-                    else {
-                        drop_event = true;
-                        continue;
-                    };
-                    if usage.is_some() {
-                        self.usage = usage;
+            if let Some(d) = line.strip_prefix(b"data:") {
+                let d = d.strip_prefix(b" ").unwrap_or(d);
+                match &mut data {
+                    None => {
+                        data_at = line_at + (line.len() - d.len());
+                        data = Some(std::borrow::Cow::Borrowed(d));
                     }
-                    let no_choices = v
-                        .field("choices")
-                        .and_then(Value::as_array)
-                        .is_some_and(|c| c.is_empty());
-                    if self.drop_usage_only && usage.is_some() && no_choices {
-                        drop_event = true;
-                        continue;
+                    Some(joined) => {
+                        let joined = joined.to_mut();
+                        joined.push(b'\n');
+                        joined.extend_from_slice(d);
                     }
-                    if self.drop_usage_only
-                        && let Value::Object(o) = &mut v
-                    {
-                        o.remove("usage");
-                    }
-                    self.events += 1;
-                    allowed_data = true;
-                    lines_out.push(MinLine::Data(v));
                 }
-            } else if let Some(name) = line.strip_prefix(b"event:") {
-                // Event names (the Responses API's `response.output_text.delta` etc.)
-                // pass only as short lowercase dotted names: an upstream cannot use
-                // the field to carry text past screening and minimisation.
-                let name = name.strip_prefix(b" ").unwrap_or(name);
-                if is_event_name(name) {
-                    lines_out.push(MinLine::Name(name.to_vec()));
-                }
+            } else if let Some(n) = line.strip_prefix(b"event:") {
+                name = Some(n.strip_prefix(b" ").unwrap_or(n));
             }
-            // `id:`, `retry:`, comments and unknown lines are dropped: OpenAI clients
-            // need none of them, and each could carry arbitrary upstream text.
+            line_at += line.len() + 1;
         }
-        if drop_event || !allowed_data {
+        // An event passes only with data that was parsed and allowed: without data
+        // the standard dispatches nothing, and a name must not pass alone.
+        let Some(data) = data else {
+            self.reuse = None;
+            return None;
+        };
+        let mut lines_out: Vec<MinLine> = Vec::with_capacity(2);
+        // Event names (the Responses API's `response.output_text.delta` etc.) pass only
+        // as short lowercase dotted names: an upstream cannot use the field to carry
+        // text past screening and minimisation. The last name is the event's; when it
+        // is not allowed, the event goes on without one (never with an earlier name
+        // the client would not have read).
+        if let Some(n) = name.filter(|n| is_event_name(n)) {
+            lines_out.push(MinLine::Name(n.to_vec()));
+        }
+        if *data == *b"[DONE]" {
+            self.reuse = None;
+            lines_out.push(MinLine::Done);
+            return Some(MinEvent { lines: lines_out });
+        }
+        // Not JSON (two documents on two data lines read as one text are not JSON
+        // either): nothing we can vouch for; the event is dropped.
+        let Ok(mut v) = serde_json::from_slice::<Value>(&data) else {
+            self.reuse = None;
+            return None;
+        };
+        let Some(usage) = minimize_event_routed(&mut v, self.policy, self.routed.as_deref()) else {
+            self.reuse = None;
+            return None;
+        };
+        if usage.is_some() {
+            self.usage = usage;
+        }
+        let no_choices = v
+            .field("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.is_empty());
+        if self.drop_usage_only && usage.is_some() && no_choices {
             self.reuse = None;
             return None;
         }
-        match (lines_out.as_slice(), single) {
-            ([MinLine::Data(v)], Some(at)) => {
-                // `remember` wants a single line; `at` is only right for one.
-                self.remember(event, at, v);
-            }
-            _ => self.reuse = None,
+        if self.drop_usage_only
+            && let Value::Object(o) = &mut v
+        {
+            o.remove("usage");
         }
+        self.events += 1;
+        if lines_out.is_empty() {
+            // `remember` takes only an event of one line (no name, one data line).
+            self.remember(event, data_at, &v);
+        } else {
+            self.reuse = None;
+        }
+        lines_out.push(MinLine::Data(v));
         Some(MinEvent { lines: lines_out })
     }
 }
@@ -1103,7 +1120,9 @@ pub enum MinLine {
     Text(String),
 }
 
-/// A minimised event: its lines in the upstream's order (at least one data line).
+/// A minimised event: at most one [`MinLine::Name`], then exactly one data line
+/// ([`MinLine::Data`], [`MinLine::Done`] or [`MinLine::Text`]): the upstream event's
+/// data lines joined as the SSE standard joins them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MinEvent {
     /// The lines.
@@ -1802,6 +1821,70 @@ mod tests {
     fn sse_event_limit() {
         let mut m = SseMinimizer::new(CHAT, false, 16);
         assert!(m.feed(b"data: 0123456789012345678").is_err());
+    }
+
+    /// An event's data lines are one payload joined by LF, as the SSE standard and the
+    /// OpenAI client read them: JSON spread over several lines passes as one document,
+    /// minimised (before, each line was read alone and the event was dropped), and two
+    /// documents on two lines (which the client reads as one text, not JSON) pass as
+    /// nothing. The last `event:` name is the event's.
+    #[test]
+    fn data_lines_are_joined_and_the_last_event_name_counts() {
+        let run = |policy: ResponsePolicy, input: &[u8], size: usize| {
+            let mut m = SseMinimizer::new(policy, false, 1 << 16);
+            let mut out = Vec::new();
+            for c in input.chunks(size) {
+                out.extend_from_slice(&m.feed(c).unwrap());
+            }
+            out.extend_from_slice(&m.finish());
+            String::from_utf8(out).unwrap()
+        };
+        let ev = json!({"id": "1", "object": "chat.completion.chunk", "created": 1,
+            "model": "m", "system_fingerprint": "fp-LEAK",
+            "choices": [{"index": 0, "delta": {"content": "Hello\nthere"},
+                "logprobs": {"content": [{"token": "LEAK", "logprob": -0.1}]}}]});
+        let pretty = serde_json::to_string_pretty(&ev).unwrap();
+        let mut multi = String::new();
+        for l in pretty.lines() {
+            multi.push_str(&format!("data: {l}\n"));
+        }
+        multi.push('\n');
+        // The same event on one line, minimised, is what the joined lines must give.
+        let single = run(CHAT, format!("data: {ev}\n\n").as_bytes(), 1 << 10);
+        assert!(single.contains("Hello\\nthere") && !single.contains("LEAK"));
+        for size in [1, 2, 7, 1 << 10] {
+            assert_eq!(
+                run(CHAT, multi.as_bytes(), size),
+                single,
+                "chunks of {size}"
+            );
+        }
+        // `data:` without the space, and CRLF line ends, join the same way.
+        let tight = multi.replace("data: ", "data:").replace('\n', "\r\n");
+        assert_eq!(run(CHAT, tight.as_bytes(), 3), single);
+        // Two whole documents in one event: the client reads `{..}\n{..}`, not JSON.
+        let two = format!("data: {ev}\ndata: {ev}\n\n");
+        assert_eq!(run(CHAT, two.as_bytes(), 5), "");
+        // `[DONE]` is the whole payload or nothing.
+        assert_eq!(run(CHAT, b"data: [DONE]\n\n", 4), "data: [DONE]\n\n");
+        assert_eq!(run(CHAT, b"data: [DONE]\ndata: [DONE]\n\n", 4), "");
+        // The last name counts: an allowed one after a refused one passes; a refused
+        // one after an allowed one leaves the event without a name, not with the
+        // earlier name the client would not have read.
+        let delta = r#"data: {"type":"response.output_text.delta","delta":"hi"}"#;
+        let want = "event: response.output_text.delta\n\
+                    data: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
+        let input = format!("event: Leak Name\nevent: response.output_text.delta\n{delta}\n\n");
+        assert_eq!(run(RESPONSES, input.as_bytes(), 6), want);
+        let input = format!("event: response.output_text.delta\nevent: Leak Name\n{delta}\n\n");
+        assert_eq!(
+            run(RESPONSES, input.as_bytes(), 6),
+            want.strip_prefix("event: response.output_text.delta\n")
+                .unwrap()
+        );
+        // A name after the data line is still the event's, written first.
+        let input = format!("{delta}\nevent: response.output_text.delta\n\n");
+        assert_eq!(run(RESPONSES, input.as_bytes(), 6), want);
     }
 
     /// An allowlisted key keeps only a value of its shape: text planted in objects or

@@ -144,6 +144,23 @@ fn screening_reply(j: Value) -> Response<Full<Bytes>> {
             "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}})
         ));
         s.push_str("data: [DONE]\n\n");
+        // Each event's JSON pretty-printed over several `data:` lines, which the SSE
+        // standard joins with LF into one payload.
+        if last.contains("data-lines") {
+            let mut t = String::new();
+            for e in s.split_terminator("\n\n") {
+                match e.strip_prefix("data: ").map(serde_json::from_str::<Value>) {
+                    Some(Ok(v)) => {
+                        for l in serde_json::to_string_pretty(&v).unwrap().lines() {
+                            t.push_str(&format!("data: {l}\n"));
+                        }
+                        t.push('\n');
+                    }
+                    _ => t.push_str(&format!("{e}\n\n")),
+                }
+            }
+            s = t;
+        }
         // Other line ends the SSE standard allows, and a leading byte-order mark.
         if last.contains("nl-crlf") {
             s = s.replace('\n', "\r\n");
@@ -694,11 +711,21 @@ async fn injections_are_refused_before_the_upstream_and_benign_prompts_pass() {
 /// mark (all allowed by the SSE standard; llama-cpp-python and other sse-starlette
 /// servers write CRLF) is read event by event like an LF stream: the client gets the
 /// whole answer, and a key in it is stopped as in any stream. Before, a CR-only stream
-/// reached the client as nothing and a mark lost the first event.
+/// reached the client as nothing and a mark lost the first event. So is a stream whose
+/// events spread their JSON over several `data:` lines (joined with LF, as the standard
+/// and the OpenAI client join them); before, each line was read alone and every event
+/// was dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_with_cr_line_ends_or_a_byte_order_mark_are_read_and_screened() {
     let env = start(json!({})).await;
-    for form in ["nl-cr", "nl-crlf", "with-bom nl-cr", "with-bom"] {
+    for form in [
+        "nl-cr",
+        "nl-crlf",
+        "with-bom nl-cr",
+        "with-bom",
+        "data-lines",
+        "data-lines nl-crlf",
+    ] {
         let (st, _, body) = env.stream_chat("bob", user(&ask(form))).await;
         assert_eq!(st, 200, "{form}: {body}");
         assert_eq!(
