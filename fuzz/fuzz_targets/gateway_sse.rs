@@ -1,7 +1,7 @@
 //! Fuzz the gateway's SSE response minimiser with untrusted upstream bytes, fed in
 //! arbitrary chunkings. It must never panic, never emit more than it bounds, emit the
 //! same bytes however the input is chunked, and every `data:` line it emits must be
-//! valid JSON (or `[DONE]`) without logprob data.
+//! valid JSON (or `[DONE]`) without logprob data, the only data line of its event.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -58,5 +58,21 @@ fuzz_target!(|data: &[u8]| {
             let v: serde_json::Value = serde_json::from_slice(d).expect("emitted event is JSON");
             assert!(!has_logprobs(&v), "logprob data leaked: {v}");
         }
+    }
+    // Every emitted event is one payload, as a client joins it: one data line, at most
+    // one name before it, then the blank line.
+    for event in out
+        .split(|b| *b == b'\n')
+        .collect::<Vec<_>>()
+        .split(|l| l.is_empty())
+    {
+        let data = event.iter().filter(|l| l.starts_with(b"data: ")).count();
+        assert!(
+            event.is_empty()
+                || (data == 1
+                    && event.len() <= 2
+                    && event.last().is_some_and(|l| l.starts_with(b"data: "))),
+            "event not one payload: {event:?}"
+        );
     }
 });
