@@ -108,6 +108,13 @@ pub struct ScreeningConfig {
     /// one core), and the default thresholds become the head card's.
     #[serde(default)]
     pub transformer: Option<std::path::PathBuf>,
+    /// Forward content parts that carry media (images, audio, video, files; inline or
+    /// by reference) on routes whose input is screened. Off by default: text screening
+    /// cannot read instructions written in an image or spoken in audio, so such a
+    /// request is refused (400) like a prompt of token ids. `warden posture` warns
+    /// when on (WP210): for vision or audio models, whose media then reach them unread.
+    #[serde(default)]
+    pub allow_unscreened_media: bool,
 }
 
 impl Default for ScreeningConfig {
@@ -134,6 +141,7 @@ impl Default for ScreeningConfig {
             actions: BTreeMap::new(),
             alerts: AlertSinks::default(),
             transformer: None,
+            allow_unscreened_media: false,
         }
     }
 }
@@ -480,6 +488,13 @@ impl ScreeningConfig {
                 "input screening does not block (screening.action = \"{}\")",
                 self.action.as_str()
             ));
+        }
+        if self.input && self.allow_unscreened_media {
+            input.push(
+                "media parts (images, audio, video, files) reach the model unscreened \
+                 (screening.allow_unscreened_media = true)"
+                    .to_owned(),
+            );
         }
         for (r, s) in &self.routes {
             if let Some(a) = s.action
@@ -1374,6 +1389,16 @@ impl Check for InputCheck {
                 StatusCode::BAD_REQUEST,
                 "screen",
                 "prompts given as token ids or embeddings cannot be screened",
+            ));
+        }
+        if screened && v.media && !s.cfg.allow_unscreened_media {
+            s.counters.input(Action::Block);
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "screen",
+                "media parts (images, audio, video, files) cannot be screened for \
+                 instructions written in them; [gateway.screening] \
+                 allow_unscreened_media = true forwards them unscreened",
             ));
         }
         let worst = if screened {

@@ -302,19 +302,43 @@ pub struct Validated {
     pub answer: Option<usize>,
     /// The prompt holds token ids or embeddings, which screening cannot read.
     pub token_ids: bool,
+    /// A content part carries media (an image, audio, video or a file, inline or by
+    /// reference; see [`is_media_part`]): what is written or said in it reaches the
+    /// model without text screening having read it.
+    pub media: bool,
     /// Sampling parameters as the client sent them (before stripping), for the behaviour
     /// monitor.
     pub sampling: SamplingParams,
 }
 
-fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &mut bool) {
+/// What a prompt holds that text screening cannot read.
+#[derive(Debug, Default)]
+struct Unread {
+    token_ids: bool,
+    media: bool,
+}
+
+/// Whether a content part carries media, inline or by reference: its `type` or one of
+/// its non-null members other than [`TEXT_KEYS`] names media ([`fetch_key`]'s words:
+/// `image_url`, `input_audio`, `input_image`, `input_file`, `file`, `file_id`,
+/// `video_url`, ...). Engines infer a part's kind from the members present, so the
+/// members are read whatever the `type` says.
+fn is_media_part(o: &Map<String, Value>) -> bool {
+    o.field("type")
+        .and_then(Value::as_str)
+        .is_some_and(fetch_key)
+        || o.iter()
+            .any(|(k, v)| !v.is_null() && !TEXT_KEYS.contains(&k.as_str()) && fetch_key(k))
+}
+
+fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, unread: &mut Unread) {
     match v {
         Value::String(s) if !s.is_empty() => out.push((role, s.clone())),
         Value::Array(a) => {
             for x in a {
                 match x {
-                    Value::String(_) => push_text(x, role, out, token_ids),
-                    Value::Number(_) | Value::Array(_) => *token_ids = true,
+                    Value::String(_) => push_text(x, role, out, unread),
+                    Value::Number(_) | Value::Array(_) => unread.token_ids = true,
                     // Embeddings in place of media (vLLM's `image_embeds`,
                     // `audio_embeds` parts): as unreadable as token ids.
                     Value::Object(o)
@@ -322,13 +346,16 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, token_ids: &m
                             .and_then(Value::as_str)
                             .is_some_and(|t| t.ends_with("_embeds")) =>
                     {
-                        *token_ids = true;
+                        unread.token_ids = true;
                     }
                     Value::Object(o) => {
+                        if is_media_part(o) {
+                            unread.media = true;
+                        }
                         // `refusal` parts are joined into an assistant turn's text.
                         for k in ["text", "output", "refusal"] {
                             if let Some(t) = o.field(k) {
-                                push_text(t, role, out, token_ids);
+                                push_text(t, role, out, unread);
                             }
                         }
                     }
@@ -409,6 +436,7 @@ fn role_of(r: &str) -> Role {
 struct Collected {
     parts: Vec<(Role, String)>,
     token_ids: bool,
+    media: bool,
     turn: Range<usize>,
     answer: Option<usize>,
 }
@@ -418,7 +446,7 @@ struct Collected {
 /// response inputs and instructions, embedding inputs.
 fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
     let mut out = Vec::new();
-    let mut ids = false;
+    let mut ids = Unread::default();
     // Where the newest turn starts (just after the last assistant message or item), and
     // where the run of assistant messages or items before it starts.
     let mut turn = 0;
@@ -551,11 +579,12 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
     // vLLM's `prompt_embeds` (forwarded by a role that allows unknown fields): a prompt
     // as embeddings, which screening cannot read either.
     if obj.field("prompt_embeds").is_some_and(|v| !v.is_null()) {
-        ids = true;
+        ids.token_ids = true;
     }
     Collected {
         parts: out,
-        token_ids: ids,
+        token_ids: ids.token_ids,
+        media: ids.media,
         turn: turn..end,
         answer,
     }
@@ -947,6 +976,7 @@ pub fn validate(
     let Collected {
         parts,
         token_ids,
+        media,
         turn,
         answer,
     } = collect_parts(ep, &obj);
@@ -1125,6 +1155,7 @@ pub fn validate(
         turn,
         answer,
         token_ids,
+        media,
         sampling,
     })
 }
@@ -1883,6 +1914,56 @@ mod tests {
                 {"type": "text", "text": "describe"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
         ));
+    }
+
+    /// Content parts carrying media, inline or by reference, in chat and Responses
+    /// messages, are marked (screening cannot read them); text parts, refusals and
+    /// answers sent back with their citations are not.
+    #[test]
+    fn media_parts_are_marked_unreadable() {
+        let p = one_role("open", None, &[]);
+        let png = "data:image/png;base64,iVBORw0KGgo=";
+        let chat = |part: Value| {
+            let body = json!({"model": "m", "messages": [
+                {"role": "system", "content": "Describe what you are shown."},
+                {"role": "user", "content": [{"type": "text", "text": "what is this?"}, part]}]});
+            run_on(Endpoint::Chat, body, &p).unwrap().media
+        };
+        for part in [
+            json!({"type": "image_url", "image_url": {"url": png}}),
+            json!({"image_url": {"url": png}}),
+            json!({"type": "text", "text": "x", "image_url": {"url": png}}),
+            json!({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}),
+            json!({"type": "file", "file": {"file_data": "JVBERi0=", "filename": "a.pdf"}}),
+            json!({"type": "file", "file": {"file_id": "file-abc"}}),
+            json!({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}),
+        ] {
+            assert!(chat(part.clone()), "{part}");
+        }
+        for part in [
+            json!({"type": "text", "text": "and this?"}),
+            json!({"type": "text", "text": "x", "image_url": null}),
+        ] {
+            assert!(!chat(part.clone()), "{part}");
+        }
+        let responses = |content: Value| {
+            let body = json!({"model": "m", "input": [{"role": "user", "content": content}]});
+            run_on(Endpoint::Responses, body, &p).unwrap().media
+        };
+        assert!(responses(
+            json!([{"type": "input_text", "text": "what is this?"},
+            {"type": "input_image", "image_url": png}])
+        ));
+        assert!(responses(
+            json!([{"type": "input_file", "file_data": "JVBERi0=", "filename": "a.pdf"}])
+        ));
+        assert!(!responses(json!([{"type": "input_text", "text": "hello"}])));
+        // An earlier answer sent back, with a URL citation: text, not media.
+        let body = json!({"model": "m", "input": [
+            {"role": "assistant", "content": [{"type": "output_text", "text": "See the docs.",
+                "annotations": [{"type": "url_citation", "url": "https://example.com/"}]}]},
+            {"role": "user", "content": "thanks"}]});
+        assert!(!run_on(Endpoint::Responses, body, &p).unwrap().media);
     }
 
     /// The Responses API asks for logprobs with an `include` entry (forwarded by a role

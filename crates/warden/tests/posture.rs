@@ -139,6 +139,23 @@ fn weakened_screening_is_reported() {
     }
     assert_eq!(check(home.path(), "WP213").1["status"], "pass");
 
+    // Media forwarded unscreened weakens input screening.
+    std::fs::write(
+        home.path().join("warden.toml"),
+        "[gateway]\npolicy = \"p.cedar\"\n[gateway.screening]\nallow_unscreened_media = true\n",
+    )
+    .unwrap();
+    let (code, c) = check(home.path(), "WP210");
+    assert_eq!(code, Some(0));
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("media parts (images, audio, video, files) reach the model unscreened"),
+        "{c}"
+    );
+
     std::fs::write(
         home.path().join("warden.toml"),
         "[gateway]\n[gateway.screening]\nbogus = 1\n",
