@@ -363,6 +363,9 @@ fn push_text(v: &Value, role: Role, out: &mut Vec<(Role, String)>, unread: &mut 
                 }
             }
         }
+        // A part given alone where parts may stand (a tool's `output` as one object,
+        // such as a Responses screenshot).
+        Value::Object(o) if is_media_part(o) => unread.media = true,
         _ => {}
     }
 }
@@ -532,6 +535,11 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
                         let begin = out.len();
                         match it {
                             Value::Object(o) => {
+                                // An item that is media itself (an `input_image` given
+                                // as an item, a screenshot or generated image sent back).
+                                if is_media_part(o) {
+                                    ids.media = true;
+                                }
                                 // `summary`: reasoning items sent back to the model;
                                 // `name`: a function call's.
                                 let start = out.len();
@@ -1958,6 +1966,20 @@ mod tests {
             json!([{"type": "input_file", "file_data": "JVBERi0=", "filename": "a.pdf"}])
         ));
         assert!(!responses(json!([{"type": "input_text", "text": "hello"}])));
+        // Media as an item of its own, or inside a tool's output sent back.
+        for item in [
+            json!({"type": "input_image", "image_url": png}),
+            json!({"type": "computer_call_output", "call_id": "c",
+                "output": {"type": "computer_screenshot", "image_url": png}}),
+            json!({"type": "function_call_output", "call_id": "c",
+                "output": [{"type": "input_image", "image_url": png}]}),
+        ] {
+            let body = json!({"model": "m", "input": [item.clone()]});
+            assert!(
+                run_on(Endpoint::Responses, body, &p).unwrap().media,
+                "{item}"
+            );
+        }
         // An earlier answer sent back, with a URL citation: text, not media.
         let body = json!({"model": "m", "input": [
             {"role": "assistant", "content": [{"type": "output_text", "text": "See the docs.",
