@@ -399,6 +399,20 @@ top_logprobs = "allow"
             .all(|e| e["response_digest"] == "none" && e["upstream_ms"].is_null()),
         "{screened:?}"
     );
+    // The inline image was refused by the input screen, never forwarded.
+    let media: Vec<_> = reqs
+        .iter()
+        .filter(|e| {
+            e["identity"] == "bob"
+                && e["status"] == 400
+                && e["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("screen: media parts")
+        })
+        .collect();
+    assert_eq!(media.len(), 1, "{reqs:?}");
+    assert!(media[0]["upstream_ms"].is_null(), "{media:?}");
     assert!(
         reqs.iter()
             .any(|e| e["identity"] == "eve" && e["reason"].as_str().unwrap().contains("cut"))

@@ -107,6 +107,15 @@ e = expect(openai.BadRequestError, lambda: bob.chat.completions.create(model=MOD
 assert "(tool)" in str(e), e
 summary["injection"] = "refused 400 before the upstream (direct and in tool output)"
 
+# An inline image: text screening cannot read what is written in it, so it is refused.
+png = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42m"
+       "NkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+img = [{"role": "user", "content": [{"type": "text", "text": "What does this picture say?"},
+        {"type": "image_url", "image_url": {"url": png}}]}]
+e = expect(openai.BadRequestError, lambda: bob.chat.completions.create(model=MODEL, messages=img, max_tokens=8))
+assert "media parts" in str(e) and "allow_unscreened_media" in str(e), e
+summary["media"] = "inline image refused 400 before the upstream"
+
 # 429 after the limit (role limited: 2 requests per minute), with Retry-After.
 lim = client(os.environ["KEY_LIMITED"])
 for _ in range(2):
