@@ -590,6 +590,10 @@ fn collect_parts(ep: Endpoint, obj: &Map<String, Value>) -> Collected {
     let known = ep.known_fields();
     for (k, v) in obj {
         if !known.contains(&k.as_str()) {
+            // Media under a name the gateway does not know (Ollama-style `images`).
+            if (!v.is_null() && media_key(k)) || holds_media(v) {
+                ids.media = true;
+            }
             let mut s = String::new();
             all_strings(v, &mut s);
             if !s.is_empty() {
@@ -688,17 +692,45 @@ fn holds_remote(v: &Value) -> bool {
     any_string(v, &names_remote)
 }
 
+/// Whether a forwarded unknown field's value carries media at any depth: a non-null
+/// member named by [`media_key`] or `uuid`, or a `type` naming media (vLLM chat
+/// `messages` with image parts on `/v1/embeddings`, `multi_modal_data: {"image": …}`).
+/// Depth is bounded by the JSON parser's recursion limit.
+fn holds_media(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => a.iter().any(holds_media),
+        Value::Object(o) => o.iter().any(|(k, x)| {
+            (!x.is_null() && (media_key(k) || k == "uuid"))
+                || (k == "type" && x.as_str().is_some_and(media_key))
+                || holds_media(x)
+        }),
+        _ => false,
+    }
+}
+
 /// Whether `k` names something to fetch: one of its words (split at `_`, `-`, other
 /// punctuation and lower-to-upper case changes: `image_data`, `imageUrl`, `file-uri`)
 /// is `url`, `uri`, `image`, `img`, `video`, `audio`, `file` or `media`, or a plural.
 fn fetch_key(k: &str) -> bool {
+    has_word(
+        k,
+        &[
+            "url", "uri", "image", "img", "video", "audio", "file", "media",
+        ],
+    )
+}
+
+/// Whether `k` names media itself, not merely a link: [`fetch_key`]'s words but `url`
+/// and `uri` (`images`, `multi_modal_data.image`, `audio_data`).
+fn media_key(k: &str) -> bool {
+    has_word(k, &["image", "img", "video", "audio", "file", "media"])
+}
+
+/// Whether one of `k`'s words (see [`fetch_key`]), or its singular, is one of `words`.
+fn has_word(k: &str, words: &[&str]) -> bool {
     let media = |w: &str| {
         let w = w.strip_suffix(['s', 'S']).unwrap_or(w);
-        [
-            "url", "uri", "image", "img", "video", "audio", "file", "media",
-        ]
-        .iter()
-        .any(|m| w.eq_ignore_ascii_case(m))
+        words.iter().any(|m| w.eq_ignore_ascii_case(m))
     };
     let mut start = 0;
     let mut prev_lower = false;
@@ -2045,6 +2077,45 @@ mod tests {
                 run_on(Endpoint::Responses, body, &p).unwrap().media,
                 "{item}"
             );
+        }
+        // Media in fields the gateway does not know, forwarded by a role that allows them.
+        let open = one_role("open", None, &[("unknown", ParamAction::Allow)]);
+        let with = |ep: Endpoint, extra: Value| {
+            let mut body = match ep {
+                Endpoint::Embeddings => json!({"model": "m", "input": "x"}),
+                _ => json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            };
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            run_on(ep, body, &open).unwrap().media
+        };
+        for (ep, extra) in [
+            (Endpoint::Chat, json!({"images": [png]})),
+            (
+                Endpoint::Chat,
+                json!({"multi_modal_data": {"image": [png]}}),
+            ),
+            (
+                Endpoint::Chat,
+                json!({"extra": {"parts": [{"type": "input_audio", "data": "UklGRg=="}]}}),
+            ),
+            (Endpoint::Chat, json!({"mm": [{"uuid": "k1"}]})),
+            (
+                Endpoint::Embeddings,
+                json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": png}}]}]}),
+            ),
+        ] {
+            assert!(with(ep, extra.clone()), "{extra}");
+        }
+        for extra in [
+            json!({"chat_template_kwargs": {"enable_thinking": false}}),
+            json!({"documents": [{"title": "Q3 report", "text": "Revenue grew."}]}),
+            json!({"images": null}),
+            json!({"source": {"type": "text", "note": "a url in words"}}),
+        ] {
+            assert!(!with(Endpoint::Chat, extra.clone()), "{extra}");
         }
         // A tool's output given as one object: its text is read (screened), not skipped.
         let body = json!({"model": "m", "input": [{"type": "function_call_output",
