@@ -1383,23 +1383,21 @@ impl Check for InputCheck {
         };
         let policy = s.policy(ex.endpoint, &id.roles);
         let screened = s.cfg.input && policy.max_action != Action::Pass;
-        if screened && v.token_ids {
-            s.counters.input(Action::Block);
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "screen",
-                "prompts given as token ids or embeddings cannot be screened",
-            ));
-        }
-        if screened && v.media && !s.cfg.allow_unscreened_media {
-            s.counters.input(Action::Block);
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "screen",
+        // What the screen cannot read is refused rather than waved through.
+        let unreadable = if v.token_ids {
+            Some("prompts given as token ids or embeddings cannot be screened")
+        } else if v.media && !s.cfg.allow_unscreened_media {
+            Some(
                 "media parts (images, audio, video, files) cannot be screened for \
                  instructions written in them; [gateway.screening] \
                  allow_unscreened_media = true forwards them unscreened",
-            ));
+            )
+        } else {
+            None
+        };
+        if screened && let Some(why) = unreadable {
+            s.counters.input(Action::Block);
+            return Err(Refusal::new(StatusCode::BAD_REQUEST, "screen", why));
         }
         let worst = if screened {
             let run = || {

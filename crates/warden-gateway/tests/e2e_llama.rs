@@ -380,18 +380,19 @@ top_logprobs = "allow"
         reqs.iter()
             .any(|e| e["identity"] == "lim" && e["status"] == 429)
     );
+    // bob's requests refused with 400 for a reason starting with `why`.
+    let refused = |why: &str| -> Vec<&serde_json::Value> {
+        reqs.iter()
+            .copied()
+            .filter(|e| {
+                e["identity"] == "bob"
+                    && e["status"] == 400
+                    && e["reason"].as_str().unwrap().starts_with(why)
+            })
+            .collect()
+    };
     // The prompt injections were refused by the input screen, with the rule ids.
-    let screened: Vec<_> = reqs
-        .iter()
-        .filter(|e| {
-            e["identity"] == "bob"
-                && e["status"] == 400
-                && e["reason"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("screen: prompt injection detected: rules PI-")
-        })
-        .collect();
+    let screened = refused("screen: prompt injection detected: rules PI-");
     assert_eq!(screened.len(), 2, "{reqs:?}");
     assert!(
         screened
@@ -400,17 +401,7 @@ top_logprobs = "allow"
         "{screened:?}"
     );
     // The inline image was refused by the input screen, never forwarded.
-    let media: Vec<_> = reqs
-        .iter()
-        .filter(|e| {
-            e["identity"] == "bob"
-                && e["status"] == 400
-                && e["reason"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("screen: media parts")
-        })
-        .collect();
+    let media = refused("screen: media parts");
     assert_eq!(media.len(), 1, "{reqs:?}");
     assert!(media[0]["upstream_ms"].is_null(), "{media:?}");
     assert!(
